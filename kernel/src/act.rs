@@ -1,0 +1,180 @@
+//! Activations, with their derivatives written in terms of the OUTPUT
+//! a = σ(z), so no pre-activation has to be stored:
+//! σ'(z) as a function of a, and κ = σ''(z)/σ'(z) as a function of a
+//! (needed by the R-operator; zero for piecewise-linear activations).
+
+use crate::real::Real;
+
+/// An elementwise activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Act {
+    /// a = z.
+    Identity,
+    /// a = max(z, 0).
+    Relu,
+    /// a = tanh z.
+    Tanh,
+    /// a = 1 / (1 + e^{−z}).
+    Sigmoid,
+}
+
+impl Act {
+    /// σ(z).
+    #[inline]
+    pub fn f<F: Real>(self, z: F) -> F {
+        match self {
+            Act::Identity => z,
+            Act::Relu => {
+                if z > F::ZERO {
+                    z
+                } else {
+                    F::ZERO
+                }
+            }
+            Act::Tanh => z.tanh(),
+            Act::Sigmoid => F::ONE / (F::ONE + (-z).exp()),
+        }
+    }
+
+    /// σ'(z), written as a function of a = σ(z).
+    #[inline]
+    pub fn df<F: Real>(self, a: F) -> F {
+        match self {
+            Act::Identity => F::ONE,
+            Act::Relu => {
+                if a > F::ZERO {
+                    F::ONE
+                } else {
+                    F::ZERO
+                }
+            }
+            Act::Tanh => F::ONE - a * a,
+            Act::Sigmoid => a * (F::ONE - a),
+        }
+    }
+
+    /// κ = σ''(z)/σ'(z) as a function of a = σ(z): tanh −2a, sigmoid 1 − 2a,
+    /// identity and ReLU 0. Then σ''(z)·x = κ·σ'(z)·x without a division.
+    #[inline]
+    pub fn kappa<F: Real>(self, a: F) -> F {
+        match self {
+            Act::Identity | Act::Relu => F::ZERO,
+            Act::Tanh => -(F::TWO * a),
+            Act::Sigmoid => F::ONE - F::TWO * a,
+        }
+    }
+
+    /// True when σ'' ≡ 0 (the R-operator's curvature term vanishes).
+    #[inline]
+    pub fn is_piecewise_linear(self) -> bool {
+        matches!(self, Act::Identity | Act::Relu)
+    }
+
+    /// Lower-case name (`relu`, `tanh`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Act::Identity => "identity",
+            Act::Relu => "relu",
+            Act::Tanh => "tanh",
+            Act::Sigmoid => "sigmoid",
+        }
+    }
+
+    /// Parses a lower-case name.
+    pub fn from_name(s: &str) -> Option<Act> {
+        match s {
+            "identity" | "linear" => Some(Act::Identity),
+            "relu" => Some(Act::Relu),
+            "tanh" => Some(Act::Tanh),
+            "sigmoid" => Some(Act::Sigmoid),
+            _ => None,
+        }
+    }
+}
+
+/// z[r, c] += bias[c], then a = σ(z), in place (`z` is rows × bias.len()).
+pub fn bias_act<F: Real>(z: &mut [F], bias: &[F], act: Act) {
+    for row in z.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v = act.f(*v + *b);
+        }
+    }
+}
+
+/// z[r, c] += bias[c] (no activation).
+pub fn bias_add<F: Real>(z: &mut [F], bias: &[F]) {
+    for row in z.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += *b;
+        }
+    }
+}
+
+/// δz = δa ⊙ σ'(a), in place on `delta`.
+pub fn act_backward<F: Real>(delta: &mut [F], a: &[F], act: Act) {
+    if act == Act::Identity {
+        return;
+    }
+    for (d, a) in delta.iter_mut().zip(a) {
+        *d *= act.df(*a);
+    }
+}
+
+/// R{a} = σ'(a) ⊙ R{z}.
+pub fn r_act<F: Real>(ra: &mut [F], rz: &[F], a: &[F], act: Act) {
+    for ((r, z), a) in ra.iter_mut().zip(rz).zip(a) {
+        *r = act.df(*a) * *z;
+    }
+}
+
+/// R{δz} = σ''(z)·R{z}⊙δa + σ'(z)⊙R{δa} = κ(a)·R{z}⊙δz + σ'(a)⊙R{δa},
+/// in place on `rd` (holds R{δa} on entry, R{δz} on exit).
+pub fn r_act_backward<F: Real>(rd: &mut [F], rz: &[F], a: &[F], dz: &[F], act: Act) {
+    match act {
+        Act::Identity => {}
+        Act::Relu => {
+            for (r, a) in rd.iter_mut().zip(a) {
+                *r *= act.df(*a);
+            }
+        }
+        Act::Tanh | Act::Sigmoid => {
+            for (((r, z), a), d) in rd.iter_mut().zip(rz).zip(a).zip(dz) {
+                *r = act.kappa(*a) * *z * *d + act.df(*a) * *r;
+            }
+        }
+    }
+}
+
+/// out = β·out + α·Σ_rows m (column sums of a rows × out.len() matrix).
+/// β = 0 overwrites `out`.
+pub fn col_sum<F: Real>(out: &mut [F], m: &[F], alpha: F, beta: F) {
+    crate::vecops::scale_or_zero(out, beta);
+    for row in m.chunks_exact(out.len()) {
+        for (o, v) in out.iter_mut().zip(row) {
+            *o += alpha * *v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derivatives_match_numerical() {
+        for act in [Act::Identity, Act::Relu, Act::Tanh, Act::Sigmoid] {
+            for &z in &[-1.7f64, -0.3, 0.4, 2.2] {
+                let h = 1e-5;
+                let a = act.f(z);
+                let num1 = (act.f(z + h) - act.f(z - h)) / (2.0 * h);
+                let num2 = (act.f(z + h) - 2.0 * a + act.f(z - h)) / (h * h);
+                assert!((act.df(a) - num1).abs() < 1e-8, "{act:?} σ' at {z}");
+                assert!(
+                    (act.kappa(a) * act.df(a) - num2).abs() < 1e-4,
+                    "{act:?} σ'' at {z}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The training methods, each written once over [`Objective`]: they differ
+//! only in where they ask for gradients and how they combine the answers
+//! into the step direction d. [`step`] then hands d to the optimizer.
+//!
+//! RAM of one training step, in scalars, for P parameters, a batch of B
+//! samples and N = n₁ + … + n_L units (add P for the momentum buffer when
+//! μ > 0; multiply by 4 for bytes in f32):
+//!
+//! | method | vectors | workspace | total |
+//! |---|---|---|---|
+//! | `sgd`, `flood` | θ, d | 2·B·N | 2P + 2BN |
+//! | `db` | θ, d | 5·B·N | 2P + 5BN |
+//! | `fgr`, `bgr`, `sam`, `usam` | θ, d, point | 2·B·N | 3P + 2BN |
+//! | `cgr` | θ, d, point, point₂ | 2·B·N | 4P + 2BN |
+//!
+//! θ is never perturbed in place: the perturbed point θ + ε·g is written to
+//! its own buffer, so θ needs no restoring (restoring by θ − ε·g would not
+//! be bit-exact) and a rejected step leaves θ untouched.
+
+use crate::error::{check_len, Error};
+use crate::objective::Objective;
+use crate::optim::{Sgd, SgdState};
+use crate::real::Real;
+
+/// A training method and its hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Method<F> {
+    /// d = g.
+    Sgd,
+    /// Exact GR by double backprop: d = g + γ·H·g (R-operator).
+    Db {
+        /// GR strength γ.
+        gamma: F,
+    },
+    /// Forward finite-difference GR (the paper's F-GR, an ascent step):
+    /// g' = ∇L(θ + ε·g), d = (1 − γ/ε)·g + (γ/ε)·g'.
+    Fgr {
+        /// GR strength γ.
+        gamma: F,
+        /// Finite-difference step ε > 0.
+        eps: F,
+    },
+    /// Backward finite-difference GR: `fgr` at the point θ − ε·g.
+    Bgr {
+        /// GR strength γ.
+        gamma: F,
+        /// Finite-difference step ε > 0 (applied as −ε).
+        eps: F,
+    },
+    /// Central finite-difference GR: d = g + γ·(g₊ − g₋)/(2ε),
+    /// g± = ∇L(θ ± ε·g).
+    Cgr {
+        /// GR strength γ.
+        gamma: F,
+        /// Finite-difference step ε > 0.
+        eps: F,
+    },
+    /// SAM: d = ∇L(θ + ρ·g/‖g‖) (d = g when g = 0).
+    Sam {
+        /// Radius ρ ≥ 0.
+        rho: F,
+    },
+    /// Unnormalized SAM: d = ∇L(θ + ρ·g).
+    Usam {
+        /// Step ρ.
+        rho: F,
+    },
+    /// Flooding at level b: d = sign(L − b)·g.
+    Flood {
+        /// Flood level b.
+        level: F,
+    },
+}
+
+impl<F: Real> Method<F> {
+    /// Short name (`sgd`, `db`, `fgr`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Sgd => "sgd",
+            Method::Db { .. } => "db",
+            Method::Fgr { .. } => "fgr",
+            Method::Bgr { .. } => "bgr",
+            Method::Cgr { .. } => "cgr",
+            Method::Sam { .. } => "sam",
+            Method::Usam { .. } => "usam",
+            Method::Flood { .. } => "flood",
+        }
+    }
+
+    /// Checks the hyper-parameters: finite, ε > 0, ρ ≥ 0.
+    pub fn validate(&self) -> Result<(), Error> {
+        let fin = |x: F, what| {
+            if x.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::InvalidConfig(what))
+            }
+        };
+        match *self {
+            Method::Sgd => Ok(()),
+            Method::Db { gamma } => fin(gamma, "gamma must be finite"),
+            Method::Fgr { gamma, eps } | Method::Bgr { gamma, eps } | Method::Cgr { gamma, eps } => {
+                fin(gamma, "gamma must be finite")?;
+                fin(eps, "eps must be finite")?;
+                if eps > F::ZERO {
+                    Ok(())
+                } else {
+                    Err(Error::InvalidConfig("eps must be > 0"))
+                }
+            }
+            Method::Sam { rho } | Method::Usam { rho } => {
+                fin(rho, "rho must be finite")?;
+                if rho >= F::ZERO {
+                    Ok(())
+                } else {
+                    Err(Error::InvalidConfig("rho must be >= 0"))
+                }
+            }
+            Method::Flood { level } => fin(level, "flood level must be finite"),
+        }
+    }
+
+    /// Parameter-sized scratch vectors the method needs besides θ and d.
+    pub fn scratch_vectors(&self) -> usize {
+        match self {
+            Method::Sgd | Method::Db { .. } | Method::Flood { .. } => 0,
+            Method::Fgr { .. } | Method::Bgr { .. } | Method::Sam { .. } | Method::Usam { .. } => 1,
+            Method::Cgr { .. } => 2,
+        }
+    }
+
+    /// Whether the method needs Hessian-vector products (a 5·B·N workspace).
+    pub fn needs_hvp(&self) -> bool {
+        matches!(self, Method::Db { .. })
+    }
+
+    /// Gradient evaluations per step (a Hessian-vector product counts as one).
+    pub fn gradient_evals(&self) -> usize {
+        match self {
+            Method::Sgd | Method::Flood { .. } => 1,
+            Method::Cgr { .. } => 3,
+            _ => 2,
+        }
+    }
+}
+
+/// sgd: d = g. RAM 2P + 2BN scalars. Returns L(θ).
+pub fn sgd<F: Real, O: Objective<F> + ?Sized>(o: &mut O, theta: &O::Vec, d: &mut O::Vec) -> Result<F, Error> {
+    o.loss_grad(theta, d, F::ONE, F::ZERO)
+}
+
+/// db: d = g + γ·H·g, the exact GR gradient (one gradient, one R-pass).
+/// RAM 2P + 5BN scalars. Returns L(θ).
+pub fn db<F: Real, O: Objective<F> + ?Sized>(o: &mut O, theta: &O::Vec, d: &mut O::Vec, gamma: F) -> Result<F, Error> {
+    o.loss_grad_gr(theta, d, gamma)
+}
+
+/// fgr: g = ∇L(θ); g' = ∇L(θ + ε·g); d = (1 − γ/ε)·g + (γ/ε)·g'.
+/// The second gradient is accumulated straight into d, so F-GR needs one
+/// parameter-sized buffer (`point`) more than SGD: RAM 3P + 2BN scalars.
+/// Returns L(θ).
+pub fn fgr<F: Real, O: Objective<F> + ?Sized>(
+    o: &mut O,
+    theta: &O::Vec,
+    d: &mut O::Vec,
+    point: &mut O::Vec,
+    gamma: F,
+    eps: F,
+) -> Result<F, Error> {
+    let loss = o.loss_grad(theta, d, F::ONE, F::ZERO)?;
+    o.waxpy(point, theta, eps, d);
+    let r = gamma / eps;
+    o.loss_grad(point, d, r, F::ONE - r)?;
+    Ok(loss)
+}
+
+/// bgr: [`fgr`] with ε replaced by −ε (a descent step first). RAM 3P + 2BN.
+pub fn bgr<F: Real, O: Objective<F> + ?Sized>(
+    o: &mut O,
+    theta: &O::Vec,
+    d: &mut O::Vec,
+    point: &mut O::Vec,
+    gamma: F,
+    eps: F,
+) -> Result<F, Error> {
+    fgr(o, theta, d, point, gamma, -eps)
+}
+
+/// cgr: d = g + γ·(g₊ − g₋)/(2ε) with g± = ∇L(θ ± ε·g); second-order
+/// accurate in ε. RAM 4P + 2BN scalars. Returns L(θ).
+pub fn cgr<F: Real, O: Objective<F> + ?Sized>(
+    o: &mut O,
+    theta: &O::Vec,
+    d: &mut O::Vec,
+    plus: &mut O::Vec,
+    minus: &mut O::Vec,
+    gamma: F,
+    eps: F,
+) -> Result<F, Error> {
+    let loss = o.loss_grad(theta, d, F::ONE, F::ZERO)?;
+    o.waxpy(plus, theta, eps, d);
+    o.waxpy(minus, theta, -eps, d);
+    let c = gamma / (F::TWO * eps);
+    o.loss_grad(plus, d, c, F::ONE)?;
+    o.loss_grad(minus, d, -c, F::ONE)?;
+    Ok(loss)
+}
+
+/// sam: d = ∇L(θ + ρ·g/‖g‖); when g = 0 the point is θ. RAM 3P + 2BN.
+/// Returns L(θ).
+pub fn sam<F: Real, O: Objective<F> + ?Sized>(
+    o: &mut O,
+    theta: &O::Vec,
+    d: &mut O::Vec,
+    point: &mut O::Vec,
+    rho: F,
+) -> Result<F, Error> {
+    let loss = o.loss_grad(theta, d, F::ONE, F::ZERO)?;
+    let norm = o.dot(d, d).sqrt();
+    let scale = if norm > F::ZERO { rho / norm } else { F::ZERO };
+    o.waxpy(point, theta, scale, d);
+    o.loss_grad(point, d, F::ONE, F::ZERO)?;
+    Ok(loss)
+}
+
+/// usam: d = ∇L(θ + ρ·g). RAM 3P + 2BN. Returns L(θ).
+pub fn usam<F: Real, O: Objective<F> + ?Sized>(
+    o: &mut O,
+    theta: &O::Vec,
+    d: &mut O::Vec,
+    point: &mut O::Vec,
+    rho: F,
+) -> Result<F, Error> {
+    let loss = o.loss_grad(theta, d, F::ONE, F::ZERO)?;
+    o.waxpy(point, theta, rho, d);
+    o.loss_grad(point, d, F::ONE, F::ZERO)?;
+    Ok(loss)
+}
+
+/// flood: the gradient of |L − b| + b, d = sign(L − b)·g (sign 0 at L = b,
+/// as autograd differentiates |·|). RAM 2P + 2BN. Returns L(θ).
+pub fn flood<F: Real, O: Objective<F> + ?Sized>(o: &mut O, theta: &O::Vec, d: &mut O::Vec, level: F) -> Result<F, Error> {
+    let loss = o.loss_grad(theta, d, F::ONE, F::ZERO)?;
+    if loss < level {
+        o.scale(d, -F::ONE);
+    } else if loss == level {
+        o.scale(d, F::ZERO);
+    }
+    Ok(loss)
+}
+
+/// The buffers of one training step, all parameter-sized.
+pub struct Buffers<'a, V: ?Sized> {
+    /// Parameters θ (updated by the step).
+    pub theta: &'a mut V,
+    /// Direction d (scratch).
+    pub dir: &'a mut V,
+    /// Momentum buffer (needed when μ > 0).
+    pub momentum: Option<&'a mut V>,
+    /// Perturbed point (fgr, bgr, cgr, sam, usam).
+    pub point: Option<&'a mut V>,
+    /// Second perturbed point (cgr).
+    pub point2: Option<&'a mut V>,
+}
+
+fn need<'a, V: ?Sized>(b: &'a mut Option<&mut V>, what: &'static str) -> Result<&'a mut V, Error> {
+    match b {
+        Some(v) => Ok(&mut **v),
+        None => Err(Error::MissingBuffer(what)),
+    }
+}
+
+/// The direction d of `method` at θ on the objective's current batch;
+/// returns L(θ). θ is not modified.
+pub fn direction<F: Real, O: Objective<F> + ?Sized>(
+    o: &mut O,
+    method: &Method<F>,
+    theta: &O::Vec,
+    d: &mut O::Vec,
+    point: &mut Option<&mut O::Vec>,
+    point2: &mut Option<&mut O::Vec>,
+) -> Result<F, Error> {
+    match *method {
+        Method::Sgd => sgd(o, theta, d),
+        Method::Db { gamma } => db(o, theta, d, gamma),
+        Method::Fgr { gamma, eps } => fgr(o, theta, d, need(point, "point")?, gamma, eps),
+        Method::Bgr { gamma, eps } => bgr(o, theta, d, need(point, "point")?, gamma, eps),
+        Method::Cgr { gamma, eps } => {
+            let p2 = need(point2, "point2")?;
+            cgr(o, theta, d, need(point, "point")?, p2, gamma, eps)
+        }
+        Method::Sam { rho } => sam(o, theta, d, need(point, "point")?, rho),
+        Method::Usam { rho } => usam(o, theta, d, need(point, "point")?, rho),
+        Method::Flood { level } => flood(o, theta, d, level),
+    }
+}
+
+/// One training step: the method's direction on the current batch, then
+/// the SGD update at learning rate `lr`. Returns L(θ) before the update.
+///
+/// If the loss or the direction is not finite, returns
+/// [`Error::NonFinite`] and leaves θ, the momentum buffer and `state`
+/// exactly as they were.
+pub fn step<F: Real, O: Objective<F> + ?Sized>(
+    o: &mut O,
+    method: &Method<F>,
+    opt: &Sgd<F>,
+    state: &mut SgdState,
+    lr: F,
+    b: Buffers<'_, O::Vec>,
+) -> Result<F, Error> {
+    method.validate()?;
+    opt.validate()?;
+    if !lr.is_finite() {
+        return Err(Error::InvalidConfig("learning rate must be finite"));
+    }
+    let Buffers {
+        theta,
+        dir,
+        mut momentum,
+        mut point,
+        mut point2,
+    } = b;
+    let p = o.param_count();
+    check_len("theta", p, o.len(theta))?;
+    check_len("direction", p, o.len(dir))?;
+    for (buf, what) in [(&point, "point"), (&point2, "point2"), (&momentum, "momentum")] {
+        if let Some(v) = buf {
+            check_len(what, p, o.len(v))?;
+        }
+    }
+    if opt.needs_momentum() && momentum.is_none() {
+        return Err(Error::MissingBuffer("momentum"));
+    }
+    let loss = direction(o, method, theta, dir, &mut point, &mut point2)?;
+    if !loss.is_finite() || !o.all_finite(dir) {
+        return Err(Error::NonFinite);
+    }
+    let h = opt.elem(lr, state.steps);
+    o.sgd_update(theta, dir, momentum.as_deref_mut(), &h);
+    state.steps += 1;
+    Ok(loss)
+}

@@ -40,7 +40,13 @@ impl<'a, F: Real, E: Exec<F>> Dln<'a, F, E> {
     }
 
     /// A DLN with a given executor.
-    pub fn with_exec(x: &'a [F], y: &'a [F], d: usize, ws: &'a mut [F], exec: E) -> Result<Self, Error> {
+    pub fn with_exec(
+        x: &'a [F],
+        y: &'a [F],
+        d: usize,
+        ws: &'a mut [F],
+        exec: E,
+    ) -> Result<Self, Error> {
         let n = y.len();
         if d == 0 || n == 0 {
             return Err(Error::BadShape);
@@ -53,7 +59,14 @@ impl<'a, F: Real, E: Exec<F>> Dln<'a, F, E> {
                 got: ws.len(),
             });
         }
-        Ok(Dln { x, y, n, d, ws, exec })
+        Ok(Dln {
+            x,
+            y,
+            n,
+            d,
+            ws,
+            exec,
+        })
     }
 
     /// Dimension d (θ has 2d entries).
@@ -77,14 +90,16 @@ impl<'a, F: Real, E: Exec<F>> Dln<'a, F, E> {
         let (r, rest) = rest.split_at_mut(n);
         let gb = &mut rest[..d];
         Self::beta(theta, beta);
-        self.exec.gemm(false, true, n, 1, d, F::ONE, self.x, beta, F::ZERO, r);
+        self.exec
+            .gemm(false, true, n, 1, d, F::ONE, self.x, beta, F::ZERO, r);
         let mut l = F::ZERO;
         for (ri, yi) in r.iter_mut().zip(self.y) {
             *ri -= *yi;
             l += *ri * *ri;
         }
         let inv_n = F::ONE / F::from_usize(n);
-        self.exec.gemm(true, false, d, 1, n, inv_n, self.x, r, F::ZERO, gb);
+        self.exec
+            .gemm(true, false, d, 1, n, inv_n, self.x, r, F::ZERO, gb);
         l * inv_n / F::TWO
     }
 
@@ -107,8 +122,10 @@ impl<'a, F: Real, E: Exec<F>> Dln<'a, F, E> {
             }
         }
         let inv_n = F::ONE / F::from_usize(n);
-        self.exec.gemm(false, true, n, 1, d, F::ONE, self.x, rb, F::ZERO, rr);
-        self.exec.gemm(true, false, d, 1, n, inv_n, self.x, rr, F::ZERO, rgb);
+        self.exec
+            .gemm(false, true, n, 1, d, F::ONE, self.x, rb, F::ZERO, rr);
+        self.exec
+            .gemm(true, false, d, 1, n, inv_n, self.x, rr, F::ZERO, rgb);
         for i in 0..d {
             let (a, c) = match w {
                 Some(w) => (w[i], w[d + i]),
@@ -116,7 +133,11 @@ impl<'a, F: Real, E: Exec<F>> Dln<'a, F, E> {
             };
             let hu = F::TWO * a * gb[i] + F::TWO * u[i] * rgb[i];
             let hv = -(F::TWO * c * gb[i]) - F::TWO * v[i] * rgb[i];
-            out[i] = if beta_ == F::ZERO { alpha * hu } else { beta_ * out[i] + alpha * hu };
+            out[i] = if beta_ == F::ZERO {
+                alpha * hu
+            } else {
+                beta_ * out[i] + alpha * hu
+            };
             out[d + i] = if beta_ == F::ZERO {
                 alpha * hv
             } else {

@@ -47,7 +47,10 @@ impl fmt::Display for Error {
                 got,
             } => write!(f, "{what}: expected length {expected}, got {got}"),
             Error::LabelOutOfRange { label, classes } => {
-                write!(f, "label {label} out of range (model has {classes} outputs)")
+                write!(
+                    f,
+                    "label {label} out of range (model has {classes} outputs)"
+                )
             }
             Error::BadShape => write!(f, "invalid model shape"),
             Error::InvalidConfig(s) => write!(f, "invalid configuration: {s}"),

@@ -59,6 +59,7 @@ pub mod objective;
 pub mod optim;
 pub mod real;
 pub mod ring;
+pub mod rng;
 pub mod shape;
 pub mod vecops;
 
@@ -71,4 +72,5 @@ pub use objective::{Exec, Objective, Serial, SliceSpace, VecSpace};
 pub use optim::{Schedule, ScheduleKind, Sgd, SgdElem, SgdState};
 pub use real::Real;
 pub use ring::{LossHistory, Sample, SampleRing};
+pub use rng::{init_mlp, Rng};
 pub use shape::{Shape, MAX_LAYERS};

@@ -54,7 +54,12 @@ impl<F> Targets<'_, F> {
 }
 
 /// Checks targets against a batch of `b` samples with `k` outputs.
-pub(crate) fn check_targets<F>(loss: Loss, t: &Targets<'_, F>, b: usize, k: usize) -> Result<(), Error> {
+pub(crate) fn check_targets<F>(
+    loss: Loss,
+    t: &Targets<'_, F>,
+    b: usize,
+    k: usize,
+) -> Result<(), Error> {
     match t {
         Targets::Classes(c) => {
             crate::error::check_len("targets", b, c.len())?;

@@ -100,7 +100,9 @@ impl<F: Real> Method<F> {
         match *self {
             Method::Sgd => Ok(()),
             Method::Db { gamma } => fin(gamma, "gamma must be finite"),
-            Method::Fgr { gamma, eps } | Method::Bgr { gamma, eps } | Method::Cgr { gamma, eps } => {
+            Method::Fgr { gamma, eps }
+            | Method::Bgr { gamma, eps }
+            | Method::Cgr { gamma, eps } => {
                 fin(gamma, "gamma must be finite")?;
                 fin(eps, "eps must be finite")?;
                 if eps > F::ZERO {
@@ -146,13 +148,22 @@ impl<F: Real> Method<F> {
 }
 
 /// sgd: d = g. RAM 2P + 2BN scalars. Returns L(θ).
-pub fn sgd<F: Real, O: Objective<F> + ?Sized>(o: &mut O, theta: &O::Vec, d: &mut O::Vec) -> Result<F, Error> {
+pub fn sgd<F: Real, O: Objective<F> + ?Sized>(
+    o: &mut O,
+    theta: &O::Vec,
+    d: &mut O::Vec,
+) -> Result<F, Error> {
     o.loss_grad(theta, d, F::ONE, F::ZERO)
 }
 
 /// db: d = g + γ·H·g, the exact GR gradient (one gradient, one R-pass).
 /// RAM 2P + 5BN scalars. Returns L(θ).
-pub fn db<F: Real, O: Objective<F> + ?Sized>(o: &mut O, theta: &O::Vec, d: &mut O::Vec, gamma: F) -> Result<F, Error> {
+pub fn db<F: Real, O: Objective<F> + ?Sized>(
+    o: &mut O,
+    theta: &O::Vec,
+    d: &mut O::Vec,
+    gamma: F,
+) -> Result<F, Error> {
     o.loss_grad_gr(theta, d, gamma)
 }
 
@@ -240,7 +251,12 @@ pub fn usam<F: Real, O: Objective<F> + ?Sized>(
 
 /// flood: the gradient of |L − b| + b, d = sign(L − b)·g (sign 0 at L = b,
 /// as autograd differentiates |·|). RAM 2P + 2BN. Returns L(θ).
-pub fn flood<F: Real, O: Objective<F> + ?Sized>(o: &mut O, theta: &O::Vec, d: &mut O::Vec, level: F) -> Result<F, Error> {
+pub fn flood<F: Real, O: Objective<F> + ?Sized>(
+    o: &mut O,
+    theta: &O::Vec,
+    d: &mut O::Vec,
+    level: F,
+) -> Result<F, Error> {
     let loss = o.loss_grad(theta, d, F::ONE, F::ZERO)?;
     if loss < level {
         o.scale(d, -F::ONE);
@@ -318,14 +334,18 @@ pub fn step<F: Real, O: Objective<F> + ?Sized>(
     let Buffers {
         theta,
         dir,
-        mut momentum,
+        momentum,
         mut point,
         mut point2,
     } = b;
     let p = o.param_count();
     check_len("theta", p, o.len(theta))?;
     check_len("direction", p, o.len(dir))?;
-    for (buf, what) in [(&point, "point"), (&point2, "point2"), (&momentum, "momentum")] {
+    for (buf, what) in [
+        (&point, "point"),
+        (&point2, "point2"),
+        (&momentum, "momentum"),
+    ] {
         if let Some(v) = buf {
             check_len(what, p, o.len(v))?;
         }
@@ -338,7 +358,7 @@ pub fn step<F: Real, O: Objective<F> + ?Sized>(
         return Err(Error::NonFinite);
     }
     let h = opt.elem(lr, state.steps);
-    o.sgd_update(theta, dir, momentum.as_deref_mut(), &h);
+    o.sgd_update(theta, dir, momentum, &h);
     state.steps += 1;
     Ok(loss)
 }

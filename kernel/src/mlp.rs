@@ -170,7 +170,17 @@ impl<'b, F: Real, E: Exec<F>, S: AsMut<[F]> + AsRef<[F]>> Mlp<'b, F, E, S> {
 
     /// The R-pass after [`Mlp::fwd_bwd`]: out ← β·out + α·H·v (v read from
     /// `out` itself when `v` is None).
-    fn rpass(&mut self, theta: &[F], v: Option<&[F]>, out: &mut [F], alpha: F, beta: F, b: usize, x: &[F]) {
+    #[allow(clippy::too_many_arguments)]
+    fn rpass(
+        &mut self,
+        theta: &[F],
+        v: Option<&[F]>,
+        out: &mut [F],
+        alpha: F,
+        beta: F,
+        b: usize,
+        x: &[F],
+    ) {
         let s = self.shape;
         let per = b * s.units();
         let ws = self.ws.as_mut();
@@ -235,7 +245,13 @@ impl<'b, F: Real, E: Exec<F>, S: AsMut<[F]> + AsRef<[F]>> Objective<F> for Mlp<'
         forward(&s, &mut self.exec, theta, batch.x, b, acts);
         let off = s.unit_offset(s.layers(), b);
         let out = &acts[off..off + b * s.outputs()];
-        Ok(loss::loss_grad(s.loss, out, &batch.targets, s.outputs(), None))
+        Ok(loss::loss_grad(
+            s.loss,
+            out,
+            &batch.targets,
+            s.outputs(),
+            None,
+        ))
     }
 }
 
@@ -289,12 +305,23 @@ fn input<'a, F>(s: &Shape, x: &'a [F], acts: &'a [F], l: usize, b: usize) -> &'a
 }
 
 /// Forward pass: a_l = σ_l(a_{l−1}·W_lᵀ + b_l) for l = 1..L, into `acts`.
-pub fn forward<F: Real, E: Exec<F>>(s: &Shape, e: &mut E, theta: &[F], x: &[F], b: usize, acts: &mut [F]) {
+pub fn forward<F: Real, E: Exec<F>>(
+    s: &Shape,
+    e: &mut E,
+    theta: &[F],
+    x: &[F],
+    b: usize,
+    acts: &mut [F],
+) {
     for l in 1..=s.layers() {
         let (w, bias) = layer(s, theta, l);
         let (n_in, n_out) = (s.dim(l - 1), s.dim(l));
         let (lo, hi) = acts.split_at_mut(s.unit_offset(l, b));
-        let a_in: &[F] = if l == 1 { x } else { &lo[s.unit_offset(l - 1, b)..] };
+        let a_in: &[F] = if l == 1 {
+            x
+        } else {
+            &lo[s.unit_offset(l - 1, b)..]
+        };
         let z = &mut hi[..b * n_out];
         e.gemm(false, true, b, n_out, n_in, F::ONE, a_in, w, F::ZERO, z);
         act::bias_act(z, bias, s.act_of(l));
@@ -394,7 +421,18 @@ pub fn r_pass<F: Real, E: Exec<F>>(
             e.gemm(false, true, b, n_out, n_in, F::ONE, a_in, vw, F::ZERO, rzl);
             if l > 1 {
                 let (w, _) = layer(s, theta, l);
-                e.gemm(false, true, b, n_out, n_in, F::ONE, blk(s, ra, l - 1, b), w, F::ONE, rzl);
+                e.gemm(
+                    false,
+                    true,
+                    b,
+                    n_out,
+                    n_in,
+                    F::ONE,
+                    blk(s, ra, l - 1, b),
+                    w,
+                    F::ONE,
+                    rzl,
+                );
             }
             act::bias_add(rzl, vb);
         }
@@ -405,7 +443,13 @@ pub fn r_pass<F: Real, E: Exec<F>>(
     // R-backward: the loss Hessian at the outputs.
     {
         let rdl = blk_mut(s, rd, nl, b);
-        loss::loss_hvp(s.loss, blk(s, acts, nl, b), s.outputs(), blk(s, ra, nl, b), rdl);
+        loss::loss_hvp(
+            s.loss,
+            blk(s, acts, nl, b),
+            s.outputs(),
+            blk(s, ra, nl, b),
+            rdl,
+        );
         act::r_act_backward(
             rdl,
             blk(s, rz, nl, b),
@@ -440,7 +484,18 @@ pub fn r_pass<F: Real, E: Exec<F>>(
         let (ow, ob) = layer_mut(s, out, l);
         e.gemm(true, false, n_out, n_in, b, alpha, rdz, a_in, beta, ow);
         if l > 1 {
-            e.gemm(true, false, n_out, n_in, b, alpha, dz, blk(s, ra, l - 1, b), F::ONE, ow);
+            e.gemm(
+                true,
+                false,
+                n_out,
+                n_in,
+                b,
+                alpha,
+                dz,
+                blk(s, ra, l - 1, b),
+                F::ONE,
+                ow,
+            );
         }
         act::col_sum(ob, rdz, alpha, beta);
     }

@@ -46,7 +46,7 @@ impl<F: Real> Sgd<F> {
         if !(self.momentum >= F::ZERO && self.momentum < F::ONE) {
             return Err(Error::InvalidConfig("momentum must be in [0, 1)"));
         }
-        if !(self.weight_decay >= F::ZERO) || !self.weight_decay.is_finite() {
+        if self.weight_decay < F::ZERO || !self.weight_decay.is_finite() {
             return Err(Error::InvalidConfig("weight decay must be finite and >= 0"));
         }
         if self.nesterov && self.momentum == F::ZERO {
@@ -176,7 +176,8 @@ impl<F: Real> Schedule<F> {
     /// Learning rate of update `t` (0-based).
     pub fn lr(&self, t: u64) -> F {
         if t < self.warmup_steps {
-            return self.base_lr * F::from_usize((t + 1) as usize) / F::from_usize(self.warmup_steps as usize);
+            return self.base_lr * F::from_usize((t + 1) as usize)
+                / F::from_usize(self.warmup_steps as usize);
         }
         match self.kind {
             ScheduleKind::Constant => self.base_lr,

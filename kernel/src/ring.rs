@@ -124,7 +124,10 @@ mod tests {
     fn ring_drops_oldest() {
         let mut r: SampleRing<3, 2> = SampleRing::new();
         for i in 0..5u8 {
-            r.push(Sample { x: [i, i + 1], label: i });
+            r.push(Sample {
+                x: [i, i + 1],
+                label: i,
+            });
         }
         assert_eq!(r.len(), 3);
         assert_eq!(r.latest().map(|s| s.label), Some(4));

@@ -74,14 +74,14 @@ pub fn scale_or_zero<F: Real>(x: &mut [F], beta: F) {
 /// True when every entry is finite.
 #[inline]
 pub fn all_finite<F: Real>(x: &[F]) -> bool {
-    // Branch-free accumulation so the loop vectorizes: x − x is 0 for
+    // Branch-free accumulation so the loop vectorizes: x·0 is 0 for
     // finite x and NaN otherwise.
     let mut acc = [F::ZERO; LANES];
     let c = x.chunks_exact(LANES);
     let r = c.remainder();
     for a in c {
         for l in 0..LANES {
-            acc[l] += a[l] - a[l];
+            acc[l] += a[l] * F::ZERO;
         }
     }
     let mut ok = true;
@@ -159,7 +159,15 @@ pub fn gemm<F: Real>(
 mod tests {
     use super::*;
 
-    fn reference(ta: bool, tb: bool, m: usize, n: usize, k: usize, a: &[f64], b: &[f64]) -> [f64; 64] {
+    fn reference(
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f64],
+        b: &[f64],
+    ) -> [f64; 64] {
         let mut c = [0.0; 64];
         for i in 0..m {
             for j in 0..n {

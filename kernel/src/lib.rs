@@ -52,6 +52,8 @@ extern crate std;
 pub mod act;
 pub mod dln;
 pub mod error;
+pub mod export;
+pub mod finetune;
 pub mod loss;
 pub mod method;
 pub mod mlp;

@@ -1,1 +1,104 @@
-fn main() {}
+//! `cargo xtask test`: everything CI checks, in one command.
+//!
+//! Installs what the checks need where it can (rustup targets, QEMU via
+//! apt, the NVRTC wheel via pip), then runs: rustfmt, clippy -D warnings,
+//! rustdoc -D warnings, all workspace tests, the kernel's no_std builds for
+//! Cortex-M4F and Cortex-M0+, the firmware builds and the QEMU cross-check,
+//! and the NVRTC compilation of every CUDA kernel.
+
+mod firmware;
+mod nvrtc;
+mod util;
+
+use std::process::ExitCode;
+use util::{cargo, run, Step};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = args.first().map(String::as_str).unwrap_or("help");
+    let result = match cmd {
+        "test" => test(&args[1..]),
+        "firmware" => firmware::check(),
+        "nvrtc" => nvrtc::check(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 test       fmt, clippy, docs, all tests, thumb builds, QEMU cross-check, NVRTC\n  \
+                 firmware   build the firmware examples and run the QEMU cross-check only\n  \
+                 nvrtc      compile every CUDA kernel to PTX with NVRTC only"
+            );
+            return if cmd == "help" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const THUMB: [&str; 2] = ["thumbv7em-none-eabihf", "thumbv6m-none-eabi"];
+
+fn test(args: &[String]) -> Result<(), String> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut steps: Vec<Step> = vec![];
+    util::ensure_targets(&THUMB)?;
+    steps.push(run("rustfmt", cargo(&["fmt", "--all", "--check"]))?);
+    steps.push(run(
+        "clippy -D warnings",
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?);
+    let mut doc = cargo(&["doc", "--workspace", "--no-deps"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    steps.push(run("rustdoc -D warnings", doc)?);
+    steps.push(run(
+        "workspace tests",
+        cargo(&["test", "--workspace", "--release"]),
+    )?);
+    for t in THUMB {
+        steps.push(run(
+            &format!("kernel no_std build {t}"),
+            cargo(&["build", "-p", "fdgr-kernel", "--release", "--target", t]),
+        )?);
+        steps.push(run(
+            &format!("kernel no_std build {t} (micromath, defmt)"),
+            cargo(&[
+                "build",
+                "-p",
+                "fdgr-kernel",
+                "--release",
+                "--target",
+                t,
+                "--no-default-features",
+                "--features",
+                "micromath,defmt",
+            ]),
+        )?);
+    }
+    if !quick {
+        steps.extend(firmware::steps()?);
+        steps.extend(nvrtc::steps()?);
+    }
+    println!("\n== summary ==");
+    for s in &steps {
+        println!("  ok  {:<50} {:>7.1} s", s.name, s.seconds);
+    }
+    if quick {
+        println!("  SKIPPED (--quick): firmware/QEMU cross-check and NVRTC compilation");
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! On-device fine-tuning: samples arrive one at a time into a ring buffer
+//! of recent samples, and each arrival triggers one training step on the
+//! most recent ones. The firmware and the host's cross-check both run this
+//! code, so their results can be compared bit for bit.
+//!
+//! Two modes:
+//! * full: every parameter is trained (θ, d, point in RAM: 3P scalars);
+//! * last layer only: the frozen layers compute features, and only
+//!   W_L, b_L (the contiguous tail of θ) are trained, as on-device systems
+//!   such as MIT's Tiny Training Engine do to fit small SRAM. The frozen
+//!   weights can stay in flash: RAM is 3·P_L scalars plus the workspace.
+
+use crate::error::Error;
+use crate::loss::Targets;
+use crate::method::{step, Buffers, Method};
+use crate::mlp::{self, Mlp};
+use crate::objective::Serial;
+use crate::optim::{Sgd, SgdState};
+use crate::real::Real;
+use crate::ring::{Sample, SampleRing};
+use crate::shape::Shape;
+
+/// Which parameters are trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Mode {
+    /// All layers.
+    Full,
+    /// The last dense layer only.
+    LastLayer,
+}
+
+/// The shape trained in `mode`: the model itself, or its last layer alone
+/// (inputs n_{L−1}, outputs n_L, same loss).
+pub const fn trained_shape(shape: &Shape, mode: Mode) -> Shape {
+    match mode {
+        Mode::Full => *shape,
+        Mode::LastLayer => {
+            let l = shape.layers();
+            match Shape::try_new(&[shape.dim(l - 1), shape.dim(l)], shape.act, shape.loss) {
+                Ok(s) => s,
+                Err(_) => *shape,
+            }
+        }
+    }
+}
+
+/// Fine-tuning state: recent samples, method, optimizer and its state.
+pub struct FineTuner<F, const N: usize, const D: usize> {
+    /// The most recent samples.
+    pub ring: SampleRing<N, D>,
+    /// Training method.
+    pub method: Method<F>,
+    /// Optimizer.
+    pub opt: Sgd<F>,
+    /// Optimizer state.
+    pub state: SgdState,
+    /// Learning rate.
+    pub lr: F,
+    /// Samples per step (the most recent ones, at most N).
+    pub batch: usize,
+    /// Input scale: x = raw · scale.
+    pub scale: F,
+    /// Which parameters are trained.
+    pub mode: Mode,
+}
+
+/// Memory the caller provides for one fine-tuning step.
+pub struct Memory<'a, F> {
+    /// Full θ (in `LastLayer` mode only its tail, the last layer, changes).
+    pub theta: &'a mut [F],
+    /// Direction, sized for the trained shape.
+    pub dir: &'a mut [F],
+    /// Perturbed point (methods that need one), sized for the trained shape.
+    pub point: Option<&'a mut [F]>,
+    /// Second perturbed point (`cgr`).
+    pub point2: Option<&'a mut [F]>,
+    /// Momentum, when μ > 0.
+    pub momentum: Option<&'a mut [F]>,
+    /// Workspace: `shape.workspace_len(batch, hvp)` scalars.
+    pub ws: &'a mut [F],
+    /// Batch inputs: batch·n₀ scalars.
+    pub x: &'a mut [F],
+    /// Batch features for `LastLayer`: batch·n_{L−1} scalars (may be empty
+    /// in `Full` mode).
+    pub feats: &'a mut [F],
+    /// Batch labels: batch entries.
+    pub y: &'a mut [u32],
+}
+
+impl<F: Real, const N: usize, const D: usize> FineTuner<F, N, D> {
+    /// Stores `sample` and takes one step on the most recent samples;
+    /// returns the loss before the step.
+    pub fn push_and_step(
+        &mut self,
+        shape: &Shape,
+        sample: Sample<D>,
+        mem: Memory<'_, F>,
+    ) -> Result<F, Error> {
+        if D != shape.inputs() {
+            return Err(Error::ShapeMismatch {
+                what: "sample width",
+                expected: shape.inputs(),
+                got: D,
+            });
+        }
+        self.ring.push(sample);
+        let Memory {
+            theta,
+            dir,
+            point,
+            point2,
+            momentum,
+            ws,
+            x,
+            feats,
+            y,
+        } = mem;
+        let b = self.ring.fill_batch(self.batch, self.scale, x, y);
+        let (x, y) = (&x[..b * D], &y[..b]);
+        match self.mode {
+            Mode::Full => {
+                let mut net = Mlp::new(*shape, Serial, ws);
+                net.set_batch(x, Targets::Classes(y))?;
+                let bufs = Buffers {
+                    theta,
+                    dir,
+                    momentum,
+                    point,
+                    point2,
+                };
+                step(
+                    &mut net,
+                    &self.method,
+                    &self.opt,
+                    &mut self.state,
+                    self.lr,
+                    bufs,
+                )
+            }
+            Mode::LastLayer => {
+                let l = shape.layers();
+                let nf = shape.dim(l - 1);
+                if l < 2 || feats.len() < b * nf {
+                    return Err(Error::MissingBuffer("features"));
+                }
+                let feats = &mut feats[..b * nf];
+                {
+                    // Features: forward through the frozen layers.
+                    let mut full = Mlp::new(*shape, Serial, &mut *ws);
+                    full.set_batch(x, Targets::Classes(y))?;
+                    full.forward_outputs(theta)?;
+                }
+                let off = shape.unit_offset(l - 1, b);
+                feats.copy_from_slice(&ws[off..off + b * nf]);
+                let head = trained_shape(shape, Mode::LastLayer);
+                let split = shape.weight_offset(l);
+                let mut net = Mlp::new(head, Serial, ws);
+                net.set_batch(feats, Targets::Classes(y))?;
+                let bufs = Buffers {
+                    theta: &mut theta[split..],
+                    dir,
+                    momentum,
+                    point,
+                    point2,
+                };
+                step(
+                    &mut net,
+                    &self.method,
+                    &self.opt,
+                    &mut self.state,
+                    self.lr,
+                    bufs,
+                )
+            }
+        }
+    }
+}
+
+/// Classification accuracy of θ on `n` samples (x: n·n₀ scaled inputs),
+/// evaluated one sample at a time with a one-sample workspace.
+pub fn count_correct<F: Real>(
+    shape: &Shape,
+    theta: &[F],
+    x: &[F],
+    y: &[u32],
+    ws: &mut [F],
+) -> Result<usize, Error> {
+    let n0 = shape.inputs();
+    let mut ok = 0;
+    for (xi, yi) in x.chunks_exact(n0).zip(y) {
+        let mut net = Mlp::new(*shape, Serial, &mut *ws);
+        net.set_batch(xi, Targets::Classes(core::slice::from_ref(yi)))?;
+        let out = net.forward_outputs(theta)?;
+        ok += mlp::correct(out, shape.outputs(), core::slice::from_ref(yi));
+    }
+    Ok(ok)
+}

@@ -1,0 +1,136 @@
+//! `fdgr bench`: per-step time of each method on random data, median over
+//! repeats (after warm-up), on the CPU or GPU backend.
+
+use crate::backend::{Backend, CpuBackend};
+use crate::config::{dims_str, BackendName, MethodName};
+use crate::cpu::{pool, Par};
+use crate::data::{Dataset, Split};
+use anyhow::{anyhow, Result};
+use fdgr_kernel::{init_mlp, Rng, Sgd, SgdState, Shape};
+use serde::Serialize;
+use std::time::Instant;
+
+/// One benchmark result (one `--json` line).
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchRow {
+    /// Method.
+    pub method: String,
+    /// Backend.
+    pub backend: String,
+    /// Model widths.
+    pub model: String,
+    /// Hidden activation.
+    pub act: String,
+    /// Batch size.
+    pub batch: usize,
+    /// Threads (CPU).
+    pub threads: usize,
+    /// Median time per step.
+    pub median_ms: f64,
+    /// Fastest step.
+    pub min_ms: f64,
+    /// Slowest step.
+    pub max_ms: f64,
+    /// Timed steps.
+    pub repeats: usize,
+}
+
+/// Benchmark settings.
+pub struct BenchSpec {
+    /// Model.
+    pub shape: Shape,
+    /// Batch size.
+    pub batch: usize,
+    /// Methods to time.
+    pub methods: Vec<MethodName>,
+    /// Backend.
+    pub backend: BackendName,
+    /// Threads (0 = all cores).
+    pub threads: usize,
+    /// Timed steps per method.
+    pub repeats: usize,
+    /// Untimed steps before timing.
+    pub warmup: usize,
+    /// TF32 on the GPU.
+    pub tf32: bool,
+}
+
+/// Runs the benchmark; calls `each` with every finished row.
+pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<Vec<BenchRow>> {
+    let (pool, threads) = pool(spec.threads)?;
+    pool.install(|| {
+        let s = spec.shape;
+        let b = spec.batch;
+        let mut rng = Rng::new(7);
+        let data = Dataset {
+            name: "random".into(),
+            features: s.inputs(),
+            classes: s.outputs(),
+            train: Split {
+                x: (0..b * s.inputs()).map(|_| rng.uniform() as f32).collect(),
+                y: (0..b).map(|_| rng.below(s.outputs()) as u32).collect(),
+            },
+            test: Split::default(),
+            notes: vec![],
+        };
+        let mut theta0 = vec![0.0f32; s.param_count()];
+        init_mlp(&s, &mut theta0, &mut Rng::new(1));
+        let idx: Vec<u32> = (0..b as u32).collect();
+        let opt = Sgd::paper();
+        let mut rows = vec![];
+        for &m in &spec.methods {
+            let method = m.method(0.01, 0.1, 0.05, 0.01);
+            let mut be: Box<dyn Backend> = match spec.backend {
+                BackendName::Cpu => Box::new(CpuBackend::new(
+                    s,
+                    Par { threads },
+                    data.train.x.clone(),
+                    data.train.y.clone(),
+                    b,
+                    &method,
+                    &opt,
+                )),
+                BackendName::Gpu => crate::gpu::backend(s, &data, b, &method, &opt, spec.tf32)?,
+            };
+            be.set_params(&theta0, Some(&vec![0.0; s.param_count()]))?;
+            let mut st = SgdState::default();
+            let mut times = Vec::with_capacity(spec.repeats);
+            for k in 0..spec.warmup + spec.repeats {
+                let t = Instant::now();
+                be.step(&idx, &method, &opt, &mut st, 1e-3)
+                    .map_err(|e| anyhow!("{} step failed: {e}", m.as_str()))?;
+                if k >= spec.warmup {
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            let row = BenchRow {
+                method: m.as_str().into(),
+                backend: be.name().into(),
+                model: dims_str(s.dims()),
+                act: s.act.name().into(),
+                batch: b,
+                threads,
+                median_ms: median(&times),
+                min_ms: times.first().copied().unwrap_or(f64::NAN),
+                max_ms: times.last().copied().unwrap_or(f64::NAN),
+                repeats: times.len(),
+            };
+            each(&row);
+            rows.push(row);
+        }
+        Ok(rows)
+    })
+}
+
+/// Median of sorted values.
+pub fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+    }
+}

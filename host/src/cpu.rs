@@ -1,0 +1,235 @@
+//! The host CPU executor: the kernel's MLP maths, with matrix products on
+//! the `gemm` crate (runtime-dispatched AVX2/AVX-512/NEON kernels) and
+//! parameter-vector operations on all cores with rayon. Vector operations
+//! run the kernel's own serial functions on chunks, so the arithmetic of
+//! every element is the kernel's.
+//!
+//! Results are deterministic for a given thread count: each output element
+//! of a product is computed by one thread in a fixed order.
+
+use fdgr_kernel::{vecops, Exec, Real, SgdElem};
+use rayon::prelude::*;
+
+/// Elements per parallel chunk of a vector operation.
+const CHUNK: usize = 1 << 14;
+/// Below this many multiply-adds a product runs on the kernel's serial loops.
+const SMALL_GEMM: usize = 1 << 15;
+
+/// Parallel executor for `threads` threads (run inside a rayon pool of
+/// that size).
+#[derive(Clone, Copy, Debug)]
+pub struct Par {
+    /// Threads used by products and vector operations.
+    pub threads: usize,
+}
+
+macro_rules! par_gemm {
+    ($t:ty) => {
+        impl Exec<$t> for Par {
+            fn gemm(
+                &mut self,
+                ta: bool,
+                tb: bool,
+                m: usize,
+                n: usize,
+                k: usize,
+                alpha: $t,
+                a: &[$t],
+                b: &[$t],
+                beta: $t,
+                c: &mut [$t],
+            ) {
+                assert!(
+                    a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+                    "gemm operand sizes"
+                );
+                if m * n * k < SMALL_GEMM || k == 0 {
+                    return vecops::gemm(ta, tb, m, n, k, alpha, a, b, beta, c);
+                }
+                let (lhs_rs, lhs_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+                let (rhs_rs, rhs_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+                let par = if self.threads > 1 {
+                    gemm::Parallelism::Rayon(self.threads)
+                } else {
+                    gemm::Parallelism::None
+                };
+                // SAFETY: the assert above bounds every index the strides
+                // reach: C is m×n row-major in c, op(A) is m×k over a,
+                // op(B) is k×n over b; c does not alias a or b (distinct
+                // borrows).
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        c.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        beta != 0.0,
+                        a.as_ptr(),
+                        lhs_cs,
+                        lhs_rs,
+                        b.as_ptr(),
+                        rhs_cs,
+                        rhs_rs,
+                        beta,
+                        alpha,
+                        false,
+                        false,
+                        false,
+                        par,
+                    );
+                }
+            }
+
+            fn axpy(&mut self, y: &mut [$t], a: $t, x: &[$t]) {
+                par2(self.threads, y, x, |y, x| vecops::axpy(y, a, x));
+            }
+
+            fn waxpy(&mut self, w: &mut [$t], x: &[$t], a: $t, y: &[$t]) {
+                if self.threads <= 1 || w.len() < 2 * CHUNK {
+                    return vecops::waxpy(w, x, a, y);
+                }
+                w.par_chunks_mut(CHUNK)
+                    .zip(x.par_chunks(CHUNK))
+                    .zip(y.par_chunks(CHUNK))
+                    .for_each(|((w, x), y)| vecops::waxpy(w, x, a, y));
+            }
+
+            fn scale(&mut self, x: &mut [$t], a: $t) {
+                if self.threads <= 1 || x.len() < 2 * CHUNK {
+                    return vecops::scale(x, a);
+                }
+                x.par_chunks_mut(CHUNK).for_each(|x| vecops::scale(x, a));
+            }
+
+            fn dot(&mut self, x: &[$t], y: &[$t]) -> $t {
+                if self.threads <= 1 || x.len() < 2 * CHUNK {
+                    return vecops::dot(x, y);
+                }
+                let parts: Vec<$t> = x
+                    .par_chunks(CHUNK)
+                    .zip(y.par_chunks(CHUNK))
+                    .map(|(x, y)| vecops::dot(x, y))
+                    .collect();
+                parts.iter().fold(<$t>::ZERO, |s, p| s + *p)
+            }
+
+            fn all_finite(&mut self, x: &[$t]) -> bool {
+                if self.threads <= 1 || x.len() < 2 * CHUNK {
+                    return vecops::all_finite(x);
+                }
+                x.par_chunks(CHUNK).all(vecops::all_finite)
+            }
+
+            fn sgd_update(
+                &mut self,
+                theta: &mut [$t],
+                d: &[$t],
+                momentum: Option<&mut [$t]>,
+                h: &SgdElem<$t>,
+            ) {
+                if self.threads <= 1 || theta.len() < 2 * CHUNK {
+                    return fdgr_kernel::optim::sgd_slices(theta, d, momentum, h);
+                }
+                match momentum {
+                    Some(v) => theta
+                        .par_chunks_mut(CHUNK)
+                        .zip(d.par_chunks(CHUNK))
+                        .zip(v.par_chunks_mut(CHUNK))
+                        .for_each(|((t, d), v)| fdgr_kernel::optim::sgd_slices(t, d, Some(v), h)),
+                    None => theta
+                        .par_chunks_mut(CHUNK)
+                        .zip(d.par_chunks(CHUNK))
+                        .for_each(|(t, d)| fdgr_kernel::optim::sgd_slices(t, d, None, h)),
+                }
+            }
+        }
+    };
+}
+
+par_gemm!(f32);
+par_gemm!(f64);
+
+fn par2<T: Send + Sync, F: Fn(&mut [T], &[T]) + Sync + Send>(
+    threads: usize,
+    y: &mut [T],
+    x: &[T],
+    f: F,
+) {
+    if threads <= 1 || y.len() < 2 * CHUNK {
+        return f(y, x);
+    }
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| f(y, x));
+}
+
+/// A rayon pool with `threads` threads (0 = all cores).
+pub fn pool(threads: usize) -> anyhow::Result<(rayon::ThreadPool, usize)> {
+    let n = if threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        threads
+    };
+    let p = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))?;
+    Ok((p, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_gemm_matches_kernel_loops() {
+        let (m, n, k) = (67, 45, 129);
+        let a: Vec<f64> = (0..m * k)
+            .map(|i| ((i * 37 % 101) as f64 - 50.0) / 50.0)
+            .collect();
+        let b: Vec<f64> = (0..k * n)
+            .map(|i| ((i * 53 % 97) as f64 - 48.0) / 48.0)
+            .collect();
+        for ta in [false, true] {
+            for tb in [false, true] {
+                for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)] {
+                    let c0: Vec<f64> = (0..m * n).map(|i| i as f64 * 0.01).collect();
+                    let mut want = c0.clone();
+                    vecops::gemm(ta, tb, m, n, k, alpha, &a, &b, beta, &mut want);
+                    let mut got = c0.clone();
+                    Par { threads: 2 }.gemm(ta, tb, m, n, k, alpha, &a, &b, beta, &mut got);
+                    let err = want
+                        .iter()
+                        .zip(&got)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0.0, f64::max);
+                    assert!(err < 1e-12, "ta={ta} tb={tb} α={alpha} β={beta}: {err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_vector_ops_match_serial() {
+        let n = 5 * CHUNK + 17;
+        let x: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.1).collect();
+        let y: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.2).collect();
+        let mut p = Par { threads: 2 };
+        let mut w1 = vec![0.0; n];
+        let mut w2 = vec![0.0; n];
+        p.waxpy(&mut w1, &x, 0.3, &y);
+        vecops::waxpy(&mut w2, &x, 0.3, &y);
+        assert_eq!(w1, w2);
+        assert!(p.all_finite(&x));
+        let mut z = x.clone();
+        z[3 * CHUNK + 5] = f32::NAN;
+        assert!(!p.all_finite(&z));
+        let d = p.dot(&x, &y) as f64;
+        let exact: f64 = x.iter().zip(&y).map(|(a, b)| *a as f64 * *b as f64).sum();
+        assert!((d - exact).abs() < 1e-3 * exact);
+    }
+}

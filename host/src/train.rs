@@ -1,0 +1,452 @@
+//! `fdgr train`: the training loop, metrics, checkpoints and resume.
+//!
+//! Determinism: θ is initialised from `Rng::new(seed)`; the data order of
+//! each epoch is a shuffle by a second generator whose state is saved in
+//! every checkpoint. With the same configuration (thread count included) a
+//! resumed run reproduces the uninterrupted one bit for bit.
+
+use crate::backend::{Backend, CpuBackend, StepError};
+use crate::checkpoint::{self, EpochRecord, Loaded, TrainState};
+use crate::config::{dims_str, BackendName, TrainConfig};
+use crate::cpu::{pool, Par};
+use crate::data::{self, Dataset};
+use anyhow::{bail, Context, Result};
+use fdgr_kernel::{init_mlp, Rng, SgdState, Shape};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Exit code of a run stopped by a non-finite loss or gradient.
+pub const EXIT_DIVERGED: u8 = 3;
+
+/// A run that stopped because a step was non-finite.
+#[derive(Debug)]
+pub struct Diverged(pub String);
+
+impl std::fmt::Display for Diverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Diverged {}
+
+/// How a run reports and where it writes.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Output directory; `None` writes nothing (sweeps).
+    pub out: Option<PathBuf>,
+    /// Show the progress bar and per-epoch lines.
+    pub verbose: bool,
+}
+
+/// What a finished run returns.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Configuration.
+    pub config: TrainConfig,
+    /// Model, e.g. 784-512-512-10.
+    pub model: String,
+    /// Number of parameters.
+    pub params: usize,
+    /// Data description (source, split, normalisation).
+    pub data: Vec<String>,
+    /// Training samples.
+    pub train_samples: usize,
+    /// Test samples.
+    pub test_samples: usize,
+    /// Backend actually used.
+    pub backend: String,
+    /// Threads actually used (CPU).
+    pub threads: usize,
+    /// Last epoch's metrics.
+    pub last: EpochRecord,
+    /// Best test accuracy and its epoch.
+    pub best_test_acc: f64,
+    /// Epoch of the best test accuracy.
+    pub best_epoch: u64,
+    /// Optimizer steps per second of training (evaluation excluded).
+    pub steps_per_sec: f64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Every epoch.
+    pub history: Vec<EpochRecord>,
+}
+
+fn order_rng(seed: u64) -> Rng {
+    Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xD1B5_4A32_D192_ED03)
+}
+
+/// Checks that the model fits the data.
+pub fn check_fit(shape: &Shape, data: &Dataset, model_flag: &str) -> Result<()> {
+    if shape.inputs() != data.features {
+        bail!(
+            "{model_flag} {shape}: input width {} but data {} has {} features per sample",
+            shape.inputs(),
+            data.name,
+            data.features
+        );
+    }
+    if shape.outputs() != data.classes {
+        bail!(
+            "{model_flag} {shape}: {} outputs but data {} has {} classes",
+            shape.outputs(),
+            data.name,
+            data.classes
+        );
+    }
+    Ok(())
+}
+
+/// Builds the backend of `cfg`.
+pub fn make_backend(
+    cfg: &TrainConfig,
+    shape: Shape,
+    data: &Dataset,
+    threads: usize,
+) -> Result<Box<dyn Backend>> {
+    let method = cfg.method();
+    let opt = cfg.optimizer();
+    Ok(match cfg.backend {
+        BackendName::Cpu => Box::new(CpuBackend::new(
+            shape,
+            Par { threads },
+            data.train.x.clone(),
+            data.train.y.clone(),
+            cfg.batch,
+            &method,
+            &opt,
+        )),
+        BackendName::Gpu => crate::gpu::backend(shape, data, cfg.batch, &method, &opt, cfg.tf32)?,
+    })
+}
+
+/// Runs (or resumes) a training run.
+pub fn run(cfg: &TrainConfig, resume: Option<Loaded>, opts: &RunOptions) -> Result<Summary> {
+    cfg.validate()?;
+    let data = data::load(&cfg.data, &cfg.data_options())?;
+    let (pool, threads) = pool(cfg.threads)?;
+    pool.install(|| run_on(cfg, &data, resume, opts, threads))
+}
+
+/// Runs on already loaded data (sweeps load once).
+pub fn run_on(
+    cfg: &TrainConfig,
+    data: &Dataset,
+    resume: Option<Loaded>,
+    opts: &RunOptions,
+    threads: usize,
+) -> Result<Summary> {
+    let shape = cfg.shape()?;
+    check_fit(&shape, data, "--model")?;
+    if opts.verbose {
+        for n in &data.notes {
+            eprintln!("{n}");
+        }
+    }
+    let p = shape.param_count();
+    let n_train = data.train.len();
+    let spe = n_train.div_ceil(cfg.batch) as u64;
+    let sched = cfg.schedule(spe);
+    let method = cfg.method();
+    let opt = cfg.optimizer();
+    let mut backend = make_backend(cfg, shape, data, threads)?;
+
+    let (mut st, mut theta, mut mom) = match resume {
+        Some(l) => (l.state, l.theta, l.momentum),
+        None => {
+            let mut theta = vec![0.0f32; p];
+            init_mlp(&shape, &mut theta, &mut Rng::new(cfg.seed));
+            let st = TrainState {
+                config: cfg.clone(),
+                epoch: 0,
+                step: 0,
+                sgd_steps: 0,
+                rng: order_rng(cfg.seed).state,
+                history: vec![],
+                seconds: 0.0,
+            };
+            let mom = if opt.needs_momentum() {
+                vec![0.0; p]
+            } else {
+                vec![]
+            };
+            (st, theta, mom)
+        }
+    };
+    backend.set_params(&theta, if mom.is_empty() { None } else { Some(&mom) })?;
+
+    if let Some(out) = &opts.out {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("{}: cannot create directory", out.display()))?;
+    }
+    if opts.verbose {
+        eprintln!(
+            "model {shape} {} ({p} parameters), method {} ({}), {} backend, {threads} thread(s), batch {}, {} steps/epoch",
+            shape.act.name(),
+            cfg.method.as_str(),
+            describe_method(cfg),
+            backend.name(),
+            cfg.batch,
+            spe
+        );
+        if st.epoch > 0 {
+            eprintln!(
+                "resuming at epoch {}/{} (step {})",
+                st.epoch, cfg.epochs, st.step
+            );
+        }
+    }
+    let pb = if opts.verbose {
+        let pb =
+            ProgressBar::with_draw_target(Some(cfg.epochs * spe), ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{bar:30}] {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        pb.set_position(st.step);
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let started = Instant::now();
+    let base_seconds = st.seconds;
+    let mut train_time = 0.0f64;
+    let mut train_steps = 0u64;
+    let mut order: Vec<u32> = (0..n_train as u32).collect();
+    while st.epoch < cfg.epochs {
+        let epoch = st.epoch + 1;
+        let mut rng = Rng { state: st.rng };
+        order
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = i as u32);
+        rng.shuffle(&mut order);
+        let mut sgd = SgdState {
+            steps: st.sgd_steps,
+        };
+        let mut step = st.step;
+        let mut run_loss = 0.0f64;
+        let mut lr = sched.lr(step);
+        let t0 = Instant::now();
+        for (k, idx) in order.chunks(cfg.batch).enumerate() {
+            lr = sched.lr(step);
+            match backend.step(idx, &method, &opt, &mut sgd, lr) {
+                Ok(l) => run_loss += l as f64,
+                Err(StepError::NonFinite) => {
+                    pb.abandon();
+                    let last = match &opts.out {
+                        Some(o) if st.epoch > 0 => format!(
+                            "; the last good checkpoint {} (epoch {}) is intact",
+                            o.join("checkpoint.safetensors").display(),
+                            st.epoch
+                        ),
+                        _ => String::new(),
+                    };
+                    return Err(Diverged(format!(
+                        "diverged: non-finite loss or gradient at epoch {epoch}, step {} (lr {lr:.4}); the step was rejected and training stopped{last}",
+                        step + 1
+                    ))
+                    .into());
+                }
+                Err(StepError::Other(e)) => return Err(e),
+            }
+            step += 1;
+            pb.inc(1);
+            if k % 4 == 0 {
+                pb.set_message(format!(
+                    "epoch {epoch}/{} loss {:.4}",
+                    cfg.epochs,
+                    run_loss / (k + 1) as f64
+                ));
+            }
+        }
+        train_time += t0.elapsed().as_secs_f64();
+        train_steps += step - st.step;
+        let (train_loss, train_ok) = backend.evaluate(&data.train.x, &data.train.y)?;
+        let (test_loss, test_ok) = backend.evaluate(&data.test.x, &data.test.y)?;
+        let rec = EpochRecord {
+            epoch,
+            step,
+            lr: lr as f64,
+            train_loss,
+            train_acc: train_ok as f64 / n_train as f64,
+            test_loss,
+            test_acc: test_ok as f64 / data.test.len() as f64,
+            seconds: base_seconds + started.elapsed().as_secs_f64(),
+        };
+        say(&pb, opts.verbose, format!(
+            "epoch {epoch:>3}/{}  train loss {:.4} acc {:6.2}%  test loss {:.4} acc {:6.2}%  lr {:.4}  {:.1}s",
+            cfg.epochs,
+            rec.train_loss,
+            100.0 * rec.train_acc,
+            rec.test_loss,
+            100.0 * rec.test_acc,
+            rec.lr,
+            rec.seconds
+        ));
+        st.epoch = epoch;
+        st.step = step;
+        st.sgd_steps = sgd.steps;
+        st.rng = rng.state;
+        st.seconds = rec.seconds;
+        st.history.push(rec);
+        if let Some(out) = &opts.out {
+            backend.params(
+                &mut theta,
+                if mom.is_empty() { None } else { Some(&mut mom) },
+            )?;
+            save_epoch(out, &st, &shape, &theta, &mom)?;
+        }
+    }
+    pb.finish_and_clear();
+    backend.params(
+        &mut theta,
+        if mom.is_empty() { None } else { Some(&mut mom) },
+    )?;
+    let last = st.history.last().cloned().context("no epoch completed")?;
+    let (best_epoch, best_test_acc) = st
+        .history
+        .iter()
+        .map(|r| (r.epoch, r.test_acc))
+        .fold((0, f64::NEG_INFINITY), |b, x| if x.1 > b.1 { x } else { b });
+    let summary = Summary {
+        config: cfg.clone(),
+        model: dims_str(shape.dims()),
+        params: p,
+        data: data.notes.clone(),
+        train_samples: n_train,
+        test_samples: data.test.len(),
+        backend: backend.name().into(),
+        threads,
+        last,
+        best_test_acc,
+        best_epoch,
+        steps_per_sec: if train_time > 0.0 {
+            train_steps as f64 / train_time
+        } else {
+            0.0
+        },
+        seconds: st.seconds,
+        history: st.history.clone(),
+    };
+    if let Some(out) = &opts.out {
+        checkpoint::atomic_write(
+            &out.join("summary.json"),
+            serde_json::to_string_pretty(&summary)?.as_bytes(),
+        )?;
+        let title = format!("{} {} on {}", summary.model, cfg.method.as_str(), cfg.data);
+        crate::plot::curves(&out.join("curves.png"), &title, &st.history)?;
+    }
+    Ok(summary)
+}
+
+/// Prints a line above the progress bar, or plainly when stderr is not a
+/// terminal (the bar is hidden there).
+fn say(pb: &ProgressBar, verbose: bool, line: String) {
+    use std::io::IsTerminal;
+    if !verbose {
+        return;
+    }
+    if std::io::stderr().is_terminal() {
+        pb.println(line);
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+/// The method's hyper-parameters in words.
+pub fn describe_method(cfg: &TrainConfig) -> String {
+    use crate::config::MethodName as M;
+    match cfg.method {
+        M::Sgd => "plain gradient".into(),
+        M::Db => format!("γ={}", cfg.gamma),
+        M::Fgr | M::Bgr | M::Cgr => format!("γ={} ε={}", cfg.gamma, cfg.eps),
+        M::Sam | M::Usam => format!("ρ={}", cfg.rho),
+        M::Flood => format!("b={}", cfg.flood_level),
+    }
+}
+
+fn save_epoch(
+    out: &Path,
+    st: &TrainState,
+    shape: &Shape,
+    theta: &[f32],
+    mom: &[f32],
+) -> Result<()> {
+    checkpoint::save_checkpoint(
+        out,
+        st,
+        shape,
+        theta,
+        if mom.is_empty() { None } else { Some(mom) },
+    )?;
+    checkpoint::save_model(&out.join("model.safetensors"), shape, theta)?;
+    let mut lines = String::new();
+    for r in &st.history {
+        lines.push_str(&serde_json::to_string(r)?);
+        lines.push('\n');
+    }
+    checkpoint::atomic_write(&out.join("metrics.jsonl"), lines.as_bytes())
+}
+
+/// Prints the end-of-run table.
+pub fn print_summary(s: &Summary, out: Option<&Path>) {
+    let c = &s.config;
+    println!();
+    println!("| run | value |");
+    println!("|---|---|");
+    println!(
+        "| data | {} ({} train / {} test) |",
+        c.data, s.train_samples, s.test_samples
+    );
+    println!(
+        "| model | {} {} ({} parameters) |",
+        s.model, c.act, s.params
+    );
+    println!(
+        "| method | {} ({}) |",
+        c.method.as_str(),
+        describe_method(c)
+    );
+    println!(
+        "| optimizer | SGD lr {} {}, momentum {}{}, weight decay {}, batch {} |",
+        c.lr,
+        match c.schedule {
+            crate::config::ScheduleName::Cosine => "cosine",
+            crate::config::ScheduleName::Constant => "constant",
+        },
+        c.momentum,
+        if c.nesterov { " (Nesterov)" } else { "" },
+        c.weight_decay,
+        c.batch
+    );
+    println!("| backend | {} ({} threads) |", s.backend, s.threads);
+    println!(
+        "| epochs | {} ({:.1} s, {:.1} steps/s) |",
+        s.last.epoch, s.seconds, s.steps_per_sec
+    );
+    println!(
+        "| final train | loss {:.4}, accuracy {:.2}% |",
+        s.last.train_loss,
+        100.0 * s.last.train_acc
+    );
+    println!(
+        "| final test | loss {:.4}, accuracy {:.2}% |",
+        s.last.test_loss,
+        100.0 * s.last.test_acc
+    );
+    println!(
+        "| best test | {:.2}% (epoch {}) |",
+        100.0 * s.best_test_acc,
+        s.best_epoch
+    );
+    if let Some(o) = out {
+        println!("| outputs | {} |", o.display());
+    }
+}

@@ -36,11 +36,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Train a model and write metrics, checkpoints, weights and plots
-    #[command(after_help = "Examples:\n  fdgr train\n  \
+    #[command(
+        allow_negative_numbers = true,
+        after_help = "Examples:\n  fdgr train\n  \
         fdgr train --method db --gamma 0.01 --epochs 10 --out runs/db\n  \
         fdgr train --data digits --model 64-32-10 --act tanh --method fgr --gamma 0.05 --eps 0.1\n  \
         fdgr train --data csv:my.csv.gz --model 20-64-3 --normalize standard\n  \
-        fdgr train --resume runs/db          # continue after an interruption, bit-exactly")]
+        fdgr train --resume runs/db          # continue after an interruption, bit-exactly"
+    )]
     Train(Box<TrainArgs>),
     /// Loss and accuracy of saved weights on a data set
     #[command(

@@ -8,6 +8,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod cpu;
 pub mod data;
+pub mod dln;
+pub mod flood;
 pub mod gpu;
 pub mod plot;
 pub mod sweep;

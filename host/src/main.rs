@@ -63,6 +63,18 @@ enum Cmd {
         fdgr bench --model 64-32-10 --act tanh --batch 1 --threads 1 --json"
     )]
     Bench(BenchArgs),
+    /// The paper's diagonal linear network: implicit bias of GR, F-GR and B-GR
+    #[command(
+        allow_negative_numbers = true,
+        after_help = "Example:\n  fdgr dln --alphas 0.5,1 --gammas 0.01,0.05 \\\n    \
+        --epss=-0.5,-0.2,-0.1,-0.05,0.05,0.1,0.2,0.5 --out runs/dln"
+    )]
+    Dln(DlnArgs),
+    /// Show that two flooding steps equal one forward finite-difference GR step
+    #[command(
+        after_help = "Example:\n  fdgr flood-check --data digits --model 64-32-10 --act tanh --lr 0.05 --pairs 10"
+    )]
+    FloodCheck(FloodArgs),
     /// Write weights for firmware (the kernel's FDGR format)
     #[command(
         after_help = "Example:\n  fdgr export --ckpt runs/digits --out digits-64-32-10.fdgr"
@@ -267,6 +279,83 @@ struct BenchArgs {
     #[arg(long)]
     tf32: bool,
     /// One JSON object per line
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DlnArgs {
+    /// Dimension d
+    #[arg(long, default_value_t = 100)]
+    d: usize,
+    /// Samples n (< d: under-determined)
+    #[arg(long, default_value_t = 40)]
+    n: usize,
+    /// Non-zeros of β* (±1)
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    /// Seed of X and β*
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Methods: sgd, db, fgr, bgr, cgr
+    #[arg(long, default_value = "sgd,db,fgr,bgr")]
+    methods: String,
+    /// Initialisation scales α
+    #[arg(long, default_value = "0.5,1")]
+    alphas: String,
+    /// GR strengths γ
+    #[arg(long, default_value = "0.01,0.05")]
+    gammas: String,
+    /// Signed ε values: positive runs F-GR, negative runs B-GR
+    #[arg(long, default_value = "-0.5,-0.2,-0.1,-0.05,0.05,0.1,0.2,0.5")]
+    epss: String,
+    /// Step size
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// Step budget per run
+    #[arg(long, default_value_t = 400_000)]
+    max_steps: u64,
+    /// Stop when the training loss falls below tol × its initial value
+    #[arg(long, default_value_t = 1e-10)]
+    tol: f64,
+    /// CPU threads for parallel runs (0 = all cores)
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// One JSON object per run on stdout
+    #[arg(long)]
+    json: bool,
+    /// Directory for dln.jsonl and the plots
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct FloodArgs {
+    /// Data set
+    #[arg(long, default_value = "digits")]
+    data: String,
+    /// Layer widths
+    #[arg(long, default_value = "64-32-10")]
+    model: String,
+    /// Hidden activation
+    #[arg(long, default_value = "tanh")]
+    act: String,
+    /// Size of the one fixed batch
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Step size η (the implied finite-difference ε)
+    #[arg(long, default_value_t = 0.05)]
+    lr: f32,
+    /// SGD steps before the check
+    #[arg(long, default_value_t = 200)]
+    pretrain: usize,
+    /// Step pairs to check
+    #[arg(long, default_value_t = 10)]
+    pairs: usize,
+    /// Seed
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// One JSON object per pair
     #[arg(long)]
     json: bool,
 }
@@ -484,6 +573,142 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_dln(a: &DlnArgs) -> Result<()> {
+    use fdgr::dln;
+    let p = dln::Problem::new(a.d, a.n, a.k, a.seed)?;
+    let grid = dln::Grid {
+        methods: parse_methods(&a.methods)?,
+        epss: parse_list("--epss", &a.epss)?,
+        gammas: parse_list("--gammas", &a.gammas)?,
+        alphas: parse_list("--alphas", &a.alphas)?,
+    };
+    if grid.alphas.iter().any(|x| *x <= 0.0) || grid.epss.contains(&0.0) {
+        bail!("--alphas must be > 0 and --epss non-zero");
+    }
+    if !(a.lr > 0.0 && a.lr.is_finite()) {
+        bail!("--lr {}: expected a positive number", a.lr);
+    }
+    let s = dln::Settings {
+        lr: a.lr,
+        max_steps: a.max_steps,
+        tol: a.tol,
+    };
+    eprintln!(
+        "DLN: d={} n={} k={} seed {}, β* = ±1 on k entries, X ~ N(0,1); full-batch steps of {} until L < {:e}·L(0) (max {} steps)",
+        a.d, a.n, a.k, a.seed, a.lr, a.tol, a.max_steps
+    );
+    let (pool, _) = fdgr::cpu::pool(a.threads)?;
+    let (rows, refs) = pool.install(|| dln::run_grid(&p, &grid, &s))?;
+    if a.json {
+        for r in refs.iter().map(|(_, r)| r).chain(rows.iter()) {
+            println!("{}", serde_json::to_string(r)?);
+        }
+    } else {
+        println!("| α | method | γ | ε | ‖β̂ − β*‖₂ | ‖β̂‖₁ | α_eff | α_eff max/min | train loss | steps |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for (alpha, r) in &refs {
+            println!(
+                "| {alpha} | {} | - | - | {:.4} | {:.4} | {alpha} | 1 | {:.1e} | - |",
+                r.method, r.recovery_error, r.l1_norm, r.train_loss
+            );
+            for r in rows.iter().filter(|r| r.alpha == *alpha) {
+                println!(
+                    "| {alpha} | {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.2} | {:.1e} | {}{} |",
+                    r.method,
+                    if r.method == "sgd" {
+                        "-".to_string()
+                    } else {
+                        r.gamma.to_string()
+                    },
+                    if r.eps == 0.0 {
+                        "-".to_string()
+                    } else {
+                        r.eps.to_string()
+                    },
+                    r.recovery_error,
+                    r.l1_norm,
+                    r.alpha_eff,
+                    r.alpha_eff_spread,
+                    r.train_loss,
+                    r.steps,
+                    if r.converged { "" } else { " (not converged)" }
+                );
+            }
+        }
+        println!("| - | β* | - | - | 0 | {} | - | - | 0 | - |", a.k);
+    }
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("{}: cannot create directory", out.display()))?;
+        let text: String = refs
+            .iter()
+            .map(|(_, r)| r)
+            .chain(rows.iter())
+            .map(|r| serde_json::to_string(r).map(|s| s + "\n"))
+            .collect::<Result<_, _>>()?;
+        checkpoint::atomic_write(&out.join("dln.jsonl"), text.as_bytes())?;
+        for (alpha, r) in &refs {
+            dln::plot(
+                &out.join(format!("dln-alpha{alpha}.png")),
+                &rows,
+                Some(r),
+                *alpha,
+            )?;
+        }
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn cmd_flood(a: &FloodArgs) -> Result<()> {
+    let act = fdgr_kernel::Act::from_name(&a.act)
+        .with_context(|| format!("--act {}: unknown activation", a.act))?;
+    let shape =
+        fdgr_kernel::Shape::try_new(&parse_dims(&a.model)?, act, fdgr_kernel::Loss::SoftmaxCe)
+            .map_err(|e| anyhow::anyhow!("--model {}: {e}", a.model))?;
+    if !(a.lr > 0.0 && a.lr.is_finite()) || a.batch == 0 {
+        bail!("--lr must be positive and --batch at least 1");
+    }
+    let d = data::load(&a.data, &data::DataOptions::default())?;
+    train::check_fit(&shape, &d, "--model")?;
+    let c = fdgr::flood::FloodCheck {
+        shape,
+        batch: a.batch,
+        lr: a.lr,
+        pretrain: a.pretrain,
+        pairs: a.pairs,
+        seed: a.seed,
+    };
+    let rows = fdgr::flood::run(&c, &d)?;
+    if a.json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "flooding on one batch of {} {} samples, model {shape} {}, η = {}: θ₂ vs θ₀ − η(∇L(θ₀+ηg₀) − g₀)",
+        a.batch, a.data, a.act, a.lr
+    );
+    println!("| pair | L(θ₀) | b | L(θ₀+ηg₀) | ascent→descent | max |Δθ| | ulps | ‖θ₂−θ₀‖ | rel. err of θ₀−η²Hg₀ |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {:.6} | {:.6} | {:.6} | {} | {:.2e} | {:.1} | {:.3e} | {:.3} |",
+            r.pair,
+            r.loss0,
+            r.level,
+            r.loss1,
+            if r.ascent_then_descent { "yes" } else { "no" },
+            r.max_abs_diff,
+            r.ulps,
+            r.step_norm,
+            r.hessian_rel_err
+        );
+    }
+    Ok(())
+}
+
 fn cmd_export(a: &ExportArgs) -> Result<()> {
     let (shape, theta) = checkpoint::load_model(&a.ckpt)?;
     let mut buf = vec![0u8; fdgr_kernel::export::file_len(&shape)];
@@ -506,6 +731,8 @@ fn main() -> ExitCode {
         Cmd::Eval(a) => cmd_eval(a),
         Cmd::Sweep(a) => cmd_sweep(a),
         Cmd::Bench(a) => cmd_bench(a),
+        Cmd::Dln(a) => cmd_dln(a),
+        Cmd::FloodCheck(a) => cmd_flood(a),
         Cmd::Export(a) => cmd_export(a),
     };
     match r {

@@ -42,7 +42,9 @@ pub trait Backend {
     fn set_params(&mut self, theta: &[f32], momentum: Option<&[f32]>) -> Result<()>;
     /// Reads θ and the momentum buffer back.
     fn params(&mut self, theta: &mut [f32], momentum: Option<&mut [f32]>) -> Result<()>;
-    /// One step on the training samples `indices`; returns L(θ) before it.
+    /// One step on the training samples `indices`. A backend may queue it
+    /// (GPU) and report its outcome at the next [`Backend::flush`]; the CPU
+    /// runs it at once.
     fn step(
         &mut self,
         indices: &[u32],
@@ -50,7 +52,11 @@ pub trait Backend {
         opt: &Sgd<f32>,
         state: &mut SgdState,
         lr: f32,
-    ) -> std::result::Result<f32, StepError>;
+    ) -> std::result::Result<(), StepError>;
+    /// Waits for queued steps; returns L(θ) before the last step, or
+    /// [`StepError::NonFinite`] (then θ, momentum and `state` are those
+    /// before the rejected step, and later queued steps were skipped).
+    fn flush(&mut self, state: &mut SgdState) -> std::result::Result<f32, StepError>;
     /// Mean loss and number of correct predictions on (x, y).
     fn evaluate(&mut self, x: &[f32], y: &[u32]) -> Result<(f64, usize)>;
 }
@@ -72,6 +78,7 @@ pub struct CpuBackend {
     ws: Vec<f32>,
     bx: Vec<f32>,
     by: Vec<u32>,
+    last_loss: f32,
 }
 
 impl CpuBackend {
@@ -102,6 +109,7 @@ impl CpuBackend {
             ws: vec![0.0; shape.workspace_len(b, method.needs_hvp())],
             bx: Vec::with_capacity(max_batch * shape.inputs()),
             by: Vec::with_capacity(max_batch),
+            last_loss: f32::NAN,
         }
     }
 
@@ -164,7 +172,7 @@ impl Backend for CpuBackend {
         opt: &Sgd<f32>,
         state: &mut SgdState,
         lr: f32,
-    ) -> std::result::Result<f32, StepError> {
+    ) -> std::result::Result<(), StepError> {
         let f = self.shape.inputs();
         self.bx.clear();
         self.by.clear();
@@ -182,7 +190,12 @@ impl Backend for CpuBackend {
             point: opt_slice(&mut self.point),
             point2: opt_slice(&mut self.point2),
         };
-        Ok(fdgr_kernel::step(&mut net, method, opt, state, lr, bufs)?)
+        self.last_loss = fdgr_kernel::step(&mut net, method, opt, state, lr, bufs)?;
+        Ok(())
+    }
+
+    fn flush(&mut self, _state: &mut SgdState) -> std::result::Result<f32, StepError> {
+        Ok(self.last_loss)
     }
 
     fn evaluate(&mut self, x: &[f32], y: &[u32]) -> Result<(f64, usize)> {

@@ -98,6 +98,7 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
             for k in 0..spec.warmup + spec.repeats {
                 let t = Instant::now();
                 be.step(&idx, &method, &opt, &mut st, 1e-3)
+                    .and_then(|()| be.flush(&mut st).map(|_| ()))
                     .map_err(|e| anyhow!("{} step failed: {e}", m.as_str()))?;
                 if k >= spec.warmup {
                     times.push(t.elapsed().as_secs_f64() * 1e3);

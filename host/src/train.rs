@@ -17,6 +17,9 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Steps between loss reads (device round trips).
+const FLUSH_EVERY: usize = 8;
+
 /// Exit code of a run stopped by a non-finite loss or gradient.
 pub const EXIT_DIVERGED: u8 = 3;
 
@@ -231,13 +234,20 @@ pub fn run_on(
             steps: st.sgd_steps,
         };
         let mut step = st.step;
-        let mut run_loss = 0.0f64;
+        let mut shown = f32::NAN;
         let mut lr = sched.lr(step);
         let t0 = Instant::now();
+        let n_batches = order.len().div_ceil(cfg.batch);
         for (k, idx) in order.chunks(cfg.batch).enumerate() {
             lr = sched.lr(step);
-            match backend.step(idx, &method, &opt, &mut sgd, lr) {
-                Ok(l) => run_loss += l as f64,
+            let mut r = backend.step(idx, &method, &opt, &mut sgd, lr);
+            // Read the loss (a device round trip on a GPU) only every few
+            // steps and at the end of the epoch.
+            if r.is_ok() && (k % FLUSH_EVERY == FLUSH_EVERY - 1 || k + 1 == n_batches) {
+                r = backend.flush(&mut sgd).map(|l| shown = l);
+            }
+            match r {
+                Ok(()) => {}
                 Err(StepError::NonFinite) => {
                     pb.abandon();
                     let last = match &opts.out {
@@ -249,7 +259,7 @@ pub fn run_on(
                         _ => String::new(),
                     };
                     return Err(Diverged(format!(
-                        "diverged: non-finite loss or gradient at epoch {epoch}, step {} (lr {lr:.4}); the step was rejected and training stopped{last}",
+                        "diverged: non-finite loss or gradient in epoch {epoch} (at or before step {}, lr {lr:.4}); the step was rejected and training stopped{last}",
                         step + 1
                     ))
                     .into());
@@ -258,12 +268,8 @@ pub fn run_on(
             }
             step += 1;
             pb.inc(1);
-            if k % 4 == 0 {
-                pb.set_message(format!(
-                    "epoch {epoch}/{} loss {:.4}",
-                    cfg.epochs,
-                    run_loss / (k + 1) as f64
-                ));
+            if k % FLUSH_EVERY == FLUSH_EVERY - 1 {
+                pb.set_message(format!("epoch {epoch}/{} loss {shown:.4}", cfg.epochs));
             }
         }
         train_time += t0.elapsed().as_secs_f64();

@@ -1,14 +1,901 @@
 //! Firmware builds and the QEMU cross-check.
+//!
+//! 1. `qemu-system-arm` must be there (installed with apt-get when missing
+//!    and root; otherwise this fails: it never skips).
+//! 2. A model is trained and exported with the real CLI (`fdgr train`,
+//!    `fdgr export`: digits, 64-32-10, tanh); the fine-tuning stream is
+//!    the last 64 rows of `data/digits.csv.gz` (65 bytes each), which must
+//!    equal the committed `firmware-examples/models/digits-stream.bin`.
+//! 3. Every board example builds (release) with the committed default model.
+//! 4. `qemu-m4` is built for `sgd`, `fgr`, `db`, `sam` (all parameters) and
+//!    `fgr` (last layer only), run under QEMU with an instruction-counting
+//!    plugin, and every logged loss and every final weight must equal, bit
+//!    for bit, the host's replay through `fdgr-kernel` (libm).
+//! 5. The `micromath` build is run too and its difference reported.
+//! 6. Deliberate panic and HardFault builds must make QEMU exit with 1.
+//! 7. The table of flash, RAM, stack and instructions per step is printed
+//!    (and written to `firmware-examples/target/xtask/RESULTS.md`); the
+//!    budgets below are checked.
+//!
+//! Environment: `FDGR_FIRMWARE_MODEL=<file.fdgr>` uses that exported model
+//! instead of training one; `FDGR_UPDATE_MODELS=1` copies the exported model
+//! and the stream over the committed defaults; `FDGR_QEMU_PLUGIN_VERSION`
+//! forces the plugin's API version (otherwise the first of 1..=4 that this
+//! QEMU loads).
 
-use crate::util::Step;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fdgr_kernel::finetune::Mode;
+
+use crate::fw_util::fw_config::{self, MethodKind};
+use crate::fw_util::{self as fw, ElfInfo};
+use crate::util::{cargo, run, Step};
+
+/// Samples in the fine-tuning stream (= steps on the device).
+const STREAM_SAMPLES: usize = 64;
+/// Budget for full F-GR fine-tuning: RAM ≤ 3·(parameter bytes) + 8 KiB.
+const RAM_SLACK: u64 = 8 * 1024;
+/// Budget: flash ≤ 64 KiB.
+const FLASH_BUDGET: u64 = 64 * 1024;
+/// Budget: instructions per plain SGD step.
+const SGD_BUDGET: f64 = 72_000.0;
+/// Budget: F-GR step ≤ 2.1 × SGD step.
+const FGR_RATIO_BUDGET: f64 = 2.1;
+/// AIfES 2.2.0 on the same net (the peer to beat).
+const AIFES_SGD_INSTR: u64 = 287_507;
+const QEMU_LIMIT: Duration = Duration::from_secs(120);
+
+const BOARDS: [(&str, &str, &str); 3] = [
+    ("stm32f4", "thumbv7em-none-eabihf", "fdgr-stm32f4"),
+    ("nrf52840", "thumbv7em-none-eabihf", "fdgr-nrf52840"),
+    ("rp2040", "thumbv6m-none-eabi", "fdgr-rp2040"),
+];
+
+const M4F: &str = "thumbv7em-none-eabihf";
+const V6M: &str = "thumbv6m-none-eabi";
+
+/// One `qemu-m4` build.
+#[derive(Clone, Copy)]
+struct Variant {
+    method: MethodKind,
+    mode: Mode,
+    micromath: bool,
+    /// `thumbv7em-none-eabihf` (M4F, hardware float), or
+    /// `thumbv6m-none-eabi` (the RP2040's soft-float code, which the
+    /// Cortex-M4 also runs).
+    triple: &'static str,
+}
+
+impl Variant {
+    fn name(&self) -> String {
+        format!(
+            "{}-{}{}{}",
+            self.method.name(),
+            fw_config::mode_name(self.mode),
+            if self.micromath { "-micromath" } else { "" },
+            if self.triple == V6M { "-thumbv6m" } else { "" }
+        )
+    }
+
+    /// The baseline (libm, M4F) run with the same method and mode.
+    fn same_config(&self, other: &Variant) -> bool {
+        self.method == other.method && self.mode == other.mode
+    }
+}
+
+/// What one QEMU run measured.
+struct Measured {
+    v: Variant,
+    elf: ElfInfo,
+    stack: u64,
+    fdgr_ram: u64,
+    instr: Vec<u64>,
+    losses: Vec<u32>,
+    theta: Vec<u32>,
+}
+
+/// The last loss as a float (NaN when there is none).
+fn last(bits: &[u32]) -> f32 {
+    bits.last().map_or(f32::NAN, |b| f32::from_bits(*b))
+}
+
+fn mean(x: &[u64]) -> f64 {
+    x.iter().sum::<u64>() as f64 / x.len().max(1) as f64
+}
 
 /// The firmware checks of `cargo xtask test`.
 pub fn steps() -> Result<Vec<Step>, String> {
-    println!("\n== firmware ==\nSKIPPED: firmware examples not written yet");
-    Ok(vec![])
+    println!("\n== firmware ==");
+    let t0 = Instant::now();
+    let mut steps = vec![];
+    let fw_dir = fw::fw_dir();
+    let out = fw::out_dir();
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+
+    let t = Instant::now();
+    fw::ensure_qemu()?;
+    let (qmaj, qmin) = fw::qemu_version()?;
+    println!("qemu-system-arm {qmaj}.{qmin}");
+    steps.push(step("qemu-system-arm present", t));
+
+    // The model, from the real CLI (or a given exported file).
+    let model_path = match std::env::var_os("FDGR_FIRMWARE_MODEL") {
+        Some(p) if !p.is_empty() => {
+            let p = PathBuf::from(p);
+            println!(
+                "FDGR_FIRMWARE_MODEL: cross-checking {} instead of training a model",
+                p.display()
+            );
+            p
+        }
+        _ => {
+            let (p, s) = train_and_export(&out)?;
+            steps.extend(s);
+            p
+        }
+    };
+    let model = fw::read(&model_path)?;
+    let shape = fdgr_kernel::export::decode_shape(&model)
+        .map_err(|e| format!("{}: {e}", model_path.display()))?;
+    let p = shape.param_count() as u64;
+    println!(
+        "model {shape} ({p} parameters) from {}",
+        model_path.display()
+    );
+
+    // The stream, from the data set; the committed default must match.
+    let stream = fw::digits_stream(STREAM_SAMPLES)?;
+    let stream_path = out.join("digits-stream.bin");
+    write(&stream_path, &stream)?;
+    let committed_stream = fw_dir.join("models").join("digits-stream.bin");
+    let committed_model = fw_dir.join("models").join("digits-64-32-10.fdgr");
+    if std::env::var("FDGR_UPDATE_MODELS").as_deref() == Ok("1") {
+        write(&committed_stream, &stream)?;
+        write(&committed_model, &model)?;
+        println!("FDGR_UPDATE_MODELS=1: updated the committed default model and stream");
+    }
+    if fw::read(&committed_stream)? != stream {
+        return Err(format!(
+            "{} differs from the last {STREAM_SAMPLES} rows of data/digits.csv.gz \
+             (regenerate with FDGR_UPDATE_MODELS=1)",
+            committed_stream.display()
+        ));
+    }
+    if fw::read(&committed_model)? != model {
+        println!(
+            "note: the committed default model {} differs from the one cross-checked here \
+             (board builds use the committed one; refresh it with FDGR_UPDATE_MODELS=1)",
+            committed_model.display()
+        );
+    }
+
+    // The instruction-counting plugin, built for the API version this QEMU
+    // loads.
+    let (plugin, plugin_version, s) = build_plugin(qmaj)?;
+    steps.extend(s);
+
+    // Formatting and lints of the firmware workspace, per target.
+    let mut c = Command::new(cargo_bin());
+    // Packages by name: `--all` would also take in the kernel's workspace.
+    c.current_dir(&fw_dir).args(["fmt", "--check"]);
+    for p in [
+        "fdgr-firmware",
+        "fdgr-qemu-m4",
+        "fdgr-stm32f4",
+        "fdgr-nrf52840",
+        "fdgr-rp2040",
+    ] {
+        c.args(["-p", p]);
+    }
+    steps.push(run("rustfmt firmware-examples", c)?);
+    let mut c = Command::new(cargo_bin());
+    c.current_dir(&fw_dir)
+        .args(["fmt", "--check", "--manifest-path"])
+        .arg(fw_dir.join("qemu-icount").join("Cargo.toml"));
+    steps.push(run("rustfmt firmware-examples/qemu-icount", c)?);
+    for board in ["qemu-m4", "stm32f4", "nrf52840", "rp2040"] {
+        let mut c = fw_cargo("clippy", board, &[], false);
+        c.args(["--", "-D", "warnings"]);
+        steps.push(run(&format!("clippy -D warnings {board}"), c)?);
+    }
+    let mut c = Command::new(cargo_bin());
+    c.args(["clippy", "--release", "--manifest-path"])
+        .arg(fw_dir.join("qemu-icount").join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(fw_dir.join("target").join("host"))
+        .args(["--", "-D", "warnings"])
+        .env("FDGR_QEMU_PLUGIN_VERSION", &plugin_version);
+    steps.push(run("clippy -D warnings qemu-icount", c)?);
+
+    // Board examples, with the committed defaults.
+    let mut board_sizes = vec![];
+    for (board, triple, bin) in BOARDS {
+        let c = fw_cargo("build", board, &[], false);
+        steps.push(run(&format!("firmware build {board} ({triple})"), c)?);
+        let elf = fw::read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
+        board_sizes.push((board, triple, fw::elf_info(&elf)?));
+    }
+
+    // The cross-checks.
+    let variants = [
+        (MethodKind::Sgd, Mode::Full, false, M4F),
+        (MethodKind::Fgr, Mode::Full, false, M4F),
+        (MethodKind::Db, Mode::Full, false, M4F),
+        (MethodKind::Sam, Mode::Full, false, M4F),
+        (MethodKind::Fgr, Mode::LastLayer, false, M4F),
+        (MethodKind::Fgr, Mode::Full, false, V6M),
+        (MethodKind::Fgr, Mode::Full, true, M4F),
+    ];
+    let mut results: Vec<Measured> = vec![];
+    for (method, mode, micromath, triple) in variants {
+        let v = Variant {
+            method,
+            mode,
+            micromath,
+            triple,
+        };
+        let t = Instant::now();
+        let m = build_and_run(v, &model_path, &stream_path, &plugin, &out)?;
+        if micromath {
+            report_micromath(&m, &results)?;
+        } else {
+            let (losses, theta) = fw::replay(&model, &stream, method, mode)?;
+            compare(&m, &losses, &theta)?;
+        }
+        steps.push(step(
+            &format!(
+                "qemu-m4 {} {}",
+                v.name(),
+                if micromath {
+                    "(difference reported)"
+                } else {
+                    "bit-identical to host"
+                }
+            ),
+            t,
+        ));
+        results.push(m);
+    }
+
+    // Failures must exit with 1, not hang.
+    for fault in ["panic", "hardfault"] {
+        let t = Instant::now();
+        check_fault(fault, &model_path, &stream_path)?;
+        steps.push(step(&format!("qemu-m4 exits 1 on {fault}"), t));
+    }
+
+    let table = results_table(&results, &board_sizes, p, (qmaj, qmin))?;
+    println!("\n{table}");
+    write(&out.join("RESULTS.md"), table.as_bytes())?;
+    check_budgets(&results, &board_sizes, p)?;
+    println!(
+        "firmware checks passed in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(steps)
 }
 
 /// `cargo xtask firmware`.
 pub fn check() -> Result<(), String> {
-    steps().map(|_| ())
+    let steps = steps()?;
+    println!("\n== summary ==");
+    for s in &steps {
+        println!("  ok  {:<50} {:>7.1} s", s.name, s.seconds);
+    }
+    Ok(())
+}
+
+fn step(name: &str, t: Instant) -> Step {
+    Step {
+        name: name.to_string(),
+        seconds: t.elapsed().as_secs_f64(),
+    }
+}
+
+fn write(p: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(p, bytes).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// `cargo <sub> --release` in a board's folder (so its `.cargo/config.toml`
+/// applies), with the given `FDGR_*` variables and nothing inherited that
+/// would change the build.
+fn fw_cargo(sub: &str, board: &str, vars: &[(&str, &str)], micromath: bool) -> Command {
+    let fw_dir = fw::fw_dir();
+    let mut c = Command::new(cargo_bin());
+    c.current_dir(fw_dir.join(board))
+        .args([sub, "--release"])
+        .env("CARGO_TARGET_DIR", fw_dir.join("target"))
+        .env("DEFMT_LOG", "info")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET");
+    for v in [
+        "FDGR_MODEL",
+        "FDGR_STREAM",
+        "FDGR_METHOD",
+        "FDGR_MODE",
+        "FDGR_FAULT",
+    ] {
+        c.env_remove(v);
+    }
+    for (k, val) in vars {
+        c.env(k, val);
+    }
+    if micromath {
+        c.args(["--features", "micromath"]);
+    }
+    c
+}
+
+/// Builds the plugin and checks that QEMU loads it, trying API versions
+/// (`FDGR_QEMU_PLUGIN_VERSION` alone when set; else 1 first up to QEMU 8,
+/// 2 first from QEMU 9, then the others up to 4).
+fn build_plugin(qemu_major: u32) -> Result<(PathBuf, String, Vec<Step>), String> {
+    let fw_dir = fw::fw_dir();
+    let candidates: Vec<String> = match std::env::var("FDGR_QEMU_PLUGIN_VERSION") {
+        Ok(v) if !v.is_empty() => vec![v],
+        _ if qemu_major >= 9 => ["2", "3", "4", "1"].map(String::from).to_vec(),
+        _ => ["1", "2", "3", "4"].map(String::from).to_vec(),
+    };
+    let plugin = fw_dir
+        .join("target")
+        .join("host")
+        .join("release")
+        .join("libfdgr_qemu_icount.so");
+    let mut steps = vec![];
+    let mut why = String::new();
+    for v in &candidates {
+        let mut c = Command::new(cargo_bin());
+        c.args(["build", "--release", "--manifest-path"])
+            .arg(fw_dir.join("qemu-icount").join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(fw_dir.join("target").join("host"))
+            .env("FDGR_QEMU_PLUGIN_VERSION", v);
+        steps.push(run(
+            &format!("QEMU instruction-count plugin (API version {v})"),
+            c,
+        )?);
+        // QEMU loads plugins before the kernel: a missing kernel then
+        // fails with its own message, a refused plugin with "plugin".
+        let mut q = Command::new("qemu-system-arm");
+        q.args([
+            "-machine",
+            "mps2-an386",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "null",
+            "-plugin",
+        ])
+        .arg(format!("{},marker=0x0", plugin.display()))
+        .arg("-kernel")
+        .arg(fw::out_dir().join("no-such-kernel.elf"));
+        let r = fw::run_limited(q, Duration::from_secs(30))?;
+        let err = String::from_utf8_lossy(&r.stderr).to_string();
+        if !err.contains("Could not load plugin") {
+            println!("QEMU loads the plugin with API version {v}");
+            return Ok((plugin, v.clone(), steps));
+        }
+        why = err.trim().to_string();
+        println!("QEMU refuses the plugin with API version {v}: {why}");
+    }
+    Err(format!(
+        "QEMU does not load the instruction-count plugin ({why}); set FDGR_QEMU_PLUGIN_VERSION"
+    ))
+}
+
+fn train_and_export(out: &Path) -> Result<(PathBuf, Vec<Step>), String> {
+    let ckpt = out.join("digits-64-32-10-ckpt");
+    let model = out.join("digits-64-32-10.fdgr");
+    // Stale outputs must not pass for fresh ones.
+    let _ = std::fs::remove_dir_all(&ckpt);
+    let _ = std::fs::remove_file(&model);
+    let mut steps = vec![];
+    let ckpt_s = ckpt.display().to_string();
+    let model_s = model.display().to_string();
+    let train = cargo(&[
+        "run",
+        "--release",
+        "-p",
+        "fdgr",
+        "--",
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        "64-32-10",
+        "--act",
+        "tanh",
+        "--method",
+        "fgr",
+        "--epochs",
+        "30",
+        "--batch",
+        "32",
+        "--lr",
+        "0.1",
+        "--seed",
+        "1",
+        "--out",
+        &ckpt_s,
+    ]);
+    steps.push(run("fdgr train (digits 64-32-10 tanh, F-GR)", train)?);
+    let export = cargo(&[
+        "run",
+        "--release",
+        "-p",
+        "fdgr",
+        "--",
+        "export",
+        "--ckpt",
+        &ckpt_s,
+        "--out",
+        &model_s,
+    ]);
+    steps.push(run("fdgr export", export)?);
+    if !model.is_file() {
+        return Err(format!(
+            "`fdgr export` did not write {} (is the fdgr CLI complete?)",
+            model.display()
+        ));
+    }
+    Ok((model, steps))
+}
+
+fn build_and_run(
+    v: Variant,
+    model: &Path,
+    stream: &Path,
+    plugin: &Path,
+    out: &Path,
+) -> Result<Measured, String> {
+    let fw_dir = fw::fw_dir();
+    let model_s = model.display().to_string();
+    let stream_s = stream.display().to_string();
+    let mut c = fw_cargo(
+        "build",
+        "qemu-m4",
+        &[
+            ("FDGR_MODEL", &model_s),
+            ("FDGR_STREAM", &stream_s),
+            ("FDGR_METHOD", v.method.name()),
+            ("FDGR_MODE", fw_config::mode_name(v.mode)),
+        ],
+        v.micromath,
+    );
+    c.args(["--target", v.triple]);
+    run(&format!("firmware build qemu-m4 {}", v.name()), c)?;
+    let built = fw_dir
+        .join("target")
+        .join(v.triple)
+        .join("release")
+        .join("fdgr-qemu-m4");
+    let elf_path = out.join(format!("qemu-m4-{}.elf", v.name()));
+    std::fs::copy(&built, &elf_path).map_err(|e| format!("{}: {e}", built.display()))?;
+    let elf = fw::read(&elf_path)?;
+    let info = fw::elf_info(&elf)?;
+    let marker = info.marker.ok_or("fdgr_mark not found in the ELF")?;
+    let counts = out.join(format!("qemu-m4-{}.counts", v.name()));
+    let _ = std::fs::remove_file(&counts);
+    let mut q = Command::new("qemu-system-arm");
+    q.args([
+        "-machine",
+        "mps2-an386",
+        "-cpu",
+        "cortex-m4",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "null",
+        "-semihosting-config",
+        "enable=on,target=native",
+        "-kernel",
+    ])
+    .arg(&elf_path)
+    .arg("-plugin")
+    .arg(format!(
+        "{},marker={marker:#x},out={}",
+        plugin.display(),
+        counts.display()
+    ));
+    println!("\n== qemu-m4 {} under QEMU ==", v.name());
+    let r = fw::run_limited(q, QEMU_LIMIT)?;
+    let lines = fw::decode_defmt(&elf, &r.stdout)?;
+    let mut log = String::new();
+    for l in &lines {
+        let _ = writeln!(log, "{:<5} {}", l.level, l.text);
+    }
+    write(
+        &out.join(format!("qemu-m4-{}.log", v.name())),
+        log.as_bytes(),
+    )?;
+    // The per-step and per-weight lines go to the log file only.
+    let bulky = |l: &fw::LogLine| {
+        l.text.starts_with("theta[") || (l.text.starts_with("step ") && l.level == "INFO")
+    };
+    for l in lines.iter().filter(|l| !bulky(l)) {
+        println!("  {:<5} {}", l.level, l.text);
+    }
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    if !stderr.trim().is_empty() {
+        println!("  (stderr) {}", stderr.trim());
+    }
+    if r.code != Some(0) {
+        return Err(format!(
+            "qemu-m4 {} exited with {:?} (log: {})",
+            v.name(),
+            r.code,
+            out.join(format!("qemu-m4-{}.log", v.name())).display()
+        ));
+    }
+    let d = fw::parse_log(&lines)?;
+    if !d.done || !d.errors.is_empty() {
+        return Err(format!(
+            "qemu-m4 {}: no `fdgr done`, or errors: {:?}",
+            v.name(),
+            d.errors
+        ));
+    }
+    if d.losses.len() != STREAM_SAMPLES {
+        return Err(format!(
+            "qemu-m4 {}: {} losses logged, expected {STREAM_SAMPLES}",
+            v.name(),
+            d.losses.len()
+        ));
+    }
+    if d.hash != Some(fw::fnv1a_bits(&d.theta)) {
+        return Err(format!(
+            "qemu-m4 {}: the logged weights do not match the device's hash",
+            v.name()
+        ));
+    }
+    let counts = std::fs::read_to_string(&counts)
+        .map_err(|e| format!("{}: {e} (did the QEMU plugin load?)", counts.display()))?;
+    let instr = fw::step_instructions(&counts, STREAM_SAMPLES)?;
+    println!(
+        "  {} steps in {:.2} s of QEMU; {:.0} guest instructions per step (min {}, max {})",
+        d.losses.len(),
+        r.seconds,
+        mean(&instr),
+        instr.iter().min().copied().unwrap_or(0),
+        instr.iter().max().copied().unwrap_or(0)
+    );
+    Ok(Measured {
+        v,
+        elf: info,
+        stack: d.stack_peak.ok_or("no stack peak logged")?,
+        fdgr_ram: d.fdgr_ram.ok_or("no RAM budget logged")?,
+        instr,
+        losses: d.losses,
+        theta: d.theta,
+    })
+}
+
+fn compare(m: &Measured, losses: &[u32], theta: &[u32]) -> Result<(), String> {
+    let name = m.v.name();
+    if m.losses.len() != losses.len() || m.theta.len() != theta.len() {
+        return Err(format!(
+            "{name}: device logged {} losses and {} weights, host has {} and {}",
+            m.losses.len(),
+            m.theta.len(),
+            losses.len(),
+            theta.len()
+        ));
+    }
+    let bad_l: Vec<usize> = (0..losses.len())
+        .filter(|&i| m.losses[i] != losses[i])
+        .collect();
+    let bad_t: Vec<usize> = (0..theta.len())
+        .filter(|&i| m.theta[i] != theta[i])
+        .collect();
+    if !bad_l.is_empty() || !bad_t.is_empty() {
+        let mut msg = format!(
+            "{name}: device and host differ in {} of {} losses and {} of {} weights",
+            bad_l.len(),
+            losses.len(),
+            bad_t.len(),
+            theta.len()
+        );
+        if let Some(&i) = bad_l.first() {
+            let _ = write!(
+                msg,
+                "; first loss: step {i}: device {:#010x} ({}), host {:#010x} ({})",
+                m.losses[i],
+                f32::from_bits(m.losses[i]),
+                losses[i],
+                f32::from_bits(losses[i])
+            );
+        }
+        if let Some(&i) = bad_t.first() {
+            let _ = write!(
+                msg,
+                "; first weight: θ[{i}]: device {:#010x}, host {:#010x}",
+                m.theta[i], theta[i]
+            );
+        }
+        return Err(msg);
+    }
+    println!(
+        "  bit-identical to the host: {} losses (last {}) and {} weights (fnv1a {:#010x})",
+        losses.len(),
+        last(losses),
+        theta.len(),
+        fw::fnv1a_bits(theta)
+    );
+    Ok(())
+}
+
+/// The micromath build against the libm one (which equals the host).
+fn report_micromath(m: &Measured, done: &[Measured]) -> Result<(), String> {
+    let base = done
+        .iter()
+        .find(|r| r.v.same_config(&m.v) && !r.v.micromath && r.v.triple == M4F)
+        .ok_or("micromath needs the libm run first")?;
+    let diff = |a: &[u32], b: &[u32]| -> (usize, f64, f64) {
+        let mut same = 0;
+        let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
+        for (x, y) in a.iter().zip(b) {
+            let (x, y) = (f32::from_bits(*x) as f64, f32::from_bits(*y) as f64);
+            if x.to_bits() == y.to_bits() {
+                same += 1;
+            }
+            max_abs = max_abs.max((x - y).abs());
+            max_rel = max_rel.max((x - y).abs() / y.abs().max(1e-30));
+        }
+        (same, max_abs, max_rel)
+    };
+    let (ls, la, lr) = diff(&m.losses, &base.losses);
+    let (ts, ta, _) = diff(&m.theta, &base.theta);
+    println!(
+        "  micromath vs libm (= host): {ls}/{} losses bit-equal, max |Δloss| {la:.3e} (relative {lr:.3e}); \
+         {ts}/{} weights bit-equal, max |Δθ| {ta:.3e}; last loss {} vs {}",
+        m.losses.len(),
+        m.theta.len(),
+        last(&m.losses),
+        last(&base.losses),
+    );
+    Ok(())
+}
+
+fn check_fault(fault: &str, model: &Path, stream: &Path) -> Result<(), String> {
+    let fw_dir = fw::fw_dir();
+    let (ms, ss) = (model.display().to_string(), stream.display().to_string());
+    let c = fw_cargo(
+        "build",
+        "qemu-m4",
+        &[
+            ("FDGR_MODEL", &ms),
+            ("FDGR_STREAM", &ss),
+            ("FDGR_FAULT", fault),
+        ],
+        false,
+    );
+    run(&format!("firmware build qemu-m4 (FDGR_FAULT={fault})"), c)?;
+    let elf = fw_dir
+        .join("target")
+        .join("thumbv7em-none-eabihf")
+        .join("release")
+        .join("fdgr-qemu-m4");
+    let mut q = Command::new("qemu-system-arm");
+    q.args([
+        "-machine",
+        "mps2-an386",
+        "-cpu",
+        "cortex-m4",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "null",
+        "-semihosting-config",
+        "enable=on,target=native",
+        "-kernel",
+    ])
+    .arg(&elf);
+    let r = fw::run_limited(q, Duration::from_secs(30))?;
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    println!("  exit {:?}, stderr: {}", r.code, stderr.trim());
+    let want = if fault == "panic" {
+        "panic"
+    } else {
+        "HardFault"
+    };
+    if r.code != Some(1) || !stderr.contains(want) {
+        return Err(format!(
+            "FDGR_FAULT={fault}: expected exit status 1 and `{want}` on stderr, got {:?}",
+            r.code
+        ));
+    }
+    Ok(())
+}
+
+/// The M4F, libm, all-parameter run of `m`.
+fn is_base(r: &Measured, m: MethodKind) -> bool {
+    r.v.method == m && r.v.mode == Mode::Full && !r.v.micromath && r.v.triple == M4F
+}
+
+fn results_table(
+    results: &[Measured],
+    boards: &[(&str, &str, ElfInfo)],
+    p: u64,
+    qemu: (u32, u32),
+) -> Result<String, String> {
+    let mut s = String::new();
+    let sgd = results
+        .iter()
+        .find(|r| is_base(r, MethodKind::Sgd))
+        .map(|r| mean(&r.instr))
+        .ok_or("no sgd result")?;
+    let _ = writeln!(
+        s,
+        "| example | method | trained | flash (B) | static RAM .data+.bss (B) | peak stack (B) | RAM total (B) | guest instructions / step: mean (min–max) | × SGD |"
+    );
+    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|");
+    for r in results {
+        let trained = match r.v.mode {
+            Mode::Full => format!("all {p}"),
+            Mode::LastLayer => "last layer".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "| qemu-m4 ({}{}) | {} | {} | {} | {} | {} | {} | {:.0} ({}–{}) | {} |",
+            if r.v.triple == V6M {
+                "thumbv6m, soft float"
+            } else {
+                "M4F"
+            },
+            if r.v.micromath { ", micromath" } else { "" },
+            r.v.method.name(),
+            trained,
+            r.elf.flash,
+            r.elf.ram,
+            r.stack,
+            r.elf.ram + r.stack,
+            mean(&r.instr),
+            r.instr.iter().min().copied().unwrap_or(0),
+            r.instr.iter().max().copied().unwrap_or(0),
+            if r.v.triple == M4F {
+                format!("{:.2}", mean(&r.instr) / sgd)
+            } else {
+                "—".to_string()
+            }
+        );
+    }
+    for (board, triple, e) in boards {
+        let _ = writeln!(
+            s,
+            "| {board} ({triple}) | fgr | all {p} | {} | {} | not measured (needs hardware) | — | not measured ({} cycles are logged on hardware) | — |",
+            e.flash,
+            e.ram,
+            if *triple == V6M { "SysTick" } else { "DWT" }
+        );
+    }
+    let fgr = results
+        .iter()
+        .find(|r| is_base(r, MethodKind::Fgr))
+        .ok_or("no fgr result")?;
+    let _ = writeln!(
+        s,
+        "\nBatch 1, 64 steps on the last 64 digits samples; fdgr's own buffers for full F-GR: {} B \
+         (θ, d, point = 3P floats + workspace + batch + ring). Budgets: SGD ≤ {SGD_BUDGET:.0} \
+         instructions (measured {sgd:.0}; AIfES 2.2.0: {AIFES_SGD_INSTR}, {:.1}× more); F-GR ≤ \
+         {FGR_RATIO_BUDGET}× SGD (measured {:.2}×); RAM ≤ 3·4P + 8 KiB = {} B (measured {} B); \
+         flash ≤ {FLASH_BUDGET} B (measured {} B).",
+        fgr.fdgr_ram,
+        AIFES_SGD_INSTR as f64 / sgd,
+        mean(&fgr.instr) / sgd,
+        12 * p + RAM_SLACK,
+        fgr.elf.ram + fgr.stack,
+        fgr.elf.flash
+    );
+    let _ = writeln!(
+        s,
+        "Measured with `cargo xtask firmware`: QEMU {}.{} `mps2-an386`, instructions counted by \
+         a TCG plugin (`firmware-examples/qemu-icount`) between calls of `fdgr_mark` around each \
+         `push_and_step`, minus the marker's own cost; sizes from the ELF section headers; peak \
+         stack by stack painting.",
+        qemu.0, qemu.1
+    );
+    Ok(s)
+}
+
+fn check_budgets(
+    results: &[Measured],
+    boards: &[(&str, &str, ElfInfo)],
+    p: u64,
+) -> Result<(), String> {
+    let find = |m: MethodKind| results.iter().find(|r| is_base(r, m));
+    let (Some(sgd), Some(fgr)) = (find(MethodKind::Sgd), find(MethodKind::Fgr)) else {
+        return Err("missing sgd or fgr results".into());
+    };
+    let mut bad = vec![];
+    let s = mean(&sgd.instr);
+    if s > SGD_BUDGET {
+        bad.push(format!("SGD step {s:.0} > {SGD_BUDGET:.0} instructions"));
+    }
+    let ratio = mean(&fgr.instr) / s;
+    if ratio > FGR_RATIO_BUDGET {
+        bad.push(format!("F-GR step {ratio:.2}× SGD > {FGR_RATIO_BUDGET}×"));
+    }
+    let ram = fgr.elf.ram + fgr.stack;
+    if ram > 12 * p + RAM_SLACK {
+        bad.push(format!(
+            "F-GR RAM {ram} B > 3·4·{p} + 8 KiB = {} B",
+            12 * p + RAM_SLACK
+        ));
+    }
+    for r in results
+        .iter()
+        .filter(|r| !r.v.micromath && r.v.triple == M4F)
+    {
+        if r.elf.flash > FLASH_BUDGET {
+            bad.push(format!(
+                "qemu-m4 {} flash {} B > 64 KiB",
+                r.v.name(),
+                r.elf.flash
+            ));
+        }
+    }
+    for (b, _, e) in boards {
+        if e.flash > FLASH_BUDGET {
+            bad.push(format!("{b} flash {} B > 64 KiB", e.flash));
+        }
+    }
+    if bad.is_empty() {
+        println!("budgets met: SGD ≤ 72k instructions, F-GR ≤ 2.1× SGD, RAM ≤ 3·4P + 8 KiB, flash ≤ 64 KiB");
+        Ok(())
+    } else {
+        Err(format!("firmware budgets missed: {}", bad.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(losses: Vec<u32>, theta: Vec<u32>) -> Measured {
+        Measured {
+            v: Variant {
+                method: MethodKind::Fgr,
+                mode: Mode::Full,
+                micromath: false,
+                triple: M4F,
+            },
+            elf: ElfInfo {
+                flash: 0,
+                ram: 0,
+                marker: None,
+            },
+            stack: 0,
+            fdgr_ram: 0,
+            instr: vec![],
+            losses,
+            theta,
+        }
+    }
+
+    #[test]
+    fn compare_is_bitwise() {
+        let m = measured(vec![1, 2], vec![3, 4, 5]);
+        assert!(compare(&m, &[1, 2], &[3, 4, 5]).is_ok());
+        // One bit anywhere, or a missing value, fails.
+        assert!(compare(&m, &[1, 3], &[3, 4, 5]).is_err());
+        assert!(compare(&m, &[1, 2], &[3, 4, 4]).is_err());
+        assert!(compare(&m, &[1, 2], &[3, 4]).is_err());
+        // +0 and −0 are equal floats but different bits.
+        let z = measured(vec![0x8000_0000], vec![]);
+        assert!(compare(&z, &[0], &[]).is_err());
+    }
 }

@@ -7,6 +7,7 @@
 //! and the NVRTC compilation of every CUDA kernel.
 
 mod firmware;
+mod fw_util;
 mod nvrtc;
 mod util;
 

@@ -99,7 +99,6 @@ fn run() -> Result<(), String> {
     let mode = config::parse_mode(&mode_s)
         .ok_or_else(|| format!("FDGR_MODE={mode_s}: expected full or last"))?;
 
-    std::fs::write(out.join("model.fdgr"), &model).map_err(|e| e.to_string())?;
     std::fs::write(out.join("stream.bin"), &stream).map_err(|e| e.to_string())?;
 
     let act = match shape.act {
@@ -145,10 +144,18 @@ fn run() -> Result<(), String> {
         g,
         "/// Trained parameters (`FDGR_MODE`).\npub const MODE: fdgr_kernel::finetune::Mode = fdgr_kernel::finetune::Mode::{mode_v};"
     );
-    let _ = writeln!(
+    // θ as read by the kernel's own decoder above, as an array in flash:
+    // the starting point of fine-tuning, and in last-layer mode the frozen
+    // layers, read in place.
+    let _ = write!(
         g,
-        "/// The weight file (in flash).\npub static MODEL: &[u8] = include_bytes!(concat!(env!(\"OUT_DIR\"), \"/model.fdgr\"));"
+        "/// The model's parameters, decoded from the weight file at build time (in flash).\npub static FROZEN: [f32; {}] = [",
+        theta.len()
     );
+    for t in &theta {
+        let _ = write!(g, "f32::from_bits({:#010x}),", t.to_bits());
+    }
+    let _ = writeln!(g, "];");
     let _ = writeln!(
         g,
         "/// The sample stream (in flash).\npub static STREAM: &[u8] = include_bytes!(concat!(env!(\"OUT_DIR\"), \"/stream.bin\"));"

@@ -75,6 +75,11 @@ enum Cmd {
         after_help = "Example:\n  fdgr flood-check --data digits --model 64-32-10 --act tanh --lr 0.05 --pairs 10"
     )]
     FloodCheck(FloodArgs),
+    /// Write samples for firmware: per sample its pixels as bytes, then the label
+    #[command(
+        after_help = "Example:\n  fdgr samples --data digits --split test --count 64 --out stream.bin"
+    )]
+    Samples(SamplesArgs),
     /// Write weights for firmware (the kernel's FDGR format)
     #[command(
         after_help = "Example:\n  fdgr export --ckpt runs/digits --out digits-64-32-10.fdgr"
@@ -358,6 +363,28 @@ struct FloodArgs {
     /// One JSON object per pair
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct SamplesArgs {
+    /// Data set (its values must be integers 0..=255, as stored)
+    #[arg(long, default_value = "digits")]
+    data: String,
+    /// Which split: test | train
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Number of samples (the first ones of the split, in file order)
+    #[arg(long, default_value_t = 64)]
+    count: usize,
+    /// Split seed (as in training)
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Test fraction (as in training)
+    #[arg(long, default_value_t = 0.2)]
+    test_frac: f64,
+    /// Output file
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -709,6 +736,56 @@ fn cmd_flood(a: &FloodArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_samples(a: &SamplesArgs) -> Result<()> {
+    let d = data::load(
+        &a.data,
+        &data::DataOptions {
+            seed: a.seed,
+            test_frac: a.test_frac,
+            normalize: Normalize::None,
+        },
+    )?;
+    let s = match a.split.as_str() {
+        "test" => &d.test,
+        "train" => &d.train,
+        s => bail!("--split {s}: expected test or train"),
+    };
+    if a.count == 0 || a.count > s.len() {
+        bail!(
+            "--count {}: the {} split has {} samples",
+            a.count,
+            a.split,
+            s.len()
+        );
+    }
+    let f = d.features;
+    let mut out = Vec::with_capacity(a.count * (f + 1));
+    for i in 0..a.count {
+        for &v in &s.x[i * f..(i + 1) * f] {
+            if v.fract() != 0.0 || !(0.0..=255.0).contains(&v) {
+                bail!(
+                    "--data {}: value {v} is not a byte (samples need integer values 0..=255)",
+                    a.data
+                );
+            }
+            out.push(v as u8);
+        }
+        let y = s.y[i];
+        if y > 255 {
+            bail!("--data {}: label {y} does not fit a byte", a.data);
+        }
+        out.push(y as u8);
+    }
+    checkpoint::atomic_write(&a.out, &out)?;
+    println!(
+        "wrote {} ({} samples of {f} bytes + label, the first of the {} split)",
+        a.out.display(),
+        a.count,
+        a.split
+    );
+    Ok(())
+}
+
 fn cmd_export(a: &ExportArgs) -> Result<()> {
     let (shape, theta) = checkpoint::load_model(&a.ckpt)?;
     let mut buf = vec![0u8; fdgr_kernel::export::file_len(&shape)];
@@ -733,6 +810,7 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => cmd_bench(a),
         Cmd::Dln(a) => cmd_dln(a),
         Cmd::FloodCheck(a) => cmd_flood(a),
+        Cmd::Samples(a) => cmd_samples(a),
         Cmd::Export(a) => cmd_export(a),
     };
     match r {

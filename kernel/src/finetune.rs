@@ -8,7 +8,8 @@
 //! * last layer only: the frozen layers compute features, and only
 //!   W_L, b_L (the contiguous tail of θ) are trained, as on-device systems
 //!   such as MIT's Tiny Training Engine do to fit small SRAM. The frozen
-//!   weights can stay in flash: RAM is 3·P_L scalars plus the workspace.
+//!   weights are read from an immutable slice, so they can stay in flash:
+//!   RAM is 3·P_L scalars plus the workspace.
 
 use crate::error::Error;
 use crate::loss::Targets;
@@ -67,8 +68,13 @@ pub struct FineTuner<F, const N: usize, const D: usize> {
 
 /// Memory the caller provides for one fine-tuning step.
 pub struct Memory<'a, F> {
-    /// Full θ (in `LastLayer` mode only its tail, the last layer, changes).
+    /// The trained parameters: all of θ in `Full` mode; in `LastLayer`
+    /// mode only the last layer (W_L then b_L, P_L scalars).
     pub theta: &'a mut [F],
+    /// `LastLayer` mode: the whole model θ, read-only (its first layers
+    /// compute the features; its last-layer part is not used). May live in
+    /// flash. Ignored in `Full` mode.
+    pub frozen: Option<&'a [F]>,
     /// Direction, sized for the trained shape.
     pub dir: &'a mut [F],
     /// Perturbed point (methods that need one), sized for the trained shape.
@@ -107,6 +113,7 @@ impl<F: Real, const N: usize, const D: usize> FineTuner<F, N, D> {
         self.ring.push(sample);
         let Memory {
             theta,
+            frozen,
             dir,
             point,
             point2,
@@ -144,21 +151,23 @@ impl<F: Real, const N: usize, const D: usize> FineTuner<F, N, D> {
                 if l < 2 || feats.len() < b * nf {
                     return Err(Error::MissingBuffer("features"));
                 }
+                let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
+                crate::error::check_len("frozen", shape.param_count(), frozen.len())?;
                 let feats = &mut feats[..b * nf];
                 {
-                    // Features: forward through the frozen layers.
+                    // Features: forward through the frozen layers (the last
+                    // layer's output is computed too, and ignored).
                     let mut full = Mlp::new(*shape, Serial, &mut *ws);
                     full.set_batch(x, Targets::Classes(y))?;
-                    full.forward_outputs(theta)?;
+                    full.forward_outputs(frozen)?;
                 }
                 let off = shape.unit_offset(l - 1, b);
                 feats.copy_from_slice(&ws[off..off + b * nf]);
                 let head = trained_shape(shape, Mode::LastLayer);
-                let split = shape.weight_offset(l);
                 let mut net = Mlp::new(head, Serial, ws);
                 net.set_batch(feats, Targets::Classes(y))?;
                 let bufs = Buffers {
-                    theta: &mut theta[split..],
+                    theta,
                     dir,
                     momentum,
                     point,
@@ -195,4 +204,91 @@ pub fn count_correct<F: Real>(
         ok += mlp::correct(out, shape.outputs(), core::slice::from_ref(yi));
     }
     Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::act::Act;
+    use crate::loss::Loss;
+    use crate::rng::{init_mlp, Rng};
+
+    const S: Shape = Shape::new(&[4, 6, 3], Act::Tanh, Loss::SoftmaxCe);
+    const P: usize = S.param_count();
+    const H: Shape = trained_shape(&S, Mode::LastLayer);
+    const PL: usize = H.param_count();
+
+    fn tuner(mode: Mode) -> FineTuner<f32, 4, 4> {
+        FineTuner {
+            ring: SampleRing::new(),
+            method: Method::Fgr {
+                gamma: 0.05,
+                eps: 0.1,
+            },
+            opt: Sgd::plain(),
+            state: SgdState::default(),
+            lr: 0.1,
+            batch: 2,
+            scale: 0.25,
+            mode,
+        }
+    }
+
+    #[test]
+    fn last_layer_trains_only_the_head_from_frozen_features() {
+        let mut frozen = [0.0f32; P];
+        init_mlp(&S, &mut frozen, &mut Rng::new(4));
+        assert_eq!(PL, 6 * 3 + 3);
+        let mut head: [f32; PL] = core::array::from_fn(|i| frozen[P - PL + i]);
+        let (mut dir, mut pt) = ([0.0f32; PL], [0.0f32; PL]);
+        let mut ws = [0.0f32; 64];
+        let (mut x, mut feats, mut y) = ([0.0f32; 8], [0.0f32; 12], [0u32; 2]);
+        let mut t = tuner(Mode::LastLayer);
+        let mut losses = [0.0f32; 12];
+        for (i, l) in losses.iter_mut().enumerate() {
+            let s = Sample {
+                x: [i as u8 % 5, 3, (i * 7 % 4) as u8, 1],
+                label: (i % 3) as u8,
+            };
+            let mem = Memory {
+                theta: &mut head,
+                frozen: Some(&frozen),
+                dir: &mut dir,
+                point: Some(&mut pt),
+                point2: None,
+                momentum: None,
+                ws: &mut ws,
+                x: &mut x,
+                feats: &mut feats,
+                y: &mut y,
+            };
+            *l = t.push_and_step(&S, s, mem).unwrap();
+        }
+        assert!(losses.iter().all(|l| l.is_finite()));
+        assert!(
+            head.iter().zip(&frozen[P - PL..]).any(|(a, b)| a != b),
+            "the head moved"
+        );
+        // without the frozen model the step is refused
+        let mem = Memory {
+            theta: &mut head,
+            frozen: None,
+            dir: &mut dir,
+            point: Some(&mut pt),
+            point2: None,
+            momentum: None,
+            ws: &mut ws,
+            x: &mut x,
+            feats: &mut feats,
+            y: &mut y,
+        };
+        let s = Sample {
+            x: [1, 2, 3, 4],
+            label: 0,
+        };
+        assert_eq!(
+            t.push_and_step(&S, s, mem),
+            Err(Error::MissingBuffer("frozen"))
+        );
+    }
 }

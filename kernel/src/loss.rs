@@ -125,17 +125,19 @@ pub fn loss_grad<F: Real>(
     match loss {
         Loss::SoftmaxCe => {
             for (r, z) in out.chunks_exact(k).enumerate() {
+                // −log p_y = log Σ e^{z_j} − z_y = (m − z_y) + log Σ e^{z_j − m}:
+                // grouped so that a confident, correct prediction (z_y = m)
+                // loses no digits to cancellation.
                 let (m, ls) = log_sum_exp(z);
-                let lse = m + ls;
                 let y = match t {
                     Targets::Classes(c) => c[r] as usize,
                     Targets::Values(_) => 0,
                 };
-                total += lse - z[y];
+                total += (m - z[y]) + ls;
                 if let Some(d) = delta.as_deref_mut() {
                     let d = &mut d[r * k..(r + 1) * k];
                     for (j, (dj, zj)) in d.iter_mut().zip(z).enumerate() {
-                        let p = (*zj - lse).exp();
+                        let p = ((*zj - m) - ls).exp();
                         let yj = if j == y { F::ONE } else { F::ZERO };
                         *dj = (p - yj) * inv_b;
                     }
@@ -173,13 +175,12 @@ pub fn loss_hvp<F: Real>(loss: Loss, out: &[F], k: usize, r: &[F], h_out: &mut [
                 .zip(h_out.chunks_exact_mut(k))
             {
                 let (m, ls) = log_sum_exp(z);
-                let lse = m + ls;
                 let mut pr = F::ZERO;
                 for (zj, rj) in z.iter().zip(rr) {
-                    pr += (*zj - lse).exp() * *rj;
+                    pr += ((*zj - m) - ls).exp() * *rj;
                 }
                 for ((hj, zj), rj) in h.iter_mut().zip(z).zip(rr) {
-                    let p = (*zj - lse).exp();
+                    let p = ((*zj - m) - ls).exp();
                     *hj = p * (*rj - pr) * inv_b;
                 }
             }

@@ -75,7 +75,7 @@ pub enum Method<F> {
 
 impl<F: Real> Method<F> {
     /// Short name (`sgd`, `db`, `fgr`, …).
-    pub fn name(&self) -> &'static str {
+    pub const fn name(&self) -> &'static str {
         match self {
             Method::Sgd => "sgd",
             Method::Db { .. } => "db",
@@ -124,7 +124,7 @@ impl<F: Real> Method<F> {
     }
 
     /// Parameter-sized scratch vectors the method needs besides θ and d.
-    pub fn scratch_vectors(&self) -> usize {
+    pub const fn scratch_vectors(&self) -> usize {
         match self {
             Method::Sgd | Method::Db { .. } | Method::Flood { .. } => 0,
             Method::Fgr { .. } | Method::Bgr { .. } | Method::Sam { .. } | Method::Usam { .. } => 1,
@@ -133,12 +133,12 @@ impl<F: Real> Method<F> {
     }
 
     /// Whether the method needs Hessian-vector products (a 5·B·N workspace).
-    pub fn needs_hvp(&self) -> bool {
+    pub const fn needs_hvp(&self) -> bool {
         matches!(self, Method::Db { .. })
     }
 
     /// Gradient evaluations per step (a Hessian-vector product counts as one).
-    pub fn gradient_evals(&self) -> usize {
+    pub const fn gradient_evals(&self) -> usize {
         match self {
             Method::Sgd | Method::Flood { .. } => 1,
             Method::Cgr { .. } => 3,

@@ -19,7 +19,7 @@ pub struct Sgd<F> {
 
 impl<F: Real> Sgd<F> {
     /// Plain SGD: no momentum, no weight decay.
-    pub fn plain() -> Self {
+    pub const fn plain() -> Self {
         Sgd {
             momentum: F::ZERO,
             nesterov: false,

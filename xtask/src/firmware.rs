@@ -4,7 +4,8 @@
 //!    and root; otherwise this fails: it never skips).
 //! 2. A model is trained and exported with the real CLI (`fdgr train`,
 //!    `fdgr export`: digits, 64-32-10, tanh); the fine-tuning stream is
-//!    the last 64 rows of `data/digits.csv.gz` (65 bytes each), which must
+//!    the first 64 samples of the digits test split (`fdgr samples`, 65 bytes
+//!    each: samples the model was not trained on), which must
 //!    equal the committed `firmware-examples/models/digits-stream.bin`.
 //! 3. Every board example builds (release) with the committed default model.
 //! 4. `qemu-m4` is built for `sgd`, `fgr`, `db`, `sam` (all parameters) and
@@ -146,10 +147,11 @@ pub fn steps() -> Result<Vec<Step>, String> {
         model_path.display()
     );
 
-    // The stream, from the data set; the committed default must match.
-    let stream = fw::digits_stream(STREAM_SAMPLES)?;
+    // The stream: held-out digits (the test split the model was not trained
+    // on), written by `fdgr samples`; the committed default must match.
     let stream_path = out.join("digits-stream.bin");
-    write(&stream_path, &stream)?;
+    steps.push(samples(&stream_path)?);
+    let stream = fw::read(&stream_path)?;
     let committed_stream = fw_dir.join("models").join("digits-stream.bin");
     let committed_model = fw_dir.join("models").join("digits-64-32-10.fdgr");
     if std::env::var("FDGR_UPDATE_MODELS").as_deref() == Ok("1") {
@@ -159,7 +161,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
     }
     if fw::read(&committed_stream)? != stream {
         return Err(format!(
-            "{} differs from the last {STREAM_SAMPLES} rows of data/digits.csv.gz \
+            "{} differs from `fdgr samples --data digits --split test --count {STREAM_SAMPLES}` \
              (regenerate with FDGR_UPDATE_MODELS=1)",
             committed_stream.display()
         ));
@@ -391,6 +393,30 @@ fn build_plugin(qemu_major: u32) -> Result<(PathBuf, String, Vec<Step>), String>
     Err(format!(
         "QEMU does not load the instruction-count plugin ({why}); set FDGR_QEMU_PLUGIN_VERSION"
     ))
+}
+
+/// `fdgr samples`: the first test-split digits as the device's stream.
+fn samples(path: &Path) -> Result<Step, String> {
+    let _ = std::fs::remove_file(path);
+    let n = STREAM_SAMPLES.to_string();
+    let p = path.display().to_string();
+    let c = cargo(&[
+        "run",
+        "--release",
+        "-p",
+        "fdgr",
+        "--",
+        "samples",
+        "--data",
+        "digits",
+        "--split",
+        "test",
+        "--count",
+        &n,
+        "--out",
+        &p,
+    ]);
+    run("fdgr samples (digits test split)", c)
 }
 
 fn train_and_export(out: &Path) -> Result<(PathBuf, Vec<Step>), String> {
@@ -788,7 +814,7 @@ fn results_table(
         .ok_or("no fgr result")?;
     let _ = writeln!(
         s,
-        "\nBatch 1, 64 steps on the last 64 digits samples; fdgr's own buffers for full F-GR: {} B \
+        "\nBatch 1, 64 steps on 64 held-out digits samples (test split); fdgr's own buffers for full F-GR: {} B \
          (θ, d, point = 3P floats + workspace + batch + ring). Budgets: SGD ≤ {SGD_BUDGET:.0} \
          instructions (measured {sgd:.0}; AIfES 2.2.0: {AIFES_SGD_INSTR}, {:.1}× more); F-GR ≤ \
          {FGR_RATIO_BUDGET}× SGD (measured {:.2}×); RAM ≤ 3·4P + 8 KiB = {} B (measured {} B); \

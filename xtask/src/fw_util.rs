@@ -179,40 +179,6 @@ pub fn decode_defmt(elf: &[u8], stream: &[u8]) -> Result<Vec<LogLine>, String> {
     Ok(lines)
 }
 
-/// The fine-tuning stream: the last `n` rows of `data/digits.csv.gz`, each
-/// as 64 pixel bytes and the label.
-pub fn digits_stream(n: usize) -> Result<Vec<u8>, String> {
-    let path = root().join("data").join("digits.csv.gz");
-    let f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(f)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let rows: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if rows.len() < n {
-        return Err(format!("{}: {} rows, need {n}", path.display(), rows.len()));
-    }
-    let mut out = Vec::with_capacity(n * fw_config::SAMPLE_BYTES);
-    for (i, row) in rows[rows.len() - n..].iter().enumerate() {
-        let vals: Vec<u8> = row
-            .split(',')
-            .map(|v| v.trim().parse::<u8>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: row {i}: {e}", path.display()))?;
-        let ok = vals.len() == fw_config::SAMPLE_BYTES
-            && vals[..fw_config::INPUTS].iter().all(|&p| p <= 16)
-            && vals[fw_config::INPUTS] <= 9;
-        if !ok {
-            return Err(format!(
-                "{}: row {i} is not 64 pixels 0..16 and a label 0..9",
-                path.display()
-            ));
-        }
-        out.extend_from_slice(&vals);
-    }
-    Ok(out)
-}
-
 /// Exit code and output of a command run with a time limit.
 pub struct Finished {
     /// Exit code (`None`: killed by a signal).
@@ -378,10 +344,13 @@ pub fn replay(
     mode: Mode,
 ) -> Result<(Vec<u32>, Vec<u32>), String> {
     let shape = export::decode_shape(model).map_err(|e| format!("model: {e}"))?;
-    let mut theta = vec![0.0f32; shape.param_count()];
-    export::decode(model, Some(&shape), &mut theta).map_err(|e| format!("model: {e}"))?;
+    let mut frozen = vec![0.0f32; shape.param_count()];
+    export::decode(model, Some(&shape), &mut frozen).map_err(|e| format!("model: {e}"))?;
     let trained = trained_shape(&shape, mode);
     let tp = trained.param_count();
+    // The trained parameters: all of θ, or the last layer (θ's tail).
+    let head = frozen.len() - tp;
+    let mut theta = frozen[head..].to_vec();
     let b = fw_config::BATCH;
     let ws_len = shape
         .workspace_len(b, false)
@@ -402,6 +371,7 @@ pub fn replay(
     while let Some(sample) = fw_config::sample(stream, i) {
         let mem = Memory {
             theta: &mut theta,
+            frozen: Some(&frozen),
             dir: &mut dir,
             point: if point.is_empty() {
                 None
@@ -421,7 +391,8 @@ pub fn replay(
         losses.push(loss.to_bits());
         i += 1;
     }
-    Ok((losses, theta.iter().map(|t| t.to_bits()).collect()))
+    let full = frozen[..head].iter().chain(&theta);
+    Ok((losses, full.map(|t| t.to_bits()).collect()))
 }
 
 /// Reads a file, naming it in the error.

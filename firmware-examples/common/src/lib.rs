@@ -30,11 +30,10 @@ pub mod generated {
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use config::{BATCH, INPUTS, RING};
-use fdgr_kernel::export;
 use fdgr_kernel::finetune::{self, FineTuner, Memory, Mode};
 use fdgr_kernel::ring::LossHistory;
 use fdgr_kernel::Shape;
-pub use generated::{METHOD, MODE, MODEL, STEPS, STREAM};
+pub use generated::{FROZEN, METHOD, MODE, STEPS, STREAM};
 
 /// The model's shape, read from the weight file at build time.
 pub const SHAPE: Shape = Shape::new(&generated::DIMS, generated::ACT, generated::LOSS);
@@ -74,7 +73,7 @@ pub mod ram {
     use super::*;
 
     pub(crate) static mut TUNER: Tuner = config::tuner(METHOD, MODE);
-    pub(crate) static mut THETA: [f32; P] = [0.0; P];
+    pub(crate) static mut THETA: [f32; TP] = [0.0; TP];
     pub(crate) static mut DIR: [f32; TP] = [0.0; TP];
     pub(crate) static mut POINT: [f32; NPOINT] = [0.0; NPOINT];
     pub(crate) static mut WS: [f32; NWS] = [0.0; NWS];
@@ -82,9 +81,10 @@ pub mod ram {
     pub(crate) static mut FEATS: [f32; NFEATS] = [0.0; NFEATS];
     pub(crate) static mut Y: [u32; BATCH] = [0; BATCH];
 
-    /// Bytes of θ (all P parameters: in last-layer mode the frozen layers
-    /// are in RAM too, because `Memory::theta` is one mutable slice).
-    pub const THETA_BYTES: usize = 4 * P;
+    /// Bytes of the trained parameters in RAM: all P in full mode, the
+    /// last layer's P_L in last-layer mode (the frozen layers are read from
+    /// [`FROZEN`] in flash).
+    pub const THETA_BYTES: usize = 4 * TP;
     /// Bytes of the direction d.
     pub const DIR_BYTES: usize = 4 * TP;
     /// Bytes of the perturbed point.
@@ -104,8 +104,8 @@ pub mod ram {
 pub struct Buffers {
     /// The fine-tuner (ring, method, optimizer state).
     pub tuner: &'static mut Tuner,
-    /// θ, all parameters.
-    pub theta: &'static mut [f32; P],
+    /// The trained parameters (all of θ, or the last layer).
+    pub theta: &'static mut [f32; TP],
     dir: &'static mut [f32; TP],
     point: &'static mut [f32; NPOINT],
     ws: &'static mut [f32; NWS],
@@ -153,6 +153,7 @@ impl Buffers {
         };
         let mem = Memory {
             theta: &mut self.theta[..],
+            frozen: Some(&FROZEN[..]),
             dir: &mut self.dir[..],
             point,
             point2: None,
@@ -214,8 +215,6 @@ pub extern "C" fn fdgr_mark() {
 pub enum Failure {
     /// The buffers were already taken.
     Busy,
-    /// The model in flash was rejected.
-    Model(export::ExportError),
     /// The stream ended early.
     Stream,
     /// A step failed.
@@ -224,7 +223,7 @@ pub enum Failure {
     StackWindow,
 }
 
-fn bits_fnv1a(theta: &[f32]) -> u32 {
+fn bits_fnv1a(theta: impl Iterator<Item = f32>) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for t in theta {
         for b in t.to_bits().to_le_bytes() {
@@ -306,10 +305,9 @@ fn fine_tune<B: Board>(board: &mut B) -> Result<(), Failure> {
         ram::TUNER_BYTES,
         ram::TOTAL_BYTES
     );
-    if let Err(e) = export::decode(MODEL, Some(&SHAPE), &mut m.theta[..]) {
-        defmt::error!("model in flash rejected: {}", e);
-        return Err(Failure::Model(e));
-    }
+    // Start from the model in flash (decoded and checked by the kernel's
+    // reader at build time): all of θ, or its last layer.
+    m.theta.copy_from_slice(&FROZEN[P - TP..]);
     let mut first: LossHistory<f32, 16> = LossHistory::new();
     let mut last: LossHistory<f32, 16> = LossHistory::new();
     for i in 0..STEPS {
@@ -354,18 +352,23 @@ fn fine_tune<B: Board>(board: &mut B) -> Result<(), Failure> {
         first.mean().unwrap_or(f32::NAN),
         last.mean().unwrap_or(f32::NAN)
     );
-    let theta = &m.theta[..];
+    // The whole model: frozen layers (flash) then the trained part (RAM).
+    let value = |i: usize| match i.checked_sub(P - TP) {
+        Some(j) => m.theta[j],
+        None => FROZEN[i],
+    };
     defmt::info!(
         "theta fnv1a {=u32:#010x} over {=usize} parameters",
-        bits_fnv1a(theta),
+        bits_fnv1a((0..P).map(value)),
         P
     );
     let mut bits = [0u32; 64];
-    for (k, chunk) in theta.chunks(64).enumerate() {
-        for (b, t) in bits.iter_mut().zip(chunk) {
-            *b = t.to_bits();
+    for k in (0..P).step_by(64) {
+        let n = (P - k).min(64);
+        for (j, b) in bits.iter_mut().take(n).enumerate() {
+            *b = value(k + j).to_bits();
         }
-        defmt::info!("theta[{=usize}] {=[?]}", k * 64, &bits[..chunk.len()]);
+        defmt::info!("theta[{=usize}] {=[?]}", k, &bits[..n]);
     }
     Ok(())
 }

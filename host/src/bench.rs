@@ -33,6 +33,24 @@ pub struct BenchRow {
     pub max_ms: f64,
     /// Timed steps.
     pub repeats: usize,
+    /// The GPU benchmark's own JSON (CUDA-event timing, GFLOP/s, device).
+    #[serde(skip)]
+    pub gpu: Option<String>,
+}
+
+impl BenchRow {
+    /// One JSON object: the fields above, plus the GPU benchmark's.
+    pub fn to_json(&self) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let (Some(g), Some(obj)) = (&self.gpu, v.as_object_mut()) {
+            if let Ok(serde_json::Value::Object(extra)) = serde_json::from_str::<serde_json::Value>(g) {
+                for (k, x) in extra {
+                    obj.entry(k).or_insert(x);
+                }
+            }
+        }
+        v.to_string()
+    }
 }
 
 /// Benchmark settings.
@@ -79,7 +97,26 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
         let opt = Sgd::paper();
         let mut rows = vec![];
         for &m in &spec.methods {
-            let method = m.method(0.01, 0.1, 0.05, 0.01);
+            let method = m.method(0.05, 0.1, 0.05, 0.01);
+            if spec.backend == BackendName::Gpu {
+                let g = crate::gpu::bench(s, b, &method, spec.repeats, spec.warmup, spec.tf32)?;
+                let row = BenchRow {
+                    method: m.as_str().into(),
+                    backend: "gpu".into(),
+                    model: dims_str(s.dims()),
+                    act: s.act.name().into(),
+                    batch: b,
+                    threads,
+                    median_ms: g.ms_median,
+                    min_ms: g.ms_min,
+                    max_ms: f64::NAN,
+                    repeats: g.steps,
+                    gpu: Some(g.to_json()),
+                };
+                each(&row);
+                rows.push(row);
+                continue;
+            }
             let mut be: Box<dyn Backend> = match spec.backend {
                 BackendName::Cpu => Box::new(CpuBackend::new(
                     s,
@@ -116,6 +153,7 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
                 min_ms: times.first().copied().unwrap_or(f64::NAN),
                 max_ms: times.last().copied().unwrap_or(f64::NAN),
                 repeats: times.len(),
+                gpu: None,
             };
             each(&row);
             rows.push(row);

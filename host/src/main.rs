@@ -70,6 +70,9 @@ enum Cmd {
         --epss=-0.5,-0.2,-0.1,-0.05,0.05,0.1,0.2,0.5 --out runs/dln"
     )]
     Dln(DlnArgs),
+    /// GPU against the CPU kernel: every method from the same θ and batches
+    #[command(after_help = "Example:\n  fdgr crosscheck --model 784-512-512-10 --act tanh --batch 128 --steps 20")]
+    Crosscheck(CrossArgs),
     /// Show that two flooding steps equal one forward finite-difference GR step
     #[command(
         after_help = "Example:\n  fdgr flood-check --data digits --model 64-32-10 --act tanh --lr 0.05 --pairs 10"
@@ -266,7 +269,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 128)]
     batch: usize,
     /// Methods, comma-separated
-    #[arg(long, default_value = "sgd,db,fgr,bgr,cgr,sam,usam,flood")]
+    #[arg(long, alias = "method", default_value = "sgd,db,fgr,bgr,cgr,sam,usam,flood")]
     methods: String,
     /// Backend
     #[arg(long, value_enum, default_value_t = BackendName::Cpu)]
@@ -332,6 +335,25 @@ struct DlnArgs {
     /// Directory for dln.jsonl and the plots
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CrossArgs {
+    /// Layer widths
+    #[arg(long, default_value = "784-512-512-10")]
+    model: String,
+    /// Hidden activation
+    #[arg(long, default_value = "tanh")]
+    act: String,
+    /// Batch size
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Steps per method
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// TF32 products on the GPU (tolerance 1e-2 instead of 1e-4)
+    #[arg(long)]
+    tf32: bool,
 }
 
 #[derive(Args)]
@@ -426,6 +448,9 @@ fn default_out(data: &str, method: &str) -> PathBuf {
 }
 
 fn cmd_train(a: &TrainArgs) -> Result<()> {
+    if a.backend == BackendName::Gpu && a.resume.is_none() {
+        fdgr::gpu::probe()?;
+    }
     let (cfg, resume, out) = match &a.resume {
         Some(dir) => {
             let l = checkpoint::load_checkpoint(dir)?;
@@ -563,6 +588,9 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
     if a.batch == 0 || a.repeats == 0 {
         bail!("--batch and --repeats must be at least 1");
     }
+    if a.backend == BackendName::Gpu {
+        fdgr::gpu::probe()?;
+    }
     let spec = bench::BenchSpec {
         shape,
         batch: a.batch,
@@ -580,7 +608,7 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
     let json = a.json;
     bench::run(&spec, |r| {
         if json {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
+            println!("{}", r.to_json());
         } else {
             println!(
                 "| {} | {} | {} {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.1} |",
@@ -684,6 +712,25 @@ fn cmd_dln(a: &DlnArgs) -> Result<()> {
         }
         eprintln!("wrote {}", out.display());
     }
+    Ok(())
+}
+
+fn cmd_crosscheck(a: &CrossArgs) -> Result<()> {
+    let act = fdgr_kernel::Act::from_name(&a.act).with_context(|| format!("--act {}: unknown activation", a.act))?;
+    let shape = fdgr_kernel::Shape::try_new(&parse_dims(&a.model)?, act, fdgr_kernel::Loss::SoftmaxCe)
+        .map_err(|e| anyhow::anyhow!("--model {}: {e}", a.model))?;
+    if a.batch == 0 || a.steps == 0 {
+        bail!("--batch and --steps must be at least 1");
+    }
+    let rows = fdgr::gpu::crosscheck(shape, a.batch, a.steps, a.tf32)?;
+    for r in &rows {
+        println!("{}", r.to_json());
+    }
+    let failed: Vec<&str> = rows.iter().filter(|r| !r.passed).map(|r| r.method).collect();
+    if !failed.is_empty() {
+        bail!("cross-check failed for {}", failed.join(", "));
+    }
+    eprintln!("cross-check passed: {} methods within {:e}", rows.len(), rows.first().map_or(0.0, |r| r.tolerance));
     Ok(())
 }
 
@@ -810,6 +857,7 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => cmd_bench(a),
         Cmd::Dln(a) => cmd_dln(a),
         Cmd::FloodCheck(a) => cmd_flood(a),
+        Cmd::Crosscheck(a) => cmd_crosscheck(a),
         Cmd::Samples(a) => cmd_samples(a),
         Cmd::Export(a) => cmd_export(a),
     };

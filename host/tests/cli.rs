@@ -478,3 +478,26 @@ fn divergence_stops_with_a_clear_message_and_keeps_the_checkpoint() {
         "{err}"
     );
 }
+
+/// Without an NVIDIA driver, `--backend gpu` is one clear error line and
+/// exit code 2 (with a GPU, the run must succeed).
+#[test]
+fn gpu_backend_without_driver_fails_cleanly() {
+    let dir = tmp("gpu");
+    let o = train_digits(&dir, &["--epochs", "1", "--backend", "gpu"]);
+    if o.status.success() {
+        eprintln!("NOTE: a GPU is present; the no-driver path was not exercised");
+        return;
+    }
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("GPU backend unavailable"), "{err}");
+    for args in [&["bench", "--backend", "gpu", "--method", "fgr"][..], &["crosscheck", "--steps", "1"][..]] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains("GPU backend unavailable"));
+    }
+}

@@ -5,9 +5,18 @@
 
 use fdgr::cpu::Par;
 use fdgr_kernel::method::{Buffers, Method};
-use fdgr_kernel::{init_mlp, step, Act, Exec, Loss, Mlp, Rng, Serial, Sgd, SgdState, Shape, Targets};
+use fdgr_kernel::{
+    init_mlp, step, Act, Exec, Loss, Mlp, Rng, Serial, Sgd, SgdState, Shape, Targets,
+};
 
-fn run<E: Exec<f32> + Copy>(exec: E, shape: Shape, m: &Method<f32>, x: &[f32], y: &[u32], b: usize) -> Vec<f32> {
+fn run<E: Exec<f32> + Copy>(
+    exec: E,
+    shape: Shape,
+    m: &Method<f32>,
+    x: &[f32],
+    y: &[u32],
+    b: usize,
+) -> Vec<f32> {
     let p = shape.param_count();
     let mut theta = vec![0.0f32; p];
     init_mlp(&shape, &mut theta, &mut Rng::new(3));
@@ -36,13 +45,25 @@ fn serial_and_parallel_executors_agree() {
     let mut rng = Rng::new(9);
     let x: Vec<f32> = (0..b * steps * 96).map(|_| rng.uniform() as f32).collect();
     let y: Vec<u32> = (0..b * steps).map(|_| rng.below(10) as u32).collect();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
     for m in [
         Method::Sgd,
         Method::Db { gamma: 0.05 },
-        Method::Fgr { gamma: 0.05, eps: 0.1 },
-        Method::Bgr { gamma: 0.05, eps: 0.1 },
-        Method::Cgr { gamma: 0.05, eps: 0.1 },
+        Method::Fgr {
+            gamma: 0.05,
+            eps: 0.1,
+        },
+        Method::Bgr {
+            gamma: 0.05,
+            eps: 0.1,
+        },
+        Method::Cgr {
+            gamma: 0.05,
+            eps: 0.1,
+        },
         Method::Sam { rho: 0.05 },
         Method::Usam { rho: 0.05 },
         Method::Flood { level: 1.0 },
@@ -50,10 +71,21 @@ fn serial_and_parallel_executors_agree() {
         let a = run(Serial, shape, &m, &x, &y, b);
         let c = pool.install(|| run(Par { threads: 2 }, shape, &m, &x, &y, b));
         let scale = a.iter().fold(0.0f32, |s, v| s.max(v.abs()));
-        let diff = a.iter().zip(&c).fold(0.0f32, |s, (u, v)| s.max((u - v).abs()));
-        assert!(diff / scale < 1e-5, "{}: max diff {diff} (scale {scale})", m.name());
+        let diff = a
+            .iter()
+            .zip(&c)
+            .fold(0.0f32, |s, (u, v)| s.max((u - v).abs()));
+        assert!(
+            diff / scale < 1e-5,
+            "{}: max diff {diff} (scale {scale})",
+            m.name()
+        );
         let mut init = vec![0.0f32; a.len()];
         init_mlp(&shape, &mut init, &mut Rng::new(3));
-        assert!(a.iter().zip(&init).any(|(u, v)| u != v), "{}: training moved θ", m.name());
+        assert!(
+            a.iter().zip(&init).any(|(u, v)| u != v),
+            "{}: training moved θ",
+            m.name()
+        );
     }
 }

@@ -1,0 +1,421 @@
+//! Training on a device: parameters, optimizer state and the data set
+//! resident in device memory, steps run by the kernel's own `step` (or its
+//! `direction` plus an on-device update, for steps without a host round
+//! trip).
+
+use fdgr_kernel::method::{direction, Buffers};
+use fdgr_kernel::{Error, Loss, Method, Objective, Sgd, SgdState, Shape};
+
+use crate::device::Device;
+use crate::error::GpuError;
+use crate::objective::DeviceMlp;
+use crate::ops;
+use crate::plan::{flags, ScalarPlan, WsPlan};
+
+struct Resident<D: Device> {
+    x: D::Buf,
+    y: D::IBuf,
+    n: usize,
+}
+
+/// The device-generic trainer behind [`crate::GpuTrainer`].
+pub struct Trainer<D: Device> {
+    pub(crate) obj: DeviceMlp<D>,
+    theta: D::Buf,
+    dir: D::Buf,
+    momentum: Option<D::Buf>,
+    point: Option<D::Buf>,
+    point2: Option<D::Buf>,
+    idx: D::IBuf,
+    data: Option<Resident<D>>,
+    pending: bool,
+}
+
+fn input(msg: String) -> GpuError {
+    GpuError::Input(msg)
+}
+
+fn check_shape(shape: &Shape, max_batch: usize) -> Result<(), GpuError> {
+    let lim = i32::MAX as usize;
+    if max_batch == 0 || max_batch > lim || shape.dims().iter().any(|&d| d > lim) {
+        return Err(input(format!(
+            "model {shape} with batch {max_batch}: sizes must be in 1..=2^31-1"
+        )));
+    }
+    Ok(())
+}
+
+fn check_labels(labels: &[u32], k: usize) -> Result<(), GpuError> {
+    match labels.iter().find(|&&y| y as usize >= k) {
+        Some(&y) => Err(Error::LabelOutOfRange {
+            label: y,
+            classes: k as u32,
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
+impl<D: Device> Trainer<D> {
+    /// A trainer for `shape` on `dev`, with buffers for `method` and `opt`
+    /// and batches of up to `max_batch`; θ starts at 0 (see
+    /// [`Trainer::set_params`]).
+    pub fn new(
+        mut dev: D,
+        shape: Shape,
+        max_batch: usize,
+        method: &Method<f32>,
+        opt: &Sgd<f32>,
+    ) -> Result<Self, GpuError> {
+        check_shape(&shape, max_batch)?;
+        method.validate()?;
+        opt.validate()?;
+        let p = shape.param_count();
+        let theta = dev.alloc(p)?;
+        let dir = dev.alloc(p)?;
+        let idx = dev.alloc_u32(max_batch)?;
+        let obj = DeviceMlp::new(dev, shape, max_batch, method.needs_hvp())?;
+        let mut t = Trainer {
+            obj,
+            theta,
+            dir,
+            momentum: None,
+            point: None,
+            point2: None,
+            idx,
+            data: None,
+            pending: false,
+        };
+        t.ensure(method, opt)?;
+        Ok(t)
+    }
+
+    /// Allocates what `method` and `opt` need and is missing.
+    fn ensure(&mut self, method: &Method<f32>, opt: &Sgd<f32>) -> Result<(), GpuError> {
+        let p = self.obj.param_count();
+        let n = method.scratch_vectors();
+        if n >= 1 && self.point.is_none() {
+            self.point = Some(self.obj.dev.alloc(p)?);
+        }
+        if n >= 2 && self.point2.is_none() {
+            self.point2 = Some(self.obj.dev.alloc(p)?);
+        }
+        if opt.needs_momentum() && self.momentum.is_none() {
+            self.momentum = Some(self.obj.dev.alloc(p)?);
+        }
+        if method.needs_hvp() {
+            self.obj.ensure_hvp()?;
+        }
+        Ok(())
+    }
+
+    /// Frees the buffers and returns the device (to reuse its compiled
+    /// kernels).
+    pub fn into_device(self) -> D {
+        self.obj.into_device()
+    }
+
+    /// Parameters P.
+    pub fn param_count(&self) -> usize {
+        self.obj.param_count()
+    }
+
+    /// The objective (for running `fdgr_kernel` functions on it directly).
+    pub fn objective(&mut self) -> &mut DeviceMlp<D> {
+        &mut self.obj
+    }
+
+    /// Uploads the training set (S samples: `x` S × n₀, class labels).
+    pub fn set_data(&mut self, x: &[f32], labels: &[u32]) -> Result<(), GpuError> {
+        let s = *self.obj.shape();
+        let n = labels.len();
+        if n == 0 || x.len() != n * s.inputs() || n > u32::MAX as usize {
+            return Err(input(format!(
+                "data set of {} labels and {} inputs (need >= 1 samples of {})",
+                n,
+                x.len(),
+                s.inputs()
+            )));
+        }
+        check_labels(labels, s.outputs())?;
+        self.data = None;
+        let xb = self.obj.dev.alloc(x.len())?;
+        let yb = self.obj.dev.alloc_u32(n)?;
+        let (xp, yp) = (self.obj.dev.ptr(&xb), self.obj.dev.iptr(&yb));
+        self.obj.dev.upload(xp, x)?;
+        self.obj.dev.upload_u32(yp, labels)?;
+        self.data = Some(Resident { x: xb, y: yb, n });
+        Ok(())
+    }
+
+    /// Uploads θ and the momentum buffer (`None`: zeros).
+    pub fn set_params(&mut self, theta: &[f32], momentum: Option<&[f32]>) -> Result<(), GpuError> {
+        let p = self.param_count();
+        for (what, len) in [
+            ("theta", theta.len()),
+            ("momentum", momentum.map_or(p, <[f32]>::len)),
+        ] {
+            if len != p {
+                return Err(Error::ShapeMismatch {
+                    what,
+                    expected: p,
+                    got: len,
+                }
+                .into());
+            }
+        }
+        let tp = self.obj.dev.ptr(&self.theta);
+        self.obj.dev.upload(tp, theta)?;
+        match (momentum, &self.momentum) {
+            (Some(m), _) => {
+                if self.momentum.is_none() {
+                    self.momentum = Some(self.obj.dev.alloc(p)?);
+                }
+                if let Some(v) = &self.momentum {
+                    let vp = self.obj.dev.ptr(v);
+                    self.obj.dev.upload(vp, m)?;
+                }
+            }
+            (None, Some(v)) => {
+                // 0.0f32 is all-zero bits
+                let vp = self.obj.dev.ptr(v);
+                self.obj.dev.fill_u32(vp, 0, p)?;
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// Downloads θ and the momentum buffer (zeros if there is none).
+    pub fn params(
+        &mut self,
+        theta: &mut [f32],
+        momentum: Option<&mut [f32]>,
+    ) -> Result<(), GpuError> {
+        let p = self.param_count();
+        let mlen = momentum.as_ref().map_or(p, |m| m.len());
+        for (what, len) in [("theta", theta.len()), ("momentum", mlen)] {
+            if len != p {
+                return Err(Error::ShapeMismatch {
+                    what,
+                    expected: p,
+                    got: len,
+                }
+                .into());
+            }
+        }
+        let tp = self.obj.dev.ptr(&self.theta);
+        self.obj.dev.download(tp, theta)?;
+        if let Some(m) = momentum {
+            match &self.momentum {
+                Some(v) => {
+                    let vp = self.obj.dev.ptr(v);
+                    self.obj.dev.download(vp, m)?;
+                }
+                None => m.fill(0.0),
+            }
+        }
+        Ok(())
+    }
+
+    /// Gathers the rows `indices` of the resident data set into the batch.
+    fn load_batch(&mut self, indices: &[u32]) -> Result<(), GpuError> {
+        let max = self.obj.max_batch();
+        let s = *self.obj.shape();
+        let data = self
+            .data
+            .as_ref()
+            .ok_or_else(|| input("no training data on the device (call set_data first)".into()))?;
+        let b = indices.len();
+        if b == 0 || b > max {
+            return Err(input(format!("batch of {b} samples (need 1..={max})")));
+        }
+        if let Some(&i) = indices.iter().find(|&&i| i as usize >= data.n) {
+            return Err(input(format!(
+                "sample index {i} out of range ({} samples)",
+                data.n
+            )));
+        }
+        let d = &mut self.obj.dev;
+        let idx = d.iptr(&self.idx);
+        d.stage_u32(idx, indices)?;
+        let (x, y) = (d.ptr(&data.x), d.iptr(&data.y));
+        let (xb, yb) = (d.ptr(&self.obj.xb), d.iptr(&self.obj.yb));
+        ops::gather_rows(d, x, y, idx, b, s.inputs(), xb, yb)?;
+        self.obj.set_batch_len(b);
+        Ok(())
+    }
+
+    fn device_error_or(&mut self, e: Error) -> GpuError {
+        self.obj.take_error().unwrap_or_else(|| e.into())
+    }
+
+    /// One training step with the kernel's own `fdgr_kernel::step`: the
+    /// direction of `method` on samples `indices`, the finiteness check,
+    /// the SGD update. Returns L(θ) before the step. Waits for the device
+    /// (the loss and the finiteness flag are read back).
+    pub fn step(
+        &mut self,
+        indices: &[u32],
+        method: &Method<f32>,
+        opt: &Sgd<f32>,
+        state: &mut SgdState,
+        lr: f32,
+    ) -> Result<f32, GpuError> {
+        if self.pending {
+            self.finish(state)?;
+        }
+        self.ensure(method, opt)?;
+        self.load_batch(indices)?;
+        self.obj.begin_step(false);
+        let bufs = Buffers {
+            theta: &mut self.theta,
+            dir: &mut self.dir,
+            momentum: self.momentum.as_mut(),
+            point: self.point.as_mut(),
+            point2: self.point2.as_mut(),
+        };
+        let r = fdgr_kernel::step(&mut self.obj, method, opt, state, lr, bufs);
+        if let Some(e) = self.obj.take_error() {
+            return Err(e);
+        }
+        r.map_err(GpuError::from)
+    }
+
+    /// One training step queued without waiting for the device: the
+    /// kernel's `direction` (losses left on the device), then on the device
+    /// the finiteness check of L and d, the SGD update (skipped if not
+    /// finite) and the bookkeeping of `commit_step`. `state.steps` is
+    /// advanced at once; [`Trainer::finish`] reads the outcome.
+    ///
+    /// `flood` needs L on the host to pick the sign of d, and `sam` needs
+    /// ‖g‖: those two wait for the device once per step (`flood` runs as
+    /// [`Trainer::step`]).
+    pub fn step_async(
+        &mut self,
+        indices: &[u32],
+        method: &Method<f32>,
+        opt: &Sgd<f32>,
+        state: &mut SgdState,
+        lr: f32,
+    ) -> Result<(), GpuError> {
+        if matches!(method, Method::Flood { .. }) {
+            return self.step(indices, method, opt, state, lr).map(|_| ());
+        }
+        method.validate()?;
+        opt.validate()?;
+        if !lr.is_finite() {
+            return Err(Error::InvalidConfig("learning rate must be finite").into());
+        }
+        self.ensure(method, opt)?;
+        self.load_batch(indices)?;
+        self.obj.begin_step(true);
+        let mut point = self.point.as_mut();
+        let mut point2 = self.point2.as_mut();
+        let r = direction(
+            &mut self.obj,
+            method,
+            &self.theta,
+            &mut self.dir,
+            &mut point,
+            &mut point2,
+        );
+        self.obj.end_step();
+        if let Err(e) = r {
+            return Err(self.device_error_or(e));
+        }
+        if let Some(e) = self.obj.take_error() {
+            return Err(e);
+        }
+        let p = self.param_count();
+        let d = &mut self.obj.dev;
+        let f = d.iptr(&self.obj.flags);
+        let loss = d.ptr(&self.obj.scal).at(ScalarPlan::STEP_LOSS);
+        let (tp, dp) = (d.ptr(&self.theta), d.ptr(&self.dir));
+        let vp = self.momentum.as_ref().map(|v| d.ptr(v));
+        let h = opt.elem(lr, state.steps);
+        ops::nonfinite(d, dp, p, Some(loss), f.at(flags::BAD))?;
+        ops::sgd_update(d, tp, dp, vp, p, &h, Some(f))?;
+        ops::commit_step(d, f, state.steps)?;
+        state.steps += 1;
+        self.pending = true;
+        Ok(())
+    }
+
+    /// Waits for the queued steps and returns L(θ) of the last step (before
+    /// its update). If a queued step was not finite: that step and every
+    /// later queued one were not applied (θ and the momentum are as after
+    /// the last good step), `state.steps` is set back to the updates
+    /// applied, and the result is [`GpuError::NonFinite`].
+    pub fn finish(&mut self, state: &mut SgdState) -> Result<f32, GpuError> {
+        let d = &mut self.obj.dev;
+        let f = d.iptr(&self.obj.flags);
+        let mut fl = [0u32; 4];
+        d.download_u32(f, &mut fl)?;
+        let mut loss = [0.0f32];
+        let lp = d.ptr(&self.obj.scal).at(ScalarPlan::STEP_LOSS);
+        d.download(lp, &mut loss)?;
+        self.pending = false;
+        if fl[flags::HALTED] != 0 {
+            state.steps = fl[flags::STEP_LO] as u64 | (fl[flags::STEP_HI] as u64) << 32;
+            d.fill_u32(f, 0, 4)?;
+            return Err(GpuError::NonFinite);
+        }
+        Ok(loss[0])
+    }
+
+    /// Mean loss and number of correct predictions on (x, labels), in
+    /// batches of up to `max_batch`, at the current θ. One wait at the end.
+    pub fn evaluate(&mut self, x: &[f32], labels: &[u32]) -> Result<(f32, usize), GpuError> {
+        let s = *self.obj.shape();
+        let (n0, k) = (s.inputs(), s.outputs());
+        let n = labels.len();
+        if n == 0 || x.len() != n * n0 {
+            return Err(input(format!(
+                "evaluation set of {} labels and {} inputs (need >= 1 samples of {n0})",
+                n,
+                x.len()
+            )));
+        }
+        check_labels(labels, k)?;
+        let max = self.obj.max_batch();
+        let acc = self.obj.scal_ptr(ScalarPlan::EVAL_LOSS);
+        let row_loss = self.obj.scal_ptr(ScalarPlan::ROW_LOSS);
+        let correct = self.obj.flags_ptr().at(flags::CORRECT);
+        self.obj.dev.upload(acc, &[0.0])?;
+        self.obj.dev.fill_u32(correct, 0, 1)?;
+        let theta = self.obj.dev.ptr(&self.theta);
+        let mut start = 0;
+        while start < n {
+            let b = max.min(n - start);
+            let (xb, yb) = (
+                self.obj.dev.ptr(&self.obj.xb),
+                self.obj.dev.iptr(&self.obj.yb),
+            );
+            self.obj.dev.upload(xb, &x[start * n0..(start + b) * n0])?;
+            self.obj.dev.upload_u32(yb, &labels[start..start + b])?;
+            self.obj.set_batch_len(b);
+            let plan = WsPlan::new(&s, b, false);
+            self.obj.forward(theta, &plan)?;
+            let out = self.obj.outputs_ptr(&plan);
+            let d = &mut self.obj.dev;
+            ops::loss(d, s.loss, out, yb, b, k, None, row_loss, 1.0, true, acc)?;
+            ops::count_correct(d, out, yb, b, k, correct)?;
+            start += b;
+        }
+        let mut total = [0.0f32];
+        let mut c = [0u32];
+        self.obj.dev.download(acc, &mut total)?;
+        self.obj.dev.download_u32(correct, &mut c)?;
+        let denom = match s.loss {
+            Loss::SoftmaxCe => n as f64,
+            Loss::Mse => (n * k) as f64,
+        };
+        Ok(((total[0] as f64 / denom) as f32, c[0] as usize))
+    }
+
+    /// Waits for everything queued.
+    pub fn synchronize(&mut self) -> Result<(), GpuError> {
+        self.obj.dev.synchronize()
+    }
+}

@@ -186,19 +186,18 @@ pub fn run(base: &TrainConfig, grid: &Grid, out: &Path) -> Result<Vec<SweepRow>>
 
 /// Writes `table.md` and the heat-maps; prints the table.
 pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
-    let mut groups: BTreeMap<(usize, String, String), Vec<&SweepRow>> = BTreeMap::new();
+    // Groups of (method, γ, ε): method order, then γ and ε numerically.
+    let mut groups: Vec<((usize, f64, f64), Vec<&SweepRow>)> = vec![];
     for r in rows {
-        let mi = MethodName::ALL
-            .iter()
-            .position(|m| m.as_str() == r.method)
-            .unwrap_or(99);
-        groups
-            .entry((mi, format!("{:e}", r.gamma), format!("{:e}", r.eps)))
-            .or_default()
-            .push(r);
+        let mi = MethodName::ALL.iter().position(|m| m.as_str() == r.method).unwrap_or(99);
+        match groups.iter_mut().find(|(k, _)| *k == (mi, r.gamma, r.eps)) {
+            Some((_, v)) => v.push(r),
+            None => groups.push(((mi, r.gamma, r.eps), vec![r])),
+        }
     }
+    groups.sort_by(|(a, _), (b, _)| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.total_cmp(&b.2)));
     let mut table = String::from("| method | γ | ε | test accuracy (mean ± std) | seeds | diverged |\n|---|---|---|---|---|---|\n");
-    for ((_, _, _), rs) in &groups {
+    for (_, rs) in &groups {
         let r0 = rs[0];
         let m = MethodName::parse(&r0.method)?;
         let ok: Vec<f64> = rs

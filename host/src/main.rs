@@ -105,7 +105,7 @@ struct TrainArgs {
     #[arg(long, value_enum, default_value_t = MethodName::Fgr)]
     method: MethodName,
     /// GR strength γ (db, fgr, bgr, cgr)
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.05)]
     gamma: f64,
     /// Finite-difference step ε > 0 (fgr, bgr, cgr)
     #[arg(long, default_value_t = 0.1)]

@@ -43,7 +43,9 @@ impl BenchRow {
     pub fn to_json(&self) -> String {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let (Some(g), Some(obj)) = (&self.gpu, v.as_object_mut()) {
-            if let Ok(serde_json::Value::Object(extra)) = serde_json::from_str::<serde_json::Value>(g) {
+            if let Ok(serde_json::Value::Object(extra)) =
+                serde_json::from_str::<serde_json::Value>(g)
+            {
                 for (k, x) in extra {
                     obj.entry(k).or_insert(x);
                 }

@@ -392,75 +392,94 @@ pub fn run_grid(p: &Problem, g: &Grid, s: &Settings) -> Result<(Vec<DlnRow>, Vec
     Ok((rows, refs))
 }
 
-/// Writes the recovery-error-versus-ε plot for one α.
+/// What a DLN plot shows on its y axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// ‖β̂ − β*‖₂.
+    Recovery,
+    /// α_eff = √(mean uᵢvᵢ).
+    AlphaEff,
+}
+
+impl Metric {
+    fn of(self, r: &DlnRow) -> f64 {
+        match self {
+            Metric::Recovery => r.recovery_error,
+            Metric::AlphaEff => r.alpha_eff,
+        }
+    }
+}
+
+/// Writes the metric-versus-signed-ε plot for one α: one line per γ for
+/// F-GR (ε > 0) and B-GR (ε < 0), with DB, GD and the reference dashed.
 pub fn plot(
     path: &std::path::Path,
     rows: &[DlnRow],
     reference: Option<&DlnRow>,
     alpha: f64,
+    metric: Metric,
 ) -> Result<()> {
     use crate::plot::{lines, Series};
     let rs: Vec<&DlnRow> = rows.iter().filter(|r| r.alpha == alpha).collect();
-    let mut epss: Vec<f64> = rs
-        .iter()
-        .filter(|r| r.method == "fgr" || r.method == "bgr")
-        .map(|r| r.eps)
-        .collect();
+    let fd = |r: &&&DlnRow| r.method == "fgr" || r.method == "bgr";
+    let mut epss: Vec<f64> = rs.iter().filter(fd).map(|r| r.eps).collect();
     epss.sort_by(f64::total_cmp);
     epss.dedup();
     let (lo, hi) = (
         epss.first().copied().unwrap_or(-1.0),
         epss.last().copied().unwrap_or(1.0),
     );
-    let mut gammas: Vec<f64> = rs
-        .iter()
-        .filter(|r| r.method != "sgd")
-        .map(|r| r.gamma)
-        .collect();
+    let flat = |label: String, v: f64| Series {
+        label,
+        points: vec![(lo, v), (hi, v)],
+        dashed: true,
+    };
+    let mut gammas: Vec<f64> = rs.iter().filter(fd).map(|r| r.gamma).collect();
     gammas.sort_by(f64::total_cmp);
     gammas.dedup();
     let mut series = vec![];
     for &g in &gammas {
         let mut pts: Vec<(f64, f64)> = rs
             .iter()
-            .filter(|r| (r.method == "fgr" || r.method == "bgr") && r.gamma == g)
-            .map(|r| (r.eps, r.recovery_error))
+            .filter(fd)
+            .filter(|r| r.gamma == g)
+            .map(|r| (r.eps, metric.of(r)))
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        if !pts.is_empty() {
-            series.push(Series {
-                label: format!("F-GR (ε>0) / B-GR (ε<0), γ={g}"),
-                points: pts,
-                dashed: false,
-            });
-        }
+        series.push(Series {
+            label: format!("F-GR (ε>0) / B-GR (ε<0), γ={g}"),
+            points: pts,
+            dashed: false,
+        });
     }
     for r in rs.iter().filter(|r| r.method == "db") {
-        series.push(Series {
-            label: format!("DB (exact GR), γ={}", r.gamma),
-            points: vec![(lo, r.recovery_error), (hi, r.recovery_error)],
-            dashed: true,
-        });
+        series.push(flat(format!("DB (exact GR), γ={}", r.gamma), metric.of(r)));
     }
     if let Some(r) = rs.iter().find(|r| r.method == "sgd") {
-        series.push(Series {
-            label: "GD (no GR)".into(),
-            points: vec![(lo, r.recovery_error), (hi, r.recovery_error)],
-            dashed: true,
-        });
+        series.push(flat("GD (no GR)".into(), metric.of(r)));
     }
     if let Some(r) = reference {
-        series.push(Series {
-            label: "gradient-flow reference: min Q_α".into(),
-            points: vec![(lo, r.recovery_error), (hi, r.recovery_error)],
-            dashed: true,
-        });
+        let label = match metric {
+            Metric::Recovery => "gradient-flow reference: min Q_α",
+            Metric::AlphaEff => "α (gradient flow conserves uᵢvᵢ = α²)",
+        };
+        series.push(flat(label.into(), metric.of(r)));
     }
+    let (title, y) = match metric {
+        Metric::Recovery => (
+            format!("DLN: recovery error ‖β̂ − β*‖ vs ε (α = {alpha})"),
+            "‖β̂ − β*‖₂",
+        ),
+        Metric::AlphaEff => (
+            format!("DLN: effective scale √(mean uᵢvᵢ) vs ε (α = {alpha})"),
+            "α_eff",
+        ),
+    };
     lines(
         path,
-        &format!("DLN: recovery error ‖β̂ − β*‖ vs ε (α = {alpha})"),
+        &title,
         "ε (negative: B-GR, positive: F-GR)",
-        "‖β̂ − β*‖₂",
+        y,
         &series,
     )
 }

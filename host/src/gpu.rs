@@ -34,7 +34,9 @@ impl Backend for GpuBackend {
     }
 
     fn set_params(&mut self, theta: &[f32], momentum: Option<&[f32]>) -> Result<()> {
-        self.t.set_params(theta, momentum).map_err(|e| anyhow!("{e}"))
+        self.t
+            .set_params(theta, momentum)
+            .map_err(|e| anyhow!("{e}"))
     }
 
     fn params(&mut self, theta: &mut [f32], momentum: Option<&mut [f32]>) -> Result<()> {
@@ -49,7 +51,9 @@ impl Backend for GpuBackend {
         state: &mut SgdState,
         lr: f32,
     ) -> std::result::Result<(), StepError> {
-        self.t.step_async(indices, method, opt, state, lr).map_err(step_err)
+        self.t
+            .step_async(indices, method, opt, state, lr)
+            .map_err(step_err)
     }
 
     fn flush(&mut self, state: &mut SgdState) -> std::result::Result<f32, StepError> {
@@ -73,21 +77,36 @@ pub fn backend(
 ) -> Result<Box<dyn Backend>> {
     let dev = probe()?;
     eprintln!("GPU: {dev}{}", if tf32 { " (TF32 products)" } else { "" });
-    let mut t = GpuTrainer::new(shape, max_batch, method, opt, GpuOptions { tf32 }).map_err(|e| anyhow!("{e}"))?;
-    t.set_data(&data.train.x, &data.train.y).map_err(|e| anyhow!("{e}"))?;
+    let mut t = GpuTrainer::new(shape, max_batch, method, opt, GpuOptions { tf32 })
+        .map_err(|e| anyhow!("{e}"))?;
+    t.set_data(&data.train.x, &data.train.y)
+        .map_err(|e| anyhow!("{e}"))?;
     Ok(Box::new(GpuBackend { t }))
 }
 
 /// `fdgr crosscheck`: every method for `steps` steps on GPU and CPU kernel
 /// from the same θ and batches. Returns the JSON lines and whether all passed.
-pub fn crosscheck(shape: Shape, batch: usize, steps: usize, tf32: bool) -> Result<Vec<fdgr_gpu::CrossCheck>> {
+pub fn crosscheck(
+    shape: Shape,
+    batch: usize,
+    steps: usize,
+    tf32: bool,
+) -> Result<Vec<fdgr_gpu::CrossCheck>> {
     probe()?;
     let cfg = fdgr_gpu::check::CrossCheckConfig::new(batch, steps, tf32);
     fdgr_gpu::check::crosscheck_all(shape, &cfg, GpuOptions { tf32 }).map_err(|e| anyhow!("{e}"))
 }
 
 /// `fdgr bench --backend gpu`: CUDA-event timing of queued steps.
-pub fn bench(shape: Shape, batch: usize, method: &Method<f32>, steps: usize, warmup: usize, tf32: bool) -> Result<fdgr_gpu::Bench> {
+pub fn bench(
+    shape: Shape,
+    batch: usize,
+    method: &Method<f32>,
+    steps: usize,
+    warmup: usize,
+    tf32: bool,
+) -> Result<fdgr_gpu::Bench> {
     probe()?;
-    fdgr_gpu::bench(shape, batch, method, steps, warmup, GpuOptions { tf32 }).map_err(|e| anyhow!("{e}"))
+    fdgr_gpu::bench(shape, batch, method, steps, warmup, GpuOptions { tf32 })
+        .map_err(|e| anyhow!("{e}"))
 }

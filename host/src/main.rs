@@ -71,7 +71,9 @@ enum Cmd {
     )]
     Dln(DlnArgs),
     /// GPU against the CPU kernel: every method from the same θ and batches
-    #[command(after_help = "Example:\n  fdgr crosscheck --model 784-512-512-10 --act tanh --batch 128 --steps 20")]
+    #[command(
+        after_help = "Example:\n  fdgr crosscheck --model 784-512-512-10 --act tanh --batch 128 --steps 20"
+    )]
     Crosscheck(CrossArgs),
     /// Show that two flooding steps equal one forward finite-difference GR step
     #[command(
@@ -269,7 +271,11 @@ struct BenchArgs {
     #[arg(long, default_value_t = 128)]
     batch: usize,
     /// Methods, comma-separated
-    #[arg(long, alias = "method", default_value = "sgd,db,fgr,bgr,cgr,sam,usam,flood")]
+    #[arg(
+        long,
+        alias = "method",
+        default_value = "sgd,db,fgr,bgr,cgr,sam,usam,flood"
+    )]
     methods: String,
     /// Backend
     #[arg(long, value_enum, default_value_t = BackendName::Cpu)]
@@ -708,7 +714,10 @@ fn cmd_dln(a: &DlnArgs) -> Result<()> {
                 &rows,
                 Some(r),
                 *alpha,
+                dln::Metric::Recovery,
             )?;
+            let eff = out.join(format!("dln-alpha-eff-alpha{alpha}.png"));
+            dln::plot(&eff, &rows, Some(r), *alpha, dln::Metric::AlphaEff)?;
         }
         eprintln!("wrote {}", out.display());
     }
@@ -716,9 +725,11 @@ fn cmd_dln(a: &DlnArgs) -> Result<()> {
 }
 
 fn cmd_crosscheck(a: &CrossArgs) -> Result<()> {
-    let act = fdgr_kernel::Act::from_name(&a.act).with_context(|| format!("--act {}: unknown activation", a.act))?;
-    let shape = fdgr_kernel::Shape::try_new(&parse_dims(&a.model)?, act, fdgr_kernel::Loss::SoftmaxCe)
-        .map_err(|e| anyhow::anyhow!("--model {}: {e}", a.model))?;
+    let act = fdgr_kernel::Act::from_name(&a.act)
+        .with_context(|| format!("--act {}: unknown activation", a.act))?;
+    let shape =
+        fdgr_kernel::Shape::try_new(&parse_dims(&a.model)?, act, fdgr_kernel::Loss::SoftmaxCe)
+            .map_err(|e| anyhow::anyhow!("--model {}: {e}", a.model))?;
     if a.batch == 0 || a.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
@@ -726,11 +737,19 @@ fn cmd_crosscheck(a: &CrossArgs) -> Result<()> {
     for r in &rows {
         println!("{}", r.to_json());
     }
-    let failed: Vec<&str> = rows.iter().filter(|r| !r.passed).map(|r| r.method).collect();
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| r.method)
+        .collect();
     if !failed.is_empty() {
         bail!("cross-check failed for {}", failed.join(", "));
     }
-    eprintln!("cross-check passed: {} methods within {:e}", rows.len(), rows.first().map_or(0.0, |r| r.tolerance));
+    eprintln!(
+        "cross-check passed: {} methods within {:e}",
+        rows.len(),
+        rows.first().map_or(0.0, |r| r.tolerance)
+    );
     Ok(())
 }
 

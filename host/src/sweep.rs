@@ -189,13 +189,20 @@ pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
     // Groups of (method, γ, ε): method order, then γ and ε numerically.
     let mut groups: Vec<((usize, f64, f64), Vec<&SweepRow>)> = vec![];
     for r in rows {
-        let mi = MethodName::ALL.iter().position(|m| m.as_str() == r.method).unwrap_or(99);
+        let mi = MethodName::ALL
+            .iter()
+            .position(|m| m.as_str() == r.method)
+            .unwrap_or(99);
         match groups.iter_mut().find(|(k, _)| *k == (mi, r.gamma, r.eps)) {
             Some((_, v)) => v.push(r),
             None => groups.push(((mi, r.gamma, r.eps), vec![r])),
         }
     }
-    groups.sort_by(|(a, _), (b, _)| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.total_cmp(&b.2)));
+    groups.sort_by(|(a, _), (b, _)| {
+        a.0.cmp(&b.0)
+            .then(a.1.total_cmp(&b.1))
+            .then(a.2.total_cmp(&b.2))
+    });
     let mut table = String::from("| method | γ | ε | test accuracy (mean ± std) | seeds | diverged |\n|---|---|---|---|---|---|\n");
     for (_, rs) in &groups {
         let r0 = rs[0];

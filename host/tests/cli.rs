@@ -495,7 +495,10 @@ fn gpu_backend_without_driver_fails_cleanly() {
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].contains("GPU backend unavailable"), "{err}");
-    for args in [&["bench", "--backend", "gpu", "--method", "fgr"][..], &["crosscheck", "--steps", "1"][..]] {
+    for args in [
+        &["bench", "--backend", "gpu", "--method", "fgr"][..],
+        &["crosscheck", "--steps", "1"][..],
+    ] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(stderr(&o).contains("GPU backend unavailable"));

@@ -332,8 +332,11 @@ pub struct Grid {
     pub alphas: Vec<f64>,
 }
 
-/// Every run of the grid, in parallel over runs; rows sorted by α, method, γ, ε.
-pub fn run_grid(p: &Problem, g: &Grid, s: &Settings) -> Result<(Vec<DlnRow>, Vec<(f64, DlnRow)>)> {
+/// The runs of a grid, and the gradient-flow reference per α.
+pub type GridResult = (Vec<DlnRow>, Vec<(f64, DlnRow)>);
+
+/// Every run of the grid, in parallel over runs, and the references.
+pub fn run_grid(p: &Problem, g: &Grid, s: &Settings) -> Result<GridResult> {
     use crate::config::MethodName as M;
     use rayon::prelude::*;
     let mut jobs: Vec<(Method<f64>, f64)> = vec![];

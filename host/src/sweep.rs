@@ -184,10 +184,13 @@ pub fn run(base: &TrainConfig, grid: &Grid, out: &Path) -> Result<Vec<SweepRow>>
     Ok(rows)
 }
 
+/// Runs of one (method index, γ, ε).
+type Group<'a> = ((usize, f64, f64), Vec<&'a SweepRow>);
+
 /// Writes `table.md` and the heat-maps; prints the table.
 pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
     // Groups of (method, γ, ε): method order, then γ and ε numerically.
-    let mut groups: Vec<((usize, f64, f64), Vec<&SweepRow>)> = vec![];
+    let mut groups: Vec<Group<'_>> = vec![];
     for r in rows {
         let mi = MethodName::ALL
             .iter()

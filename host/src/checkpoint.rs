@@ -3,7 +3,7 @@
 //! or the new file, never half of one.
 //!
 //! * `model.safetensors`: the weights as a PyTorch `nn.Sequential` of
-//!   `Linear` layers stores them: `0.weight` [out, in], `0.bias` [out],
+//!   `Linear` layers stores them: `0.weight` `[out, in]`, `0.bias` `[out]`,
 //!   `2.weight`, … (activations sit at the odd indices), f32.
 //! * `checkpoint.safetensors`: the same tensors, the momentum buffer
 //!   (`momentum.0.weight`, …) and, in the metadata, everything else needed

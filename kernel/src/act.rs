@@ -93,7 +93,7 @@ impl Act {
     }
 }
 
-/// z[r, c] += bias[c], then a = σ(z), in place (`z` is rows × bias.len()).
+/// `z[r, c] += bias[c]`, then a = σ(z), in place (`z` is rows × `bias.len()`).
 pub fn bias_act<F: Real>(z: &mut [F], bias: &[F], act: Act) {
     for row in z.chunks_exact_mut(bias.len()) {
         for (v, b) in row.iter_mut().zip(bias) {
@@ -102,7 +102,7 @@ pub fn bias_act<F: Real>(z: &mut [F], bias: &[F], act: Act) {
     }
 }
 
-/// z[r, c] += bias[c] (no activation).
+/// `z[r, c] += bias[c]` (no activation).
 pub fn bias_add<F: Real>(z: &mut [F], bias: &[F]) {
     for row in z.chunks_exact_mut(bias.len()) {
         for (v, b) in row.iter_mut().zip(bias) {

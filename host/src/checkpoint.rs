@@ -303,3 +303,31 @@ pub fn load_checkpoint(dir: &Path) -> Result<Loaded> {
         momentum,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Metrics survive the checkpoint's JSON exactly (a resumed run's
+    /// metrics.jsonl must equal an uninterrupted run's).
+    #[test]
+    fn history_round_trips_bit_exactly() {
+        let mut x = 0.1f64;
+        for i in 0..2000 {
+            x = (x * 3.7 + 0.123456789).fract() * 10f64.powi(i % 7 - 3);
+            let r = EpochRecord {
+                epoch: i as u64,
+                step: 0,
+                lr: x,
+                train_loss: x / 3.0,
+                train_acc: 1.0 / (x + 1.0),
+                test_loss: (x as f32) as f64,
+                test_acc: x.sqrt(),
+                seconds: x * 1e3,
+            };
+            let back: EpochRecord =
+                serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+}

@@ -130,6 +130,7 @@ fn finite_difference_orders() {
         let (f, c) = fd_errors(dims, act, loss, &eps, 61);
         let sf = loglog_slope(&eps, &f);
         let sc = loglog_slope(&eps, &c);
+        eprintln!("{act:?}: log-log slope fgr {sf:.3}, cgr {sc:.3}");
         assert!(
             (sf - 1.0).abs() < 0.1,
             "{act:?}: fgr slope {sf}, errors {f:?}"
@@ -196,6 +197,11 @@ fn relu_finite_difference_and_kinks() {
     let xs: Vec<f64> = smooth.iter().map(|r| r.0).collect();
     let ys: Vec<f64> = smooth.iter().map(|r| r.1).collect();
     let slope = loglog_slope(&xs, &ys);
+    eprintln!(
+        "ReLU: kink-free slope {slope:.3} over {} values of ε; largest ε flips {} activations",
+        xs.len(),
+        rows[0].2
+    );
     assert!(
         (slope - 1.0).abs() < 0.1,
         "O(ε) without kinks: slope {slope}, {rows:?}"

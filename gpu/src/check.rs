@@ -91,25 +91,7 @@ impl CrossCheck {
 /// (γ, ε, ρ of the paper's range; a flood level between the first losses
 /// so both signs occur).
 pub fn crosscheck_methods() -> [Method<f32>; 8] {
-    [
-        Method::Sgd,
-        Method::Db { gamma: 0.05 },
-        Method::Fgr {
-            gamma: 0.05,
-            eps: 0.1,
-        },
-        Method::Bgr {
-            gamma: 0.05,
-            eps: 0.1,
-        },
-        Method::Cgr {
-            gamma: 0.05,
-            eps: 0.1,
-        },
-        Method::Sam { rho: 0.05 },
-        Method::Usam { rho: 0.05 },
-        Method::Flood { level: 2.2 },
-    ]
+    Method::all(0.05, 0.1, 0.05, 2.2)
 }
 
 /// A synthetic classification set: `n` samples of `n0` inputs in [0, 1)

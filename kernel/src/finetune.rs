@@ -125,26 +125,10 @@ impl<F: Real, const N: usize, const D: usize> FineTuner<F, N, D> {
         } = mem;
         let b = self.ring.fill_batch(self.batch, self.scale, x, y);
         let (x, y) = (&x[..b * D], &y[..b]);
-        match self.mode {
-            Mode::Full => {
-                let mut net = Mlp::new(*shape, Serial, ws);
-                net.set_batch(x, Targets::Classes(y))?;
-                let bufs = Buffers {
-                    theta,
-                    dir,
-                    momentum,
-                    point,
-                    point2,
-                };
-                step(
-                    &mut net,
-                    &self.method,
-                    &self.opt,
-                    &mut self.state,
-                    self.lr,
-                    bufs,
-                )
-            }
+        // What is trained, on which inputs: the model on x, or its last
+        // layer on the features the frozen layers compute from x.
+        let (net_shape, inputs): (Shape, &[F]) = match self.mode {
+            Mode::Full => (*shape, x),
             Mode::LastLayer => {
                 let l = shape.layers();
                 let nf = shape.dim(l - 1);
@@ -155,34 +139,34 @@ impl<F: Real, const N: usize, const D: usize> FineTuner<F, N, D> {
                 crate::error::check_len("frozen", shape.param_count(), frozen.len())?;
                 let feats = &mut feats[..b * nf];
                 {
-                    // Features: forward through the frozen layers (the last
-                    // layer's output is computed too, and ignored).
+                    // Forward through the frozen layers (the last layer's
+                    // output is computed too, and ignored).
                     let mut full = Mlp::new(*shape, Serial, &mut *ws);
                     full.set_batch(x, Targets::Classes(y))?;
                     full.forward_outputs(frozen)?;
                 }
                 let off = shape.unit_offset(l - 1, b);
                 feats.copy_from_slice(&ws[off..off + b * nf]);
-                let head = trained_shape(shape, Mode::LastLayer);
-                let mut net = Mlp::new(head, Serial, ws);
-                net.set_batch(feats, Targets::Classes(y))?;
-                let bufs = Buffers {
-                    theta,
-                    dir,
-                    momentum,
-                    point,
-                    point2,
-                };
-                step(
-                    &mut net,
-                    &self.method,
-                    &self.opt,
-                    &mut self.state,
-                    self.lr,
-                    bufs,
-                )
+                (trained_shape(shape, Mode::LastLayer), &*feats)
             }
-        }
+        };
+        let mut net = Mlp::new(net_shape, Serial, ws);
+        net.set_batch(inputs, Targets::Classes(y))?;
+        let bufs = Buffers {
+            theta,
+            dir,
+            momentum,
+            point,
+            point2,
+        };
+        step(
+            &mut net,
+            &self.method,
+            &self.opt,
+            &mut self.state,
+            self.lr,
+            bufs,
+        )
     }
 }
 

@@ -88,6 +88,22 @@ impl<F: Real> Method<F> {
         }
     }
 
+    /// Every method, in the order of [`Method`]'s variants, with the given
+    /// hyper-parameters (γ, ε for the GR methods, ρ for SAM and USAM, b for
+    /// flooding).
+    pub const fn all(gamma: F, eps: F, rho: F, level: F) -> [Method<F>; 8] {
+        [
+            Method::Sgd,
+            Method::Db { gamma },
+            Method::Fgr { gamma, eps },
+            Method::Bgr { gamma, eps },
+            Method::Cgr { gamma, eps },
+            Method::Sam { rho },
+            Method::Usam { rho },
+            Method::Flood { level },
+        ]
+    }
+
     /// Checks the hyper-parameters: finite, ε > 0, ρ ≥ 0.
     pub fn validate(&self) -> Result<(), Error> {
         let fin = |x: F, what| {
@@ -179,11 +195,25 @@ pub fn fgr<F: Real, O: Objective<F> + ?Sized>(
     gamma: F,
     eps: F,
 ) -> Result<F, Error> {
-    let loss = o.loss_grad(theta, d, F::ONE, F::ZERO)?;
-    o.waxpy(point, theta, eps, d);
+    let loss = sgd(o, theta, d)?;
     let r = gamma / eps;
-    o.loss_grad(point, d, r, F::ONE - r)?;
+    at_point(o, theta, d, point, eps, r, F::ONE - r)?;
     Ok(loss)
+}
+
+/// The step every two-gradient method shares: point ← θ + s·d, then
+/// d ← β·d + α·∇L(point).
+fn at_point<F: Real, O: Objective<F> + ?Sized>(
+    o: &mut O,
+    theta: &O::Vec,
+    d: &mut O::Vec,
+    point: &mut O::Vec,
+    s: F,
+    alpha: F,
+    beta: F,
+) -> Result<(), Error> {
+    o.waxpy(point, theta, s, d);
+    o.loss_grad(point, d, alpha, beta).map(|_| ())
 }
 
 /// bgr: [`fgr`] with ε replaced by −ε (a descent step first). RAM 3P + 2BN.
@@ -209,7 +239,7 @@ pub fn cgr<F: Real, O: Objective<F> + ?Sized>(
     gamma: F,
     eps: F,
 ) -> Result<F, Error> {
-    let loss = o.loss_grad(theta, d, F::ONE, F::ZERO)?;
+    let loss = sgd(o, theta, d)?;
     o.waxpy(plus, theta, eps, d);
     o.waxpy(minus, theta, -eps, d);
     let c = gamma / (F::TWO * eps);
@@ -227,11 +257,10 @@ pub fn sam<F: Real, O: Objective<F> + ?Sized>(
     point: &mut O::Vec,
     rho: F,
 ) -> Result<F, Error> {
-    let loss = o.loss_grad(theta, d, F::ONE, F::ZERO)?;
+    let loss = sgd(o, theta, d)?;
     let norm = o.dot(d, d).sqrt();
     let scale = if norm > F::ZERO { rho / norm } else { F::ZERO };
-    o.waxpy(point, theta, scale, d);
-    o.loss_grad(point, d, F::ONE, F::ZERO)?;
+    at_point(o, theta, d, point, scale, F::ONE, F::ZERO)?;
     Ok(loss)
 }
 
@@ -243,9 +272,8 @@ pub fn usam<F: Real, O: Objective<F> + ?Sized>(
     point: &mut O::Vec,
     rho: F,
 ) -> Result<F, Error> {
-    let loss = o.loss_grad(theta, d, F::ONE, F::ZERO)?;
-    o.waxpy(point, theta, rho, d);
-    o.loss_grad(point, d, F::ONE, F::ZERO)?;
+    let loss = sgd(o, theta, d)?;
+    at_point(o, theta, d, point, rho, F::ONE, F::ZERO)?;
     Ok(loss)
 }
 
@@ -257,7 +285,7 @@ pub fn flood<F: Real, O: Objective<F> + ?Sized>(
     d: &mut O::Vec,
     level: F,
 ) -> Result<F, Error> {
-    let loss = o.loss_grad(theta, d, F::ONE, F::ZERO)?;
+    let loss = sgd(o, theta, d)?;
     if loss < level {
         o.scale(d, -F::ONE);
     } else if loss == level {

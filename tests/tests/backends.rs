@@ -49,25 +49,7 @@ fn serial_and_parallel_executors_agree() {
         .num_threads(2)
         .build()
         .unwrap();
-    for m in [
-        Method::Sgd,
-        Method::Db { gamma: 0.05 },
-        Method::Fgr {
-            gamma: 0.05,
-            eps: 0.1,
-        },
-        Method::Bgr {
-            gamma: 0.05,
-            eps: 0.1,
-        },
-        Method::Cgr {
-            gamma: 0.05,
-            eps: 0.1,
-        },
-        Method::Sam { rho: 0.05 },
-        Method::Usam { rho: 0.05 },
-        Method::Flood { level: 1.0 },
-    ] {
+    for m in Method::all(0.05, 0.1, 0.05, 1.0) {
         let a = run(Serial, shape, &m, &x, &y, b);
         let c = pool.install(|| run(Par { threads: 2 }, shape, &m, &x, &y, b));
         let scale = a.iter().fold(0.0f32, |s, v| s.max(v.abs()));

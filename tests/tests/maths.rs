@@ -262,25 +262,7 @@ fn flooding_two_steps_are_a_forward_difference_step() {
 /// they were, for every method.
 #[test]
 fn non_finite_leaves_parameters_unchanged() {
-    let methods = [
-        Method::Sgd,
-        Method::Db { gamma: 0.1 },
-        Method::Fgr {
-            gamma: 0.1,
-            eps: 0.1,
-        },
-        Method::Bgr {
-            gamma: 0.1,
-            eps: 0.1,
-        },
-        Method::Cgr {
-            gamma: 0.1,
-            eps: 0.1,
-        },
-        Method::Sam { rho: 0.05 },
-        Method::Usam { rho: 0.05 },
-        Method::Flood { level: 0.1 },
-    ];
+    let methods = Method::all(0.1, 0.1, 0.05, 0.1);
     let p = Problem::<f32>::new(&[5, 4, 3], Act::Tanh, Loss::SoftmaxCe, 3, 90);
     let n = p.theta.len();
     let mut bad_x = p.x.clone();

@@ -269,10 +269,9 @@ pub fn run_on(
             step += 1;
             pb.inc(1);
             if k % FLUSH_EVERY == FLUSH_EVERY - 1 {
-                let acc = st
-                    .history
-                    .last()
-                    .map_or(String::new(), |r| format!(" test acc {:.2}%", 100.0 * r.test_acc));
+                let acc = st.history.last().map_or(String::new(), |r| {
+                    format!(" test acc {:.2}%", 100.0 * r.test_acc)
+                });
                 pb.set_message(format!("epoch {epoch}/{} loss {shown:.4}{acc}", cfg.epochs));
             }
         }

@@ -307,71 +307,25 @@ fn configuration_errors_are_values() {
     let mut d = vec![0.0f32; n];
     let mut short = vec![0.0f32; n - 1];
     let mut st = SgdState::default();
-    let r = step(
-        &mut o,
-        &Method::Fgr {
-            gamma: 0.1,
-            eps: 0.1,
-        },
-        &Sgd::plain(),
-        &mut st,
-        0.1,
-        Buffers {
-            theta: &mut theta[..],
+    let fgr = |eps| Method::Fgr { gamma: 0.1, eps };
+    let mut go = |m: Method<f32>, opt: Sgd<f32>, theta: &mut [f32], point: Option<&mut [f32]>| {
+        let b = Buffers {
+            theta,
             dir: &mut d[..],
             momentum: None,
-            point: None,
+            point,
             point2: None,
-        },
-    );
+        };
+        step(&mut o, &m, &opt, &mut st, 0.1, b)
+    };
+    let r = go(fgr(0.1), Sgd::plain(), &mut theta, None);
     assert_eq!(r, Err(Error::MissingBuffer("point")));
-    let r = step(
-        &mut o,
-        &Method::Fgr {
-            gamma: 0.1,
-            eps: 0.0,
-        },
-        &Sgd::plain(),
-        &mut st,
-        0.1,
-        Buffers {
-            theta: &mut theta[..],
-            dir: &mut d[..],
-            momentum: None,
-            point: Some(&mut short[..]),
-            point2: None,
-        },
-    );
+    let r = go(fgr(0.0), Sgd::plain(), &mut theta, Some(&mut short[..]));
     assert!(matches!(r, Err(Error::InvalidConfig(_))));
-    let r = step(
-        &mut o,
-        &Method::Sgd,
-        &Sgd::paper(),
-        &mut st,
-        0.1,
-        Buffers {
-            theta: &mut theta[..],
-            dir: &mut d[..],
-            momentum: None,
-            point: None,
-            point2: None,
-        },
-    );
+    let r = go(Method::Sgd, Sgd::paper(), &mut theta, None);
     assert_eq!(r, Err(Error::MissingBuffer("momentum")));
-    let r = step(
-        &mut o,
-        &Method::Sgd,
-        &Sgd::plain(),
-        &mut st,
-        0.1,
-        Buffers {
-            theta: &mut short[..],
-            dir: &mut d[..],
-            momentum: None,
-            point: None,
-            point2: None,
-        },
-    );
+    let mut short2 = vec![0.0f32; n - 1];
+    let r = go(Method::Sgd, Sgd::plain(), &mut short2, None);
     assert!(matches!(r, Err(Error::ShapeMismatch { what: "theta", .. })));
     assert_eq!(theta, p.theta);
     let bad = [7u32, 0];

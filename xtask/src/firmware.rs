@@ -481,6 +481,27 @@ fn train_and_export(out: &Path) -> Result<(PathBuf, Vec<Step>), String> {
     Ok((model, steps))
 }
 
+/// `qemu-system-arm` for the MPS2-AN386 board (Cortex-M4F), no display,
+/// semihosting on; the caller adds `-kernel ELF`.
+fn qemu_m4() -> Command {
+    let mut q = Command::new("qemu-system-arm");
+    q.args([
+        "-machine",
+        "mps2-an386",
+        "-cpu",
+        "cortex-m4",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "null",
+        "-semihosting-config",
+        "enable=on,target=native",
+    ]);
+    q
+}
+
 fn build_and_run(
     v: Variant,
     model: &Path,
@@ -516,25 +537,8 @@ fn build_and_run(
     let marker = info.marker.ok_or("fdgr_mark not found in the ELF")?;
     let counts = out.join(format!("qemu-m4-{}.counts", v.name()));
     let _ = std::fs::remove_file(&counts);
-    let mut q = Command::new("qemu-system-arm");
-    q.args([
-        "-machine",
-        "mps2-an386",
-        "-cpu",
-        "cortex-m4",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-serial",
-        "null",
-        "-semihosting-config",
-        "enable=on,target=native",
-        "-kernel",
-    ])
-    .arg(&elf_path)
-    .arg("-plugin")
-    .arg(format!(
+    let mut q = qemu_m4();
+    q.arg("-kernel").arg(&elf_path).arg("-plugin").arg(format!(
         "{},marker={marker:#x},out={}",
         plugin.display(),
         counts.display()
@@ -717,23 +721,8 @@ fn check_fault(fault: &str, model: &Path, stream: &Path) -> Result<(), String> {
         .join("thumbv7em-none-eabihf")
         .join("release")
         .join("fdgr-qemu-m4");
-    let mut q = Command::new("qemu-system-arm");
-    q.args([
-        "-machine",
-        "mps2-an386",
-        "-cpu",
-        "cortex-m4",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-serial",
-        "null",
-        "-semihosting-config",
-        "enable=on,target=native",
-        "-kernel",
-    ])
-    .arg(&elf);
+    let mut q = qemu_m4();
+    q.arg("-kernel").arg(&elf);
     let r = fw::run_limited(q, Duration::from_secs(30))?;
     let stderr = String::from_utf8_lossy(&r.stderr);
     println!("  exit {:?}, stderr: {}", r.code, stderr.trim());

@@ -556,6 +556,7 @@ impl<D: Device> Objective<f32> for DeviceMlp<D> {
         grad: &mut D::Buf,
         alpha: f32,
         beta: f32,
+        _pass: fdgr_kernel::Pass,
     ) -> Result<f32, Error> {
         let plan = self.ready(theta, false)?;
         self.check_vec("gradient", grad)?;

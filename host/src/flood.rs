@@ -98,7 +98,9 @@ pub fn run(c: &FloodCheck, data: &Dataset) -> Result<Vec<PairRow>> {
     let eta = c.lr;
     // the level: between L(θ₀) and L(θ₀ + η·g₀)
     let mut g0 = vec![0.0f32; p];
-    let l0 = net.loss_grad(&theta, &mut g0, 1.0, 0.0).map_err(e)?;
+    let l0 = net
+        .loss_grad(&theta, &mut g0, 1.0, 0.0, fdgr_kernel::Pass::Train)
+        .map_err(e)?;
     let up: Vec<f32> = theta.iter().zip(&g0).map(|(t, g)| t + eta * g).collect();
     let l1 = net.loss(&up).map_err(e)?;
     let level = 0.5 * (l0 + l1);
@@ -107,7 +109,9 @@ pub fn run(c: &FloodCheck, data: &Dataset) -> Result<Vec<PairRow>> {
     let (mut g1, mut pt, mut hg) = (vec![0.0f32; p], vec![0.0f32; p], vec![0.0f32; p]);
     for pair in 1..=c.pairs {
         let th0 = theta.clone();
-        let loss0 = net.loss_grad(&th0, &mut g0, 1.0, 0.0).map_err(e)?;
+        let loss0 = net
+            .loss_grad(&th0, &mut g0, 1.0, 0.0, fdgr_kernel::Pass::Train)
+            .map_err(e)?;
         for _ in 0..2 {
             let bufs = Buffers {
                 theta: &mut theta[..],
@@ -122,7 +126,9 @@ pub fn run(c: &FloodCheck, data: &Dataset) -> Result<Vec<PairRow>> {
         for ((q, t), g) in pt.iter_mut().zip(&th0).zip(&g0) {
             *q = t + eta * g;
         }
-        let loss1 = net.loss_grad(&pt, &mut g1, 1.0, 0.0).map_err(e)?;
+        let loss1 = net
+            .loss_grad(&pt, &mut g1, 1.0, 0.0, fdgr_kernel::Pass::Train)
+            .map_err(e)?;
         let fd: Vec<f32> = (0..p).map(|k| th0[k] - eta * (g1[k] - g0[k])).collect();
         net.hvp(&th0, &g0, &mut hg).map_err(e)?;
         let max_abs = theta

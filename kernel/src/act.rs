@@ -111,6 +111,58 @@ pub fn bias_add<F: Real>(z: &mut [F], bias: &[F]) {
     }
 }
 
+/// Per-channel bias and activation in place on an NCHW block `z`
+/// (`z.len()` = N·C·HW): z ← σ(z + bias\[ch\]) (bias optional). With HW = 1
+/// this is [`bias_act`] on N rows of C.
+pub fn bias_act_chw<F: Real>(z: &mut [F], bias: Option<&[F]>, c: usize, hw: usize, act: Act) {
+    #[cfg(not(feature = "conv"))]
+    let _ = hw;
+    match bias {
+        // (a bias over planes only comes from a convolution)
+        #[cfg(feature = "conv")]
+        Some(b) if hw != 1 => {
+            for (i, plane) in z.chunks_exact_mut(hw).enumerate() {
+                let bc = b[i % c];
+                for v in plane.iter_mut() {
+                    *v = act.f(*v + bc);
+                }
+            }
+        }
+        Some(b) => bias_act(z, &b[..c], act),
+        None => {
+            if act != Act::Identity {
+                for v in z.iter_mut() {
+                    *v = act.f(*v);
+                }
+            }
+        }
+    }
+}
+
+/// y = σ(x), elementwise (out of place).
+pub fn act_map<F: Real>(y: &mut [F], x: &[F], act: Act) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = act.f(*x);
+    }
+}
+
+/// out = β·out + α·Σ_{n, hw} m[n, ch, hw] per channel of an NCHW block `m`
+/// (the bias gradient of a convolution; with HW = 1 exactly [`col_sum`]).
+pub fn chan_sum<F: Real>(out: &mut [F], m: &[F], c: usize, hw: usize, alpha: F, beta: F) {
+    // (spatial sums only come from convolutions)
+    if hw == 1 || cfg!(not(feature = "conv")) {
+        return col_sum(&mut out[..c], m, alpha, beta);
+    }
+    crate::vecops::scale_or_zero(&mut out[..c], beta);
+    for (i, plane) in m.chunks_exact(hw).enumerate() {
+        let mut s = plane[0];
+        for v in &plane[1..] {
+            s += *v;
+        }
+        out[i % c] += alpha * s;
+    }
+}
+
 /// δz = δa ⊙ σ'(a), in place on `delta`.
 pub fn act_backward<F: Real>(delta: &mut [F], a: &[F], act: Act) {
     if act == Act::Identity {

@@ -12,7 +12,7 @@
 //! H(a,c)_u = 2a⊙g_β + 2u⊙R{g_β}, H(a,c)_v = −2c⊙g_β − 2v⊙R{g_β}.
 
 use crate::error::{check_len, Error};
-use crate::objective::{Exec, Objective, Serial, SliceSpace};
+use crate::objective::{Exec, Objective, Pass, Serial, SliceSpace};
 use crate::real::Real;
 
 /// A DLN objective on data X (n × d, row-major) and y (n), with a
@@ -163,7 +163,14 @@ impl<F: Real, E: Exec<F>> Objective<F> for Dln<'_, F, E> {
         2 * self.d
     }
 
-    fn loss_grad(&mut self, theta: &[F], grad: &mut [F], alpha: F, beta: F) -> Result<F, Error> {
+    fn loss_grad(
+        &mut self,
+        theta: &[F],
+        grad: &mut [F],
+        alpha: F,
+        beta: F,
+        _pass: Pass,
+    ) -> Result<F, Error> {
         self.check("theta", theta)?;
         self.check("gradient", grad)?;
         let l = self.residual(theta);
@@ -185,7 +192,7 @@ impl<F: Real, E: Exec<F>> Objective<F> for Dln<'_, F, E> {
     }
 
     fn loss_grad_gr(&mut self, theta: &[F], d: &mut [F], gamma: F) -> Result<F, Error> {
-        let l = self.loss_grad(theta, d, F::ONE, F::ZERO)?;
+        let l = self.loss_grad(theta, d, F::ONE, F::ZERO, Pass::Train)?;
         self.hvp_acc(theta, None, d, gamma, F::ONE);
         Ok(l)
     }

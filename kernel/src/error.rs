@@ -27,6 +27,8 @@ pub enum Error {
     },
     /// The model shape is invalid (no layers, more than `MAX_LAYERS`, a zero width).
     BadShape,
+    /// A layer list does not describe a valid model (the reason).
+    BadModel(&'static str),
     /// A hyper-parameter is out of range (e.g. ε = 0, a negative ρ, NaN).
     InvalidConfig(&'static str),
     /// The method needs a scratch buffer that was not supplied.
@@ -53,6 +55,7 @@ impl fmt::Display for Error {
                 )
             }
             Error::BadShape => write!(f, "invalid model shape"),
+            Error::BadModel(s) => write!(f, "invalid model: {s}"),
             Error::InvalidConfig(s) => write!(f, "invalid configuration: {s}"),
             Error::MissingBuffer(s) => write!(f, "missing scratch buffer: {s}"),
             Error::NoBatch => write!(f, "no mini-batch set"),

@@ -14,7 +14,9 @@
 use crate::error::Error;
 use crate::loss::Targets;
 use crate::method::{step, Buffers, Method};
-use crate::mlp::{self, Mlp};
+use crate::mlp::{self, Mlp, MlpNodes};
+use crate::model::{Model, Ref, Slot};
+use crate::net::Net;
 use crate::objective::Serial;
 use crate::optim::{Sgd, SgdState};
 use crate::real::Real;
@@ -94,21 +96,78 @@ pub struct Memory<'a, F> {
     pub y: &'a mut [u32],
 }
 
+/// The two planned models a fine-tuning step runs: the whole model (its
+/// frozen forward pass in last-layer mode) and the trained one (the model
+/// itself, or its last layer). Plan them once, e.g. in a `const`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Models {
+    /// The whole model.
+    pub full: Model<MlpNodes>,
+    /// The trained model in last-layer mode (in full mode it is `full`).
+    pub last: Option<Model<MlpNodes>>,
+    /// Which parameters are trained.
+    pub mode: Mode,
+}
+
+impl Models {
+    /// The model that is trained.
+    pub fn trained(&self) -> &Model<MlpNodes> {
+        match &self.last {
+            Some(m) => m,
+            None => &self.full,
+        }
+    }
+}
+
+/// Plans the models of fine-tuning `shape` in `mode` (a `const fn`).
+pub const fn models(shape: &Shape, mode: Mode) -> Result<Models, Error> {
+    let full = match mlp::model(shape) {
+        Ok(m) => m,
+        Err(e) => return Err(e),
+    };
+    let last = match mode {
+        Mode::Full => None,
+        Mode::LastLayer => match mlp::model(&trained_shape(shape, mode)) {
+            Ok(m) => Some(m),
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(Models { full, last, mode })
+}
+
 impl<F: Real, const N: usize, const D: usize> FineTuner<F, N, D> {
     /// Stores `sample` and takes one step on the most recent samples;
-    /// returns the loss before the step.
+    /// returns the loss before the step. Plans the models on every call:
+    /// see [`FineTuner::push_and_step_planned`].
     pub fn push_and_step(
         &mut self,
         shape: &Shape,
         sample: Sample<D>,
         mem: Memory<'_, F>,
     ) -> Result<F, Error> {
+        let m = models(shape, self.mode)?;
+        self.push_and_step_planned(&m, sample, mem)
+    }
+
+    /// [`FineTuner::push_and_step`] with models planned beforehand by
+    /// [`models`] (for this tuner's mode): the same arithmetic, without
+    /// planning on every step.
+    pub fn push_and_step_planned(
+        &mut self,
+        models: &Models,
+        sample: Sample<D>,
+        mem: Memory<'_, F>,
+    ) -> Result<F, Error> {
+        let shape = models.full.nodes_storage().shape();
         if D != shape.inputs() {
             return Err(Error::ShapeMismatch {
                 what: "sample width",
                 expected: shape.inputs(),
                 got: D,
             });
+        }
+        if models.mode != self.mode {
+            return Err(Error::InvalidConfig("models planned for another mode"));
         }
         self.ring.push(sample);
         let Memory {
@@ -127,8 +186,8 @@ impl<F: Real, const N: usize, const D: usize> FineTuner<F, N, D> {
         let (x, y) = (&x[..b * D], &y[..b]);
         // What is trained, on which inputs: the model on x, or its last
         // layer on the features the frozen layers compute from x.
-        let (net_shape, inputs): (Shape, &[F]) = match self.mode {
-            Mode::Full => (*shape, x),
+        let inputs: &[F] = match self.mode {
+            Mode::Full => x,
             Mode::LastLayer => {
                 let l = shape.layers();
                 let nf = shape.dim(l - 1);
@@ -138,19 +197,27 @@ impl<F: Real, const N: usize, const D: usize> FineTuner<F, N, D> {
                 let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
                 crate::error::check_len("frozen", shape.param_count(), frozen.len())?;
                 let feats = &mut feats[..b * nf];
+                let full = models.full.borrowed();
+                // Where the last layer's input lives in the workspace.
+                let at = match full.last().input {
+                    Ref::Node(j) => match full.nodes()[j].val {
+                        Slot::Ws(o) => full.layout(b, false).vals + b * o,
+                        Slot::Input => return Err(Error::BadShape),
+                    },
+                    Ref::Input => return Err(Error::BadShape),
+                };
                 {
                     // Forward through the frozen layers (the last layer's
                     // output is computed too, and ignored).
-                    let mut full = Mlp::new(*shape, Serial, &mut *ws);
-                    full.set_batch(x, Targets::Classes(y))?;
-                    full.forward_outputs(frozen)?;
+                    let mut net = Net::resume(full, Serial, &mut *ws)?;
+                    net.set_batch(x, Targets::Classes(y))?;
+                    net.forward_outputs(frozen)?;
                 }
-                let off = shape.unit_offset(l - 1, b);
-                feats.copy_from_slice(&ws[off..off + b * nf]);
-                (trained_shape(shape, Mode::LastLayer), &*feats)
+                feats.copy_from_slice(&ws[at..at + b * nf]);
+                &*feats
             }
         };
-        let mut net = Mlp::new(net_shape, Serial, ws);
+        let mut net = Net::resume(models.trained().borrowed(), Serial, ws)?;
         net.set_batch(inputs, Targets::Classes(y))?;
         let bufs = Buffers {
             theta,
@@ -182,7 +249,7 @@ pub fn count_correct<F: Real>(
     let n0 = shape.inputs();
     let mut ok = 0;
     for (xi, yi) in x.chunks_exact(n0).zip(y) {
-        let mut net = Mlp::new(*shape, Serial, &mut *ws);
+        let mut net = Mlp::try_new(*shape, Serial, &mut *ws)?;
         net.set_batch(xi, Targets::Classes(core::slice::from_ref(yi)))?;
         let out = net.forward_outputs(theta)?;
         ok += mlp::correct(out, shape.outputs(), core::slice::from_ref(yi));

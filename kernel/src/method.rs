@@ -18,7 +18,7 @@
 //! be bit-exact) and a rejected step leaves θ untouched.
 
 use crate::error::{check_len, Error};
-use crate::objective::Objective;
+use crate::objective::{Objective, Pass};
 use crate::optim::{Sgd, SgdState};
 use crate::real::Real;
 
@@ -169,7 +169,7 @@ pub fn sgd<F: Real, O: Objective<F> + ?Sized>(
     theta: &O::Vec,
     d: &mut O::Vec,
 ) -> Result<F, Error> {
-    o.loss_grad(theta, d, F::ONE, F::ZERO)
+    o.loss_grad(theta, d, F::ONE, F::ZERO, Pass::Train)
 }
 
 /// db: d = g + γ·H·g, the exact GR gradient (one gradient, one R-pass).
@@ -213,7 +213,7 @@ fn at_point<F: Real, O: Objective<F> + ?Sized>(
     beta: F,
 ) -> Result<(), Error> {
     o.waxpy(point, theta, s, d);
-    o.loss_grad(point, d, alpha, beta).map(|_| ())
+    o.loss_grad(point, d, alpha, beta, Pass::Probe).map(|_| ())
 }
 
 /// bgr: [`fgr`] with ε replaced by −ε (a descent step first). RAM 3P + 2BN.
@@ -243,8 +243,8 @@ pub fn cgr<F: Real, O: Objective<F> + ?Sized>(
     o.waxpy(plus, theta, eps, d);
     o.waxpy(minus, theta, -eps, d);
     let c = gamma / (F::TWO * eps);
-    o.loss_grad(plus, d, c, F::ONE)?;
-    o.loss_grad(minus, d, -c, F::ONE)?;
+    o.loss_grad(plus, d, c, F::ONE, Pass::Probe)?;
+    o.loss_grad(minus, d, -c, F::ONE, Pass::Probe)?;
     Ok(loss)
 }
 
@@ -344,8 +344,10 @@ pub fn direction<F: Real, O: Objective<F> + ?Sized>(
 /// the SGD update at learning rate `lr`. Returns L(θ) before the update.
 ///
 /// If the loss or the direction is not finite, returns
-/// [`Error::NonFinite`] and leaves θ, the momentum buffer and `state`
-/// exactly as they were.
+/// [`Error::NonFinite`] and leaves θ, the momentum buffer, `state` and the
+/// objective's own state (batch-norm running statistics) exactly as they
+/// were; otherwise the objective's state update of the unperturbed pass
+/// is committed ([`Objective::commit`]).
 pub fn step<F: Real, O: Objective<F> + ?Sized>(
     o: &mut O,
     method: &Method<F>,
@@ -386,6 +388,7 @@ pub fn step<F: Real, O: Objective<F> + ?Sized>(
         return Err(Error::NonFinite);
     }
     let h = opt.elem(lr, state.steps);
+    o.commit();
     o.sgd_update(theta, dir, momentum, &h);
     state.steps += 1;
     Ok(loss)

@@ -7,9 +7,11 @@
 //! * [`Objective`]: "loss and gradient at θ on the current mini-batch", and
 //!   optionally the exact Hessian-vector product.
 
+use crate::act::{self, Act};
 use crate::error::Error;
 use crate::optim::SgdElem;
 use crate::real::Real;
+use crate::serial::{conv, norm, pool, BnGeom, ConvGeom, PoolGeom};
 
 /// Parameter-sized vectors and the operations the methods use on them.
 pub trait VecSpace<F: Real> {
@@ -40,6 +42,23 @@ pub trait VecSpace<F: Real> {
     );
 }
 
+/// Which gradient evaluation of a step a call is.
+///
+/// A model with state beside θ (batch-norm running statistics) updates it
+/// from the unperturbed gradient pass only: the gradients at perturbed
+/// points (F-GR's θ + εg, SAM's ascent point, …) are probes that use their
+/// own batch statistics but leave the running statistics alone, so an
+/// F-GR step and an SGD step update them alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Pass {
+    /// The gradient at θ itself: computes the state update, which
+    /// [`Objective::commit`] applies once the step is accepted.
+    Train,
+    /// A gradient at a perturbed point: no state update.
+    Probe,
+}
+
 /// A differentiable loss on the current mini-batch, as a function of θ.
 ///
 /// Every gradient a method asks for within one step is taken on the same
@@ -52,13 +71,20 @@ pub trait Objective<F: Real>: VecSpace<F> {
     ///
     /// Writing the gradient scaled into an existing buffer is what lets
     /// F-GR form (1 − γ/ε)·g + (γ/ε)·g' without a second gradient buffer.
+    /// `pass` says whether this is the step's unperturbed gradient.
     fn loss_grad(
         &mut self,
         theta: &Self::Vec,
         grad: &mut Self::Vec,
         alpha: F,
         beta: F,
+        pass: Pass,
     ) -> Result<F, Error>;
+
+    /// Applies the state update computed by the last [`Pass::Train`]
+    /// gradient (batch-norm running statistics); called by
+    /// [`crate::step`] once the step is accepted. Nothing by default.
+    fn commit(&mut self) {}
 
     /// d ← ∇L(θ) + γ·H(θ)·∇L(θ), the exact gradient of the GR objective
     /// L + (γ/2)‖∇L‖²; returns L(θ).
@@ -122,6 +148,146 @@ pub trait Exec<F: Real> {
     /// The SGD update over slices.
     fn sgd_update(&mut self, theta: &mut [F], d: &[F], momentum: Option<&mut [F]>, h: &SgdElem<F>) {
         crate::optim::sgd_slices(theta, d, momentum, h)
+    }
+    /// y ← β·y + α·x (β = 0 overwrites).
+    fn axpby(&mut self, y: &mut [F], x: &[F], alpha: F, beta: F) {
+        crate::vecops::axpby(y, x, alpha, beta)
+    }
+    /// y ← a + b.
+    fn add(&mut self, y: &mut [F], a: &[F], b: &[F]) {
+        crate::vecops::add(y, a, b)
+    }
+    /// Per-channel bias and activation in place (see [`act::bias_act_chw`]).
+    fn bias_act(&mut self, z: &mut [F], bias: Option<&[F]>, c: usize, hw: usize, act: Act) {
+        act::bias_act_chw(z, bias, c, hw, act)
+    }
+    /// y ← σ(x).
+    fn act_map(&mut self, y: &mut [F], x: &[F], act: Act) {
+        act::act_map(y, x, act)
+    }
+    /// δ ← δ ⊙ σ'(a).
+    fn act_backward(&mut self, delta: &mut [F], a: &[F], act: Act) {
+        act::act_backward(delta, a, act)
+    }
+    /// R{a} ← σ'(a) ⊙ R{z}.
+    fn r_act(&mut self, ra: &mut [F], rz: &[F], a: &[F], act: Act) {
+        act::r_act(ra, rz, a, act)
+    }
+    /// R{δz} in place (see [`act::r_act_backward`]).
+    fn r_act_backward(&mut self, rd: &mut [F], rz: &[F], a: &[F], dz: &[F], act: Act) {
+        act::r_act_backward(rd, rz, a, dz, act)
+    }
+    /// Per-channel sums (see [`act::chan_sum`]).
+    fn chan_sum(&mut self, out: &mut [F], m: &[F], c: usize, hw: usize, alpha: F, beta: F) {
+        act::chan_sum(out, m, c, hw, alpha, beta)
+    }
+    /// Convolution forward (see [`crate::serial::conv::forward`]).
+    fn conv_forward(&mut self, g: &ConvGeom, x: &[F], w: &[F], y: &mut [F], alpha: F, beta: F) {
+        conv::forward(g, x, w, y, alpha, beta)
+    }
+    /// Convolution input gradient (see [`crate::serial::conv::backward_data`]).
+    fn conv_backward_data(
+        &mut self,
+        g: &ConvGeom,
+        dy: &[F],
+        w: &[F],
+        dx: &mut [F],
+        alpha: F,
+        beta: F,
+    ) {
+        conv::backward_data(g, dy, w, dx, alpha, beta)
+    }
+    /// Convolution weight gradient (see [`crate::serial::conv::backward_filter`]).
+    fn conv_backward_filter(
+        &mut self,
+        g: &ConvGeom,
+        x: &[F],
+        dy: &[F],
+        dw: &mut [F],
+        alpha: F,
+        beta: F,
+    ) {
+        conv::backward_filter(g, x, dy, dw, alpha, beta)
+    }
+    /// Batch-norm training forward (see [`crate::serial::norm::forward_train`]).
+    #[allow(clippy::too_many_arguments)]
+    fn bn_forward_train(
+        &mut self,
+        g: &BnGeom,
+        x: &[F],
+        y: &mut [F],
+        gb: &[F],
+        stats: &mut [F],
+        eps: F,
+        act: Act,
+        pending: Option<norm::Pending<'_, F>>,
+    ) {
+        norm::forward_train(g, x, y, gb, stats, eps, act, pending)
+    }
+    /// Batch-norm evaluation forward (see [`crate::serial::norm::forward_eval`]).
+    #[allow(clippy::too_many_arguments)]
+    fn bn_forward_eval(
+        &mut self,
+        g: &BnGeom,
+        x: &[F],
+        y: &mut [F],
+        gb: &[F],
+        running: &[F],
+        eps: F,
+        act: Act,
+    ) {
+        norm::forward_eval(g, x, y, gb, running, eps, act)
+    }
+    /// Batch-norm backward (see [`crate::serial::norm::backward`]).
+    #[allow(clippy::too_many_arguments)]
+    fn bn_backward(
+        &mut self,
+        g: &BnGeom,
+        x: &[F],
+        dy: &[F],
+        gb: &[F],
+        stats: &[F],
+        dx: Option<norm::Dx<'_, F>>,
+        dp: Option<norm::Dp<'_, F>>,
+    ) {
+        norm::backward(g, x, dy, gb, stats, dx, dp)
+    }
+    /// Batch-norm R-forward (see [`crate::serial::norm::r_forward`]).
+    #[allow(clippy::too_many_arguments)]
+    fn bn_r_forward(
+        &mut self,
+        g: &BnGeom,
+        x: &[F],
+        rx: Option<&[F]>,
+        gb: &[F],
+        vgb: &[F],
+        stats: &[F],
+        ry: &mut [F],
+        rstats: &mut [F],
+    ) {
+        norm::r_forward(g, x, rx, gb, vgb, stats, ry, rstats)
+    }
+    /// Batch-norm R-backward (see [`crate::serial::norm::r_backward`]).
+    fn bn_r_backward(
+        &mut self,
+        g: &BnGeom,
+        a: &norm::RBack<'_, F>,
+        rdx: Option<norm::Dx<'_, F>>,
+        rsums: &mut [F],
+    ) {
+        norm::r_backward(g, a, rdx, rsums)
+    }
+    /// Pooling forward.
+    fn pool_forward(&mut self, g: &PoolGeom, x: &[F], y: &mut [F]) {
+        pool::forward(g, x, y)
+    }
+    /// Pooling backward.
+    fn pool_backward(&mut self, g: &PoolGeom, x: &[F], dy: &[F], dx: &mut [F], acc: bool) {
+        pool::backward(g, x, dy, dx, acc)
+    }
+    /// Pooling R-forward.
+    fn pool_r_forward(&mut self, g: &PoolGeom, x: &[F], rx: &[F], ry: &mut [F]) {
+        pool::r_forward(g, x, rx, ry)
     }
 }
 

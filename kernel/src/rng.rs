@@ -2,6 +2,7 @@
 //! of state, so it is trivially checkpointed, and the same stream on every
 //! target. Used for initialisation, shuffling and synthetic problems.
 
+use crate::model::{Node, Op};
 use crate::real::Real;
 use crate::shape::Shape;
 
@@ -64,6 +65,32 @@ pub fn init_mlp<F: Real>(shape: &Shape, theta: &mut [F], rng: &mut Rng) {
         let o = shape.weight_offset(l);
         let n = shape.dim(l) * (shape.dim(l - 1) + 1);
         for t in theta[o..o + n].iter_mut() {
+            *t = F::from_f64((2.0 * rng.uniform() - 1.0) * bound);
+        }
+    }
+}
+
+/// PyTorch's default initialisation of a planned model's parameters:
+/// `Linear` and `Conv2d` weights and biases uniform in ±1/√(fan_in)
+/// (fan_in = inputs, or (C/groups)·k² for a convolution: what
+/// `kaiming_uniform_(a=√5)` gives), batch-norm γ = 1 and β = 0. Draws in
+/// θ order, so an MLP gets exactly [`init_mlp`]'s values.
+pub fn init_params<F: Real>(nodes: &[Node], theta: &mut [F], rng: &mut Rng) {
+    for n in nodes {
+        let p = &mut theta[n.param_off..n.param_off + n.param_len];
+        let fan_in = match n.op {
+            Op::Linear { .. } => n.in_dims.c,
+            Op::Conv2d { k, groups, .. } => (n.in_dims.c / groups) * k * k,
+            Op::BatchNorm => {
+                let (g, b) = p.split_at_mut(n.in_dims.c);
+                g.fill(F::ONE);
+                b.fill(F::ZERO);
+                continue;
+            }
+            _ => continue,
+        };
+        let bound = 1.0 / libm::sqrt(fan_in as f64);
+        for t in p.iter_mut() {
             *t = F::from_f64((2.0 * rng.uniform() - 1.0) * bound);
         }
     }

@@ -60,6 +60,28 @@ pub fn scale<F: Real>(x: &mut [F], a: F) {
     }
 }
 
+/// y ← β·y + α·x, where β = 0 overwrites y (NaN included).
+#[inline]
+pub fn axpby<F: Real>(y: &mut [F], x: &[F], alpha: F, beta: F) {
+    if beta == F::ZERO {
+        for (yi, xi) in y.iter_mut().zip(x) {
+            *yi = alpha * *xi;
+        }
+    } else {
+        for (yi, xi) in y.iter_mut().zip(x) {
+            *yi = beta * *yi + alpha * *xi;
+        }
+    }
+}
+
+/// y ← a + b.
+#[inline]
+pub fn add<F: Real>(y: &mut [F], a: &[F], b: &[F]) {
+    for ((yi, ai), bi) in y.iter_mut().zip(a).zip(b) {
+        *yi = *ai + *bi;
+    }
+}
+
 /// x ← β·x, where β = 0 writes zeros (whatever x held, NaN included),
 /// the BLAS convention.
 #[inline]

@@ -91,7 +91,8 @@ pub fn norm(a: &[f64]) -> f64 {
 /// Gradient of `o` at θ (fresh buffer).
 pub fn grad<O: Objective<f64, Vec = [f64]>>(o: &mut O, theta: &[f64]) -> Vec<f64> {
     let mut g = vec![0.0; theta.len()];
-    o.loss_grad(theta, &mut g, 1.0, 0.0).expect("gradient");
+    o.loss_grad(theta, &mut g, 1.0, 0.0, fdgr_kernel::Pass::Train)
+        .expect("gradient");
     g
 }
 
@@ -141,4 +142,91 @@ pub fn loglog_slope(xs: &[f64], ys: &[f64]) -> f64 {
     let sxy: f64 = lx.iter().zip(&ly).map(|(x, y)| (x - mx) * (y - my)).sum();
     let sxx: f64 = lx.iter().map(|x| (x - mx) * (x - mx)).sum();
     sxy / sxx
+}
+
+/// Plans a layer list on inputs of shape `input` (node storage on the heap).
+pub fn build(
+    layers: &[fdgr_kernel::Layer],
+    input: fdgr_kernel::Dims,
+    loss: Loss,
+) -> fdgr_kernel::Model<Vec<fdgr_kernel::Node>> {
+    let mut nodes = vec![fdgr_kernel::Node::EMPTY; layers.len()];
+    let sizes = fdgr_kernel::model::plan(layers, input, &mut nodes).expect("valid model");
+    fdgr_kernel::Model::from_plan(nodes, input, loss, sizes)
+}
+
+/// A layer-list model with a seeded batch and parameters.
+pub struct NetProblem<F> {
+    /// The planned model.
+    pub model: fdgr_kernel::Model<Vec<fdgr_kernel::Node>>,
+    /// Parameters: PyTorch's default init, then scaled by 2 and jittered
+    /// (so batch-norm γ, β are away from 1, 0).
+    pub theta: Vec<F>,
+    /// Inputs, B × (C·H·W).
+    pub x: Vec<F>,
+    /// Class labels.
+    pub labels: Vec<u32>,
+    /// Real targets.
+    pub values: Vec<F>,
+    /// Batch size.
+    pub batch: usize,
+}
+
+impl<F: Real> NetProblem<F> {
+    /// A seeded problem on `layers`.
+    pub fn new(
+        layers: &[fdgr_kernel::Layer],
+        input: fdgr_kernel::Dims,
+        loss: Loss,
+        batch: usize,
+        seed: u64,
+    ) -> Self {
+        let model = build(layers, input, loss);
+        let mut rng = Rng::new(seed);
+        let mut theta = vec![F::ZERO; model.param_count()];
+        fdgr_kernel::init_params(model.nodes(), &mut theta, &mut rng);
+        for t in theta.iter_mut() {
+            *t = *t * F::from_f64(2.0) + F::from_f64(0.1 * rng.normal());
+        }
+        let k = model.outputs();
+        let x = (0..batch * input.len())
+            .map(|_| F::from_f64(rng.normal()))
+            .collect();
+        let labels = (0..batch).map(|_| rng.below(k) as u32).collect();
+        let values = (0..batch * k).map(|_| F::from_f64(rng.normal())).collect();
+        NetProblem {
+            model,
+            theta,
+            x,
+            labels,
+            values,
+            batch,
+        }
+    }
+
+    /// The targets matching the loss.
+    pub fn targets(&self) -> Targets<'_, F> {
+        match self.model.loss {
+            Loss::SoftmaxCe => Targets::Classes(&self.labels),
+            Loss::Mse => Targets::Values(&self.values),
+        }
+    }
+
+    /// An objective on this problem's batch (serial executor, HVP-sized
+    /// workspace).
+    pub fn objective(&self) -> fdgr_kernel::Net<'_, F, Serial, Vec<fdgr_kernel::Node>, Vec<F>> {
+        let ws = vec![F::ZERO; self.model.workspace_len(self.batch, true)];
+        let mut n =
+            fdgr_kernel::Net::from_model(self.model.clone(), Serial, ws).expect("workspace");
+        n.set_batch(&self.x, self.targets()).expect("valid batch");
+        n
+    }
+
+    /// A random direction with entries N(0, 1).
+    pub fn direction(&self, seed: u64) -> Vec<F> {
+        let mut rng = Rng::new(seed);
+        (0..self.theta.len())
+            .map(|_| F::from_f64(rng.normal()))
+            .collect()
+    }
 }

@@ -65,7 +65,9 @@ fn kernel_matches_numpy_reference() {
         let tag = format!("{dims:?} {act:?} {loss:?}");
 
         let mut g = vec![0.0; n];
-        let l = o.loss_grad(&theta, &mut g, 1.0, 0.0).unwrap();
+        let l = o
+            .loss_grad(&theta, &mut g, 1.0, 0.0, fdgr_kernel::Pass::Train)
+            .unwrap();
         assert!(
             (l - c["loss_value"].as_f64().unwrap()).abs() < 1e-13,
             "{tag} loss"

@@ -43,6 +43,12 @@ pub const P: usize = SHAPE.param_count();
 pub const TRAINED: Shape = finetune::trained_shape(&SHAPE, MODE);
 /// Trained parameters.
 pub const TP: usize = TRAINED.param_count();
+/// The planned models (the whole net and the trained part), planned at
+/// compile time so a step does no planning.
+pub static MODELS: finetune::Models = match finetune::models(&SHAPE, MODE) {
+    Ok(m) => m,
+    Err(_) => panic!("the model file's shape cannot be planned"),
+};
 /// Length of the perturbed-point buffer (0 for methods without one).
 pub const NPOINT: usize = if METHOD.needs_point() { TP } else { 0 };
 /// Workspace scalars: the trained net's gradient (or HVP) workspace, and in
@@ -163,7 +169,7 @@ impl Buffers {
             feats: &mut self.feats[..],
             y: &mut self.y[..],
         };
-        self.tuner.push_and_step(&SHAPE, sample, mem)
+        self.tuner.push_and_step_planned(&MODELS, sample, mem)
     }
 }
 

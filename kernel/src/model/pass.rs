@@ -1,0 +1,214 @@
+//! The passes over a planned model: forward, backward (after the loss has
+//! written the output's delta) and the two R-operator passes, each a walk
+//! over the nodes that calls the node's own maths. Nothing here touches
+//! memory: every buffer is a [`Loc`] of the pass, resolved by the
+//! backend's [`Ops`].
+
+use super::{add, linear, Layout, Mode, Node, Op, Ref, Slot};
+#[cfg(feature = "conv")]
+use super::{conv, norm, pool};
+use crate::act::Act;
+use crate::ops::{Loc, Mem, Ops};
+use crate::real::Real;
+
+/// The nodes of a model and the workspace layout of the current pass:
+/// where every node's buffers are.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx<'m> {
+    /// The nodes.
+    pub nodes: &'m [Node],
+    /// The layout for this batch size.
+    pub lay: Layout,
+}
+
+impl<'m> Ctx<'m> {
+    /// Batch size.
+    #[inline]
+    pub fn b(&self) -> usize {
+        self.lay.b
+    }
+
+    /// Where node `n`'s value lives.
+    #[inline]
+    pub fn val(&self, n: &Node) -> Loc {
+        match n.val {
+            Slot::Input => Loc::new(Mem::X, 0),
+            Slot::Ws(o) => Loc::new(Mem::Ws, self.lay.vals + self.lay.b * o),
+        }
+    }
+
+    /// Where node `n`'s delta lives (only active nodes have one, and
+    /// they never sit on the network input).
+    #[inline]
+    pub fn dlt(&self, n: &Node) -> Loc {
+        match n.val {
+            Slot::Ws(o) => Loc::new(Mem::Ws, self.lay.dlt + self.lay.b * o),
+            Slot::Input => Loc::new(Mem::X, 0),
+        }
+    }
+
+    /// Where node `n`'s R-value lives.
+    #[inline]
+    pub fn rv(&self, n: &Node) -> Loc {
+        Loc::new(Mem::Ws, self.lay.rv + self.lay.b * n.rval)
+    }
+
+    /// Where node `n`'s R-delta lives (the delta layout).
+    #[inline]
+    pub fn rd(&self, n: &Node) -> Loc {
+        match n.val {
+            Slot::Ws(o) => Loc::new(Mem::Ws, self.lay.rd + self.lay.b * o),
+            Slot::Input => Loc::new(Mem::X, 0),
+        }
+    }
+
+    /// The node a reference points to (`None` for the network input).
+    #[inline]
+    pub fn node(&self, r: Ref) -> Option<&'m Node> {
+        match r {
+            Ref::Input => None,
+            Ref::Node(j) => self.nodes.get(j),
+        }
+    }
+
+    /// The value a reference points to.
+    #[inline]
+    pub fn value_of(&self, r: Ref) -> Loc {
+        match self.node(r) {
+            Some(n) => self.val(n),
+            None => Loc::new(Mem::X, 0),
+        }
+    }
+
+    /// Node `n`'s input node, when that input depends on θ.
+    #[inline]
+    pub fn active_input(&self, n: &Node) -> Option<&'m Node> {
+        self.node(n.input).filter(|m| m.active)
+    }
+
+    /// Entry `k·C` of node `n`'s fixed scratch (C = its input channels).
+    #[inline]
+    pub fn ext(&self, n: &Node, k: usize) -> Loc {
+        Loc::new(Mem::Ws, self.lay.ext + n.ext + k * n.in_dims.c)
+    }
+
+    /// Entry `k·C` of node `n`'s fixed R-pass scratch.
+    #[inline]
+    pub fn ext_hvp(&self, n: &Node, k: usize) -> Loc {
+        Loc::new(Mem::Ws, self.lay.ext_hvp + n.ext_hvp + k * n.in_dims.c)
+    }
+
+    /// Node `n`'s parameters (offset `off` within them) in memory `mem`
+    /// (θ, the direction V, or the output vector).
+    #[inline]
+    pub fn param(&self, n: &Node, mem: Mem, off: usize) -> Loc {
+        Loc::new(mem, n.param_off + off)
+    }
+
+    /// The activation fused into node `n`'s forward (identity if none).
+    #[inline]
+    pub fn fused(&self, n: &Node) -> Act {
+        n.fuse.unwrap_or(Act::Identity)
+    }
+}
+
+/// The forward pass: every node's value. In [`Mode::Train`] batch norm
+/// uses batch statistics (saved for the backward pass) and, when
+/// `update`, computes the running-statistics update (applied later by
+/// the objective's commit); in [`Mode::Eval`] it uses the running
+/// statistics.
+pub fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, mode: Mode, update: bool) {
+    let _ = (mode, update); // only batch norm reads them
+    for n in c.nodes {
+        match n.op {
+            Op::Linear { .. } => linear::forward(c, n, o),
+            #[cfg(feature = "conv")]
+            Op::Conv2d { .. } => conv::forward(c, n, o),
+            #[cfg(feature = "conv")]
+            Op::BatchNorm => norm::forward(c, n, o, mode, update),
+            Op::Act(a) => super::act::forward(c, n, o, a),
+            #[cfg(feature = "conv")]
+            Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => pool::forward(c, n, o),
+            Op::Flatten => add::flatten_forward(c, n, o),
+            Op::Add { .. } => add::forward(c, n, o),
+            #[cfg(not(feature = "conv"))]
+            _ => {} // not plannable without the feature
+        }
+    }
+}
+
+/// The backward pass, after the loss has written the last node's delta:
+/// every active node's delta and, when `grad` = (α, β) is given,
+/// out ← β·out + α·∇L for every parameter.
+pub fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, grad: Option<(F, F)>) {
+    for n in c.nodes.iter().rev() {
+        if !n.active {
+            continue;
+        }
+        match n.op {
+            Op::Linear { .. } => linear::backward(c, n, o, grad),
+            #[cfg(feature = "conv")]
+            Op::Conv2d { .. } => conv::backward(c, n, o, grad),
+            #[cfg(feature = "conv")]
+            Op::BatchNorm => norm::backward(c, n, o, grad),
+            Op::Act(a) => super::act::backward(c, n, o, a),
+            #[cfg(feature = "conv")]
+            Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => pool::backward(c, n, o),
+            Op::Flatten => add::flatten_backward(c, n, o),
+            Op::Add { .. } => add::backward(c, n, o),
+            #[cfg(not(feature = "conv"))]
+            _ => {}
+        }
+    }
+}
+
+/// The R-forward pass along the direction V (memory [`Mem::V`]): the
+/// R-value of every active node. Needs the values of [`forward`].
+pub fn r_forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O) {
+    for n in c.nodes {
+        if !n.active {
+            continue;
+        }
+        match n.op {
+            Op::Linear { .. } => linear::r_forward(c, n, o),
+            #[cfg(feature = "conv")]
+            Op::Conv2d { .. } => conv::r_forward(c, n, o),
+            #[cfg(feature = "conv")]
+            Op::BatchNorm => norm::r_forward(c, n, o),
+            Op::Act(a) => super::act::r_forward(c, n, o, a),
+            #[cfg(feature = "conv")]
+            Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => pool::r_forward(c, n, o),
+            Op::Flatten => add::flatten_r_forward(c, n, o),
+            Op::Add { .. } => add::r_forward(c, n, o),
+            #[cfg(not(feature = "conv"))]
+            _ => {}
+        }
+    }
+}
+
+/// The R-backward pass, after the loss Hessian has written the last
+/// node's R-delta: out ← β·out + α·H·V. Each node reads its slice of V
+/// before it writes its slice of out, so V may be out itself (in place).
+pub fn r_backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, alpha: F, beta: F) {
+    for n in c.nodes.iter().rev() {
+        if !n.active {
+            continue;
+        }
+        match n.op {
+            Op::Linear { .. } => linear::r_backward(c, n, o, alpha, beta),
+            #[cfg(feature = "conv")]
+            Op::Conv2d { .. } => conv::r_backward(c, n, o, alpha, beta),
+            #[cfg(feature = "conv")]
+            Op::BatchNorm => norm::r_backward(c, n, o, alpha, beta),
+            Op::Act(a) => super::act::r_backward(c, n, o, a),
+            #[cfg(feature = "conv")]
+            Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => {
+                pool::r_backward(c, n, o)
+            }
+            Op::Flatten => add::flatten_r_backward(c, n, o),
+            Op::Add { .. } => add::r_backward(c, n, o),
+            #[cfg(not(feature = "conv"))]
+            _ => {}
+        }
+    }
+}

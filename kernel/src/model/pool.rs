@@ -1,0 +1,62 @@
+//! Pooling layers: `MaxPool2d`, `AvgPool2d`, global average pooling.
+//! All are linear in their input once max pooling's arg-max is fixed, so
+//! the R-forward pools R{x} (at the arg-max of x) and the R-backward is
+//! the backward pass applied to R-deltas.
+
+use super::pass::Ctx;
+use super::{Node, Op};
+use crate::ops::Ops;
+use crate::real::Real;
+use crate::serial::{PoolGeom, PoolKind};
+
+/// The geometry of node `n` on a batch of `b`.
+pub fn geom(n: &Node, b: usize) -> PoolGeom {
+    let d = n.in_dims;
+    let (kind, kh, kw, stride, pad) = match n.op {
+        Op::MaxPool { k, stride, pad } => (PoolKind::Max, k, k, stride, pad),
+        Op::AvgPool { k, stride, pad } => (PoolKind::Avg, k, k, stride, pad),
+        _ => (PoolKind::Avg, d.h, d.w, 1, 0),
+    };
+    PoolGeom {
+        kind,
+        n: b,
+        c: d.c,
+        h: d.h,
+        w: d.w,
+        kh,
+        kw,
+        stride,
+        pad,
+        oh: n.out_dims.h,
+        ow: n.out_dims.w,
+    }
+}
+
+/// y = pool(x).
+pub fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
+    o.pool(&geom(n, c.b()), c.value_of(n.input), c.val(n));
+}
+
+/// δx (+)= poolᵀ(δy).
+pub fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
+    if let Some(inp) = c.active_input(n) {
+        let g = geom(n, c.b());
+        o.pool_backward(&g, c.value_of(n.input), c.dlt(n), c.dlt(inp), n.acc_in);
+    }
+}
+
+/// R{y} = pool(R{x}) (at the arg-max of x).
+pub fn r_forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
+    if let Some(inp) = c.active_input(n) {
+        let g = geom(n, c.b());
+        o.pool_r(&g, c.value_of(n.input), c.rv(inp), c.rv(n));
+    }
+}
+
+/// R{δx} (+)= poolᵀ(R{δy}).
+pub fn r_backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
+    if let Some(inp) = c.active_input(n) {
+        let g = geom(n, c.b());
+        o.pool_backward(&g, c.value_of(n.input), c.rd(n), c.rd(inp), n.acc_in);
+    }
+}

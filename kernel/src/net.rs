@@ -1,0 +1,439 @@
+//! [`Net`]: the [`Objective`] of any planned [`Model`] on a CPU, its
+//! workspace held however the caller likes (an array in a `static` on a
+//! microcontroller, a `Vec` on a host), executing the layer maths with an
+//! [`Exec`] (serial loops, or the host's parallel ones).
+//!
+//! The workspace holds the pass buffers of [`Model::layout`] and, at its
+//! end, the model's non-θ state (batch-norm running mean and variance per
+//! channel; see [`Net::state`]). θ and every other parameter-sized vector
+//! belong to the caller.
+
+use crate::error::{check_len, Error};
+use crate::loss::{self, Targets};
+use crate::model::pass::{self, Ctx};
+use crate::model::{Mode, Model, Node, Op, BN_PENDING};
+use crate::objective::{Exec, Objective, Pass, SliceSpace};
+use crate::ops::{Bound, CpuOps, Loc, Ops};
+use crate::real::Real;
+
+/// A mini-batch: B inputs (row-major, one sample after the other) and
+/// their targets.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a, F> {
+    /// Inputs, B × (C·H·W).
+    pub x: &'a [F],
+    /// Targets.
+    pub targets: Targets<'a, F>,
+}
+
+/// A model's objective on the current mini-batch (see the module docs).
+#[derive(Debug)]
+pub struct Net<'b, F, E, N, W> {
+    model: Model<N>,
+    exec: E,
+    ws: W,
+    batch: Option<(Batch<'b, F>, usize)>,
+    /// Batch size of the last unperturbed gradient pass whose running
+    /// statistics update is waiting for [`Objective::commit`].
+    pending: Option<usize>,
+    tracked: u64,
+}
+
+impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<'b, F, E, N, W> {
+    /// An objective for `model` executing with `exec`, with workspace
+    /// `ws` (at least `model.workspace_len(1, false)` scalars). Its state
+    /// (batch-norm running statistics) is reset to PyTorch's initial
+    /// values: mean 0, variance 1.
+    pub fn from_model(model: Model<N>, exec: E, ws: W) -> Result<Self, Error> {
+        let mut net = Net::resume(model, exec, ws)?;
+        net.reset_state();
+        Ok(net)
+    }
+
+    /// An objective for `model` on a workspace whose state part (its end)
+    /// already holds the running statistics to continue from, e.g. the
+    /// same buffer a previous objective trained (fine-tuning step after
+    /// step). The count of batches tracked starts at 0.
+    pub fn resume(model: Model<N>, exec: E, ws: W) -> Result<Self, Error> {
+        let need = model.workspace_len(1, false);
+        if ws.as_ref().len() < need {
+            return Err(Error::ShapeMismatch {
+                what: "workspace",
+                expected: need,
+                got: ws.as_ref().len(),
+            });
+        }
+        Ok(Net {
+            model,
+            exec,
+            ws,
+            batch: None,
+            pending: None,
+            tracked: 0,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model<N> {
+        &self.model
+    }
+
+    /// The executor.
+    pub fn exec_mut(&mut self) -> &mut E {
+        &mut self.exec
+    }
+
+    /// Largest batch the workspace holds (with or without HVP buffers).
+    pub fn capacity(&self, hvp: bool) -> usize {
+        let avail = self.ws.as_ref().len();
+        let per = self.model.workspace_len(2, hvp) - self.model.workspace_len(1, hvp);
+        let base = self.model.workspace_len(1, hvp);
+        if avail < base {
+            0
+        } else {
+            match (avail - base).checked_div(per) {
+                Some(more) => 1 + more,
+                None => usize::MAX,
+            }
+        }
+    }
+
+    /// The non-θ state: for each batch-norm layer in order, its running
+    /// mean then its running variance (C each).
+    pub fn state(&self) -> &[F] {
+        let ws = self.ws.as_ref();
+        &ws[ws.len() - self.model.sizes.state..]
+    }
+
+    /// The non-θ state, mutably (to restore it from a checkpoint).
+    pub fn state_mut(&mut self) -> &mut [F] {
+        let s = self.model.sizes.state;
+        let ws = self.ws.as_mut();
+        let n = ws.len();
+        &mut ws[n - s..]
+    }
+
+    /// Resets the running statistics to mean 0, variance 1, and the count
+    /// of batches tracked to 0.
+    pub fn reset_state(&mut self) {
+        let bns: usize = self.model.nodes().len();
+        for i in 0..bns {
+            let n = self.model.nodes()[i];
+            if let Op::BatchNorm = n.op {
+                let c = n.in_dims.c;
+                let st = self.state_mut();
+                st[n.state_off..n.state_off + c].fill(F::ZERO);
+                st[n.state_off + c..n.state_off + 2 * c].fill(F::ONE);
+            }
+        }
+        self.tracked = 0;
+        self.pending = None;
+    }
+
+    /// Training batches the running statistics have been updated from
+    /// (PyTorch's `num_batches_tracked`).
+    pub fn batches_tracked(&self) -> u64 {
+        self.tracked
+    }
+
+    /// Sets the count of batches tracked (when restoring a checkpoint).
+    pub fn set_batches_tracked(&mut self, n: u64) {
+        self.tracked = n;
+    }
+
+    /// Sets the mini-batch every following call works on. Checks sizes and
+    /// labels; the batch must fit the workspace (see [`Net::capacity`]).
+    pub fn set_batch(&mut self, x: &'b [F], targets: Targets<'b, F>) -> Result<(), Error> {
+        let n0 = self.model.input.len();
+        let b = x.len() / n0;
+        if b == 0 || b * n0 != x.len() {
+            return Err(Error::ShapeMismatch {
+                what: "batch inputs",
+                expected: n0 * b.max(1),
+                got: x.len(),
+            });
+        }
+        loss::check_targets(self.model.loss, &targets, b, self.model.outputs())?;
+        if b > self.capacity(false) {
+            return Err(Error::ShapeMismatch {
+                what: "workspace",
+                expected: self.model.workspace_len(b, false),
+                got: self.ws.as_ref().len(),
+            });
+        }
+        self.batch = Some((Batch { x, targets }, b));
+        self.pending = None;
+        Ok(())
+    }
+
+    /// Number of samples in the current batch (0 if none).
+    pub fn batch_len(&self) -> usize {
+        self.batch.map_or(0, |(_, b)| b)
+    }
+
+    fn ready(&self, theta: &[F], hvp: bool, mode: Mode) -> Result<(Batch<'b, F>, usize), Error> {
+        let (batch, b) = self.batch.ok_or(Error::NoBatch)?;
+        check_len("theta", self.model.param_count(), theta.len())?;
+        let need = self.model.workspace_len(b, hvp);
+        if self.ws.as_ref().len() < need {
+            return Err(Error::ShapeMismatch {
+                what: "workspace",
+                expected: need,
+                got: self.ws.as_ref().len(),
+            });
+        }
+        if mode == Mode::Train && self.model.sizes.batch_norms > 0 {
+            for n in self.model.nodes() {
+                if matches!(n.op, Op::BatchNorm) && b * n.in_dims.hw() < 2 {
+                    return Err(Error::InvalidConfig(
+                        "batch norm in training mode needs more than one value per channel \
+                         (a batch of at least 2)",
+                    ));
+                }
+            }
+        }
+        Ok((batch, b))
+    }
+
+    /// Runs `f` with the pass's memories bound: x and θ, the direction
+    /// `v` (None: read from `out`), the output vector, the workspace
+    /// (pass area) and the state.
+    #[allow(clippy::too_many_arguments)]
+    fn with_ops<R>(
+        &mut self,
+        b: usize,
+        hvp: bool,
+        x: &[F],
+        targets: Targets<'_, F>,
+        theta: &[F],
+        v: Option<&[F]>,
+        out: Option<&mut [F]>,
+        f: impl FnOnce(&Ctx<'_>, &mut CpuOps<'_, F, E>) -> R,
+    ) -> R {
+        let lay = self.model.layout(b, hvp);
+        let nstate = self.model.sizes.state;
+        let ws = self.ws.as_mut();
+        let total = ws.len();
+        let (pass_area, rest) = ws.split_at_mut(total - nstate);
+        let pass_area = &mut pass_area[..lay.end];
+        let mut ops = CpuOps {
+            exec: &mut self.exec,
+            mem: Bound {
+                x,
+                theta,
+                v,
+                out,
+                ws: pass_area,
+                state: rest,
+                targets,
+            },
+        };
+        let ctx = Ctx {
+            nodes: self.model.nodes(),
+            lay,
+        };
+        f(&ctx, &mut ops)
+    }
+
+    /// Runs the forward pass at θ in `mode` (batch norm with batch or
+    /// running statistics; no state update) and returns the outputs
+    /// (B × outputs).
+    pub fn forward_outputs_mode(&mut self, theta: &[F], mode: Mode) -> Result<&[F], Error> {
+        let (batch, b) = self.ready(theta, false, mode)?;
+        self.with_ops(
+            b,
+            false,
+            batch.x,
+            batch.targets,
+            theta,
+            None,
+            None,
+            |c, o| pass::forward(c, o, mode, false),
+        );
+        let last = *self.model.last();
+        let k = last.out_dims.len();
+        let lay = self.model.layout(b, false);
+        let ctx = Ctx {
+            nodes: self.model.nodes(),
+            lay,
+        };
+        let loc = ctx.val(&last);
+        Ok(match loc.mem {
+            crate::ops::Mem::X => &batch.x[..b * k],
+            _ => &self.ws.as_ref()[loc.off..loc.off + b * k],
+        })
+    }
+
+    /// Evaluation outputs: the forward pass with batch norm on its
+    /// running statistics (PyTorch's `model.eval()`).
+    pub fn forward_outputs(&mut self, theta: &[F]) -> Result<&[F], Error> {
+        self.forward_outputs_mode(theta, Mode::Eval)
+    }
+
+    /// Forward pass, loss and backward pass in training mode, writing
+    /// grad ← β·grad + α·∇L when given. Leaves values and deltas in the
+    /// workspace for an R-pass; computes the running-statistics update
+    /// when `update`.
+    #[allow(clippy::too_many_arguments)]
+    fn fwd_bwd(
+        &mut self,
+        theta: &[F],
+        grad: Option<(&mut [F], F, F)>,
+        batch: Batch<'_, F>,
+        b: usize,
+        hvp: bool,
+        update: bool,
+    ) -> F {
+        let loss_kind = self.model.loss;
+        let (out, ab) = match grad {
+            Some((g, a, be)) => (Some(g), Some((a, be))),
+            None => (None, None),
+        };
+        let loss = self.with_ops(b, hvp, batch.x, batch.targets, theta, None, out, |c, o| {
+            pass::forward(c, o, Mode::Train, update);
+            let last = c.nodes[c.nodes.len() - 1];
+            let k = last.out_dims.len();
+            let delta = last.active.then(|| c.dlt(&last));
+            let loss = o.loss_grad(loss_kind, c.val(&last), b, k, delta);
+            if last.active {
+                pass::backward(c, o, ab);
+            }
+            loss
+        });
+        if update && self.model.sizes.batch_norms > 0 {
+            self.pending = Some(b);
+        }
+        loss
+    }
+
+    /// The R-pass after [`Net::fwd_bwd`]: out ← β·out + α·H·v (v read
+    /// from `out` itself when `v` is None).
+    #[allow(clippy::too_many_arguments)]
+    fn rpass(
+        &mut self,
+        theta: &[F],
+        v: Option<&[F]>,
+        out: &mut [F],
+        alpha: F,
+        beta: F,
+        b: usize,
+        batch: Batch<'_, F>,
+    ) {
+        let loss_kind = self.model.loss;
+        self.with_ops(
+            b,
+            true,
+            batch.x,
+            batch.targets,
+            theta,
+            v,
+            Some(out),
+            |c, o| {
+                pass::r_forward(c, o);
+                let last = c.nodes[c.nodes.len() - 1];
+                if last.active {
+                    let k = last.out_dims.len();
+                    o.loss_hvp(loss_kind, c.val(&last), b, k, c.rv(&last), c.rd(&last));
+                    pass::r_backward(c, o, alpha, beta);
+                }
+            },
+        );
+    }
+}
+
+impl<F: Real, E: Exec<F>, N, W> SliceSpace<F> for Net<'_, F, E, N, W> {
+    type E = E;
+    fn exec(&mut self) -> &mut E {
+        &mut self.exec
+    }
+}
+
+impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Objective<F>
+    for Net<'b, F, E, N, W>
+{
+    fn param_count(&self) -> usize {
+        self.model.param_count()
+    }
+
+    fn loss_grad(
+        &mut self,
+        theta: &[F],
+        grad: &mut [F],
+        alpha: F,
+        beta: F,
+        pass: Pass,
+    ) -> Result<F, Error> {
+        let (batch, b) = self.ready(theta, false, Mode::Train)?;
+        check_len("gradient", self.model.param_count(), grad.len())?;
+        let update = pass == Pass::Train;
+        Ok(self.fwd_bwd(theta, Some((grad, alpha, beta)), batch, b, false, update))
+    }
+
+    fn commit(&mut self) {
+        let Some(b) = self.pending.take() else {
+            return;
+        };
+        let lay = self.model.layout(b, false);
+        let nstate = self.model.sizes.state;
+        let ws = self.ws.as_mut();
+        let total = ws.len();
+        let (area, state) = ws.split_at_mut(total - nstate);
+        let ctx = Ctx {
+            nodes: self.model.nodes(),
+            lay,
+        };
+        for n in self.model.nodes() {
+            if let Op::BatchNorm = n.op {
+                let c = 2 * n.in_dims.c;
+                let p: Loc = ctx.ext(n, BN_PENDING);
+                state[n.state_off..n.state_off + c].copy_from_slice(&area[p.off..p.off + c]);
+            }
+        }
+        self.tracked += 1;
+    }
+
+    /// Costs one gradient plus one R-pass that reuses the forward and
+    /// backward values (the input layer needs no R{x} products).
+    fn loss_grad_gr(&mut self, theta: &[F], d: &mut [F], gamma: F) -> Result<F, Error> {
+        let (batch, b) = self.ready(theta, true, Mode::Train)?;
+        check_len("direction", self.model.param_count(), d.len())?;
+        let loss = self.fwd_bwd(
+            theta,
+            Some((&mut *d, F::ONE, F::ZERO)),
+            batch,
+            b,
+            true,
+            true,
+        );
+        self.rpass(theta, None, d, gamma, F::ONE, b, batch);
+        Ok(loss)
+    }
+
+    fn hvp(&mut self, theta: &[F], v: &[F], out: &mut [F]) -> Result<(), Error> {
+        let (batch, b) = self.ready(theta, true, Mode::Train)?;
+        check_len("v", self.model.param_count(), v.len())?;
+        check_len("hvp output", self.model.param_count(), out.len())?;
+        self.fwd_bwd(theta, None, batch, b, true, false);
+        self.rpass(theta, Some(v), out, F::ONE, F::ZERO, b, batch);
+        Ok(())
+    }
+
+    fn loss(&mut self, theta: &[F]) -> Result<F, Error> {
+        let (batch, b) = self.ready(theta, false, Mode::Train)?;
+        let loss_kind = self.model.loss;
+        Ok(self.with_ops(
+            b,
+            false,
+            batch.x,
+            batch.targets,
+            theta,
+            None,
+            None,
+            |c, o| {
+                pass::forward(c, o, Mode::Train, false);
+                let last = c.nodes[c.nodes.len() - 1];
+                o.loss_grad(loss_kind, c.val(&last), b, last.out_dims.len(), None)
+            },
+        ))
+    }
+}

@@ -1,0 +1,199 @@
+//! Max and average pooling over NCHW slices, serial loops. Max pooling
+//! keeps no index buffer: the backward and R-passes find each window's
+//! arg-max again in the input (the first maximum, as PyTorch's CPU
+//! kernel). Average pooling divides by the whole window, padding included
+//! (PyTorch's `count_include_pad=True`).
+
+use crate::real::Real;
+
+/// Max or average.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PoolKind {
+    /// The window's maximum.
+    Max,
+    /// The window's mean.
+    Avg,
+}
+
+/// The geometry of one pooling layer on a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PoolGeom {
+    /// Max or average.
+    pub kind: PoolKind,
+    /// Batch size N.
+    pub n: usize,
+    /// Channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Window height.
+    pub kh: usize,
+    /// Window width.
+    pub kw: usize,
+    /// Stride (both directions).
+    pub stride: usize,
+    /// Padding (both directions).
+    pub pad: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl PoolGeom {
+    /// Input values of the batch.
+    pub const fn x_len(&self) -> usize {
+        self.n * self.c * self.h * self.w
+    }
+    /// Output values of the batch.
+    pub const fn y_len(&self) -> usize {
+        self.n * self.c * self.oh * self.ow
+    }
+    /// The input rows or columns [lo, hi) of output coordinate `o` along
+    /// an axis of length `len` with window `k`.
+    #[inline]
+    fn span(&self, o: usize, k: usize, len: usize) -> (usize, usize) {
+        let start = o * self.stride;
+        let lo = start.saturating_sub(self.pad);
+        let hi = (start + k).saturating_sub(self.pad).min(len);
+        (lo, hi)
+    }
+}
+
+/// Index (in `x`) of the first maximum of output (plane `p`, oy, ox)'s window.
+#[inline]
+fn argmax<F: Real>(g: &PoolGeom, x: &[F], p: usize, oy: usize, ox: usize) -> usize {
+    let (y0, y1) = g.span(oy, g.kh, g.h);
+    let (x0, x1) = g.span(ox, g.kw, g.w);
+    let base = p * g.h * g.w;
+    let mut best = base + y0 * g.w + x0;
+    for iy in y0..y1 {
+        for ix in x0..x1 {
+            let i = base + iy * g.w + ix;
+            if x[i] > x[best] {
+                best = i;
+            }
+        }
+    }
+    best
+}
+
+/// Visits every output (plane, oy, ox) with its flat index.
+#[inline]
+fn each_out(g: &PoolGeom, mut f: impl FnMut(usize, usize, usize, usize)) {
+    for p in 0..g.n * g.c {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                f(p, oy, ox, (p * g.oh + oy) * g.ow + ox);
+            }
+        }
+    }
+}
+
+/// y = pool(x).
+pub fn forward<F: Real>(g: &PoolGeom, x: &[F], y: &mut [F]) {
+    let inv = F::ONE / F::from_usize(g.kh * g.kw);
+    each_out(g, |p, oy, ox, o| {
+        y[o] = match g.kind {
+            PoolKind::Max => x[argmax(g, x, p, oy, ox)],
+            PoolKind::Avg => {
+                let (y0, y1) = g.span(oy, g.kh, g.h);
+                let (x0, x1) = g.span(ox, g.kw, g.w);
+                let base = p * g.h * g.w;
+                let mut s = F::ZERO;
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        s += x[base + iy * g.w + ix];
+                    }
+                }
+                s * inv
+            }
+        };
+    });
+}
+
+/// dx (+)= poolᵀ(dy): each output's gradient to its window's arg-max
+/// (max) or spread over the window (average). `x` is the forward input
+/// (used by max pooling only). Overwrites dx unless `acc`.
+pub fn backward<F: Real>(g: &PoolGeom, x: &[F], dy: &[F], dx: &mut [F], acc: bool) {
+    if !acc {
+        dx[..g.x_len()].fill(F::ZERO);
+    }
+    let inv = F::ONE / F::from_usize(g.kh * g.kw);
+    each_out(g, |p, oy, ox, o| match g.kind {
+        PoolKind::Max => dx[argmax(g, x, p, oy, ox)] += dy[o],
+        PoolKind::Avg => {
+            let (y0, y1) = g.span(oy, g.kh, g.h);
+            let (x0, x1) = g.span(ox, g.kw, g.w);
+            let base = p * g.h * g.w;
+            let d = dy[o] * inv;
+            for iy in y0..y1 {
+                for ix in x0..x1 {
+                    dx[base + iy * g.w + ix] += d;
+                }
+            }
+        }
+    });
+}
+
+/// R-forward: R{y} = R{x} at each window's arg-max of `x` (max), or the
+/// pooled R{x} (average).
+pub fn r_forward<F: Real>(g: &PoolGeom, x: &[F], rx: &[F], ry: &mut [F]) {
+    match g.kind {
+        PoolKind::Max => each_out(g, |p, oy, ox, o| ry[o] = rx[argmax(g, x, p, oy, ox)]),
+        PoolKind::Avg => forward(g, rx, ry),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+
+    #[test]
+    fn max_and_avg_match_hand_values() {
+        // one 3×4 plane, window 2, stride 2, padding 1 → 2×3 outputs
+        let x = [
+            1.0f64, 5.0, 2.0, 0.0, 3.0, 3.0, 7.0, 1.0, 4.0, 9.0, 2.0, 8.0,
+        ];
+        let g = PoolGeom {
+            kind: PoolKind::Max,
+            n: 1,
+            c: 1,
+            h: 3,
+            w: 4,
+            kh: 2,
+            kw: 2,
+            stride: 2,
+            pad: 1,
+            oh: 2,
+            ow: 3,
+        };
+        let mut y = [0.0; 6];
+        forward(&g, &x, &mut y);
+        assert_eq!(y, [1.0, 5.0, 0.0, 4.0, 9.0, 8.0]);
+        let dy = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut dx = [0.0; 12];
+        backward(&g, &x, &dy, &mut dx, false);
+        assert_eq!(
+            dx,
+            [1.0, 2.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 4.0, 5.0, 0.0, 6.0]
+        );
+        let ga = PoolGeom {
+            kind: PoolKind::Avg,
+            ..g
+        };
+        forward(&ga, &x, &mut y);
+        assert_eq!(y, [0.25, 7.0 / 4.0, 0.0, 7.0 / 4.0, 5.25, 2.25]);
+        // adjoint: ⟨pool(x), dy⟩ = ⟨x, poolᵀ(dy)⟩
+        let mut dxa = vec![0.0; 12];
+        backward(&ga, &x, &dy, &mut dxa, false);
+        let l: f64 = y.iter().zip(&dy).map(|(a, b)| a * b).sum();
+        let r: f64 = x.iter().zip(&dxa).map(|(a, b)| a * b).sum();
+        assert!((l - r).abs() < 1e-12);
+    }
+}

@@ -63,6 +63,7 @@ pub mod real;
 pub mod ring;
 pub mod rng;
 pub mod shape;
+pub mod stream;
 pub mod vecops;
 
 pub use act::Act;

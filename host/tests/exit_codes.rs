@@ -170,7 +170,22 @@ fn exit_code_table() {
         &["diverged", "non-finite"],
     );
     drop(o);
-    // The DLN's gradient descent diverges the same way.
+    // So do flood-check's pre-training and the DLN's gradient descent.
+    expect(
+        &[
+            "flood-check",
+            "--act",
+            "relu",
+            "--lr",
+            "1e30",
+            "--pretrain",
+            "50",
+            "--pairs",
+            "1",
+        ],
+        3,
+        &["non-finite"],
+    );
     expect(
         &[
             "dln",

@@ -5,8 +5,9 @@
 //! Environment (all optional):
 //! * `FDGR_MODEL`: a weight file written by `fdgr export`
 //!   (default `firmware-examples/models/digits-64-32-10.fdgr`);
-//! * `FDGR_STREAM`: the sample stream, 65 bytes per sample (64 pixels,
-//!   then the label; default `firmware-examples/models/digits-stream.bin`);
+//! * `FDGR_STREAM`: the sample stream (`fdgr_kernel::stream`: 65 bytes per
+//!   sample, 64 pixels then the label; default
+//!   `firmware-examples/models/digits-stream.bin`);
 //! * `FDGR_METHOD`: `sgd`, `fgr` (default), `db` or `sam`;
 //! * `FDGR_MODE`: `full` (default) or `last` (last layer only).
 
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 mod config;
 
 use fdgr_kernel::finetune::Mode;
-use fdgr_kernel::{export, Act, Loss};
+use fdgr_kernel::{export, stream, Act, Loss, Sample};
 
 fn main() {
     if let Err(e) = run() {
@@ -72,17 +73,11 @@ fn run() -> Result<(), String> {
     if shape.layers() < 2 {
         return Err("the model needs at least two layers".into());
     }
-    if stream.is_empty() || stream.len() % config::SAMPLE_BYTES != 0 {
-        return Err(format!(
-            "{}: {} bytes, not a positive multiple of {}",
-            stream_path.display(),
-            stream.len(),
-            config::SAMPLE_BYTES
-        ));
-    }
-    let n = stream.len() / config::SAMPLE_BYTES;
+    let n = stream::count(&stream, config::INPUTS)
+        .map_err(|e| format!("{}: {e}", stream_path.display()))?;
     for i in 0..n {
-        let s = config::sample(&stream, i).ok_or("stream sample out of range")?;
+        let s: Sample<{ config::INPUTS }> =
+            stream::sample(&stream, i).ok_or("stream sample out of range")?;
         if s.label as usize >= shape.outputs() || s.x.iter().any(|&p| p > 16) {
             return Err(format!(
                 "{}: sample {i} has label {} (model has {} classes) or a pixel above 16",
@@ -93,8 +88,10 @@ fn run() -> Result<(), String> {
         }
     }
     let method = choice("FDGR_METHOD", "fgr");
-    let kind = config::MethodKind::parse(&method)
-        .ok_or_else(|| format!("FDGR_METHOD={method}: expected sgd, fgr, db or sam"))?;
+    let method_index = config::method_index(&method).ok_or_else(|| {
+        let names: Vec<&str> = config::METHODS.iter().map(|m| m.name()).collect();
+        format!("FDGR_METHOD={method}: expected {}", names.join(", "))
+    })?;
     let mode_s = choice("FDGR_MODE", "full");
     let mode = config::parse_mode(&mode_s)
         .ok_or_else(|| format!("FDGR_MODE={mode_s}: expected full or last"))?;
@@ -111,7 +108,6 @@ fn run() -> Result<(), String> {
         Loss::SoftmaxCe => "SoftmaxCe",
         Loss::Mse => "Mse",
     };
-    let kind_s = format!("{kind:?}");
     let mode_v = match mode {
         Mode::Full => "Full",
         Mode::LastLayer => "LastLayer",
@@ -138,7 +134,7 @@ fn run() -> Result<(), String> {
     );
     let _ = writeln!(
         g,
-        "/// Training method (`FDGR_METHOD`).\npub const METHOD: crate::config::MethodKind = crate::config::MethodKind::{kind_s};"
+        "/// Training method (`FDGR_METHOD`={method}).\npub const METHOD: fdgr_kernel::Method<f32> = crate::config::METHODS[{method_index}];"
     );
     let _ = writeln!(
         g,

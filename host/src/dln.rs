@@ -143,8 +143,13 @@ pub fn train(
             point: Some(&mut pt[..]),
             point2: Some(&mut pt2[..]),
         };
-        loss = step(&mut obj, &method, &Sgd::plain(), &mut st, s.lr, b)
-            .map_err(|e| anyhow::anyhow!("dln: {} diverged at step {steps}: {e}", method.name()))?;
+        loss = step(&mut obj, &method, &Sgd::plain(), &mut st, s.lr, b).map_err(|e| {
+            let msg = format!("dln: {} diverged at step {steps}: {e}", method.name());
+            match e {
+                fdgr_kernel::Error::NonFinite => crate::train::Diverged(msg).into(),
+                _ => anyhow::anyhow!(msg),
+            }
+        })?;
         steps += 1;
     }
     let mut beta = vec![0.0; d];

@@ -82,7 +82,13 @@ pub fn run(c: &FloodCheck, data: &Dataset) -> Result<Vec<PairRow>> {
     );
     net.set_batch(&x, Targets::Classes(&y))
         .map_err(|e| anyhow!("{e}"))?;
-    let e = |e: fdgr_kernel::Error| anyhow!("{e}");
+    // A non-finite step is a divergence (exit code 3).
+    let e = |e: fdgr_kernel::Error| -> anyhow::Error {
+        match e {
+            fdgr_kernel::Error::NonFinite => crate::train::Diverged(e.to_string()).into(),
+            e => anyhow!("{e}"),
+        }
+    };
     let mut d = vec![0.0f32; p];
     let mut st = SgdState::default();
     for _ in 0..c.pretrain {

@@ -1,6 +1,8 @@
 //! The `fdgr` command-line tool as a library: data loading, the CPU and GPU
 //! backends, training with checkpoints, sweeps, benchmarks, export and the
-//! paper's experiments. The binary (`src/main.rs`) is a thin clap layer.
+//! paper's experiments, and the exit codes ([`exit`]). The binary
+//! (`src/main.rs`) only parses and dispatches, to one module per command
+//! in `src/cli/` (its flags and its printing).
 
 pub mod backend;
 pub mod bench;
@@ -9,6 +11,7 @@ pub mod config;
 pub mod cpu;
 pub mod data;
 pub mod dln;
+pub mod exit;
 pub mod flood;
 pub mod gpu;
 pub mod plot;

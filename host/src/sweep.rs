@@ -67,8 +67,15 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// Runs the grid on `base` (its method/γ/ε/seed are overridden).
-pub fn run(base: &TrainConfig, grid: &Grid, out: &Path) -> Result<Vec<SweepRow>> {
+/// Runs the grid on `base` (its method/γ/ε/seed are overridden). `data`
+/// holds the data sets already loaded, by seed; the others are loaded once
+/// each when first needed.
+pub fn run(
+    base: &TrainConfig,
+    grid: &Grid,
+    out: &Path,
+    data: BTreeMap<u64, data::Dataset>,
+) -> Result<Vec<SweepRow>> {
     std::fs::create_dir_all(out)
         .with_context(|| format!("{}: cannot create directory", out.display()))?;
     let jsonl = out.join("sweep.jsonl");
@@ -81,7 +88,8 @@ pub fn run(base: &TrainConfig, grid: &Grid, out: &Path) -> Result<Vec<SweepRow>>
         {
             rows.push(
                 serde_json::from_str(line)
-                    .with_context(|| format!("{}:{}: corrupt row", jsonl.display(), i + 1))?,
+                    .with_context(|| format!("{}:{}: corrupt row", jsonl.display(), i + 1))
+                    .map_err(crate::exit::bad_input)?,
             );
         }
     }
@@ -118,7 +126,7 @@ pub fn run(base: &TrainConfig, grid: &Grid, out: &Path) -> Result<Vec<SweepRow>>
         jsonl.display()
     );
     let (pool, threads) = pool(base.threads)?;
-    let mut data_cache: BTreeMap<u64, data::Dataset> = BTreeMap::new();
+    let mut data_cache = data;
     for (i, (m, g, e, s)) in plan.iter().enumerate() {
         let mut cfg = base.clone();
         cfg.method = *m;

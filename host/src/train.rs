@@ -9,7 +9,7 @@ use crate::backend::{Backend, CpuBackend, StepError};
 use crate::checkpoint::{self, EpochRecord, Loaded, TrainState};
 use crate::config::{dims_str, BackendName, TrainConfig};
 use crate::cpu::{pool, Par};
-use crate::data::{self, Dataset};
+use crate::data::Dataset;
 use anyhow::{bail, Context, Result};
 use fdgr_kernel::{init_mlp, Rng, SgdState, Shape};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -125,12 +125,17 @@ pub fn make_backend(
     })
 }
 
-/// Runs (or resumes) a training run.
-pub fn run(cfg: &TrainConfig, resume: Option<Loaded>, opts: &RunOptions) -> Result<Summary> {
+/// Runs (or resumes) a training run on `data`, the data set of `cfg`
+/// (loaded once by the caller, who may have sized the model from it).
+pub fn run(
+    cfg: &TrainConfig,
+    data: &Dataset,
+    resume: Option<Loaded>,
+    opts: &RunOptions,
+) -> Result<Summary> {
     cfg.validate()?;
-    let data = data::load(&cfg.data, &cfg.data_options())?;
     let (pool, threads) = pool(cfg.threads)?;
-    pool.install(|| run_on(cfg, &data, resume, opts, threads))
+    pool.install(|| run_on(cfg, data, resume, opts, threads))
 }
 
 /// Runs on already loaded data (sweeps load once).
@@ -402,60 +407,4 @@ fn save_epoch(
         lines.push('\n');
     }
     checkpoint::atomic_write(&out.join("metrics.jsonl"), lines.as_bytes())
-}
-
-/// Prints the end-of-run table.
-pub fn print_summary(s: &Summary, out: Option<&Path>) {
-    let c = &s.config;
-    println!();
-    println!("| run | value |");
-    println!("|---|---|");
-    println!(
-        "| data | {} ({} train / {} test) |",
-        c.data, s.train_samples, s.test_samples
-    );
-    println!(
-        "| model | {} {} ({} parameters) |",
-        s.model, c.act, s.params
-    );
-    println!(
-        "| method | {} ({}) |",
-        c.method.as_str(),
-        describe_method(c)
-    );
-    println!(
-        "| optimizer | SGD lr {} {}, momentum {}{}, weight decay {}, batch {} |",
-        c.lr,
-        match c.schedule {
-            crate::config::ScheduleName::Cosine => "cosine",
-            crate::config::ScheduleName::Constant => "constant",
-        },
-        c.momentum,
-        if c.nesterov { " (Nesterov)" } else { "" },
-        c.weight_decay,
-        c.batch
-    );
-    println!("| backend | {} ({} threads) |", s.backend, s.threads);
-    println!(
-        "| epochs | {} ({:.1} s, {:.1} steps/s) |",
-        s.last.epoch, s.seconds, s.steps_per_sec
-    );
-    println!(
-        "| final train | loss {:.4}, accuracy {:.2}% |",
-        s.last.train_loss,
-        100.0 * s.last.train_acc
-    );
-    println!(
-        "| final test | loss {:.4}, accuracy {:.2}% |",
-        s.last.test_loss,
-        100.0 * s.last.test_acc
-    );
-    println!(
-        "| best test | {:.2}% (epoch {}) |",
-        100.0 * s.best_test_acc,
-        s.best_epoch
-    );
-    if let Some(o) = out {
-        println!("| outputs | {} |", o.display());
-    }
 }

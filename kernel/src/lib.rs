@@ -67,6 +67,7 @@ pub mod ring;
 pub mod rng;
 pub mod serial;
 pub mod shape;
+pub mod stream;
 pub mod vecops;
 
 pub use act::Act;

@@ -30,8 +30,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fdgr_kernel::finetune::Mode;
+use fdgr_kernel::Method;
 
-use crate::fw_util::fw_config::{self, MethodKind};
+use crate::fw_util::fw_config;
 use crate::fw_util::{self as fw, ElfInfo};
 use crate::util::{cargo, run, Step};
 
@@ -64,7 +65,8 @@ const V6M: &str = "thumbv6m-none-eabi";
 /// One `qemu-m4` build.
 #[derive(Clone, Copy)]
 struct Variant {
-    method: MethodKind,
+    /// One of the firmware's methods (`fw_config::METHODS`).
+    method: Method<f32>,
     mode: Mode,
     micromath: bool,
     /// `thumbv7em-none-eabihf` (M4F, hardware float), or
@@ -226,16 +228,18 @@ pub fn steps() -> Result<Vec<Step>, String> {
 
     // The cross-checks.
     let variants = [
-        (MethodKind::Sgd, Mode::Full, false, M4F),
-        (MethodKind::Fgr, Mode::Full, false, M4F),
-        (MethodKind::Db, Mode::Full, false, M4F),
-        (MethodKind::Sam, Mode::Full, false, M4F),
-        (MethodKind::Fgr, Mode::LastLayer, false, M4F),
-        (MethodKind::Fgr, Mode::Full, false, V6M),
-        (MethodKind::Fgr, Mode::Full, true, M4F),
+        ("sgd", Mode::Full, false, M4F),
+        ("fgr", Mode::Full, false, M4F),
+        ("db", Mode::Full, false, M4F),
+        ("sam", Mode::Full, false, M4F),
+        ("fgr", Mode::LastLayer, false, M4F),
+        ("fgr", Mode::Full, false, V6M),
+        ("fgr", Mode::Full, true, M4F),
     ];
     let mut results: Vec<Measured> = vec![];
-    for (method, mode, micromath, triple) in variants {
+    for (name, mode, micromath, triple) in variants {
+        let method = fw_config::method(name)
+            .ok_or_else(|| format!("the firmware configuration offers no method {name}"))?;
         let v = Variant {
             method,
             mode,
@@ -743,9 +747,9 @@ fn check_fault(fault: &str, model: &Path, stream: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The M4F, libm, all-parameter run of `m`.
-fn is_base(r: &Measured, m: MethodKind) -> bool {
-    r.v.method == m && r.v.mode == Mode::Full && !r.v.micromath && r.v.triple == M4F
+/// Whether `r` is the M4F, libm, all-parameter run of `method`.
+fn is_base(r: &Measured, method: &str) -> bool {
+    r.v.method.name() == method && r.v.mode == Mode::Full && !r.v.micromath && r.v.triple == M4F
 }
 
 fn results_table(
@@ -757,7 +761,7 @@ fn results_table(
     let mut s = String::new();
     let sgd = results
         .iter()
-        .find(|r| is_base(r, MethodKind::Sgd))
+        .find(|r| is_base(r, "sgd"))
         .map(|r| mean(&r.instr))
         .ok_or("no sgd result")?;
     let _ = writeln!(
@@ -806,7 +810,7 @@ fn results_table(
     }
     let fgr = results
         .iter()
-        .find(|r| is_base(r, MethodKind::Fgr))
+        .find(|r| is_base(r, "fgr"))
         .ok_or("no fgr result")?;
     let _ = writeln!(
         s,
@@ -838,8 +842,8 @@ fn check_budgets(
     boards: &[(&str, &str, ElfInfo)],
     p: u64,
 ) -> Result<(), String> {
-    let find = |m: MethodKind| results.iter().find(|r| is_base(r, m));
-    let (Some(sgd), Some(fgr)) = (find(MethodKind::Sgd), find(MethodKind::Fgr)) else {
+    let find = |m: &str| results.iter().find(|r| is_base(r, m));
+    let (Some(sgd), Some(fgr)) = (find("sgd"), find("fgr")) else {
         return Err("missing sgd or fgr results".into());
     };
     let mut bad = vec![];
@@ -898,7 +902,7 @@ mod tests {
     fn measured(losses: Vec<u32>, theta: Vec<u32>) -> Measured {
         Measured {
             v: Variant {
-                method: MethodKind::Fgr,
+                method: fw_config::METHODS[1], // fgr
                 mode: Mode::Full,
                 micromath: false,
                 triple: M4F,

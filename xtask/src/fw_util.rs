@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fdgr_kernel::export;
 use fdgr_kernel::finetune::{trained_shape, Memory, Mode};
+use fdgr_kernel::{export, stream, Method};
 
 use crate::util::{have, root};
 
@@ -17,8 +17,6 @@ use crate::util::{have, root};
 #[allow(dead_code)]
 #[path = "../../firmware-examples/common/src/config.rs"]
 pub mod fw_config;
-
-use fw_config::MethodKind;
 
 /// `firmware-examples/`.
 pub fn fw_dir() -> PathBuf {
@@ -339,8 +337,8 @@ pub fn step_instructions(counts: &str, steps: usize) -> Result<Vec<u64>, String>
 /// Returns the loss bits of every step and the final θ's bits.
 pub fn replay(
     model: &[u8],
-    stream: &[u8],
-    kind: MethodKind,
+    samples: &[u8],
+    method: Method<f32>,
     mode: Mode,
 ) -> Result<(Vec<u32>, Vec<u32>), String> {
     let shape = export::decode_shape(model).map_err(|e| format!("model: {e}"))?;
@@ -354,9 +352,9 @@ pub fn replay(
     let b = fw_config::BATCH;
     let ws_len = shape
         .workspace_len(b, false)
-        .max(trained.workspace_len(b, kind.needs_hvp()));
+        .max(trained.workspace_len(b, method.needs_hvp()));
     let mut dir = vec![0.0f32; tp];
-    let mut point = vec![0.0f32; if kind.needs_point() { tp } else { 0 }];
+    let mut point = vec![0.0f32; if method.scratch_vectors() > 0 { tp } else { 0 }];
     let mut ws = vec![0.0f32; ws_len];
     let mut x = vec![0.0f32; b * fw_config::INPUTS];
     let nfeats = match mode {
@@ -365,10 +363,10 @@ pub fn replay(
     };
     let mut feats = vec![0.0f32; nfeats];
     let mut y = vec![0u32; b];
-    let mut tuner = fw_config::tuner(kind, mode);
+    let mut tuner = fw_config::tuner(method, mode);
     let mut losses = vec![];
     let mut i = 0;
-    while let Some(sample) = fw_config::sample(stream, i) {
+    while let Some(sample) = stream::sample(samples, i) {
         let mem = Memory {
             theta: &mut theta,
             frozen: Some(&frozen),

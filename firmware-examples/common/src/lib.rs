@@ -50,7 +50,9 @@ pub static MODELS: finetune::Models = match finetune::models(&SHAPE, MODE) {
     Err(_) => panic!("the model file's shape cannot be planned"),
 };
 /// Length of the perturbed-point buffer (0 for methods without one).
-pub const NPOINT: usize = if METHOD.needs_point() { TP } else { 0 };
+pub const NPOINT: usize = if METHOD.scratch_vectors() > 0 { TP } else { 0 };
+// One perturbed point is all the buffers below hold.
+const _: () = assert!(METHOD.scratch_vectors() <= 1);
 /// Workspace scalars: the trained net's gradient (or HVP) workspace, and in
 /// last-layer mode at least the frozen forward pass's.
 pub const NWS: usize = max(
@@ -317,7 +319,7 @@ fn fine_tune<B: Board>(board: &mut B) -> Result<(), Failure> {
     let mut first: LossHistory<f32, 16> = LossHistory::new();
     let mut last: LossHistory<f32, 16> = LossHistory::new();
     for i in 0..STEPS {
-        let Some(sample) = config::sample(STREAM, i) else {
+        let Some(sample) = fdgr_kernel::stream::sample(STREAM, i) else {
             defmt::error!("stream ended at sample {=usize}", i);
             return Err(Failure::Stream);
         };

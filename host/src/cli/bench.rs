@@ -1,0 +1,105 @@
+//! `fdgr bench`: per-step time of each method, as a table or JSON lines.
+
+use super::args::{parse_methods, shape};
+use anyhow::{bail, Result};
+use clap::Args;
+use fdgr::bench::{self, BenchRow, BenchSpec};
+use fdgr::config::BackendName;
+use fdgr::exit::bad_input;
+
+/// `fdgr bench`.
+#[derive(Args, Debug)]
+#[command(after_help = after_help!(
+    "Examples:\n  fdgr bench --model 784-512-512-10 --batch 128\n  \
+    fdgr bench --model 64-32-10 --act tanh --batch 1 --threads 1 --json"
+))]
+pub struct BenchArgs {
+    /// Layer widths
+    #[arg(long, default_value = "784-512-512-10")]
+    pub model: String,
+    /// Hidden activation
+    #[arg(long, default_value = "relu")]
+    pub act: String,
+    /// Batch size
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Methods, comma-separated
+    #[arg(
+        long,
+        alias = "method",
+        default_value = "sgd,db,fgr,bgr,cgr,sam,usam,flood"
+    )]
+    pub methods: String,
+    /// Backend
+    #[arg(long, value_enum, default_value_t = BackendName::Cpu)]
+    pub backend: BackendName,
+    /// CPU threads (0 = all cores)
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Timed steps per method
+    #[arg(long, default_value_t = 30)]
+    pub repeats: usize,
+    /// Untimed warm-up steps per method
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Allow TF32 on the GPU
+    #[arg(long)]
+    pub tf32: bool,
+    /// One JSON object per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn prepare(a: &BenchArgs) -> Result<BenchSpec> {
+    let shape = shape(&a.model, &a.act)?;
+    if a.batch == 0 || a.repeats == 0 {
+        bail!("--batch and --repeats must be at least 1");
+    }
+    if a.backend == BackendName::Gpu {
+        fdgr::gpu::probe()?;
+    }
+    Ok(BenchSpec {
+        shape,
+        batch: a.batch,
+        methods: parse_methods(&a.methods)?,
+        backend: a.backend,
+        threads: a.threads,
+        repeats: a.repeats,
+        warmup: a.warmup,
+        tf32: a.tf32,
+    })
+}
+
+/// `fdgr bench`.
+pub fn run(a: &BenchArgs) -> Result<()> {
+    let spec = prepare(a).map_err(bad_input)?;
+    if !a.json {
+        println!("| method | backend | model | batch | threads | median ms | min ms | max ms | steps/s |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+    }
+    let json = a.json;
+    bench::run(&spec, |r| {
+        if json {
+            println!("{}", r.to_json());
+        } else {
+            print_row(r);
+        }
+    })?;
+    Ok(())
+}
+
+fn print_row(r: &BenchRow) {
+    println!(
+        "| {} | {} | {} {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.1} |",
+        r.method,
+        r.backend,
+        r.model,
+        r.act,
+        r.batch,
+        r.threads,
+        r.median_ms,
+        r.min_ms,
+        r.max_ms,
+        1e3 / r.median_ms
+    );
+}

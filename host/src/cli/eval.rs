@@ -1,0 +1,99 @@
+//! `fdgr eval`: loss and accuracy of saved weights on a data set.
+
+use super::args::DataArgs;
+use anyhow::{bail, Result};
+use clap::Args;
+use fdgr::config::dims_str;
+use fdgr::exit::bad_input;
+use fdgr::{backend, checkpoint, cpu, train};
+use fdgr_kernel::Shape;
+use std::path::PathBuf;
+
+/// `fdgr eval`.
+#[derive(Args, Debug)]
+#[command(after_help = after_help!(
+    "Examples:\n  fdgr eval --ckpt runs/my-run --data mnist5k\n  \
+    fdgr eval --ckpt runs/my-run/model.safetensors --data mnist:./fashion --split all"
+))]
+pub struct EvalArgs {
+    /// Run directory or model/checkpoint .safetensors file
+    #[arg(long)]
+    pub ckpt: PathBuf,
+    /// Data set, split and scaling (as in training).
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Which samples: test | train | all
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The model and the samples it is evaluated on.
+struct Job {
+    shape: Shape,
+    theta: Vec<f32>,
+    x: Vec<f32>,
+    y: Vec<u32>,
+    notes: Vec<String>,
+}
+
+fn prepare(a: &EvalArgs) -> Result<Job> {
+    let (shape, theta) = checkpoint::load_model(&a.ckpt)?;
+    let d = a.data.load()?;
+    train::check_fit(&shape, &d, &format!("{} (model", a.ckpt.display()))
+        .map_err(|e| anyhow::anyhow!("{e})"))?;
+    let (x, y) = match a.split.as_str() {
+        "test" => (d.test.x, d.test.y),
+        "train" => (d.train.x, d.train.y),
+        "all" => (
+            [d.train.x, d.test.x].concat(),
+            [d.train.y, d.test.y].concat(),
+        ),
+        s => bail!("--split {s}: expected test, train or all"),
+    };
+    Ok(Job {
+        shape,
+        theta,
+        x,
+        y,
+        notes: d.notes,
+    })
+}
+
+/// `fdgr eval`.
+pub fn run(a: &EvalArgs) -> Result<()> {
+    let Job {
+        shape,
+        theta,
+        x,
+        y,
+        notes,
+    } = prepare(a).map_err(bad_input)?;
+    let (pool, threads) = cpu::pool(0)?;
+    let mut ws = vec![0.0f32; shape.workspace_len(backend::EVAL_BATCH, false)];
+    let (loss, ok) = pool
+        .install(|| backend::evaluate_cpu(&shape, cpu::Par { threads }, &theta, &x, &y, &mut ws))?;
+    let acc = ok as f64 / y.len().max(1) as f64;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"ckpt": a.ckpt, "data": a.data.data, "split": a.split, "samples": y.len(),
+                               "model": dims_str(shape.dims()), "loss": loss, "accuracy": acc})
+        );
+    } else {
+        for n in &notes {
+            eprintln!("{n}");
+        }
+        println!(
+            "{} on {} ({} split, {} samples): loss {loss:.4}, accuracy {:.2}%",
+            a.ckpt.display(),
+            a.data.data,
+            a.split,
+            y.len(),
+            100.0 * acc
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! `fdgr train`: flags, the run's data loaded once, and the end-of-run table.
+
+use super::args::{DataArgs, MethodArgs, ModelArgs, OptimArgs};
+use anyhow::{bail, Result};
+use clap::Args;
+use fdgr::checkpoint::{self, Loaded};
+use fdgr::config::{BackendName, ScheduleName, TrainConfig};
+use fdgr::data::{self, Dataset};
+use fdgr::exit::bad_input;
+use fdgr::train::{self, describe_method, Summary};
+use std::path::{Path, PathBuf};
+
+/// `fdgr train`.
+#[derive(Args, Clone, Debug)]
+#[command(
+    allow_negative_numbers = true,
+    after_help = after_help!(
+        "Examples:\n  fdgr train\n  \
+        fdgr train --method db --gamma 0.01 --epochs 10 --out runs/db\n  \
+        fdgr train --data digits --model 64-32-10 --act tanh --method fgr --gamma 0.05 --eps 0.1\n  \
+        fdgr train --data csv:my.csv.gz --model 20-64-3 --normalize standard\n  \
+        fdgr train --resume runs/db          # continue after an interruption, bit-exactly"
+    )
+)]
+pub struct TrainArgs {
+    /// Data set, split and scaling.
+    #[command(flatten, next_help_heading = "Data")]
+    pub data: DataArgs,
+    /// The network.
+    #[command(flatten, next_help_heading = "Model")]
+    pub model: ModelArgs,
+    /// Method and hyper-parameters.
+    #[command(flatten, next_help_heading = "Method")]
+    pub method: MethodArgs,
+    /// Optimizer and schedule.
+    #[command(flatten, next_help_heading = "Optimizer")]
+    pub optim: OptimArgs,
+    /// CPU threads (0 = all cores)
+    #[arg(long, default_value_t = 0, help_heading = "Run")]
+    pub threads: usize,
+    /// Backend
+    #[arg(long, value_enum, default_value_t = BackendName::Cpu, help_heading = "Run")]
+    pub backend: BackendName,
+    /// Allow TF32 tensor-core products on the GPU (faster, ~1e-3 relative error)
+    #[arg(long, help_heading = "Run")]
+    pub tf32: bool,
+    /// Output directory [default: runs/<time>-<data>-<method>]
+    #[arg(long, help_heading = "Run")]
+    pub out: Option<PathBuf>,
+    /// Resume the run in this directory (its saved configuration is used)
+    #[arg(long, conflicts_with = "out", help_heading = "Run")]
+    pub resume: Option<PathBuf>,
+    /// Print only the final table
+    #[arg(long, short, help_heading = "Run")]
+    pub quiet: bool,
+}
+
+impl TrainArgs {
+    /// The configuration, every value checked, and the data set when it
+    /// had to be loaded already: without `--model` the data set sizes the
+    /// default model; with it, the flags are checked before any data is
+    /// read. [`load`] then loads the data set only if it is not loaded yet.
+    pub fn config(&self) -> Result<(TrainConfig, Option<Dataset>)> {
+        let (model, loaded) = match self.model.dims()? {
+            Some(dims) => (dims, None),
+            None => {
+                let d = self.data.load()?;
+                (ModelArgs::default_dims(&d), Some(d))
+            }
+        };
+        let (m, o) = (&self.method, &self.optim);
+        let c = TrainConfig {
+            data: self.data.data.clone(),
+            seed: self.data.seed,
+            test_frac: self.data.test_frac,
+            normalize: self.data.normalize,
+            model,
+            act: self.model.act.clone(),
+            method: m.method,
+            gamma: m.gamma,
+            eps: m.eps,
+            rho: m.rho,
+            flood_level: m.flood_level,
+            lr: o.lr,
+            momentum: o.momentum,
+            nesterov: o.nesterov,
+            weight_decay: o.wd,
+            schedule: o.schedule,
+            warmup: o.warmup,
+            epochs: o.epochs,
+            batch: o.batch,
+            threads: self.threads,
+            backend: self.backend,
+            tf32: self.tf32,
+        };
+        c.validate()?;
+        Ok((c, loaded))
+    }
+}
+
+/// The data set of `cfg`: `loaded` when [`TrainArgs::config`] loaded it.
+pub fn load(cfg: &TrainConfig, loaded: Option<Dataset>) -> Result<Dataset> {
+    match loaded {
+        Some(d) => Ok(d),
+        None => data::load(&cfg.data, &cfg.data_options()),
+    }
+}
+
+/// A checked run, ready to start.
+struct Job {
+    cfg: TrainConfig,
+    data: Dataset,
+    resume: Option<Loaded>,
+    out: PathBuf,
+}
+
+/// Reads and checks everything the run needs.
+fn prepare(a: &TrainArgs) -> Result<Job> {
+    let (cfg, data, resume, out) = match &a.resume {
+        Some(dir) => {
+            let l = checkpoint::load_checkpoint(dir)?;
+            let cfg = l.state.config.clone();
+            // A run stopped after its last checkpoint but before its final
+            // outputs were written is finished by resuming it.
+            let finished = ["summary.json", "curves.png"]
+                .iter()
+                .all(|f| dir.join(f).is_file());
+            if l.state.epoch >= cfg.epochs && finished {
+                bail!(
+                    "{}: the run is already complete ({} of {} epochs)",
+                    dir.display(),
+                    l.state.epoch,
+                    cfg.epochs
+                );
+            }
+            cfg.validate()?;
+            if cfg.backend == BackendName::Gpu {
+                fdgr::gpu::probe()?;
+            }
+            let data = data::load(&cfg.data, &cfg.data_options())?;
+            (cfg, data, Some(l), dir.clone())
+        }
+        None => {
+            if a.backend == BackendName::Gpu {
+                fdgr::gpu::probe()?;
+            }
+            let (cfg, loaded) = a.config()?;
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| super::default_out(&cfg.data, cfg.method.as_str()));
+            if out.join("checkpoint.safetensors").exists() {
+                bail!(
+                    "{}: already holds a run (use --resume {} to continue it, or another --out)",
+                    out.display(),
+                    out.display()
+                );
+            }
+            let data = load(&cfg, loaded)?;
+            (cfg, data, None, out)
+        }
+    };
+    train::check_fit(&cfg.shape()?, &data, "--model")?;
+    Ok(Job {
+        cfg,
+        data,
+        resume,
+        out,
+    })
+}
+
+/// `fdgr train`.
+pub fn run(a: &TrainArgs) -> Result<()> {
+    let job = prepare(a).map_err(bad_input)?;
+    let opts = train::RunOptions {
+        out: Some(job.out.clone()),
+        verbose: !a.quiet,
+    };
+    let s = train::run(&job.cfg, &job.data, job.resume, &opts)?;
+    print_summary(&s, Some(&job.out));
+    Ok(())
+}
+
+/// Prints the end-of-run table.
+pub fn print_summary(s: &Summary, out: Option<&Path>) {
+    let c = &s.config;
+    println!();
+    println!("| run | value |");
+    println!("|---|---|");
+    println!(
+        "| data | {} ({} train / {} test) |",
+        c.data, s.train_samples, s.test_samples
+    );
+    println!(
+        "| model | {} {} ({} parameters) |",
+        s.model, c.act, s.params
+    );
+    println!(
+        "| method | {} ({}) |",
+        c.method.as_str(),
+        describe_method(c)
+    );
+    println!(
+        "| optimizer | SGD lr {} {}, momentum {}{}, weight decay {}, batch {} |",
+        c.lr,
+        match c.schedule {
+            ScheduleName::Cosine => "cosine",
+            ScheduleName::Constant => "constant",
+        },
+        c.momentum,
+        if c.nesterov { " (Nesterov)" } else { "" },
+        c.weight_decay,
+        c.batch
+    );
+    println!("| backend | {} ({} threads) |", s.backend, s.threads);
+    println!(
+        "| epochs | {} ({:.1} s, {:.1} steps/s) |",
+        s.last.epoch, s.seconds, s.steps_per_sec
+    );
+    println!(
+        "| final train | loss {:.4}, accuracy {:.2}% |",
+        s.last.train_loss,
+        100.0 * s.last.train_acc
+    );
+    println!(
+        "| final test | loss {:.4}, accuracy {:.2}% |",
+        s.last.test_loss,
+        100.0 * s.last.test_acc
+    );
+    println!(
+        "| best test | {:.2}% (epoch {}) |",
+        100.0 * s.best_test_acc,
+        s.best_epoch
+    );
+    if let Some(o) = out {
+        println!("| outputs | {} |", o.display());
+    }
+}

@@ -7,6 +7,9 @@
 //! Results are deterministic for a given thread count: each output element
 //! of a product is computed by one thread in a fixed order.
 
+use crate::cpu_layers as cl;
+use fdgr_kernel::act::{self, Act};
+use fdgr_kernel::serial::{norm, BnGeom, ConvGeom, PoolGeom};
 use fdgr_kernel::{vecops, Exec, Real, SgdElem};
 use rayon::prelude::*;
 
@@ -23,7 +26,67 @@ pub struct Par {
     pub threads: usize,
 }
 
-macro_rules! par_gemm {
+/// A row-major GEMM (the kernel's convention, C ← α·op(A)·op(B) + β·C)
+/// on the `gemm` crate with `threads` threads; small products run on the
+/// kernel's serial loops.
+#[allow(clippy::too_many_arguments)]
+pub fn fast_gemm<T: Real>(
+    threads: usize,
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: &[T],
+    b: &[T],
+    beta: T,
+    c: &mut [T],
+) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "gemm operand sizes"
+    );
+    if m * n * k < SMALL_GEMM || k == 0 {
+        return vecops::gemm(ta, tb, m, n, k, alpha, a, b, beta, c);
+    }
+    let (lhs_rs, lhs_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rhs_rs, rhs_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assert above bounds every index the strides reach: C is
+    // m×n row-major in c, op(A) is m×k over a, op(B) is k×n over b; c does
+    // not alias a or b (distinct borrows). The crate computes
+    // dst ← α'·dst + β'·lhs·rhs, so the kernel's (α, β) go in as (β, α).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            beta != T::ZERO,
+            a.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            b.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+macro_rules! par_exec {
     ($t:ty) => {
         impl Exec<$t> for Par {
             fn gemm(
@@ -39,47 +102,7 @@ macro_rules! par_gemm {
                 beta: $t,
                 c: &mut [$t],
             ) {
-                assert!(
-                    a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-                    "gemm operand sizes"
-                );
-                if m * n * k < SMALL_GEMM || k == 0 {
-                    return vecops::gemm(ta, tb, m, n, k, alpha, a, b, beta, c);
-                }
-                let (lhs_rs, lhs_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
-                let (rhs_rs, rhs_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
-                let par = if self.threads > 1 {
-                    gemm::Parallelism::Rayon(self.threads)
-                } else {
-                    gemm::Parallelism::None
-                };
-                // SAFETY: the assert above bounds every index the strides
-                // reach: C is m×n row-major in c, op(A) is m×k over a,
-                // op(B) is k×n over b; c does not alias a or b (distinct
-                // borrows).
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        n,
-                        k,
-                        c.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        beta != 0.0,
-                        a.as_ptr(),
-                        lhs_cs,
-                        lhs_rs,
-                        b.as_ptr(),
-                        rhs_cs,
-                        rhs_rs,
-                        beta,
-                        alpha,
-                        false,
-                        false,
-                        false,
-                        par,
-                    );
-                }
+                fast_gemm(self.threads, ta, tb, m, n, k, alpha, a, b, beta, c)
             }
 
             fn axpy(&mut self, y: &mut [$t], a: $t, x: &[$t]) {
@@ -144,12 +167,173 @@ macro_rules! par_gemm {
                         .for_each(|(t, d)| fdgr_kernel::optim::sgd_slices(t, d, None, h)),
                 }
             }
+
+            fn axpby(&mut self, y: &mut [$t], x: &[$t], alpha: $t, beta: $t) {
+                cl::chunked(y, &[x], |y, xs| vecops::axpby(y, xs[0], alpha, beta));
+            }
+
+            fn add(&mut self, y: &mut [$t], a: &[$t], b: &[$t]) {
+                cl::chunked(y, &[a, b], |y, xs| vecops::add(y, xs[0], xs[1]));
+            }
+
+            fn bias_act(&mut self, z: &mut [$t], bias: Option<&[$t]>, c: usize, hw: usize, a: Act) {
+                cl::bias_act(z, bias, c, hw, a)
+            }
+
+            fn act_map(&mut self, y: &mut [$t], x: &[$t], a: Act) {
+                cl::chunked(y, &[x], |y, xs| act::act_map(y, xs[0], a));
+            }
+
+            fn act_backward(&mut self, delta: &mut [$t], av: &[$t], a: Act) {
+                cl::chunked(delta, &[av], |d, xs| act::act_backward(d, xs[0], a));
+            }
+
+            fn r_act(&mut self, ra: &mut [$t], rz: &[$t], av: &[$t], a: Act) {
+                cl::chunked(ra, &[rz, av], |r, xs| act::r_act(r, xs[0], xs[1], a));
+            }
+
+            fn r_act_backward(&mut self, rd: &mut [$t], rz: &[$t], av: &[$t], dz: &[$t], a: Act) {
+                cl::chunked(rd, &[rz, av, dz], |r, xs| {
+                    act::r_act_backward(r, xs[0], xs[1], xs[2], a)
+                });
+            }
+
+            fn chan_sum(
+                &mut self,
+                out: &mut [$t],
+                m: &[$t],
+                c: usize,
+                hw: usize,
+                alpha: $t,
+                beta: $t,
+            ) {
+                cl::chan_sum(out, m, c, hw, alpha, beta)
+            }
+
+            fn conv_forward(
+                &mut self,
+                g: &ConvGeom,
+                x: &[$t],
+                w: &[$t],
+                y: &mut [$t],
+                alpha: $t,
+                beta: $t,
+            ) {
+                cl::conv_forward(g, x, w, y, alpha, beta)
+            }
+
+            fn conv_backward_data(
+                &mut self,
+                g: &ConvGeom,
+                dy: &[$t],
+                w: &[$t],
+                dx: &mut [$t],
+                alpha: $t,
+                beta: $t,
+            ) {
+                cl::conv_backward_data(g, dy, w, dx, alpha, beta)
+            }
+
+            fn conv_backward_filter(
+                &mut self,
+                g: &ConvGeom,
+                x: &[$t],
+                dy: &[$t],
+                dw: &mut [$t],
+                alpha: $t,
+                beta: $t,
+            ) {
+                cl::conv_backward_filter(self.threads, g, x, dy, dw, alpha, beta)
+            }
+
+            fn bn_forward_train(
+                &mut self,
+                g: &BnGeom,
+                x: &[$t],
+                y: &mut [$t],
+                gb: &[$t],
+                stats: &mut [$t],
+                eps: $t,
+                a: Act,
+                pending: Option<norm::Pending<'_, $t>>,
+            ) {
+                cl::bn_forward_train(g, x, y, gb, stats, eps, a, pending)
+            }
+
+            fn bn_forward_eval(
+                &mut self,
+                g: &BnGeom,
+                x: &[$t],
+                y: &mut [$t],
+                gb: &[$t],
+                running: &[$t],
+                eps: $t,
+                a: Act,
+            ) {
+                cl::bn_forward_eval(g, x, y, gb, running, eps, a)
+            }
+
+            fn bn_backward(
+                &mut self,
+                g: &BnGeom,
+                x: &[$t],
+                dy: &[$t],
+                gb: &[$t],
+                stats: &[$t],
+                dx: Option<norm::Dx<'_, $t>>,
+                dp: Option<norm::Dp<'_, $t>>,
+            ) {
+                cl::bn_backward(g, x, dy, gb, stats, dx, dp)
+            }
+
+            fn bn_r_forward(
+                &mut self,
+                g: &BnGeom,
+                x: &[$t],
+                rx: Option<&[$t]>,
+                gb: &[$t],
+                vgb: &[$t],
+                stats: &[$t],
+                ry: &mut [$t],
+                rstats: &mut [$t],
+            ) {
+                cl::bn_r_forward(g, x, rx, gb, vgb, stats, ry, rstats)
+            }
+
+            fn bn_r_backward(
+                &mut self,
+                g: &BnGeom,
+                a: &norm::RBack<'_, $t>,
+                rdx: Option<norm::Dx<'_, $t>>,
+                rsums: &mut [$t],
+            ) {
+                cl::bn_r_backward(g, a, rdx, rsums)
+            }
+
+            fn pool_forward(&mut self, g: &PoolGeom, x: &[$t], y: &mut [$t]) {
+                cl::pool_forward(g, x, y)
+            }
+
+            fn pool_backward(
+                &mut self,
+                g: &PoolGeom,
+                x: &[$t],
+                dy: &[$t],
+                dx: &mut [$t],
+                acc: bool,
+            ) {
+                cl::pool_backward(g, x, dy, dx, acc)
+            }
+
+            fn pool_r_forward(&mut self, g: &PoolGeom, x: &[$t], rx: &[$t], ry: &mut [$t]) {
+                cl::pool_r_forward(g, x, rx, ry)
+            }
         }
     };
 }
 
-par_gemm!(f32);
-par_gemm!(f64);
+par_exec!(f32);
+par_exec!(f64);
 
 fn par2<T: Send + Sync, F: Fn(&mut [T], &[T]) + Sync + Send>(
     threads: usize,

@@ -4,11 +4,13 @@
 //! (`src/main.rs`) only parses and dispatches, to one module per command
 //! in `src/cli/` (its flags and its printing).
 
+pub mod arch;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;
+pub mod cpu_layers;
 pub mod data;
 pub mod dln;
 pub mod exit;

@@ -77,6 +77,50 @@ pub struct Pending<'a, F> {
     pub momentum: F,
 }
 
+/// The batch statistics of channel `ch`: (mean μ, 1/√(σ² + ε), Σ(x − μ)²).
+#[inline]
+pub fn channel_stats<F: Real>(g: &BnGeom, x: &[F], ch: usize, eps: F) -> (F, F, F) {
+    let m = F::from_usize(g.m());
+    let mut s = F::ZERO;
+    each(g, ch, |i| s += x[i]);
+    let mu = s / m;
+    let mut v = F::ZERO;
+    each(g, ch, |i| {
+        let d = x[i] - mu;
+        v += d * d;
+    });
+    (mu, F::ONE / (v / m + eps).sqrt(), v)
+}
+
+/// y = act(γ·(x − μ)·s + β) over one plane (the H·W values of one sample
+/// and channel).
+#[inline]
+pub fn normalize_plane<F: Real>(x: &[F], y: &mut [F], gamma: F, beta: F, mu: F, is: F, act: Act) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi = act.f(gamma * ((*xi - mu) * is) + beta);
+    }
+}
+
+/// The running-statistics update of one channel from its batch mean and
+/// Σ(x − μ)² (`m2`): (new mean, new variance), PyTorch's rule with the
+/// unbiased variance.
+#[inline]
+pub fn running_update<F: Real>(
+    g: &BnGeom,
+    running: &[F],
+    ch: usize,
+    mu: F,
+    m2: F,
+    momentum: F,
+) -> (F, F) {
+    let unbiased = m2 / F::from_usize(g.m() - 1);
+    let keep = F::ONE - momentum;
+    (
+        momentum * mu + keep * running[ch],
+        momentum * unbiased + keep * running[g.c + ch],
+    )
+}
+
 /// Training-mode forward: batch statistics into `stats` (mean, then 1/σ;
 /// C each), y = act(γ·x̂ + β), and the running-statistics update into
 /// `pending` when given. `gb` holds γ (C) then β (C). Needs M ≥ 2.
@@ -91,29 +135,27 @@ pub fn forward_train<F: Real>(
     act: Act,
     mut pending: Option<Pending<'_, F>>,
 ) {
-    let m = F::from_usize(g.m());
     let (gamma, beta) = gb.split_at(g.c);
-    let (mean, invstd) = stats.split_at_mut(g.c);
     for ch in 0..g.c {
-        let mut s = F::ZERO;
-        each(g, ch, |i| s += x[i]);
-        let mu = s / m;
-        let mut v = F::ZERO;
-        each(g, ch, |i| {
-            let d = x[i] - mu;
-            v += d * d;
-        });
-        let var = v / m;
-        let is = F::ONE / (var + eps).sqrt();
-        mean[ch] = mu;
-        invstd[ch] = is;
-        let (ga, be) = (gamma[ch], beta[ch]);
-        each(g, ch, |i| y[i] = act.f(ga * ((x[i] - mu) * is) + be));
+        let (mu, is, m2) = channel_stats(g, x, ch, eps);
+        stats[ch] = mu;
+        stats[g.c + ch] = is;
         if let Some(p) = pending.as_mut() {
-            let unbiased = v / F::from_usize(g.m() - 1);
-            let keep = F::ONE - p.momentum;
-            p.out[ch] = p.momentum * mu + keep * p.running[ch];
-            p.out[g.c + ch] = p.momentum * unbiased + keep * p.running[g.c + ch];
+            let (rm, rv) = running_update(g, p.running, ch, mu, m2, p.momentum);
+            p.out[ch] = rm;
+            p.out[g.c + ch] = rv;
+        }
+        for n in 0..g.n {
+            let o = (n * g.c + ch) * g.hw;
+            normalize_plane(
+                &x[o..o + g.hw],
+                &mut y[o..o + g.hw],
+                gamma[ch],
+                beta[ch],
+                mu,
+                is,
+                act,
+            );
         }
     }
 }
@@ -133,8 +175,18 @@ pub fn forward_eval<F: Real>(
     for ch in 0..g.c {
         let mu = running[ch];
         let is = F::ONE / (running[g.c + ch] + eps).sqrt();
-        let (ga, be) = (gb[ch], gb[g.c + ch]);
-        each(g, ch, |i| y[i] = act.f(ga * ((x[i] - mu) * is) + be));
+        for n in 0..g.n {
+            let o = (n * g.c + ch) * g.hw;
+            normalize_plane(
+                &x[o..o + g.hw],
+                &mut y[o..o + g.hw],
+                gb[ch],
+                gb[g.c + ch],
+                mu,
+                is,
+                act,
+            );
+        }
     }
 }
 
@@ -157,13 +209,51 @@ pub struct Dp<'a, F> {
     pub beta: F,
 }
 
+/// out ← β·out + α·v (β = 0 overwrites).
 #[inline]
-fn put<F: Real>(o: &mut F, v: F, alpha: F, beta: F) {
+pub fn put<F: Real>(o: &mut F, v: F, alpha: F, beta: F) {
     *o = if beta == F::ZERO {
         alpha * v
     } else {
         beta * *o + alpha * v
     };
+}
+
+/// Backward sums of channel `ch`: (Σ dy, Σ dy·x̂).
+#[inline]
+pub fn backward_sums<F: Real>(g: &BnGeom, x: &[F], dy: &[F], ch: usize, mu: F, is: F) -> (F, F) {
+    let (mut sdy, mut sdyx) = (F::ZERO, F::ZERO);
+    each(g, ch, |i| {
+        sdy += dy[i];
+        sdyx += dy[i] * ((x[i] - mu) * is);
+    });
+    (sdy, sdyx)
+}
+
+/// The input gradient over one plane: dx (+)= γ·s·(dy − Σdy/M − x̂·Σdy·x̂/M).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn backward_plane<F: Real>(
+    g: &BnGeom,
+    x: &[F],
+    dy: &[F],
+    dx: &mut [F],
+    acc: bool,
+    gamma: F,
+    (mu, is): (F, F),
+    (sdy, sdyx): (F, F),
+) {
+    let m = F::from_usize(g.m());
+    let k = gamma * is;
+    let (mdy, mdyx) = (sdy / m, sdyx / m);
+    for ((d, xi), dyi) in dx.iter_mut().zip(x).zip(dy) {
+        let v = k * (*dyi - mdy - ((*xi - mu) * is) * mdyx);
+        if acc {
+            *d += v;
+        } else {
+            *d = v;
+        }
+    }
 }
 
 /// Training-mode backward from dy (the gradient with respect to y, after
@@ -180,29 +270,67 @@ pub fn backward<F: Real>(
     mut dx: Option<Dx<'_, F>>,
     mut dp: Option<Dp<'_, F>>,
 ) {
-    let m = F::from_usize(g.m());
     for ch in 0..g.c {
         let (mu, is) = (stats[ch], stats[g.c + ch]);
-        let (mut sdy, mut sdyx) = (F::ZERO, F::ZERO);
-        each(g, ch, |i| {
-            sdy += dy[i];
-            sdyx += dy[i] * ((x[i] - mu) * is);
-        });
+        let (sdy, sdyx) = backward_sums(g, x, dy, ch, mu, is);
         if let Some(p) = dp.as_mut() {
             put(&mut p.out[ch], sdyx, p.alpha, p.beta);
             put(&mut p.out[g.c + ch], sdy, p.alpha, p.beta);
         }
         if let Some(d) = dx.as_mut() {
-            let k = gb[ch] * is;
-            let (mdy, mdyx) = (sdy / m, sdyx / m);
-            each(g, ch, |i| {
-                let v = k * (dy[i] - mdy - ((x[i] - mu) * is) * mdyx);
-                if d.acc {
-                    d.dx[i] += v;
-                } else {
-                    d.dx[i] = v;
-                }
-            });
+            for n in 0..g.n {
+                let o = (n * g.c + ch) * g.hw;
+                let r = o..o + g.hw;
+                backward_plane(
+                    g,
+                    &x[r.clone()],
+                    &dy[r.clone()],
+                    &mut d.dx[r],
+                    d.acc,
+                    gb[ch],
+                    (mu, is),
+                    (sdy, sdyx),
+                );
+            }
+        }
+    }
+}
+
+/// R-forward sums of channel `ch`: (mean(R{x}), mean(x̂·R{x})).
+#[inline]
+pub fn r_forward_means<F: Real>(g: &BnGeom, x: &[F], rx: &[F], ch: usize, mu: F, is: F) -> (F, F) {
+    let m = F::from_usize(g.m());
+    let (mut a, mut b) = (F::ZERO, F::ZERO);
+    each(g, ch, |i| {
+        a += rx[i];
+        b += ((x[i] - mu) * is) * rx[i];
+    });
+    (a / m, b / m)
+}
+
+/// R{y} over one plane: V_γ·x̂ + γ·R{x̂} + V_β (R{x̂} = 0 without R{x}).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn r_forward_plane<F: Real>(
+    x: &[F],
+    rx: Option<&[F]>,
+    ry: &mut [F],
+    (ga, vga, vbe): (F, F, F),
+    (mu, is): (F, F),
+    (ma, mb): (F, F),
+) {
+    match rx {
+        Some(rx) => {
+            for ((r, xi), rxi) in ry.iter_mut().zip(x).zip(rx) {
+                let xh = (*xi - mu) * is;
+                let rxh = is * (*rxi - ma - xh * mb);
+                *r = vga * xh + ga * rxh + vbe;
+            }
+        }
+        None => {
+            for (r, xi) in ry.iter_mut().zip(x) {
+                *r = vga * ((*xi - mu) * is) + vbe;
+            }
         }
     }
 }
@@ -221,31 +349,26 @@ pub fn r_forward<F: Real>(
     ry: &mut [F],
     rstats: &mut [F],
 ) {
-    let m = F::from_usize(g.m());
     for ch in 0..g.c {
         let (mu, is) = (stats[ch], stats[g.c + ch]);
-        let (ga, vga, vbe) = (gb[ch], vgb[ch], vgb[g.c + ch]);
-        match rx {
-            Some(rx) => {
-                let (mut a, mut b) = (F::ZERO, F::ZERO);
-                each(g, ch, |i| {
-                    a += rx[i];
-                    b += ((x[i] - mu) * is) * rx[i];
-                });
-                let (a, b) = (a / m, b / m);
-                rstats[ch] = a;
-                rstats[g.c + ch] = b;
-                each(g, ch, |i| {
-                    let xh = (x[i] - mu) * is;
-                    let rxh = is * (rx[i] - a - xh * b);
-                    ry[i] = vga * xh + ga * rxh + vbe;
-                });
-            }
-            None => {
-                rstats[ch] = F::ZERO;
-                rstats[g.c + ch] = F::ZERO;
-                each(g, ch, |i| ry[i] = vga * ((x[i] - mu) * is) + vbe);
-            }
+        let (ma, mb) = match rx {
+            Some(rx) => r_forward_means(g, x, rx, ch, mu, is),
+            None => (F::ZERO, F::ZERO),
+        };
+        rstats[ch] = ma;
+        rstats[g.c + ch] = mb;
+        let k = (gb[ch], vgb[ch], vgb[g.c + ch]);
+        for n in 0..g.n {
+            let o = (n * g.c + ch) * g.hw;
+            let r = o..o + g.hw;
+            r_forward_plane(
+                &x[r.clone()],
+                rx.map(|v| &v[r.clone()]),
+                &mut ry[r],
+                k,
+                (mu, is),
+                (ma, mb),
+            );
         }
     }
 }
@@ -270,6 +393,87 @@ pub struct RBack<'a, F> {
     pub rstats: &'a [F],
 }
 
+/// The per-channel sums of the R-backward: Σdy, Σdy·x̂, ΣR{dy},
+/// ΣR{dy}·x̂, Σdy·R{x̂}.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RSums<F> {
+    /// Σ dy.
+    pub dy: F,
+    /// Σ dy·x̂.
+    pub dyx: F,
+    /// Σ R{dy}.
+    pub rdy: F,
+    /// Σ R{dy}·x̂.
+    pub rdyx: F,
+    /// Σ dy·R{x̂}.
+    pub dyrxh: F,
+}
+
+#[inline]
+fn rxh_at<F: Real>(rx: Option<&[F]>, i: usize, xh: F, is: F, ma: F, mb: F) -> F {
+    match rx {
+        Some(rx) => is * (rx[i] - ma - xh * mb),
+        None => F::ZERO,
+    }
+}
+
+/// The R-backward sums of channel `ch`.
+pub fn r_backward_sums<F: Real>(g: &BnGeom, a: &RBack<'_, F>, ch: usize) -> RSums<F> {
+    let (mu, is) = (a.stats[ch], a.stats[g.c + ch]);
+    let (ma, mb) = (a.rstats[ch], a.rstats[g.c + ch]);
+    let mut s = RSums {
+        dy: F::ZERO,
+        dyx: F::ZERO,
+        rdy: F::ZERO,
+        rdyx: F::ZERO,
+        dyrxh: F::ZERO,
+    };
+    each(g, ch, |i| {
+        let xh = (a.x[i] - mu) * is;
+        s.dy += a.dy[i];
+        s.dyx += a.dy[i] * xh;
+        s.rdy += a.rdy[i];
+        s.rdyx += a.rdy[i] * xh;
+        s.dyrxh += a.dy[i] * rxh_at(a.rx, i, xh, is, ma, mb);
+    });
+    s
+}
+
+/// R{dx} over the plane starting at index `o` (H·W values) of channel `ch`.
+pub fn r_backward_plane<F: Real>(
+    g: &BnGeom,
+    a: &RBack<'_, F>,
+    ch: usize,
+    o: usize,
+    s: &RSums<F>,
+    rdx: &mut [F],
+    acc: bool,
+) {
+    let m = F::from_usize(g.m());
+    let (mu, is) = (a.stats[ch], a.stats[g.c + ch]);
+    let (ga, vga) = (a.gb[ch], a.vgb[ch]);
+    let (ma, mb) = (a.rstats[ch], a.rstats[g.c + ch]);
+    let rs = -(is * is) * mb;
+    let mg = ga * s.dy / m;
+    let mgx = ga * s.dyx / m;
+    let mrg = (vga * s.dy + ga * s.rdy) / m;
+    let mrgx = (vga * s.dyx + ga * s.rdyx) / m;
+    let mgrx = ga * s.dyrxh / m;
+    for (j, d) in rdx.iter_mut().enumerate() {
+        let i = o + j;
+        let xh = (a.x[i] - mu) * is;
+        let gi = ga * a.dy[i];
+        let rgi = vga * a.dy[i] + ga * a.rdy[i];
+        let v = rs * (gi - mg - xh * mgx)
+            + is * (rgi - mrg - rxh_at(a.rx, i, xh, is, ma, mb) * mgx - xh * (mrgx + mgrx));
+        if acc {
+            *d += v;
+        } else {
+            *d = v;
+        }
+    }
+}
+
 /// R-backward: R{dx} into `rdx` (when given) and R{dγ} (C), R{dβ} (C)
 /// into `rsums`.
 pub fn r_backward<F: Real>(
@@ -278,48 +482,15 @@ pub fn r_backward<F: Real>(
     mut rdx: Option<Dx<'_, F>>,
     rsums: &mut [F],
 ) {
-    let m = F::from_usize(g.m());
-    let (x, dy, rdy) = (a.x, a.dy, a.rdy);
     for ch in 0..g.c {
-        let (mu, is) = (a.stats[ch], a.stats[g.c + ch]);
-        let (ga, vga) = (a.gb[ch], a.vgb[ch]);
-        let (ma, mb) = (a.rstats[ch], a.rstats[g.c + ch]);
-        // R{x̂} at index i (zero without R{x}).
-        let rxh = |i: usize, xh: F| match a.rx {
-            Some(rx) => is * (rx[i] - ma - xh * mb),
-            None => F::ZERO,
-        };
-        let (mut sdy, mut sdyx, mut srdy, mut srdyx, mut sdyrxh) =
-            (F::ZERO, F::ZERO, F::ZERO, F::ZERO, F::ZERO);
-        each(g, ch, |i| {
-            let xh = (x[i] - mu) * is;
-            sdy += dy[i];
-            sdyx += dy[i] * xh;
-            srdy += rdy[i];
-            srdyx += rdy[i] * xh;
-            sdyrxh += dy[i] * rxh(i, xh);
-        });
-        rsums[ch] = srdyx + sdyrxh;
-        rsums[g.c + ch] = srdy;
+        let s = r_backward_sums(g, a, ch);
+        rsums[ch] = s.rdyx + s.dyrxh;
+        rsums[g.c + ch] = s.rdy;
         if let Some(d) = rdx.as_mut() {
-            let rs = -(is * is) * mb;
-            let mg = ga * sdy / m;
-            let mgx = ga * sdyx / m;
-            let mrg = (vga * sdy + ga * srdy) / m;
-            let mrgx = (vga * sdyx + ga * srdyx) / m;
-            let mgrx = ga * sdyrxh / m;
-            each(g, ch, |i| {
-                let xh = (x[i] - mu) * is;
-                let gi = ga * dy[i];
-                let rgi = vga * dy[i] + ga * rdy[i];
-                let v = rs * (gi - mg - xh * mgx)
-                    + is * (rgi - mrg - rxh(i, xh) * mgx - xh * (mrgx + mgrx));
-                if d.acc {
-                    d.dx[i] += v;
-                } else {
-                    d.dx[i] = v;
-                }
-            });
+            for n in 0..g.n {
+                let o = (n * g.c + ch) * g.hw;
+                r_backward_plane(g, a, ch, o, &s, &mut d.dx[o..o + g.hw], d.acc);
+            }
         }
     }
 }

@@ -64,16 +64,15 @@ impl PoolGeom {
     }
 }
 
-/// Index (in `x`) of the first maximum of output (plane `p`, oy, ox)'s window.
+/// Index (in the plane `x`) of the first maximum of output (oy, ox)'s window.
 #[inline]
-fn argmax<F: Real>(g: &PoolGeom, x: &[F], p: usize, oy: usize, ox: usize) -> usize {
+fn argmax<F: Real>(g: &PoolGeom, x: &[F], oy: usize, ox: usize) -> usize {
     let (y0, y1) = g.span(oy, g.kh, g.h);
     let (x0, x1) = g.span(ox, g.kw, g.w);
-    let base = p * g.h * g.w;
-    let mut best = base + y0 * g.w + x0;
+    let mut best = y0 * g.w + x0;
     for iy in y0..y1 {
         for ix in x0..x1 {
-            let i = base + iy * g.w + ix;
+            let i = iy * g.w + ix;
             if x[i] > x[best] {
                 best = i;
             }
@@ -82,70 +81,101 @@ fn argmax<F: Real>(g: &PoolGeom, x: &[F], p: usize, oy: usize, ox: usize) -> usi
     best
 }
 
-/// Visits every output (plane, oy, ox) with its flat index.
-#[inline]
-fn each_out(g: &PoolGeom, mut f: impl FnMut(usize, usize, usize, usize)) {
-    for p in 0..g.n * g.c {
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                f(p, oy, ox, (p * g.oh + oy) * g.ow + ox);
+/// y = pool(x) over one plane (x: H·W values, y: OH·OW).
+pub fn forward_plane<F: Real>(g: &PoolGeom, x: &[F], y: &mut [F]) {
+    let inv = F::ONE / F::from_usize(g.kh * g.kw);
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            y[oy * g.ow + ox] = match g.kind {
+                PoolKind::Max => x[argmax(g, x, oy, ox)],
+                PoolKind::Avg => {
+                    let (y0, y1) = g.span(oy, g.kh, g.h);
+                    let (x0, x1) = g.span(ox, g.kw, g.w);
+                    let mut s = F::ZERO;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            s += x[iy * g.w + ix];
+                        }
+                    }
+                    s * inv
+                }
+            };
+        }
+    }
+}
+
+/// dx (+)= poolᵀ(dy) over one plane; overwrites dx unless `acc`.
+pub fn backward_plane<F: Real>(g: &PoolGeom, x: &[F], dy: &[F], dx: &mut [F], acc: bool) {
+    if !acc {
+        dx.fill(F::ZERO);
+    }
+    let inv = F::ONE / F::from_usize(g.kh * g.kw);
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let o = oy * g.ow + ox;
+            match g.kind {
+                PoolKind::Max => dx[argmax(g, x, oy, ox)] += dy[o],
+                PoolKind::Avg => {
+                    let (y0, y1) = g.span(oy, g.kh, g.h);
+                    let (x0, x1) = g.span(ox, g.kw, g.w);
+                    let d = dy[o] * inv;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            dx[iy * g.w + ix] += d;
+                        }
+                    }
+                }
             }
         }
     }
 }
 
+/// R{y} over one plane: R{x} at the window's arg-max of x (max), or the
+/// pooled R{x} (average).
+pub fn r_forward_plane<F: Real>(g: &PoolGeom, x: &[F], rx: &[F], ry: &mut [F]) {
+    match g.kind {
+        PoolKind::Max => {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    ry[oy * g.ow + ox] = rx[argmax(g, x, oy, ox)];
+                }
+            }
+        }
+        PoolKind::Avg => forward_plane(g, rx, ry),
+    }
+}
+
+/// The (input, output) ranges of plane `p`.
+#[inline]
+fn planes(g: &PoolGeom, p: usize) -> (core::ops::Range<usize>, core::ops::Range<usize>) {
+    let (i, o) = (g.h * g.w, g.oh * g.ow);
+    (p * i..(p + 1) * i, p * o..(p + 1) * o)
+}
+
 /// y = pool(x).
 pub fn forward<F: Real>(g: &PoolGeom, x: &[F], y: &mut [F]) {
-    let inv = F::ONE / F::from_usize(g.kh * g.kw);
-    each_out(g, |p, oy, ox, o| {
-        y[o] = match g.kind {
-            PoolKind::Max => x[argmax(g, x, p, oy, ox)],
-            PoolKind::Avg => {
-                let (y0, y1) = g.span(oy, g.kh, g.h);
-                let (x0, x1) = g.span(ox, g.kw, g.w);
-                let base = p * g.h * g.w;
-                let mut s = F::ZERO;
-                for iy in y0..y1 {
-                    for ix in x0..x1 {
-                        s += x[base + iy * g.w + ix];
-                    }
-                }
-                s * inv
-            }
-        };
-    });
+    for p in 0..g.n * g.c {
+        let (i, o) = planes(g, p);
+        forward_plane(g, &x[i], &mut y[o]);
+    }
 }
 
 /// dx (+)= poolᵀ(dy): each output's gradient to its window's arg-max
 /// (max) or spread over the window (average). `x` is the forward input
 /// (used by max pooling only). Overwrites dx unless `acc`.
 pub fn backward<F: Real>(g: &PoolGeom, x: &[F], dy: &[F], dx: &mut [F], acc: bool) {
-    if !acc {
-        dx[..g.x_len()].fill(F::ZERO);
+    for p in 0..g.n * g.c {
+        let (i, o) = planes(g, p);
+        backward_plane(g, &x[i.clone()], &dy[o], &mut dx[i], acc);
     }
-    let inv = F::ONE / F::from_usize(g.kh * g.kw);
-    each_out(g, |p, oy, ox, o| match g.kind {
-        PoolKind::Max => dx[argmax(g, x, p, oy, ox)] += dy[o],
-        PoolKind::Avg => {
-            let (y0, y1) = g.span(oy, g.kh, g.h);
-            let (x0, x1) = g.span(ox, g.kw, g.w);
-            let base = p * g.h * g.w;
-            let d = dy[o] * inv;
-            for iy in y0..y1 {
-                for ix in x0..x1 {
-                    dx[base + iy * g.w + ix] += d;
-                }
-            }
-        }
-    });
 }
 
 /// R-forward: R{y} = R{x} at each window's arg-max of `x` (max), or the
 /// pooled R{x} (average).
 pub fn r_forward<F: Real>(g: &PoolGeom, x: &[F], rx: &[F], ry: &mut [F]) {
-    match g.kind {
-        PoolKind::Max => each_out(g, |p, oy, ox, o| ry[o] = rx[argmax(g, x, p, oy, ox)]),
-        PoolKind::Avg => forward(g, rx, ry),
+    for p in 0..g.n * g.c {
+        let (i, o) = planes(g, p);
+        r_forward_plane(g, &x[i.clone()], &rx[i], &mut ry[o]);
     }
 }
 

@@ -1,0 +1,700 @@
+//! Network architectures: what `--model` accepts, turned into the kernel's
+//! layer list, with the name of every layer in the equivalent PyTorch
+//! module (so checkpoints load with `load_state_dict(strict=True)`).
+//!
+//! `--model` takes one of:
+//!
+//! * **MLP widths**, inputs first: `784-512-512-10` (hidden activation
+//!   from `--act`). PyTorch: `nn.Sequential(Linear, act, Linear, …)`, so
+//!   the weights are `0.weight`, `2.weight`, ….
+//! * **A preset**, sized to the data (input channels and size, classes):
+//!   `lenet5`, `resnet20` / `resnet32` / `resnet44` / `resnet56` /
+//!   `resnet110` (He et al.'s CIFAR ResNets, 1×1 conv + BN projection
+//!   shortcuts), `resnet18` (the CIFAR variant: 3×3 stem, no max-pool),
+//!   `wrn-D-K` (wide ResNet, pre-activation blocks: `wrn-16-4`,
+//!   `wrn-28-10`). Names follow the usual PyTorch definitions:
+//!   `conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.shortcut.0` (ResNets),
+//!   `block1.layer.0.bn1`, `block1.layer.0.convShortcut` (WRN), `linear` /
+//!   `fc`; `bench/torch_models.py` defines each of them.
+//! * **A layer list**, comma-separated (PyTorch: `nn.Sequential` with one
+//!   module per entry, names `0`, `1`, …):
+//!
+//! | entry | layer |
+//! |---|---|
+//! | `conv:OUT:K[:sS][:pP][:gG][:nobias]` | `Conv2d(in, OUT, K, stride=S, padding=P, groups=G)` |
+//! | `dwconv:K[:sS][:pP][:nobias]` | depthwise `Conv2d(in, in, K, groups=in)` |
+//! | `bn` | `BatchNorm2d` (`BatchNorm1d` on vectors) |
+//! | `relu`, `tanh`, `sigmoid`, `identity` | activation |
+//! | `maxpool:K[:sS][:pP]`, `avgpool:K[:sS][:pP]` | pooling (stride K by default) |
+//! | `gap` | `AdaptiveAvgPool2d(1)` + flatten |
+//! | `flatten` | `Flatten` |
+//! | `linear[:OUT][:nobias]` (or `fc`) | `Linear(in, OUT)`; OUT defaults to the number of classes |
+//! | `block:OUT[:sS]` | ResNet basic block (conv-bn-relu-conv-bn + shortcut, relu) |
+//! | `wblock:OUT[:sS]` | wide-ResNet pre-activation block (bn-relu-conv-bn-relu-conv + shortcut) |
+//!
+//! e.g. `conv:8:3:p1,relu,maxpool:2,conv:16:3:p1,relu,maxpool:2,flatten,linear`.
+
+use anyhow::{anyhow, bail, Context, Result};
+use fdgr_kernel::model::{plan, Dims, Layer, Model, Node, Op, Src};
+use fdgr_kernel::{Act, Loss, Shape};
+
+/// A planned network and the PyTorch name of each layer.
+#[derive(Clone, Debug)]
+pub struct Arch {
+    /// `--model` as given (presets and layer lists), or the widths.
+    pub spec: String,
+    /// The layer list.
+    pub layers: Vec<Layer>,
+    /// The PyTorch module path of each layer ("" for layers without
+    /// parameters or buffers).
+    pub names: Vec<String>,
+    /// The planned model.
+    pub model: Model<Vec<Node>>,
+    /// The MLP shape, when the network is an MLP given by its widths.
+    pub mlp: Option<Shape>,
+}
+
+/// A tensor of a checkpoint: its name, shape and where it lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// PyTorch name (`layer1.0.conv1.weight`).
+    pub name: String,
+    /// PyTorch shape.
+    pub shape: Vec<usize>,
+    /// Offset in θ (parameters) or in the state vector (running statistics).
+    pub offset: usize,
+    /// Number of values.
+    pub len: usize,
+}
+
+/// Names of the presets, for help texts and errors.
+pub const PRESETS: &str = "lenet5 | resnet20 | resnet32 | resnet44 | resnet56 | resnet110 | resnet18 | wrn-D-K (e.g. wrn-16-4, wrn-28-10)";
+
+/// Parses MLP widths `784-512-10`.
+pub fn parse_dims(s: &str) -> Option<Vec<usize>> {
+    let v: Option<Vec<usize>> = s.split('-').map(|t| t.trim().parse().ok()).collect();
+    v.filter(|v| v.len() >= 2)
+}
+
+/// Builds layers with their names.
+struct Builder {
+    layers: Vec<Layer>,
+    names: Vec<String>,
+}
+
+impl Builder {
+    fn new() -> Self {
+        Builder {
+            layers: vec![],
+            names: vec![],
+        }
+    }
+    /// Appends a layer; returns its index.
+    fn push(&mut self, l: Layer, name: impl Into<String>) -> usize {
+        self.layers.push(l);
+        self.names.push(name.into());
+        self.layers.len() - 1
+    }
+    fn last(&self) -> usize {
+        self.layers.len() - 1
+    }
+
+    /// ResNet basic block (post-activation): out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
+    /// `x` is the index of the block input (None: the network input).
+    fn basic_block(
+        &mut self,
+        p: &str,
+        x: Option<usize>,
+        cin: usize,
+        cout: usize,
+        stride: usize,
+    ) -> usize {
+        let src = x.map_or(Src::Input, Src::Node);
+        self.push(
+            Layer::conv(cout, 3)
+                .stride(stride)
+                .pad(1)
+                .no_bias()
+                .from(src),
+            format!("{p}conv1"),
+        );
+        self.push(Layer::batch_norm(), format!("{p}bn1"));
+        self.push(Layer::act(Act::Relu), "");
+        self.push(Layer::conv(cout, 3).pad(1).no_bias(), format!("{p}conv2"));
+        let main = self.push(Layer::batch_norm(), format!("{p}bn2"));
+        if stride != 1 || cin != cout {
+            self.push(
+                Layer::conv(cout, 1).stride(stride).no_bias().from(src),
+                format!("{p}shortcut.0"),
+            );
+            self.push(Layer::batch_norm(), format!("{p}shortcut.1"));
+            self.push(Layer::add(main), "");
+        } else {
+            match x {
+                Some(xi) => self.push(Layer::add(xi).from(Src::Node(main)), ""),
+                None => self.push(Layer::add(main).from(Src::Input), ""),
+            };
+        }
+        self.push(Layer::act(Act::Relu), "")
+    }
+
+    /// Wide-ResNet block (pre-activation, as in the reference PyTorch
+    /// code): with equal widths out = x + conv2(relu(bn2(conv1(relu(bn1(x)))))),
+    /// else the shortcut is convShortcut(relu(bn1(x))).
+    fn wide_block(&mut self, p: &str, x: usize, cin: usize, cout: usize, stride: usize) -> usize {
+        self.push(Layer::batch_norm().from(Src::Node(x)), format!("{p}bn1"));
+        let a = self.push(Layer::act(Act::Relu), "");
+        self.push(
+            Layer::conv(cout, 3).stride(stride).pad(1).no_bias(),
+            format!("{p}conv1"),
+        );
+        self.push(Layer::batch_norm(), format!("{p}bn2"));
+        self.push(Layer::act(Act::Relu), "");
+        let main = self.push(Layer::conv(cout, 3).pad(1).no_bias(), format!("{p}conv2"));
+        if cin == cout && stride == 1 {
+            self.push(Layer::add(x).from(Src::Node(main)), "")
+        } else {
+            self.push(
+                Layer::conv(cout, 1)
+                    .stride(stride)
+                    .no_bias()
+                    .from(Src::Node(a)),
+                format!("{p}convShortcut"),
+            );
+            self.push(Layer::add(main), "")
+        }
+    }
+}
+
+fn cifar_resnet(depth: usize, classes: usize) -> Result<Builder> {
+    if depth < 8 || (depth - 2) % 6 != 0 {
+        bail!("resnet{depth}: CIFAR ResNets have depth 6n+2 (20, 32, 44, 56, 110)");
+    }
+    let n = (depth - 2) / 6;
+    let mut b = Builder::new();
+    b.push(Layer::conv(16, 3).pad(1).no_bias(), "conv1");
+    b.push(Layer::batch_norm(), "bn1");
+    let mut x = b.push(Layer::act(Act::Relu), "");
+    let mut cin = 16;
+    for (g, w) in [16usize, 32, 64].into_iter().enumerate() {
+        for i in 0..n {
+            let s = if g > 0 && i == 0 { 2 } else { 1 };
+            x = b.basic_block(&format!("layer{}.{i}.", g + 1), Some(x), cin, w, s);
+            cin = w;
+        }
+    }
+    b.push(Layer::global_avg_pool(), "");
+    b.push(Layer::linear(classes), "linear");
+    Ok(b)
+}
+
+fn resnet18(classes: usize) -> Builder {
+    let mut b = Builder::new();
+    b.push(Layer::conv(64, 3).pad(1).no_bias(), "conv1");
+    b.push(Layer::batch_norm(), "bn1");
+    let mut x = b.push(Layer::act(Act::Relu), "");
+    let mut cin = 64;
+    for (g, w) in [64usize, 128, 256, 512].into_iter().enumerate() {
+        for i in 0..2 {
+            let s = if g > 0 && i == 0 { 2 } else { 1 };
+            x = b.basic_block(&format!("layer{}.{i}.", g + 1), Some(x), cin, w, s);
+            cin = w;
+        }
+    }
+    b.push(Layer::global_avg_pool(), "");
+    b.push(Layer::linear(classes), "linear");
+    b
+}
+
+fn wide_resnet(depth: usize, k: usize, classes: usize) -> Result<Builder> {
+    if depth < 10 || (depth - 4) % 6 != 0 || k == 0 {
+        bail!("wrn-{depth}-{k}: wide ResNets have depth 6n+4 (16, 22, 28, 40) and width k ≥ 1");
+    }
+    let n = (depth - 4) / 6;
+    let mut b = Builder::new();
+    let mut x = b.push(Layer::conv(16, 3).pad(1).no_bias(), "conv1");
+    let mut cin = 16;
+    for (g, w) in [16 * k, 32 * k, 64 * k].into_iter().enumerate() {
+        for i in 0..n {
+            let s = if g > 0 && i == 0 { 2 } else { 1 };
+            x = b.wide_block(&format!("block{}.layer.{i}.", g + 1), x, cin, w, s);
+            cin = w;
+        }
+    }
+    b.push(Layer::batch_norm(), "bn1");
+    b.push(Layer::act(Act::Relu), "");
+    b.push(Layer::global_avg_pool(), "");
+    b.push(Layer::linear(classes), "fc");
+    Ok(b)
+}
+
+fn lenet5(input: Dims, classes: usize, act: Act) -> Builder {
+    let mut b = Builder::new();
+    // adapts to the input size: pad so that each 5×5 convolution keeps at
+    // least a 2×2 map after pooling (28×28 → padding 2 as in LeCun's
+    // MNIST LeNet; 32×32 → none; 8×8 → padding 2 on both convolutions)
+    let p1 = if input.h < 32 { 2 } else { 0 };
+    let h1 = (input.h + 2 * p1).saturating_sub(4) / 2;
+    let p2 = if h1 < 10 { 2 } else { 0 };
+    b.push(Layer::conv(6, 5).pad(p1), "conv1");
+    b.push(Layer::act(act), "");
+    b.push(Layer::max_pool(2), "");
+    b.push(Layer::conv(16, 5).pad(p2), "conv2");
+    b.push(Layer::act(act), "");
+    b.push(Layer::max_pool(2), "");
+    b.push(Layer::flatten(), "");
+    b.push(Layer::linear(120), "fc1");
+    b.push(Layer::act(act), "");
+    b.push(Layer::linear(84), "fc2");
+    b.push(Layer::act(act), "");
+    b.push(Layer::linear(classes), "fc3");
+    b
+}
+
+/// Splits `conv:16:3:p1` into the name and its fields.
+fn fields(tok: &str) -> (&str, Vec<&str>) {
+    let mut it = tok.split(':');
+    let name = it.next().unwrap_or("");
+    (name, it.collect())
+}
+
+/// Parses the options `sS`, `pP`, `gG`, `nobias` of a layer-list entry.
+fn opts(tok: &str, rest: &[&str]) -> Result<(usize, Option<usize>, usize, bool)> {
+    let (mut s, mut p, mut g, mut bias) = (None, None, 1, true);
+    for o in rest {
+        let num = |v: &str| -> Result<usize> {
+            v.parse()
+                .map_err(|_| anyhow!("'{tok}': '{o}' is not a number option (sN, pN, gN)"))
+        };
+        if *o == "nobias" {
+            bias = false;
+        } else if let Some(v) = o.strip_prefix('s') {
+            s = Some(num(v)?);
+        } else if let Some(v) = o.strip_prefix('p') {
+            p = Some(num(v)?);
+        } else if let Some(v) = o.strip_prefix('g') {
+            g = num(v)?;
+        } else {
+            bail!("'{tok}': unknown option '{o}' (expected sN, pN, gN or nobias)");
+        }
+    }
+    Ok((s.unwrap_or(0), p, g, bias))
+}
+
+fn num(tok: &str, v: Option<&&str>, what: &str) -> Result<usize> {
+    let v = v.with_context(|| format!("'{tok}': missing {what}"))?;
+    let n: usize = v
+        .parse()
+        .map_err(|_| anyhow!("'{tok}': {what} '{v}' is not a positive integer"))?;
+    if n == 0 {
+        bail!("'{tok}': {what} must be positive");
+    }
+    Ok(n)
+}
+
+/// The output shape of the layers so far (for `dwconv` and blocks, which
+/// need their input channels).
+fn dims_so_far(layers: &[Layer], input: Dims) -> Result<Dims> {
+    if layers.is_empty() {
+        return Ok(input);
+    }
+    let mut nodes = vec![Node::EMPTY; layers.len()];
+    // plan without the "unused output" rule: the list is unfinished
+    let mut l = layers.to_vec();
+    // a trailing read of the last layer keeps every layer used
+    let last = l.len() - 1;
+    l.push(Layer::flatten().from(Src::Node(last)));
+    nodes.push(Node::EMPTY);
+    plan(&l, input, &mut nodes).map_err(|e| anyhow!("{e}"))?;
+    Ok(nodes[last].out_dims)
+}
+
+fn layer_list(spec: &str, input: Dims, classes: usize) -> Result<Builder> {
+    let mut b = Builder::new();
+    let toks: Vec<&str> = spec.split(',').map(str::trim).collect();
+    for (i, tok) in toks.iter().enumerate() {
+        let (name, rest) = fields(tok);
+        let idx = i.to_string();
+        let cur = || dims_so_far(&b.layers, input);
+        match name {
+            "conv" => {
+                let out = num(tok, rest.first(), "output channels")?;
+                let k = num(tok, rest.get(1), "kernel size")?;
+                let (s, p, g, bias) = opts(tok, rest.get(2..).unwrap_or(&[]))?;
+                let mut l = Layer::conv(out, k)
+                    .stride(s.max(1))
+                    .pad(p.unwrap_or(0))
+                    .groups(g);
+                if !bias {
+                    l = l.no_bias();
+                }
+                b.push(l, idx);
+            }
+            "dwconv" => {
+                let k = num(tok, rest.first(), "kernel size")?;
+                let (s, p, _, bias) = opts(tok, rest.get(1..).unwrap_or(&[]))?;
+                let c = cur()?.c;
+                let mut l = Layer::conv(c, k)
+                    .stride(s.max(1))
+                    .pad(p.unwrap_or(0))
+                    .groups(c);
+                if !bias {
+                    l = l.no_bias();
+                }
+                b.push(l, idx);
+            }
+            "bn" => {
+                b.push(Layer::batch_norm(), idx);
+            }
+            "relu" | "tanh" | "sigmoid" | "identity" => {
+                let a = Act::from_name(name).with_context(|| format!("'{tok}'"))?;
+                b.push(Layer::act(a), "");
+            }
+            "maxpool" | "avgpool" => {
+                let k = num(tok, rest.first(), "window size")?;
+                let (s, p, g, bias) = opts(tok, rest.get(1..).unwrap_or(&[]))?;
+                if g != 1 || !bias {
+                    bail!("'{tok}': pooling takes only sN and pN");
+                }
+                let l = if name == "maxpool" {
+                    Layer::max_pool(k)
+                } else {
+                    Layer::avg_pool(k)
+                };
+                let s = if s == 0 { k } else { s };
+                b.push(l.stride(s).pad(p.unwrap_or(0)), "");
+            }
+            "gap" => {
+                b.push(Layer::global_avg_pool(), "");
+            }
+            "flatten" => {
+                b.push(Layer::flatten(), "");
+            }
+            "linear" | "fc" => {
+                let (out, opt_start) = match rest.first() {
+                    Some(v) if *v != "nobias" => (num(tok, Some(v), "output features")?, 1),
+                    _ => (classes, 0),
+                };
+                let (_, _, _, bias) = opts(tok, rest.get(opt_start..).unwrap_or(&[]))?;
+                let l = if bias {
+                    Layer::linear(out)
+                } else {
+                    Layer::linear(out).no_bias()
+                };
+                b.push(l, idx);
+            }
+            "block" | "wblock" => {
+                let out = num(tok, rest.first(), "output channels")?;
+                let (s, _, _, _) = opts(tok, rest.get(1..).unwrap_or(&[]))?;
+                let cin = cur()?.c;
+                let x = if b.layers.is_empty() {
+                    None
+                } else {
+                    Some(b.last())
+                };
+                let p = format!("{idx}.");
+                if name == "block" {
+                    b.basic_block(&p, x, cin, out, s.max(1));
+                } else {
+                    let x = x.context("'wblock' cannot be the first layer (it needs a layer to add to)")?;
+                    b.wide_block(&p, x, cin, out, s.max(1));
+                }
+            }
+            "" => bail!("empty entry in the layer list"),
+            _ => bail!(
+                "'{tok}': unknown layer (expected conv, dwconv, bn, relu, tanh, sigmoid, identity, maxpool, avgpool, gap, flatten, linear, block, wblock)"
+            ),
+        }
+    }
+    Ok(b)
+}
+
+impl Arch {
+    /// The network `spec` (see the module docs) on inputs of shape
+    /// `input` with `classes` outputs; `act` is the hidden activation of
+    /// MLPs and LeNet. Errors name the flag and what was expected.
+    pub fn parse(spec: &str, act: Act, input: Dims, classes: usize) -> Result<Arch> {
+        let s = spec.trim();
+        let err = |e: anyhow::Error| anyhow!("--model {s}: {e:#}");
+        if let Some(dims) = parse_dims(s) {
+            return Arch::mlp(&dims, act).map_err(err);
+        }
+        if s.chars().all(|c| c.is_ascii_digit() || c == '-') {
+            return Err(err(anyhow!(
+                "expected 2 to 5 non-zero widths, inputs first (e.g. 784-512-512-10)"
+            )));
+        }
+        let b = if let Some(d) = s.strip_prefix("resnet") {
+            match d.parse::<usize>() {
+                Ok(18) => resnet18(classes),
+                Ok(n) => cifar_resnet(n, classes).map_err(err)?,
+                Err(_) => return Err(err(anyhow!("unknown preset (expected {PRESETS})"))),
+            }
+        } else if let Some(dk) = s.strip_prefix("wrn-") {
+            let mut it = dk.split('-');
+            let (d, k) = (it.next().map(str::parse), it.next().map(str::parse));
+            match (d, k, it.next()) {
+                (Some(Ok(d)), Some(Ok(k)), None) => wide_resnet(d, k, classes).map_err(err)?,
+                _ => return Err(err(anyhow!("expected wrn-DEPTH-WIDTH, e.g. wrn-28-10"))),
+            }
+        } else if s == "lenet5" || s == "lenet" {
+            lenet5(input, classes, act)
+        } else if s.contains(':') || s.contains(',') || is_layer_word(s) {
+            layer_list(s, input, classes).map_err(err)?
+        } else {
+            return Err(err(anyhow!(
+                "unknown model (expected MLP widths such as 784-512-10, a preset: {PRESETS}, or a layer list such as conv:8:3:p1,relu,maxpool:2,flatten,linear)"
+            )));
+        };
+        Arch::from_layers(s, b.layers, b.names, input).map_err(err)
+    }
+
+    /// An MLP of widths `dims` (2 to 5) and hidden activation `act`.
+    pub fn mlp(dims: &[usize], act: Act) -> Result<Arch> {
+        let shape = Shape::try_new(dims, act, Loss::SoftmaxCe).map_err(|_| {
+            anyhow!("expected 2 to 5 non-zero widths, inputs first (e.g. 784-512-512-10)")
+        })?;
+        let (ls, k) = fdgr_kernel::mlp::layers(&shape);
+        let layers = ls[..k].to_vec();
+        // nn.Sequential(Linear, act, Linear, …): Linear l at index 2(l−1)
+        let mut names = vec![];
+        let mut lin = 0;
+        for l in &layers {
+            match l.op {
+                Op::Linear { .. } => {
+                    names.push((2 * lin).to_string());
+                    lin += 1;
+                }
+                _ => names.push(String::new()),
+            }
+        }
+        let spec = dims
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("-");
+        let mut a = Arch::from_layers(&spec, layers, names, Dims::flat(dims[0]))?;
+        a.mlp = Some(shape);
+        Ok(a)
+    }
+
+    fn from_layers(
+        spec: &str,
+        layers: Vec<Layer>,
+        names: Vec<String>,
+        input: Dims,
+    ) -> Result<Arch> {
+        let mut nodes = vec![Node::EMPTY; layers.len()];
+        let sizes = plan(&layers, input, &mut nodes).map_err(|e| anyhow!("{e}"))?;
+        Ok(Arch {
+            spec: spec.to_string(),
+            layers,
+            names,
+            model: Model::from_plan(nodes, input, Loss::SoftmaxCe, sizes),
+            mlp: None,
+        })
+    }
+
+    /// Parameters P.
+    pub fn param_count(&self) -> usize {
+        self.model.param_count()
+    }
+
+    /// Outputs (classes).
+    pub fn outputs(&self) -> usize {
+        self.model.outputs()
+    }
+
+    /// Input values per sample.
+    pub fn inputs(&self) -> usize {
+        self.model.input.len()
+    }
+
+    /// Whether the model has batch-norm layers (state beside θ).
+    pub fn has_state(&self) -> bool {
+        self.model.sizes.state > 0
+    }
+
+    /// The parameters, in θ order, with their PyTorch names and shapes.
+    pub fn params(&self) -> Vec<TensorInfo> {
+        let mut v = vec![];
+        for (n, name) in self.model.nodes().iter().zip(&self.names) {
+            let mut add = |suffix: &str, shape: Vec<usize>, offset: usize| {
+                let len = shape.iter().product();
+                v.push(TensorInfo {
+                    name: format!("{name}.{suffix}"),
+                    shape,
+                    offset,
+                    len,
+                });
+            };
+            match n.op {
+                Op::Linear { out, bias } => {
+                    add("weight", vec![out, n.in_dims.c], n.param_off);
+                    if bias {
+                        add("bias", vec![out], n.param_off + out * n.in_dims.c);
+                    }
+                }
+                Op::Conv2d {
+                    out,
+                    k,
+                    groups,
+                    bias,
+                    ..
+                } => {
+                    let cg = n.in_dims.c / groups;
+                    add("weight", vec![out, cg, k, k], n.param_off);
+                    if bias {
+                        add("bias", vec![out], n.param_off + out * cg * k * k);
+                    }
+                }
+                Op::BatchNorm => {
+                    let c = n.in_dims.c;
+                    add("weight", vec![c], n.param_off);
+                    add("bias", vec![c], n.param_off + c);
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// The running statistics (offsets into the state vector), and the
+    /// names of the `num_batches_tracked` counters.
+    pub fn buffers(&self) -> (Vec<TensorInfo>, Vec<String>) {
+        let (mut v, mut counters) = (vec![], vec![]);
+        for (n, name) in self.model.nodes().iter().zip(&self.names) {
+            if let Op::BatchNorm = n.op {
+                let c = n.in_dims.c;
+                for (i, s) in ["running_mean", "running_var"].iter().enumerate() {
+                    v.push(TensorInfo {
+                        name: format!("{name}.{s}"),
+                        shape: vec![c],
+                        offset: n.state_off + i * c,
+                        len: c,
+                    });
+                }
+                counters.push(format!("{name}.num_batches_tracked"));
+            }
+        }
+        (v, counters)
+    }
+
+    /// A one-line description: `resnet20 (20 conv/linear layers, 272,474
+    /// parameters)`, `784-512-512-10 relu`.
+    pub fn describe(&self) -> String {
+        match &self.mlp {
+            Some(s) => format!("{} {}", self.spec, s.act.name()),
+            None => format!("{} (input {})", self.spec, self.model.input),
+        }
+    }
+}
+
+fn is_layer_word(s: &str) -> bool {
+    matches!(
+        s,
+        "bn" | "relu" | "tanh" | "sigmoid" | "identity" | "gap" | "flatten" | "linear" | "fc"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cifar(spec: &str, classes: usize) -> Arch {
+        Arch::parse(spec, Act::Relu, Dims::new(3, 32, 32), classes).unwrap()
+    }
+
+    /// Parameter counts equal PyTorch's for the same modules (counted with
+    /// `sum(p.numel() for p in m.parameters())` on `bench/torch_models.py`).
+    #[test]
+    fn preset_parameter_counts() {
+        assert_eq!(cifar("resnet20", 10).param_count(), 272_474);
+        assert_eq!(cifar("resnet18", 10).param_count(), 11_173_962);
+        assert_eq!(cifar("wrn-16-4", 10).param_count(), 2_748_890);
+        assert_eq!(cifar("wrn-28-10", 10).param_count(), 36_479_194);
+        assert_eq!(cifar("resnet56", 100).param_count(), 861_620);
+        let l8 = Arch::parse("lenet5", Act::Relu, Dims::new(1, 8, 8), 10).unwrap();
+        assert_eq!(l8.param_count(), 21_386);
+        let l = Arch::parse("lenet5", Act::Relu, Dims::new(1, 28, 28), 10).unwrap();
+        assert_eq!(l.param_count(), 61_706);
+        let l = Arch::parse("lenet5", Act::Relu, Dims::new(3, 32, 32), 10).unwrap();
+        assert_eq!(l.param_count(), 62_006);
+    }
+
+    #[test]
+    fn names_follow_pytorch() {
+        let a = cifar("resnet20", 10);
+        let names: Vec<String> = a.params().into_iter().map(|t| t.name).collect();
+        assert_eq!(names[0], "conv1.weight");
+        assert!(names.contains(&"layer1.0.conv1.weight".to_string()));
+        assert!(names.contains(&"layer2.0.shortcut.0.weight".to_string()));
+        assert!(names.contains(&"layer2.0.shortcut.1.bias".to_string()));
+        assert!(!names.contains(&"layer1.0.shortcut.0.weight".to_string()));
+        assert_eq!(names.last().unwrap(), "linear.bias");
+        let (bufs, counters) = a.buffers();
+        assert_eq!(bufs[0].name, "bn1.running_mean");
+        assert_eq!(counters.len(), 1 + 9 * 2 + 2);
+        let w = cifar("wrn-16-4", 10);
+        let names: Vec<String> = w.params().into_iter().map(|t| t.name).collect();
+        assert!(names.contains(&"block1.layer.0.convShortcut.weight".to_string()));
+        assert!(!names.contains(&"block1.layer.1.convShortcut.weight".to_string()));
+        assert_eq!(names.last().unwrap(), "fc.bias");
+        let m = Arch::parse("64-32-10", Act::Tanh, Dims::new(1, 8, 8), 10).unwrap();
+        let names: Vec<String> = m.params().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["0.weight", "0.bias", "2.weight", "2.bias"]);
+    }
+
+    #[test]
+    fn layer_lists() {
+        let a = Arch::parse(
+            "conv:8:3:p1,relu,maxpool:2,conv:16:3:p1,relu,maxpool:2,flatten,linear",
+            Act::Relu,
+            Dims::new(1, 8, 8),
+            10,
+        )
+        .unwrap();
+        assert_eq!(a.param_count(), 1_898);
+        let names: Vec<String> = a.params().into_iter().map(|t| t.name).collect();
+        assert_eq!(names[0], "0.weight");
+        assert_eq!(names[2], "3.weight");
+        assert_eq!(names[4], "7.weight");
+        let b = Arch::parse(
+            "conv:16:3:p1:nobias,bn,relu,block:16,block:32:s2,gap,fc",
+            Act::Relu,
+            Dims::new(3, 16, 16),
+            10,
+        )
+        .unwrap();
+        let names: Vec<String> = b.params().into_iter().map(|t| t.name).collect();
+        assert!(names.contains(&"4.shortcut.0.weight".to_string()));
+        assert!(names.contains(&"3.conv2.weight".to_string()));
+        let d = Arch::parse(
+            "dwconv:3:p1,bn,relu,gap,fc",
+            Act::Relu,
+            Dims::new(4, 6, 6),
+            3,
+        )
+        .unwrap();
+        assert_eq!(d.param_count(), 4 * 9 + 4 + 8 + 4 * 3 + 3);
+    }
+
+    #[test]
+    fn bad_specs_say_why() {
+        let e = |s: &str| {
+            Arch::parse(s, Act::Relu, Dims::new(1, 8, 8), 10)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(e("resnet21").contains("6n+2"));
+        assert!(e("wrn-27-10").contains("6n+4"));
+        assert!(e("vgg16").contains("unknown model"));
+        assert!(e("conv:8").contains("kernel size"));
+        assert!(e("conv:8:3:q1").contains("unknown option"));
+        assert!(e("conv:8:9,linear").contains("kernel larger"));
+        assert!(e("linear:10,conv:3:3").contains("invalid model"));
+        assert!(e("pool:2").contains("unknown layer"));
+        assert!(e("0-3").contains("widths"));
+        assert!(e("conv:8:3,,linear").contains("empty entry"));
+    }
+}

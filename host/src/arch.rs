@@ -52,6 +52,8 @@ pub struct Arch {
     pub model: Model<Vec<Node>>,
     /// The MLP shape, when the network is an MLP given by its widths.
     pub mlp: Option<Shape>,
+    /// The hidden activation `--act` gave (MLPs and LeNet use it).
+    pub act: Act,
 }
 
 /// A tensor of a checkpoint: its name, shape and where it lives.
@@ -446,7 +448,9 @@ impl Arch {
                 "unknown model (expected MLP widths such as 784-512-10, a preset: {PRESETS}, or a layer list such as conv:8:3:p1,relu,maxpool:2,flatten,linear)"
             )));
         };
-        Arch::from_layers(s, b.layers, b.names, input).map_err(err)
+        let mut a = Arch::from_layers(s, b.layers, b.names, input).map_err(err)?;
+        a.act = act;
+        Ok(a)
     }
 
     /// An MLP of widths `dims` (2 to 5) and hidden activation `act`.
@@ -475,6 +479,7 @@ impl Arch {
             .join("-");
         let mut a = Arch::from_layers(&spec, layers, names, Dims::flat(dims[0]))?;
         a.mlp = Some(shape);
+        a.act = act;
         Ok(a)
     }
 
@@ -492,6 +497,7 @@ impl Arch {
             names,
             model: Model::from_plan(nodes, input, Loss::SoftmaxCe, sizes),
             mlp: None,
+            act: Act::Relu,
         })
     }
 
@@ -578,6 +584,55 @@ impl Arch {
             }
         }
         (v, counters)
+    }
+
+    /// The layer list as JSON, for rebuilding the network elsewhere (the
+    /// `fdgr.layers` metadata; `bench/torch_models.py` reads it): one
+    /// object per layer with its op, fields, name, and `src` (index of the
+    /// layer it reads, −1 for the network input, null for the previous).
+    pub fn layers_json(&self) -> serde_json::Value {
+        let v: Vec<serde_json::Value> = self
+            .layers
+            .iter()
+            .zip(&self.names)
+            .map(|(l, name)| {
+                let mut o = match l.op {
+                    Op::Linear { out, bias } => {
+                        serde_json::json!({"op": "linear", "out": out, "bias": bias})
+                    }
+                    Op::Conv2d {
+                        out,
+                        k,
+                        stride,
+                        pad,
+                        groups,
+                        bias,
+                    } => serde_json::json!({
+                        "op": "conv", "out": out, "k": k, "stride": stride, "pad": pad,
+                        "groups": groups, "bias": bias
+                    }),
+                    Op::BatchNorm => serde_json::json!({"op": "bn"}),
+                    Op::Act(a) => serde_json::json!({"op": "act", "act": a.name()}),
+                    Op::MaxPool { k, stride, pad } => {
+                        serde_json::json!({"op": "maxpool", "k": k, "stride": stride, "pad": pad})
+                    }
+                    Op::AvgPool { k, stride, pad } => {
+                        serde_json::json!({"op": "avgpool", "k": k, "stride": stride, "pad": pad})
+                    }
+                    Op::GlobalAvgPool => serde_json::json!({"op": "gap"}),
+                    Op::Flatten => serde_json::json!({"op": "flatten"}),
+                    Op::Add { other } => serde_json::json!({"op": "add", "other": other}),
+                };
+                o["src"] = match l.src {
+                    Src::Prev => serde_json::Value::Null,
+                    Src::Input => serde_json::json!(-1),
+                    Src::Node(i) => serde_json::json!(i),
+                };
+                o["name"] = serde_json::json!(name);
+                o
+            })
+            .collect();
+        serde_json::Value::Array(v)
     }
 
     /// A one-line description: `resnet20 (20 conv/linear layers, 272,474

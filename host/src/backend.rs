@@ -2,9 +2,11 @@
 //! (`fdgr-gpu`). Both run the kernel's method functions; they differ only
 //! in where θ and the batch live and who executes the products.
 
+use crate::augment::CropFlip;
 use crate::cpu::Par;
 use anyhow::{anyhow, Result};
-use fdgr_kernel::{mlp, Buffers, Error as KError, Method, Mlp, Sgd, SgdState, Shape, Targets};
+use fdgr_kernel::model::{Model, Node};
+use fdgr_kernel::{mlp, Buffers, Error as KError, Method, Net, Rng, Sgd, SgdState, Targets};
 
 /// Why a training step failed.
 #[derive(Debug)]
@@ -57,16 +59,48 @@ pub trait Backend {
     /// [`StepError::NonFinite`] (then θ, momentum and `state` are those
     /// before the rejected step, and later queued steps were skipped).
     fn flush(&mut self, state: &mut SgdState) -> std::result::Result<f32, StepError>;
-    /// Mean loss and number of correct predictions on (x, y).
+    /// Mean loss and number of correct predictions on (x, y), batch norm
+    /// on its running statistics.
     fn evaluate(&mut self, x: &[f32], y: &[u32]) -> Result<(f64, usize)>;
+    /// The non-θ state: batch-norm running statistics (empty for models
+    /// without batch norm) and the count of batches they tracked.
+    fn state(&mut self) -> Result<(Vec<f32>, u64)> {
+        Ok((vec![], 0))
+    }
+    /// Restores the non-θ state.
+    fn set_state(&mut self, state: &[f32], tracked: u64) -> Result<()> {
+        if state.is_empty() {
+            let _ = tracked;
+            Ok(())
+        } else {
+            Err(anyhow!(
+                "the {} backend keeps no running statistics",
+                self.name()
+            ))
+        }
+    }
+    /// Augments every following training batch with `aug`, drawing from
+    /// `rng` (None: no augmentation).
+    fn set_augment(&mut self, aug: Option<(CropFlip, Rng)>) -> Result<()> {
+        match aug {
+            None => Ok(()),
+            Some(_) => Err(anyhow!(
+                "the {} backend does not augment batches yet (use --backend cpu)",
+                self.name()
+            )),
+        }
+    }
 }
 
-/// Evaluation batch size.
+/// Evaluation batch size (when its workspace fits [`EVAL_WS_MAX`]).
 pub const EVAL_BATCH: usize = 512;
+/// Largest workspace (scalars) grown for evaluation batches.
+pub const EVAL_WS_MAX: usize = 1 << 26;
 
-/// The CPU backend.
+/// The CPU backend: the kernel's layer maths on [`Par`] (all cores, a
+/// tuned GEMM), for any network.
 pub struct CpuBackend {
-    shape: Shape,
+    model: Model<Vec<Node>>,
     exec: Par,
     train_x: Vec<f32>,
     train_y: Vec<u32>,
@@ -75,29 +109,43 @@ pub struct CpuBackend {
     dir: Vec<f32>,
     point: Vec<f32>,
     point2: Vec<f32>,
+    /// The workspace; its tail holds the running statistics.
     ws: Vec<f32>,
+    tracked: u64,
     bx: Vec<f32>,
     by: Vec<u32>,
+    aug: Option<(CropFlip, Rng)>,
     last_loss: f32,
 }
 
 impl CpuBackend {
-    /// A backend for `shape` training on (x, y) with batches up to
-    /// `max_batch`, allocating what `method` and `opt` need.
+    /// A backend for `model` training on (x, y) with batches up to
+    /// `max_batch`, allocating what `method` and `opt` need. Running
+    /// statistics start at PyTorch's initial values.
     pub fn new(
-        shape: Shape,
+        model: Model<Vec<Node>>,
         exec: Par,
         train_x: Vec<f32>,
         train_y: Vec<u32>,
         max_batch: usize,
         method: &Method<f32>,
         opt: &Sgd<f32>,
-    ) -> Self {
-        let p = shape.param_count();
+    ) -> Result<Self> {
+        let p = model.param_count();
         let sz = |need: bool| if need { p } else { 0 };
-        let b = max_batch.max(EVAL_BATCH);
-        CpuBackend {
-            shape,
+        // Evaluation runs in batches of EVAL_BATCH when that workspace is
+        // small (MLPs), else in training-size batches.
+        let hvp = method.needs_hvp();
+        let eval_b = if model.workspace_len(EVAL_BATCH, hvp) <= EVAL_WS_MAX {
+            EVAL_BATCH
+        } else {
+            1
+        };
+        let ws = vec![0.0; model.workspace_len(max_batch.max(eval_b), hvp)];
+        // running statistics: mean 0, variance 1
+        let net = Net::from_model(model.borrowed(), exec, ws).map_err(|e| anyhow!("{e}"))?;
+        let ws = net.into_workspace();
+        Ok(CpuBackend {
             exec,
             train_x,
             train_y,
@@ -106,11 +154,14 @@ impl CpuBackend {
             dir: vec![0.0; p],
             point: vec![0.0; sz(method.scratch_vectors() >= 1)],
             point2: vec![0.0; sz(method.scratch_vectors() >= 2)],
-            ws: vec![0.0; shape.workspace_len(b, method.needs_hvp())],
-            bx: Vec::with_capacity(max_batch * shape.inputs()),
+            tracked: 0,
+            bx: Vec::with_capacity(max_batch * model.input.len()),
             by: Vec::with_capacity(max_batch),
+            aug: None,
             last_loss: f32::NAN,
-        }
+            ws,
+            model,
+        })
     }
 
     /// θ on the host (no copy).
@@ -173,7 +224,7 @@ impl Backend for CpuBackend {
         state: &mut SgdState,
         lr: f32,
     ) -> std::result::Result<(), StepError> {
-        let f = self.shape.inputs();
+        let f = self.model.input.len();
         self.bx.clear();
         self.by.clear();
         for &i in indices {
@@ -181,7 +232,10 @@ impl Backend for CpuBackend {
             self.bx.extend_from_slice(&self.train_x[i * f..(i + 1) * f]);
             self.by.push(self.train_y[i]);
         }
-        let mut net = Mlp::new(self.shape, self.exec, &mut self.ws[..]);
+        if let Some((a, rng)) = self.aug.as_mut() {
+            a.apply(&mut self.bx, rng);
+        }
+        let mut net = Net::resume(self.model.borrowed(), self.exec, &mut self.ws[..])?;
         net.set_batch(&self.bx, Targets::Classes(&self.by))?;
         let bufs = Buffers {
             theta: &mut self.theta[..],
@@ -191,6 +245,7 @@ impl Backend for CpuBackend {
             point2: opt_slice(&mut self.point2),
         };
         self.last_loss = fdgr_kernel::step(&mut net, method, opt, state, lr, bufs)?;
+        self.tracked += net.batches_tracked();
         Ok(())
     }
 
@@ -199,37 +254,90 @@ impl Backend for CpuBackend {
     }
 
     fn evaluate(&mut self, x: &[f32], y: &[u32]) -> Result<(f64, usize)> {
-        evaluate_cpu(&self.shape, self.exec, &self.theta, x, y, &mut self.ws)
+        evaluate_cpu(&self.model, self.exec, &self.theta, x, y, &mut self.ws)
+    }
+
+    fn state(&mut self) -> Result<(Vec<f32>, u64)> {
+        let n = self.model.sizes.state;
+        Ok((self.ws[self.ws.len() - n..].to_vec(), self.tracked))
+    }
+
+    fn set_state(&mut self, state: &[f32], tracked: u64) -> Result<()> {
+        let n = self.model.sizes.state;
+        if state.len() != n {
+            return Err(anyhow!(
+                "running statistics: {} values, the model keeps {n}",
+                state.len()
+            ));
+        }
+        let len = self.ws.len();
+        self.ws[len - n..].copy_from_slice(state);
+        self.tracked = tracked;
+        Ok(())
+    }
+
+    fn set_augment(&mut self, aug: Option<(CropFlip, Rng)>) -> Result<()> {
+        self.aug = aug;
+        Ok(())
     }
 }
 
-/// Mean loss and correct predictions of θ on (x, y), in batches.
+/// Mean loss and correct predictions of θ on (x, y), in batches, batch
+/// norm on the running statistics held at the end of `ws` (which must be
+/// a workspace of `model`: see [`Model::workspace_len`]).
 pub fn evaluate_cpu(
-    shape: &Shape,
+    model: &Model<Vec<Node>>,
     exec: Par,
     theta: &[f32],
     x: &[f32],
     y: &[u32],
     ws: &mut [f32],
 ) -> Result<(f64, usize)> {
-    let f = shape.inputs();
-    let cap = (ws.len() / shape.workspace_len(1, false)).clamp(1, EVAL_BATCH);
+    let f = model.input.len();
+    let k = model.outputs();
     let mut loss_sum = 0.0f64;
     let mut correct = 0usize;
+    let cap = {
+        let net = Net::resume(model.borrowed(), exec, &mut ws[..]).map_err(|e| anyhow!("{e}"))?;
+        net.capacity(false).clamp(1, EVAL_BATCH)
+    };
     for (xb, yb) in x.chunks(cap * f).zip(y.chunks(cap)) {
-        let mut net = Mlp::new(*shape, exec, &mut ws[..]);
+        let mut net =
+            Net::resume(model.borrowed(), exec, &mut ws[..]).map_err(|e| anyhow!("{e}"))?;
         net.set_batch(xb, Targets::Classes(yb))
             .map_err(|e| anyhow!("{e}"))?;
         let out = net.forward_outputs(theta).map_err(|e| anyhow!("{e}"))?;
-        correct += mlp::correct(out, shape.outputs(), yb);
-        let l = fdgr_kernel::loss::loss_grad(
-            shape.loss,
-            out,
-            &Targets::Classes(yb),
-            shape.outputs(),
-            None,
-        );
+        correct += mlp::correct(out, k, yb);
+        let l = fdgr_kernel::loss::loss_grad(model.loss, out, &Targets::Classes(yb), k, None);
         loss_sum += l as f64 * yb.len() as f64;
     }
     Ok((loss_sum / y.len().max(1) as f64, correct))
+}
+
+/// The outputs (logits, N × classes) of θ on the inputs `x`, batch norm on
+/// the running statistics held at the end of `ws`.
+pub fn outputs_cpu(
+    model: &Model<Vec<Node>>,
+    exec: Par,
+    theta: &[f32],
+    x: &[f32],
+    ws: &mut [f32],
+) -> Result<Vec<f32>> {
+    let f = model.input.len();
+    let k = model.outputs();
+    let mut out = Vec::with_capacity(x.len() / f.max(1) * k);
+    let cap = {
+        let net = Net::resume(model.borrowed(), exec, &mut ws[..]).map_err(|e| anyhow!("{e}"))?;
+        net.capacity(false).clamp(1, EVAL_BATCH)
+    };
+    let dummy = vec![0u32; cap];
+    for xb in x.chunks(cap * f) {
+        let b = xb.len() / f;
+        let mut net =
+            Net::resume(model.borrowed(), exec, &mut ws[..]).map_err(|e| anyhow!("{e}"))?;
+        net.set_batch(xb, Targets::Classes(&dummy[..b]))
+            .map_err(|e| anyhow!("{e}"))?;
+        out.extend_from_slice(net.forward_outputs(theta).map_err(|e| anyhow!("{e}"))?);
+    }
+    Ok(out)
 }

@@ -1,12 +1,13 @@
 //! `fdgr bench`: per-step time of each method on random data, median over
 //! repeats (after warm-up), on the CPU or GPU backend.
 
+use crate::arch::Arch;
 use crate::backend::{Backend, CpuBackend};
-use crate::config::{dims_str, BackendName, MethodName};
+use crate::config::{BackendName, MethodName};
 use crate::cpu::{pool, Par};
 use crate::data::{Dataset, Split};
-use anyhow::{anyhow, Result};
-use fdgr_kernel::{init_mlp, Rng, Sgd, SgdState, Shape};
+use anyhow::{anyhow, Context, Result};
+use fdgr_kernel::{init_params, Rng, Sgd, SgdState};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -57,8 +58,8 @@ impl BenchRow {
 
 /// Benchmark settings.
 pub struct BenchSpec {
-    /// Model.
-    pub shape: Shape,
+    /// The network.
+    pub arch: Arch,
     /// Batch size.
     pub batch: usize,
     /// Methods to time.
@@ -79,34 +80,49 @@ pub struct BenchSpec {
 pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<Vec<BenchRow>> {
     let (pool, threads) = pool(spec.threads)?;
     pool.install(|| {
-        let s = spec.shape;
+        let arch = &spec.arch;
+        let (n0, k) = (arch.inputs(), arch.outputs());
+        let d = arch.model.input;
         let b = spec.batch;
         let mut rng = Rng::new(7);
         let data = Dataset {
             name: "random".into(),
-            features: s.inputs(),
-            classes: s.outputs(),
+            features: n0,
+            dims: (d.c, d.h, d.w),
+            classes: k,
             train: Split {
-                x: (0..b * s.inputs()).map(|_| rng.uniform() as f32).collect(),
-                y: (0..b).map(|_| rng.below(s.outputs()) as u32).collect(),
+                x: (0..b * n0).map(|_| rng.normal() as f32).collect(),
+                y: (0..b).map(|_| rng.below(k) as u32).collect(),
             },
             test: Split::default(),
             notes: vec![],
+            zero: vec![0.0; d.c],
         };
-        let mut theta0 = vec![0.0f32; s.param_count()];
-        init_mlp(&s, &mut theta0, &mut Rng::new(1));
+        let p = arch.param_count();
+        let mut theta0 = vec![0.0f32; p];
+        init_params(arch.model.nodes(), &mut theta0, &mut Rng::new(1));
+        let act = match &arch.mlp {
+            Some(s) => s.act.name().to_string(),
+            None => String::new(),
+        };
         let idx: Vec<u32> = (0..b as u32).collect();
         let opt = Sgd::paper();
         let mut rows = vec![];
         for &m in &spec.methods {
             let method = m.method(0.05, 0.1, 0.05, 0.01);
             if spec.backend == BackendName::Gpu {
+                let s = arch.mlp.with_context(|| {
+                    format!(
+                        "--backend gpu: the GPU backend runs MLPs given by their widths, not {}",
+                        arch.spec
+                    )
+                })?;
                 let g = crate::gpu::bench(s, b, &method, spec.repeats, spec.warmup, spec.tf32)?;
                 let row = BenchRow {
                     method: m.as_str().into(),
                     backend: "gpu".into(),
-                    model: dims_str(s.dims()),
-                    act: s.act.name().into(),
+                    model: arch.spec.clone(),
+                    act: act.clone(),
                     batch: b,
                     threads,
                     median_ms: g.ms_median,
@@ -119,19 +135,16 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
                 rows.push(row);
                 continue;
             }
-            let mut be: Box<dyn Backend> = match spec.backend {
-                BackendName::Cpu => Box::new(CpuBackend::new(
-                    s,
-                    Par { threads },
-                    data.train.x.clone(),
-                    data.train.y.clone(),
-                    b,
-                    &method,
-                    &opt,
-                )),
-                BackendName::Gpu => crate::gpu::backend(s, &data, b, &method, &opt, spec.tf32)?,
-            };
-            be.set_params(&theta0, Some(&vec![0.0; s.param_count()]))?;
+            let mut be: Box<dyn Backend> = Box::new(CpuBackend::new(
+                arch.model.clone(),
+                Par { threads },
+                data.train.x.clone(),
+                data.train.y.clone(),
+                b,
+                &method,
+                &opt,
+            )?);
+            be.set_params(&theta0, Some(&vec![0.0; p]))?;
             let mut st = SgdState::default();
             let mut times = Vec::with_capacity(spec.repeats);
             for k in 0..spec.warmup + spec.repeats {
@@ -147,8 +160,8 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
             let row = BenchRow {
                 method: m.as_str().into(),
                 backend: be.name().into(),
-                model: dims_str(s.dims()),
-                act: s.act.name().into(),
+                model: arch.spec.clone(),
+                act: act.clone(),
                 batch: b,
                 threads,
                 median_ms: median(&times),

@@ -2,17 +2,22 @@
 //! fsync of the directory), so a crash at any moment leaves either the old
 //! or the new file, never half of one.
 //!
-//! * `model.safetensors`: the weights as a PyTorch `nn.Sequential` of
-//!   `Linear` layers stores them: `0.weight` `[out, in]`, `0.bias` `[out]`,
-//!   `2.weight`, … (activations sit at the odd indices), f32.
+//! * `model.safetensors`: the weights under the names of the equivalent
+//!   PyTorch module ([`crate::arch`]): an MLP as `nn.Sequential` of
+//!   `Linear` layers (`0.weight` `[out, in]`, `0.bias`, `2.weight`, …),
+//!   a ResNet as `conv1.weight`, `bn1.running_mean`,
+//!   `layer1.0.conv1.weight`, … with every batch norm's
+//!   `num_batches_tracked` (I64); f32 otherwise. The metadata describes
+//!   the network, so the file alone rebuilds it.
 //! * `checkpoint.safetensors`: the same tensors, the momentum buffer
-//!   (`momentum.0.weight`, …) and, in the metadata, everything else needed
+//!   (`momentum.<name>`) and, in the metadata, everything else needed
 //!   to resume bit-exactly: configuration, epoch, step counters, the RNG
 //!   state of the data order, and the metrics history.
 
+use crate::arch::Arch;
 use crate::config::{dims_str, TrainConfig};
-use anyhow::{bail, Context, Result};
-use fdgr_kernel::{Act, Loss, Shape};
+use anyhow::{anyhow, bail, Context, Result};
+use fdgr_kernel::{Act, Dims, Loss, Shape};
 use safetensors::{Dtype, SafeTensors};
 
 use serde::{Deserialize, Serialize};
@@ -92,56 +97,141 @@ pub struct TrainState {
     pub seconds: f64,
 }
 
-fn layer_names(shape: &Shape, prefix: &str) -> Vec<(String, Vec<usize>, usize, usize)> {
-    let mut v = vec![];
-    for l in 1..=shape.layers() {
-        let (o, i) = (shape.dim(l), shape.dim(l - 1));
-        let off = shape.weight_offset(l);
-        let idx = 2 * (l - 1);
-        v.push((format!("{prefix}{idx}.weight"), vec![o, i], off, o * i));
-        v.push((format!("{prefix}{idx}.bias"), vec![o], off + o * i, o));
+/// The metadata that describes the network (enough to rebuild it
+/// without the data): `fdgr.spec`, `fdgr.input` ([C, H, W]),
+/// `fdgr.classes`, `fdgr.act`, `fdgr.layers` (the planned layer list, for
+/// a PyTorch rebuild: `bench/torch_models.py`), `loss`; MLPs also keep
+/// the keys of the first format (`format` fdgr-mlp, `dims`, `act`).
+fn arch_meta(arch: &Arch) -> Result<BTreeMap<String, String>> {
+    let d = arch.model.input;
+    let mut m = BTreeMap::from([
+        ("fdgr.spec".to_string(), arch.spec.clone()),
+        (
+            "fdgr.input".to_string(),
+            format!("[{},{},{}]", d.c, d.h, d.w),
+        ),
+        ("fdgr.classes".to_string(), arch.outputs().to_string()),
+        ("fdgr.act".to_string(), arch.act.name().to_string()),
+        (
+            "fdgr.layers".to_string(),
+            serde_json::to_string(&arch.layers_json())?,
+        ),
+        ("loss".to_string(), arch.model.loss.name().to_string()),
+    ]);
+    match &arch.mlp {
+        Some(shape) => {
+            m.insert("format".to_string(), "fdgr-mlp".to_string());
+            m.insert("dims".to_string(), dims_str(shape.dims()));
+            m.insert("act".to_string(), shape.act.name().to_string());
+        }
+        None => {
+            m.insert("format".to_string(), "fdgr-net".to_string());
+        }
     }
-    v
+    Ok(m)
 }
 
-fn model_meta(shape: &Shape) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("format".to_string(), "fdgr-mlp".to_string()),
-        ("dims".to_string(), dims_str(shape.dims())),
-        ("act".to_string(), shape.act.name().to_string()),
-        ("loss".to_string(), shape.loss.name().to_string()),
-    ])
+/// The network a file's metadata describes.
+fn arch_from_meta(meta: &HashMap<String, String>, name: &str) -> Result<Arch> {
+    let get = |k: &str| {
+        meta.get(k)
+            .with_context(|| format!("{name}: metadata '{k}' missing (not an fdgr model file?)"))
+    };
+    if let Some(spec) = meta.get("fdgr.spec") {
+        let input: Vec<usize> = serde_json::from_str(get("fdgr.input")?)
+            .ok()
+            .filter(|v: &Vec<usize>| v.len() == 3 && v.iter().all(|&x| x > 0))
+            .with_context(|| format!("{name}: bad metadata 'fdgr.input' (expected [C,H,W])"))?;
+        let classes: usize = get("fdgr.classes")?
+            .parse()
+            .ok()
+            .filter(|&c| c > 0)
+            .with_context(|| format!("{name}: bad metadata 'fdgr.classes'"))?;
+        let act = Act::from_name(get("fdgr.act")?)
+            .with_context(|| format!("{name}: bad metadata 'fdgr.act'"))?;
+        return Arch::parse(spec, act, Dims::new(input[0], input[1], input[2]), classes)
+            .map_err(|e| anyhow!("{name}: {e:#}"));
+    }
+    // the first format: an MLP described by its widths
+    let dims = crate::config::parse_dims(get("dims")?)
+        .with_context(|| format!("{name}: bad metadata 'dims'"))?;
+    let act = Act::from_name(get("act")?).with_context(|| format!("{name}: bad metadata 'act'"))?;
+    if Loss::from_name(get("loss")?) != Some(Loss::SoftmaxCe) {
+        bail!("{name}: bad metadata 'loss' (expected ce)");
+    }
+    Arch::mlp(&dims, act).map_err(|e| anyhow!("{name}: {e:#}"))
 }
 
-/// Serialises tensors to the safetensors format with sorted metadata keys,
-/// so the same weights always give the same bytes.
+/// One tensor to write: name, shape, dtype and little-endian bytes.
+struct Out {
+    name: String,
+    shape: Vec<usize>,
+    dtype: &'static str,
+    bytes: Vec<u8>,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Serialises a network's tensors (parameters, running statistics and
+/// their `num_batches_tracked`, and optionally the momentum buffer as
+/// `momentum.<name>`) to the safetensors format, metadata keys sorted, so
+/// the same weights always give the same bytes.
 fn serialize(
-    shape: &Shape,
-    theta: &[f32],
+    arch: &Arch,
+    w: &Weights<'_>,
     momentum: Option<&[f32]>,
     mut meta: BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
-    if theta.iter().any(|t| !t.is_finite()) {
+    if w.theta.iter().chain(w.state).any(|t| !t.is_finite()) {
         bail!("refusing to save non-finite weights");
     }
-    let mut tensors: Vec<(String, Vec<usize>, &[f32])> = vec![];
-    for (name, dims, off, n) in layer_names(shape, "") {
-        tensors.push((name, dims, &theta[off..off + n]));
+    let mut tensors: Vec<Out> = vec![];
+    for t in arch.params() {
+        tensors.push(Out {
+            bytes: f32_bytes(&w.theta[t.offset..t.offset + t.len]),
+            name: t.name,
+            shape: t.shape,
+            dtype: "F32",
+        });
+    }
+    let (bufs, counters) = arch.buffers();
+    for t in bufs {
+        tensors.push(Out {
+            bytes: f32_bytes(&w.state[t.offset..t.offset + t.len]),
+            name: t.name,
+            shape: t.shape,
+            dtype: "F32",
+        });
+    }
+    for c in counters {
+        tensors.push(Out {
+            name: c,
+            shape: vec![],
+            dtype: "I64",
+            bytes: (w.tracked as i64).to_le_bytes().to_vec(),
+        });
     }
     if let Some(m) = momentum {
-        for (name, dims, off, n) in layer_names(shape, "momentum.") {
-            tensors.push((name, dims, &m[off..off + n]));
+        for t in arch.params() {
+            tensors.push(Out {
+                bytes: f32_bytes(&m[t.offset..t.offset + t.len]),
+                name: format!("momentum.{}", t.name),
+                shape: t.shape,
+                dtype: "F32",
+            });
         }
     }
-    meta.extend(model_meta(shape));
+    meta.extend(arch_meta(arch)?);
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::to_value(&meta)?);
     let mut offset = 0usize;
-    for (name, dims, data) in &tensors {
-        let end = offset + 4 * data.len();
+    for t in &tensors {
+        let end = offset + t.bytes.len();
         header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": dims, "data_offsets": [offset, end]}),
+            t.name.clone(),
+            serde_json::json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, end]}),
         );
         offset = end;
     }
@@ -152,45 +242,47 @@ fn serialize(
     let mut out = Vec::with_capacity(8 + h.len() + offset);
     out.extend_from_slice(&(h.len() as u64).to_le_bytes());
     out.extend_from_slice(&h);
-    for (_, _, data) in &tensors {
-        for x in data.iter() {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
+    for t in &tensors {
+        out.extend_from_slice(&t.bytes);
     }
     Ok(out)
 }
 
-/// Writes `model.safetensors`-style weights.
-pub fn save_model(path: &Path, shape: &Shape, theta: &[f32]) -> Result<()> {
-    atomic_write(path, &serialize(shape, theta, None, BTreeMap::new())?)
+/// The weights of a network: θ, the running statistics (empty without
+/// batch norm) and the count of batches they were tracked over.
+#[derive(Clone, Copy, Debug)]
+pub struct Weights<'a> {
+    /// Parameters.
+    pub theta: &'a [f32],
+    /// Running statistics ([`Arch::buffers`] order).
+    pub state: &'a [f32],
+    /// `num_batches_tracked`.
+    pub tracked: u64,
 }
 
-fn read_tensors(
+/// Writes `model.safetensors`-style weights (PyTorch names, so the file
+/// loads into the equivalent module with `load_state_dict(strict=True)`).
+pub fn save_model(path: &Path, arch: &Arch, w: &Weights<'_>) -> Result<()> {
+    atomic_write(path, &serialize(arch, w, None, BTreeMap::new())?)
+}
+
+/// Reads the tensors of `arch` (with an optional name prefix) into θ.
+fn read_params(
     st: &SafeTensors<'_>,
-    shape: &Shape,
+    arch: &Arch,
     prefix: &str,
     name: &str,
     out: &mut [f32],
 ) -> Result<()> {
-    for (tname, dims, off, n) in layer_names(shape, prefix) {
-        let t = st.tensor(&tname).with_context(|| {
-            format!("{name}: tensor {tname} missing (expected for model {shape})")
-        })?;
-        if t.dtype() != Dtype::F32 {
-            bail!(
-                "{name}: tensor {tname} has dtype {:?}, expected F32",
-                t.dtype()
-            );
-        }
-        if t.shape() != dims.as_slice() {
-            bail!(
-                "{name}: tensor {tname} has shape {:?}, expected {dims:?} for model {shape}",
-                t.shape()
-            );
-        }
-        for (o, c) in out[off..off + n].iter_mut().zip(t.data().chunks_exact(4)) {
-            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        }
+    for t in arch.params() {
+        read_f32(
+            st,
+            &format!("{prefix}{}", t.name),
+            &t.shape,
+            arch,
+            name,
+            &mut out[t.offset..t.offset + t.len],
+        )?;
     }
     if let Some(bad) = out.iter().position(|v| !v.is_finite()) {
         bail!("{name}: parameter {bad} is NaN or infinite");
@@ -198,17 +290,121 @@ fn read_tensors(
     Ok(())
 }
 
-fn shape_from_meta(meta: &HashMap<String, String>, name: &str) -> Result<Shape> {
-    let get = |k: &str| {
-        meta.get(k)
-            .with_context(|| format!("{name}: metadata '{k}' missing (not an fdgr model file?)"))
-    };
-    let dims = crate::config::parse_dims(get("dims")?)
-        .with_context(|| format!("{name}: bad metadata 'dims'"))?;
-    let act = Act::from_name(get("act")?).with_context(|| format!("{name}: bad metadata 'act'"))?;
-    let loss =
-        Loss::from_name(get("loss")?).with_context(|| format!("{name}: bad metadata 'loss'"))?;
-    Shape::try_new(&dims, act, loss).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+fn read_f32(
+    st: &SafeTensors<'_>,
+    tname: &str,
+    dims: &[usize],
+    arch: &Arch,
+    name: &str,
+    out: &mut [f32],
+) -> Result<()> {
+    let t = st.tensor(tname).with_context(|| {
+        format!(
+            "{name}: tensor {tname} missing (expected for model {})",
+            arch.spec
+        )
+    })?;
+    if t.dtype() != Dtype::F32 {
+        bail!(
+            "{name}: tensor {tname} has dtype {:?}, expected F32",
+            t.dtype()
+        );
+    }
+    if t.shape() != dims {
+        bail!(
+            "{name}: tensor {tname} has shape {:?}, expected {dims:?} for model {}",
+            t.shape(),
+            arch.spec
+        );
+    }
+    for (o, c) in out.iter_mut().zip(t.data().chunks_exact(4)) {
+        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    Ok(())
+}
+
+/// Reads the running statistics and `num_batches_tracked` of `arch`.
+fn read_state(st: &SafeTensors<'_>, arch: &Arch, name: &str) -> Result<(Vec<f32>, u64)> {
+    let mut state = vec![0.0f32; arch.model.sizes.state];
+    let (bufs, counters) = arch.buffers();
+    for t in bufs {
+        read_f32(
+            st,
+            &t.name,
+            &t.shape,
+            arch,
+            name,
+            &mut state[t.offset..t.offset + t.len],
+        )?;
+    }
+    if let Some(bad) = state.iter().position(|v| !v.is_finite()) {
+        bail!("{name}: running statistic {bad} is NaN or infinite");
+    }
+    let mut tracked = 0;
+    for c in counters {
+        let t = st
+            .tensor(&c)
+            .with_context(|| format!("{name}: tensor {c} missing"))?;
+        if t.dtype() != Dtype::I64 || !t.shape().is_empty() || t.data().len() != 8 {
+            bail!("{name}: tensor {c}: expected an I64 scalar");
+        }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(t.data());
+        let v = i64::from_le_bytes(b);
+        if v < 0 {
+            bail!("{name}: tensor {c} is negative");
+        }
+        tracked = v as u64;
+    }
+    Ok((state, tracked))
+}
+
+/// Writes what `fdgr eval --dump` evaluated: `x` [N, C, H, W] (f32),
+/// `y` [N] (I64), `logits` [N, K] (f32), with the network's metadata.
+pub fn save_eval_dump(
+    path: &Path,
+    arch: &Arch,
+    x: &[f32],
+    y: &[u32],
+    logits: &[f32],
+) -> Result<()> {
+    let d = arch.model.input;
+    let n = y.len();
+    let tensors = [
+        ("x", vec![n, d.c, d.h, d.w], "F32", f32_bytes(x)),
+        (
+            "y",
+            vec![n],
+            "I64",
+            y.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect(),
+        ),
+        ("logits", vec![n, arch.outputs()], "F32", f32_bytes(logits)),
+    ];
+    let mut header = serde_json::Map::new();
+    header.insert(
+        "__metadata__".into(),
+        serde_json::to_value(arch_meta(arch)?)?,
+    );
+    let mut offset = 0usize;
+    for (name, shape, dtype, bytes) in &tensors {
+        let end = offset + bytes.len();
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut h = serde_json::to_string(&serde_json::Value::Object(header))?.into_bytes();
+    while (8 + h.len()) % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + offset);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    for (_, _, _, bytes) in &tensors {
+        out.extend_from_slice(bytes);
+    }
+    atomic_write(path, &out)
 }
 
 /// The model file of a run directory or a file path.
@@ -220,33 +416,68 @@ pub fn model_path(p: &Path) -> PathBuf {
     }
 }
 
-/// Reads a `model.safetensors` (or checkpoint) written by fdgr.
-pub fn load_model(path: &Path) -> Result<(Shape, Vec<f32>)> {
+/// A network and its weights, read from a file.
+pub struct NetFile {
+    /// The network.
+    pub arch: Arch,
+    /// Parameters.
+    pub theta: Vec<f32>,
+    /// Running statistics.
+    pub state: Vec<f32>,
+    /// `num_batches_tracked`.
+    pub tracked: u64,
+}
+
+fn open<'a>(bytes: &'a [u8], name: &str) -> Result<(SafeTensors<'a>, HashMap<String, String>)> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| anyhow!("{name}: not a valid safetensors file ({e})"))?;
+    let (_, md) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("{name}: {e}"))?;
+    Ok((st, md.metadata().clone().unwrap_or_default()))
+}
+
+/// Reads a `model.safetensors` (or checkpoint) written by fdgr: any network.
+pub fn load_net(path: &Path) -> Result<NetFile> {
     let path = model_path(path);
     let name = path.display().to_string();
     let bytes = std::fs::read(&path).with_context(|| format!("{name}: cannot read"))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow::anyhow!("{name}: not a valid safetensors file ({e})"))?;
-    let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    let meta = md.metadata().clone().unwrap_or_default();
-    let shape = shape_from_meta(&meta, &name)?;
-    let mut theta = vec![0.0f32; shape.param_count()];
-    read_tensors(&st, &shape, "", &name, &mut theta)?;
-    Ok((shape, theta))
+    let (st, meta) = open(&bytes, &name)?;
+    let arch = arch_from_meta(&meta, &name)?;
+    let mut theta = vec![0.0f32; arch.param_count()];
+    read_params(&st, &arch, "", &name, &mut theta)?;
+    let (state, tracked) = read_state(&st, &arch, &name)?;
+    Ok(NetFile {
+        arch,
+        theta,
+        state,
+        tracked,
+    })
+}
+
+/// Reads an MLP's `model.safetensors` (or checkpoint): its shape and θ.
+pub fn load_model(path: &Path) -> Result<(Shape, Vec<f32>)> {
+    let f = load_net(path)?;
+    let shape = f.arch.mlp.with_context(|| {
+        format!(
+            "{}: model {} is not an MLP given by its widths",
+            model_path(path).display(),
+            f.arch.spec
+        )
+    })?;
+    Ok((shape, f.theta))
 }
 
 /// Writes `dir/checkpoint.safetensors`.
 pub fn save_checkpoint(
     dir: &Path,
     state: &TrainState,
-    shape: &Shape,
-    theta: &[f32],
+    arch: &Arch,
+    w: &Weights<'_>,
     momentum: Option<&[f32]>,
 ) -> Result<()> {
     let meta = BTreeMap::from([("fdgr-state".to_string(), serde_json::to_string(state)?)]);
     atomic_write(
         &dir.join("checkpoint.safetensors"),
-        &serialize(shape, theta, momentum, meta)?,
+        &serialize(arch, w, momentum, meta)?,
     )
 }
 
@@ -254,12 +485,16 @@ pub fn save_checkpoint(
 pub struct Loaded {
     /// Training state.
     pub state: TrainState,
-    /// Model shape.
-    pub shape: Shape,
+    /// The network.
+    pub arch: Arch,
     /// Parameters.
     pub theta: Vec<f32>,
     /// Momentum buffer (empty when the optimizer has none).
     pub momentum: Vec<f32>,
+    /// Running statistics.
+    pub bn_state: Vec<f32>,
+    /// `num_batches_tracked`.
+    pub tracked: u64,
 }
 
 /// Reads `dir/checkpoint.safetensors`.
@@ -272,35 +507,40 @@ pub fn load_checkpoint(dir: &Path) -> Result<Loaded> {
             dir.display()
         )
     })?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow::anyhow!("{name}: not a valid safetensors file ({e})"))?;
-    let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    let meta = md.metadata().clone().unwrap_or_default();
-    let shape = shape_from_meta(&meta, &name)?;
+    let (st, meta) = open(&bytes, &name)?;
+    let arch = arch_from_meta(&meta, &name)?;
     let state: TrainState =
         serde_json::from_str(meta.get("fdgr-state").with_context(|| {
             format!("{name}: no training state (a model file, not a checkpoint?)")
         })?)
         .with_context(|| format!("{name}: corrupt training state"))?;
-    let cfg_shape = state
+    let d = arch.model.input;
+    let cfg_arch = state
         .config
-        .shape()
+        .arch((d.c, d.h, d.w), arch.outputs())
         .with_context(|| format!("{name}: bad configuration"))?;
-    if cfg_shape != shape {
-        bail!("{name}: tensors are for model {shape} but the configuration says {cfg_shape}");
+    if cfg_arch.layers != arch.layers {
+        bail!(
+            "{name}: tensors are for model {} but the configuration says {}",
+            arch.spec,
+            state.config.model
+        );
     }
-    let mut theta = vec![0.0f32; shape.param_count()];
-    read_tensors(&st, &shape, "", &name, &mut theta)?;
+    let mut theta = vec![0.0f32; arch.param_count()];
+    read_params(&st, &arch, "", &name, &mut theta)?;
     let mut momentum = vec![];
     if state.config.momentum != 0.0 {
-        momentum = vec![0.0f32; shape.param_count()];
-        read_tensors(&st, &shape, "momentum.", &name, &mut momentum)?;
+        momentum = vec![0.0f32; arch.param_count()];
+        read_params(&st, &arch, "momentum.", &name, &mut momentum)?;
     }
+    let (bn_state, tracked) = read_state(&st, &arch, &name)?;
     Ok(Loaded {
         state,
-        shape,
+        arch,
         theta,
         momentum,
+        bn_state,
+        tracked,
     })
 }
 

@@ -1,9 +1,10 @@
 //! A training run's full configuration: what `fdgr train` takes, what
 //! `summary.json` and the checkpoint record, and what `--resume` restores.
 
+use crate::arch::Arch;
 use crate::data::{DataOptions, Normalize};
 use anyhow::{bail, Context, Result};
-use fdgr_kernel::{Act, Loss, Method, Schedule, ScheduleKind, Sgd, Shape};
+use fdgr_kernel::{Act, Dims, Loss, Method, Schedule, ScheduleKind, Sgd, Shape};
 use serde::{Deserialize, Serialize};
 
 /// Training methods by name.
@@ -125,10 +126,19 @@ pub struct TrainConfig {
     pub test_frac: f64,
     /// Input normalisation.
     pub normalize: Normalize,
-    /// Layer widths, inputs to outputs.
-    pub model: Vec<usize>,
-    /// Hidden activation.
+    /// `--model`: MLP widths (`784-512-512-10`), a preset (`resnet20`) or
+    /// a layer list (see [`crate::arch`]). Older checkpoints stored the
+    /// widths as a list; they still read.
+    #[serde(deserialize_with = "model_de")]
+    pub model: String,
+    /// Hidden activation (MLPs, LeNet).
     pub act: String,
+    /// Data augmentation of training batches.
+    #[serde(default)]
+    pub augment: Augment,
+    /// Padding of the random crop, on each side.
+    #[serde(default = "default_pad")]
+    pub augment_pad: usize,
     /// Method.
     pub method: MethodName,
     /// GR strength γ (db, fgr, bgr, cgr).
@@ -163,15 +173,70 @@ pub struct TrainConfig {
     pub tf32: bool,
 }
 
+/// Augmentation of training batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augment {
+    /// None.
+    #[default]
+    None,
+    /// Random crop after zero padding (random shifts; for digits).
+    Crop,
+    /// Random crop after zero padding, and random horizontal flip (the
+    /// standard CIFAR augmentation, with 4-pixel padding).
+    CropFlip,
+}
+
+fn default_pad() -> usize {
+    4
+}
+
+/// Reads `model` as a string, or as the list of widths older checkpoints
+/// stored.
+fn model_de<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum M {
+        S(String),
+        W(Vec<usize>),
+    }
+    Ok(match M::deserialize(d)? {
+        M::S(s) => s,
+        M::W(w) => dims_str(&w),
+    })
+}
+
 impl TrainConfig {
-    /// The model shape (softmax cross-entropy on class labels).
+    /// The hidden activation.
+    pub fn act(&self) -> Result<Act> {
+        Act::from_name(&self.act)
+            .with_context(|| format!("--act {}: expected identity|relu|tanh|sigmoid", self.act))
+    }
+
+    /// The network on inputs of shape `input` (C, H, W) with `classes`
+    /// outputs.
+    pub fn arch(&self, input: (usize, usize, usize), classes: usize) -> Result<Arch> {
+        Arch::parse(
+            &self.model,
+            self.act()?,
+            Dims::new(input.0, input.1, input.2),
+            classes,
+        )
+    }
+
+    /// The model shape, when the model is an MLP given by its widths.
     pub fn shape(&self) -> Result<Shape> {
-        let act = Act::from_name(&self.act)
-            .with_context(|| format!("--act {}: expected identity|relu|tanh|sigmoid", self.act))?;
-        Shape::try_new(&self.model, act, Loss::SoftmaxCe).map_err(|_| {
+        let act = self.act()?;
+        let dims = crate::arch::parse_dims(&self.model).with_context(|| {
+            format!(
+                "--model {}: an MLP given by its widths is needed here (e.g. 784-512-512-10)",
+                self.model
+            )
+        })?;
+        Shape::try_new(&dims, act, Loss::SoftmaxCe).map_err(|_| {
             anyhow::anyhow!(
                 "--model {}: expected 2 to 5 non-zero widths, inputs first (e.g. 784-512-512-10)",
-                dims_str(&self.model)
+                self.model
             )
         })
     }
@@ -215,7 +280,10 @@ impl TrainConfig {
 
     /// Checks every value; errors name the flag.
     pub fn validate(&self) -> Result<()> {
-        self.shape()?;
+        self.act()?;
+        if crate::arch::parse_dims(&self.model).is_some() {
+            self.shape()?;
+        }
         self.method()
             .validate()
             .map_err(|e| anyhow::anyhow!("--method {}: {e}", self.method.as_str()))?;
@@ -224,6 +292,12 @@ impl TrainConfig {
             .map_err(|e| anyhow::anyhow!("optimizer: {e}"))?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("--lr {}: expected a positive number", self.lr);
+        }
+        if self.augment != Augment::None && self.augment_pad > 64 {
+            bail!(
+                "--augment-pad {}: expected at most 64 pixels",
+                self.augment_pad
+            );
         }
         if self.epochs == 0 {
             bail!("--epochs must be at least 1");

@@ -5,6 +5,7 @@
 //! in `src/cli/` (its flags and its printing).
 
 pub mod arch;
+pub mod augment;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;

@@ -5,13 +5,15 @@
 //! every checkpoint. With the same configuration (thread count included) a
 //! resumed run reproduces the uninterrupted one bit for bit.
 
+use crate::arch::Arch;
+use crate::augment::CropFlip;
 use crate::backend::{Backend, CpuBackend, StepError};
-use crate::checkpoint::{self, EpochRecord, Loaded, TrainState};
-use crate::config::{dims_str, BackendName, TrainConfig};
+use crate::checkpoint::{self, EpochRecord, Loaded, TrainState, Weights};
+use crate::config::{Augment, BackendName, TrainConfig};
 use crate::cpu::{pool, Par};
 use crate::data::Dataset;
 use anyhow::{bail, Context, Result};
-use fdgr_kernel::{init_mlp, Rng, SgdState, Shape};
+use fdgr_kernel::{init_params, Rng, SgdState};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -81,20 +83,26 @@ fn order_rng(seed: u64) -> Rng {
     Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xD1B5_4A32_D192_ED03)
 }
 
-/// Checks that the model fits the data.
-pub fn check_fit(shape: &Shape, data: &Dataset, model_flag: &str) -> Result<()> {
-    if shape.inputs() != data.features {
+/// Checks that the network fits the data: its input takes one sample
+/// (C·H·W values) and it has one output per class.
+pub fn check_fit(arch: &Arch, data: &Dataset, model_flag: &str) -> Result<()> {
+    if arch.inputs() != data.features {
         bail!(
-            "{model_flag} {shape}: input width {} but data {} has {} features per sample",
-            shape.inputs(),
+            "{model_flag} {}: input width {} but data {} has {} features per sample ({}x{}x{})",
+            arch.spec,
+            arch.inputs(),
             data.name,
-            data.features
+            data.features,
+            data.dims.0,
+            data.dims.1,
+            data.dims.2
         );
     }
-    if shape.outputs() != data.classes {
+    if arch.outputs() != data.classes {
         bail!(
-            "{model_flag} {shape}: {} outputs but data {} has {} classes",
-            shape.outputs(),
+            "{model_flag} {}: {} outputs but data {} has {} classes",
+            arch.spec,
+            arch.outputs(),
             data.name,
             data.classes
         );
@@ -102,10 +110,17 @@ pub fn check_fit(shape: &Shape, data: &Dataset, model_flag: &str) -> Result<()> 
     Ok(())
 }
 
+/// The network of `cfg` on `data`, checked against it.
+pub fn arch_for(cfg: &TrainConfig, data: &Dataset) -> Result<Arch> {
+    let arch = cfg.arch(data.dims, data.classes)?;
+    check_fit(&arch, data, "--model")?;
+    Ok(arch)
+}
+
 /// Builds the backend of `cfg`.
 pub fn make_backend(
     cfg: &TrainConfig,
-    shape: Shape,
+    arch: &Arch,
     data: &Dataset,
     threads: usize,
 ) -> Result<Box<dyn Backend>> {
@@ -113,16 +128,36 @@ pub fn make_backend(
     let opt = cfg.optimizer();
     Ok(match cfg.backend {
         BackendName::Cpu => Box::new(CpuBackend::new(
-            shape,
+            arch.model.clone(),
             Par { threads },
             data.train.x.clone(),
             data.train.y.clone(),
             cfg.batch,
             &method,
             &opt,
-        )),
-        BackendName::Gpu => crate::gpu::backend(shape, data, cfg.batch, &method, &opt, cfg.tf32)?,
+        )?),
+        BackendName::Gpu => {
+            let shape = arch.mlp.with_context(|| {
+                format!(
+                    "--backend gpu: the GPU backend trains MLPs given by their widths; {} needs --backend cpu",
+                    arch.spec
+                )
+            })?;
+            crate::gpu::backend(shape, data, cfg.batch, &method, &opt, cfg.tf32)?
+        }
     })
+}
+
+/// The augmentation generator of `epoch` (1-based): derived from the seed
+/// and the epoch, so a run resumed at an epoch boundary draws the same
+/// crops and flips as an uninterrupted one.
+fn augment_rng(seed: u64, epoch: u64) -> Rng {
+    let mut r = Rng::new(seed ^ 0xA076_1D64_78BD_642F);
+    let mut s = r.next_u64();
+    for _ in 0..epoch % 64 {
+        s = Rng::new(s).next_u64();
+    }
+    Rng::new(s ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// Runs (or resumes) a training run on `data`, the data set of `cfg`
@@ -146,26 +181,28 @@ pub fn run_on(
     opts: &RunOptions,
     threads: usize,
 ) -> Result<Summary> {
-    let shape = cfg.shape()?;
-    check_fit(&shape, data, "--model")?;
+    let arch = arch_for(cfg, data)?;
     if opts.verbose {
         for n in &data.notes {
             eprintln!("{n}");
         }
     }
-    let p = shape.param_count();
+    let p = arch.param_count();
     let n_train = data.train.len();
     let spe = n_train.div_ceil(cfg.batch) as u64;
     let sched = cfg.schedule(spe);
     let method = cfg.method();
     let opt = cfg.optimizer();
-    let mut backend = make_backend(cfg, shape, data, threads)?;
+    let mut backend = make_backend(cfg, &arch, data, threads)?;
 
     let (mut st, mut theta, mut mom) = match resume {
-        Some(l) => (l.state, l.theta, l.momentum),
+        Some(l) => {
+            backend.set_state(&l.bn_state, l.tracked)?;
+            (l.state, l.theta, l.momentum)
+        }
         None => {
             let mut theta = vec![0.0f32; p];
-            init_mlp(&shape, &mut theta, &mut Rng::new(cfg.seed));
+            init_params(arch.model.nodes(), &mut theta, &mut Rng::new(cfg.seed));
             let st = TrainState {
                 config: cfg.clone(),
                 epoch: 0,
@@ -191,13 +228,21 @@ pub fn run_on(
     }
     if opts.verbose {
         eprintln!(
-            "model {shape} {} ({p} parameters), method {} ({}), {} backend, {threads} thread(s), batch {}, {} steps/epoch",
-            shape.act.name(),
+            "model {} ({p} parameters), method {} ({}), {} backend, {threads} thread(s), batch {}, {} steps/epoch{}",
+            arch.describe(),
             cfg.method.as_str(),
             describe_method(cfg),
             backend.name(),
             cfg.batch,
-            spe
+            spe,
+            match cfg.augment {
+                Augment::None => String::new(),
+                Augment::Crop => format!(", augmentation: random crop ({}-pixel zero padding)", cfg.augment_pad),
+                Augment::CropFlip => format!(
+                    ", augmentation: random crop ({}-pixel zero padding) + horizontal flip",
+                    cfg.augment_pad
+                ),
+            }
         );
         if st.epoch > 0 {
             eprintln!(
@@ -230,6 +275,16 @@ pub fn run_on(
     while st.epoch < cfg.epochs {
         let epoch = st.epoch + 1;
         let mut rng = Rng { state: st.rng };
+        if cfg.augment != Augment::None {
+            let a = CropFlip::new(data.dims, cfg.augment_pad)
+                .with_fill(if data.zero.len() == data.dims.0 {
+                    &data.zero
+                } else {
+                    &[0.0]
+                })
+                .with_flip(cfg.augment == Augment::CropFlip);
+            backend.set_augment(Some((a, augment_rng(cfg.seed, epoch))))?;
+        }
         order
             .iter_mut()
             .enumerate()
@@ -315,7 +370,13 @@ pub fn run_on(
                 &mut theta,
                 if mom.is_empty() { None } else { Some(&mut mom) },
             )?;
-            save_epoch(out, &st, &shape, &theta, &mom)?;
+            let (bn, tracked) = backend.state()?;
+            let w = Weights {
+                theta: &theta,
+                state: &bn,
+                tracked,
+            };
+            save_epoch(out, &st, &arch, &w, &mom)?;
         }
     }
     pb.finish_and_clear();
@@ -331,7 +392,7 @@ pub fn run_on(
         .fold((0, f64::NEG_INFINITY), |b, x| if x.1 > b.1 { x } else { b });
     let summary = Summary {
         config: cfg.clone(),
-        model: dims_str(shape.dims()),
+        model: arch.spec.clone(),
         params: p,
         data: data.notes.clone(),
         train_samples: n_train,
@@ -389,18 +450,18 @@ pub fn describe_method(cfg: &TrainConfig) -> String {
 fn save_epoch(
     out: &Path,
     st: &TrainState,
-    shape: &Shape,
-    theta: &[f32],
+    arch: &Arch,
+    w: &Weights<'_>,
     mom: &[f32],
 ) -> Result<()> {
     checkpoint::save_checkpoint(
         out,
         st,
-        shape,
-        theta,
+        arch,
+        w,
         if mom.is_empty() { None } else { Some(mom) },
     )?;
-    checkpoint::save_model(&out.join("model.safetensors"), shape, theta)?;
+    checkpoint::save_model(&out.join("model.safetensors"), arch, w)?;
     let mut lines = String::new();
     for r in &st.history {
         lines.push_str(&serde_json::to_string(r)?);

@@ -73,6 +73,11 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
         })
     }
 
+    /// The workspace (with the state at its end), giving up the objective.
+    pub fn into_workspace(self) -> W {
+        self.ws
+    }
+
     /// The model.
     pub fn model(&self) -> &Model<N> {
         &self.model

@@ -11,7 +11,9 @@ use fdgr_kernel::{Act, Loss, Shape};
 /// The data set and how it is split and scaled (`train`, `sweep`, `eval`).
 #[derive(Args, Clone, Debug)]
 pub struct DataArgs {
-    /// Data set: digits | mnist5k | mnist:DIR | idx:IMAGES,LABELS | cifar10:DIR | cifar10:FILE | csv:FILE
+    /// Data set: digits | mnist5k | mnist:DIR | idx:IMAGES,LABELS | cifar10:DIR |
+    /// cifar10:FILE.bin | cifar10:FILE.tar.gz | cifar100:DIR|FILE.bin|FILE.tar.gz |
+    /// cifar100-coarse:(as cifar100) | csv:FILE[.gz]
     #[arg(long, default_value = "mnist5k")]
     pub data: String,
     /// Seed (the split; in training also initialisation and data order)
@@ -44,25 +46,40 @@ impl DataArgs {
 /// The network that is trained (`train`, `sweep`).
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// Layer widths, inputs first [default: FEATURES-512-512-CLASSES]
-    #[arg(long)]
+    /// The network: MLP widths, inputs first (784-512-512-10); a preset
+    /// sized to the data (lenet5, resnet20/32/44/56/110, resnet18,
+    /// wrn-16-4, wrn-28-10, any wrn-D-K); or a layer list such as
+    /// conv:8:3:p1,relu,maxpool:2,conv:16:3:p1,relu,maxpool:2,flatten,linear
+    /// (entries: conv:OUT:K[:sS][:pP][:gG][:nobias], dwconv:K[:sS][:pP],
+    /// bn, relu, tanh, sigmoid, identity, maxpool:K[:sS][:pP],
+    /// avgpool:K[:sS][:pP], gap, flatten, linear[:OUT][:nobias],
+    /// block:OUT[:sS] (ResNet), wblock:OUT[:sS] (wide ResNet))
+    /// [default: FEATURES-512-512-CLASSES]
+    #[arg(long, verbatim_doc_comment)]
     pub model: Option<String>,
-    /// Hidden activation: relu | tanh | sigmoid | identity
+    /// Hidden activation of MLPs and LeNet: relu | tanh | sigmoid | identity
     #[arg(long, default_value = "relu")]
     pub act: String,
 }
 
 impl ModelArgs {
-    /// The widths `--model` gives, if it is given (checked before any data
-    /// is read).
-    pub fn dims(&self) -> Result<Option<Vec<usize>>> {
-        self.model.as_deref().map(parse_dims).transpose()
+    /// `--model` as given, if it is (MLP widths are checked here, before
+    /// any data is read; other networks once the data's shape is known).
+    pub fn spec(&self) -> Result<Option<String>> {
+        match self.model.as_deref() {
+            Some(m) if m.chars().all(|c| c.is_ascii_digit() || c == '-') => {
+                parse_dims(m)?;
+                Ok(Some(m.to_string()))
+            }
+            Some(m) => Ok(Some(m.trim().to_string())),
+            None => Ok(None),
+        }
     }
 
     /// The model without `--model`, sized from the data set:
     /// FEATURES-512-512-CLASSES.
-    pub fn default_dims(data: &Dataset) -> Vec<usize> {
-        vec![data.features, 512, 512, data.classes]
+    pub fn default_spec(data: &Dataset) -> String {
+        format!("{}-512-512-{}", data.features, data.classes)
     }
 }
 
@@ -129,4 +146,22 @@ pub fn shape(model: &str, act: &str) -> Result<Shape> {
     let act = Act::from_name(act).with_context(|| format!("--act {act}: unknown activation"))?;
     Shape::try_new(&parse_dims(model)?, act, Loss::SoftmaxCe)
         .map_err(|e| anyhow::anyhow!("--model {model}: {e}"))
+}
+
+/// The network of `--model` (any form), `--act`, `--input` (CxHxW, for
+/// presets and layer lists) and `--classes`, for the commands without a
+/// data set (`bench`).
+pub fn arch_of(model: &str, act: &str, input: &str, classes: usize) -> Result<fdgr::arch::Arch> {
+    let a = Act::from_name(act).with_context(|| format!("--act {act}: unknown activation"))?;
+    let d: Vec<usize> = input
+        .split('x')
+        .map(|t| t.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .ok()
+        .filter(|v: &Vec<usize>| v.len() == 3 && v.iter().all(|&x| x > 0))
+        .with_context(|| format!("--input {input}: expected CxHxW, e.g. 3x32x32"))?;
+    if classes == 0 {
+        anyhow::bail!("--classes must be at least 1");
+    }
+    fdgr::arch::Arch::parse(model, a, fdgr_kernel::Dims::new(d[0], d[1], d[2]), classes)
 }

@@ -1,6 +1,6 @@
 //! `fdgr bench`: per-step time of each method, as a table or JSON lines.
 
-use super::args::{parse_methods, shape};
+use super::args::{arch_of, parse_methods};
 use anyhow::{bail, Result};
 use clap::Args;
 use fdgr::bench::{self, BenchRow, BenchSpec};
@@ -11,15 +11,22 @@ use fdgr::exit::bad_input;
 #[derive(Args, Debug)]
 #[command(after_help = after_help!(
     "Examples:\n  fdgr bench --model 784-512-512-10 --batch 128\n  \
-    fdgr bench --model 64-32-10 --act tanh --batch 1 --threads 1 --json"
+    fdgr bench --model 64-32-10 --act tanh --batch 1 --threads 1 --json\n  \
+    fdgr bench --model resnet20 --input 3x32x32 --classes 10 --methods sgd,fgr,db"
 ))]
 pub struct BenchArgs {
-    /// Layer widths
+    /// The network (as `fdgr train --model`: widths, a preset or a layer list)
     #[arg(long, default_value = "784-512-512-10")]
     pub model: String,
     /// Hidden activation
     #[arg(long, default_value = "relu")]
     pub act: String,
+    /// Input shape CxHxW for presets and layer lists (MLP widths give their own)
+    #[arg(long, default_value = "3x32x32")]
+    pub input: String,
+    /// Classes for presets and layer lists
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
     /// Batch size
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
@@ -51,7 +58,7 @@ pub struct BenchArgs {
 }
 
 fn prepare(a: &BenchArgs) -> Result<BenchSpec> {
-    let shape = shape(&a.model, &a.act)?;
+    let arch = arch_of(&a.model, &a.act, &a.input, a.classes)?;
     if a.batch == 0 || a.repeats == 0 {
         bail!("--batch and --repeats must be at least 1");
     }
@@ -59,7 +66,7 @@ fn prepare(a: &BenchArgs) -> Result<BenchSpec> {
         fdgr::gpu::probe()?;
     }
     Ok(BenchSpec {
-        shape,
+        arch,
         batch: a.batch,
         methods: parse_methods(&a.methods)?,
         backend: a.backend,

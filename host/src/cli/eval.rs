@@ -3,10 +3,10 @@
 use super::args::DataArgs;
 use anyhow::{bail, Result};
 use clap::Args;
-use fdgr::config::dims_str;
+use fdgr::arch::Arch;
+use fdgr::checkpoint::NetFile;
 use fdgr::exit::bad_input;
 use fdgr::{backend, checkpoint, cpu, train};
-use fdgr_kernel::Shape;
 use std::path::PathBuf;
 
 /// `fdgr eval`.
@@ -28,21 +28,25 @@ pub struct EvalArgs {
     /// Print one JSON object
     #[arg(long)]
     pub json: bool,
+    /// Also write the evaluated samples and fdgr's outputs to this
+    /// safetensors file (`x` [N, C, H, W], `y` [N] I64, `logits` [N, K]),
+    /// to evaluate exactly the same inputs elsewhere (bench/torch_eval.py)
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
 }
 
 /// The model and the samples it is evaluated on.
 struct Job {
-    shape: Shape,
-    theta: Vec<f32>,
+    net: NetFile,
     x: Vec<f32>,
     y: Vec<u32>,
     notes: Vec<String>,
 }
 
 fn prepare(a: &EvalArgs) -> Result<Job> {
-    let (shape, theta) = checkpoint::load_model(&a.ckpt)?;
+    let net = checkpoint::load_net(&a.ckpt)?;
     let d = a.data.load()?;
-    train::check_fit(&shape, &d, &format!("{} (model", a.ckpt.display()))
+    train::check_fit(&net.arch, &d, &format!("{} (model", a.ckpt.display()))
         .map_err(|e| anyhow::anyhow!("{e})"))?;
     let (x, y) = match a.split.as_str() {
         "test" => (d.test.x, d.test.y),
@@ -54,33 +58,47 @@ fn prepare(a: &EvalArgs) -> Result<Job> {
         s => bail!("--split {s}: expected test, train or all"),
     };
     Ok(Job {
-        shape,
-        theta,
+        net,
         x,
         y,
         notes: d.notes,
     })
 }
 
+/// A workspace for evaluating `arch` holding `state` (its running
+/// statistics) at its end.
+pub fn eval_workspace(arch: &Arch, state: &[f32]) -> Vec<f32> {
+    let m = &arch.model;
+    let b = if m.workspace_len(backend::EVAL_BATCH, false) <= backend::EVAL_WS_MAX {
+        backend::EVAL_BATCH
+    } else {
+        32
+    };
+    let mut ws = vec![0.0f32; m.workspace_len(b, false)];
+    let n = ws.len();
+    ws[n - state.len()..].copy_from_slice(state);
+    ws
+}
+
 /// `fdgr eval`.
 pub fn run(a: &EvalArgs) -> Result<()> {
-    let Job {
-        shape,
-        theta,
-        x,
-        y,
-        notes,
-    } = prepare(a).map_err(bad_input)?;
+    let Job { net, x, y, notes } = prepare(a).map_err(bad_input)?;
     let (pool, threads) = cpu::pool(0)?;
-    let mut ws = vec![0.0f32; shape.workspace_len(backend::EVAL_BATCH, false)];
-    let (loss, ok) = pool
-        .install(|| backend::evaluate_cpu(&shape, cpu::Par { threads }, &theta, &x, &y, &mut ws))?;
+    let mut ws = eval_workspace(&net.arch, &net.state);
+    let exec = cpu::Par { threads };
+    let (loss, ok) =
+        pool.install(|| backend::evaluate_cpu(&net.arch.model, exec, &net.theta, &x, &y, &mut ws))?;
     let acc = ok as f64 / y.len().max(1) as f64;
+    if let Some(path) = &a.dump {
+        let logits =
+            pool.install(|| backend::outputs_cpu(&net.arch.model, exec, &net.theta, &x, &mut ws))?;
+        checkpoint::save_eval_dump(path, &net.arch, &x, &y, &logits)?;
+    }
     if a.json {
         println!(
             "{}",
             serde_json::json!({"ckpt": a.ckpt, "data": a.data.data, "split": a.split, "samples": y.len(),
-                               "model": dims_str(shape.dims()), "loss": loss, "accuracy": acc})
+                               "model": net.arch.spec, "loss": loss, "accuracy": acc})
         );
     } else {
         for n in &notes {

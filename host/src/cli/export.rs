@@ -1,11 +1,13 @@
 //! `fdgr export`: weights for firmware, in the kernel's FDGR format
-//! ([`fdgr_kernel::export`], which the firmware reads).
+//! ([`fdgr_kernel::export`], which the firmware reads): version 2, the
+//! layer list, θ and the batch-norm running statistics.
 
 use anyhow::Result;
 use clap::Args;
+use fdgr::arch::Arch;
 use fdgr::checkpoint;
 use fdgr::exit::bad_input;
-use fdgr_kernel::{export, Shape};
+use fdgr_kernel::export;
 use std::path::PathBuf;
 
 /// `fdgr export`.
@@ -23,25 +25,40 @@ pub struct ExportArgs {
 }
 
 /// The model and its file's bytes.
-fn prepare(a: &ExportArgs) -> Result<(Shape, Vec<u8>)> {
-    let (shape, theta) = checkpoint::load_model(&a.ckpt)?;
-    let mut buf = vec![0u8; export::file_len(&shape)];
-    let n = export::encode(&shape, &theta, &mut buf)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.ckpt.display()))?;
+fn prepare(a: &ExportArgs) -> Result<(Arch, Vec<u8>)> {
+    let f = checkpoint::load_net(&a.ckpt)?;
+    let a2 = &f.arch;
+    let n = export::file_len_v2(a2.layers.len(), f.theta.len(), f.state.len());
+    let mut buf = vec![0u8; n];
+    let n = export::encode_v2(
+        &a2.layers,
+        a2.model.input,
+        a2.model.loss,
+        &f.theta,
+        &f.state,
+        &mut buf,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", a.ckpt.display()))?;
     buf.truncate(n);
-    Ok((shape, buf))
+    Ok((f.arch, buf))
 }
 
 /// `fdgr export`.
 pub fn run(a: &ExportArgs) -> Result<()> {
-    let (shape, bytes) = prepare(a).map_err(bad_input)?;
+    let (arch, bytes) = prepare(a).map_err(bad_input)?;
     checkpoint::atomic_write(&a.out, &bytes)?;
     println!(
-        "wrote {} ({} bytes): model {shape} {}, {} parameters",
+        "wrote {} ({} bytes, format version {}): model {}, {} parameters{}",
         a.out.display(),
         bytes.len(),
-        shape.act.name(),
-        shape.param_count()
+        export::VERSION_2,
+        arch.describe(),
+        arch.param_count(),
+        if arch.has_state() {
+            format!(", {} running statistics", arch.model.sizes.state)
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

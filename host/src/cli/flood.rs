@@ -49,7 +49,11 @@ fn prepare(a: &FloodArgs) -> Result<(FloodCheck, Dataset)> {
         bail!("--lr must be positive and --batch at least 1");
     }
     let d = data::load(&a.data, &data::DataOptions::default())?;
-    fdgr::train::check_fit(&shape, &d, "--model")?;
+    fdgr::train::check_fit(
+        &fdgr::arch::Arch::mlp(shape.dims(), shape.act)?,
+        &d,
+        "--model",
+    )?;
     let c = FloodCheck {
         shape,
         batch: a.batch,

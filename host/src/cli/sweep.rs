@@ -103,7 +103,7 @@ fn prepare(a: &SweepArgs) -> Result<Job> {
         }
     }
     let data = train::load(&base, loaded)?;
-    fdgr::train::check_fit(&base.shape()?, &data, "--model")?;
+    fdgr::train::arch_for(&base, &data)?;
     let out = a
         .base
         .out

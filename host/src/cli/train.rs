@@ -4,7 +4,7 @@ use super::args::{DataArgs, MethodArgs, ModelArgs, OptimArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use fdgr::checkpoint::{self, Loaded};
-use fdgr::config::{BackendName, ScheduleName, TrainConfig};
+use fdgr::config::{Augment, BackendName, ScheduleName, TrainConfig};
 use fdgr::data::{self, Dataset};
 use fdgr::exit::bad_input;
 use fdgr::train::{self, describe_method, Summary};
@@ -38,6 +38,14 @@ pub struct TrainArgs {
     /// CPU threads (0 = all cores)
     #[arg(long, default_value_t = 0, help_heading = "Run")]
     pub threads: usize,
+    /// Augmentation of training batches, for images: crop (random crop
+    /// after zero padding: random shifts), crop-flip (and random horizontal
+    /// flip: the CIFAR recipe)
+    #[arg(long, value_enum, default_value_t = Augment::None, help_heading = "Data")]
+    pub augment: Augment,
+    /// Zero padding of the random crop, pixels per side
+    #[arg(long, default_value_t = 4, help_heading = "Data")]
+    pub augment_pad: usize,
     /// Backend
     #[arg(long, value_enum, default_value_t = BackendName::Cpu, help_heading = "Run")]
     pub backend: BackendName,
@@ -61,11 +69,11 @@ impl TrainArgs {
     /// default model; with it, the flags are checked before any data is
     /// read. [`load`] then loads the data set only if it is not loaded yet.
     pub fn config(&self) -> Result<(TrainConfig, Option<Dataset>)> {
-        let (model, loaded) = match self.model.dims()? {
-            Some(dims) => (dims, None),
+        let (model, loaded) = match self.model.spec()? {
+            Some(spec) => (spec, None),
             None => {
                 let d = self.data.load()?;
-                (ModelArgs::default_dims(&d), Some(d))
+                (ModelArgs::default_spec(&d), Some(d))
             }
         };
         let (m, o) = (&self.method, &self.optim);
@@ -76,6 +84,8 @@ impl TrainArgs {
             normalize: self.data.normalize,
             model,
             act: self.model.act.clone(),
+            augment: self.augment,
+            augment_pad: self.augment_pad,
             method: m.method,
             gamma: m.gamma,
             eps: m.eps,
@@ -160,7 +170,7 @@ fn prepare(a: &TrainArgs) -> Result<Job> {
             (cfg, data, None, out)
         }
     };
-    train::check_fit(&cfg.shape()?, &data, "--model")?;
+    train::arch_for(&cfg, &data)?;
     Ok(Job {
         cfg,
         data,

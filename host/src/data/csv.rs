@@ -1,8 +1,8 @@
 //! CSV: one sample per line, features then the class label (a
 //! non-negative integer) in the last column. An optional header line (a
-//! first line with non-numeric fields) is skipped.
+//! first line with non-numeric fields) is skipped. Shape: features × 1 × 1.
 
-use super::Raw;
+use super::{printable, Raw};
 use anyhow::{bail, Result};
 
 /// Parses CSV text; `pixel_max` marks image data (built-in sets).
@@ -49,7 +49,12 @@ pub(crate) fn parse(bytes: &[u8], name: &str, pixel_max: Option<f32>) -> Result<
         for (c, f) in fields[..cols - 1].iter().enumerate() {
             let v: f32 = match f.parse() {
                 Ok(v) => v,
-                Err(_) => bail!("{name}:{} column {}: '{f}' is not a number", ln + 1, c + 1),
+                Err(_) => bail!(
+                    "{name}:{} column {}: '{}' is not a number",
+                    ln + 1,
+                    c + 1,
+                    printable(f, 40)
+                ),
             };
             if !v.is_finite() {
                 bail!(
@@ -64,8 +69,9 @@ pub(crate) fn parse(bytes: &[u8], name: &str, pixel_max: Option<f32>) -> Result<
         let y: u32 = match lab.parse::<u32>() {
             Ok(y) if y < 65536 => y,
             _ => bail!(
-                "{name}:{} column {cols}: label '{lab}' is not a class index (expected an integer 0..65535)",
-                ln + 1
+                "{name}:{} column {cols}: label '{}' is not a class index (expected an integer 0..65535)",
+                ln + 1,
+                printable(lab, 40)
             ),
         };
         raw.y.push(y);
@@ -73,7 +79,7 @@ pub(crate) fn parse(bytes: &[u8], name: &str, pixel_max: Option<f32>) -> Result<
     if raw.y.is_empty() {
         bail!("{name}: no data rows");
     }
-    raw.features = cols - 1;
+    raw.dims = (cols - 1, 1, 1);
     if let Some(m) = pixel_max {
         if let Some(v) = raw.x.iter().find(|v| **v < 0.0 || **v > m) {
             bail!("{name}: pixel value {v} outside 0..{m}");
@@ -89,7 +95,7 @@ mod tests {
     #[test]
     fn header_and_values() {
         let r = parse(b"a,b,label\n1,2,0\n3.5,-4,1\n\n", "t.csv", None).unwrap();
-        assert_eq!(r.features, 2);
+        assert_eq!(r.dims, (2, 1, 1));
         assert_eq!(r.x, vec![1.0, 2.0, 3.5, -4.0]);
         assert_eq!(r.y, vec![0, 1]);
     }

@@ -1,5 +1,6 @@
 //! MNIST IDX files (raw or gzip): images `0x00000803` (u8, n × rows × cols)
 //! and labels `0x00000801` (u8, n). Fashion-MNIST uses the same format.
+//! The images' shape is the file's own: 1 × rows × cols.
 
 use super::{read_maybe_gz, Raw};
 use anyhow::{bail, Result};
@@ -46,7 +47,16 @@ fn header(b: &[u8], name: &str, want_dims: u8) -> Result<(Vec<usize>, usize)> {
             u32::from_be_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]) as usize
         })
         .collect();
-    let count: usize = dims.iter().product();
+    let count = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .and_then(|c| c.checked_add(hdr));
+    let Some(count) = count.map(|c| c - hdr) else {
+        bail!(
+            "{name}: dimensions {dims:?} describe more data than can exist ({} data bytes present)",
+            b.len() - hdr
+        );
+    };
     if b.len() != hdr + count {
         bail!(
             "{name}: {} data bytes, expected {count} for dimensions {dims:?}{}",
@@ -81,8 +91,9 @@ pub(crate) fn load_pair(images: &Path, labels: &Path) -> Result<Raw> {
     Ok(Raw {
         x: ib[ih..].iter().map(|&v| v as f32).collect(),
         y: lb[lh..].iter().map(|&v| v as u32).collect(),
-        features: idims[1] * idims[2],
+        dims: (1, idims[1], idims[2]),
         pixel_max: Some(255.0),
+        classes: None,
     })
 }
 
@@ -111,5 +122,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("magic"));
+        // dimensions whose product overflows are an error, not a wrap-around
+        bad = img.clone();
+        bad[4..16].copy_from_slice(&[0xff; 12]);
+        let e = header(&bad, "i", 3).unwrap_err().to_string();
+        assert!(e.starts_with("i: dimensions"), "{e}");
     }
 }

@@ -1,9 +1,32 @@
 //! Data sets: the two shipped ones (`digits`, `mnist5k`) and user files in
-//! standard formats (MNIST IDX, CIFAR-10 binary, CSV with the label last).
+//! standard formats (MNIST IDX, CIFAR-10 and CIFAR-100 binary, as batch
+//! files or straight from the distributed `.tar.gz` archives, and CSV with
+//! the label last).
+//!
+//! | `--data` | source | sample shape (C, H, W) | classes |
+//! | --- | --- | --- | --- |
+//! | `digits` | built in, 1797 samples | 1×8×8 | 10 |
+//! | `mnist5k` | built in, 5000 samples | 1×28×28 | 10 |
+//! | `mnist:DIR` | `train-images-idx3-ubyte` etc. (raw or `.gz`) | 1×rows×cols from the files | largest label + 1 |
+//! | `idx:IMAGES,LABELS` | one IDX pair | 1×rows×cols from the file | largest label + 1 |
+//! | `cifar10:DIR` | `data_batch_{1..5}.bin`, `test_batch.bin` | 3×32×32 | 10 |
+//! | `cifar10:FILE.tar.gz` | `cifar-10-binary.tar.gz` | 3×32×32 | 10 |
+//! | `cifar10:FILE.bin` | one batch | 3×32×32 | 10 |
+//! | `cifar100:DIR` | `train.bin`, `test.bin` (fine labels) | 3×32×32 | 100 |
+//! | `cifar100:FILE.tar.gz` | `cifar-100-binary.tar.gz` | 3×32×32 | 100 |
+//! | `cifar100:FILE.bin` | one file | 3×32×32 | 100 |
+//! | `cifar100-coarse:…` | as `cifar100:`, the 20 coarse labels | 3×32×32 | 20 |
+//! | `csv:FILE[.gz]` | features, then the label | features×1×1 | largest label + 1 |
+//!
+//! Samples are stored flat, one row of `features = C·H·W` values each, in
+//! NCHW order: channel planes one after the other, each plane row-major
+//! (CIFAR's red, green and blue planes exactly as in its binary files).
+//! [`Dataset::dims`] gives the shape.
 //!
 //! Every loader validates its input and fails with one line naming the
-//! file and what was expected. Normalisation and the train/test split are
-//! explicit, seeded, and described in [`Dataset::notes`].
+//! file and what was expected, never a panic. Normalisation and the
+//! train/test split are explicit, seeded, and described in
+//! [`Dataset::notes`].
 
 mod cifar;
 mod csv;
@@ -36,12 +59,18 @@ impl Split {
 }
 
 /// A loaded, normalised, split data set.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Dataset {
     /// Name as given (`mnist5k`, `csv:path`, …).
     pub name: String,
-    /// Inputs per sample.
+    /// Inputs per sample (`C·H·W`, see [`Dataset::dims`]).
     pub features: usize,
+    /// Shape of one sample, (channels, height, width), in NCHW order: a
+    /// sample's row holds the C planes one after the other, each H rows of
+    /// W values. Images: 1×8×8 (`digits`), 1×28×28 (`mnist5k`, IDX files:
+    /// as their header says), 3×32×32 (CIFAR, planes R, G, B); CSV:
+    /// (features, 1, 1).
+    pub dims: (usize, usize, usize),
     /// Number of classes (labels are 0..classes).
     pub classes: usize,
     /// Training split.
@@ -50,6 +79,10 @@ pub struct Dataset {
     pub test: Split,
     /// Human-readable description of source, normalisation and split.
     pub notes: Vec<String>,
+    /// The normalised value of a stored 0 (a black pixel) per channel:
+    /// what a random crop pads with (0 for `auto`, −mean/std for
+    /// `channel`; 0 for the per-feature modes).
+    pub zero: Vec<f32>,
 }
 
 /// How inputs are scaled.
@@ -67,6 +100,11 @@ pub enum Normalize {
     Unit,
     /// Per feature, (x − mean)/std with the training split's statistics.
     Standard,
+    /// Per channel, (x − mean)/std with the mean and std of all of that
+    /// channel's values in the training split (the CIFAR recipes'
+    /// `Normalize(mean, std)`). For data without channels (CSV, shape
+    /// features×1×1) each feature is a channel, so this equals `standard`.
+    Channel,
 }
 
 /// Loading options.
@@ -96,16 +134,42 @@ impl Default for DataOptions {
 pub(crate) struct Raw {
     pub x: Vec<f32>,
     pub y: Vec<u32>,
-    pub features: usize,
+    /// Shape of one sample (C, H, W); `x` holds C·H·W values per sample.
+    pub dims: (usize, usize, usize),
     /// Largest possible value for image formats (16, 255); None for CSV.
     pub pixel_max: Option<f32>,
+    /// Number of classes fixed by the format (CIFAR); None: largest label + 1.
+    pub classes: Option<usize>,
+}
+
+impl Raw {
+    /// Values per sample.
+    pub fn features(&self) -> usize {
+        self.dims.0 * self.dims.1 * self.dims.2
+    }
+
+    /// Gives flat rows of `c·h·w` values the image shape (c, h, w).
+    fn shaped(mut self, dims: (usize, usize, usize), name: &str) -> Result<Raw> {
+        let f = dims.0 * dims.1 * dims.2;
+        if self.features() != f {
+            bail!(
+                "{name}: {} values per sample, expected {f} ({}x{}x{} images)",
+                self.features(),
+                dims.0,
+                dims.1,
+                dims.2
+            );
+        }
+        self.dims = dims;
+        Ok(self)
+    }
 }
 
 const DIGITS: &[u8] = include_bytes!("../../../data/digits.csv.gz");
 const MNIST5K: &[u8] = include_bytes!("../../../data/mnist_5k.csv.gz");
 
 /// Names accepted by `--data`, for help texts.
-pub const DATA_HELP: &str = "digits | mnist5k | mnist:DIR | idx:IMAGES,LABELS | cifar10:DIR | cifar10:FILE.bin | csv:FILE[.gz]";
+pub const DATA_HELP: &str = "digits | mnist5k | mnist:DIR | idx:IMAGES,LABELS | cifar10:DIR | cifar10:FILE.bin | cifar10:FILE.tar.gz | cifar100:DIR | cifar100:FILE.bin | cifar100:FILE.tar.gz | cifar100-coarse:(as cifar100:, 20 coarse labels) | csv:FILE[.gz]";
 
 /// Reads a file fully, un-gzipping it when it starts with the gzip magic.
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
@@ -125,6 +189,24 @@ fn gunzip_if(bytes: Vec<u8>, name: &str) -> Result<Vec<u8>> {
     }
 }
 
+/// Text taken from a file (a field, a name, a decoder's message), fit for
+/// a one-line error: control characters escaped, at most `max` characters.
+pub(crate) fn printable(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == max {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Finds `dir/name` or `dir/name.gz`.
 fn find(dir: &Path, name: &str) -> Option<PathBuf> {
     [dir.join(name), dir.join(format!("{name}.gz"))]
@@ -141,7 +223,19 @@ pub fn load(spec: &str, opt: &DataOptions) -> Result<Dataset> {
         );
     }
     let (kind, arg) = match spec.split_once(':') {
-        Some((k, a)) if ["mnist", "idx", "cifar10", "csv"].contains(&k) => (k, a),
+        Some((k, a))
+            if [
+                "mnist",
+                "idx",
+                "cifar10",
+                "cifar100",
+                "cifar100-coarse",
+                "csv",
+            ]
+            .contains(&k) =>
+        {
+            (k, a)
+        }
         _ => (spec, ""),
     };
     let (raw, test, source): (Raw, Option<Raw>, String) = match kind {
@@ -150,7 +244,8 @@ pub fn load(spec: &str, opt: &DataOptions) -> Result<Dataset> {
                 &gunzip_if(DIGITS.to_vec(), "built-in digits")?,
                 "built-in digits",
                 Some(16.0),
-            )?,
+            )?
+            .shaped((1, 8, 8), "built-in digits")?,
             None,
             "UCI optical digits (1797 samples, 8x8, values 0..16; data/digits.csv.gz)".into(),
         ),
@@ -159,7 +254,8 @@ pub fn load(spec: &str, opt: &DataOptions) -> Result<Dataset> {
                 &gunzip_if(MNIST5K.to_vec(), "built-in mnist5k")?,
                 "built-in mnist5k",
                 Some(255.0),
-            )?,
+            )?
+            .shaped((1, 28, 28), "built-in mnist5k")?,
             None,
             "MNIST 5k subset (500 per class, 28x28; data/mnist_5k.csv.gz)".into(),
         ),
@@ -195,28 +291,43 @@ pub fn load(spec: &str, opt: &DataOptions) -> Result<Dataset> {
                 format!("IDX images {img}, labels {lab}"),
             )
         }
-        "cifar10" => {
+        "cifar10" | "cifar100" | "cifar100-coarse" => {
+            let fmt = match kind {
+                "cifar10" => cifar::Cifar::Ten,
+                "cifar100" => cifar::Cifar::Hundred { coarse: false },
+                _ => cifar::Cifar::Hundred { coarse: true },
+            };
             let p = Path::new(arg);
             if p.is_dir() {
-                let mut train = Raw::default();
-                for i in 1..=5 {
-                    let f = find(p, &format!("data_batch_{i}.bin"))
-                        .with_context(|| format!("{}: missing data_batch_{i}.bin", p.display()))?;
-                    cifar::append(&f, &mut train)?;
-                }
-                let mut test = Raw::default();
-                let f = find(p, "test_batch.bin")
-                    .with_context(|| format!("{}: missing test_batch.bin", p.display()))?;
-                cifar::append(&f, &mut test)?;
+                let (train, test) = cifar::load_dir(p, fmt)?;
                 (
                     train,
                     Some(test),
-                    format!("CIFAR-10 binary batches in {arg} (own train/test split)"),
+                    format!(
+                        "{} binary files in {arg}{} (own train/test split)",
+                        fmt.title(),
+                        fmt.label_note()
+                    ),
+                )
+            } else if cifar::is_archive(p) {
+                let (train, test) = cifar::load_archive(p, fmt)?;
+                (
+                    train,
+                    Some(test),
+                    format!(
+                        "{} archive {arg}{} (own train/test split)",
+                        fmt.title(),
+                        fmt.label_note()
+                    ),
                 )
             } else {
                 let mut train = Raw::default();
-                cifar::append(p, &mut train)?;
-                (train, None, format!("CIFAR-10 binary batch {arg}"))
+                cifar::append(p, fmt, &mut train)?;
+                (
+                    train,
+                    None,
+                    format!("{} binary file {arg}{}", fmt.title(), fmt.label_note()),
+                )
             }
         }
         "csv" => {
@@ -239,12 +350,15 @@ fn finish(
     source: String,
     opt: &DataOptions,
 ) -> Result<Dataset> {
-    let features = raw.features;
+    let features = raw.features();
+    let dims = raw.dims;
     if let Some(t) = &test {
-        if t.features != features {
+        if t.dims != dims {
             bail!(
-                "{name}: test set has {} features, training set {features}",
-                t.features
+                "{name}: test set has {} features ({}), training set {features} ({})",
+                t.features(),
+                shape_str(t.dims),
+                shape_str(dims)
             );
         }
     }
@@ -255,12 +369,24 @@ fn finish(
         .copied()
         .max()
         .unwrap_or(0);
-    let classes = max_label as usize + 1;
+    let classes = match raw.classes {
+        Some(c) if (max_label as usize) < c => c,
+        Some(c) => bail!(
+            "{name}: label {max_label} out of range (expected 0..{})",
+            c - 1
+        ),
+        None => max_label as usize + 1,
+    };
     if classes < 2 {
         bail!("{name}: labels must span at least 2 classes (found only label {max_label})");
     }
+    let shape = if dims.1 * dims.2 > 1 {
+        format!(" ({})", shape_str(dims))
+    } else {
+        String::new()
+    };
     let mut notes = vec![format!(
-        "data {name}: {source}; {} samples, {features} features, {classes} classes",
+        "data {name}: {source}; {} samples, {features} features{shape}, {classes} classes",
         raw.y.len() + test.as_ref().map_or(0, |t| t.y.len())
     )];
     let pixel_max = raw.pixel_max;
@@ -297,6 +423,10 @@ fn finish(
         (Normalize::Auto, None) => Normalize::Standard,
         (m, _) => m,
     };
+    debug_assert_eq!(train.x.len(), train.len() * features);
+    // what a stored 0 (a black pixel) becomes, per channel: the padding of
+    // a random crop
+    let mut zero = vec![0.0f32; dims.0];
     match mode {
         Normalize::Auto => {
             let m = pixel_max.unwrap_or(1.0);
@@ -324,15 +454,89 @@ fn finish(
                 }
             ));
         }
+        Normalize::Channel => {
+            let (mean, std) = channel_stats(&train.x, dims);
+            for ((z, m), sd) in zero.iter_mut().zip(&mean).zip(&std) {
+                *z = -m / sd;
+            }
+            let plane = dims.1 * dims.2;
+            for v in [&mut train.x, &mut test.x] {
+                for row in v.chunks_exact_mut(features) {
+                    for ((p, m), s) in row.chunks_exact_mut(plane).zip(&mean).zip(&std) {
+                        for x in p {
+                            *x = (*x - m) / s;
+                        }
+                    }
+                }
+            }
+            let stats = if dims.0 <= 4 {
+                let unit = pixel_max.unwrap_or(1.0);
+                let list = |v: &[f32]| {
+                    v.iter()
+                        .map(|x| format!("{:.4}", x / unit))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!(
+                    ": mean ({}), std ({}){}",
+                    list(&mean),
+                    list(&std),
+                    pixel_max.map_or(String::new(), |m| format!(" of pixels / {m}"))
+                )
+            } else {
+                String::new()
+            };
+            notes.push(format!(
+                "normalisation: standardised (x - mean) / std per channel ({} channels), statistics from the training split{stats}",
+                dims.0
+            ));
+        }
     }
     Ok(Dataset {
         name: name.to_string(),
         features,
+        dims,
         classes,
         train,
         test,
         notes,
+        zero,
     })
+}
+
+/// `C×H×W`, for messages.
+fn shape_str(d: (usize, usize, usize)) -> String {
+    format!("{}x{}x{}", d.0, d.1, d.2)
+}
+
+/// Per-channel mean and std over every sample and pixel of `x` (rows of
+/// `C·H·W` values, NCHW); a constant channel gets std 1.
+fn channel_stats(x: &[f32], dims: (usize, usize, usize)) -> (Vec<f32>, Vec<f32>) {
+    let (c, plane) = (dims.0.max(1), (dims.1 * dims.2).max(1));
+    let planes = |ch: usize| {
+        x.chunks_exact(c * plane)
+            .map(move |row| &row[ch * plane..(ch + 1) * plane])
+    };
+    let n = ((x.len() / (c * plane)) * plane).max(1) as f64;
+    (0..c)
+        .map(|ch| {
+            // two passes in f64: the mean, then the squared deviations
+            let mean = planes(ch)
+                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
+                .sum::<f64>()
+                / n;
+            let var = planes(ch)
+                .map(|p| {
+                    p.iter()
+                        .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+                / n;
+            let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
+            (mean as f32, std as f32)
+        })
+        .unzip()
 }
 
 /// Per-feature (shift, scale) for min-max or standardisation; constant
@@ -369,7 +573,7 @@ fn stratified_split(
     test_frac: f64,
     seed: u64,
 ) -> (Split, Split, String) {
-    let f = raw.features;
+    let f = raw.features();
     let mut by_class: Vec<Vec<usize>> = vec![vec![]; classes];
     for (i, &y) in raw.y.iter().enumerate() {
         by_class[y as usize].push(i);
@@ -411,6 +615,7 @@ mod tests {
     fn builtin_sets_load_and_split_as_documented() {
         let d = load("mnist5k", &DataOptions::default()).unwrap();
         assert_eq!((d.features, d.classes), (784, 10));
+        assert_eq!(d.dims, (1, 28, 28));
         assert_eq!((d.train.len(), d.test.len()), (4000, 1000));
         for c in 0..10 {
             assert_eq!(d.test.y.iter().filter(|&&y| y == c).count(), 100);
@@ -418,6 +623,7 @@ mod tests {
         assert!(d.train.x.iter().all(|v| (0.0..=1.0).contains(v)));
         let e = load("digits", &DataOptions::default()).unwrap();
         assert_eq!((e.features, e.classes), (64, 10));
+        assert_eq!(e.dims, (1, 8, 8));
         assert_eq!(e.train.len() + e.test.len(), 1797);
         // seeded: same split twice, different split with another seed
         let e2 = load("digits", &DataOptions::default()).unwrap();
@@ -431,5 +637,36 @@ mod tests {
         )
         .unwrap();
         assert_ne!(e.test.x, e3.test.x);
+    }
+
+    #[test]
+    fn help_and_messages() {
+        for s in [
+            "cifar100:DIR",
+            "cifar100:FILE.tar.gz",
+            "cifar10:FILE.tar.gz",
+            "cifar100-coarse:",
+        ] {
+            assert!(DATA_HELP.contains(s), "{s}");
+        }
+        let e = load("cifar1000:x", &DataOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown data set") && e.contains("cifar100:"),
+            "{e}"
+        );
+        assert_eq!(printable("a\nb\u{7}c", 10), "a\\nb\\u{7}c");
+        assert_eq!(printable("abcdef", 3), "abc...");
+    }
+
+    #[test]
+    fn channel_stats_per_plane() {
+        // two samples of 2 channels × 2 pixels: channel 0 = 1, 3, 5, 7;
+        // channel 1 constant 4 (std 1 by convention)
+        let x = [1.0, 3.0, 4.0, 4.0, 5.0, 7.0, 4.0, 4.0];
+        let (m, s) = channel_stats(&x, (2, 1, 2));
+        assert_eq!(m, vec![4.0, 4.0]);
+        assert_eq!(s, vec![5.0f32.sqrt(), 1.0]);
     }
 }

@@ -1,0 +1,149 @@
+//! Writers of the data formats, byte by byte from their specifications,
+//! shared by the loader tests (`loaders.rs`) and the mutation fuzz test
+//! (`data_fuzz.rs`).
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// An IDX file of unsigned bytes: magic `00 00 08 ndims`, big-endian u32
+/// dimensions, data.
+pub fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+/// Gzip of `bytes`.
+pub fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// A fresh, empty directory under the system's temporary directory.
+pub fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fdgr-loaders-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Writes a file.
+pub fn write(p: &Path, b: &[u8]) {
+    std::fs::write(p, b).unwrap();
+}
+
+/// The pixel bytes of a CIFAR image whose value depends on the channel,
+/// the position and `seed`: `plane c` holds `base[c] + (i % 7) + seed`.
+pub fn cifar_pixels(seed: u8) -> Vec<u8> {
+    let base = [10u8, 100, 200];
+    (0..3072)
+        .map(|k| base[k / 1024] + (k % 1024 % 7) as u8 + seed % 40)
+        .collect()
+}
+
+/// One CIFAR-10 record: label, 3072 pixels (R, G, B planes).
+pub fn cifar10_record(label: u8, pixels: &[u8]) -> Vec<u8> {
+    assert_eq!(pixels.len(), 3072);
+    [&[label][..], pixels].concat()
+}
+
+/// One CIFAR-100 record: coarse label, fine label, 3072 pixels.
+pub fn cifar100_record(coarse: u8, fine: u8, pixels: &[u8]) -> Vec<u8> {
+    assert_eq!(pixels.len(), 3072);
+    [&[coarse, fine][..], pixels].concat()
+}
+
+/// Offsets in a ustar header block (POSIX.1-1988).
+pub const TAR_NAME: usize = 0;
+/// Size field: 11 octal digits and a NUL.
+pub const TAR_SIZE: usize = 124;
+/// Checksum field: 6 octal digits, NUL, space.
+pub const TAR_CHKSUM: usize = 148;
+/// Entry type: b'0' regular file, b'5' directory.
+pub const TAR_TYPE: usize = 156;
+/// "ustar\0" then version "00".
+pub const TAR_MAGIC: usize = 257;
+
+/// Recomputes a header block's checksum (the sum of its bytes with the
+/// checksum field read as spaces).
+pub fn tar_fix_checksum(h: &mut [u8]) {
+    h[TAR_CHKSUM..TAR_CHKSUM + 8].copy_from_slice(b"        ");
+    let sum: u32 = h[..512].iter().map(|&b| b as u32).sum();
+    h[TAR_CHKSUM..TAR_CHKSUM + 8].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// One tar member: a ustar header block, the data, zero padding to 512.
+pub fn tar_member(name: &str, data: &[u8], typeflag: u8) -> Vec<u8> {
+    assert!(name.len() <= 100);
+    let mut h = vec![0u8; 512];
+    h[TAR_NAME..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0001750\0");
+    h[116..124].copy_from_slice(b"0001750\0");
+    h[TAR_SIZE..TAR_SIZE + 12].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"11103424166\0");
+    h[TAR_TYPE] = typeflag;
+    h[TAR_MAGIC..TAR_MAGIC + 8].copy_from_slice(b"ustar\x0000");
+    tar_fix_checksum(&mut h);
+    h.extend_from_slice(data);
+    h.resize(h.len().div_ceil(512) * 512, 0);
+    h
+}
+
+/// A tar archive of regular files (directories for names ending in `/`),
+/// closed by two zero blocks and padded to a 10240-byte record like tar's
+/// output.
+pub fn tar(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut v = vec![];
+    for (name, data) in members {
+        let t = if name.ends_with('/') { b'5' } else { b'0' };
+        v.extend(tar_member(name, data, t));
+    }
+    v.extend_from_slice(&[0; 1024]);
+    v.resize(v.len().div_ceil(10240) * 10240, 0);
+    v
+}
+
+/// The CIFAR-10 archive's layout (`cifar-10-binary.tar.gz`, uncompressed)
+/// with the given batch contents (`batches[0..5]` training, `batches[5]`
+/// test), the members in `order` (indices into the six batches).
+pub fn cifar10_tar(batches: &[Vec<u8>; 6], order: [usize; 6]) -> Vec<u8> {
+    let names = [
+        "cifar-10-batches-bin/data_batch_1.bin",
+        "cifar-10-batches-bin/data_batch_2.bin",
+        "cifar-10-batches-bin/data_batch_3.bin",
+        "cifar-10-batches-bin/data_batch_4.bin",
+        "cifar-10-batches-bin/data_batch_5.bin",
+        "cifar-10-batches-bin/test_batch.bin",
+    ];
+    let meta = b"airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n";
+    let mut members: Vec<(&str, &[u8])> = vec![
+        ("cifar-10-batches-bin/", b""),
+        ("cifar-10-batches-bin/batches.meta.txt", meta),
+    ];
+    for i in order {
+        members.push((names[i], &batches[i]));
+    }
+    members.push(("cifar-10-batches-bin/readme.html", b"<html></html>\n"));
+    tar(&members)
+}
+
+/// The CIFAR-100 archive's layout (`cifar-100-binary.tar.gz`, uncompressed).
+pub fn cifar100_tar(train: &[u8], test: &[u8]) -> Vec<u8> {
+    tar(&[
+        ("cifar-100-binary/", b""),
+        (
+            "cifar-100-binary/coarse_label_names.txt",
+            b"aquatic_mammals\n",
+        ),
+        ("cifar-100-binary/fine_label_names.txt", b"apple\n"),
+        ("cifar-100-binary/test.bin", test),
+        ("cifar-100-binary/train.bin", train),
+    ])
+}

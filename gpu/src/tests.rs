@@ -14,7 +14,7 @@ use fdgr_kernel::{
 use crate::check::{
     crosscheck_methods, crosscheck_on, max_rel_diff, synthetic_data, CrossCheckConfig,
 };
-use crate::emu::Emu;
+use crate::emu::{Emu, Fault};
 use crate::error::GpuError;
 use crate::objective::DeviceMlp;
 use crate::plan;
@@ -93,10 +93,7 @@ fn every_method_matches_cpu_kernel() {
 fn crosscheck_detects_a_bug() {
     let s = shape(&[6, 8, 3], Act::Relu, Loss::SoftmaxCe);
     let c = cfg(4, 3, Sgd::plain());
-    let faulty = || Emu {
-        fault_colsum_beta: true,
-        ..Emu::new()
-    };
+    let faulty = || Emu::with_fault(Fault::ColSumBetaZero);
     assert!(crosscheck_on(faulty(), s, &Method::Sgd, &c).unwrap().passed);
     let r = crosscheck_on(
         faulty(),

@@ -72,7 +72,7 @@ fn nvrtc_compiles_every_kernel() {
     if let Some(o) = &out {
         std::fs::create_dir_all(o).expect("FDGR_PTX_OUT");
     }
-    for m in Module::ALL {
+    for &m in Module::ALL {
         let ptx = compile(m, ARCH).unwrap_or_else(|e| panic!("{e}"));
         assert!(ptx.contains(".version "), "{}: no PTX header", m.file());
         assert!(ptx.contains(".target sm_90"), "{}: wrong target", m.file());

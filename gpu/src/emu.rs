@@ -30,7 +30,7 @@ use crate::device::{Arg, DPtr, Device, GemmOp};
 use crate::error::GpuError;
 use crate::gemm::{col_major, tests::blas_sgemm};
 use crate::kernels::Kernel;
-use crate::launch::Launch;
+use crate::launch::{Launch, LaunchShape};
 
 /// Guard words on each side of an allocation.
 const GUARD: usize = 16;
@@ -100,6 +100,9 @@ pub(crate) struct Emu {
     pub cpu: cpu::Stats,
     /// An injected bug, if any.
     pub fault: Option<Fault>,
+    /// When set, grid-stride (elementwise) kernels run with at most this
+    /// many blocks, so their loops take more than one turn at test sizes.
+    pub shrink_grid: Option<u32>,
 }
 
 /// The compiled kernel of `k` (the CPU build lists the table's kernels in
@@ -164,6 +167,32 @@ impl Emu {
     fn wu(&mut self, p: DPtr, data: &[u32]) {
         let r = self.slot(p, data.len(), Elem::U32, "u32 write");
         self.mem[p.base as usize].words[r].copy_from_slice(data);
+    }
+
+    /// A new f32 buffer holding `v`.
+    pub(crate) fn put(&mut self, v: &[f32]) -> DPtr {
+        let b = self.push(Elem::F32, v.len());
+        let p = self.ptr(&b);
+        self.wf(p, v);
+        p
+    }
+
+    /// A new u32 buffer holding `v`.
+    pub(crate) fn put_u32(&mut self, v: &[u32]) -> DPtr {
+        let b = self.push(Elem::U32, v.len());
+        let p = self.iptr(&b);
+        self.wu(p, v);
+        p
+    }
+
+    /// `n` f32 at `p`.
+    pub(crate) fn get(&self, p: DPtr, n: usize) -> Vec<f32> {
+        self.f(p, n)
+    }
+
+    /// `n` u32 at `p`.
+    pub(crate) fn get_u32(&self, p: DPtr, n: usize) -> Vec<u32> {
+        self.u(p, n)
     }
 
     fn push(&mut self, elem: Elem, n: usize) -> EBuf {
@@ -350,6 +379,10 @@ impl Device for Emu {
 
     fn launch(&mut self, kernel: Kernel, cfg: Launch, args: &[Arg]) -> Result<(), GpuError> {
         Emu::check_config(kernel, &cfg);
+        let mut cfg = cfg;
+        if let (Some(g), LaunchShape::Elementwise) = (self.shrink_grid, kernel.shape()) {
+            cfg.grid.0 = cfg.grid.0.min(g.max(1));
+        }
         let c = compiled(kernel);
         let mut args = args.to_vec();
         if self.fault == Some(Fault::ColSumBetaZero) && kernel == Kernel::ColSum {

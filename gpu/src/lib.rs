@@ -45,6 +45,8 @@ pub mod plan;
 pub mod trainer;
 
 #[cfg(test)]
+mod cuda_c_tests;
+#[cfg(test)]
 mod emu;
 #[cfg(test)]
 mod tests;

@@ -28,9 +28,15 @@
 // * Arithmetic is the host's IEEE-754 single precision with no contraction
 //   of a*b+c into an FMA (build.rs passes -ffp-contract=off; NVRTC gets
 //   --fmad=false, gpu/src/kernels.rs), so a kernel computes here what the
-//   CPU kernel computes wherever the order of operations is the same. The
-//   transcendental functions (expf, logf, tanhf) are the host libm's, not
-//   CUDA's: they may differ from the GPU's by CUDA's documented ulp bounds.
+//   CPU kernel computes wherever the order of operations is the same.
+// * expf, logf, tanhf and cosf are the CPU kernel's own (fdgr_kernel::Real
+//   for f32, the `libm` crate), installed by the Rust side
+//   (src/lib.rs) before any launch: a difference between a kernel run here
+//   and the Rust it mirrors is then a difference in the CUDA C itself, not
+//   in two math libraries. On a GPU, CUDA's versions differ from these by
+//   their documented bounds (expf 2 ulp, logf 1 ulp, tanhf 2 ulp); that
+//   part only a GPU run (gpu/check.sh) measures. sqrtf, fabsf, fmaxf and
+//   the like are exact everywhere and come from <math.h>.
 //
 // Not provided (a kernel using them fails to compile here, loudly): warp
 // intrinsics (__shfl_*, __ballot_sync, ...), the fast-math intrinsics
@@ -131,11 +137,34 @@ inline unsigned int atomicCAS(unsigned int* p, unsigned int expected, unsigned i
     return expected;  // the old value, whether or not it was swapped
 }
 // ---- maths --------------------------------------------------------------------
-// expf, logf, tanhf, sqrtf, fmaxf, fminf, fabsf, ... come from <math.h>
-// (the host libm). The classification functions as CUDA spells them:
+// The classification functions as CUDA spells them:
 using std::isfinite;
 using std::isinf;
 using std::isnan;
+
+// The transcendental functions the kernels call: the CPU kernel's own
+// (installed through fdgr_cpu_set_math by src/lib.rs; the host libm's
+// until then). Every standard header is included above, so the macros
+// below reach only the kernel sources.
+namespace cuda_cpu {
+struct Math {
+    float (*exp)(float);
+    float (*log)(float);
+    float (*tanh)(float);
+    float (*cos)(float);
+};
+extern Math math;
+}  // namespace cuda_cpu
+inline float fdgr_cpu_expf(float x) { return ::cuda_cpu::math.exp(x); }
+inline float fdgr_cpu_logf(float x) { return ::cuda_cpu::math.log(x); }
+inline float fdgr_cpu_tanhf(float x) { return ::cuda_cpu::math.tanh(x); }
+inline float fdgr_cpu_cosf(float x) { return ::cuda_cpu::math.cos(x); }
+#ifndef CUDA_CPU_NO_MATH_MACROS
+#define expf fdgr_cpu_expf
+#define logf fdgr_cpu_logf
+#define tanhf fdgr_cpu_tanhf
+#define cosf fdgr_cpu_cosf
+#endif
 
 inline unsigned int __float_as_uint(float f) {
     unsigned int u;

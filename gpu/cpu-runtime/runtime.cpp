@@ -3,8 +3,6 @@
 // with a real barrier for __syncthreads (see the execution model in
 // cuda_cpu.h).
 
-#include "cuda_cpu.h"
-
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -13,12 +11,17 @@
 #include <cstdlib>
 #include <vector>
 
+#define CUDA_CPU_NO_MATH_MACROS
+#include "cuda_cpu.h"
+
 namespace cuda_cpu {
 
 thread_local uint3 thread_idx{0, 0, 0};
 thread_local uint3 block_idx{0, 0, 0};
 thread_local dim3 block_dim;
 thread_local dim3 grid_dim;
+
+Math math = {::expf, ::logf, ::tanhf, ::cosf};
 
 namespace {
 
@@ -195,6 +198,13 @@ void sync_threads() {
 }
 
 }  // namespace cuda_cpu
+
+// Installs the transcendental functions the kernels call (before any
+// launch; see cuda_cpu.h).
+extern "C" void fdgr_cpu_set_math(float (*exp)(float), float (*log)(float),
+                                  float (*tanh)(float), float (*cos)(float)) noexcept {
+    cuda_cpu::math = cuda_cpu::Math{exp, log, tanh, cos};
+}
 
 // What one launch did.
 struct fdgr_cpu_stats {

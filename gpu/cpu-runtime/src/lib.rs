@@ -13,10 +13,15 @@
 //!
 //! The kernels are those of the kernel table, `gpu/kernels/table.rs`, in
 //! its order ([`kernels`]); each carries its parameter types as the C++
-//! compiler saw them ([`CpuKernel::params`]).
+//! compiler saw them ([`CpuKernel::params`]). Their `expf`, `logf`,
+//! `tanhf` and `cosf` are the CPU kernel's (`fdgr_kernel::Real` for f32),
+//! so that running a kernel here and the Rust it mirrors differ only where
+//! the CUDA C differs.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
+
+use fdgr_kernel::Real;
 
 /// One kernel as `cuda_cpu.h` lays it out (`struct fdgr_cpu_kernel`).
 #[repr(C)]
@@ -46,6 +51,12 @@ extern "C" {
     fn fdgr_cpu_kernel_at(i: usize) -> *const RawKernel;
     #[cfg(test)]
     fn fdgr_cpu_selftest_at(i: usize) -> *const RawKernel;
+    fn fdgr_cpu_set_math(
+        exp: extern "C" fn(f32) -> f32,
+        log: extern "C" fn(f32) -> f32,
+        tanh: extern "C" fn(f32) -> f32,
+        cos: extern "C" fn(f32) -> f32,
+    );
     fn fdgr_cpu_launch(
         k: *const RawKernel,
         grid: *const u32,
@@ -146,7 +157,31 @@ fn text(p: *const c_char) -> &'static str {
         .expect("kernel table strings are ASCII")
 }
 
+extern "C" fn exp(x: f32) -> f32 {
+    Real::exp(x)
+}
+extern "C" fn log(x: f32) -> f32 {
+    Real::ln(x)
+}
+extern "C" fn tanh(x: f32) -> f32 {
+    Real::tanh(x)
+}
+extern "C" fn cos(x: f32) -> f32 {
+    Real::cos(x)
+}
+
+/// Makes the kernels' expf, logf, tanhf and cosf the CPU kernel's
+/// (`fdgr_kernel::Real` for f32), once, before any kernel can be launched.
+fn install_math() {
+    static ONCE: Once = Once::new();
+    // SAFETY: plain function pointers with the C signature `float (float)`;
+    // set once, before any launch (every launch goes through a kernel
+    // obtained after this).
+    ONCE.call_once(|| unsafe { fdgr_cpu_set_math(exp, log, tanh, cos) });
+}
+
 fn load(at: unsafe extern "C" fn(usize) -> *const RawKernel) -> Vec<CpuKernel> {
+    install_math();
     let mut v = vec![];
     for i in 0.. {
         // SAFETY: the registry returns null past its end.

@@ -175,7 +175,7 @@ fn run(check: fn(&mut Emu, &mut Vec<Cmp>)) {
                 c.n
             );
             assert!(c.n > 0, "{} {}: nothing compared", c.kernel.name(), c.case);
-            if !(c.worst <= c.tol) {
+            if c.worst > c.tol {
                 bad.push(format!(
                     "{} {} ({grids}): {} {} > {} at {}",
                     c.kernel.name(),

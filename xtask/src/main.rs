@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         "test" => test(&args[1..]),
         "firmware" => firmware::check(),
         "nvrtc" => nvrtc::check(),
-        "mutants" => mutants::check(),
+        "mutants" => mutants::check(args.get(1).map(String::as_str)),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -33,7 +33,8 @@ fn main() -> ExitCode {
                  test       fmt, clippy, docs, all tests, thumb builds, QEMU cross-check, NVRTC\n  \
                  firmware   build the firmware examples and run the QEMU cross-check only\n  \
                  nvrtc      compile every CUDA kernel to PTX with NVRTC only\n  \
-                 mutants    break one line of each CUDA source in turn; the GPU tests must fail"
+                 mutants    break one line of each CUDA source in turn; the GPU tests must fail\n             \
+                 (`mutants FILTER`: only those whose file or description contains FILTER)"
             );
             return if cmd == "help" {
                 ExitCode::SUCCESS

@@ -36,6 +36,12 @@ const MUTATIONS: &[Mutation] = &[
     },
     Mutation {
         file: "common.cuh",
+        from: "    sh[threadIdx.x] = v;\n    __syncthreads();",
+        to: "    sh[threadIdx.x] = v;",
+        what: "block_sum: no barrier after the stores",
+    },
+    Mutation {
+        file: "common.cuh",
         from: "case ACT_SIGMOID: return 1.0f - 2.0f * a;",
         to: "case ACT_SIGMOID: return 2.0f * a - 1.0f;",
         what: "sigmoid kappa sign",
@@ -51,6 +57,12 @@ const MUTATIONS: &[Mutation] = &[
         from: "for (int y = 0; y < 8; ++y) t += part[y][threadIdx.x];",
         to: "for (int y = 1; y < 8; ++y) t += part[y][threadIdx.x];",
         what: "col_sum: row group 0 dropped",
+    },
+    Mutation {
+        file: "act.cu",
+        from: "    part[threadIdx.y][threadIdx.x] = s;\n    __syncthreads();",
+        to: "    part[threadIdx.y][threadIdx.x] = s;",
+        what: "col_sum: no barrier before the column totals",
     },
     Mutation {
         file: "act.cu",
@@ -211,8 +223,9 @@ fn sources(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(v)
 }
 
-/// `cargo xtask mutants`.
-pub fn check() -> Result<(), String> {
+/// `cargo xtask mutants [FILTER]`: all mutations, or those whose file or
+/// description contains FILTER.
+pub fn check(filter: Option<&str>) -> Result<(), String> {
     let dir = root().join("gpu").join("kernels");
     let mut before = vec![];
     for f in sources(&dir)? {
@@ -227,7 +240,14 @@ pub fn check() -> Result<(), String> {
     }
     let mut rows = vec![];
     let mut missed = vec![];
-    for m in MUTATIONS {
+    let chosen: Vec<&Mutation> = MUTATIONS
+        .iter()
+        .filter(|m| filter.is_none_or(|f| m.file.contains(f) || m.what.contains(f)))
+        .collect();
+    if chosen.is_empty() {
+        return Err(format!("no mutation matches {filter:?}"));
+    }
+    for m in chosen.iter().copied() {
         let t = Instant::now();
         let failed = mutate(&dir, m)?;
         println!(
@@ -271,7 +291,7 @@ pub fn check() -> Result<(), String> {
         }
     }
     if missed.is_empty() {
-        println!("\nmutants: all {} mutations caught", MUTATIONS.len());
+        println!("\nmutants: all {} mutations caught", rows.len());
         Ok(())
     } else {
         Err(format!("mutations not caught: {missed:?}"))

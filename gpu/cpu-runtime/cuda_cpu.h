@@ -33,10 +33,15 @@
 //   for f32, the `libm` crate), installed by the Rust side
 //   (src/lib.rs) before any launch: a difference between a kernel run here
 //   and the Rust it mirrors is then a difference in the CUDA C itself, not
-//   in two math libraries. On a GPU, CUDA's versions differ from these by
-//   their documented bounds (expf 2 ulp, logf 1 ulp, tanhf 2 ulp); that
-//   part only a GPU run (gpu/check.sh) measures. sqrtf, fabsf, fmaxf and
+//   in two math libraries. CUDA's own versions (documented to within 2, 1
+//   and 2 ulp of the exact result) may differ from these by a few ulps;
+//   only a GPU run (gpu/check.sh) measures that. sqrtf, fabsf, fmaxf and
 //   the like are exact everywhere and come from <math.h>.
+// * Limits: between two barriers the threads run one after another, in
+//   thread order, so a data race (two threads of one phase using the same
+//   shared word, one of them writing) runs in that one order and shows
+//   only if it changes the result; code that relies on warp-synchronous
+//   execution without barriers is not supported.
 //
 // Not provided (a kernel using them fails to compile here, loudly): warp
 // intrinsics (__shfl_*, __ballot_sync, ...), the fast-math intrinsics

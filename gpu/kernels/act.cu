@@ -50,26 +50,28 @@ extern "C" __global__ void r_act_backward(float* rd, const float* rz, const floa
     }
 }
 
-// Mirrors act::col_sum: out[c] = beta * out[c] + alpha * sum_r m[r, c]
+// Mirrors act::col_sum: out[c] = beta * out[c] + sum_r alpha * m[r, c]
 // (m is rows x cols); beta = 0 overwrites out, NaN included (the BLAS
 // convention, as vecops::scale_or_zero). The bias gradient of a layer, with
 // loss_grad's alpha/beta: this is where F-GR's combination
 // d = (1 - gamma/eps) g + (gamma/eps) g' happens for the biases (the
 // SGEMM's alpha/beta does it for the weights).
-// Block (32, 8): 32 columns per block, 8 row groups summed in a fixed order.
+// Block (32, 8): 32 columns per block; row group y sums alpha * m over the
+// rows y, y + 8, ...; then beta * out + group 0 + group 1 + ... + group 7,
+// in that order. The kernel's terms, and its order for up to 8 rows.
 extern "C" __global__ void col_sum(float* out, const float* m, u32 rows, u32 cols, float alpha,
                                    float beta) {
     __shared__ float part[8][33];
     const u32 c = blockIdx.x * 32 + threadIdx.x;
     float s = 0.0f;
     if (c < cols) {
-        for (u32 r = threadIdx.y; r < rows; r += 8) s += m[(u64)r * cols + c];
+        for (u32 r = threadIdx.y; r < rows; r += 8) s += alpha * m[(u64)r * cols + c];
     }
     part[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
     if (threadIdx.y == 0 && c < cols) {
-        float t = part[0][threadIdx.x];
-        for (int y = 1; y < 8; ++y) t += part[y][threadIdx.x];
-        out[c] = (beta == 0.0f ? 0.0f : beta * out[c]) + alpha * t;
+        float t = beta == 0.0f ? 0.0f : beta * out[c];
+        for (int y = 0; y < 8; ++y) t += part[y][threadIdx.x];
+        out[c] = t;
     }
 }

@@ -6,8 +6,12 @@
 //
 // Conventions (all files):
 // * Every kernel mirrors one Rust function of fdgr-kernel; its comment
-//   names it. The maths is the same, term by term; only the order of
-//   floating-point sums differs where the GPU reduces in parallel.
+//   names it. The maths is the same, term by term and grouped the same
+//   way; only the order of floating-point sums differs where the GPU
+//   reduces in parallel. NVRTC compiles with --fmad=false (no a*b + c
+//   contracted into an FMA, as in the Rust). The tests hold each kernel to
+//   this: they compile these files for the CPU (gpu/cpu-runtime) and
+//   compare every kernel with the Rust it mirrors (gpu/src/cuda_c_tests.rs).
 // * Matrices are row-major, as in the kernel crate (a batch of B samples
 //   of n values is B x n, sample after sample).
 // * Element counts that can exceed 2^31 (parameter vectors, batch blocks,

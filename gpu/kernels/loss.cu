@@ -10,8 +10,11 @@
 // Mirrors loss::loss_grad for one row each: row_loss[r] = this row's term
 // of the total, and, when delta != 0, delta[r, :] = dL/d out[r, :] (with
 // the 1/B of the mean, B = rows). Class targets (one-hot for MSE).
-// Softmax CE: m = max z, lse = m + log sum exp(z - m), term = lse - z_y,
-//   delta_j = (exp(z_j - lse) - [j = y]) / B.
+// Softmax CE (loss::log_sum_exp, then the kernel's grouping):
+//   m = max z, ls = log sum exp(z - m), term = (m - z_y) + ls,
+//   delta_j = (exp((z_j - m) - ls) - [j = y]) / B.
+//   (m - z_y) + ls, not (m + ls) - z_y: a confident, correct row (z_y = m)
+//   keeps every digit of its small loss.
 // MSE: term = sum_j (z_j - t_j)^2, delta_j = 2 (z_j - t_j) / (B K).
 // delta: nullable (loss without gradient).
 extern "C" __global__ void loss_rows(int loss, const float* out, const u32* labels, u32 rows,
@@ -29,11 +32,11 @@ extern "C" __global__ void loss_rows(int loss, const float* out, const u32* labe
         }
         float s = 0.0f;
         for (u32 j = 0; j < k; ++j) s += expf(z[j] - m);
-        const float lse = m + logf(s);
-        row_loss[r] = lse - z[y];
+        const float ls = logf(s);
+        row_loss[r] = (m - z[y]) + ls;
         if (d) {
             for (u32 j = 0; j < k; ++j) {
-                const float p = expf(z[j] - lse);
+                const float p = expf((z[j] - m) - ls);
                 const float yj = j == y ? 1.0f : 0.0f;
                 d[j] = (p - yj) * inv_b;
             }
@@ -53,7 +56,8 @@ extern "C" __global__ void loss_rows(int loss, const float* out, const u32* labe
 
 // Mirrors loss::loss_hvp for one row each: h = H_loss r, the first step of
 // the R-backward in mlp::r_pass.
-// Softmax CE: h_j = p_j (r_j - p.r) / B; MSE: h = 2 r / (B K).
+// Softmax CE: p_j = exp((z_j - m) - ls) as in loss_rows,
+//   h_j = p_j (r_j - p.r) / B; MSE: h = 2 r / (B K).
 extern "C" __global__ void loss_hvp(int loss, const float* out, u32 rows, u32 k,
                                     const float* rv, float* h) {
     const u32 r = blockIdx.x * blockDim.x + threadIdx.x;
@@ -70,11 +74,11 @@ extern "C" __global__ void loss_hvp(int loss, const float* out, u32 rows, u32 k,
         }
         float s = 0.0f;
         for (u32 j = 0; j < k; ++j) s += expf(z[j] - m);
-        const float lse = m + logf(s);
+        const float ls = logf(s);
         float pr = 0.0f;
-        for (u32 j = 0; j < k; ++j) pr += expf(z[j] - lse) * rr[j];
+        for (u32 j = 0; j < k; ++j) pr += expf((z[j] - m) - ls) * rr[j];
         for (u32 j = 0; j < k; ++j) {
-            const float p = expf(z[j] - lse);
+            const float p = expf((z[j] - m) - ls);
             hh[j] = p * (rr[j] - pr) * inv_b;
         }
     } else {

@@ -144,7 +144,7 @@ impl Cuda {
         let (maj, min) = ctx.compute_capability().map_err(cuda_err)?;
         let arch = kernels::arch_for(maj, min);
         let mut modules = Vec::with_capacity(Module::ALL.len());
-        for m in Module::ALL {
+        for &m in Module::ALL {
             let ptx = kernels::compile(m, &arch)?;
             let module = ctx
                 .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
@@ -152,7 +152,7 @@ impl Cuda {
             modules.push((m, module));
         }
         let mut funcs = Vec::with_capacity(Kernel::ALL.len());
-        for k in Kernel::ALL {
+        for &k in Kernel::ALL {
             let module = modules
                 .iter()
                 .find(|(m, _)| *m == k.module())

@@ -2,10 +2,11 @@
 //! kernel launches, all enqueued in order on one stream.
 //!
 //! [`crate::cuda::Cuda`] implements it with cudarc. The unit tests
-//! implement it with a CPU emulator that runs a Rust transcription of each
-//! `.cu` kernel and checks every launch's arguments against the kernel's
-//! CUDA signature, so the whole host-side orchestration (offsets,
-//! transposes, α/β, launch arguments, the deferred-step protocol) is
+//! implement it with a CPU emulator that runs the `.cu` kernels themselves,
+//! compiled for the CPU (gpu/cpu-runtime), with the same grids and blocks,
+//! and checks every launch's arguments against the kernel's compiled
+//! signature, so both the CUDA C and the host-side orchestration (offsets,
+//! transposes, α/β, launch arguments, the deferred-step protocol) are
 //! tested against the CPU kernel without a GPU.
 
 use crate::error::GpuError;

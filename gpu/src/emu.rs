@@ -1,21 +1,74 @@
-//! A CPU emulator of the device, for the unit tests: memory is a list of
-//! typed allocations, SGEMM goes through the column-major mapping and a
-//! reference BLAS, and every kernel launch (after checking its arguments
-//! against the kernel's CUDA signature parsed from the `.cu` source, and
-//! its launch configuration) runs a Rust transcription of the CUDA C.
-//! Out-of-bounds accesses and aliased SGEMM operands panic, failing the
-//! test.
+//! A CPU stand-in for the device, for the unit tests. It holds no kernel
+//! maths: every kernel launch runs the CUDA C of `gpu/kernels/` itself,
+//! compiled for the CPU by `fdgr-cuda-cpu` (gpu/cpu-runtime), with the grid
+//! and block the device path launches with. What the emulator adds is what
+//! it is good at:
+//!
+//! * memory: typed allocations (f32 or u32), zeroed like `alloc_zeros`,
+//!   each between two guard zones of canary words; a canary that changes
+//!   during a launch (a write out of bounds) panics, naming the kernel, and
+//!   a kernel that reads out of bounds reads NaN (f32) or a huge index;
+//! * argument checks: count and type of every argument against the
+//!   parameters the C++ compiler saw in the `.cu` declaration, pointer
+//!   arguments against the element type of the allocation they point into,
+//!   offsets inside their allocation;
+//! * launch checks: the block and grid against the kernel's launch shape in
+//!   the kernel table;
+//! * SGEMM: the column-major mapping of [`crate::gemm`] on a reference
+//!   BLAS (cuBLAS stands here), with the cuBLAS rule that C aliases no
+//!   operand;
+//! * counters (launches, multiply-adds, device reads) for the tests, and
+//!   an injected fault ([`Fault`]) to show that the cross-checks catch a bug.
+//!
+//! Any failed check panics, failing the test.
+
+use std::ffi::c_void;
+
+use fdgr_cuda_cpu::{self as cpu, Param, Value};
 
 use crate::device::{Arg, DPtr, Device, GemmOp};
 use crate::error::GpuError;
 use crate::gemm::{col_major, tests::blas_sgemm};
-use crate::kernels::{signature, Kernel, ParamKind};
-use crate::launch::{Launch, COLSUM_COLS, COLSUM_ROWS, REDUCE_THREADS};
-use fdgr_kernel::Act;
+use crate::kernels::Kernel;
+use crate::launch::{Launch, LaunchShape};
 
-pub(crate) enum Mem {
-    F(Vec<f32>),
-    U(Vec<u32>),
+/// Guard words on each side of an allocation.
+const GUARD: usize = 16;
+/// The guard words' value: a NaN as an f32, an index far out of range as a
+/// u32.
+const CANARY: u32 = 0x7FBA_D00D;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Elem {
+    F32,
+    U32,
+}
+
+struct Alloc {
+    elem: Elem,
+    len: usize,
+    /// GUARD canaries, `len` values (f32 as bits), GUARD canaries.
+    words: Vec<u32>,
+}
+
+impl Alloc {
+    fn new(elem: Elem, len: usize) -> Alloc {
+        let mut words = vec![CANARY; len + 2 * GUARD];
+        words[GUARD..GUARD + len].fill(0);
+        Alloc { elem, len, words }
+    }
+
+    /// Index of the first guard word that is no longer a canary.
+    fn broken_guard(&self) -> Option<isize> {
+        let front = self.words[..GUARD].iter().position(|&w| w != CANARY);
+        if let Some(i) = front {
+            return Some(i as isize - GUARD as isize);
+        }
+        let back = &self.words[GUARD + self.len..];
+        back.iter()
+            .position(|&w| w != CANARY)
+            .map(|i| (self.len + i) as isize)
+    }
 }
 
 /// An allocation of the emulator.
@@ -24,70 +77,40 @@ pub(crate) struct EBuf {
     len: usize,
 }
 
+/// A deliberate bug, to show that the tests catch one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Every `col_sum` launch gets β = 0: the bias gradients drop the
+    /// `β·out` term (F-GR's (1 − γ/ε)·g), as a host that passed the wrong
+    /// β would.
+    ColSumBetaZero,
+}
+
 /// The emulated device.
 #[derive(Default)]
 pub(crate) struct Emu {
-    pub(crate) mem: Vec<Mem>,
+    mem: Vec<Alloc>,
     /// Kernels launched, in order.
     pub launches: Vec<Kernel>,
     /// Multiply-adds of all SGEMMs.
     pub gemm_macs: u64,
     /// Device → host reads (each one a wait for the device on CUDA).
     pub downloads: usize,
-    /// Injected bug: col_sum ignores β (for testing the cross-check).
-    pub fault_colsum_beta: bool,
+    /// What the CPU execution of the kernels did, summed over launches.
+    pub cpu: cpu::Stats,
+    /// An injected bug, if any.
+    pub fault: Option<Fault>,
+    /// When set, grid-stride (elementwise) kernels run with at most this
+    /// many blocks, so their loops take more than one turn at test sizes.
+    pub shrink_grid: Option<u32>,
 }
 
-fn act_of(code: i32) -> Act {
-    match code {
-        0 => Act::Identity,
-        1 => Act::Relu,
-        2 => Act::Tanh,
-        3 => Act::Sigmoid,
-        c => panic!("bad activation code {c}"),
-    }
-}
-
-struct A<'a>(&'a [Arg]);
-
-impl A<'_> {
-    fn p(&self, i: usize) -> DPtr {
-        match self.0[i] {
-            Arg::Ptr(p) => p,
-            ref a => panic!("arg {i}: pointer expected, got {a:?}"),
-        }
-    }
-    fn opt(&self, i: usize) -> Option<DPtr> {
-        match self.0[i] {
-            Arg::Ptr(p) => Some(p),
-            Arg::Null => None,
-            ref a => panic!("arg {i}: pointer expected, got {a:?}"),
-        }
-    }
-    fn f(&self, i: usize) -> f32 {
-        match self.0[i] {
-            Arg::F32(v) => v,
-            ref a => panic!("arg {i}: f32 expected, got {a:?}"),
-        }
-    }
-    fn u(&self, i: usize) -> usize {
-        match self.0[i] {
-            Arg::U32(v) => v as usize,
-            ref a => panic!("arg {i}: u32 expected, got {a:?}"),
-        }
-    }
-    fn q(&self, i: usize) -> usize {
-        match self.0[i] {
-            Arg::U64(v) => v as usize,
-            ref a => panic!("arg {i}: u64 expected, got {a:?}"),
-        }
-    }
-    fn i(&self, i: usize) -> i32 {
-        match self.0[i] {
-            Arg::I32(v) => v,
-            ref a => panic!("arg {i}: int expected, got {a:?}"),
-        }
-    }
+/// The compiled kernel of `k` (the CPU build lists the table's kernels in
+/// table order).
+fn compiled(k: Kernel) -> &'static cpu::CpuKernel {
+    let c = &cpu::kernels()[k.index()];
+    assert_eq!(c.name(), k.name(), "CPU build and kernel table disagree");
+    c
 }
 
 impl Emu {
@@ -95,94 +118,170 @@ impl Emu {
         Emu::default()
     }
 
-    fn f(&self, p: DPtr, n: usize) -> Vec<f32> {
-        match &self.mem[p.base as usize] {
-            Mem::F(v) => {
-                assert!(
-                    p.off + n <= v.len(),
-                    "read out of bounds: {p:?} + {n} > {}",
-                    v.len()
-                );
-                v[p.off..p.off + n].to_vec()
-            }
-            Mem::U(_) => panic!("f32 read of a u32 buffer"),
+    /// An emulator with a deliberate bug.
+    pub(crate) fn with_fault(f: Fault) -> Emu {
+        Emu {
+            fault: Some(f),
+            ..Emu::default()
         }
     }
 
+    fn slot(&self, p: DPtr, n: usize, elem: Elem, what: &str) -> std::ops::Range<usize> {
+        let a = self
+            .mem
+            .get(p.base as usize)
+            .unwrap_or_else(|| panic!("{what}: no allocation {}", p.base));
+        assert_eq!(
+            a.elem, elem,
+            "{what}: {elem:?} access to a {:?} buffer",
+            a.elem
+        );
+        assert!(
+            p.off + n <= a.len,
+            "{what} out of bounds: {p:?} + {n} > {}",
+            a.len
+        );
+        GUARD + p.off..GUARD + p.off + n
+    }
+
+    fn f(&self, p: DPtr, n: usize) -> Vec<f32> {
+        let r = self.slot(p, n, Elem::F32, "f32 read");
+        self.mem[p.base as usize].words[r]
+            .iter()
+            .map(|&w| f32::from_bits(w))
+            .collect()
+    }
+
     fn wf(&mut self, p: DPtr, data: &[f32]) {
-        match &mut self.mem[p.base as usize] {
-            Mem::F(v) => {
-                assert!(p.off + data.len() <= v.len(), "write out of bounds: {p:?}");
-                v[p.off..p.off + data.len()].copy_from_slice(data);
-            }
-            Mem::U(_) => panic!("f32 write to a u32 buffer"),
+        let r = self.slot(p, data.len(), Elem::F32, "f32 write");
+        for (w, v) in self.mem[p.base as usize].words[r].iter_mut().zip(data) {
+            *w = v.to_bits();
         }
     }
 
     fn u(&self, p: DPtr, n: usize) -> Vec<u32> {
-        match &self.mem[p.base as usize] {
-            Mem::U(v) => {
-                assert!(p.off + n <= v.len(), "read out of bounds: {p:?} + {n}");
-                v[p.off..p.off + n].to_vec()
-            }
-            Mem::F(_) => panic!("u32 read of an f32 buffer"),
-        }
+        let r = self.slot(p, n, Elem::U32, "u32 read");
+        self.mem[p.base as usize].words[r].to_vec()
     }
 
     fn wu(&mut self, p: DPtr, data: &[u32]) {
-        match &mut self.mem[p.base as usize] {
-            Mem::U(v) => {
-                assert!(p.off + data.len() <= v.len(), "write out of bounds: {p:?}");
-                v[p.off..p.off + data.len()].copy_from_slice(data);
-            }
-            Mem::F(_) => panic!("u32 write to an f32 buffer"),
+        let r = self.slot(p, data.len(), Elem::U32, "u32 write");
+        self.mem[p.base as usize].words[r].copy_from_slice(data);
+    }
+
+    /// A new f32 buffer holding `v`.
+    pub(crate) fn put(&mut self, v: &[f32]) -> DPtr {
+        let b = self.push(Elem::F32, v.len());
+        let p = self.ptr(&b);
+        self.wf(p, v);
+        p
+    }
+
+    /// A new u32 buffer holding `v`.
+    pub(crate) fn put_u32(&mut self, v: &[u32]) -> DPtr {
+        let b = self.push(Elem::U32, v.len());
+        let p = self.iptr(&b);
+        self.wu(p, v);
+        p
+    }
+
+    /// `n` f32 at `p`.
+    pub(crate) fn get(&self, p: DPtr, n: usize) -> Vec<f32> {
+        self.f(p, n)
+    }
+
+    /// `n` u32 at `p`.
+    pub(crate) fn get_u32(&self, p: DPtr, n: usize) -> Vec<u32> {
+        self.u(p, n)
+    }
+
+    fn push(&mut self, elem: Elem, n: usize) -> EBuf {
+        self.mem.push(Alloc::new(elem, n));
+        EBuf {
+            id: self.mem.len() as u64 - 1,
+            len: n,
         }
     }
 
-    fn check_args(kernel: Kernel, cfg: &Launch, args: &[Arg]) {
-        let sig = signature(kernel).expect("kernel signature");
-        assert_eq!(sig.len(), args.len(), "{}: argument count", kernel.name());
-        for (i, (k, a)) in sig.iter().zip(args).enumerate() {
-            let ok = matches!(
-                (k, a),
-                (ParamKind::Ptr, Arg::Ptr(_) | Arg::Null)
-                    | (ParamKind::F32, Arg::F32(_))
-                    | (ParamKind::U32, Arg::U32(_))
-                    | (ParamKind::I32, Arg::I32(_))
-                    | (ParamKind::U64, Arg::U64(_))
-            );
-            assert!(ok, "{} arg {i}: {k:?} expected, got {a:?}", kernel.name());
-        }
-        assert!(
-            cfg.grid.0 >= 1 && cfg.block.0 >= 1,
-            "{}: empty launch",
+    /// The launch configuration against the kernel's shape in the table.
+    fn check_config(kernel: Kernel, cfg: &Launch) {
+        let shape = kernel.shape();
+        assert_eq!(
+            cfg.block,
+            shape.block(),
+            "{}: block of a {shape:?} kernel",
             kernel.name()
         );
         assert!(
-            cfg.block.0 * cfg.block.1 * cfg.block.2 <= 1024,
-            "block too large"
+            cfg.grid.0 >= 1 && cfg.grid.0 <= shape.max_grid() && (cfg.grid.1, cfg.grid.2) == (1, 1),
+            "{}: grid {:?} of a {shape:?} kernel",
+            kernel.name(),
+            cfg.grid
         );
-        let a = A(args);
-        match kernel {
-            Kernel::ReduceSum | Kernel::DotPartial => {
-                assert_eq!(cfg.block, (REDUCE_THREADS, 1, 1), "{}", kernel.name())
-            }
-            Kernel::ColSum => {
-                assert_eq!(cfg.block, (COLSUM_COLS, COLSUM_ROWS, 1));
-                assert!(
-                    cfg.grid.0 as usize * COLSUM_COLS as usize >= a.u(3),
-                    "col_sum grid"
+    }
+
+    /// The kernel's argument values: every argument checked against the
+    /// compiled parameter, pointers turned into host addresses inside their
+    /// allocation.
+    fn values(&mut self, kernel: Kernel, params: &[Param], args: &[Arg]) -> Vec<Value> {
+        let name = kernel.name();
+        assert_eq!(
+            params.len(),
+            args.len(),
+            "{name}: {} arguments for {} parameters",
+            args.len(),
+            params.len()
+        );
+        let bases: Vec<(Elem, usize, *mut u32)> = self
+            .mem
+            .iter_mut()
+            .map(|a| (a.elem, a.len, a.words.as_mut_ptr()))
+            .collect();
+        let mut v = Vec::with_capacity(args.len());
+        for (i, (p, a)) in params.iter().zip(args).enumerate() {
+            let value = match (*p, *a) {
+                (Param::PtrF32 { .. } | Param::PtrU32 { .. }, Arg::Ptr(d)) => {
+                    let &(elem, len, base) = bases
+                        .get(d.base as usize)
+                        .unwrap_or_else(|| panic!("{name} arg {i}: no allocation {}", d.base));
+                    let want = if matches!(p, Param::PtrF32 { .. }) {
+                        Elem::F32
+                    } else {
+                        Elem::U32
+                    };
+                    assert_eq!(elem, want, "{name} arg {i}: {p:?} given a {elem:?} buffer");
+                    assert!(
+                        d.off <= len,
+                        "{name} arg {i}: offset {} past the end of {len}",
+                        d.off
+                    );
+                    // SAFETY: GUARD + off <= GUARD + len is inside `words`.
+                    Value::Ptr(unsafe { base.add(GUARD + d.off) } as *mut c_void)
+                }
+                (Param::PtrF32 { .. } | Param::PtrU32 { .. }, Arg::Null) => {
+                    Value::Ptr(std::ptr::null_mut())
+                }
+                (Param::F32, Arg::F32(x)) => Value::F32(x),
+                (Param::U32, Arg::U32(x)) => Value::U32(x),
+                (Param::I32, Arg::I32(x)) => Value::I32(x),
+                (Param::U64, Arg::U64(x)) => Value::U64(x),
+                (p, a) => panic!("{name} arg {i}: {p:?} expected, got {a:?}"),
+            };
+            v.push(value);
+        }
+        v
+    }
+
+    fn check_guards(&self, kernel: Kernel) {
+        for (id, a) in self.mem.iter().enumerate() {
+            if let Some(at) = a.broken_guard() {
+                panic!(
+                    "{}: wrote out of bounds of allocation {id} ({:?} × {}) at element {at}",
+                    kernel.name(),
+                    a.elem,
+                    a.len
                 );
             }
-            Kernel::LossRows | Kernel::CountCorrect => {
-                assert!(
-                    cfg.threads() as usize >= a.u(3),
-                    "{}: rows not covered",
-                    kernel.name()
-                )
-            }
-            Kernel::LossHvp => assert!(cfg.threads() as usize >= a.u(2), "loss_hvp rows"),
-            _ => {}
         }
     }
 }
@@ -192,19 +291,11 @@ impl Device for Emu {
     type IBuf = EBuf;
 
     fn alloc(&mut self, n: usize) -> Result<EBuf, GpuError> {
-        self.mem.push(Mem::F(vec![0.0; n]));
-        Ok(EBuf {
-            id: self.mem.len() as u64 - 1,
-            len: n,
-        })
+        Ok(self.push(Elem::F32, n))
     }
 
     fn alloc_u32(&mut self, n: usize) -> Result<EBuf, GpuError> {
-        self.mem.push(Mem::U(vec![0; n]));
-        Ok(EBuf {
-            id: self.mem.len() as u64 - 1,
-            len: n,
-        })
+        Ok(self.push(Elem::U32, n))
     }
 
     fn len(&self, b: &EBuf) -> usize {
@@ -212,12 +303,12 @@ impl Device for Emu {
     }
 
     fn ptr(&self, b: &EBuf) -> DPtr {
-        assert!(matches!(self.mem[b.id as usize], Mem::F(_)));
+        assert_eq!(self.mem[b.id as usize].elem, Elem::F32);
         DPtr { base: b.id, off: 0 }
     }
 
     fn iptr(&self, b: &EBuf) -> DPtr {
-        assert!(matches!(self.mem[b.id as usize], Mem::U(_)));
+        assert_eq!(self.mem[b.id as usize].elem, Elem::U32);
         DPtr { base: b.id, off: 0 }
     }
 
@@ -255,10 +346,10 @@ impl Device for Emu {
     }
 
     fn fill_u32(&mut self, dst: DPtr, value: u32, n: usize) -> Result<(), GpuError> {
-        match &self.mem[dst.base as usize] {
-            Mem::F(_) => self.wf(dst, &vec![f32::from_bits(value); n]),
-            Mem::U(_) => self.wu(dst, &vec![value; n]),
-        }
+        // cuMemsetD32 writes bits, whatever the buffer holds
+        let elem = self.mem[dst.base as usize].elem;
+        let r = self.slot(dst, n, elem, "fill");
+        self.mem[dst.base as usize].words[r].fill(value);
         Ok(())
     }
 
@@ -287,256 +378,120 @@ impl Device for Emu {
     }
 
     fn launch(&mut self, kernel: Kernel, cfg: Launch, args: &[Arg]) -> Result<(), GpuError> {
-        Emu::check_args(kernel, &cfg, args);
-        self.launches.push(kernel);
-        let a = A(args);
-        match kernel {
-            Kernel::BiasAct => {
-                let (rows, cols, act) = (a.q(2), a.u(3), act_of(a.i(4)));
-                let n = rows * cols;
-                let mut z = self.f(a.p(0), n);
-                let bias = self.f(a.p(1), cols);
-                for (i, zi) in z.iter_mut().enumerate() {
-                    *zi = act.f(*zi + bias[i % cols]);
-                }
-                self.wf(a.p(0), &z);
-            }
-            Kernel::ActBackward => {
-                let (n, act) = (a.q(2), act_of(a.i(3)));
-                let mut d = self.f(a.p(0), n);
-                let av = self.f(a.p(1), n);
-                for (di, ai) in d.iter_mut().zip(&av) {
-                    *di *= act.df(*ai);
-                }
-                self.wf(a.p(0), &d);
-            }
-            Kernel::RBiasAct => {
-                let (rows, cols, act) = (a.q(4), a.u(5), act_of(a.i(6)));
-                let n = rows * cols;
-                let mut rz = self.f(a.p(0), n);
-                let vb = self.f(a.p(2), cols);
-                let av = self.f(a.p(3), n);
-                let mut ra = vec![0.0; n];
-                for i in 0..n {
-                    let z = rz[i] + vb[i % cols];
-                    rz[i] = z;
-                    ra[i] = act.df(av[i]) * z;
-                }
-                self.wf(a.p(0), &rz);
-                self.wf(a.p(1), &ra);
-            }
-            Kernel::RActBackward => {
-                let (n, act) = (a.q(4), act_of(a.i(5)));
-                let mut rd = self.f(a.p(0), n);
-                let rz = self.f(a.p(1), n);
-                let av = self.f(a.p(2), n);
-                let dz = self.f(a.p(3), n);
-                for i in 0..n {
-                    rd[i] = if act == Act::Relu {
-                        rd[i] * act.df(av[i])
-                    } else {
-                        act.kappa(av[i]) * rz[i] * dz[i] + act.df(av[i]) * rd[i]
-                    };
-                }
-                self.wf(a.p(0), &rd);
-            }
-            Kernel::ColSum => {
-                let (rows, cols, alpha, mut beta) = (a.u(2), a.u(3), a.f(4), a.f(5));
-                if self.fault_colsum_beta {
-                    beta = 0.0;
-                }
-                let mut out = self.f(a.p(0), cols);
-                let m = self.f(a.p(1), rows * cols);
-                for (c, o) in out.iter_mut().enumerate() {
-                    let t: f32 = (0..rows).map(|r| m[r * cols + c]).sum();
-                    *o = (if beta == 0.0 { 0.0 } else { beta * *o }) + alpha * t;
-                }
-                self.wf(a.p(0), &out);
-            }
-            Kernel::LossRows => {
-                let (loss, rows, k) = (a.i(0), a.u(3), a.u(4));
-                let out = self.f(a.p(1), rows * k);
-                let labels = self.u(a.p(2), rows);
-                let mut delta = vec![0.0f32; rows * k];
-                let mut row_loss = vec![0.0f32; rows];
-                for r in 0..rows {
-                    let z = &out[r * k..(r + 1) * k];
-                    let y = labels[r] as usize;
-                    let d = &mut delta[r * k..(r + 1) * k];
-                    if loss == 0 {
-                        let inv_b = 1.0f32 / rows as f32;
-                        let mut m = z[0];
-                        for &v in &z[1..] {
-                            if v > m {
-                                m = v;
-                            }
-                        }
-                        let s: f32 = z.iter().map(|&v| (v - m).exp()).sum();
-                        let lse = m + s.ln();
-                        row_loss[r] = lse - z[y];
-                        for j in 0..k {
-                            let p = (z[j] - lse).exp();
-                            d[j] = (p - if j == y { 1.0 } else { 0.0 }) * inv_b;
-                        }
-                    } else {
-                        let two_inv_n = 2.0 * (1.0f32 / (rows * k) as f32);
-                        let mut total = 0.0f32;
-                        for j in 0..k {
-                            let e = z[j] - if j == y { 1.0 } else { 0.0 };
-                            total += e * e;
-                            d[j] = two_inv_n * e;
-                        }
-                        row_loss[r] = total;
-                    }
-                }
-                if let Some(dp) = a.opt(5) {
-                    self.wf(dp, &delta);
-                }
-                self.wf(a.p(6), &row_loss);
-            }
-            Kernel::LossHvp => {
-                let (loss, rows, k) = (a.i(0), a.u(2), a.u(3));
-                let out = self.f(a.p(1), rows * k);
-                let rv = self.f(a.p(4), rows * k);
-                let mut h = vec![0.0f32; rows * k];
-                for r in 0..rows {
-                    let (z, rr) = (&out[r * k..(r + 1) * k], &rv[r * k..(r + 1) * k]);
-                    if loss == 0 {
-                        let inv_b = 1.0f32 / rows as f32;
-                        let m = z
-                            .iter()
-                            .copied()
-                            .fold(z[0], |m, v| if v > m { v } else { m });
-                        let s: f32 = z.iter().map(|&v| (v - m).exp()).sum();
-                        let lse = m + s.ln();
-                        let pr: f32 = (0..k).map(|j| (z[j] - lse).exp() * rr[j]).sum();
-                        for j in 0..k {
-                            h[r * k + j] = (z[j] - lse).exp() * (rr[j] - pr) * inv_b;
-                        }
-                    } else {
-                        let two_inv_n = 2.0f32 / (rows * k) as f32;
-                        for j in 0..k {
-                            h[r * k + j] = two_inv_n * rr[j];
-                        }
-                    }
-                }
-                self.wf(a.p(5), &h);
-            }
-            Kernel::CountCorrect => {
-                let (rows, k) = (a.u(2), a.u(3));
-                let out = self.f(a.p(0), rows * k);
-                let labels = self.u(a.p(1), rows);
-                let mut c = self.u(a.p(4), 1);
-                c[0] += fdgr_kernel::mlp::correct(&out, k, &labels) as u32;
-                self.wu(a.p(4), &c);
-            }
-            Kernel::Axpy => {
-                let (al, n) = (a.f(1), a.q(3));
-                let mut y = self.f(a.p(0), n);
-                let x = self.f(a.p(2), n);
-                for (yi, xi) in y.iter_mut().zip(&x) {
-                    *yi += al * *xi;
-                }
-                self.wf(a.p(0), &y);
-            }
-            Kernel::Waxpy => {
-                let (al, n) = (a.f(2), a.q(4));
-                let x = self.f(a.p(1), n);
-                let y = self.f(a.p(3), n);
-                let w: Vec<f32> = x.iter().zip(&y).map(|(xi, yi)| *xi + al * *yi).collect();
-                self.wf(a.p(0), &w);
-            }
-            Kernel::Scale => {
-                let (al, n) = (a.f(1), a.q(2));
-                let x: Vec<f32> = self.f(a.p(0), n).iter().map(|v| v * al).collect();
-                self.wf(a.p(0), &x);
-            }
-            Kernel::DotPartial => {
-                let n = a.q(2);
-                let x = self.f(a.p(0), n);
-                let y = self.f(a.p(1), n);
-                let g = cfg.grid.0 as usize;
-                let span = g * REDUCE_THREADS as usize;
-                let mut part = vec![0.0f32; g];
-                for i in 0..n {
-                    part[(i % span) / REDUCE_THREADS as usize] += x[i] * y[i];
-                }
-                self.wf(a.p(3), &part);
-            }
-            Kernel::ReduceSum => {
-                let (n, scale, acc) = (a.u(1), a.f(2), a.i(3));
-                let v = self.f(a.p(0), n);
-                let t: f32 = v.iter().sum();
-                let prev = self.f(a.p(4), 1)[0];
-                let out = (if acc != 0 { prev } else { 0.0 }) + t * scale;
-                self.wf(a.p(4), &[out]);
-            }
-            Kernel::NonFinite => {
-                let n = a.q(1);
-                let mut bad = self.f(a.p(0), n).iter().any(|v| !v.is_finite());
-                if let Some(s) = a.opt(2) {
-                    bad |= !self.f(s, 1)[0].is_finite();
-                }
-                if bad {
-                    self.wu(a.p(3), &[1]);
-                }
-            }
-            Kernel::SgdUpdate => {
-                if let Some(s) = a.opt(9) {
-                    let f = self.u(s, 2);
-                    if f[0] | f[1] != 0 {
-                        return Ok(());
-                    }
-                }
-                let n = a.q(3);
-                let (lr, mu, nest, wd, first) = (a.f(4), a.f(5), a.i(6) != 0, a.f(7), a.i(8) != 0);
-                let mut th = self.f(a.p(0), n);
-                let d = self.f(a.p(1), n);
-                let mut v = a.opt(2).map(|p| self.f(p, n));
-                for i in 0..n {
-                    let t = th[i];
-                    let mut di = d[i];
-                    if wd != 0.0 {
-                        di += wd * t;
-                    }
-                    if let Some(v) = v.as_mut() {
-                        if mu != 0.0 {
-                            let vi = if first { di } else { mu * v[i] + di };
-                            v[i] = vi;
-                            di = if nest { di + mu * vi } else { vi };
-                        }
-                    }
-                    th[i] = t - lr * di;
-                }
-                self.wf(a.p(0), &th);
-                if let (Some(p), Some(v)) = (a.opt(2), v) {
-                    self.wf(p, &v);
-                }
-            }
-            Kernel::CommitStep => {
-                let mut f = self.u(a.p(0), 4);
-                if f[0] != 0 && f[1] == 0 {
-                    f[1] = 1;
-                    f[2] = a.u(1) as u32;
-                    f[3] = a.u(2) as u32;
-                }
-                f[0] = 0;
-                self.wu(a.p(0), &f);
-            }
-            Kernel::GatherRows => {
-                let (rows, n0) = (a.u(3), a.u(4));
-                let idx = self.u(a.p(2), rows);
-                let mut xb = vec![0.0f32; rows * n0];
-                let mut yb = vec![0u32; rows];
-                for (r, &i) in idx.iter().enumerate() {
-                    let src = self.f(a.p(0).at(i as usize * n0), n0);
-                    xb[r * n0..(r + 1) * n0].copy_from_slice(&src);
-                    yb[r] = self.u(a.p(1).at(i as usize), 1)[0];
-                }
-                self.wf(a.p(5), &xb);
-                self.wu(a.p(6), &yb);
-            }
+        Emu::check_config(kernel, &cfg);
+        let mut cfg = cfg;
+        if let (Some(g), LaunchShape::Elementwise) = (self.shrink_grid, kernel.shape()) {
+            cfg.grid.0 = cfg.grid.0.min(g.max(1));
         }
+        let c = compiled(kernel);
+        let mut args = args.to_vec();
+        if self.fault == Some(Fault::ColSumBetaZero) && kernel == Kernel::ColSum {
+            args[5] = Arg::F32(0.0);
+        }
+        let values = self.values(kernel, c.params(), &args);
+        let (g, b) = (cfg.grid, cfg.block);
+        // SAFETY: every pointer points into a live allocation of the type
+        // the parameter declares (checked by `values`); accesses past its
+        // end land in the guard words (checked below) as long as they stay
+        // within GUARD elements, as the kernels' bounds make them.
+        let st = unsafe { c.launch([g.0, g.1, g.2], [b.0, b.1, b.2], &values) }
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.check_guards(kernel);
+        self.launches.push(kernel);
+        self.cpu.blocks += st.blocks;
+        self.cpu.threads += st.threads;
+        self.cpu.barriers += st.barriers;
+        self.cpu.fibers += st.fibers;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops;
+
+    /// The CPU build holds exactly the table's kernels, in its order, each
+    /// from its file.
+    #[test]
+    fn cpu_build_matches_the_table() {
+        let built: Vec<(&str, &str)> = cpu::kernels()
+            .iter()
+            .map(|k| (k.name(), k.file()))
+            .collect();
+        let table: Vec<(&str, &str)> = Kernel::ALL
+            .iter()
+            .map(|k| (k.name(), k.module().file()))
+            .collect();
+        assert_eq!(built, table);
+    }
+
+    /// Wrong arguments and configurations are caught before the kernel runs.
+    #[test]
+    fn launch_checks() {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        let mut e = Emu::new();
+        let x = e.alloc(10).unwrap();
+        let iy = e.alloc_u32(10).unwrap();
+        let (xp, ip) = (e.ptr(&x), e.iptr(&iy));
+        let cfg = Launch::elementwise(10).unwrap();
+        let mut fails = |k: Kernel, cfg: Launch, args: Vec<Arg>, what: &str| {
+            let r = catch_unwind(AssertUnwindSafe(|| e.launch(k, cfg, &args)));
+            let msg = match r {
+                Err(p) => p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_else(|| "?".into()),
+                Ok(_) => panic!("{what}: not caught"),
+            };
+            assert!(msg.contains(what), "{msg}");
+        };
+        let scale = |p: DPtr| vec![Arg::Ptr(p), Arg::F32(2.0), Arg::U64(10)];
+        fails(Kernel::Scale, cfg, scale(ip), "given a U32 buffer");
+        fails(Kernel::Scale, cfg, scale(xp.at(11)), "past the end");
+        fails(
+            Kernel::Scale,
+            cfg,
+            vec![Arg::Ptr(xp), Arg::F32(2.0), Arg::U32(10)],
+            "U64 expected",
+        );
+        fails(
+            Kernel::Scale,
+            cfg,
+            scale(xp)[..2].to_vec(),
+            "2 arguments for 3",
+        );
+        fails(
+            Kernel::Scale,
+            Launch::single(),
+            scale(xp),
+            "block of a Elementwise",
+        );
+        let two_blocks = Launch {
+            grid: (2, 1, 1),
+            block: (256, 1, 1),
+        };
+        fails(
+            Kernel::ReduceSum,
+            two_blocks,
+            vec![],
+            "grid (2, 1, 1) of a OneBlock",
+        );
+        // a kernel writing past the end of its buffer: scale over 12 of 10
+        fails(
+            Kernel::Scale,
+            cfg,
+            vec![Arg::Ptr(xp), Arg::F32(2.0), Arg::U64(12)],
+            "scale: wrote out of bounds of allocation 0 (F32 × 10) at element 10",
+        );
+        // and the same launch in bounds runs the CUDA C
+        let mut e = Emu::new();
+        let x = e.alloc(10).unwrap();
+        let xp = e.ptr(&x);
+        e.upload(xp, &[1.5; 10]).unwrap();
+        ops::scale(&mut e, xp, 2.0, 10).unwrap();
+        assert_eq!(e.f(xp, 10), [3.0; 10]);
+        assert_eq!(e.launches, [Kernel::Scale]);
+        assert_eq!(e.cpu.threads, 256);
     }
 }

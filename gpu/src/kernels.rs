@@ -6,58 +6,87 @@
 //! C names.
 
 use crate::error::GpuError;
+use crate::launch::{Launch, LaunchShape};
 
 /// `gpu/kernels/common.cuh`: activations, codes, reductions, prepended to
 /// every file.
 pub const COMMON: &str = include_str!("../kernels/common.cuh");
 
-/// One `.cu` file of `gpu/kernels/`, compiled as one module.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Module {
-    /// act.cu: bias + activation, activation derivatives, R-op terms, column sums.
-    Act,
-    /// loss.cu: softmax-CE / MSE value and gradient, loss Hessian, accuracy.
-    Loss,
-    /// vecops.cu: axpy, waxpy, scale, dot, reductions, finiteness.
-    Vecops,
-    /// optim.cu: the fused SGD update and deferred-step bookkeeping.
-    Optim,
-    /// data.cu: mini-batch gather from the resident data set.
-    Data,
+/// Expands the kernel table (`gpu/kernels/table.rs`) into [`Module`] and
+/// [`Kernel`] (gpu/cpu-runtime/build.rs reads the same table with its own
+/// macro).
+macro_rules! kernel_table {
+    ($( $file:literal as $module:ident : $doc:literal {
+        $( $kernel:ident = $cname:ident : $shape:ident ),* $(,)?
+    } )*) => {
+        /// One `.cu` file of `gpu/kernels/`, compiled as one module.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Module {
+            $(
+                #[doc = concat!("`", $file, "`: ", $doc, ".")]
+                $module,
+            )*
+        }
+
+        impl Module {
+            /// Every module, in table order.
+            pub const ALL: &'static [Module] = &[$(Module::$module),*];
+
+            /// File name in `gpu/kernels/`.
+            pub fn file(self) -> &'static str {
+                match self {
+                    $(Module::$module => $file,)*
+                }
+            }
+
+            /// The file's text.
+            pub fn source(self) -> &'static str {
+                match self {
+                    $(Module::$module => include_str!(concat!("../kernels/", $file)),)*
+                }
+            }
+        }
+
+        /// A kernel of `gpu/kernels/`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Kernel {
+            $($(
+                #[doc = concat!("`", stringify!($cname), "` (", $file, ")")]
+                $kernel,
+            )*)*
+        }
+
+        impl Kernel {
+            /// Every kernel, in table order (the index of [`Kernel::index`]).
+            pub const ALL: &'static [Kernel] = &[$($(Kernel::$kernel,)*)*];
+
+            /// The `extern "C"` name (the PTX entry).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($(Kernel::$kernel => stringify!($cname),)*)*
+                }
+            }
+
+            /// The file that defines it.
+            pub fn module(self) -> Module {
+                match self {
+                    $($(Kernel::$kernel => Module::$module,)*)*
+                }
+            }
+
+            /// The shape of its launches (its grid and block for a size).
+            pub fn shape(self) -> LaunchShape {
+                match self {
+                    $($(Kernel::$kernel => LaunchShape::$shape,)*)*
+                }
+            }
+        }
+    };
 }
 
+include!("../kernels/table.rs");
+
 impl Module {
-    /// Every module.
-    pub const ALL: [Module; 5] = [
-        Module::Act,
-        Module::Loss,
-        Module::Vecops,
-        Module::Optim,
-        Module::Data,
-    ];
-
-    /// File name in `gpu/kernels/`.
-    pub fn file(self) -> &'static str {
-        match self {
-            Module::Act => "act.cu",
-            Module::Loss => "loss.cu",
-            Module::Vecops => "vecops.cu",
-            Module::Optim => "optim.cu",
-            Module::Data => "data.cu",
-        }
-    }
-
-    /// The file's text.
-    pub fn source(self) -> &'static str {
-        match self {
-            Module::Act => include_str!("../kernels/act.cu"),
-            Module::Loss => include_str!("../kernels/loss.cu"),
-            Module::Vecops => include_str!("../kernels/vecops.cu"),
-            Module::Optim => include_str!("../kernels/optim.cu"),
-            Module::Data => include_str!("../kernels/data.cu"),
-        }
-    }
-
     /// The NVRTC program: common.cuh, then the file (with `#line`
     /// directives so compiler messages name the right file and line).
     pub fn program(self) -> String {
@@ -71,101 +100,24 @@ impl Module {
 
     /// The kernels this module defines.
     pub fn kernels(self) -> impl Iterator<Item = Kernel> {
-        Kernel::ALL.into_iter().filter(move |k| k.module() == self)
+        Kernel::ALL
+            .iter()
+            .copied()
+            .filter(move |k| k.module() == self)
     }
 }
 
-/// A kernel of `gpu/kernels/`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
-pub enum Kernel {
-    BiasAct,
-    ActBackward,
-    RBiasAct,
-    RActBackward,
-    ColSum,
-    LossRows,
-    LossHvp,
-    CountCorrect,
-    Axpy,
-    Waxpy,
-    Scale,
-    DotPartial,
-    ReduceSum,
-    NonFinite,
-    SgdUpdate,
-    CommitStep,
-    GatherRows,
-}
-
 impl Kernel {
-    /// Every kernel, in a fixed order (the index of [`Kernel::index`]).
-    pub const ALL: [Kernel; 17] = [
-        Kernel::BiasAct,
-        Kernel::ActBackward,
-        Kernel::RBiasAct,
-        Kernel::RActBackward,
-        Kernel::ColSum,
-        Kernel::LossRows,
-        Kernel::LossHvp,
-        Kernel::CountCorrect,
-        Kernel::Axpy,
-        Kernel::Waxpy,
-        Kernel::Scale,
-        Kernel::DotPartial,
-        Kernel::ReduceSum,
-        Kernel::NonFinite,
-        Kernel::SgdUpdate,
-        Kernel::CommitStep,
-        Kernel::GatherRows,
-    ];
-
     /// Position in [`Kernel::ALL`].
     pub fn index(self) -> usize {
         self as usize
     }
 
-    /// The `extern "C"` name (the PTX entry).
-    pub fn name(self) -> &'static str {
-        match self {
-            Kernel::BiasAct => "bias_act",
-            Kernel::ActBackward => "act_backward",
-            Kernel::RBiasAct => "r_bias_act",
-            Kernel::RActBackward => "r_act_backward",
-            Kernel::ColSum => "col_sum",
-            Kernel::LossRows => "loss_rows",
-            Kernel::LossHvp => "loss_hvp",
-            Kernel::CountCorrect => "count_correct",
-            Kernel::Axpy => "axpy",
-            Kernel::Waxpy => "waxpy",
-            Kernel::Scale => "scale",
-            Kernel::DotPartial => "dot_partial",
-            Kernel::ReduceSum => "reduce_sum",
-            Kernel::NonFinite => "nonfinite",
-            Kernel::SgdUpdate => "sgd_update",
-            Kernel::CommitStep => "commit_step",
-            Kernel::GatherRows => "gather_rows",
-        }
-    }
-
-    /// The file that defines it.
-    pub fn module(self) -> Module {
-        match self {
-            Kernel::BiasAct
-            | Kernel::ActBackward
-            | Kernel::RBiasAct
-            | Kernel::RActBackward
-            | Kernel::ColSum => Module::Act,
-            Kernel::LossRows | Kernel::LossHvp | Kernel::CountCorrect => Module::Loss,
-            Kernel::Axpy
-            | Kernel::Waxpy
-            | Kernel::Scale
-            | Kernel::DotPartial
-            | Kernel::ReduceSum
-            | Kernel::NonFinite => Module::Vecops,
-            Kernel::SgdUpdate | Kernel::CommitStep => Module::Optim,
-            Kernel::GatherRows => Module::Data,
-        }
+    /// The launch configuration for `size` (the meaning of `size` is the
+    /// shape's, see [`LaunchShape::config`]); `None` when there is nothing
+    /// to launch.
+    pub fn config(self, size: u64) -> Option<Launch> {
+        self.shape().config(size)
     }
 }
 
@@ -190,10 +142,17 @@ pub fn compile(module: Module, arch: &str) -> Result<String, GpuError> {
         return Err(GpuError::MissingLibrary("NVRTC (libnvrtc.so)".into()));
     }
     let opts = cudarc::nvrtc::CompileOptions {
-        // NVRTC's defaults otherwise: no fast math (full-precision expf,
-        // logf, tanhf, divisions and square roots, no flush to zero), so the
-        // elementwise maths matches the CPU's to within a few ulps.
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
+        // No contraction of a*b + c into fused multiply-adds (NVRTC's
+        // default is --fmad=true): the CPU kernel rounds every product, and
+        // the tests run these sources on the CPU with -ffp-contract=off, so
+        // this keeps the device arithmetic the one the tests check. NVRTC's
+        // defaults otherwise: no fast math (full-precision expf, logf, tanhf,
+        // divisions and square roots, no flush to zero).
+        options: vec![
+            format!("--gpu-architecture={arch}"),
+            "--std=c++17".into(),
+            "--fmad=false".into(),
+        ],
         name: Some(module.file().into()),
         ..Default::default()
     };
@@ -207,61 +166,16 @@ pub fn compile(module: Module, arch: &str) -> Result<String, GpuError> {
     Ok(ptx.to_src())
 }
 
-/// A kernel parameter's kind, as the CUDA signature declares it.
-#[cfg(test)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ParamKind {
-    /// Any pointer.
-    Ptr,
-    /// `float`.
-    F32,
-    /// `u32`.
-    U32,
-    /// `int`.
-    I32,
-    /// `u64`.
-    U64,
-}
-
-/// The parameter kinds of `kernel`, parsed from its `.cu` source;
-/// `None` when the source does not define it as expected.
-#[cfg(test)]
-pub(crate) fn signature(kernel: Kernel) -> Option<Vec<ParamKind>> {
-    let src = kernel.module().source();
-    let head = format!("extern \"C\" __global__ void {}(", kernel.name());
-    let start = src.find(&head)? + head.len();
-    let end = start + src[start..].find(')')?;
-    let params = src[start..end].split(',').map(str::trim);
-    let mut kinds = vec![];
-    for p in params {
-        let toks: Vec<&str> = p.split_whitespace().collect();
-        let ty: String = toks[..toks.len().checked_sub(1)?].join(" ");
-        let kind = if ty.ends_with('*') || toks.last()?.starts_with('*') {
-            ParamKind::Ptr
-        } else {
-            match ty.as_str() {
-                "float" | "const float" => ParamKind::F32,
-                "u32" | "const u32" => ParamKind::U32,
-                "int" | "const int" => ParamKind::I32,
-                "u64" | "const u64" => ParamKind::U64,
-                _ => return None,
-            }
-        };
-        kinds.push(kind);
-    }
-    Some(kinds)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_kernel_is_defined_once_in_its_module() {
-        for k in Kernel::ALL {
+        for &k in Kernel::ALL {
             assert_eq!(Kernel::ALL[k.index()], k);
             let head = format!("extern \"C\" __global__ void {}(", k.name());
-            for m in Module::ALL {
+            for &m in Module::ALL {
                 let n = m.source().matches(&head).count();
                 assert_eq!(
                     n,
@@ -271,10 +185,9 @@ mod tests {
                     m.file()
                 );
             }
-            assert!(signature(k).is_some(), "signature of {}", k.name());
         }
         // and no kernel in the sources that Rust does not know
-        for m in Module::ALL {
+        for &m in Module::ALL {
             let defined = m.source().matches("__global__").count();
             assert_eq!(defined, m.kernels().count(), "{}", m.file());
         }
@@ -284,7 +197,7 @@ mod tests {
     fn each_kernel_names_the_rust_it_mirrors() {
         // every kernel but the data-movement/bookkeeping ones documents
         // the fdgr-kernel function it mirrors, right above it
-        for k in Kernel::ALL {
+        for &k in Kernel::ALL {
             let src = k.module().source();
             let at = src.find(&format!("void {}(", k.name())).expect("defined");
             let before = &src[..at];
@@ -300,16 +213,6 @@ mod tests {
                 k.name()
             );
         }
-    }
-
-    #[test]
-    fn signatures_parse() {
-        use ParamKind::*;
-        assert_eq!(
-            signature(Kernel::SgdUpdate).unwrap(),
-            vec![Ptr, Ptr, Ptr, U64, F32, F32, I32, F32, I32, Ptr]
-        );
-        assert_eq!(signature(Kernel::CommitStep).unwrap(), vec![Ptr, U32, U32]);
     }
 
     #[test]

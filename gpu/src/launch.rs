@@ -1,5 +1,7 @@
 //! Launch configurations of the kernels in `gpu/kernels/`: pure arithmetic,
-//! unit-tested on the CPU.
+//! unit-tested on the CPU. Each kernel's [`LaunchShape`] is declared in the
+//! kernel table (`gpu/kernels/table.rs`); the device path and the CPU
+//! execution of the tests both launch with [`LaunchShape::config`].
 
 /// Grid and block of one kernel launch (x, y, z), and dynamic shared memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +27,61 @@ pub const DOT_BLOCKS: u32 = 1024;
 pub const COLSUM_COLS: u32 = 32;
 /// Row groups per block of `col_sum`.
 pub const COLSUM_ROWS: u32 = 8;
+
+/// How a kernel is launched: the block it is written for and how its grid
+/// follows the size of the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaunchShape {
+    /// Grid-stride loop over `size` elements: [`Launch::elementwise`].
+    Elementwise,
+    /// One thread per row, `size` rows: [`Launch::per_row`].
+    PerRow,
+    /// `col_sum` over `size` columns: [`Launch::col_sum`].
+    ColSum,
+    /// `dot_partial` over `size` elements: [`Launch::dot_partial`].
+    DotPartial,
+    /// One block of [`REDUCE_THREADS`], whatever the size: [`Launch::one_block`].
+    OneBlock,
+    /// One thread, whatever the size: [`Launch::single`].
+    Single,
+}
+
+impl LaunchShape {
+    /// The launch for `size`; `None` when there is nothing to do (size 0
+    /// for the sized shapes, or a size beyond the shape's 32-bit limit).
+    pub fn config(self, size: u64) -> Option<Launch> {
+        match self {
+            LaunchShape::Elementwise => Launch::elementwise(size),
+            LaunchShape::PerRow => Launch::per_row(u32::try_from(size).ok()?),
+            LaunchShape::ColSum => Launch::col_sum(u32::try_from(size).ok()?),
+            LaunchShape::DotPartial => Launch::dot_partial(size),
+            LaunchShape::OneBlock => Some(Launch::one_block()),
+            LaunchShape::Single => Some(Launch::single()),
+        }
+    }
+
+    /// The block every launch of this shape has.
+    pub fn block(self) -> (u32, u32, u32) {
+        match self {
+            LaunchShape::Elementwise => (ELEM_THREADS, 1, 1),
+            LaunchShape::PerRow => (ROW_THREADS, 1, 1),
+            LaunchShape::ColSum => (COLSUM_COLS, COLSUM_ROWS, 1),
+            LaunchShape::DotPartial | LaunchShape::OneBlock => (REDUCE_THREADS, 1, 1),
+            LaunchShape::Single => (1, 1, 1),
+        }
+    }
+
+    /// The largest grid (x) of this shape; y and z are always 1.
+    pub fn max_grid(self) -> u32 {
+        match self {
+            LaunchShape::Elementwise => MAX_ELEM_BLOCKS,
+            LaunchShape::PerRow => u32::MAX.div_ceil(ROW_THREADS),
+            LaunchShape::ColSum => u32::MAX.div_ceil(COLSUM_COLS),
+            LaunchShape::DotPartial => DOT_BLOCKS,
+            LaunchShape::OneBlock | LaunchShape::Single => 1,
+        }
+    }
+}
 
 impl Launch {
     /// Elementwise kernel over `n` entries (grid-stride loop inside);
@@ -159,6 +216,29 @@ mod tests {
         assert!(REDUCE_THREADS.is_power_of_two());
         assert_eq!(Launch::one_block().block.0, REDUCE_THREADS);
         assert_eq!(Launch::single().threads(), 1);
+    }
+
+    #[test]
+    fn shapes_give_their_configs() {
+        use LaunchShape::*;
+        for shape in [Elementwise, PerRow, ColSum, DotPartial, OneBlock, Single] {
+            for size in [1u64, 5, 300, 70_000, 1 << 33] {
+                let Some(l) = shape.config(size) else {
+                    // only the 32-bit shapes refuse sizes beyond u32
+                    assert!(matches!(shape, PerRow | ColSum) && size > u32::MAX as u64);
+                    continue;
+                };
+                assert_eq!(l.block, shape.block(), "{shape:?}");
+                assert!(
+                    l.grid.0 >= 1 && l.grid.0 <= shape.max_grid(),
+                    "{shape:?} {size}"
+                );
+                assert_eq!((l.grid.1, l.grid.2), (1, 1));
+            }
+        }
+        assert_eq!(Elementwise.config(0), None);
+        assert_eq!(OneBlock.config(0), Some(Launch::one_block()));
+        assert_eq!(ColSum.config(70), Launch::col_sum(70));
     }
 
     #[test]

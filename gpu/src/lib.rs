@@ -30,6 +30,16 @@
 //!
 //! Without an NVIDIA driver every entry point returns
 //! [`GpuError::NoDriver`] (never panics): check [`probe`] first.
+//!
+//! The CUDA C is the only GPU implementation of each op. The kernels are
+//! declared once, in `gpu/kernels/table.rs` (name, file, launch shape; the
+//! parameters are the `.cu` declaration), which gives [`kernels::Kernel`]
+//! and [`launch::LaunchShape`]. The tests compile the same `.cu` files with
+//! the host C++ compiler against a header that maps the CUDA built-ins onto
+//! the CPU (`gpu/cpu-runtime`, a test-only dependency), launch them as the
+//! device path does, and compare each kernel with the `fdgr_kernel`
+//! function it mirrors, bit for bit where the order of operations is the
+//! same.
 #![deny(missing_docs)]
 
 pub mod check;
@@ -44,6 +54,8 @@ pub mod ops;
 pub mod plan;
 pub mod trainer;
 
+#[cfg(test)]
+mod cuda_c_tests;
 #[cfg(test)]
 mod emu;
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Typed launches of the kernels in `gpu/kernels/`: one function per
-//! kernel, building its arguments in the order of its CUDA signature and
-//! its launch configuration.
+//! kernel, building its arguments in the order of its CUDA signature; the
+//! launch configuration is the one the kernel table gives for the size of
+//! the work ([`Kernel::config`]).
 
 use crate::device::{Arg, DPtr, Device, GemmOp};
 use crate::error::GpuError;
@@ -35,6 +36,21 @@ fn u32_of(what: &str, n: usize) -> Result<u32, GpuError> {
 
 fn opt(p: Option<DPtr>) -> Arg {
     p.map_or(Arg::Null, Arg::Ptr)
+}
+
+/// Launches `k` with the configuration of its table shape for `size`, or
+/// nothing when there is no work; returns the configuration used.
+fn launch<D: Device>(
+    d: &mut D,
+    k: Kernel,
+    size: u64,
+    args: &[Arg],
+) -> Result<Option<Launch>, GpuError> {
+    let Some(cfg) = k.config(size) else {
+        return Ok(None);
+    };
+    d.launch(k, cfg, args)?;
+    Ok(Some(cfg))
 }
 
 /// C ← α·op(A)·op(B) + β·C, row-major.
@@ -75,9 +91,6 @@ pub fn bias_act<D: Device>(
     cols: usize,
     act: Act,
 ) -> R {
-    let Some(cfg) = Launch::elementwise((rows * cols) as u64) else {
-        return Ok(());
-    };
     let args = [
         Arg::Ptr(z),
         Arg::Ptr(bias),
@@ -85,7 +98,7 @@ pub fn bias_act<D: Device>(
         Arg::U32(u32_of("layer width", cols)?),
         Arg::I32(act_code(act)),
     ];
-    d.launch(Kernel::BiasAct, cfg, &args)
+    launch(d, Kernel::BiasAct, (rows * cols) as u64, &args).map(drop)
 }
 
 /// act::act_backward (nothing for the identity, as in the kernel).
@@ -93,16 +106,13 @@ pub fn act_backward<D: Device>(d: &mut D, delta: DPtr, a: DPtr, n: usize, act: A
     if act == Act::Identity {
         return Ok(());
     }
-    let Some(cfg) = Launch::elementwise(n as u64) else {
-        return Ok(());
-    };
     let args = [
         Arg::Ptr(delta),
         Arg::Ptr(a),
         Arg::U64(n as u64),
         Arg::I32(act_code(act)),
     ];
-    d.launch(Kernel::ActBackward, cfg, &args)
+    launch(d, Kernel::ActBackward, n as u64, &args).map(drop)
 }
 
 /// act::bias_add then act::r_act, fused.
@@ -117,9 +127,6 @@ pub fn r_bias_act<D: Device>(
     cols: usize,
     act: Act,
 ) -> R {
-    let Some(cfg) = Launch::elementwise((rows * cols) as u64) else {
-        return Ok(());
-    };
     let args = [
         Arg::Ptr(rz),
         Arg::Ptr(ra),
@@ -129,7 +136,7 @@ pub fn r_bias_act<D: Device>(
         Arg::U32(u32_of("layer width", cols)?),
         Arg::I32(act_code(act)),
     ];
-    d.launch(Kernel::RBiasAct, cfg, &args)
+    launch(d, Kernel::RBiasAct, (rows * cols) as u64, &args).map(drop)
 }
 
 /// act::r_act_backward (nothing for the identity, as in the kernel).
@@ -145,9 +152,6 @@ pub fn r_act_backward<D: Device>(
     if act == Act::Identity {
         return Ok(());
     }
-    let Some(cfg) = Launch::elementwise(n as u64) else {
-        return Ok(());
-    };
     let args = [
         Arg::Ptr(rd),
         Arg::Ptr(rz),
@@ -156,7 +160,7 @@ pub fn r_act_backward<D: Device>(
         Arg::U64(n as u64),
         Arg::I32(act_code(act)),
     ];
-    d.launch(Kernel::RActBackward, cfg, &args)
+    launch(d, Kernel::RActBackward, n as u64, &args).map(drop)
 }
 
 /// act::col_sum: out ← β·out + α·Σ_rows m.
@@ -170,9 +174,6 @@ pub fn col_sum<D: Device>(
     alpha: f32,
     beta: f32,
 ) -> R {
-    let Some(cfg) = Launch::col_sum(u32_of("layer width", cols)?) else {
-        return Ok(());
-    };
     let args = [
         Arg::Ptr(out),
         Arg::Ptr(m),
@@ -181,7 +182,7 @@ pub fn col_sum<D: Device>(
         Arg::F32(alpha),
         Arg::F32(beta),
     ];
-    d.launch(Kernel::ColSum, cfg, &args)
+    launch(d, Kernel::ColSum, cols as u64, &args).map(drop)
 }
 
 /// loss::loss_grad on `rows × k` outputs: per-row terms into `row_loss`,
@@ -202,9 +203,6 @@ pub fn loss<D: Device>(
     loss_out: DPtr,
 ) -> R {
     let rows32 = u32_of("batch", rows)?;
-    let Some(cfg) = Launch::per_row(rows32) else {
-        return Ok(());
-    };
     let args = [
         Arg::I32(loss_code(loss)),
         Arg::Ptr(out),
@@ -214,7 +212,9 @@ pub fn loss<D: Device>(
         opt(delta),
         Arg::Ptr(row_loss),
     ];
-    d.launch(Kernel::LossRows, cfg, &args)?;
+    if launch(d, Kernel::LossRows, rows as u64, &args)?.is_none() {
+        return Ok(());
+    }
     reduce_sum(d, row_loss, rows32, scale, accumulate, loss_out)
 }
 
@@ -243,7 +243,7 @@ pub fn reduce_sum<D: Device>(
         Arg::I32(i32::from(accumulate)),
         Arg::Ptr(out),
     ];
-    d.launch(Kernel::ReduceSum, Launch::one_block(), &args)
+    launch(d, Kernel::ReduceSum, n as u64, &args).map(drop)
 }
 
 /// loss::loss_hvp: h ← H_loss·r on `rows × k` outputs.
@@ -258,9 +258,6 @@ pub fn loss_hvp<D: Device>(
     h: DPtr,
 ) -> R {
     let rows32 = u32_of("batch", rows)?;
-    let Some(cfg) = Launch::per_row(rows32) else {
-        return Ok(());
-    };
     let args = [
         Arg::I32(loss_code(loss)),
         Arg::Ptr(out),
@@ -269,7 +266,7 @@ pub fn loss_hvp<D: Device>(
         Arg::Ptr(r),
         Arg::Ptr(h),
     ];
-    d.launch(Kernel::LossHvp, cfg, &args)
+    launch(d, Kernel::LossHvp, rows as u64, &args).map(drop)
 }
 
 /// mlp::correct: `*count += #rows whose arg-max is the label`.
@@ -282,9 +279,6 @@ pub fn count_correct<D: Device>(
     count: DPtr,
 ) -> R {
     let rows32 = u32_of("batch", rows)?;
-    let Some(cfg) = Launch::per_row(rows32) else {
-        return Ok(());
-    };
     let args = [
         Arg::Ptr(out),
         Arg::Ptr(labels),
@@ -292,37 +286,25 @@ pub fn count_correct<D: Device>(
         Arg::U32(u32_of("outputs", k)?),
         Arg::Ptr(count),
     ];
-    d.launch(Kernel::CountCorrect, cfg, &args)
+    launch(d, Kernel::CountCorrect, rows as u64, &args).map(drop)
 }
 
 /// vecops::axpy.
 pub fn axpy<D: Device>(d: &mut D, y: DPtr, a: f32, x: DPtr, n: usize) -> R {
-    let Some(cfg) = Launch::elementwise(n as u64) else {
-        return Ok(());
-    };
-    d.launch(
-        Kernel::Axpy,
-        cfg,
-        &[Arg::Ptr(y), Arg::F32(a), Arg::Ptr(x), Arg::U64(n as u64)],
-    )
+    let args = [Arg::Ptr(y), Arg::F32(a), Arg::Ptr(x), Arg::U64(n as u64)];
+    launch(d, Kernel::Axpy, n as u64, &args).map(drop)
 }
 
 /// vecops::waxpy.
 pub fn waxpy<D: Device>(d: &mut D, w: DPtr, x: DPtr, a: f32, y: DPtr, n: usize) -> R {
-    let Some(cfg) = Launch::elementwise(n as u64) else {
-        return Ok(());
-    };
-    d.launch(
-        Kernel::Waxpy,
-        cfg,
-        &[
-            Arg::Ptr(w),
-            Arg::Ptr(x),
-            Arg::F32(a),
-            Arg::Ptr(y),
-            Arg::U64(n as u64),
-        ],
-    )
+    let args = [
+        Arg::Ptr(w),
+        Arg::Ptr(x),
+        Arg::F32(a),
+        Arg::Ptr(y),
+        Arg::U64(n as u64),
+    ];
+    launch(d, Kernel::Waxpy, n as u64, &args).map(drop)
 }
 
 /// vecops::scale (a = 1 leaves x untouched, as in the kernel).
@@ -330,45 +312,29 @@ pub fn scale<D: Device>(d: &mut D, x: DPtr, a: f32, n: usize) -> R {
     if a == 1.0 {
         return Ok(());
     }
-    let Some(cfg) = Launch::elementwise(n as u64) else {
-        return Ok(());
-    };
-    d.launch(
-        Kernel::Scale,
-        cfg,
-        &[Arg::Ptr(x), Arg::F32(a), Arg::U64(n as u64)],
-    )
+    let args = [Arg::Ptr(x), Arg::F32(a), Arg::U64(n as u64)];
+    launch(d, Kernel::Scale, n as u64, &args).map(drop)
 }
 
 /// vecops::dot into `*out`, using `partials` (launch::DOT_BLOCKS scalars).
 pub fn dot<D: Device>(d: &mut D, x: DPtr, y: DPtr, n: usize, partials: DPtr, out: DPtr) -> R {
-    let Some(cfg) = Launch::dot_partial(n as u64) else {
-        // empty vectors: dot = 0
-        return reduce_sum(d, partials, 0, 1.0, false, out);
-    };
-    d.launch(
-        Kernel::DotPartial,
-        cfg,
-        &[
-            Arg::Ptr(x),
-            Arg::Ptr(y),
-            Arg::U64(n as u64),
-            Arg::Ptr(partials),
-        ],
-    )?;
-    reduce_sum(d, partials, cfg.grid.0, 1.0, false, out)
+    let args = [
+        Arg::Ptr(x),
+        Arg::Ptr(y),
+        Arg::U64(n as u64),
+        Arg::Ptr(partials),
+    ];
+    // empty vectors: no partial sums, dot = 0
+    let blocks = launch(d, Kernel::DotPartial, n as u64, &args)?.map_or(0, |c| c.grid.0);
+    reduce_sum(d, partials, blocks, 1.0, false, out)
 }
 
 /// Sets `*flag = 1` if x (or `*scalar`) has a non-finite entry; `*flag`
 /// must be 0 before.
 pub fn nonfinite<D: Device>(d: &mut D, x: DPtr, n: usize, scalar: Option<DPtr>, flag: DPtr) -> R {
+    let args = [Arg::Ptr(x), Arg::U64(n as u64), opt(scalar), Arg::Ptr(flag)];
     // at least one thread, for the scalar
-    let cfg = Launch::elementwise((n as u64).max(1)).unwrap_or(Launch::single());
-    d.launch(
-        Kernel::NonFinite,
-        cfg,
-        &[Arg::Ptr(x), Arg::U64(n as u64), opt(scalar), Arg::Ptr(flag)],
-    )
+    launch(d, Kernel::NonFinite, (n as u64).max(1), &args).map(drop)
 }
 
 /// optim::sgd_elem over the vectors; skipped when `skip` flags are set.
@@ -382,9 +348,6 @@ pub fn sgd_update<D: Device>(
     h: &SgdElem<f32>,
     skip: Option<DPtr>,
 ) -> R {
-    let Some(cfg) = Launch::elementwise(n as u64) else {
-        return Ok(());
-    };
     let args = [
         Arg::Ptr(theta),
         Arg::Ptr(dir),
@@ -397,20 +360,17 @@ pub fn sgd_update<D: Device>(
         Arg::I32(i32::from(h.first)),
         opt(skip),
     ];
-    d.launch(Kernel::SgdUpdate, cfg, &args)
+    launch(d, Kernel::SgdUpdate, n as u64, &args).map(drop)
 }
 
 /// The deferred-step bookkeeping (optim.cu: commit_step).
 pub fn commit_step<D: Device>(d: &mut D, flags: DPtr, step: u64) -> R {
-    d.launch(
-        Kernel::CommitStep,
-        Launch::single(),
-        &[
-            Arg::Ptr(flags),
-            Arg::U32(step as u32),
-            Arg::U32((step >> 32) as u32),
-        ],
-    )
+    let args = [
+        Arg::Ptr(flags),
+        Arg::U32(step as u32),
+        Arg::U32((step >> 32) as u32),
+    ];
+    launch(d, Kernel::CommitStep, 1, &args).map(drop)
 }
 
 /// Gathers rows `idx` of the resident data into the batch buffers.
@@ -425,9 +385,6 @@ pub fn gather_rows<D: Device>(
     xb: DPtr,
     yb: DPtr,
 ) -> R {
-    let Some(cfg) = Launch::elementwise((rows * n0) as u64) else {
-        return Ok(());
-    };
     let args = [
         Arg::Ptr(x),
         Arg::Ptr(labels),
@@ -437,5 +394,5 @@ pub fn gather_rows<D: Device>(
         Arg::Ptr(xb),
         Arg::Ptr(yb),
     ];
-    d.launch(Kernel::GatherRows, cfg, &args)
+    launch(d, Kernel::GatherRows, (rows * n0) as u64, &args).map(drop)
 }

@@ -1,10 +1,15 @@
-//! The host-side orchestration, run on the CPU emulator of `emu.rs`
-//! against the CPU kernel. What this proves: the objective issues the
-//! right products (offsets, transposes, α/β) and the right kernel
-//! launches (arguments checked against the CUDA signatures) in the right
-//! order, and the trainer's batching, deferred steps and rejection logic
-//! work. What it does not prove: that the CUDA C computes what its Rust
-//! transcription in emu.rs computes (that needs a GPU: gpu/check.sh).
+//! The whole device path — the host-side orchestration and the CUDA C it
+//! launches — on the emulator of `emu.rs`, against the CPU kernel. The
+//! kernels run here are the `.cu` files themselves, compiled for the CPU
+//! (gpu/cpu-runtime) and launched with the grids and blocks the device
+//! uses. What this proves: the objective issues the right products
+//! (offsets, transposes, α/β) and the right kernel launches (arguments
+//! checked against the compiled CUDA signatures) in the right order, the
+//! CUDA C computes what the kernel computes, and the trainer's batching,
+//! deferred steps and rejection logic work. What it does not prove: how
+//! the GPU's own expf/logf/tanhf and cuBLAS round, and that the code runs
+//! on a GPU at all (that needs a GPU: gpu/check.sh). Each kernel alone is
+//! compared with the Rust it mirrors in `cuda_c_tests.rs`.
 
 use fdgr_kernel::{
     init_mlp, Act, Buffers, Loss, Method, Mlp, Objective, Rng, Serial, Sgd, SgdState, Shape,
@@ -14,7 +19,7 @@ use fdgr_kernel::{
 use crate::check::{
     crosscheck_methods, crosscheck_on, max_rel_diff, synthetic_data, CrossCheckConfig,
 };
-use crate::emu::Emu;
+use crate::emu::{Emu, Fault};
 use crate::error::GpuError;
 use crate::objective::DeviceMlp;
 use crate::plan;
@@ -93,10 +98,7 @@ fn every_method_matches_cpu_kernel() {
 fn crosscheck_detects_a_bug() {
     let s = shape(&[6, 8, 3], Act::Relu, Loss::SoftmaxCe);
     let c = cfg(4, 3, Sgd::plain());
-    let faulty = || Emu {
-        fault_colsum_beta: true,
-        ..Emu::new()
-    };
+    let faulty = || Emu::with_fault(Fault::ColSumBetaZero);
     assert!(crosscheck_on(faulty(), s, &Method::Sgd, &c).unwrap().passed);
     let r = crosscheck_on(
         faulty(),

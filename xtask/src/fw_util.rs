@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use fdgr_kernel::finetune::{trained_shape, Memory, Mode};
 use fdgr_kernel::{export, stream, Method};
 
-use crate::util::{have, root};
+use crate::util::root;
 
 /// The fine-tuning configuration the firmware is built with: the very
 /// file the firmware compiles, so the replay uses the same numbers.
@@ -28,52 +28,14 @@ pub fn out_dir() -> PathBuf {
     fw_dir().join("target").join("xtask")
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// Makes sure `qemu-system-arm` is on PATH: installs it with apt-get when
 /// missing and running as root, fails otherwise (never skips).
 pub fn ensure_qemu() -> Result<(), String> {
-    if have("qemu-system-arm") {
-        return Ok(());
-    }
-    if !is_root() || !have("apt-get") {
-        return Err(
-            "qemu-system-arm not found, and it cannot be installed here (needs root and \
-             apt-get). Install it (Debian/Ubuntu: `apt-get install qemu-system-arm`): the \
-             firmware cross-check does not skip"
-                .into(),
-        );
-    }
-    println!("qemu-system-arm not found: installing it with apt-get");
-    for args in [
-        &["update"][..],
-        &[
-            "install",
-            "-y",
-            "--no-install-recommends",
-            "qemu-system-arm",
-        ][..],
-    ] {
-        let st = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map_err(|e| format!("apt-get: {e}"))?;
-        if !st.success() {
-            return Err(format!("apt-get {} failed ({st})", args.join(" ")));
-        }
-    }
-    if have("qemu-system-arm") {
-        Ok(())
-    } else {
-        Err("apt-get installed qemu-system-arm, but it is still not on PATH".into())
-    }
+    crate::util::ensure_apt(
+        "qemu-system-arm",
+        "qemu-system-arm",
+        "the firmware cross-check does not skip",
+    )
 }
 
 /// `qemu-system-arm --version` as (major, minor).

@@ -1,13 +1,17 @@
 //! `cargo xtask test`: everything CI checks, in one command.
 //!
-//! Installs what the checks need where it can (rustup targets, QEMU via
-//! apt, the NVRTC wheel via pip), then runs: rustfmt, clippy -D warnings,
-//! rustdoc -D warnings, all workspace tests, the kernel's no_std builds for
-//! Cortex-M4F and Cortex-M0+, the firmware builds and the QEMU cross-check,
-//! and the NVRTC compilation of every CUDA kernel.
+//! Installs what the checks need where it can (rustup targets, a C++
+//! compiler and QEMU via apt, the NVRTC wheel via pip), then runs:
+//! rustfmt, clippy -D warnings, rustdoc -D warnings, all workspace tests
+//! (among them the CUDA kernels compiled for and run on the CPU against the
+//! CPU kernel), the kernel's no_std builds for Cortex-M4F and Cortex-M0+,
+//! the firmware builds and the QEMU cross-check, and the NVRTC compilation
+//! of every CUDA kernel. `cargo xtask mutants` (not part of `test`) breaks
+//! one line of each CUDA source in turn and checks that a test fails.
 
 mod firmware;
 mod fw_util;
+mod mutants;
 mod nvrtc;
 mod util;
 
@@ -21,13 +25,16 @@ fn main() -> ExitCode {
         "test" => test(&args[1..]),
         "firmware" => firmware::check(),
         "nvrtc" => nvrtc::check(),
+        "mutants" => mutants::check(args.get(1).map(String::as_str)),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test       fmt, clippy, docs, all tests, thumb builds, QEMU cross-check, NVRTC\n  \
                  firmware   build the firmware examples and run the QEMU cross-check only\n  \
-                 nvrtc      compile every CUDA kernel to PTX with NVRTC only"
+                 nvrtc      compile every CUDA kernel to PTX with NVRTC only\n  \
+                 mutants    break one line of each CUDA source in turn; the GPU tests must fail\n             \
+                 (`mutants FILTER`: only those whose file or description contains FILTER)"
             );
             return if cmd == "help" {
                 ExitCode::SUCCESS
@@ -51,6 +58,7 @@ fn test(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     let mut steps: Vec<Step> = vec![];
     util::ensure_targets(&THUMB)?;
+    util::ensure_cxx()?;
     steps.push(run("rustfmt", cargo(&["fmt", "--all", "--check"]))?);
     steps.push(run(
         "clippy -D warnings",

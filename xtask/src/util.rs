@@ -73,3 +73,64 @@ pub fn ensure_targets(targets: &[&str]) -> Result<(), String> {
     c.args(["target", "add"]).args(&missing);
     run(&format!("rustup target add {}", missing.join(" ")), c).map(|_| ())
 }
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Makes sure `prog` is on PATH: installs the Debian package `package`
+/// with apt-get when it is missing and we run as root; fails otherwise
+/// (never skips; `why` says what needs it).
+pub fn ensure_apt(prog: &str, package: &str, why: &str) -> Result<(), String> {
+    if have(prog) {
+        return Ok(());
+    }
+    if !is_root() || !have("apt-get") {
+        return Err(format!(
+            "{prog} not found, and it cannot be installed here (needs root and apt-get). \
+             Install it (Debian/Ubuntu: `apt-get install {package}`): {why}"
+        ));
+    }
+    println!("{prog} not found: installing {package} with apt-get");
+    for args in [
+        &["update"][..],
+        &["install", "-y", "--no-install-recommends", package][..],
+    ] {
+        let st = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("apt-get: {e}"))?;
+        if !st.success() {
+            return Err(format!("apt-get {} failed ({st})", args.join(" ")));
+        }
+    }
+    if have(prog) {
+        Ok(())
+    } else {
+        Err(format!(
+            "apt-get installed {package}, but {prog} is still not on PATH"
+        ))
+    }
+}
+
+/// Makes sure the C++ compiler that the `cc` crate calls (`$CXX`, else
+/// `c++`) is there: the GPU tests compile the CUDA sources with it.
+pub fn ensure_cxx() -> Result<(), String> {
+    let why = "the GPU tests compile the CUDA kernels with the host C++ compiler (gpu/cpu-runtime)";
+    match std::env::var("CXX") {
+        Ok(cxx) if !cxx.trim().is_empty() => {
+            let prog = cxx.split_whitespace().next().unwrap_or_default();
+            if have(prog) {
+                Ok(())
+            } else {
+                Err(format!("CXX={cxx} is not on PATH: {why}"))
+            }
+        }
+        _ => ensure_apt("c++", "g++", why),
+    }
+}

@@ -360,7 +360,7 @@ fn read_state(st: &SafeTensors<'_>, arch: &Arch, name: &str) -> Result<(Vec<f32>
 }
 
 /// Writes what `fdgr eval --dump` evaluated: `x` [N, C, H, W] (f32),
-/// `y` [N] (I64), `logits` [N, K] (f32), with the network's metadata.
+/// `y` \[N\] (I64), `logits` \[N, K\] (f32), with the network's metadata.
 pub fn save_eval_dump(
     path: &Path,
     arch: &Arch,

@@ -2,12 +2,11 @@
 //! resume after `kill -9` (bit-exact), divergence handling, eval and export.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fdgr"))
-}
+mod common;
+
+use common::{assert_rejected, run, stderr};
 
 fn corpus(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -15,36 +14,6 @@ fn corpus(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("fdgr runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-/// Exit code 2, exactly one `error:` line mentioning every `needles`, and no panic.
-fn assert_rejected(args: &[&str], needles: &[&str]) {
-    let o = run(args);
-    let err = stderr(&o);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{args:?}: expected exit 2, got {:?}; stderr:\n{err}",
-        o.status
-    );
-    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(lines.len(), 1, "{args:?}: expected one error line:\n{err}");
-    for n in needles {
-        assert!(
-            lines[0].contains(n),
-            "{args:?}: '{n}' missing from: {}",
-            lines[0]
-        );
-    }
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -376,71 +345,7 @@ fn resume_after_kill_is_bit_exact() {
         .chain([out.display().to_string()])
         .collect()
     };
-    let clean = tmp("resume-clean");
-    let o = bin().args(args(&clean)).output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let want = std::fs::read(clean.join("model.safetensors")).unwrap();
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(clean.join("summary.json")).unwrap()).unwrap();
-    let total = summary["seconds"].as_f64().unwrap();
-
-    let dir = tmp("resume-killed");
-    let mut kills = 0;
-    let mut rng = fdgr_kernel::Rng::new(42);
-    for attempt in 0..60 {
-        let resume = dir.join("checkpoint.safetensors").exists();
-        let mut cmd = bin();
-        if resume {
-            cmd.args(["train", "--resume", &dir.display().to_string(), "--quiet"]);
-        } else {
-            cmd.args(args(&dir));
-        }
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // kill somewhere within roughly one run's duration
-        let wait = Duration::from_secs_f64(0.05 + rng.uniform() * total * 0.6);
-        std::thread::sleep(wait);
-        match child.try_wait().unwrap() {
-            Some(status) => {
-                assert!(status.success(), "attempt {attempt} failed");
-                break;
-            }
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-                // whatever is on disk must be a complete checkpoint
-                if dir.join("checkpoint.safetensors").exists() {
-                    fdgr::checkpoint::load_checkpoint(&dir)
-                        .expect("checkpoint intact after kill -9");
-                }
-            }
-        }
-    }
-    assert!(
-        kills >= 2,
-        "the test must actually interrupt the run ({kills} kills)"
-    );
-    let got = std::fs::read(dir.join("model.safetensors")).unwrap();
-    assert!(
-        got == want,
-        "resumed run differs from the uninterrupted one after {kills} kills"
-    );
-    let m1 = std::fs::read_to_string(clean.join("metrics.jsonl")).unwrap();
-    let m2 = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-    let strip = |s: &str| -> Vec<serde_json::Value> {
-        s.lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v.as_object_mut().unwrap().remove("seconds");
-                v
-            })
-            .collect()
-    };
-    assert_eq!(strip(&m1), strip(&m2), "metrics (timings aside) must match");
+    common::kill_resume_is_bit_exact(&args, &tmp("resume-clean"), &tmp("resume-killed"));
 }
 
 #[test]

@@ -147,3 +147,167 @@ pub fn cifar100_tar(train: &[u8], test: &[u8]) -> Vec<u8> {
         ("cifar-100-binary/train.bin", train),
     ])
 }
+
+/// The `fdgr` binary under test.
+pub fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fdgr"))
+}
+
+/// Runs `fdgr` with `args`.
+pub fn run(args: &[&str]) -> std::process::Output {
+    bin().args(args).output().expect("fdgr runs")
+}
+
+/// Standard error as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Exit code 2, exactly one `error:` line mentioning every `needles`, and
+/// no panic.
+pub fn assert_rejected(args: &[&str], needles: &[&str]) {
+    let o = run(args);
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{args:?}: expected exit 2; stderr:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: expected one error line:\n{err}");
+    for n in needles {
+        assert!(
+            lines[0].contains(n),
+            "{args:?}: '{n}' missing from: {}",
+            lines[0]
+        );
+    }
+}
+
+/// Runs `args(out)` to completion in `clean`, then again in `killed`
+/// under `kill -9` at random moments followed by `--resume`, until it
+/// completes. Asserts that it was interrupted at least twice, that every
+/// checkpoint left on disk reads, and that the final `model.safetensors`
+/// and the metrics (timings aside) equal the uninterrupted run's.
+pub fn kill_resume_is_bit_exact(args: &dyn Fn(&Path) -> Vec<String>, clean: &Path, killed: &Path) {
+    use std::process::Stdio;
+    use std::time::Duration;
+    let o = bin().args(args(clean)).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = std::fs::read(clean.join("model.safetensors")).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(clean.join("summary.json")).unwrap()).unwrap();
+    let total = summary["seconds"].as_f64().unwrap();
+    let mut kills = 0;
+    let mut rng = fdgr_kernel::Rng::new(42);
+    for attempt in 0..60 {
+        let resume = killed.join("checkpoint.safetensors").exists();
+        let mut cmd = bin();
+        if resume {
+            cmd.args([
+                "train",
+                "--resume",
+                &killed.display().to_string(),
+                "--quiet",
+            ]);
+        } else {
+            cmd.args(args(killed));
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let wait = Duration::from_secs_f64(0.05 + rng.uniform() * total * 0.6);
+        std::thread::sleep(wait);
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                assert!(status.success(), "attempt {attempt} failed");
+                break;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                if killed.join("checkpoint.safetensors").exists() {
+                    fdgr::checkpoint::load_checkpoint(killed)
+                        .expect("checkpoint intact after kill -9");
+                }
+            }
+        }
+    }
+    assert!(
+        kills >= 2,
+        "the test must actually interrupt the run ({kills} kills)"
+    );
+    let got = std::fs::read(killed.join("model.safetensors")).unwrap();
+    assert!(
+        got == want,
+        "resumed run differs from the uninterrupted one after {kills} kills"
+    );
+    let strip = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("seconds");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(
+        strip(clean),
+        strip(killed),
+        "metrics (timings aside) must match"
+    );
+}
+
+/// A learnable CIFAR-format image of class `label` (0..10): a bright
+/// square whose position and colour depend on the class, on a noisy
+/// background drawn from `seed` (synthetic, for tests only).
+pub fn cifar_class_pixels(label: u8, seed: u64) -> Vec<u8> {
+    let mut r = fdgr_kernel::Rng::new(seed);
+    let mut px: Vec<u8> = (0..3072).map(|_| (r.below(64) + 32) as u8).collect();
+    let (cy, cx) = (4 + 6 * (label as usize % 4), 4 + 8 * (label as usize / 4));
+    for c in 0..3 {
+        let v = if (label as usize + c) % 3 == 0 {
+            250
+        } else {
+            150
+        };
+        for y in cy..cy + 8 {
+            for x in cx..(cx + 8).min(32) {
+                px[c * 1024 + y * 32 + x] = v;
+            }
+        }
+    }
+    px
+}
+
+/// A CIFAR-10 directory (`data_batch_1..5.bin`, `test_batch.bin`) of
+/// `per_batch` synthetic images per batch file, labels cycling 0..10.
+pub fn cifar10_dir(name: &str, per_batch: usize) -> PathBuf {
+    let d = dir(name);
+    let files = [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ];
+    for (f, file) in files.iter().enumerate() {
+        let mut b = vec![];
+        for i in 0..per_batch {
+            let label = (i % 10) as u8;
+            b.extend(cifar10_record(
+                label,
+                &cifar_class_pixels(label, (f * 1000 + i) as u64),
+            ));
+        }
+        write(&d.join(file), &b);
+    }
+    d
+}

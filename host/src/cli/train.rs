@@ -19,6 +19,11 @@ use std::path::{Path, PathBuf};
         fdgr train --method db --gamma 0.01 --epochs 10 --out runs/db\n  \
         fdgr train --data digits --model 64-32-10 --act tanh --method fgr --gamma 0.05 --eps 0.1\n  \
         fdgr train --data csv:my.csv.gz --model 20-64-3 --normalize standard\n  \
+        fdgr train --data mnist5k --model lenet5 --epochs 10\n  \
+        fdgr train --data mnist5k --augment crop --augment-pad 2 --lr 0.05 \\\n      \
+        --model conv:16:5:p2,relu,maxpool:2,conv:32:5:p2,relu,maxpool:2,flatten,linear:128,relu,linear\n  \
+        fdgr train --data cifar10:cifar-10-binary.tar.gz --normalize channel --augment crop-flip \\\n      \
+        --model resnet20 --epochs 200 --gamma 0.01 --eps 0.1\n  \
         fdgr train --resume runs/db          # continue after an interruption, bit-exactly"
     )
 )]

@@ -31,8 +31,8 @@ kernel_table! {
         ReduceSum = reduce_sum: OneBlock,
         NonFinite = nonfinite: Elementwise,
     }
-    "optim.cu" as Optim: "the fused SGD update and deferred-step bookkeeping" {
-        SgdUpdate = sgd_update: Elementwise,
+    "optim.cu" as Optim: "the fused optimizer update (SGD, Adam, AdamW) and deferred-step bookkeeping" {
+        OptUpdate = opt_update: Elementwise,
         CommitStep = commit_step: Single,
     }
     "data.cu" as Data: "mini-batch gather from the resident data set" {

@@ -217,9 +217,10 @@ fn crosscheck_impl<D: Device>(
         let bufs = fdgr_kernel::Buffers {
             theta: &mut th[..],
             dir: &mut dir[..],
-            momentum: Some(&mut mom[..]),
+            state: [Some(&mut mom[..]), None],
             point: Some(&mut pt[..]),
             point2: Some(&mut pt2[..]),
+            correction: None,
         };
         cpu_losses.push(fdgr_kernel::step(
             &mut cpu, method, &cfg.opt, &mut st, cfg.lr, bufs,

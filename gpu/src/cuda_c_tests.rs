@@ -21,7 +21,7 @@
 //!   |fl(Σ) − Σ| of each. Reported as a fraction of that bound, with the
 //!   relative difference.
 
-use fdgr_kernel::optim::{sgd_slices, SgdElem};
+use fdgr_kernel::optim::{update_slices, Adam, OptElem, Optim, Rule};
 use fdgr_kernel::{act, loss, mlp, vecops, Act, Loss, Rng, Targets};
 
 use crate::emu::Emu;
@@ -555,38 +555,74 @@ fn check_nonfinite(e: &mut Emu, out: &mut Vec<Cmp>) {
     out.push(c);
 }
 
-fn check_sgd_update(e: &mut Emu, out: &mut Vec<Cmp>) {
+fn check_opt_update(e: &mut Emu, out: &mut Vec<Cmp>) {
     let n = 1200;
     let theta = rand(n, 46, -1.0, 1.0);
     let d = rand(n, 47, -1.0, 1.0);
     let v0 = rand(n, 48, -1.0, 1.0);
-    let mut c = Cmp::ulp(Kernel::SgdUpdate, "all options, skip flags", 0.0);
+    let sq0 = rand(n, 49, 0.0, 0.5);
+    let mut c = Cmp::ulp(
+        Kernel::OptUpdate,
+        "SGD (all options), Adam, AdamW, skip flags",
+        0.0,
+    );
+    let skips = [None, Some([0u32, 0]), Some([1, 0]), Some([0, 1])];
+    let mut cases: Vec<(OptElem<f32>, bool)> = vec![];
     for (momentum, nesterov) in [(0.0f32, false), (0.9, false), (0.9, true)] {
         for weight_decay in [0.0f32, 1e-4] {
             for first in [true, false] {
                 for with_v in [false, true] {
-                    for skip in [None, Some([0u32, 0]), Some([1, 0]), Some([0, 1])] {
-                        let h = SgdElem {
-                            lr: 0.1,
-                            momentum,
-                            nesterov,
-                            weight_decay,
-                            first,
-                        };
-                        let (tp, dp) = (e.put(&theta), e.put(&d));
-                        let vp = with_v.then(|| e.put(&v0));
-                        let sp = skip.map(|s| e.put_u32(&s));
-                        ops::sgd_update(e, tp, dp, vp, n, &h, sp).unwrap();
-                        let (mut wt, mut wv) = (theta.clone(), v0.clone());
-                        if skip.is_none_or(|s| s == [0, 0]) {
-                            sgd_slices(&mut wt, &d, with_v.then_some(&mut wv[..]), &h);
-                        }
-                        c.ulps(&e.get(tp, n), &wt);
-                        if let Some(vp) = vp {
-                            c.ulps(&e.get(vp, n), &wv);
-                        }
-                    }
+                    let h = OptElem {
+                        lr: 0.1,
+                        momentum,
+                        nesterov,
+                        weight_decay,
+                        first,
+                        ..OptElem::none()
+                    };
+                    cases.push((h, with_v));
                 }
+            }
+        }
+    }
+    for decoupled in [false, true] {
+        for weight_decay in [0.0f32, 0.01] {
+            for (beta1, steps) in [(0.9f32, 0u64), (0.9, 7), (0.3, 2), (0.0, 1)] {
+                let a = Adam {
+                    beta1,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay,
+                    decoupled,
+                };
+                cases.push((a.rule_elem(0.01, steps), true));
+            }
+        }
+    }
+    for (h, with_state) in cases {
+        let adam = h.rule != Rule::Sgd;
+        for skip in skips {
+            let (tp, dp) = (e.put(&theta), e.put(&d));
+            let p0 = with_state.then(|| e.put(&v0));
+            let p1 = (with_state && adam).then(|| e.put(&sq0));
+            let sp = skip.map(|s| e.put_u32(&s));
+            ops::opt_update(e, tp, dp, p0, p1, n, &h, sp).unwrap();
+            let (mut wt, mut w0, mut w1) = (theta.clone(), v0.clone(), sq0.clone());
+            if skip.is_none_or(|s| s == [0, 0]) {
+                update_slices(
+                    &mut wt,
+                    &d,
+                    with_state.then_some(&mut w0[..]),
+                    (with_state && adam).then_some(&mut w1[..]),
+                    &h,
+                );
+            }
+            c.ulps(&e.get(tp, n), &wt);
+            if let Some(p0) = p0 {
+                c.ulps(&e.get(p0, n), &w0);
+            }
+            if let Some(p1) = p1 {
+                c.ulps(&e.get(p1, n), &w1);
             }
         }
     }
@@ -646,7 +682,7 @@ const CHECKS: [Check; 15] = [
     check_dot,
     check_reduce_sum,
     check_nonfinite,
-    check_sgd_update,
+    check_opt_update,
     check_commit_step,
     check_gather_rows,
 ];
@@ -712,8 +748,8 @@ fn nonfinite_matches_kernel() {
 }
 
 #[test]
-fn sgd_update_matches_kernel() {
-    run(check_sgd_update);
+fn opt_update_matches_kernel() {
+    run(check_opt_update);
 }
 
 #[test]

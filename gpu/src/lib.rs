@@ -67,7 +67,7 @@ pub use error::GpuError;
 pub use objective::DeviceMlp;
 pub use trainer::Trainer;
 
-use fdgr_kernel::{Method, Sgd, SgdState, Shape};
+use fdgr_kernel::{Method, Optim, SgdState, Shape};
 
 /// The GPU objective: [`DeviceMlp`] on [`Cuda`].
 pub type GpuMlp = DeviceMlp<Cuda>;
@@ -108,7 +108,7 @@ impl GpuTrainer {
         shape: Shape,
         max_batch: usize,
         method: &Method<f32>,
-        opt: &Sgd<f32>,
+        opt: &(impl Optim<f32> + ?Sized),
         options: GpuOptions,
     ) -> Result<Self, GpuError> {
         let dev = Cuda::new(0, &options, max_batch)?;
@@ -155,20 +155,16 @@ impl GpuTrainer {
         self.run(|t| t.set_data(x, labels))
     }
 
-    /// Uploads θ (P values, the kernel's layout) and the momentum buffer
-    /// (`None`: zeros).
-    pub fn set_params(&mut self, theta: &[f32], momentum: Option<&[f32]>) -> Result<(), GpuError> {
-        self.run(|t| t.set_params(theta, momentum))
+    /// Uploads θ (P values, the kernel's layout) and the optimizer's
+    /// state vectors, one after the other (`None`: zeros).
+    pub fn set_params(&mut self, theta: &[f32], state: Option<&[f32]>) -> Result<(), GpuError> {
+        self.run(|t| t.set_params(theta, state))
     }
 
     /// Downloads θ and the momentum buffer (zeros if the optimizer has
     /// none). Waits for queued steps.
-    pub fn params(
-        &mut self,
-        theta: &mut [f32],
-        momentum: Option<&mut [f32]>,
-    ) -> Result<(), GpuError> {
-        self.run(|t| t.params(theta, momentum))
+    pub fn params(&mut self, theta: &mut [f32], state: Option<&mut [f32]>) -> Result<(), GpuError> {
+        self.run(|t| t.params(theta, state))
     }
 
     /// One training step on the samples `indices` of the resident data
@@ -180,7 +176,7 @@ impl GpuTrainer {
         &mut self,
         indices: &[u32],
         method: &Method<f32>,
-        opt: &Sgd<f32>,
+        opt: &(impl Optim<f32> + ?Sized),
         state: &mut SgdState,
         lr: f32,
     ) -> Result<f32, GpuError> {
@@ -195,7 +191,7 @@ impl GpuTrainer {
         &mut self,
         indices: &[u32],
         method: &Method<f32>,
-        opt: &Sgd<f32>,
+        opt: &(impl Optim<f32> + ?Sized),
         state: &mut SgdState,
         lr: f32,
     ) -> Result<(), GpuError> {

@@ -18,7 +18,7 @@ use crate::device::{DPtr, Device};
 use crate::error::GpuError;
 use crate::ops;
 use crate::plan::{flags, ScalarPlan, WsPlan};
-use fdgr_kernel::optim::SgdElem;
+use fdgr_kernel::optim::OptElem;
 use fdgr_kernel::{Error, Objective, Shape, VecSpace};
 
 /// What a device error turns into at the `fdgr_kernel` interface; the
@@ -530,17 +530,19 @@ impl<D: Device> VecSpace<f32> for DeviceMlp<D> {
         }
     }
 
-    fn sgd_update(
+    fn opt_update(
         &mut self,
         theta: &mut D::Buf,
         d: &D::Buf,
-        momentum: Option<&mut D::Buf>,
-        h: &SgdElem<f32>,
+        s0: Option<&mut D::Buf>,
+        s1: Option<&mut D::Buf>,
+        h: &OptElem<f32>,
     ) {
         let n = self.dev.len(theta).min(self.dev.len(d));
         let (tp, dp) = (self.dev.ptr(theta), self.dev.ptr(d));
-        let vp = momentum.map(|v| self.dev.ptr(v));
-        let r = ops::sgd_update(&mut self.dev, tp, dp, vp, n, h, None);
+        let p0 = s0.map(|v| self.dev.ptr(v));
+        let p1 = s1.map(|v| self.dev.ptr(v));
+        let r = ops::opt_update(&mut self.dev, tp, dp, p0, p1, n, h, None);
         self.note(r);
     }
 }

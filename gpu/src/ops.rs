@@ -7,7 +7,7 @@ use crate::device::{Arg, DPtr, Device, GemmOp};
 use crate::error::GpuError;
 use crate::kernels::Kernel;
 use crate::launch::Launch;
-use fdgr_kernel::optim::SgdElem;
+use fdgr_kernel::optim::{OptElem, Rule};
 use fdgr_kernel::{Act, Loss};
 
 type R = Result<(), GpuError>;
@@ -337,30 +337,50 @@ pub fn nonfinite<D: Device>(d: &mut D, x: DPtr, n: usize, scalar: Option<DPtr>, 
     launch(d, Kernel::NonFinite, (n as u64).max(1), &args).map(drop)
 }
 
-/// optim::sgd_elem over the vectors; skipped when `skip` flags are set.
+/// The code of an optimizer rule (common.cuh: RULE_*).
+pub fn rule_code(r: Rule) -> i32 {
+    match r {
+        Rule::Sgd => 0,
+        Rule::Adam => 1,
+        Rule::AdamW => 2,
+    }
+}
+
+/// optim::update_slices over the vectors (state `s0`, `s1`); skipped when
+/// `skip` flags are set.
 #[allow(clippy::too_many_arguments)]
-pub fn sgd_update<D: Device>(
+pub fn opt_update<D: Device>(
     d: &mut D,
     theta: DPtr,
     dir: DPtr,
-    v: Option<DPtr>,
+    s0: Option<DPtr>,
+    s1: Option<DPtr>,
     n: usize,
-    h: &SgdElem<f32>,
+    h: &OptElem<f32>,
     skip: Option<DPtr>,
 ) -> R {
     let args = [
         Arg::Ptr(theta),
         Arg::Ptr(dir),
-        opt(v),
+        opt(s0),
+        opt(s1),
         Arg::U64(n as u64),
+        Arg::I32(rule_code(h.rule)),
         Arg::F32(h.lr),
         Arg::F32(h.momentum),
         Arg::I32(i32::from(h.nesterov)),
         Arg::F32(h.weight_decay),
         Arg::I32(i32::from(h.first)),
+        Arg::F32(h.beta2),
+        Arg::F32(h.eps),
+        Arg::F32(h.one_minus_beta1),
+        Arg::F32(h.one_minus_beta2),
+        Arg::F32(h.step_size),
+        Arg::F32(h.bc2_sqrt),
+        Arg::F32(h.decay),
         opt(skip),
     ];
-    launch(d, Kernel::SgdUpdate, n as u64, &args).map(drop)
+    launch(d, Kernel::OptUpdate, n as u64, &args).map(drop)
 }
 
 /// The deferred-step bookkeeping (optim.cu: commit_step).

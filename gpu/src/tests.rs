@@ -469,9 +469,10 @@ fn kernel_step_runs_unchanged_on_the_objective() {
     let bufs = Buffers {
         theta: &mut theta,
         dir: &mut dir,
-        momentum: None,
+        state: [None, None],
         point: None,
         point2: None,
+        correction: None,
     };
     let r = fdgr_kernel::step(&mut g, &m, &Sgd::plain(), &mut st, 0.1, bufs);
     assert_eq!(r, Err(fdgr_kernel::Error::MissingBuffer("point")));
@@ -480,9 +481,10 @@ fn kernel_step_runs_unchanged_on_the_objective() {
     let bufs = Buffers {
         theta: &mut theta,
         dir: &mut dir,
-        momentum: None,
+        state: [None, None],
         point: None,
         point2: None,
+        correction: None,
     };
     let r = fdgr_kernel::step(
         &mut g,
@@ -503,9 +505,10 @@ fn kernel_step_runs_unchanged_on_the_objective() {
     let bufs = Buffers {
         theta: &mut theta,
         dir: &mut dir,
-        momentum: None,
+        state: [None, None],
         point: None,
         point2: None,
+        correction: None,
     };
     let l = fdgr_kernel::step(
         &mut g,

@@ -4,7 +4,7 @@
 //! trip).
 
 use fdgr_kernel::method::{direction, Buffers};
-use fdgr_kernel::{Error, Loss, Method, Objective, Sgd, SgdState, Shape};
+use fdgr_kernel::{Error, Loss, Method, Objective, Optim, SgdState, Shape};
 
 use crate::device::Device;
 use crate::error::GpuError;
@@ -23,7 +23,8 @@ pub struct Trainer<D: Device> {
     pub(crate) obj: DeviceMlp<D>,
     theta: D::Buf,
     dir: D::Buf,
-    momentum: Option<D::Buf>,
+    /// The optimizer's state vectors (SGD: momentum; Adam: m, v).
+    opt_state: [Option<D::Buf>; 2],
     point: Option<D::Buf>,
     point2: Option<D::Buf>,
     idx: D::IBuf,
@@ -65,7 +66,7 @@ impl<D: Device> Trainer<D> {
         shape: Shape,
         max_batch: usize,
         method: &Method<f32>,
-        opt: &Sgd<f32>,
+        opt: &(impl Optim<f32> + ?Sized),
     ) -> Result<Self, GpuError> {
         check_shape(&shape, max_batch)?;
         method.validate()?;
@@ -79,7 +80,7 @@ impl<D: Device> Trainer<D> {
             obj,
             theta,
             dir,
-            momentum: None,
+            opt_state: [None, None],
             point: None,
             point2: None,
             idx,
@@ -91,7 +92,11 @@ impl<D: Device> Trainer<D> {
     }
 
     /// Allocates what `method` and `opt` need and is missing.
-    fn ensure(&mut self, method: &Method<f32>, opt: &Sgd<f32>) -> Result<(), GpuError> {
+    fn ensure(
+        &mut self,
+        method: &Method<f32>,
+        opt: &(impl Optim<f32> + ?Sized),
+    ) -> Result<(), GpuError> {
         let p = self.obj.param_count();
         let n = method.scratch_vectors();
         if n >= 1 && self.point.is_none() {
@@ -100,8 +105,10 @@ impl<D: Device> Trainer<D> {
         if n >= 2 && self.point2.is_none() {
             self.point2 = Some(self.obj.dev.alloc(p)?);
         }
-        if opt.needs_momentum() && self.momentum.is_none() {
-            self.momentum = Some(self.obj.dev.alloc(p)?);
+        for i in 0..opt.state_vectors().min(2) {
+            if self.opt_state[i].is_none() {
+                self.opt_state[i] = Some(self.obj.dev.alloc(p)?);
+            }
         }
         if method.needs_hvp() {
             self.obj.ensure_hvp()?;
@@ -148,71 +155,79 @@ impl<D: Device> Trainer<D> {
         Ok(())
     }
 
-    /// Uploads θ and the momentum buffer (`None`: zeros).
-    pub fn set_params(&mut self, theta: &[f32], momentum: Option<&[f32]>) -> Result<(), GpuError> {
+    /// Uploads θ and the optimizer's state (its vectors one after the
+    /// other: P values for SGD's momentum, 2P for Adam's m and v; `None`:
+    /// zeros).
+    pub fn set_params(&mut self, theta: &[f32], state: Option<&[f32]>) -> Result<(), GpuError> {
         let p = self.param_count();
-        for (what, len) in [
-            ("theta", theta.len()),
-            ("momentum", momentum.map_or(p, <[f32]>::len)),
-        ] {
-            if len != p {
+        if theta.len() != p {
+            return Err(Error::ShapeMismatch {
+                what: "theta",
+                expected: p,
+                got: theta.len(),
+            }
+            .into());
+        }
+        if let Some(st) = state {
+            if st.len() % p.max(1) != 0 || st.len() / p.max(1) > 2 {
                 return Err(Error::ShapeMismatch {
-                    what,
+                    what: "optimizer state",
                     expected: p,
-                    got: len,
+                    got: st.len(),
                 }
                 .into());
             }
         }
         let tp = self.obj.dev.ptr(&self.theta);
         self.obj.dev.upload(tp, theta)?;
-        match (momentum, &self.momentum) {
-            (Some(m), _) => {
-                if self.momentum.is_none() {
-                    self.momentum = Some(self.obj.dev.alloc(p)?);
-                }
-                if let Some(v) = &self.momentum {
-                    let vp = self.obj.dev.ptr(v);
-                    self.obj.dev.upload(vp, m)?;
-                }
+        for i in 0..2 {
+            let part = state.and_then(|st| st.chunks_exact(p.max(1)).nth(i));
+            if part.is_some() && self.opt_state[i].is_none() {
+                self.opt_state[i] = Some(self.obj.dev.alloc(p)?);
             }
-            (None, Some(v)) => {
-                // 0.0f32 is all-zero bits
+            if let Some(v) = &self.opt_state[i] {
                 let vp = self.obj.dev.ptr(v);
-                self.obj.dev.fill_u32(vp, 0, p)?;
+                match part {
+                    Some(m) => self.obj.dev.upload(vp, m)?,
+                    // 0.0f32 is all-zero bits
+                    None => self.obj.dev.fill_u32(vp, 0, p)?,
+                }
             }
-            (None, None) => {}
         }
         Ok(())
     }
 
-    /// Downloads θ and the momentum buffer (zeros if there is none).
-    pub fn params(
-        &mut self,
-        theta: &mut [f32],
-        momentum: Option<&mut [f32]>,
-    ) -> Result<(), GpuError> {
+    /// Downloads θ and the optimizer's state (as many vectors as `state`
+    /// holds P-blocks; zeros for vectors the optimizer does not keep).
+    pub fn params(&mut self, theta: &mut [f32], state: Option<&mut [f32]>) -> Result<(), GpuError> {
         let p = self.param_count();
-        let mlen = momentum.as_ref().map_or(p, |m| m.len());
-        for (what, len) in [("theta", theta.len()), ("momentum", mlen)] {
-            if len != p {
-                return Err(Error::ShapeMismatch {
-                    what,
-                    expected: p,
-                    got: len,
-                }
-                .into());
+        if theta.len() != p {
+            return Err(Error::ShapeMismatch {
+                what: "theta",
+                expected: p,
+                got: theta.len(),
             }
+            .into());
         }
         let tp = self.obj.dev.ptr(&self.theta);
         self.obj.dev.download(tp, theta)?;
-        if let Some(m) = momentum {
-            match &self.momentum {
-                Some(v) => {
-                    let vp = self.obj.dev.ptr(v);
-                    self.obj.dev.download(vp, m)?;
+        if let Some(st) = state {
+            if st.len() % p.max(1) != 0 || st.len() / p.max(1) > 2 {
+                return Err(Error::ShapeMismatch {
+                    what: "optimizer state",
+                    expected: p,
+                    got: st.len(),
                 }
-                None => m.fill(0.0),
+                .into());
+            }
+            for (i, m) in st.chunks_exact_mut(p.max(1)).enumerate() {
+                match &self.opt_state[i] {
+                    Some(v) => {
+                        let vp = self.obj.dev.ptr(v);
+                        self.obj.dev.download(vp, m)?;
+                    }
+                    None => m.fill(0.0),
+                }
             }
         }
         Ok(())
@@ -258,7 +273,7 @@ impl<D: Device> Trainer<D> {
         &mut self,
         indices: &[u32],
         method: &Method<f32>,
-        opt: &Sgd<f32>,
+        opt: &(impl Optim<f32> + ?Sized),
         state: &mut SgdState,
         lr: f32,
     ) -> Result<f32, GpuError> {
@@ -271,9 +286,13 @@ impl<D: Device> Trainer<D> {
         let bufs = Buffers {
             theta: &mut self.theta,
             dir: &mut self.dir,
-            momentum: self.momentum.as_mut(),
+            state: {
+                let [a, b] = &mut self.opt_state;
+                [a.as_mut(), b.as_mut()]
+            },
             point: self.point.as_mut(),
             point2: self.point2.as_mut(),
+            correction: None,
         };
         let r = fdgr_kernel::step(&mut self.obj, method, opt, state, lr, bufs);
         if let Some(e) = self.obj.take_error() {
@@ -295,7 +314,7 @@ impl<D: Device> Trainer<D> {
         &mut self,
         indices: &[u32],
         method: &Method<f32>,
-        opt: &Sgd<f32>,
+        opt: &(impl Optim<f32> + ?Sized),
         state: &mut SgdState,
         lr: f32,
     ) -> Result<(), GpuError> {
@@ -332,10 +351,11 @@ impl<D: Device> Trainer<D> {
         let f = d.iptr(&self.obj.flags);
         let loss = d.ptr(&self.obj.scal).at(ScalarPlan::STEP_LOSS);
         let (tp, dp) = (d.ptr(&self.theta), d.ptr(&self.dir));
-        let vp = self.momentum.as_ref().map(|v| d.ptr(v));
-        let h = opt.elem(lr, state.steps);
+        let p0 = self.opt_state[0].as_ref().map(|v| d.ptr(v));
+        let p1 = self.opt_state[1].as_ref().map(|v| d.ptr(v));
+        let h = opt.rule_elem(lr, state.steps);
         ops::nonfinite(d, dp, p, Some(loss), f.at(flags::BAD))?;
-        ops::sgd_update(d, tp, dp, vp, p, &h, Some(f))?;
+        ops::opt_update(d, tp, dp, p0, p1, p, &h, Some(f))?;
         ops::commit_step(d, f, state.steps)?;
         state.steps += 1;
         self.pending = true;

@@ -240,9 +240,10 @@ impl Backend for CpuBackend {
         let bufs = Buffers {
             theta: &mut self.theta[..],
             dir: &mut self.dir[..],
-            momentum: opt_slice(&mut self.momentum),
+            state: [opt_slice(&mut self.momentum), None],
             point: opt_slice(&mut self.point),
             point2: opt_slice(&mut self.point2),
+            correction: None,
         };
         self.last_loss = fdgr_kernel::step(&mut net, method, opt, state, lr, bufs)?;
         self.tracked += net.batches_tracked();

@@ -10,7 +10,7 @@
 use crate::cpu_layers as cl;
 use fdgr_kernel::act::{self, Act};
 use fdgr_kernel::serial::{norm, BnGeom, ConvGeom, PoolGeom};
-use fdgr_kernel::{vecops, Exec, Real, SgdElem};
+use fdgr_kernel::{vecops, Exec, OptElem, Real};
 use rayon::prelude::*;
 
 /// Elements per parallel chunk of a vector operation.
@@ -145,26 +145,33 @@ macro_rules! par_exec {
                 x.par_chunks(CHUNK).all(vecops::all_finite)
             }
 
-            fn sgd_update(
+            fn opt_update(
                 &mut self,
                 theta: &mut [$t],
                 d: &[$t],
-                momentum: Option<&mut [$t]>,
-                h: &SgdElem<$t>,
+                s0: Option<&mut [$t]>,
+                s1: Option<&mut [$t]>,
+                h: &OptElem<$t>,
             ) {
+                use fdgr_kernel::optim::update_slices;
                 if self.threads <= 1 || theta.len() < 2 * CHUNK {
-                    return fdgr_kernel::optim::sgd_slices(theta, d, momentum, h);
+                    return update_slices(theta, d, s0, s1, h);
                 }
-                match momentum {
-                    Some(v) => theta
+                match (s0, s1) {
+                    (Some(a), Some(b)) => theta
                         .par_chunks_mut(CHUNK)
                         .zip(d.par_chunks(CHUNK))
-                        .zip(v.par_chunks_mut(CHUNK))
-                        .for_each(|((t, d), v)| fdgr_kernel::optim::sgd_slices(t, d, Some(v), h)),
-                    None => theta
+                        .zip(a.par_chunks_mut(CHUNK).zip(b.par_chunks_mut(CHUNK)))
+                        .for_each(|((t, d), (a, b))| update_slices(t, d, Some(a), Some(b), h)),
+                    (Some(a), None) => theta
                         .par_chunks_mut(CHUNK)
                         .zip(d.par_chunks(CHUNK))
-                        .for_each(|(t, d)| fdgr_kernel::optim::sgd_slices(t, d, None, h)),
+                        .zip(a.par_chunks_mut(CHUNK))
+                        .for_each(|((t, d), a)| update_slices(t, d, Some(a), None, h)),
+                    (None, _) => theta
+                        .par_chunks_mut(CHUNK)
+                        .zip(d.par_chunks(CHUNK))
+                        .for_each(|(t, d)| update_slices(t, d, None, None, h)),
                 }
             }
 

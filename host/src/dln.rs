@@ -139,9 +139,10 @@ pub fn train(
         let b = Buffers {
             theta: &mut theta[..],
             dir: &mut dir[..],
-            momentum: None,
+            state: [None, None],
             point: Some(&mut pt[..]),
             point2: Some(&mut pt2[..]),
+            correction: None,
         };
         loss = step(&mut obj, &method, &Sgd::plain(), &mut st, s.lr, b).map_err(|e| {
             let msg = format!("dln: {} diverged at step {steps}: {e}", method.name());

@@ -95,9 +95,10 @@ pub fn run(c: &FloodCheck, data: &Dataset) -> Result<Vec<PairRow>> {
         let bufs = Buffers {
             theta: &mut theta[..],
             dir: &mut d[..],
-            momentum: None,
+            state: [None, None],
             point: None,
             point2: None,
+            correction: None,
         };
         step(&mut net, &Method::Sgd, &Sgd::plain(), &mut st, c.lr, bufs).map_err(e)?;
     }
@@ -122,9 +123,10 @@ pub fn run(c: &FloodCheck, data: &Dataset) -> Result<Vec<PairRow>> {
             let bufs = Buffers {
                 theta: &mut theta[..],
                 dir: &mut d[..],
-                momentum: None,
+                state: [None, None],
                 point: None,
                 point2: None,
+                correction: None,
             };
             step(&mut net, &method, &Sgd::plain(), &mut st, eta, bufs).map_err(e)?;
         }

@@ -64,9 +64,10 @@ fn bench_config(c: &mut Criterion, dims: &[usize], act: Act, batch: usize) {
                 let bufs = Buffers {
                     theta: &mut theta[..],
                     dir: &mut d[..],
-                    momentum: Some(&mut mom[..]),
+                    state: [Some(&mut mom[..]), None],
                     point: Some(&mut pt[..]),
                     point2: None,
+                    correction: None,
                 };
                 black_box(step(&mut net, &m, &opt, &mut st, 1e-3, bufs).expect("finite step"))
             })

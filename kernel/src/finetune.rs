@@ -18,7 +18,7 @@ use crate::mlp::{self, Mlp, MlpNodes};
 use crate::model::{Model, Ref, Slot};
 use crate::net::Net;
 use crate::objective::Serial;
-use crate::optim::{Sgd, SgdState};
+use crate::optim::{Optimizer, SgdState};
 use crate::real::Real;
 use crate::ring::{Sample, SampleRing};
 use crate::shape::Shape;
@@ -55,7 +55,7 @@ pub struct FineTuner<F, const N: usize, const D: usize> {
     /// Training method.
     pub method: Method<F>,
     /// Optimizer.
-    pub opt: Sgd<F>,
+    pub opt: Optimizer<F>,
     /// Optimizer state.
     pub state: SgdState,
     /// Learning rate.
@@ -83,8 +83,9 @@ pub struct Memory<'a, F> {
     pub point: Option<&'a mut [F]>,
     /// Second perturbed point (`cgr`).
     pub point2: Option<&'a mut [F]>,
-    /// Momentum, when μ > 0.
-    pub momentum: Option<&'a mut [F]>,
+    /// The optimizer's state vectors (SGD with μ > 0: the momentum in
+    /// `state[0]`; Adam: its two moments), sized for the trained shape.
+    pub state: [Option<&'a mut [F]>; 2],
     /// Workspace: `shape.workspace_len(batch, hvp)` scalars.
     pub ws: &'a mut [F],
     /// Batch inputs: batch·n₀ scalars.
@@ -176,7 +177,7 @@ impl<F: Real, const N: usize, const D: usize> FineTuner<F, N, D> {
             dir,
             point,
             point2,
-            momentum,
+            state,
             ws,
             x,
             feats,
@@ -222,9 +223,10 @@ impl<F: Real, const N: usize, const D: usize> FineTuner<F, N, D> {
         let bufs = Buffers {
             theta,
             dir,
-            momentum,
+            state,
             point,
             point2,
+            correction: None,
         };
         step(
             &mut net,
@@ -276,7 +278,7 @@ mod tests {
                 gamma: 0.05,
                 eps: 0.1,
             },
-            opt: Sgd::plain(),
+            opt: crate::optim::Sgd::plain().into(),
             state: SgdState::default(),
             lr: 0.1,
             batch: 2,
@@ -307,7 +309,7 @@ mod tests {
                 dir: &mut dir,
                 point: Some(&mut pt),
                 point2: None,
-                momentum: None,
+                state: [None, None],
                 ws: &mut ws,
                 x: &mut x,
                 feats: &mut feats,
@@ -327,7 +329,7 @@ mod tests {
             dir: &mut dir,
             point: Some(&mut pt),
             point2: None,
-            momentum: None,
+            state: [None, None],
             ws: &mut ws,
             x: &mut x,
             feats: &mut feats,

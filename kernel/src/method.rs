@@ -19,7 +19,9 @@
 
 use crate::error::{check_len, Error};
 use crate::objective::{Objective, Pass};
-use crate::optim::{Sgd, SgdState};
+use crate::optim::{Optim, SgdState};
+#[allow(unused_imports)]
+use crate::optim::{Optimizer, Sgd};
 use crate::real::Real;
 
 /// A training method and its hyper-parameters.
@@ -300,12 +302,56 @@ pub struct Buffers<'a, V: ?Sized> {
     pub theta: &'a mut V,
     /// Direction d (scratch).
     pub dir: &'a mut V,
-    /// Momentum buffer (needed when μ > 0).
-    pub momentum: Option<&'a mut V>,
+    /// The optimizer's state vectors ([`Optim::state_vectors`] of them):
+    /// SGD's momentum in `state[0]` (when μ > 0); Adam's first moment in
+    /// `state[0]`, its second in `state[1]`. Start at zero.
+    pub state: [Option<&'a mut V>; 2],
     /// Perturbed point (fgr, bgr, cgr, sam, usam).
     pub point: Option<&'a mut V>,
     /// Second perturbed point (cgr).
     pub point2: Option<&'a mut V>,
+    /// Amortized GR ([`StepOptions::ascent`]): the stored correction
+    /// (fgr, bgr, cgr, db: d − g) or perturbation (sam, usam: the offset
+    /// added to θ) that steps without an ascent reuse.
+    pub correction: Option<&'a mut V>,
+}
+
+/// Whether a step computes its ascent (the second gradient of fgr, bgr,
+/// cgr, sam, usam; the Hessian-vector product of db) afresh or reuses the
+/// one stored in [`Buffers::correction`] (amortized GR, cost 1 + 1/k
+/// gradients per step when the ascent is fresh every k-th step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Ascent {
+    /// Compute it (and store it when a correction buffer is given).
+    Fresh,
+    /// Reuse the stored one: fgr, bgr, cgr, db take d = g + (stored
+    /// d − g), one gradient; sam and usam take d = ∇L(θ + stored
+    /// perturbation), one gradient, at the perturbed point (the step's
+    /// loss is then L there, and it is that pass that updates batch
+    /// norm's running statistics). sgd and flood do not change.
+    Reuse,
+}
+
+/// What a step does besides the method and the optimizer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct StepOptions<F> {
+    /// Scale d down to this Euclidean norm when it is longer (PyTorch's
+    /// `clip_grad_norm_`: d ← d·c/(‖d‖ + 1e-6)), after the method formed
+    /// it.
+    pub clip_norm: Option<F>,
+    /// Fresh or reused ascent.
+    pub ascent: Ascent,
+}
+
+impl<F> Default for StepOptions<F> {
+    fn default() -> Self {
+        StepOptions {
+            clip_norm: None,
+            ascent: Ascent::Fresh,
+        }
+    }
 }
 
 fn need<'a, V: ?Sized>(b: &'a mut Option<&mut V>, what: &'static str) -> Result<&'a mut V, Error> {
@@ -340,20 +386,128 @@ pub fn direction<F: Real, O: Objective<F> + ?Sized>(
     }
 }
 
-/// One training step: the method's direction on the current batch, then
-/// the SGD update at learning rate `lr`. Returns L(θ) before the update.
-///
-/// If the loss or the direction is not finite, returns
-/// [`Error::NonFinite`] and leaves θ, the momentum buffer, `state` and the
-/// objective's own state (batch-norm running statistics) exactly as they
-/// were; otherwise the objective's state update of the unperturbed pass
-/// is committed ([`Objective::commit`]).
-pub fn step<F: Real, O: Objective<F> + ?Sized>(
+/// The direction with amortized GR: a fresh ascent that stores its
+/// correction (or perturbation) in `c`, or a step that reuses it (see
+/// [`Ascent`]). A fresh step's d is [`direction`]'s, bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn direction_amortized<F: Real, O: Objective<F> + ?Sized>(
     o: &mut O,
     method: &Method<F>,
-    opt: &Sgd<F>,
+    theta: &O::Vec,
+    d: &mut O::Vec,
+    point: &mut Option<&mut O::Vec>,
+    point2: &mut Option<&mut O::Vec>,
+    c: &mut O::Vec,
+    ascent: Ascent,
+) -> Result<F, Error> {
+    let perturbs = matches!(method, Method::Sam { .. } | Method::Usam { .. });
+    let corrects = matches!(
+        method,
+        Method::Fgr { .. } | Method::Bgr { .. } | Method::Cgr { .. } | Method::Db { .. }
+    );
+    match ascent {
+        Ascent::Fresh if corrects => {
+            // d as the method forms it; c ← d − g
+            let loss = match *method {
+                Method::Db { gamma } => {
+                    let l = o.loss_grad_gr(theta, d, gamma)?;
+                    // g again, to take the difference (db's d is formed in
+                    // place); the probe pass leaves the statistics alone
+                    o.loss_grad(theta, c, -F::ONE, F::ZERO, Pass::Probe)?;
+                    o.axpy(c, F::ONE, d);
+                    return Ok(l);
+                }
+                _ => sgd(o, theta, d)?,
+            };
+            o.copy(c, d);
+            match *method {
+                Method::Fgr { gamma, eps } | Method::Bgr { gamma, eps } => {
+                    let e = if matches!(method, Method::Bgr { .. }) {
+                        -eps
+                    } else {
+                        eps
+                    };
+                    let r = gamma / e;
+                    at_point(o, theta, d, need(point, "point")?, e, r, F::ONE - r)?;
+                }
+                Method::Cgr { gamma, eps } => {
+                    let plus = need(point, "point")?;
+                    o.waxpy(plus, theta, eps, d);
+                    let minus = need(point2, "point2")?;
+                    o.waxpy(minus, theta, -eps, d);
+                    let k = gamma / (F::TWO * eps);
+                    o.loss_grad(plus, d, k, F::ONE, Pass::Probe)?;
+                    o.loss_grad(minus, d, -k, F::ONE, Pass::Probe)?;
+                }
+                _ => {}
+            }
+            o.scale(c, -F::ONE);
+            o.axpy(c, F::ONE, d);
+            Ok(loss)
+        }
+        Ascent::Fresh if perturbs => {
+            let loss = sgd(o, theta, d)?;
+            let s = match *method {
+                Method::Sam { rho } => {
+                    let norm = o.dot(d, d).sqrt();
+                    if norm > F::ZERO {
+                        rho / norm
+                    } else {
+                        F::ZERO
+                    }
+                }
+                Method::Usam { rho } => rho,
+                _ => F::ZERO,
+            };
+            // c ← s·g, the offset; point ← θ + s·g as sam/usam compute it
+            o.copy(c, d);
+            o.scale(c, s);
+            at_point(o, theta, d, need(point, "point")?, s, F::ONE, F::ZERO)?;
+            Ok(loss)
+        }
+        Ascent::Reuse if corrects => {
+            let loss = sgd(o, theta, d)?;
+            o.axpy(d, F::ONE, c);
+            Ok(loss)
+        }
+        Ascent::Reuse if perturbs => {
+            let p = need(point, "point")?;
+            o.waxpy(p, theta, F::ONE, c);
+            o.loss_grad(p, d, F::ONE, F::ZERO, Pass::Train)
+        }
+        _ => direction(o, method, theta, d, point, point2),
+    }
+}
+
+/// One training step: the method's direction on the current batch, then
+/// the optimizer's update at learning rate `lr`. Returns L(θ) before the
+/// update. `opt` is any [`Optim`]: [`Sgd`], [`crate::optim::Adam`],
+/// [`Optimizer`].
+///
+/// If the loss or the direction is not finite, returns
+/// [`Error::NonFinite`] and leaves θ, the optimizer's state vectors,
+/// `state` and the objective's own state (batch-norm running statistics)
+/// exactly as they were; otherwise the objective's state update of the
+/// unperturbed pass is committed ([`Objective::commit`]).
+pub fn step<F: Real, O: Objective<F> + ?Sized, P: Optim<F> + ?Sized>(
+    o: &mut O,
+    method: &Method<F>,
+    opt: &P,
     state: &mut SgdState,
     lr: F,
+    b: Buffers<'_, O::Vec>,
+) -> Result<F, Error> {
+    step_with(o, method, opt, state, lr, &StepOptions::default(), b)
+}
+
+/// [`step`] with gradient clipping and amortized GR ([`StepOptions`]).
+pub fn step_with<F: Real, O: Objective<F> + ?Sized, P: Optim<F> + ?Sized>(
+    o: &mut O,
+    method: &Method<F>,
+    opt: &P,
+    state: &mut SgdState,
+    lr: F,
+    x: &StepOptions<F>,
     b: Buffers<'_, O::Vec>,
 ) -> Result<F, Error> {
     method.validate()?;
@@ -361,12 +515,20 @@ pub fn step<F: Real, O: Objective<F> + ?Sized>(
     if !lr.is_finite() {
         return Err(Error::InvalidConfig("learning rate must be finite"));
     }
+    if let Some(c) = x.clip_norm {
+        if !(c > F::ZERO && c.is_finite()) {
+            return Err(Error::InvalidConfig(
+                "clip norm must be positive and finite",
+            ));
+        }
+    }
     let Buffers {
         theta,
         dir,
-        momentum,
+        state: [s0, s1],
         mut point,
         mut point2,
+        correction,
     } = b;
     let p = o.param_count();
     check_len("theta", p, o.len(theta))?;
@@ -374,22 +536,42 @@ pub fn step<F: Real, O: Objective<F> + ?Sized>(
     for (buf, what) in [
         (&point, "point"),
         (&point2, "point2"),
-        (&momentum, "momentum"),
+        (&s0, "optimizer state"),
+        (&s1, "optimizer state"),
+        (&correction, "correction"),
     ] {
         if let Some(v) = buf {
             check_len(what, p, o.len(v))?;
         }
     }
-    if opt.needs_momentum() && momentum.is_none() {
-        return Err(Error::MissingBuffer("momentum"));
+    let k = opt.state_vectors();
+    if (k >= 1 && s0.is_none()) || (k >= 2 && s1.is_none()) {
+        return Err(Error::MissingBuffer(if k == 1 {
+            "momentum"
+        } else {
+            "optimizer state (two vectors)"
+        }));
     }
-    let loss = direction(o, method, theta, dir, &mut point, &mut point2)?;
+    let loss = match correction {
+        Some(c) => {
+            direction_amortized(o, method, theta, dir, &mut point, &mut point2, c, x.ascent)?
+        }
+        None if x.ascent == Ascent::Reuse => return Err(Error::MissingBuffer("correction")),
+        None => direction(o, method, theta, dir, &mut point, &mut point2)?,
+    };
+    if let Some(c) = x.clip_norm {
+        let n = o.dot(dir, dir).sqrt();
+        let coef = c / (n + F::from_f64(1e-6));
+        if coef < F::ONE {
+            o.scale(dir, coef);
+        }
+    }
     if !loss.is_finite() || !o.all_finite(dir) {
         return Err(Error::NonFinite);
     }
-    let h = opt.elem(lr, state.steps);
+    let h = opt.rule_elem(lr, state.steps);
     o.commit();
-    o.sgd_update(theta, dir, momentum, &h);
+    o.opt_update(theta, dir, s0, s1, &h);
     state.steps += 1;
     Ok(loss)
 }

@@ -9,7 +9,7 @@
 
 use crate::act::{self, Act};
 use crate::error::Error;
-use crate::optim::SgdElem;
+use crate::optim::OptElem;
 use crate::real::Real;
 use crate::serial::{conv, norm, pool, BnGeom, ConvGeom, PoolGeom};
 
@@ -31,14 +31,16 @@ pub trait VecSpace<F: Real> {
     fn dot(&mut self, x: &Self::Vec, y: &Self::Vec) -> F;
     /// True when every entry is finite.
     fn all_finite(&mut self, x: &Self::Vec) -> bool;
-    /// The SGD update, elementwise: see [`crate::optim::sgd_elem`] for the
-    /// maths, which every backend executes as written.
-    fn sgd_update(
+    /// The optimizer's update, elementwise, by the rule of `h` (SGD, Adam,
+    /// AdamW: see [`crate::optim::update_elem`] for the maths, which every
+    /// backend executes as written); `s0`, `s1` are its state vectors.
+    fn opt_update(
         &mut self,
         theta: &mut Self::Vec,
         d: &Self::Vec,
-        momentum: Option<&mut Self::Vec>,
-        h: &SgdElem<F>,
+        s0: Option<&mut Self::Vec>,
+        s1: Option<&mut Self::Vec>,
+        h: &OptElem<F>,
     );
 }
 
@@ -145,9 +147,16 @@ pub trait Exec<F: Real> {
     fn all_finite(&mut self, x: &[F]) -> bool {
         crate::vecops::all_finite(x)
     }
-    /// The SGD update over slices.
-    fn sgd_update(&mut self, theta: &mut [F], d: &[F], momentum: Option<&mut [F]>, h: &SgdElem<F>) {
-        crate::optim::sgd_slices(theta, d, momentum, h)
+    /// The optimizer's update over slices.
+    fn opt_update(
+        &mut self,
+        theta: &mut [F],
+        d: &[F],
+        s0: Option<&mut [F]>,
+        s1: Option<&mut [F]>,
+        h: &OptElem<F>,
+    ) {
+        crate::optim::update_slices(theta, d, s0, s1, h)
     }
     /// y ← β·y + α·x (β = 0 overwrites).
     fn axpby(&mut self, y: &mut [F], x: &[F], alpha: F, beta: F) {
@@ -330,7 +339,14 @@ impl<F: Real, T: SliceSpace<F>> VecSpace<F> for T {
     fn all_finite(&mut self, x: &[F]) -> bool {
         self.exec().all_finite(x)
     }
-    fn sgd_update(&mut self, theta: &mut [F], d: &[F], momentum: Option<&mut [F]>, h: &SgdElem<F>) {
-        self.exec().sgd_update(theta, d, momentum, h)
+    fn opt_update(
+        &mut self,
+        theta: &mut [F],
+        d: &[F],
+        s0: Option<&mut [F]>,
+        s1: Option<&mut [F]>,
+        h: &OptElem<F>,
+    ) {
+        self.exec().opt_update(theta, d, s0, s1, h)
     }
 }

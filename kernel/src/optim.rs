@@ -1,6 +1,19 @@
-//! The optimizer every method hands its direction d to: SGD exactly as
-//! PyTorch's `torch.optim.SGD` computes it (momentum, dampening 0, Nesterov,
-//! coupled weight decay), and learning-rate schedules.
+//! The optimizer every method hands its direction d to, as a per-element
+//! rule with state vectors ([`Optim`]): SGD exactly as PyTorch's
+//! `torch.optim.SGD` computes it (momentum, dampening 0, Nesterov, coupled
+//! weight decay), Adam and AdamW as `torch.optim.Adam` / `AdamW` do (bias
+//! correction, ε outside the square root, coupled or decoupled weight
+//! decay); and learning-rate schedules.
+//!
+//! A backend applies any rule with one function
+//! ([`crate::VecSpace::opt_update`]: one fused kernel on a GPU), given the
+//! step's constants ([`OptElem`]) and up to two state vectors.
+//!
+//! Rounding: every rule follows PyTorch's order of operations (its `lerp`,
+//! `addcmul` and `addcdiv` included, with the step's scalars computed in
+//! f64 as Python does), so "the same rule as PyTorch" holds exactly; equal
+//! bits with PyTorch's float32 also need its fusion of multiply-adds, which
+//! this code does not assume.
 
 use crate::error::Error;
 use crate::real::Real;
@@ -59,30 +72,339 @@ impl<F: Real> Sgd<F> {
     /// `steps_done` is the number of updates already applied (PyTorch
     /// initialises the momentum buffer to d on the first one).
     pub fn elem(&self, lr: F, steps_done: u64) -> SgdElem<F> {
-        SgdElem {
+        OptElem {
+            rule: Rule::Sgd,
             lr,
             momentum: self.momentum,
             nesterov: self.nesterov,
             weight_decay: self.weight_decay,
             first: steps_done == 0,
+            ..OptElem::none()
         }
     }
 }
 
-/// The constants of one SGD update, as the elementwise kernel sees them.
+/// Which per-element rule an [`OptElem`] applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Rule {
+    /// SGD ([`sgd_elem`]).
+    Sgd,
+    /// Adam with coupled weight decay ([`adam_elem`]).
+    Adam,
+    /// AdamW: decoupled weight decay.
+    AdamW,
+}
+
+/// The constants of one update, as the elementwise kernel sees them (one
+/// struct for every rule; a rule reads its own fields).
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct SgdElem<F> {
+pub struct OptElem<F> {
+    /// The rule.
+    pub rule: Rule,
     /// Learning rate η of this step.
     pub lr: F,
-    /// Momentum μ.
+    /// Momentum μ (SGD).
     pub momentum: F,
-    /// Nesterov.
+    /// Nesterov (SGD).
     pub nesterov: bool,
     /// Weight decay λ.
     pub weight_decay: F,
-    /// First update: the momentum buffer is set to d rather than μ·v + d.
+    /// First update: SGD's momentum buffer is set to d rather than μ·v + d.
     pub first: bool,
+    /// β₁ (Adam).
+    pub beta1: F,
+    /// β₂ (Adam).
+    pub beta2: F,
+    /// ε (Adam, added outside the square root).
+    pub eps: F,
+    /// 1 − β₁, the `lerp` weight of the first moment (Adam).
+    pub one_minus_beta1: F,
+    /// 1 − β₂ (Adam).
+    pub one_minus_beta2: F,
+    /// η / (1 − β₁ᵗ) (Adam).
+    pub step_size: F,
+    /// √(1 − β₂ᵗ) (Adam).
+    pub bc2_sqrt: F,
+    /// 1 − η·λ, AdamW's decay factor.
+    pub decay: F,
+}
+
+impl<F: Real> OptElem<F> {
+    /// Every field zero (a base for struct updates).
+    pub const fn none() -> Self {
+        OptElem {
+            rule: Rule::Sgd,
+            lr: F::ZERO,
+            momentum: F::ZERO,
+            nesterov: false,
+            weight_decay: F::ZERO,
+            first: false,
+            beta1: F::ZERO,
+            beta2: F::ZERO,
+            eps: F::ZERO,
+            one_minus_beta1: F::ZERO,
+            one_minus_beta2: F::ZERO,
+            step_size: F::ZERO,
+            bc2_sqrt: F::ZERO,
+            decay: F::ONE,
+        }
+    }
+}
+
+/// The SGD update's constants (the fields of [`OptElem`] SGD reads).
+pub type SgdElem<F> = OptElem<F>;
+
+/// Adam / AdamW hyper-parameters (PyTorch's names and conventions,
+/// amsgrad off).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Adam<F> {
+    /// β₁: decay of the first moment.
+    pub beta1: F,
+    /// β₂: decay of the second moment.
+    pub beta2: F,
+    /// ε, added to √v̂ (outside the square root).
+    pub eps: F,
+    /// Weight decay λ.
+    pub weight_decay: F,
+    /// Decoupled weight decay (AdamW: θ ← θ·(1 − ηλ) first) rather than
+    /// coupled (Adam: d ← d + λθ).
+    pub decoupled: bool,
+}
+
+impl<F: Real> Adam<F> {
+    /// PyTorch's `Adam` defaults: β = (0.9, 0.999), ε = 1e-8, λ = 0.
+    pub fn adam_defaults() -> Self {
+        Adam {
+            beta1: F::from_f64(0.9),
+            beta2: F::from_f64(0.999),
+            eps: F::from_f64(1e-8),
+            weight_decay: F::ZERO,
+            decoupled: false,
+        }
+    }
+
+    /// PyTorch's `AdamW` defaults: β = (0.9, 0.999), ε = 1e-8, λ = 0.01.
+    pub fn adamw_defaults() -> Self {
+        Adam {
+            weight_decay: F::from_f64(0.01),
+            decoupled: true,
+            ..Adam::adam_defaults()
+        }
+    }
+}
+
+/// An optimizer: a per-element rule, its state vectors and the constants
+/// of each update.
+pub trait Optim<F: Real> {
+    /// Parameter-sized state vectors it keeps (SGD: 1 with momentum, else
+    /// 0; Adam: 2).
+    fn state_vectors(&self) -> usize;
+    /// Checks the hyper-parameters.
+    fn validate(&self) -> Result<(), Error>;
+    /// The constants of update number `steps_done + 1` at learning rate `lr`.
+    fn rule_elem(&self, lr: F, steps_done: u64) -> OptElem<F>;
+    /// `sgd`, `adam` or `adamw`.
+    fn name(&self) -> &'static str;
+}
+
+impl<F: Real> Optim<F> for Sgd<F> {
+    fn state_vectors(&self) -> usize {
+        self.needs_momentum() as usize
+    }
+    fn validate(&self) -> Result<(), Error> {
+        Sgd::validate(self)
+    }
+    fn rule_elem(&self, lr: F, steps_done: u64) -> OptElem<F> {
+        self.elem(lr, steps_done)
+    }
+    fn name(&self) -> &'static str {
+        "sgd"
+    }
+}
+
+impl<F: Real> Optim<F> for Adam<F> {
+    fn state_vectors(&self) -> usize {
+        2
+    }
+    fn validate(&self) -> Result<(), Error> {
+        let ok01 = |b: F| b >= F::ZERO && b < F::ONE;
+        if !(ok01(self.beta1) && ok01(self.beta2)) {
+            return Err(Error::InvalidConfig("adam betas must be in [0, 1)"));
+        }
+        if !(self.eps >= F::ZERO && self.eps.is_finite()) {
+            return Err(Error::InvalidConfig("adam eps must be finite and >= 0"));
+        }
+        if self.weight_decay < F::ZERO || !self.weight_decay.is_finite() {
+            return Err(Error::InvalidConfig("weight decay must be finite and >= 0"));
+        }
+        Ok(())
+    }
+    fn rule_elem(&self, lr: F, steps_done: u64) -> OptElem<F> {
+        // the step's scalars in f64, as torch.optim computes them in Python
+        let t = (steps_done + 1) as i32;
+        let (b1, b2) = (self.beta1.to_f64(), self.beta2.to_f64());
+        let bc1 = 1.0 - libm::pow(b1, t as f64);
+        let bc2 = 1.0 - libm::pow(b2, t as f64);
+        let lr64 = lr.to_f64();
+        OptElem {
+            rule: if self.decoupled {
+                Rule::AdamW
+            } else {
+                Rule::Adam
+            },
+            lr,
+            weight_decay: self.weight_decay,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            one_minus_beta1: F::from_f64(1.0 - b1),
+            one_minus_beta2: F::from_f64(1.0 - b2),
+            step_size: F::from_f64(lr64 / bc1),
+            bc2_sqrt: F::from_f64(libm::sqrt(bc2)),
+            decay: F::from_f64(1.0 - lr64 * self.weight_decay.to_f64()),
+            ..OptElem::none()
+        }
+    }
+    fn name(&self) -> &'static str {
+        if self.decoupled {
+            "adamw"
+        } else {
+            "adam"
+        }
+    }
+}
+
+/// Any of the optimizers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Optimizer<F> {
+    /// SGD.
+    Sgd(Sgd<F>),
+    /// Adam or AdamW.
+    Adam(Adam<F>),
+}
+
+impl<F: Real> Optim<F> for Optimizer<F> {
+    fn state_vectors(&self) -> usize {
+        match self {
+            Optimizer::Sgd(o) => o.state_vectors(),
+            Optimizer::Adam(o) => o.state_vectors(),
+        }
+    }
+    fn validate(&self) -> Result<(), Error> {
+        match self {
+            Optimizer::Sgd(o) => Optim::validate(o),
+            Optimizer::Adam(o) => Optim::validate(o),
+        }
+    }
+    fn rule_elem(&self, lr: F, steps_done: u64) -> OptElem<F> {
+        match self {
+            Optimizer::Sgd(o) => o.rule_elem(lr, steps_done),
+            Optimizer::Adam(o) => o.rule_elem(lr, steps_done),
+        }
+    }
+    fn name(&self) -> &'static str {
+        match self {
+            Optimizer::Sgd(o) => Optim::name(o),
+            Optimizer::Adam(o) => Optim::name(o),
+        }
+    }
+}
+
+impl<F> From<Sgd<F>> for Optimizer<F> {
+    fn from(o: Sgd<F>) -> Self {
+        Optimizer::Sgd(o)
+    }
+}
+
+impl<F> From<Adam<F>> for Optimizer<F> {
+    fn from(o: Adam<F>) -> Self {
+        Optimizer::Adam(o)
+    }
+}
+
+/// PyTorch's `lerp(a, b, w)`: a + w·(b − a) for |w| < ½, else
+/// b − (b − a)·(1 − w).
+#[inline]
+pub fn lerp<F: Real>(a: F, b: F, w: F) -> F {
+    if w.abs() < F::from_f64(0.5) {
+        a + w * (b - a)
+    } else {
+        b - (b - a) * (F::ONE - w)
+    }
+}
+
+/// One parameter's Adam / AdamW update in `torch.optim.Adam`'s order of
+/// operations (single-tensor path):
+///
+/// ```text
+/// θ ← θ·(1 − ηλ)                                   (AdamW, λ ≠ 0)
+/// d ← d + λ·θ                                      (Adam, λ ≠ 0)
+/// m ← lerp(m, d, 1 − β₁)
+/// v ← v·β₂ + ((1 − β₂)·d)·d
+/// θ ← θ + (−η/(1 − β₁ᵗ))·m / (√v / √(1 − β₂ᵗ) + ε)
+/// ```
+///
+/// Returns the new θ; updates `m` and `v` in place (both start at 0).
+#[inline]
+pub fn adam_elem<F: Real>(theta: F, d: F, m: &mut F, v: &mut F, h: &OptElem<F>) -> F {
+    let mut t = theta;
+    let mut g = d;
+    if h.weight_decay != F::ZERO {
+        if h.rule == Rule::AdamW {
+            t *= h.decay;
+        } else {
+            g += h.weight_decay * t;
+        }
+    }
+    *m = lerp(*m, g, h.one_minus_beta1);
+    *v = *v * h.beta2 + h.one_minus_beta2 * g * g;
+    let denom = v.sqrt() / h.bc2_sqrt + h.eps;
+    t + (-h.step_size) * *m / denom
+}
+
+/// One parameter's update by any rule; `s0`, `s1` are its state slots
+/// (SGD: the momentum in `s0`; Adam: m in `s0`, v in `s1`).
+#[inline]
+pub fn update_elem<F: Real>(
+    theta: F,
+    d: F,
+    s0: Option<&mut F>,
+    s1: Option<&mut F>,
+    h: &OptElem<F>,
+) -> F {
+    match (h.rule, s0, s1) {
+        (Rule::Sgd, s0, _) => sgd_elem(theta, d, s0, h),
+        (_, Some(m), Some(v)) => adam_elem(theta, d, m, v, h),
+        // a rule without its state: no update (the step validated the
+        // buffers, so this is not reached)
+        _ => theta,
+    }
+}
+
+/// [`update_elem`] over slices: what every CPU backend runs.
+pub fn update_slices<F: Real>(
+    theta: &mut [F],
+    d: &[F],
+    s0: Option<&mut [F]>,
+    s1: Option<&mut [F]>,
+    h: &OptElem<F>,
+) {
+    match h.rule {
+        Rule::Sgd => sgd_slices(theta, d, s0, h),
+        Rule::Adam | Rule::AdamW => {
+            if let (Some(m), Some(v)) = (s0, s1) {
+                for (((t, di), mi), vi) in
+                    theta.iter_mut().zip(d).zip(m.iter_mut()).zip(v.iter_mut())
+                {
+                    *t = adam_elem(*t, *di, mi, vi, h);
+                }
+            }
+        }
+    }
 }
 
 /// One parameter's SGD update, in PyTorch's order of operations:
@@ -245,6 +567,72 @@ mod tests {
         let t = sgd_elem(1.0, 0.5, Some(&mut v), &opt.elem(1.0, 0));
         assert_eq!(v, 0.5);
         assert_eq!(t, 0.5);
+    }
+
+    /// Hand-computed Adam steps (β₁ = 0.9, β₂ = 0.999, ε = 1e-8, η = 0.1,
+    /// θ₀ = 1, no decay). Step 1, d = 2: m = 0.2, v = 0.004, m̂ = 2,
+    /// v̂ = 4, θ = 1 − 0.1·2/(2 + 1e-8). Step 2, d = −1: m = 0.18 − 0.1 =
+    /// 0.08, v = 0.003996 + 0.001 = 0.004996, m̂ = 0.08/0.19,
+    /// v̂ = 0.004996/0.001999.
+    #[test]
+    fn adam_hand_steps() {
+        let a = Adam::<f64>::adam_defaults();
+        let (mut m, mut v) = (0.0, 0.0);
+        let t1 = adam_elem(1.0, 2.0, &mut m, &mut v, &a.rule_elem(0.1, 0));
+        assert!((m - 0.2).abs() < 1e-15 && (v - 0.004).abs() < 1e-15);
+        assert!((t1 - (1.0 - 0.1 * 2.0 / (2.0 + 1e-8))).abs() < 1e-14);
+        let t2 = adam_elem(t1, -1.0, &mut m, &mut v, &a.rule_elem(0.1, 1));
+        assert!((m - 0.08).abs() < 1e-15 && (v - 0.004996).abs() < 1e-15);
+        let mh = 0.08 / (1.0 - 0.81);
+        let vh = 0.004996 / (1.0 - 0.998001);
+        assert!((t2 - (t1 - 0.1 * mh / (vh.sqrt() + 1e-8))).abs() < 1e-14);
+        // AdamW decays θ first; Adam adds λθ to d
+        let w = Adam {
+            weight_decay: 0.5,
+            ..Adam::<f64>::adamw_defaults()
+        };
+        let (mut m, mut v) = (0.0, 0.0);
+        let t = adam_elem(2.0, 0.0, &mut m, &mut v, &w.rule_elem(0.1, 0));
+        assert!((t - 2.0 * 0.95).abs() < 1e-15, "{t}");
+        let c = Adam {
+            weight_decay: 0.5,
+            ..Adam::<f64>::adam_defaults()
+        };
+        let (mut m, mut v) = (0.0, 0.0);
+        adam_elem(2.0, 0.0, &mut m, &mut v, &c.rule_elem(0.1, 0));
+        assert!((m - 0.1).abs() < 1e-15, "{m}");
+    }
+
+    /// With β₁ = 0, Adam's step is RMSprop-like: θ − η·d/(√(v/(1−β₂ᵗ)) + ε)
+    /// with v the decayed mean of d².
+    #[test]
+    fn adam_without_momentum_is_rmsprop_like() {
+        let a = Adam {
+            beta1: 0.0,
+            beta2: 0.5,
+            eps: 0.0,
+            weight_decay: 0.0,
+            decoupled: false,
+        };
+        let (mut m, mut v) = (0.0f64, 0.0f64);
+        let mut theta = 0.0;
+        let ds = [3.0, -1.0, 2.0];
+        let mut vv = 0.0;
+        for (t, d) in ds.iter().enumerate() {
+            theta = adam_elem(theta, *d, &mut m, &mut v, &a.rule_elem(1.0, t as u64));
+            vv = 0.5 * vv + 0.5 * d * d;
+            assert!((m - d).abs() < 1e-15);
+            assert!((v - vv).abs() < 1e-15);
+        }
+        let want =
+            -(3.0 / 3.0) - (-1.0 / (2.75f64 / 0.75).sqrt()) - 2.0 / (3.375f64 / 0.875).sqrt();
+        assert!((theta - want).abs() < 1e-14, "{theta} vs {want}");
+    }
+
+    #[test]
+    fn lerp_is_pytorchs() {
+        assert_eq!(lerp(1.0f64, 3.0, 0.25), 1.5);
+        assert_eq!(lerp(1.0f64, 3.0, 0.75), 3.0 - 2.0 * 0.25);
     }
 
     #[test]

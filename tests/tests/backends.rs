@@ -29,9 +29,10 @@ fn run<E: Exec<f32> + Copy>(
         let bufs = Buffers {
             theta: &mut theta[..],
             dir: &mut d[..],
-            momentum: Some(&mut mom[..]),
+            state: [Some(&mut mom[..]), None],
             point: Some(&mut p1[..]),
             point2: Some(&mut p2[..]),
+            correction: None,
         };
         step(&mut net, m, &Sgd::paper(), &mut st, 0.05, bufs).unwrap();
     }
@@ -139,9 +140,10 @@ fn serial_and_parallel_executors_agree_on_conv_nets() {
             let bufs = Buffers {
                 theta: &mut theta[..],
                 dir: &mut d[..],
-                momentum: Some(&mut mom[..]),
+                state: [Some(&mut mom[..]), None],
                 point: Some(&mut p1[..]),
                 point2: Some(&mut p2[..]),
+                correction: None,
             };
             step(&mut net, m, &Sgd::paper(), &mut st, 0.05, bufs).unwrap();
         }

@@ -366,9 +366,10 @@ fn kernel_matches_pytorch_reference() {
             let bufs = Buffers {
                 theta: &mut th[..],
                 dir: &mut d[..],
-                momentum: Some(&mut mom[..]),
+                state: [Some(&mut mom[..]), None],
                 point: Some(&mut p1[..]),
                 point2: Some(&mut p2[..]),
+                correction: None,
             };
             let lm = step(&mut o, m, &opt, &mut st, lr, bufs).unwrap();
             worst.check(name, "loss", &[lm], &[l_ref]);

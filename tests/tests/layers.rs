@@ -224,9 +224,10 @@ fn running_statistics_follow_pytorch() {
     let b = Buffers {
         theta: &mut theta[..],
         dir: &mut d[..],
-        momentum: None,
+        state: [None, None],
         point: None,
         point2: None,
+        correction: None,
     };
     step(&mut o, &Method::Sgd, &Sgd::plain(), &mut st, 0.1, b).unwrap();
     assert_eq!(o.batches_tracked(), 1);
@@ -283,9 +284,10 @@ fn ascent_steps_update_running_statistics_like_sgd() {
         let b = Buffers {
             theta: &mut theta[..],
             dir: &mut d[..],
-            momentum: None,
+            state: [None, None],
             point: Some(&mut p1[..]),
             point2: Some(&mut p2[..]),
+            correction: None,
         };
         step(&mut o, m, &Sgd::plain(), &mut st, 0.05, b).unwrap();
         (o.state().to_vec(), o.batches_tracked())
@@ -318,9 +320,10 @@ fn ascent_steps_update_running_statistics_like_sgd() {
     let b = Buffers {
         theta: &mut theta[..],
         dir: &mut d[..],
-        momentum: None,
+        state: [None, None],
         point: Some(&mut p1[..]),
         point2: None,
+        correction: None,
     };
     let r = step(
         &mut o,

@@ -240,9 +240,10 @@ fn flooding_two_steps_are_a_forward_difference_step() {
             let b = Buffers {
                 theta: &mut theta[..],
                 dir: &mut d[..],
-                momentum: None,
+                state: [None, None],
                 point: None,
                 point2: None,
+                correction: None,
             };
             step(&mut o, &m, &Sgd::plain(), &mut st, eta, b).unwrap();
         }
@@ -281,9 +282,10 @@ fn non_finite_leaves_parameters_unchanged() {
             let b = Buffers {
                 theta: &mut theta[..],
                 dir: &mut d[..],
-                momentum: Some(&mut mom[..]),
+                state: [Some(&mut mom[..]), None],
                 point: Some(&mut p1[..]),
                 point2: Some(&mut p2[..]),
+                correction: None,
             };
             let r = step(&mut o, &m, &Sgd::paper(), &mut st, 0.1, b);
             assert_eq!(r, Err(Error::NonFinite), "{m:?}");
@@ -312,9 +314,10 @@ fn configuration_errors_are_values() {
         let b = Buffers {
             theta,
             dir: &mut d[..],
-            momentum: None,
+            state: [None, None],
             point,
             point2: None,
+            correction: None,
         };
         step(&mut o, &m, &opt, &mut st, 0.1, b)
     };
@@ -370,9 +373,10 @@ fn deterministic_and_fixed_equals_runtime() {
                 let b = Buffers {
                     theta: &mut theta[..],
                     dir: &mut d[..],
-                    momentum: Some(&mut mom[..]),
+                    state: [Some(&mut mom[..]), None],
                     point: Some(&mut pt[..]),
                     point2: None,
+                    correction: None,
                 };
                 if fixed {
                     step(&mut fx, &m, &Sgd::paper(), &mut st, 0.1, b).unwrap();

@@ -122,9 +122,10 @@ fn kernel_matches_numpy_reference() {
             let bufs = Buffers {
                 theta: &mut th[..],
                 dir: &mut d[..],
-                momentum: Some(&mut mom[..]),
+                state: [Some(&mut mom[..]), None],
                 point: Some(&mut p1[..]),
                 point2: None,
+                correction: None,
             };
             step(
                 &mut o,

@@ -339,7 +339,7 @@ pub fn replay(
                 Some(&mut point[..])
             },
             point2: None,
-            momentum: None,
+            state: [None, None],
             ws: &mut ws,
             x: &mut x,
             feats: &mut feats,

@@ -128,7 +128,7 @@ const MUTATIONS: &[Mutation] = &[
         file: "optim.cu",
         from: "if (skip && (skip[0] | skip[1])) return;",
         to: "if (skip && skip[0]) return;",
-        what: "sgd_update ignores the halted flag",
+        what: "opt_update ignores the halted flag",
     },
     Mutation {
         file: "optim.cu",

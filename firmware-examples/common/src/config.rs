@@ -9,7 +9,7 @@
 
 use fdgr_kernel::finetune::{FineTuner, Mode};
 use fdgr_kernel::ring::SampleRing;
-use fdgr_kernel::{Method, Sgd, SgdState};
+use fdgr_kernel::{Method, Optimizer, Sgd, SgdState};
 
 /// Inputs per sample (8×8 digits pixels, 0..=16); the sample stream's
 /// format is [`fdgr_kernel::stream`].
@@ -77,11 +77,11 @@ pub const fn tuner(method: Method<f32>, mode: Mode) -> FineTuner<f32, RING, INPU
     FineTuner {
         ring: SampleRing::new(),
         method,
-        opt: Sgd {
+        opt: Optimizer::Sgd(Sgd {
             momentum: 0.0,
             nesterov: false,
             weight_decay: 0.0,
-        },
+        }),
         state: SgdState { steps: 0 },
         lr: LR,
         batch: BATCH,

@@ -165,7 +165,7 @@ impl Buffers {
             dir: &mut self.dir[..],
             point,
             point2: None,
-            momentum: None,
+            state: [None, None],
             ws: &mut self.ws[..],
             x: &mut self.x[..],
             feats: &mut self.feats[..],

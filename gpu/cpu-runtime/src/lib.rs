@@ -328,7 +328,7 @@ mod tests {
 
     #[test]
     fn signatures_come_from_the_compiler() {
-        let k = find("sgd_update").expect("sgd_update");
+        let k = find("opt_update").expect("opt_update");
         use Param::*;
         assert_eq!(
             k.params(),
@@ -336,12 +336,21 @@ mod tests {
                 PtrF32 { write: true },
                 PtrF32 { write: false },
                 PtrF32 { write: true },
+                PtrF32 { write: true },
                 U64,
+                I32,
                 F32,
                 F32,
                 I32,
                 F32,
                 I32,
+                F32,
+                F32,
+                F32,
+                F32,
+                F32,
+                F32,
+                F32,
                 PtrU32 { write: false }
             ]
         );

@@ -175,28 +175,62 @@ pub fn backward_filter<F: Real>(g: &ConvGeom, x: &[F], dy: &[F], dw: &mut [F], a
     }
 }
 
+/// The output coordinates `[lo, hi)` along an axis (of `out` outputs, over
+/// an input of length `len`) whose tap `t` falls inside the input: the
+/// outputs `o` with 0 ≤ o·stride + t − pad < len.
+#[inline]
+fn inside(out: usize, stride: usize, t: usize, pad: usize, len: usize) -> (usize, usize) {
+    let lo = if t >= pad {
+        0
+    } else {
+        (pad - t).div_ceil(stride)
+    };
+    let hi = if len + pad <= t {
+        0
+    } else {
+        ((len - 1 + pad - t) / stride + 1).min(out)
+    };
+    (lo.min(hi), hi)
+}
+
 /// Copies sample `n`'s receptive fields into `col` (rows: (ic, ky, kx) of
 /// group `grp`; columns: output positions), zero where the window leaves
 /// the input. `col` holds (C/groups)·k²·OH·OW values.
 pub fn im2col<F: Real>(g: &ConvGeom, x: &[F], n: usize, grp: usize, col: &mut [F]) {
-    let (cg, k) = (g.cg(), g.k);
+    let (cg, k, s) = (g.cg(), g.k, g.stride);
     let ihw = g.h * g.w;
     let ohw = g.oh * g.ow;
+    if s == 1 && g.oh == g.h && g.ow == g.w {
+        return im2col_same(g, x, n, grp, col);
+    }
     for ic in 0..cg {
         let xo = (n * g.c + grp * cg + ic) * ihw;
         for ky in 0..k {
             for kx in 0..k {
                 let row = ((ic * k + ky) * k + kx) * ohw;
+                // the columns whose tap kx is inside the input, and where
+                // the first of them reads
+                let (x0, x1) = inside(g.ow, s, kx, g.pad, g.w);
+                let first = (x0 * s + kx).wrapping_sub(g.pad);
                 for oy in 0..g.oh {
                     let r = &mut col[row + oy * g.ow..row + (oy + 1) * g.ow];
                     match g.at(oy, ky, g.h) {
                         None => r.fill(F::ZERO),
                         Some(iy) => {
-                            for (ox, c) in r.iter_mut().enumerate() {
-                                *c = match g.at(ox, kx, g.w) {
-                                    Some(ix) => x[xo + iy * g.w + ix],
-                                    None => F::ZERO,
-                                };
+                            let (head, rest) = r.split_at_mut(x0);
+                            let (mid, tail) = rest.split_at_mut(x1 - x0);
+                            head.fill(F::ZERO);
+                            tail.fill(F::ZERO);
+                            if mid.is_empty() {
+                                continue;
+                            }
+                            let src = &x[xo + iy * g.w + first..];
+                            if s == 1 {
+                                mid.copy_from_slice(&src[..mid.len()]);
+                            } else {
+                                for (j, c) in mid.iter_mut().enumerate() {
+                                    *c = src[j * s];
+                                }
                             }
                         }
                     }
@@ -206,10 +240,50 @@ pub fn im2col<F: Real>(g: &ConvGeom, x: &[F], n: usize, grp: usize, col: &mut [F
     }
 }
 
+/// [`im2col`] of a stride-1 convolution that keeps the plane size: each
+/// tap's row is the input plane shifted by (ky − pad, kx − pad), one
+/// contiguous copy per tap, with the window's outside zeroed.
+fn im2col_same<F: Real>(g: &ConvGeom, x: &[F], n: usize, grp: usize, col: &mut [F]) {
+    let (cg, k, w) = (g.cg(), g.k, g.w);
+    let hw = g.h * w;
+    for ic in 0..cg {
+        let plane = &x[(n * g.c + grp * cg + ic) * hw..][..hw];
+        for ky in 0..k {
+            let (y0, y1) = inside(g.oh, 1, ky, g.pad, g.h);
+            for kx in 0..k {
+                let row = &mut col[((ic * k + ky) * k + kx) * hw..][..hw];
+                let (above, rest) = row.split_at_mut(y0 * w);
+                let (block, below) = rest.split_at_mut((y1 - y0) * w);
+                above.fill(F::ZERO);
+                below.fill(F::ZERO);
+                if block.is_empty() {
+                    continue;
+                }
+                // block[j] reads plane[start + j] (start may be before the
+                // plane or the end past it: those land in zeroed columns)
+                let start = ((y0 + ky) * w + kx) as isize - (g.pad * w + g.pad) as isize;
+                let lo = (-start).max(0) as usize;
+                let hi = ((hw as isize - start) as usize).min(block.len());
+                block[..lo].fill(F::ZERO);
+                block[hi..].fill(F::ZERO);
+                let s0 = (start + lo as isize) as usize;
+                block[lo..hi].copy_from_slice(&plane[s0..s0 + hi - lo]);
+                // the columns where tap kx leaves the input wrapped to the
+                // neighbouring row: zero them
+                let (c0, c1) = inside(g.ow, 1, kx, g.pad, w);
+                for r in block.chunks_exact_mut(w) {
+                    r[..c0].fill(F::ZERO);
+                    r[c1..].fill(F::ZERO);
+                }
+            }
+        }
+    }
+}
+
 /// Adds the columns of `col` (layout of [`im2col`]) back onto sample `n`'s
 /// input gradient: the adjoint of [`im2col`].
 pub fn col2im_add<F: Real>(g: &ConvGeom, col: &[F], n: usize, grp: usize, dx: &mut [F]) {
-    let (cg, k) = (g.cg(), g.k);
+    let (cg, k, s) = (g.cg(), g.k, g.stride);
     let ihw = g.h * g.w;
     let ohw = g.oh * g.ow;
     for ic in 0..cg {
@@ -217,15 +291,69 @@ pub fn col2im_add<F: Real>(g: &ConvGeom, col: &[F], n: usize, grp: usize, dx: &m
         for ky in 0..k {
             for kx in 0..k {
                 let row = ((ic * k + ky) * k + kx) * ohw;
+                let (x0, x1) = inside(g.ow, s, kx, g.pad, g.w);
+                if x0 == x1 {
+                    continue;
+                }
+                let first = (x0 * s + kx).wrapping_sub(g.pad);
                 for oy in 0..g.oh {
                     let Some(iy) = g.at(oy, ky, g.h) else {
                         continue;
                     };
-                    for ox in 0..g.ow {
-                        if let Some(ix) = g.at(ox, kx, g.w) {
-                            dx[xo + iy * g.w + ix] += col[row + oy * g.ow + ox];
+                    let src = &col[row + oy * g.ow + x0..row + oy * g.ow + x1];
+                    let dst = &mut dx[xo + iy * g.w + first..];
+                    if s == 1 {
+                        for (d, c) in dst[..src.len()].iter_mut().zip(src) {
+                            *d += *c;
+                        }
+                    } else {
+                        for (j, c) in src.iter().enumerate() {
+                            dst[j * s] += *c;
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The input gradient of a stride-1 convolution as a forward convolution:
+/// convᵀ(dy, W) = conv(dy, W′) with W′ the flipped, channel-transposed
+/// filter ([`flip_filter`]) and padding k − 1 − pad. The geometry of that
+/// convolution (input dy: K channels of OH×OW; output: C channels of
+/// H×W), or `None` when the convolution is strided or padded by k or more.
+pub const fn transposed(g: &ConvGeom) -> Option<ConvGeom> {
+    if g.stride != 1 || g.pad >= g.k {
+        return None;
+    }
+    Some(ConvGeom {
+        n: g.n,
+        c: g.k_out,
+        h: g.oh,
+        w: g.ow,
+        k_out: g.c,
+        k: g.k,
+        stride: 1,
+        pad: g.k - 1 - g.pad,
+        groups: g.groups,
+        oh: g.h,
+        ow: g.w,
+    })
+}
+
+/// W′ of [`transposed`]: for input channel c of group grp and output
+/// channel grp·K/G + kk, W′(c, kk, ty, tx) = W(grp·K/G + kk, c − grp·C/G,
+/// k−1−ty, k−1−tx) (`wt` holds [`ConvGeom::w_len`] values).
+pub fn flip_filter<F: Real>(g: &ConvGeom, w: &[F], wt: &mut [F]) {
+    let (cg, kg, k) = (g.cg(), g.kg(), g.k);
+    let kk2 = k * k;
+    for grp in 0..g.groups {
+        for kk in 0..kg {
+            for ic in 0..cg {
+                let src = &w[((grp * kg + kk) * cg + ic) * kk2..][..kk2];
+                let dst = &mut wt[((grp * cg + ic) * kg + kk) * kk2..][..kk2];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
                 }
             }
         }
@@ -339,5 +467,120 @@ mod tests {
         for i in 0..y1.len() {
             assert!((y2[i] - (2.0 * y0[i] + 0.5 * y1[i])).abs() < 1e-12);
         }
+    }
+
+    /// The direct loops of im2col / col2im, tap by tap.
+    fn im2col_ref(g: &ConvGeom, x: &[f64], n: usize, grp: usize, col: &mut [f64]) {
+        let (cg, k, ohw) = (g.cg(), g.k, g.oh * g.ow);
+        for ic in 0..cg {
+            let xo = (n * g.c + grp * cg + ic) * g.h * g.w;
+            for t in 0..k * k {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        col[(ic * k * k + t) * ohw + oy * g.ow + ox] =
+                            match (g.at(oy, t / k, g.h), g.at(ox, t % k, g.w)) {
+                                (Some(iy), Some(ix)) => x[xo + iy * g.w + ix],
+                                _ => 0.0,
+                            };
+                    }
+                }
+            }
+        }
+    }
+
+    /// im2col and col2im agree with the tap-by-tap loops (bit for bit: the
+    /// additions of col2im happen in the same order) on every mix of
+    /// stride, padding (also ≥ k) and kernel size, including windows that
+    /// miss the input.
+    #[test]
+    fn im2col_and_col2im_match_direct_loops() {
+        for (h, w) in [(5, 4), (7, 9), (2, 3)] {
+            for k in [1, 2, 3, 5] {
+                for stride in [1, 2, 3] {
+                    for pad in [0, 1, 2, 4] {
+                        if h + 2 * pad < k || w + 2 * pad < k {
+                            continue;
+                        }
+                        let g = ConvGeom {
+                            n: 2,
+                            c: 4,
+                            h,
+                            w,
+                            k_out: 2,
+                            k,
+                            stride,
+                            pad,
+                            groups: 2,
+                            oh: (h + 2 * pad - k) / stride + 1,
+                            ow: (w + 2 * pad - k) / stride + 1,
+                        };
+                        let x = data(g.x_len(), 7);
+                        let rows = g.cg() * k * k * g.oh * g.ow;
+                        for n in 0..2 {
+                            for grp in 0..2 {
+                                let mut a = vec![1.0; rows];
+                                let mut b = vec![2.0; rows];
+                                im2col(&g, &x, n, grp, &mut a);
+                                im2col_ref(&g, &x, n, grp, &mut b);
+                                assert_eq!(a, b, "{g:?}");
+                                // col2im: the adjoint, added in tap order
+                                let col = data(rows, 8);
+                                let mut d1 = data(g.x_len(), 9);
+                                let mut d2 = d1.clone();
+                                col2im_add(&g, &col, n, grp, &mut d1);
+                                let ohw = g.oh * g.ow;
+                                for ic in 0..g.cg() {
+                                    let xo = (n * g.c + grp * g.cg() + ic) * h * w;
+                                    for t in 0..k * k {
+                                        for oy in 0..g.oh {
+                                            for ox in 0..g.ow {
+                                                let (Some(iy), Some(ix)) =
+                                                    (g.at(oy, t / k, h), g.at(ox, t % k, w))
+                                                else {
+                                                    continue;
+                                                };
+                                                d2[xo + iy * w + ix] +=
+                                                    col[(ic * k * k + t) * ohw + oy * g.ow + ox];
+                                            }
+                                        }
+                                    }
+                                }
+                                assert_eq!(d1, d2, "{g:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// convᵀ(dy, W) = conv(dy, W′) with the transposed geometry.
+    #[test]
+    fn backward_data_is_a_flipped_forward() {
+        for g in [
+            geom(3, 4, 3, 1, 1, 1),
+            geom(4, 6, 3, 1, 0, 2),
+            geom(4, 4, 3, 1, 2, 4),
+            geom(2, 3, 1, 1, 0, 1),
+            geom(2, 2, 5, 1, 2, 1),
+            geom(2, 4, 5, 1, 1, 2),
+        ] {
+            let t = transposed(&g).unwrap();
+            let w = data(g.w_len(), 2);
+            let dy = data(g.y_len(), 3);
+            let mut want = data(g.x_len(), 4);
+            let mut got = want.clone();
+            backward_data(&g, &dy, &w, &mut want, 0.5, 2.0);
+            let mut wt = vec![0.0; g.w_len()];
+            flip_filter(&g, &w, &mut wt);
+            assert_eq!(t.w_len(), g.w_len());
+            assert_eq!((t.x_len(), t.y_len()), (g.y_len(), g.x_len()));
+            forward(&t, &dy, &wt, &mut got, 0.5, 2.0);
+            for (p, q) in want.iter().zip(&got) {
+                assert!((p - q).abs() < 1e-12, "{g:?}: {p} {q}");
+            }
+        }
+        assert!(transposed(&geom(3, 4, 3, 2, 1, 1)).is_none());
+        assert!(transposed(&geom(3, 4, 1, 1, 1, 1)).is_none());
     }
 }

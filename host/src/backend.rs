@@ -6,7 +6,10 @@ use crate::augment::CropFlip;
 use crate::cpu::Par;
 use anyhow::{anyhow, Result};
 use fdgr_kernel::model::{Model, Node};
-use fdgr_kernel::{mlp, Buffers, Error as KError, Method, Net, Rng, Sgd, SgdState, Targets};
+use fdgr_kernel::{
+    mlp, Buffers, Error as KError, Method, Net, Optim, Optimizer, Rng, SgdState, StepOptions,
+    Targets,
+};
 
 /// Why a training step failed.
 #[derive(Debug)]
@@ -35,26 +38,41 @@ impl From<KError> for StepError {
     }
 }
 
-/// A training backend holding θ, the optimizer's momentum and the
-/// training set.
+/// A training backend holding θ, the optimizer's state and the training
+/// set.
 pub trait Backend {
     /// `cpu` or `gpu`.
     fn name(&self) -> &'static str;
-    /// Sets θ and (when the optimizer uses one) the momentum buffer.
-    fn set_params(&mut self, theta: &[f32], momentum: Option<&[f32]>) -> Result<()>;
-    /// Reads θ and the momentum buffer back.
-    fn params(&mut self, theta: &mut [f32], momentum: Option<&mut [f32]>) -> Result<()>;
+    /// Sets θ and the optimizer's state vectors, one after the other (P
+    /// values per vector: SGD's momentum; Adam's m then v; `None`: zeros).
+    fn set_params(&mut self, theta: &[f32], opt_state: Option<&[f32]>) -> Result<()>;
+    /// Reads θ and the optimizer's state vectors back.
+    fn params(&mut self, theta: &mut [f32], opt_state: Option<&mut [f32]>) -> Result<()>;
     /// One step on the training samples `indices`. A backend may queue it
     /// (GPU) and report its outcome at the next [`Backend::flush`]; the CPU
     /// runs it at once.
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         indices: &[u32],
         method: &Method<f32>,
-        opt: &Sgd<f32>,
+        opt: &Optimizer<f32>,
+        x: &StepOptions<f32>,
         state: &mut SgdState,
         lr: f32,
     ) -> std::result::Result<(), StepError>;
+    /// Amortized GR's stored correction (empty when there is none).
+    fn correction(&mut self) -> Result<Vec<f32>> {
+        Ok(vec![])
+    }
+    /// Restores the stored correction.
+    fn set_correction(&mut self, c: &[f32]) -> Result<()> {
+        if c.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!("the {} backend does not amortize GR", self.name()))
+        }
+    }
     /// Waits for queued steps; returns L(θ) before the last step, or
     /// [`StepError::NonFinite`] (then θ, momentum and `state` are those
     /// before the rejected step, and later queued steps were skipped).
@@ -105,7 +123,10 @@ pub struct CpuBackend {
     train_x: Vec<f32>,
     train_y: Vec<u32>,
     theta: Vec<f32>,
-    momentum: Vec<f32>,
+    /// The optimizer's state vectors (empty when it keeps fewer).
+    opt_state: [Vec<f32>; 2],
+    /// Amortized GR's correction (empty when not amortized).
+    correction: Vec<f32>,
     dir: Vec<f32>,
     point: Vec<f32>,
     point2: Vec<f32>,
@@ -129,7 +150,8 @@ impl CpuBackend {
         train_y: Vec<u32>,
         max_batch: usize,
         method: &Method<f32>,
-        opt: &Sgd<f32>,
+        opt: &Optimizer<f32>,
+        amortized: bool,
     ) -> Result<Self> {
         let p = model.param_count();
         let sz = |need: bool| if need { p } else { 0 };
@@ -150,7 +172,11 @@ impl CpuBackend {
             train_x,
             train_y,
             theta: vec![0.0; p],
-            momentum: vec![0.0; sz(opt.needs_momentum())],
+            opt_state: [
+                vec![0.0; sz(opt.state_vectors() >= 1)],
+                vec![0.0; sz(opt.state_vectors() >= 2)],
+            ],
+            correction: vec![0.0; sz(amortized)],
             dir: vec![0.0; p],
             point: vec![0.0; sz(method.scratch_vectors() >= 1)],
             point2: vec![0.0; sz(method.scratch_vectors() >= 2)],
@@ -183,7 +209,7 @@ impl Backend for CpuBackend {
         "cpu"
     }
 
-    fn set_params(&mut self, theta: &[f32], momentum: Option<&[f32]>) -> Result<()> {
+    fn set_params(&mut self, theta: &[f32], opt_state: Option<&[f32]>) -> Result<()> {
         if theta.len() != self.theta.len() {
             return Err(anyhow!(
                 "θ has {} values, model needs {}",
@@ -192,27 +218,49 @@ impl Backend for CpuBackend {
             ));
         }
         self.theta.copy_from_slice(theta);
-        match momentum {
-            Some(m) if m.len() == self.momentum.len() => self.momentum.copy_from_slice(m),
+        let want: usize = self.opt_state.iter().map(Vec::len).sum();
+        match opt_state {
+            Some(m) if m.len() == want => {
+                let (a, b) = m.split_at(self.opt_state[0].len());
+                self.opt_state[0].copy_from_slice(a);
+                self.opt_state[1].copy_from_slice(b);
+            }
             Some(m) => {
                 return Err(anyhow!(
-                    "momentum has {} values, expected {}",
-                    m.len(),
-                    self.momentum.len()
+                    "optimizer state has {} values, expected {want}",
+                    m.len()
                 ))
             }
-            None => self.momentum.fill(0.0),
+            None => self.opt_state.iter_mut().for_each(|v| v.fill(0.0)),
         }
         Ok(())
     }
 
-    fn params(&mut self, theta: &mut [f32], momentum: Option<&mut [f32]>) -> Result<()> {
+    fn params(&mut self, theta: &mut [f32], opt_state: Option<&mut [f32]>) -> Result<()> {
         theta.copy_from_slice(&self.theta);
-        if let Some(m) = momentum {
-            if m.len() == self.momentum.len() {
-                m.copy_from_slice(&self.momentum);
+        if let Some(m) = opt_state {
+            let n0 = self.opt_state[0].len();
+            if m.len() == n0 + self.opt_state[1].len() {
+                m[..n0].copy_from_slice(&self.opt_state[0]);
+                m[n0..].copy_from_slice(&self.opt_state[1]);
             }
         }
+        Ok(())
+    }
+
+    fn correction(&mut self) -> Result<Vec<f32>> {
+        Ok(self.correction.clone())
+    }
+
+    fn set_correction(&mut self, c: &[f32]) -> Result<()> {
+        if c.len() != self.correction.len() {
+            return Err(anyhow!(
+                "GR correction has {} values, expected {}",
+                c.len(),
+                self.correction.len()
+            ));
+        }
+        self.correction.copy_from_slice(c);
         Ok(())
     }
 
@@ -220,7 +268,8 @@ impl Backend for CpuBackend {
         &mut self,
         indices: &[u32],
         method: &Method<f32>,
-        opt: &Sgd<f32>,
+        opt: &Optimizer<f32>,
+        x: &StepOptions<f32>,
         state: &mut SgdState,
         lr: f32,
     ) -> std::result::Result<(), StepError> {
@@ -237,15 +286,16 @@ impl Backend for CpuBackend {
         }
         let mut net = Net::resume(self.model.borrowed(), self.exec, &mut self.ws[..])?;
         net.set_batch(&self.bx, Targets::Classes(&self.by))?;
+        let [s0, s1] = &mut self.opt_state;
         let bufs = Buffers {
             theta: &mut self.theta[..],
             dir: &mut self.dir[..],
-            state: [opt_slice(&mut self.momentum), None],
+            state: [opt_slice(s0), opt_slice(s1)],
             point: opt_slice(&mut self.point),
             point2: opt_slice(&mut self.point2),
-            correction: None,
+            correction: opt_slice(&mut self.correction),
         };
-        self.last_loss = fdgr_kernel::step(&mut net, method, opt, state, lr, bufs)?;
+        self.last_loss = fdgr_kernel::step_with(&mut net, method, opt, state, lr, x, bufs)?;
         self.tracked += net.batches_tracked();
         Ok(())
     }

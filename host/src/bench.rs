@@ -7,7 +7,7 @@ use crate::config::{BackendName, MethodName};
 use crate::cpu::{pool, Par};
 use crate::data::{Dataset, Split};
 use anyhow::{anyhow, Context, Result};
-use fdgr_kernel::{init_params, Rng, Sgd, SgdState};
+use fdgr_kernel::{init_params, Optimizer, Rng, Sgd, SgdState, StepOptions};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -106,7 +106,7 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
             None => String::new(),
         };
         let idx: Vec<u32> = (0..b as u32).collect();
-        let opt = Sgd::paper();
+        let opt: Optimizer<f32> = Sgd::paper().into();
         let mut rows = vec![];
         for &m in &spec.methods {
             let method = m.method(0.05, 0.1, 0.05, 0.01);
@@ -143,13 +143,14 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
                 b,
                 &method,
                 &opt,
+                false,
             )?);
-            be.set_params(&theta0, Some(&vec![0.0; p]))?;
+            be.set_params(&theta0, None)?;
             let mut st = SgdState::default();
             let mut times = Vec::with_capacity(spec.repeats);
             for k in 0..spec.warmup + spec.repeats {
                 let t = Instant::now();
-                be.step(&idx, &method, &opt, &mut st, 1e-3)
+                be.step(&idx, &method, &opt, &StepOptions::default(), &mut st, 1e-3)
                     .and_then(|()| be.flush(&mut st).map(|_| ()))
                     .map_err(|e| anyhow!("{} step failed: {e}", m.as_str()))?;
                 if k >= spec.warmup {

@@ -9,13 +9,15 @@
 //!   `layer1.0.conv1.weight`, … with every batch norm's
 //!   `num_batches_tracked` (I64); f32 otherwise. The metadata describes
 //!   the network, so the file alone rebuilds it.
-//! * `checkpoint.safetensors`: the same tensors, the momentum buffer
-//!   (`momentum.<name>`) and, in the metadata, everything else needed
+//! * `checkpoint.safetensors`: the same tensors, the optimizer's state
+//!   (`momentum.<name>`; Adam: `exp_avg.<name>`, `exp_avg_sq.<name>`),
+//!   amortized GR's stored correction (`gr_correction.<name>`) and, in the
+//!   metadata, everything else needed
 //!   to resume bit-exactly: configuration, epoch, step counters, the RNG
 //!   state of the data order, and the metrics history.
 
 use crate::arch::Arch;
-use crate::config::{dims_str, TrainConfig};
+use crate::config::{dims_str, OptimizerName, TrainConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use fdgr_kernel::{Act, Dims, Loss, Shape};
 use safetensors::{Dtype, SafeTensors};
@@ -175,13 +177,14 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 /// Serialises a network's tensors (parameters, running statistics and
-/// their `num_batches_tracked`, and optionally the momentum buffer as
-/// `momentum.<name>`) to the safetensors format, metadata keys sorted, so
-/// the same weights always give the same bytes.
+/// their `num_batches_tracked`, and parameter-shaped `extra` vectors as
+/// `<prefix>.<name>`: the optimizer's state, GR's correction) to the
+/// safetensors format, metadata keys sorted, so the same weights always
+/// give the same bytes.
 fn serialize(
     arch: &Arch,
     w: &Weights<'_>,
-    momentum: Option<&[f32]>,
+    extra: &[(&str, &[f32])],
     mut meta: BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
     if w.theta.iter().chain(w.state).any(|t| !t.is_finite()) {
@@ -213,11 +216,11 @@ fn serialize(
             bytes: (w.tracked as i64).to_le_bytes().to_vec(),
         });
     }
-    if let Some(m) = momentum {
+    for (prefix, m) in extra {
         for t in arch.params() {
             tensors.push(Out {
                 bytes: f32_bytes(&m[t.offset..t.offset + t.len]),
-                name: format!("momentum.{}", t.name),
+                name: format!("{prefix}.{}", t.name),
                 shape: t.shape,
                 dtype: "F32",
             });
@@ -263,7 +266,7 @@ pub struct Weights<'a> {
 /// Writes `model.safetensors`-style weights (PyTorch names, so the file
 /// loads into the equivalent module with `load_state_dict(strict=True)`).
 pub fn save_model(path: &Path, arch: &Arch, w: &Weights<'_>) -> Result<()> {
-    atomic_write(path, &serialize(arch, w, None, BTreeMap::new())?)
+    atomic_write(path, &serialize(arch, w, &[], BTreeMap::new())?)
 }
 
 /// Reads the tensors of `arch` (with an optional name prefix) into θ.
@@ -466,18 +469,45 @@ pub fn load_model(path: &Path) -> Result<(Shape, Vec<f32>)> {
     Ok((shape, f.theta))
 }
 
-/// Writes `dir/checkpoint.safetensors`.
+/// The names of an optimizer's state vectors in a checkpoint (PyTorch's
+/// state keys): SGD `momentum` (when μ > 0), Adam `exp_avg` and
+/// `exp_avg_sq`.
+pub fn opt_state_names(cfg: &TrainConfig) -> &'static [&'static str] {
+    match cfg.optimizer {
+        OptimizerName::Sgd if cfg.momentum != 0.0 => &["momentum"],
+        OptimizerName::Sgd => &[],
+        OptimizerName::Adam | OptimizerName::Adamw => &["exp_avg", "exp_avg_sq"],
+    }
+}
+
+/// Writes `dir/checkpoint.safetensors`: the weights, the optimizer's state
+/// vectors (`opt_state`, one after the other, named by
+/// [`opt_state_names`]) and amortized GR's correction (`gr_correction`).
 pub fn save_checkpoint(
     dir: &Path,
     state: &TrainState,
     arch: &Arch,
     w: &Weights<'_>,
-    momentum: Option<&[f32]>,
+    opt_state: &[f32],
+    correction: &[f32],
 ) -> Result<()> {
     let meta = BTreeMap::from([("fdgr-state".to_string(), serde_json::to_string(state)?)]);
+    let p = arch.param_count();
+    let names = opt_state_names(&state.config);
+    if opt_state.len() != names.len() * p || !(correction.is_empty() || correction.len() == p) {
+        bail!("checkpoint: optimizer state or correction of the wrong size");
+    }
+    let mut extra: Vec<(&str, &[f32])> = names
+        .iter()
+        .zip(opt_state.chunks_exact(p.max(1)))
+        .map(|(n, v)| (*n, v))
+        .collect();
+    if !correction.is_empty() {
+        extra.push(("gr_correction", correction));
+    }
     atomic_write(
         &dir.join("checkpoint.safetensors"),
-        &serialize(arch, w, momentum, meta)?,
+        &serialize(arch, w, &extra, meta)?,
     )
 }
 
@@ -489,8 +519,10 @@ pub struct Loaded {
     pub arch: Arch,
     /// Parameters.
     pub theta: Vec<f32>,
-    /// Momentum buffer (empty when the optimizer has none).
-    pub momentum: Vec<f32>,
+    /// The optimizer's state vectors, one after the other.
+    pub opt_state: Vec<f32>,
+    /// Amortized GR's correction (empty when not amortized).
+    pub correction: Vec<f32>,
     /// Running statistics.
     pub bn_state: Vec<f32>,
     /// `num_batches_tracked`.
@@ -528,17 +560,24 @@ pub fn load_checkpoint(dir: &Path) -> Result<Loaded> {
     }
     let mut theta = vec![0.0f32; arch.param_count()];
     read_params(&st, &arch, "", &name, &mut theta)?;
-    let mut momentum = vec![];
-    if state.config.momentum != 0.0 {
-        momentum = vec![0.0f32; arch.param_count()];
-        read_params(&st, &arch, "momentum.", &name, &mut momentum)?;
+    let p = arch.param_count();
+    let names = opt_state_names(&state.config);
+    let mut opt_state = vec![0.0f32; names.len() * p];
+    for (n, v) in names.iter().zip(opt_state.chunks_exact_mut(p.max(1))) {
+        read_params(&st, &arch, &format!("{n}."), &name, v)?;
+    }
+    let mut correction = vec![];
+    if state.config.amortized() {
+        correction = vec![0.0f32; p];
+        read_params(&st, &arch, "gr_correction.", &name, &mut correction)?;
     }
     let (bn_state, tracked) = read_state(&st, &arch, &name)?;
     Ok(Loaded {
         state,
         arch,
         theta,
-        momentum,
+        opt_state,
+        correction,
         bn_state,
         tracked,
     })

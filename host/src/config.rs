@@ -4,7 +4,10 @@
 use crate::arch::Arch;
 use crate::data::{DataOptions, Normalize};
 use anyhow::{bail, Context, Result};
-use fdgr_kernel::{Act, Dims, Loss, Method, Schedule, ScheduleKind, Sgd, Shape};
+use fdgr_kernel::{
+    Act, Adam, Ascent, Dims, Loss, Method, Optimizer, Schedule, ScheduleKind, Sgd, Shape,
+    StepOptions,
+};
 use serde::{Deserialize, Serialize};
 
 /// Training methods by name.
@@ -105,6 +108,43 @@ pub enum ScheduleName {
     Cosine,
 }
 
+/// Base optimizers by name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    /// SGD (momentum, Nesterov, coupled weight decay), PyTorch's.
+    #[default]
+    Sgd,
+    /// Adam (coupled weight decay), PyTorch's.
+    Adam,
+    /// AdamW (decoupled weight decay), PyTorch's.
+    Adamw,
+}
+
+impl OptimizerName {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptimizerName::Sgd => "sgd",
+            OptimizerName::Adam => "adam",
+            OptimizerName::Adamw => "adamw",
+        }
+    }
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_adam_eps() -> f64 {
+    1e-8
+}
+fn default_gr_every() -> u64 {
+    1
+}
+
 /// Backend by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -157,6 +197,30 @@ pub struct TrainConfig {
     pub nesterov: bool,
     /// Weight decay λ (coupled, PyTorch SGD).
     pub weight_decay: f64,
+    /// Base optimizer.
+    #[serde(default)]
+    pub optimizer: OptimizerName,
+    /// Adam's β₁.
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    /// Adam's β₂.
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    /// Adam's ε.
+    #[serde(default = "default_adam_eps")]
+    pub adam_eps: f64,
+    /// Clip the step direction to this Euclidean norm.
+    #[serde(default)]
+    pub clip_norm: Option<f64>,
+    /// Amortized GR: a fresh ascent every k-th step (1: every step).
+    #[serde(default = "default_gr_every")]
+    pub gr_every: u64,
+    /// Amortized GR: a fresh ascent with this probability per step.
+    #[serde(default)]
+    pub gr_prob: Option<f64>,
+    /// Linear warm-up of γ, in epochs (0: none).
+    #[serde(default)]
+    pub gamma_warmup: u64,
     /// Learning-rate schedule.
     pub schedule: ScheduleName,
     /// Linear warm-up, in epochs.
@@ -248,11 +312,67 @@ impl TrainConfig {
     }
 
     /// The optimizer.
-    pub fn optimizer(&self) -> Sgd<f32> {
-        Sgd {
-            momentum: self.momentum as f32,
-            nesterov: self.nesterov,
-            weight_decay: self.weight_decay as f32,
+    pub fn optimizer(&self) -> Optimizer<f32> {
+        match self.optimizer {
+            OptimizerName::Sgd => Optimizer::Sgd(Sgd {
+                momentum: self.momentum as f32,
+                nesterov: self.nesterov,
+                weight_decay: self.weight_decay as f32,
+            }),
+            OptimizerName::Adam | OptimizerName::Adamw => Optimizer::Adam(Adam {
+                beta1: self.beta1 as f32,
+                beta2: self.beta2 as f32,
+                eps: self.adam_eps as f32,
+                weight_decay: self.weight_decay as f32,
+                decoupled: self.optimizer == OptimizerName::Adamw,
+            }),
+        }
+    }
+
+    /// The method at optimizer step `step` (0-based) of a run with
+    /// `steps_per_epoch`: γ warmed up linearly over `gamma_warmup` epochs.
+    pub fn method_at(&self, step: u64, steps_per_epoch: u64) -> Method<f32> {
+        let w = self.gamma_warmup * steps_per_epoch;
+        let g = if w > 0 && step < w {
+            self.gamma * (step + 1) as f64 / w as f64
+        } else {
+            self.gamma
+        };
+        self.method.method(g, self.eps, self.rho, self.flood_level)
+    }
+
+    /// Whether amortized GR is on (a stored correction is kept).
+    pub fn amortized(&self) -> bool {
+        self.gr_every > 1 || self.gr_prob.is_some()
+    }
+
+    /// Whether step `step` (0-based) takes a fresh ascent: every
+    /// `gr_every`-th step, or with probability `gr_prob` (drawn from the
+    /// seed and the step, so a resumed run decides alike); step 0 always.
+    pub fn fresh_ascent(&self, step: u64) -> bool {
+        if step == 0 {
+            return true;
+        }
+        match self.gr_prob {
+            Some(p) => {
+                let mut r =
+                    fdgr_kernel::Rng::new(self.seed ^ step.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+                r.next_u64();
+                r.uniform() < p
+            }
+            None => step % self.gr_every.max(1) == 0,
+        }
+    }
+
+    /// The step options of step `step`.
+    pub fn step_options(&self, step: u64) -> StepOptions<f32> {
+        StepOptions {
+            clip_norm: self.clip_norm.map(|c| c as f32),
+            ascent: if self.fresh_ascent(step) {
+                Ascent::Fresh
+            } else {
+                Ascent::Reuse
+            },
         }
     }
 
@@ -287,9 +407,31 @@ impl TrainConfig {
         self.method()
             .validate()
             .map_err(|e| anyhow::anyhow!("--method {}: {e}", self.method.as_str()))?;
-        self.optimizer()
-            .validate()
-            .map_err(|e| anyhow::anyhow!("optimizer: {e}"))?;
+        fdgr_kernel::Optim::validate(&self.optimizer())
+            .map_err(|e| anyhow::anyhow!("--optimizer {}: {e}", self.optimizer.as_str()))?;
+        if let Some(c) = self.clip_norm {
+            if !(c > 0.0 && c.is_finite()) {
+                bail!("--clip-norm {c}: expected a positive number");
+            }
+        }
+        if self.gr_every == 0 {
+            bail!("--gr-every must be at least 1");
+        }
+        if let Some(p) = self.gr_prob {
+            if !(p > 0.0 && p <= 1.0) {
+                bail!("--gr-prob {p}: expected a probability in (0, 1]");
+            }
+            if self.gr_every > 1 {
+                bail!("--gr-every and --gr-prob exclude each other");
+            }
+        }
+        if self.gamma_warmup > 0 && self.gamma_warmup >= self.epochs {
+            bail!(
+                "--gamma-warmup-epochs {} must be shorter than --epochs {}",
+                self.gamma_warmup,
+                self.epochs
+            );
+        }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("--lr {}: expected a positive number", self.lr);
         }

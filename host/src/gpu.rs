@@ -8,7 +8,7 @@ use crate::backend::{Backend, StepError};
 use crate::data::Dataset;
 use anyhow::{anyhow, Result};
 use fdgr_gpu::{GpuError, GpuOptions, GpuTrainer};
-use fdgr_kernel::{Method, Sgd, SgdState, Shape};
+use fdgr_kernel::{Method, Optimizer, SgdState, Shape, StepOptions};
 
 fn step_err(e: GpuError) -> StepError {
     if e.is_non_finite() {
@@ -33,24 +33,30 @@ impl Backend for GpuBackend {
         "gpu"
     }
 
-    fn set_params(&mut self, theta: &[f32], momentum: Option<&[f32]>) -> Result<()> {
+    fn set_params(&mut self, theta: &[f32], opt_state: Option<&[f32]>) -> Result<()> {
         self.t
-            .set_params(theta, momentum)
+            .set_params(theta, opt_state)
             .map_err(|e| anyhow!("{e}"))
     }
 
-    fn params(&mut self, theta: &mut [f32], momentum: Option<&mut [f32]>) -> Result<()> {
-        self.t.params(theta, momentum).map_err(|e| anyhow!("{e}"))
+    fn params(&mut self, theta: &mut [f32], opt_state: Option<&mut [f32]>) -> Result<()> {
+        self.t.params(theta, opt_state).map_err(|e| anyhow!("{e}"))
     }
 
     fn step(
         &mut self,
         indices: &[u32],
         method: &Method<f32>,
-        opt: &Sgd<f32>,
+        opt: &Optimizer<f32>,
+        x: &StepOptions<f32>,
         state: &mut SgdState,
         lr: f32,
     ) -> std::result::Result<(), StepError> {
+        if *x != StepOptions::default() {
+            return Err(StepError::Other(anyhow!(
+                "--clip-norm, --gr-every and --gr-prob run on the CPU backend only"
+            )));
+        }
         self.t
             .step_async(indices, method, opt, state, lr)
             .map_err(step_err)
@@ -72,7 +78,7 @@ pub fn backend(
     data: &Dataset,
     max_batch: usize,
     method: &Method<f32>,
-    opt: &Sgd<f32>,
+    opt: &Optimizer<f32>,
     tf32: bool,
 ) -> Result<Box<dyn Backend>> {
     let dev = probe()?;

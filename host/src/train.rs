@@ -135,6 +135,7 @@ pub fn make_backend(
             cfg.batch,
             &method,
             &opt,
+            cfg.amortized(),
         )?),
         BackendName::Gpu => {
             let shape = arch.mlp.with_context(|| {
@@ -191,14 +192,14 @@ pub fn run_on(
     let n_train = data.train.len();
     let spe = n_train.div_ceil(cfg.batch) as u64;
     let sched = cfg.schedule(spe);
-    let method = cfg.method();
     let opt = cfg.optimizer();
     let mut backend = make_backend(cfg, &arch, data, threads)?;
 
     let (mut st, mut theta, mut mom) = match resume {
         Some(l) => {
             backend.set_state(&l.bn_state, l.tracked)?;
-            (l.state, l.theta, l.momentum)
+            backend.set_correction(&l.correction)?;
+            (l.state, l.theta, l.opt_state)
         }
         None => {
             let mut theta = vec![0.0f32; p];
@@ -212,11 +213,7 @@ pub fn run_on(
                 history: vec![],
                 seconds: 0.0,
             };
-            let mom = if opt.needs_momentum() {
-                vec![0.0; p]
-            } else {
-                vec![]
-            };
+            let mom = vec![0.0; p * fdgr_kernel::Optim::state_vectors(&opt)];
             (st, theta, mom)
         }
     };
@@ -300,7 +297,8 @@ pub fn run_on(
         let n_batches = order.len().div_ceil(cfg.batch);
         for (k, idx) in order.chunks(cfg.batch).enumerate() {
             lr = sched.lr(step);
-            let mut r = backend.step(idx, &method, &opt, &mut sgd, lr);
+            let method = cfg.method_at(step, spe);
+            let mut r = backend.step(idx, &method, &opt, &cfg.step_options(step), &mut sgd, lr);
             // Read the loss (a device round trip on a GPU) only every few
             // steps and at the end of the epoch.
             if r.is_ok() && (k % FLUSH_EVERY == FLUSH_EVERY - 1 || k + 1 == n_batches) {
@@ -376,7 +374,8 @@ pub fn run_on(
                 state: &bn,
                 tracked,
             };
-            save_epoch(out, &st, &arch, &w, &mom)?;
+            let corr = backend.correction()?;
+            save_epoch(out, &st, &arch, &w, &mom, &corr)?;
         }
     }
     pb.finish_and_clear();
@@ -438,13 +437,24 @@ fn say(pb: &ProgressBar, verbose: bool, line: String) {
 /// The method's hyper-parameters in words.
 pub fn describe_method(cfg: &TrainConfig) -> String {
     use crate::config::MethodName as M;
-    match cfg.method {
+    let base = match cfg.method {
         M::Sgd => "plain gradient".into(),
         M::Db => format!("γ={}", cfg.gamma),
         M::Fgr | M::Bgr | M::Cgr => format!("γ={} ε={}", cfg.gamma, cfg.eps),
         M::Sam | M::Usam => format!("ρ={}", cfg.rho),
         M::Flood => format!("b={}", cfg.flood_level),
+    };
+    let mut extra = String::new();
+    if cfg.gamma_warmup > 0 && cfg.method.uses_gamma() {
+        extra += &format!(", γ warm-up {} epochs", cfg.gamma_warmup);
     }
+    if cfg.gr_every > 1 {
+        extra += &format!(", fresh ascent every {} steps", cfg.gr_every);
+    }
+    if let Some(p) = cfg.gr_prob {
+        extra += &format!(", fresh ascent with probability {p}");
+    }
+    base + &extra
 }
 
 fn save_epoch(
@@ -452,15 +462,10 @@ fn save_epoch(
     st: &TrainState,
     arch: &Arch,
     w: &Weights<'_>,
-    mom: &[f32],
+    opt_state: &[f32],
+    correction: &[f32],
 ) -> Result<()> {
-    checkpoint::save_checkpoint(
-        out,
-        st,
-        arch,
-        w,
-        if mom.is_empty() { None } else { Some(mom) },
-    )?;
+    checkpoint::save_checkpoint(out, st, arch, w, opt_state, correction)?;
     checkpoint::save_model(&out.join("model.safetensors"), arch, w)?;
     let mut lines = String::new();
     for r in &st.history {

@@ -151,8 +151,10 @@ fn resnet20_trains_on_cifar_format_files() {
 }
 
 /// `kill -9` at random moments, then `--resume`: a conv net with batch
-/// norm and crop + flip augmentation ends byte for byte where an
-/// uninterrupted run ends (weights, running statistics, metrics).
+/// norm, crop + flip augmentation, AdamW, amortized F-GR (a fresh ascent
+/// every third step, the correction checkpointed) and clipping ends byte
+/// for byte where an uninterrupted run ends (weights, running statistics,
+/// metrics).
 #[test]
 fn conv_resume_after_kill_is_bit_exact() {
     let data = cifar10_dir("cifar-resume", 24);
@@ -168,6 +170,14 @@ fn conv_resume_after_kill_is_bit_exact() {
             "crop-flip",
             "--method",
             "fgr",
+            "--optimizer",
+            "adamw",
+            "--lr",
+            "0.003",
+            "--gr-every",
+            "3",
+            "--clip-norm",
+            "5",
             "--epochs",
             "6",
             "--batch",

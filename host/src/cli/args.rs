@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fdgr::config::{parse_dims, MethodName, ScheduleName};
+use fdgr::config::{parse_dims, MethodName, OptimizerName, ScheduleName};
 use fdgr::data::{self, DataOptions, Dataset, Normalize};
 use fdgr_kernel::{Act, Loss, Shape};
 
@@ -101,11 +101,39 @@ pub struct MethodArgs {
     /// Flood level b (flood)
     #[arg(long, default_value_t = 0.02)]
     pub flood_level: f64,
+    /// Amortized GR: a fresh ascent (fgr, bgr, cgr: the second gradient;
+    /// db: Hv; sam, usam: the perturbation) every k-th step, reused in
+    /// between: 1 + 1/k gradients per step
+    #[arg(long, default_value_t = 1)]
+    pub gr_every: u64,
+    /// Amortized GR: a fresh ascent with probability p per step (seeded)
+    #[arg(long)]
+    pub gr_prob: Option<f64>,
+    /// Linear warm-up of γ over the first epochs
+    #[arg(long = "gamma-warmup-epochs", default_value_t = 0)]
+    pub gamma_warmup: u64,
 }
 
-/// The optimizer (SGD) and its schedule (`train`, `sweep`).
+/// The optimizer and its schedule (`train`, `sweep`).
 #[derive(Args, Clone, Debug)]
 pub struct OptimArgs {
+    /// Base optimizer (PyTorch's rules): sgd, adam (coupled weight decay),
+    /// adamw (decoupled)
+    #[arg(long, value_enum, default_value_t = OptimizerName::Sgd)]
+    pub optimizer: OptimizerName,
+    /// Adam's β₁
+    #[arg(long, default_value_t = 0.9)]
+    pub beta1: f64,
+    /// Adam's β₂
+    #[arg(long, default_value_t = 0.999)]
+    pub beta2: f64,
+    /// Adam's ε (outside the square root)
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_eps: f64,
+    /// Clip the step direction d to this Euclidean norm (after the method
+    /// formed it, as clip_grad_norm_ after SAM's second pass)
+    #[arg(long)]
+    pub clip_norm: Option<f64>,
     /// Base learning rate
     #[arg(long, default_value_t = 0.1)]
     pub lr: f64,

@@ -4,7 +4,7 @@ use super::args::{DataArgs, MethodArgs, ModelArgs, OptimArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use fdgr::checkpoint::{self, Loaded};
-use fdgr::config::{Augment, BackendName, ScheduleName, TrainConfig};
+use fdgr::config::{Augment, BackendName, OptimizerName, ScheduleName, TrainConfig};
 use fdgr::data::{self, Dataset};
 use fdgr::exit::bad_input;
 use fdgr::train::{self, describe_method, Summary};
@@ -96,6 +96,14 @@ impl TrainArgs {
             eps: m.eps,
             rho: m.rho,
             flood_level: m.flood_level,
+            optimizer: o.optimizer,
+            beta1: o.beta1,
+            beta2: o.beta2,
+            adam_eps: o.adam_eps,
+            clip_norm: o.clip_norm,
+            gr_every: m.gr_every,
+            gr_prob: m.gr_prob,
+            gamma_warmup: m.gamma_warmup,
             lr: o.lr,
             momentum: o.momentum,
             nesterov: o.nesterov,
@@ -215,18 +223,36 @@ pub fn print_summary(s: &Summary, out: Option<&Path>) {
         c.method.as_str(),
         describe_method(c)
     );
-    println!(
-        "| optimizer | SGD lr {} {}, momentum {}{}, weight decay {}, batch {} |",
-        c.lr,
-        match c.schedule {
-            ScheduleName::Cosine => "cosine",
-            ScheduleName::Constant => "constant",
-        },
-        c.momentum,
-        if c.nesterov { " (Nesterov)" } else { "" },
-        c.weight_decay,
-        c.batch
-    );
+    let sched = match c.schedule {
+        ScheduleName::Cosine => "cosine",
+        ScheduleName::Constant => "constant",
+    };
+    let opt = match c.optimizer {
+        OptimizerName::Sgd => format!(
+            "SGD lr {} {sched}, momentum {}{}, weight decay {}",
+            c.lr,
+            c.momentum,
+            if c.nesterov { " (Nesterov)" } else { "" },
+            c.weight_decay
+        ),
+        o => format!(
+            "{} lr {} {sched}, betas ({}, {}), eps {:e}, weight decay {}",
+            if o == OptimizerName::Adam {
+                "Adam"
+            } else {
+                "AdamW"
+            },
+            c.lr,
+            c.beta1,
+            c.beta2,
+            c.adam_eps,
+            c.weight_decay
+        ),
+    };
+    let clip = c
+        .clip_norm
+        .map_or(String::new(), |n| format!(", clip norm {n}"));
+    println!("| optimizer | {opt}{clip}, batch {} |", c.batch);
     println!("| backend | {} ({} threads) |", s.backend, s.threads);
     println!(
         "| epochs | {} ({:.1} s, {:.1} steps/s) |",

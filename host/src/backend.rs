@@ -143,6 +143,7 @@ impl CpuBackend {
     /// A backend for `model` training on (x, y) with batches up to
     /// `max_batch`, allocating what `method` and `opt` need. Running
     /// statistics start at PyTorch's initial values.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: Model<Vec<Node>>,
         exec: Par,

@@ -11,7 +11,7 @@
 //! convolution sums per-chunk partials in chunk order.
 
 use fdgr_kernel::act::{self, Act};
-use fdgr_kernel::serial::conv::{col2im_add, im2col, ConvGeom};
+use fdgr_kernel::serial::conv::{self, col2im_add, im2col, ConvGeom};
 use fdgr_kernel::serial::norm::{self, BnGeom, Dp, Dx, Pending, RBack, RSums};
 use fdgr_kernel::serial::pool::{self, PoolGeom};
 use fdgr_kernel::{vecops, Real};
@@ -40,8 +40,9 @@ impl Scratch for f64 {
 }
 
 /// A scratch buffer of `n` values (contents unspecified), returned to the
-/// pool when dropped.
-pub struct Buf<T: Scratch>(Vec<T>);
+/// pool when dropped. Buffers keep their full length in the pool, so
+/// taking one never fills it (only growing a buffer does).
+pub struct Buf<T: Scratch>(Vec<T>, usize);
 
 impl<T: Scratch> Buf<T> {
     /// Takes a buffer of `n` values from the pool.
@@ -53,21 +54,20 @@ impl<T: Scratch> Buf<T> {
         if v.len() < n {
             v.resize(n, T::ZERO);
         }
-        v.truncate(n);
-        Buf(v)
+        Buf(v, n)
     }
 }
 
 impl<T: Scratch> std::ops::Deref for Buf<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        &self.0
+        &self.0[..self.1]
     }
 }
 
 impl<T: Scratch> std::ops::DerefMut for Buf<T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.0
+        &mut self.0[..self.1]
     }
 }
 
@@ -113,26 +113,32 @@ pub fn conv_forward<T: Scratch>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], alp
     let (cg, kg) = (g.cg(), g.kg());
     let (hw, ohw, ckk) = (g.h * g.w, g.oh * g.ow, g.cg() * g.k * g.k);
     let g1 = one(g);
+    let pw = pointwise(g);
     y[..g.y_len()]
         .par_chunks_mut(g.k_out * ohw)
         .zip(x[..g.x_len()].par_chunks(g.c * hw))
-        .for_each(|(yn, xn)| {
-            let mut col = Buf::<T>::take(if pointwise(g) { 0 } else { ckk * ohw });
-            for grp in 0..g.groups {
-                let wg = &w[grp * kg * ckk..(grp + 1) * kg * ckk];
-                let yg = &mut yn[grp * kg * ohw..(grp + 1) * kg * ohw];
-                if pointwise(g) {
-                    let xg = &xn[grp * cg * hw..(grp + 1) * cg * hw];
-                    gemm1(false, false, kg, ohw, ckk, alpha, wg, xg, beta, yg);
-                } else {
-                    im2col(&g1, xn, 0, grp, &mut col);
-                    gemm1(false, false, kg, ohw, ckk, alpha, wg, &col, beta, yg);
+        .for_each_init(
+            || Buf::<T>::take(if pw { 0 } else { ckk * ohw }),
+            |col, (yn, xn)| {
+                for grp in 0..g.groups {
+                    let wg = &w[grp * kg * ckk..(grp + 1) * kg * ckk];
+                    let yg = &mut yn[grp * kg * ohw..(grp + 1) * kg * ohw];
+                    if pw {
+                        let xg = &xn[grp * cg * hw..(grp + 1) * cg * hw];
+                        gemm1(false, false, kg, ohw, ckk, alpha, wg, xg, beta, yg);
+                    } else {
+                        im2col(&g1, xn, 0, grp, col);
+                        gemm1(false, false, kg, ohw, ckk, alpha, wg, col, beta, yg);
+                    }
                 }
-            }
-        });
+            },
+        );
 }
 
-/// dx ← β·dx + α·convᵀ(dy, w), one sample per task.
+/// dx ← β·dx + α·convᵀ(dy, w), one sample per task. A stride-1
+/// convolution that keeps the plane size runs as the forward convolution
+/// of dy with the flipped filter (no col2im); others multiply Wᵀ·dy and
+/// add the columns back (col2im).
 pub fn conv_backward_data<T: Scratch>(
     g: &ConvGeom,
     dy: &[T],
@@ -143,29 +149,39 @@ pub fn conv_backward_data<T: Scratch>(
 ) {
     let (cg, kg) = (g.cg(), g.kg());
     let (hw, ohw, ckk) = (g.h * g.w, g.oh * g.ow, g.cg() * g.k * g.k);
+    if !pointwise(g) && hw <= ohw {
+        if let Some(t) = conv::transposed(g) {
+            let mut wt = Buf::<T>::take(g.w_len());
+            conv::flip_filter(g, w, &mut wt);
+            return conv_forward(&t, dy, &wt, dx, alpha, beta);
+        }
+    }
     let g1 = one(g);
+    let pw = pointwise(g);
     dx[..g.x_len()]
         .par_chunks_mut(g.c * hw)
         .zip(dy[..g.y_len()].par_chunks(g.k_out * ohw))
-        .for_each(|(dxn, dyn_)| {
-            if pointwise(g) {
+        .for_each_init(
+            || Buf::<T>::take(if pw { 0 } else { ckk * ohw }),
+            |col, (dxn, dyn_)| {
+                if pw {
+                    for grp in 0..g.groups {
+                        let wg = &w[grp * kg * ckk..(grp + 1) * kg * ckk];
+                        let dyg = &dyn_[grp * kg * ohw..(grp + 1) * kg * ohw];
+                        let dxg = &mut dxn[grp * cg * hw..(grp + 1) * cg * hw];
+                        gemm1(true, false, ckk, ohw, kg, alpha, wg, dyg, beta, dxg);
+                    }
+                    return;
+                }
+                vecops::scale_or_zero(dxn, beta);
                 for grp in 0..g.groups {
                     let wg = &w[grp * kg * ckk..(grp + 1) * kg * ckk];
                     let dyg = &dyn_[grp * kg * ohw..(grp + 1) * kg * ohw];
-                    let dxg = &mut dxn[grp * cg * hw..(grp + 1) * cg * hw];
-                    gemm1(true, false, ckk, ohw, kg, alpha, wg, dyg, beta, dxg);
+                    gemm1(true, false, ckk, ohw, kg, alpha, wg, dyg, T::ZERO, col);
+                    col2im_add(&g1, col, 0, grp, dxn);
                 }
-                return;
-            }
-            vecops::scale_or_zero(dxn, beta);
-            let mut col = Buf::<T>::take(ckk * ohw);
-            for grp in 0..g.groups {
-                let wg = &w[grp * kg * ckk..(grp + 1) * kg * ckk];
-                let dyg = &dyn_[grp * kg * ohw..(grp + 1) * kg * ohw];
-                gemm1(true, false, ckk, ohw, kg, alpha, wg, dyg, T::ZERO, &mut col);
-                col2im_add(&g1, &col, 0, grp, dxn);
-            }
-        });
+            },
+        );
 }
 
 /// dw ← β·dw + α·Σ_batch (x ⋆ dy): the batch is split into one contiguous

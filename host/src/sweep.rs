@@ -1,5 +1,6 @@
-//! `fdgr sweep`: a grid over methods × γ × ε × seeds (the paper's
-//! Figure 2 style). Writes one JSON row per run (`sweep.jsonl`, resumable:
+//! `fdgr sweep`: a grid over methods × γ × ε × amortizations × seeds (the
+//! paper's Figure 2 style, and the cost/accuracy trade-off of amortized
+//! GR). Writes one JSON row per run (`sweep.jsonl`, resumable:
 //! finished runs are skipped when the sweep is started again), a table of
 //! mean ± std test accuracy (`table.md`) and a γ × ε heat-map per
 //! finite-difference method.
@@ -37,6 +38,58 @@ pub struct SweepRow {
     pub seconds: f64,
     /// Whether the run diverged (then the metrics are of the last good epoch or 0).
     pub diverged: bool,
+    /// Amortized GR: `1` (a fresh ascent every step), `every K` or `p P`.
+    #[serde(default = "every_one")]
+    pub ascent: String,
+    /// Optimizer steps per second of training.
+    #[serde(default)]
+    pub steps_per_sec: f64,
+}
+
+fn every_one() -> String {
+    "1".into()
+}
+
+/// How often a step takes a fresh ascent (the amortization axis).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Amortize {
+    /// Every k-th step (k = 1: every step, plain GR).
+    Every(u64),
+    /// With probability p per step.
+    Prob(f64),
+}
+
+impl Amortize {
+    /// The label in rows and tables: `1`, `every 4`, `p 0.25`.
+    pub fn label(&self) -> String {
+        match *self {
+            Amortize::Every(1) => "1".into(),
+            Amortize::Every(k) => format!("every {k}"),
+            Amortize::Prob(p) => format!("p {p}"),
+        }
+    }
+
+    /// Gradient evaluations per step of a two-gradient method, expected.
+    pub fn cost(&self) -> f64 {
+        match *self {
+            Amortize::Every(k) => 1.0 + 1.0 / k.max(1) as f64,
+            Amortize::Prob(p) => 1.0 + p,
+        }
+    }
+
+    /// Sets the amortization of `cfg`.
+    pub fn apply(&self, cfg: &mut TrainConfig) {
+        match *self {
+            Amortize::Every(k) => {
+                cfg.gr_every = k;
+                cfg.gr_prob = None;
+            }
+            Amortize::Prob(p) => {
+                cfg.gr_every = 1;
+                cfg.gr_prob = Some(p);
+            }
+        }
+    }
 }
 
 /// The grid.
@@ -49,10 +102,17 @@ pub struct Grid {
     pub epss: Vec<f64>,
     /// Seeds.
     pub seeds: Vec<u64>,
+    /// Amortizations (for the methods with an ascent).
+    pub amortize: Vec<Amortize>,
 }
 
-fn key(m: &str, g: f64, e: f64, s: u64) -> String {
-    format!("{m}|{g}|{e}|{s}")
+fn key(m: &str, g: f64, e: f64, s: u64, a: &str) -> String {
+    format!("{m}|{g}|{e}|{s}|{a}")
+}
+
+/// Whether `m` has an ascent to amortize.
+fn has_ascent(m: MethodName) -> bool {
+    !matches!(m, MethodName::Sgd | MethodName::Flood)
 }
 
 /// (mean, sample std) of values.
@@ -95,7 +155,7 @@ pub fn run(
     }
     let done: std::collections::HashSet<String> = rows
         .iter()
-        .map(|r| key(&r.method, r.gamma, r.eps, r.seed))
+        .map(|r| key(&r.method, r.gamma, r.eps, r.seed, &r.ascent))
         .collect();
     let mut plan = vec![];
     for &m in &grid.methods {
@@ -109,11 +169,18 @@ pub fn run(
         } else {
             vec![0.0]
         };
+        let am = if has_ascent(m) {
+            grid.amortize.clone()
+        } else {
+            vec![Amortize::Every(1)]
+        };
         for &g in &gs {
             for &e in &es {
-                for &s in &grid.seeds {
-                    if !done.contains(&key(m.as_str(), g, e, s)) {
-                        plan.push((m, g, e, s));
+                for a in &am {
+                    for &s in &grid.seeds {
+                        if !done.contains(&key(m.as_str(), g, e, s, &a.label())) {
+                            plan.push((m, g, e, s, *a));
+                        }
                     }
                 }
             }
@@ -127,8 +194,9 @@ pub fn run(
     );
     let (pool, threads) = pool(base.threads)?;
     let mut data_cache = data;
-    for (i, (m, g, e, s)) in plan.iter().enumerate() {
+    for (i, (m, g, e, s, a)) in plan.iter().enumerate() {
         let mut cfg = base.clone();
+        a.apply(&mut cfg);
         cfg.method = *m;
         if m.uses_gamma() {
             cfg.gamma = *g;
@@ -155,6 +223,8 @@ pub fn run(
                 train_loss: sum.last.train_loss,
                 seconds: sum.seconds,
                 diverged: false,
+                ascent: a.label(),
+                steps_per_sec: sum.steps_per_sec,
             },
             Err(err) if err.downcast_ref::<crate::train::Diverged>().is_some() => SweepRow {
                 method: m.as_str().into(),
@@ -167,16 +237,19 @@ pub fn run(
                 train_loss: f64::MAX,
                 seconds: 0.0,
                 diverged: true,
+                ascent: a.label(),
+                steps_per_sec: 0.0,
             },
             Err(err) => return Err(err),
         };
         eprintln!(
-            "[{}/{}] {} γ={} ε={} seed {}: test acc {:.2}%{}",
+            "[{}/{}] {} γ={} ε={} ascent {} seed {}: test acc {:.2}%{}",
             i + 1,
             plan.len(),
             row.method,
             row.gamma,
             row.eps,
+            row.ascent,
             row.seed,
             100.0 * row.test_acc,
             if row.diverged { " (diverged)" } else { "" }
@@ -192,8 +265,8 @@ pub fn run(
     Ok(rows)
 }
 
-/// Runs of one (method index, γ, ε).
-type Group<'a> = ((usize, f64, f64), Vec<&'a SweepRow>);
+/// Runs of one (method index, γ, ε, ascent).
+type Group<'a> = ((usize, f64, f64, String), Vec<&'a SweepRow>);
 
 /// Writes `table.md` and the heat-maps; prints the table.
 pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
@@ -204,17 +277,27 @@ pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
             .iter()
             .position(|m| m.as_str() == r.method)
             .unwrap_or(99);
-        match groups.iter_mut().find(|(k, _)| *k == (mi, r.gamma, r.eps)) {
+        let k = (mi, r.gamma, r.eps, r.ascent.clone());
+        match groups.iter_mut().find(|(g, _)| *g == k) {
             Some((_, v)) => v.push(r),
-            None => groups.push(((mi, r.gamma, r.eps), vec![r])),
+            None => groups.push((k, vec![r])),
         }
     }
     groups.sort_by(|(a, _), (b, _)| {
         a.0.cmp(&b.0)
             .then(a.1.total_cmp(&b.1))
             .then(a.2.total_cmp(&b.2))
+            .then(ascent_rank(&a.3).total_cmp(&ascent_rank(&b.3)))
     });
-    let mut table = String::from("| method | γ | ε | test accuracy (mean ± std) | seeds | diverged |\n|---|---|---|---|---|---|\n");
+    let sgd_rate = {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.method == "sgd" && !r.diverged && r.steps_per_sec > 0.0)
+            .map(|r| r.steps_per_sec)
+            .collect();
+        (!v.is_empty()).then(|| mean_std(&v).0)
+    };
+    let mut table = String::from("| method | γ | ε | ascent | test accuracy (mean ± std) | time/step ÷ SGD's | seeds | diverged |\n|---|---|---|---|---|---|---|---|\n");
     for (_, rs) in &groups {
         let r0 = rs[0];
         let m = MethodName::parse(&r0.method)?;
@@ -228,8 +311,17 @@ pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
         } else {
             mean_std(&ok)
         };
+        let rate: Vec<f64> = rs
+            .iter()
+            .filter(|r| !r.diverged && r.steps_per_sec > 0.0)
+            .map(|r| r.steps_per_sec)
+            .collect();
+        let cost = match (sgd_rate, rate.is_empty()) {
+            (Some(sr), false) => format!("{:.2}", sr / mean_std(&rate).0),
+            _ => "-".into(),
+        };
         table.push_str(&format!(
-            "| {} | {} | {} | {:.2} ± {:.2} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.2} ± {:.2} | {} | {} | {} |\n",
             r0.method,
             if m.uses_gamma() {
                 r0.gamma.to_string()
@@ -241,8 +333,14 @@ pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
             } else {
                 "-".into()
             },
+            if has_ascent(m) {
+                r0.ascent.as_str()
+            } else {
+                "-"
+            },
             mean,
             sd,
+            cost,
             rs.len(),
             rs.iter().filter(|r| r.diverged).count()
         ));
@@ -271,6 +369,7 @@ pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
                                 r.method == m.as_str()
                                     && r.gamma == *g
                                     && r.eps == *e
+                                    && r.ascent == "1"
                                     && !r.diverged
                             })
                             .map(|r| 100.0 * r.test_acc)
@@ -301,4 +400,18 @@ pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Sort key of an ascent label: plain first, then by expected cost, falling.
+fn ascent_rank(a: &str) -> f64 {
+    if a == "1" {
+        return 0.0;
+    }
+    if let Some(k) = a.strip_prefix("every ").and_then(|k| k.parse::<f64>().ok()) {
+        return 1.0 + 1.0 / (1.0 + 1.0 / k);
+    }
+    if let Some(p) = a.strip_prefix("p ").and_then(|p| p.parse::<f64>().ok()) {
+        return 1.0 + 1.0 / (1.0 + p);
+    }
+    9.0
 }

@@ -1,4 +1,4 @@
-//! `fdgr sweep`: a grid over methods × γ × ε × seeds.
+//! `fdgr sweep`: a grid over methods × γ × ε × amortizations × seeds.
 
 use super::args::parse_methods;
 use super::train::{self, TrainArgs};
@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use fdgr::config::{parse_list, TrainConfig};
 use fdgr::exit::bad_input;
-use fdgr::sweep::{self, Grid};
+use fdgr::sweep::{self, Amortize, Grid};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -41,6 +41,10 @@ pub struct GridArgs {
     /// Seeds, comma-separated
     #[arg(long, default_value = "1,2,3")]
     pub seeds: String,
+    /// Amortized GR, comma-separated: k (a fresh ascent every k-th step)
+    /// or pP (with probability P), e.g. 1,2,4,p0.5 (methods with an ascent)
+    #[arg(long, default_value = "1")]
+    pub amortize: String,
 }
 
 impl GridArgs {
@@ -55,7 +59,35 @@ impl GridArgs {
                     .with_context(|| format!("--seeds {}: '{s}' is not an integer", self.seeds))
             })
             .collect::<Result<_>>()?;
+        let amortize: Vec<Amortize> = self
+            .amortize
+            .split(',')
+            .map(|a| {
+                let a = a.trim();
+                let bad = || {
+                    format!(
+                        "--amortize {}: '{a}' is not k (≥ 1) or pP (0 < P ≤ 1)",
+                        self.amortize
+                    )
+                };
+                match a.strip_prefix('p') {
+                    Some(p) => p
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|p| *p > 0.0 && *p <= 1.0)
+                        .map(Amortize::Prob)
+                        .with_context(bad),
+                    None => a
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|k| *k >= 1)
+                        .map(Amortize::Every)
+                        .with_context(bad),
+                }
+            })
+            .collect::<Result<_>>()?;
         let grid = Grid {
+            amortize,
             methods: parse_methods(&self.methods)?,
             gammas: parse_list("--gammas", &self.gammas)?,
             epss: parse_list("--epss", &self.epss)?,
@@ -98,7 +130,10 @@ fn prepare(a: &SweepArgs) -> Result<Job> {
             for &e in &grid.epss {
                 c.gamma = if m.uses_gamma() { g } else { base.gamma };
                 c.eps = if m.uses_eps() { e } else { base.eps };
-                c.validate()?;
+                for a in &grid.amortize {
+                    a.apply(&mut c);
+                    c.validate()?;
+                }
             }
         }
     }

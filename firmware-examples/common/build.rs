@@ -9,6 +9,7 @@
 //!   sample, 64 pixels then the label; default
 //!   `firmware-examples/models/digits-stream.bin`);
 //! * `FDGR_METHOD`: `sgd`, `fgr` (default), `db` or `sam`;
+//! * `FDGR_OPT`: `sgd` (default: plain SGD) or `adam`;
 //! * `FDGR_MODE`: `full` (default) or `last` (last layer only).
 
 use std::fmt::Write as _;
@@ -92,6 +93,13 @@ fn run() -> Result<(), String> {
         let names: Vec<&str> = config::METHODS.iter().map(|m| m.name()).collect();
         format!("FDGR_METHOD={method}: expected {}", names.join(", "))
     })?;
+    let opt = choice("FDGR_OPT", "sgd");
+    let opt_index = config::optimizer_index(&opt).ok_or_else(|| {
+        format!(
+            "FDGR_OPT={opt}: expected {}",
+            config::OPTIMIZER_NAMES.join(", ")
+        )
+    })?;
     let mode_s = choice("FDGR_MODE", "full");
     let mode = config::parse_mode(&mode_s)
         .ok_or_else(|| format!("FDGR_MODE={mode_s}: expected full or last"))?;
@@ -135,6 +143,17 @@ fn run() -> Result<(), String> {
     let _ = writeln!(
         g,
         "/// Training method (`FDGR_METHOD`={method}).\npub const METHOD: fdgr_kernel::Method<f32> = crate::config::METHODS[{method_index}];"
+    );
+    let (ty, val, lr, nstate) = match opt_index {
+        0 => ("Sgd", "SGD", "LR", 0),
+        _ => ("Adam", "ADAM", "ADAM_LR", 2),
+    };
+    let _ = writeln!(
+        g,
+        "/// Base optimizer type (`FDGR_OPT`={opt}).\npub type Opt = fdgr_kernel::{ty}<f32>;\n\
+         /// Base optimizer.\npub const OPT: Opt = crate::config::{val};\n\
+         /// Its learning rate.\npub const OPT_LR: f32 = crate::config::{lr};\n\
+         /// Its state vectors.\npub const OPT_STATE: usize = {nstate};"
     );
     let _ = writeln!(
         g,

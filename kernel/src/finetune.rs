@@ -18,7 +18,9 @@ use crate::mlp::{self, Mlp, MlpNodes};
 use crate::model::{Model, Ref, Slot};
 use crate::net::Net;
 use crate::objective::Serial;
-use crate::optim::{Optimizer, SgdState};
+#[allow(unused_imports)]
+use crate::optim::Optimizer;
+use crate::optim::{Optim, SgdState};
 use crate::real::Real;
 use crate::ring::{Sample, SampleRing};
 use crate::shape::Shape;
@@ -49,13 +51,14 @@ pub const fn trained_shape(shape: &Shape, mode: Mode) -> Shape {
 }
 
 /// Fine-tuning state: recent samples, method, optimizer and its state.
-pub struct FineTuner<F, const N: usize, const D: usize> {
+pub struct FineTuner<F, P, const N: usize, const D: usize> {
     /// The most recent samples.
     pub ring: SampleRing<N, D>,
     /// Training method.
     pub method: Method<F>,
-    /// Optimizer.
-    pub opt: Optimizer<F>,
+    /// Optimizer ([`crate::Sgd`], [`crate::Adam`] or [`Optimizer`]; a
+    /// concrete type links only its own update code).
+    pub opt: P,
     /// Optimizer state.
     pub state: SgdState,
     /// Learning rate.
@@ -136,7 +139,7 @@ pub const fn models(shape: &Shape, mode: Mode) -> Result<Models, Error> {
     Ok(Models { full, last, mode })
 }
 
-impl<F: Real, const N: usize, const D: usize> FineTuner<F, N, D> {
+impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D> {
     /// Stores `sample` and takes one step on the most recent samples;
     /// returns the loss before the step. Plans the models on every call:
     /// see [`FineTuner::push_and_step_planned`].
@@ -271,14 +274,14 @@ mod tests {
     const H: Shape = trained_shape(&S, Mode::LastLayer);
     const PL: usize = H.param_count();
 
-    fn tuner(mode: Mode) -> FineTuner<f32, 4, 4> {
+    fn tuner(mode: Mode) -> FineTuner<f32, crate::optim::Sgd<f32>, 4, 4> {
         FineTuner {
             ring: SampleRing::new(),
             method: Method::Fgr {
                 gamma: 0.05,
                 eps: 0.1,
             },
-            opt: crate::optim::Sgd::plain().into(),
+            opt: crate::optim::Sgd::plain(),
             state: SgdState::default(),
             lr: 0.1,
             batch: 2,

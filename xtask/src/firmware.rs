@@ -67,6 +67,8 @@ const V6M: &str = "thumbv6m-none-eabi";
 struct Variant {
     /// One of the firmware's methods (`fw_config::METHODS`).
     method: Method<f32>,
+    /// The index of its optimizer in `fw_config::OPTIMIZER_NAMES`.
+    opt: usize,
     mode: Mode,
     micromath: bool,
     /// `thumbv7em-none-eabihf` (M4F, hardware float), or
@@ -78,8 +80,13 @@ struct Variant {
 impl Variant {
     fn name(&self) -> String {
         format!(
-            "{}-{}{}{}",
+            "{}{}-{}{}{}",
             self.method.name(),
+            if self.opt == 0 {
+                String::new()
+            } else {
+                format!("-{}", fw_config::OPTIMIZER_NAMES[self.opt])
+            },
             fw_config::mode_name(self.mode),
             if self.micromath { "-micromath" } else { "" },
             if self.triple == V6M { "-thumbv6m" } else { "" }
@@ -88,7 +95,7 @@ impl Variant {
 
     /// The baseline (libm, M4F) run with the same method and mode.
     fn same_config(&self, other: &Variant) -> bool {
-        self.method == other.method && self.mode == other.mode
+        self.method == other.method && self.mode == other.mode && self.opt == other.opt
     }
 }
 
@@ -228,20 +235,25 @@ pub fn steps() -> Result<Vec<Step>, String> {
 
     // The cross-checks.
     let variants = [
-        ("sgd", Mode::Full, false, M4F),
-        ("fgr", Mode::Full, false, M4F),
-        ("db", Mode::Full, false, M4F),
-        ("sam", Mode::Full, false, M4F),
-        ("fgr", Mode::LastLayer, false, M4F),
-        ("fgr", Mode::Full, false, V6M),
-        ("fgr", Mode::Full, true, M4F),
+        ("sgd", "sgd", Mode::Full, false, M4F),
+        ("fgr", "sgd", Mode::Full, false, M4F),
+        ("db", "sgd", Mode::Full, false, M4F),
+        ("sam", "sgd", Mode::Full, false, M4F),
+        ("sgd", "adam", Mode::Full, false, M4F),
+        ("fgr", "adam", Mode::Full, false, M4F),
+        ("fgr", "sgd", Mode::LastLayer, false, M4F),
+        ("fgr", "sgd", Mode::Full, false, V6M),
+        ("fgr", "sgd", Mode::Full, true, M4F),
     ];
     let mut results: Vec<Measured> = vec![];
-    for (name, mode, micromath, triple) in variants {
+    for (name, opt_name, mode, micromath, triple) in variants {
         let method = fw_config::method(name)
             .ok_or_else(|| format!("the firmware configuration offers no method {name}"))?;
+        let opt = fw_config::optimizer_index(opt_name)
+            .ok_or_else(|| format!("the firmware configuration offers no optimizer {opt_name}"))?;
         let v = Variant {
             method,
+            opt,
             mode,
             micromath,
             triple,
@@ -251,7 +263,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
         if micromath {
             report_micromath(&m, &results)?;
         } else {
-            let (losses, theta) = fw::replay(&model, &stream, method, mode)?;
+            let (losses, theta) = fw::replay(&model, &stream, method, mode, opt)?;
             compare(&m, &losses, &theta)?;
         }
         steps.push(step(
@@ -329,6 +341,7 @@ fn fw_cargo(sub: &str, board: &str, vars: &[(&str, &str)], micromath: bool) -> C
         "FDGR_MODEL",
         "FDGR_STREAM",
         "FDGR_METHOD",
+        "FDGR_OPT",
         "FDGR_MODE",
         "FDGR_FAULT",
     ] {
@@ -526,6 +539,7 @@ fn build_and_run(
             ("FDGR_MODEL", &model_s),
             ("FDGR_STREAM", &stream_s),
             ("FDGR_METHOD", v.method.name()),
+            ("FDGR_OPT", fw_config::OPTIMIZER_NAMES[v.opt]),
             ("FDGR_MODE", fw_config::mode_name(v.mode)),
         ],
         v.micromath,
@@ -749,7 +763,11 @@ fn check_fault(fault: &str, model: &Path, stream: &Path) -> Result<(), String> {
 
 /// Whether `r` is the M4F, libm, all-parameter run of `method`.
 fn is_base(r: &Measured, method: &str) -> bool {
-    r.v.method.name() == method && r.v.mode == Mode::Full && !r.v.micromath && r.v.triple == M4F
+    r.v.method.name() == method
+        && r.v.opt == 0
+        && r.v.mode == Mode::Full
+        && !r.v.micromath
+        && r.v.triple == M4F
 }
 
 fn results_table(
@@ -766,9 +784,9 @@ fn results_table(
         .ok_or("no sgd result")?;
     let _ = writeln!(
         s,
-        "| example | method | trained | flash (B) | static RAM .data+.bss (B) | peak stack (B) | RAM total (B) | guest instructions / step: mean (min–max) | × SGD |"
+        "| example | method | optimizer | trained | flash (B) | static RAM .data+.bss (B) | peak stack (B) | RAM total (B) | guest instructions / step: mean (min–max) | × SGD |"
     );
-    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---|---|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let trained = match r.v.mode {
             Mode::Full => format!("all {p}"),
@@ -776,7 +794,7 @@ fn results_table(
         };
         let _ = writeln!(
             s,
-            "| qemu-m4 ({}{}) | {} | {} | {} | {} | {} | {} | {:.0} ({}–{}) | {} |",
+            "| qemu-m4 ({}{}) | {} | {} | {} | {} | {} | {} | {} | {:.0} ({}–{}) | {} |",
             if r.v.triple == V6M {
                 "thumbv6m, soft float"
             } else {
@@ -784,6 +802,7 @@ fn results_table(
             },
             if r.v.micromath { ", micromath" } else { "" },
             r.v.method.name(),
+            fw_config::OPTIMIZER_NAMES[r.v.opt],
             trained,
             r.elf.flash,
             r.elf.ram,
@@ -802,7 +821,7 @@ fn results_table(
     for (board, triple, e) in boards {
         let _ = writeln!(
             s,
-            "| {board} ({triple}) | fgr | all {p} | {} | {} | not measured (needs hardware) | — | not measured ({} cycles are logged on hardware) | — |",
+            "| {board} ({triple}) | fgr | sgd | all {p} | {} | {} | not measured (needs hardware) | — | not measured ({} cycles are logged on hardware) | — |",
             e.flash,
             e.ram,
             if *triple == V6M { "SysTick" } else { "DWT" }
@@ -862,9 +881,10 @@ fn check_budgets(
             12 * p + RAM_SLACK
         ));
     }
+    // (the budget is the SGD builds'; Adam's rows are reported)
     for r in results
         .iter()
-        .filter(|r| !r.v.micromath && r.v.triple == M4F)
+        .filter(|r| !r.v.micromath && r.v.triple == M4F && r.v.opt == 0)
     {
         if r.elf.flash > FLASH_BUDGET {
             bad.push(format!(
@@ -903,6 +923,7 @@ mod tests {
         Measured {
             v: Variant {
                 method: fw_config::METHODS[1], // fgr
+                opt: 0,
                 mode: Mode::Full,
                 micromath: false,
                 triple: M4F,

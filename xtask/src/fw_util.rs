@@ -302,6 +302,38 @@ pub fn replay(
     samples: &[u8],
     method: Method<f32>,
     mode: Mode,
+    opt: usize,
+) -> Result<(Vec<u32>, Vec<u32>), String> {
+    match opt {
+        0 => replay_with(
+            model,
+            samples,
+            method,
+            mode,
+            fw_config::SGD,
+            fw_config::LR,
+            0,
+        ),
+        _ => replay_with(
+            model,
+            samples,
+            method,
+            mode,
+            fw_config::ADAM,
+            fw_config::ADAM_LR,
+            2,
+        ),
+    }
+}
+
+fn replay_with<P: fdgr_kernel::Optim<f32> + Copy>(
+    model: &[u8],
+    samples: &[u8],
+    method: Method<f32>,
+    mode: Mode,
+    opt: P,
+    lr: f32,
+    opt_state: usize,
 ) -> Result<(Vec<u32>, Vec<u32>), String> {
     let shape = export::decode_shape(model).map_err(|e| format!("model: {e}"))?;
     let mut frozen = vec![0.0f32; shape.param_count()];
@@ -325,7 +357,9 @@ pub fn replay(
     };
     let mut feats = vec![0.0f32; nfeats];
     let mut y = vec![0u32; b];
-    let mut tuner = fw_config::tuner(method, mode);
+    let mut tuner = fw_config::tuner(method, mode, opt, lr);
+    let nstate = if opt_state > 0 { tp } else { 0 };
+    let (mut s0, mut s1) = (vec![0.0f32; nstate], vec![0.0f32; nstate]);
     let mut losses = vec![];
     let mut i = 0;
     while let Some(sample) = stream::sample(samples, i) {
@@ -339,7 +373,11 @@ pub fn replay(
                 Some(&mut point[..])
             },
             point2: None,
-            state: [None, None],
+            state: if nstate > 0 {
+                [Some(&mut s0[..]), Some(&mut s1[..])]
+            } else {
+                [None, None]
+            },
             ws: &mut ws,
             x: &mut x,
             feats: &mut feats,

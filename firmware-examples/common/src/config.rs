@@ -9,7 +9,7 @@
 
 use fdgr_kernel::finetune::{FineTuner, Mode};
 use fdgr_kernel::ring::SampleRing;
-use fdgr_kernel::{Method, Optimizer, Sgd, SgdState};
+use fdgr_kernel::{Adam, Method, Sgd, SgdState};
 
 /// Inputs per sample (8×8 digits pixels, 0..=16); the sample stream's
 /// format is [`fdgr_kernel::stream`].
@@ -43,6 +43,35 @@ pub const METHODS: [Method<f32>; 4] = [
     Method::Sam { rho: RHO },
 ];
 
+/// Adam's learning rate (constant; SGD uses [`LR`]).
+pub const ADAM_LR: f32 = 0.001;
+
+/// Plain SGD (μ = 0, so no state vector): `FDGR_OPT=sgd`.
+pub const SGD: Sgd<f32> = Sgd {
+    momentum: 0.0,
+    nesterov: false,
+    weight_decay: 0.0,
+};
+
+/// Adam with PyTorch's defaults and no weight decay (two state vectors):
+/// `FDGR_OPT=adam`.
+pub const ADAM: Adam<f32> = Adam {
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+    weight_decay: 0.0,
+    decoupled: false,
+};
+
+/// Names of the optimizers the firmware offers (`FDGR_OPT`), in the order
+/// results are reported.
+pub const OPTIMIZER_NAMES: [&str; 2] = ["sgd", "adam"];
+
+/// The index in [`OPTIMIZER_NAMES`] of the optimizer named `name`.
+pub fn optimizer_index(name: &str) -> Option<usize> {
+    OPTIMIZER_NAMES.iter().position(|n| *n == name)
+}
+
 /// The index in [`METHODS`] of the method named `name` (`sgd`, `fgr`,
 /// `db`, `sam`).
 pub fn method_index(name: &str) -> Option<usize> {
@@ -71,19 +100,21 @@ pub const fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-/// The fine-tuner both sides start from: an empty ring, plain SGD (μ = 0,
-/// so no momentum buffer), constant learning rate.
-pub const fn tuner(method: Method<f32>, mode: Mode) -> FineTuner<f32, RING, INPUTS> {
+/// The fine-tuner both sides start from: an empty ring, the optimizer
+/// `opt` (its type picks the update code that is linked), constant
+/// learning rate `lr`.
+pub const fn tuner<P: Copy>(
+    method: Method<f32>,
+    mode: Mode,
+    opt: P,
+    lr: f32,
+) -> FineTuner<f32, P, RING, INPUTS> {
     FineTuner {
         ring: SampleRing::new(),
         method,
-        opt: Optimizer::Sgd(Sgd {
-            momentum: 0.0,
-            nesterov: false,
-            weight_decay: 0.0,
-        }),
+        opt,
         state: SgdState { steps: 0 },
-        lr: LR,
+        lr,
         batch: BATCH,
         scale: SCALE,
         mode,

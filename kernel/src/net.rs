@@ -13,7 +13,7 @@ use crate::loss::{self, Targets};
 use crate::model::pass::{self, Ctx};
 use crate::model::{Mode, Model, Node, Op, BN_PENDING};
 use crate::objective::{Exec, Objective, Pass, SliceSpace};
-use crate::ops::{Bound, CpuOps, Loc, Ops};
+use crate::ops::{Bound, CpuOps, Loc};
 use crate::real::Real;
 
 /// A mini-batch: B inputs (row-major, one sample after the other) and
@@ -295,15 +295,7 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
             None => (None, None),
         };
         let loss = self.with_ops(b, hvp, batch.x, batch.targets, theta, None, out, |c, o| {
-            pass::forward(c, o, Mode::Train, update);
-            let last = c.nodes[c.nodes.len() - 1];
-            let k = last.out_dims.len();
-            let delta = last.active.then(|| c.dlt(&last));
-            let loss = o.loss_grad(loss_kind, c.val(&last), b, k, delta);
-            if last.active {
-                pass::backward(c, o, ab);
-            }
-            loss
+            pass::loss_and_gradient(c, o, loss_kind, update, ab)
         });
         if update && self.model.sizes.batch_norms > 0 {
             self.pending = Some(b);
@@ -333,15 +325,7 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
             theta,
             v,
             Some(out),
-            |c, o| {
-                pass::r_forward(c, o);
-                let last = c.nodes[c.nodes.len() - 1];
-                if last.active {
-                    let k = last.out_dims.len();
-                    o.loss_hvp(loss_kind, c.val(&last), b, k, c.rv(&last), c.rd(&last));
-                    pass::r_backward(c, o, alpha, beta);
-                }
-            },
+            |c, o| pass::hessian_vector(c, o, loss_kind, alpha, beta),
         );
     }
 }
@@ -434,11 +418,7 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Obje
             theta,
             None,
             None,
-            |c, o| {
-                pass::forward(c, o, Mode::Train, false);
-                let last = c.nodes[c.nodes.len() - 1];
-                o.loss_grad(loss_kind, c.val(&last), b, last.out_dims.len(), None)
-            },
+            |c, o| pass::loss_only(c, o, loss_kind),
         ))
     }
 }

@@ -212,3 +212,51 @@ pub fn r_backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, alpha: F, beta: F)
         }
     }
 }
+
+/// A whole gradient pass in training mode: forward (computing the running
+/// statistics' update when `update`), the loss on the last node, and the
+/// backward pass. With `grad` = Some((α, β)) it writes out ← β·out + α·∇L;
+/// with None it leaves only the deltas (what a Hessian-vector product needs
+/// first). Returns the loss. Every backend's objective runs this.
+pub fn loss_and_gradient<F: Real, O: Ops<F>>(
+    c: &Ctx<'_>,
+    o: &mut O,
+    loss: crate::loss::Loss,
+    update: bool,
+    grad: Option<(F, F)>,
+) -> F {
+    forward(c, o, Mode::Train, update);
+    let last = c.nodes[c.nodes.len() - 1];
+    let k = last.out_dims.len();
+    let delta = last.active.then(|| c.dlt(&last));
+    let l = o.loss_grad(loss, c.val(&last), c.b(), k, delta);
+    if last.active {
+        backward(c, o, grad);
+    }
+    l
+}
+
+/// The R-operator pass after [`loss_and_gradient`] (whose values and
+/// deltas it reuses): out ← β·out + α·H·V.
+pub fn hessian_vector<F: Real, O: Ops<F>>(
+    c: &Ctx<'_>,
+    o: &mut O,
+    loss: crate::loss::Loss,
+    alpha: F,
+    beta: F,
+) {
+    r_forward(c, o);
+    let last = c.nodes[c.nodes.len() - 1];
+    if last.active {
+        let k = last.out_dims.len();
+        o.loss_hvp(loss, c.val(&last), c.b(), k, c.rv(&last), c.rd(&last));
+        r_backward(c, o, alpha, beta);
+    }
+}
+
+/// The loss in training mode (batch statistics, no update), no gradient.
+pub fn loss_only<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, loss: crate::loss::Loss) -> F {
+    forward(c, o, Mode::Train, false);
+    let last = c.nodes[c.nodes.len() - 1];
+    o.loss_grad(loss, c.val(&last), c.b(), last.out_dims.len(), None)
+}

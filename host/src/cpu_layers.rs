@@ -25,10 +25,26 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// Scalars with a pool of reusable scratch buffers (so a training step
-/// allocates nothing once the buffers have grown to their sizes).
+/// allocates nothing once the buffers have grown to their sizes), and a
+/// tuned transpose.
 pub trait Scratch: Real {
     /// The pool.
     fn pool() -> &'static Mutex<Vec<Vec<Self>>>;
+
+    /// dst\[c·ld + r\] ← src\[r·ls + c\] + β·dst\[c·ld + r\] for r < rows, c < cols
+    /// (β = 0 overwrites): dst (cols × rows, rows `ld` apart) becomes the
+    /// transpose of src (rows × cols, rows `ls` apart), plus β·dst.
+    fn transpose(
+        src: &[Self],
+        ls: usize,
+        dst: &mut [Self],
+        ld: usize,
+        rows: usize,
+        cols: usize,
+        beta: Self,
+    ) {
+        transpose_scalar(src, ls, dst, ld, rows, cols, beta)
+    }
 }
 
 impl Scratch for f32 {
@@ -36,12 +52,138 @@ impl Scratch for f32 {
         static P: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
         &P
     }
+
+    #[cfg(target_arch = "x86_64")]
+    fn transpose(
+        src: &[f32],
+        ls: usize,
+        dst: &mut [f32],
+        ld: usize,
+        rows: usize,
+        cols: usize,
+        beta: f32,
+    ) {
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        assert!(
+            src.len() > (rows - 1) * ls + cols - 1 && dst.len() > (cols - 1) * ld + rows - 1,
+            "transpose operand sizes"
+        );
+        let (r4, c4) = (rows / 4 * 4, cols / 4 * 4);
+        // SAFETY: each 4×4 tile at (r, c) lies inside both operands by the
+        // assert above (r + 3 < rows, c + 3 < cols); SSE is part of x86_64.
+        let mut tile = |r: usize, c: usize| unsafe {
+            t4x4(
+                src.as_ptr().add(r * ls + c),
+                ls,
+                dst.as_mut_ptr().add(c * ld + r),
+                ld,
+                beta,
+            )
+        };
+        // Keep few lines of the operand with the long row stride in use at
+        // a time (long strides map rows to the same cache sets): along a
+        // 4-row band of src, or, when dst's rows are the far-apart ones,
+        // finishing 16 values (a cache line) of 4 dst rows at a time.
+        if ld <= ls {
+            for r in (0..r4).step_by(4) {
+                for c in (0..c4).step_by(4) {
+                    tile(r, c);
+                }
+            }
+        } else {
+            for r0 in (0..r4).step_by(16) {
+                for c in (0..c4).step_by(4) {
+                    for r in (r0..(r0 + 16).min(r4)).step_by(4) {
+                        tile(r, c);
+                    }
+                }
+            }
+        }
+        // the edges: the last rows and the last columns
+        if r4 < rows {
+            transpose_scalar(
+                &src[r4 * ls..],
+                ls,
+                &mut dst[r4..],
+                ld,
+                rows - r4,
+                cols,
+                beta,
+            );
+        }
+        if c4 < cols {
+            transpose_scalar(&src[c4..], ls, &mut dst[c4 * ld..], ld, r4, cols - c4, beta);
+        }
+    }
 }
 
 impl Scratch for f64 {
     fn pool() -> &'static Mutex<Vec<Vec<f64>>> {
         static P: Mutex<Vec<Vec<f64>>> = Mutex::new(Vec::new());
         &P
+    }
+}
+
+/// [`Scratch::transpose`], element by element.
+fn transpose_scalar<T: Real>(
+    src: &[T],
+    ls: usize,
+    dst: &mut [T],
+    ld: usize,
+    rows: usize,
+    cols: usize,
+    beta: T,
+) {
+    for c in 0..cols {
+        let d = &mut dst[c * ld..c * ld + rows];
+        let s = src[c..].iter().step_by(ls);
+        if beta == T::ZERO {
+            for (d, v) in d.iter_mut().zip(s) {
+                *d = *v;
+            }
+        } else {
+            for (d, v) in d.iter_mut().zip(s) {
+                *d = *v + beta * *d;
+            }
+        }
+    }
+}
+
+/// One 4×4 tile of [`Scratch::transpose`] in SSE registers.
+///
+/// # Safety
+/// Rows 0..4 of `s` (`ls` apart) and of `d` (`ld` apart) must each hold 4
+/// readable (writable) values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn t4x4(s: *const f32, ls: usize, d: *mut f32, ld: usize, beta: f32) {
+    use core::arch::x86_64::*;
+    let (r0, r1, r2, r3) = (
+        _mm_loadu_ps(s),
+        _mm_loadu_ps(s.add(ls)),
+        _mm_loadu_ps(s.add(2 * ls)),
+        _mm_loadu_ps(s.add(3 * ls)),
+    );
+    let (t0, t1) = (_mm_unpacklo_ps(r0, r1), _mm_unpacklo_ps(r2, r3));
+    let (t2, t3) = (_mm_unpackhi_ps(r0, r1), _mm_unpackhi_ps(r2, r3));
+    let cols = [
+        _mm_movelh_ps(t0, t1),
+        _mm_movehl_ps(t1, t0),
+        _mm_movelh_ps(t2, t3),
+        _mm_movehl_ps(t3, t2),
+    ];
+    if beta == 0.0 {
+        for (j, c) in cols.into_iter().enumerate() {
+            _mm_storeu_ps(d.add(j * ld), c);
+        }
+    } else {
+        let b = _mm_set1_ps(beta);
+        for (j, c) in cols.into_iter().enumerate() {
+            let o = _mm_loadu_ps(d.add(j * ld));
+            _mm_storeu_ps(d.add(j * ld), _mm_add_ps(c, _mm_mul_ps(b, o)));
+        }
     }
 }
 
@@ -166,17 +308,6 @@ pub fn gemm_s<T: Real>(
     }
 }
 
-/// The row stride of an im2col buffer with `ohw` columns: `ohw`, padded
-/// when a multiple of 256 values (1 KiB), so that the GEMMs' walks down a
-/// column do not keep hitting the same cache sets.
-fn col_ld(ohw: usize) -> usize {
-    if ohw >= 256 && ohw % 256 == 0 {
-        ohw + 16
-    } else {
-        ohw
-    }
-}
-
 /// The one-sample geometry of `g`.
 fn one(g: &ConvGeom) -> ConvGeom {
     ConvGeom { n: 1, ..*g }
@@ -188,33 +319,211 @@ fn pointwise(g: &ConvGeom) -> bool {
     g.k == 1 && g.stride == 1 && g.pad == 0
 }
 
-/// y ← β·y + α·conv(x, w), one sample per task.
+/// Values of the pixel-major padded input of one group ([`pixel_major`]),
+/// with (k − 1)·cg zeros after it for the shifted reads of [`shifted`].
+fn xp_len(g: &ConvGeom) -> usize {
+    ((g.h + 2 * g.pad) * (g.w + 2 * g.pad) + g.k - 1) * g.cg()
+}
+
+/// Whether a convolution runs on shifted rows of its pixel-major input
+/// instead of materialized patches: stride 1, and the padded row width
+/// Wp computes at most 1/8 more outputs than the OW that are kept.
+///
+/// Output pixel (oy, ox) of a stride-1 convolution reads, for tap row ky,
+/// the k·cg contiguous values of `xp` from ((oy + ky)·Wp + ox)·cg on: as a
+/// function of the "wide" pixel index q = oy·Wp + ox these are the rows of
+/// a matrix whose rows are cg apart (overlapping) in `xp`. So the
+/// convolution is k GEMMs (one per ky, depth k·cg) over oh·Wp wide pixels,
+/// of which the last Wp − OW of each row are dropped.
+fn shifted(g: &ConvGeom) -> bool {
+    let wp = g.w + 2 * g.pad;
+    g.stride == 1 && (wp - g.ow) * 8 <= g.ow
+}
+
+/// How a convolution's forward and weight-gradient products are formed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Path {
+    /// 1×1, stride 1, no padding: the input planes are the product's
+    /// operand as they are.
+    Pointwise,
+    /// Shifted rows of the pixel-major input ([`shifted`]).
+    Shifted,
+    /// Materialized pixel rows of the pixel-major input ([`patches`]).
+    Patches,
+    /// Channel-major im2col rows (`im2col_ld`): for windows of few values
+    /// per tap row (k·cg < 16), where the runs [`patches`] copies would be
+    /// too short.
+    Im2col,
+}
+
+fn path(g: &ConvGeom) -> Path {
+    if pointwise(g) {
+        Path::Pointwise
+    } else if g.k * g.cg() < 16 {
+        Path::Im2col
+    } else if shifted(g) {
+        Path::Shifted
+    } else {
+        Path::Patches
+    }
+}
+
+/// The row stride of an im2col buffer with `ohw` columns: `ohw`, padded
+/// when a multiple of 256 values (1 KiB), so that the GEMMs' walks down a
+/// column do not keep hitting the same cache sets.
+fn col_ld(ohw: usize) -> usize {
+    if ohw >= 256 && ohw % 256 == 0 {
+        ohw + 16
+    } else {
+        ohw
+    }
+}
+
+/// Group `grp` of one sample's input `xn` (C planes of H×W) pixel-major,
+/// with a zero border of `pad`: xp\[(iy·Wp + ix)·cg + ic\] with Wp = W + 2·pad
+/// (a transpose of the channel planes).
+fn pixel_major<T: Scratch>(g: &ConvGeom, xn: &[T], grp: usize, xp: &mut [T]) {
+    let (cg, p, w) = (g.cg(), g.pad, g.w);
+    let wp = w + 2 * p;
+    let hw = g.h * w;
+    let xp = &mut xp[..xp_len(g)];
+    let (top, rest) = xp.split_at_mut(p * wp * cg);
+    // (bottom: the lower border and the slack of xp_len)
+    let (mid, bottom) = rest.split_at_mut(g.h * wp * cg);
+    top.fill(T::ZERO);
+    bottom.fill(T::ZERO);
+    let planes = &xn[grp * cg * hw..(grp + 1) * cg * hw];
+    for (iy, row) in mid.chunks_exact_mut(wp * cg).enumerate() {
+        row[..p * cg].fill(T::ZERO);
+        row[(p + w) * cg..].fill(T::ZERO);
+        // row iy of the cg planes (cg × W, planes hw apart) → W × cg
+        T::transpose(
+            &planes[iy * w..],
+            hw,
+            &mut row[p * cg..],
+            cg,
+            cg,
+            w,
+            T::ZERO,
+        );
+    }
+}
+
+/// The receptive fields of the pixel-major input `xp` as rows: row p
+/// (output pixel) holds the window's values in (ky, kx, ic) order, k
+/// contiguous runs of k·cg values.
+fn patches<T: Real>(g: &ConvGeom, xp: &[T], colt: &mut [T]) {
+    let (cg, k, s) = (g.cg(), g.k, g.stride);
+    let wp = g.w + 2 * g.pad;
+    let (kc, ckk) = (k * cg, k * k * cg);
+    for (p, row) in colt[..g.oh * g.ow * ckk].chunks_exact_mut(ckk).enumerate() {
+        let (oy, ox) = (p / g.ow, p % g.ow);
+        for (ky, dst) in row.chunks_exact_mut(kc).enumerate() {
+            let o = ((oy * s + ky) * wp + ox * s) * cg;
+            dst.copy_from_slice(&xp[o..o + kc]);
+        }
+    }
+}
+
+/// The filter with each output channel's taps in the order of
+/// [`patches`]: wp\[oc\]\[(ky·k + kx)·cg + ic\] = w\[oc\]\[ic\]\[ky\]\[kx\].
+fn permute_filter<T: Real>(g: &ConvGeom, w: &[T], wp: &mut [T]) {
+    let (cg, k2) = (g.cg(), g.k * g.k);
+    for (src, dst) in w[..g.w_len()]
+        .chunks_exact(cg * k2)
+        .zip(wp.chunks_exact_mut(cg * k2))
+    {
+        for ic in 0..cg {
+            for t in 0..k2 {
+                dst[t * cg + ic] = src[ic * k2 + t];
+            }
+        }
+    }
+}
+
+/// y ← β·y + α·conv(x, w), one sample per task. Each group's receptive
+/// fields are pixel rows ([`Path::Shifted`], [`Path::Patches`]) times the
+/// permuted filter, so that the GEMM's vector lanes run over output
+/// channels; its pixel-major result is transposed into the output planes.
+/// Narrow windows multiply the filter by channel-major im2col rows, and a
+/// 1×1 stride-1 convolution the input planes as they are.
 pub fn conv_forward<T: Scratch>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], alpha: T, beta: T) {
     let (cg, kg) = (g.cg(), g.kg());
     let (hw, ohw, ckk) = (g.h * g.w, g.oh * g.ow, g.cg() * g.k * g.k);
+    let pth = path(g);
     let g1 = one(g);
-    let pw = pointwise(g);
     let ld = col_ld(ohw);
+    let mut wp = Buf::<T>::take(if pixel_rows(pth) { g.w_len() } else { 0 });
+    if pixel_rows(pth) {
+        permute_filter(g, w, &mut wp);
+    }
+    let wp: &[T] = &wp;
+    let wide = g.w + 2 * g.pad;
+    let kc = g.k * cg;
+    // scratch: pixel-major input, patches or im2col rows, GEMM output
+    let rows = if pth == Path::Shifted {
+        g.oh * wide
+    } else {
+        ohw
+    };
+    let (lx, lc, ly) = match pth {
+        Path::Pointwise => (0, 0, 0),
+        Path::Im2col => (0, ckk * ld, 0),
+        Path::Shifted => (xp_len(g), 0, rows * kg),
+        Path::Patches => (xp_len(g), ohw * ckk, ohw * kg),
+    };
     y[..g.y_len()]
         .par_chunks_mut(g.k_out * ohw)
         .zip(x[..g.x_len()].par_chunks(g.c * hw))
         .for_each_init(
-            || Buf::<T>::take(if pw { 0 } else { ckk * ld }),
-            |col, (yn, xn)| {
+            || Buf::<T>::take(lx + lc + ly),
+            |buf, (yn, xn)| {
+                let (xp, rest) = buf.split_at_mut(lx);
+                let (colt, yt) = rest.split_at_mut(lc);
                 for grp in 0..g.groups {
                     let wg = &w[grp * kg * ckk..(grp + 1) * kg * ckk];
+                    let wpg = &wp[(grp * kg * ckk).min(wp.len())..];
                     let yg = &mut yn[grp * kg * ohw..(grp + 1) * kg * ohw];
-                    if pw {
-                        let xg = &xn[grp * cg * hw..(grp + 1) * cg * hw];
-                        gemm1(false, false, kg, ohw, ckk, alpha, wg, xg, beta, yg);
-                    } else {
-                        im2col_ld(&g1, xn, 0, grp, col, ld);
-                        let (a, b) = ((wg, ckk, 1), (&col[..], ld, 1));
-                        gemm_s(kg, ohw, ckk, alpha, a, b, beta, yg, ohw);
+                    match pth {
+                        Path::Pointwise => {
+                            let xg = &xn[grp * cg * hw..(grp + 1) * cg * hw];
+                            gemm1(false, false, kg, ohw, ckk, alpha, wg, xg, beta, yg);
+                        }
+                        Path::Im2col => {
+                            im2col_ld(&g1, xn, 0, grp, colt, ld);
+                            let (a, b) = ((wg, ckk, 1), (&colt[..], ld, 1));
+                            gemm_s(kg, ohw, ckk, alpha, a, b, beta, yg, ohw);
+                        }
+                        Path::Shifted => {
+                            pixel_major(g, xn, grp, xp);
+                            for ky in 0..g.k {
+                                let a = (&xp[ky * wide * cg..], cg, 1);
+                                let b = (&wpg[ky * kc..], 1, ckk);
+                                let b0 = if ky == 0 { T::ZERO } else { T::ONE };
+                                gemm_s(rows, kg, kc, alpha, a, b, b0, yt, kg);
+                            }
+                            for oy in 0..g.oh {
+                                let src = &yt[oy * wide * kg..];
+                                T::transpose(src, kg, &mut yg[oy * g.ow..], ohw, g.ow, kg, beta);
+                            }
+                        }
+                        Path::Patches => {
+                            pixel_major(g, xn, grp, xp);
+                            patches(g, xp, colt);
+                            let (a, b) = ((&colt[..], ckk, 1), (wpg, 1, ckk));
+                            gemm_s(ohw, kg, ckk, alpha, a, b, T::ZERO, yt, kg);
+                            T::transpose(yt, kg, yg, ohw, ohw, kg, beta);
+                        }
                     }
                 }
             },
         );
+}
+
+/// Whether `p` works on pixel rows with the filter in [`permute_filter`]'s
+/// tap order.
+fn pixel_rows(p: Path) -> bool {
+    matches!(p, Path::Shifted | Path::Patches)
 }
 
 /// dx ← β·dx + α·convᵀ(dy, w), one sample per task. A stride-1
@@ -267,8 +576,9 @@ pub fn conv_backward_data<T: Scratch>(
 }
 
 /// dw ← β·dw + α·Σ_batch (x ⋆ dy): the batch is split into one contiguous
-/// chunk per thread, each summing its samples into its own partial; the
-/// partials are added in chunk order.
+/// chunk per thread, each summing its samples into its own partial (dy
+/// times the pixel rows or im2col rows of [`conv_forward`]'s paths, in
+/// their tap order); the partials are added in chunk order.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_backward_filter<T: Scratch>(
     threads: usize,
@@ -284,14 +594,26 @@ pub fn conv_backward_filter<T: Scratch>(
     let wl = g.w_len();
     let chunks = threads.clamp(1, g.n.max(1));
     let per = g.n.div_ceil(chunks);
+    let pth = path(g);
     let g1 = one(g);
     let ld = col_ld(ohw);
+    let wide = g.w + 2 * g.pad;
+    let (kc, rows) = (g.k * cg, g.oh * wide);
+    // pixel-major input; im2col rows, patches, or dy on wide rows (zero
+    // past OW)
+    let (lx, lc) = match pth {
+        Path::Pointwise => (0, 0),
+        Path::Im2col => (0, ckk * ld),
+        Path::Shifted => (xp_len(g), kg * rows),
+        Path::Patches => (xp_len(g), ohw * ckk),
+    };
     let mut partials = Buf::<T>::take(chunks * wl);
     partials
         .par_chunks_mut(wl)
         .enumerate()
         .for_each(|(t, part)| {
-            let mut col = Buf::<T>::take(if pointwise(g) { 0 } else { ckk * ld });
+            let mut buf = Buf::<T>::take(lx + lc);
+            let (xp, colt) = buf.split_at_mut(lx);
             let (n0, n1) = (t * per, ((t + 1) * per).min(g.n));
             if n0 >= n1 {
                 part.fill(T::ZERO);
@@ -304,21 +626,56 @@ pub fn conv_backward_filter<T: Scratch>(
                 for grp in 0..g.groups {
                     let dyg = &dyn_[grp * kg * ohw..(grp + 1) * kg * ohw];
                     let pg = &mut part[grp * kg * ckk..(grp + 1) * kg * ckk];
-                    if pointwise(g) {
-                        let xg = &xn[grp * cg * hw..(grp + 1) * cg * hw];
-                        gemm1(false, true, kg, ckk, ohw, T::ONE, dyg, xg, b, pg);
-                    } else {
-                        im2col_ld(&g1, xn, 0, grp, &mut col, ld);
-                        let (a, c) = ((dyg, ohw, 1), (&col[..], 1, ld));
-                        gemm_s(kg, ckk, ohw, T::ONE, a, c, b, pg, ckk);
+                    match pth {
+                        Path::Pointwise => {
+                            let xg = &xn[grp * cg * hw..(grp + 1) * cg * hw];
+                            gemm1(false, true, kg, ckk, ohw, T::ONE, dyg, xg, b, pg);
+                        }
+                        Path::Im2col => {
+                            im2col_ld(&g1, xn, 0, grp, colt, ld);
+                            let (a, c) = ((dyg, ohw, 1), (&colt[..], 1, ld));
+                            gemm_s(kg, ckk, ohw, T::ONE, a, c, b, pg, ckk);
+                        }
+                        Path::Shifted => {
+                            pixel_major(g, xn, grp, xp);
+                            let dyw = &mut colt[..kg * rows];
+                            for (dw, d) in dyw.chunks_exact_mut(wide).zip(dyg.chunks_exact(g.ow)) {
+                                dw[..g.ow].copy_from_slice(d);
+                                dw[g.ow..].fill(T::ZERO);
+                            }
+                            let dyw: &[T] = dyw;
+                            for ky in 0..g.k {
+                                let a = (dyw, rows, 1);
+                                let c = (&xp[ky * wide * cg..], cg, 1);
+                                gemm_s(kg, kc, rows, T::ONE, a, c, b, &mut pg[ky * kc..], ckk);
+                            }
+                        }
+                        Path::Patches => {
+                            pixel_major(g, xn, grp, xp);
+                            patches(g, xp, colt);
+                            let (a, c) = ((dyg, ohw, 1), (&colt[..], ckk, 1));
+                            gemm_s(kg, ckk, ohw, T::ONE, a, c, b, pg, ckk);
+                        }
                     }
                 }
             }
         });
     let dw = &mut dw[..wl];
     vecops::scale_or_zero(dw, beta);
+    let k2 = g.k * g.k;
     for part in partials.chunks(wl) {
-        vecops::axpy(dw, alpha, part);
+        if !pixel_rows(pth) {
+            vecops::axpy(dw, alpha, part);
+            continue;
+        }
+        // the partials hold each output channel's taps in (ky, kx, ic) order
+        for (d, p) in dw.chunks_exact_mut(cg * k2).zip(part.chunks_exact(cg * k2)) {
+            for ic in 0..cg {
+                for t in 0..k2 {
+                    d[ic * k2 + t] += alpha * p[t * cg + ic];
+                }
+            }
+        }
     }
 }
 
@@ -569,33 +926,202 @@ pub fn bn_r_backward<T: Scratch>(
     }
 }
 
+/// Whether pooling windows neither overlap nor leave the input (no
+/// padding, stride ≥ window, or a single window): then the planes run on
+/// [`tiled`] loops without the window clipping of the kernel's.
+fn tiles(g: &PoolGeom) -> bool {
+    g.pad == 0
+        && ((g.stride >= g.kh && g.stride >= g.kw) || (g.oh == 1 && g.ow == 1))
+        && (g.oh - 1) * g.stride + g.kh <= g.h
+        && (g.ow - 1) * g.stride + g.kw <= g.w
+}
+
+/// The per-plane pooling loops for [`tiles`] geometries: the kernel's
+/// arithmetic (same comparisons, same order of additions, first maximum
+/// of a window in row-major order), so the results are its own bit for
+/// bit.
+mod tiled {
+    use super::{PoolGeom, Real};
+    use fdgr_kernel::serial::PoolKind;
+
+    /// Index of the first maximum of the window at `o` (its top-left).
+    #[inline(always)]
+    fn argmax<T: Real>(g: &PoolGeom, x: &[T], o: usize) -> usize {
+        if g.kh == 2 && g.kw == 2 {
+            // selects rather than branches (the comparisons are data)
+            let (a, b, c, d) = (x[o], x[o + 1], x[o + g.w], x[o + g.w + 1]);
+            let (mut i, mut m) = (0, a);
+            let t = b > m;
+            i = if t { 1 } else { i };
+            m = if t { b } else { m };
+            let t = c > m;
+            i = if t { g.w } else { i };
+            m = if t { c } else { m };
+            i = if d > m { g.w + 1 } else { i };
+            return o + i;
+        }
+        let mut best = o;
+        for iy in 0..g.kh {
+            for ix in 0..g.kw {
+                let i = o + iy * g.w + ix;
+                if x[i] > x[best] {
+                    best = i;
+                }
+            }
+        }
+        best
+    }
+
+    /// Top-left input index of each output, in output order.
+    #[inline(always)]
+    fn origins(g: &PoolGeom) -> impl Iterator<Item = usize> + '_ {
+        (0..g.oh).flat_map(move |oy| (0..g.ow).map(move |ox| (oy * g.w + ox) * g.stride))
+    }
+
+    pub fn forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
+        if g.kind == PoolKind::Max && (g.kh, g.kw, g.stride) == (2, 2, 2) {
+            // the window's maximum as `v > m ? v : m` in window order
+            // (what the first-maximum search returns), a row at a time
+            for (oy, yr) in y.chunks_exact_mut(g.ow).enumerate() {
+                let r0 = &x[2 * oy * g.w..][..2 * g.ow];
+                let r1 = &x[(2 * oy + 1) * g.w..][..2 * g.ow];
+                for ((yo, p), q) in yr
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    let mut m = p[0];
+                    m = if p[1] > m { p[1] } else { m };
+                    m = if q[0] > m { q[0] } else { m };
+                    *yo = if q[1] > m { q[1] } else { m };
+                }
+            }
+            return;
+        }
+        let inv = T::ONE / T::from_usize(g.kh * g.kw);
+        for (yo, o) in y.iter_mut().zip(origins(g)) {
+            *yo = match g.kind {
+                PoolKind::Max => x[argmax(g, x, o)],
+                PoolKind::Avg => {
+                    let mut s = T::ZERO;
+                    for iy in 0..g.kh {
+                        for v in &x[o + iy * g.w..o + iy * g.w + g.kw] {
+                            s += *v;
+                        }
+                    }
+                    s * inv
+                }
+            };
+        }
+    }
+
+    pub fn backward<T: Real>(g: &PoolGeom, x: &[T], dy: &[T], dx: &mut [T], acc: bool) {
+        if g.kind == PoolKind::Max && (g.kh, g.kw, g.stride) == (2, 2, 2) {
+            // dx (zeroed unless accumulating) += dy at each window's first
+            // maximum, found by selects and added at a computed index (the
+            // comparisons are data: no branches)
+            if !acc {
+                dx.fill(T::ZERO);
+            }
+            let (w, ow) = (g.w, g.ow);
+            for (oy, dr) in dy.chunks_exact(ow).enumerate() {
+                let xa = &x[2 * oy * w..][..2 * ow];
+                let xb = &x[(2 * oy + 1) * w..][..2 * ow];
+                let pair = &mut dx[2 * oy * w..(2 * oy + 2) * w];
+                let rows = xa.chunks_exact(2).zip(xb.chunks_exact(2));
+                for (ox, (d, (p, q))) in dr.iter().zip(rows).enumerate() {
+                    let (mut i, mut m) = (0, p[0]);
+                    let t = p[1] > m;
+                    i = if t { 1 } else { i };
+                    m = if t { p[1] } else { m };
+                    let t = q[0] > m;
+                    i = if t { w } else { i };
+                    m = if t { q[0] } else { m };
+                    i = if q[1] > m { w + 1 } else { i };
+                    pair[2 * ox + i] += *d;
+                }
+            }
+            return;
+        }
+        if !acc {
+            dx.fill(T::ZERO);
+        }
+        let inv = T::ONE / T::from_usize(g.kh * g.kw);
+        for (d, o) in dy.iter().zip(origins(g)) {
+            match g.kind {
+                PoolKind::Max => dx[argmax(g, x, o)] += *d,
+                PoolKind::Avg => {
+                    let d = *d * inv;
+                    for iy in 0..g.kh {
+                        for v in &mut dx[o + iy * g.w..o + iy * g.w + g.kw] {
+                            *v += d;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn r_forward<T: Real>(g: &PoolGeom, x: &[T], rx: &[T], ry: &mut [T]) {
+        match g.kind {
+            PoolKind::Max => {
+                for (r, o) in ry.iter_mut().zip(origins(g)) {
+                    *r = rx[argmax(g, x, o)];
+                }
+            }
+            PoolKind::Avg => forward(g, rx, ry),
+        }
+    }
+}
+
 /// Pooling forward, planes in parallel.
 pub fn pool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+    let t = tiles(g);
     y[..g.y_len()]
         .par_chunks_mut(ohw)
         .zip(x[..g.x_len()].par_chunks(hw))
-        .for_each(|(yp, xp)| pool::forward_plane(g, xp, yp));
+        .for_each(|(yp, xp)| {
+            if t {
+                tiled::forward(g, xp, yp)
+            } else {
+                pool::forward_plane(g, xp, yp)
+            }
+        });
 }
 
 /// Pooling backward, planes in parallel.
 pub fn pool_backward<T: Real>(g: &PoolGeom, x: &[T], dy: &[T], dx: &mut [T], acc: bool) {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+    let t = tiles(g);
     dx[..g.x_len()]
         .par_chunks_mut(hw)
         .zip(x[..g.x_len()].par_chunks(hw))
         .zip(dy[..g.y_len()].par_chunks(ohw))
-        .for_each(|((dxp, xp), dyp)| pool::backward_plane(g, xp, dyp, dxp, acc));
+        .for_each(|((dxp, xp), dyp)| {
+            if t {
+                tiled::backward(g, xp, dyp, dxp, acc)
+            } else {
+                pool::backward_plane(g, xp, dyp, dxp, acc)
+            }
+        });
 }
 
 /// Pooling R-forward, planes in parallel.
 pub fn pool_r_forward<T: Real>(g: &PoolGeom, x: &[T], rx: &[T], ry: &mut [T]) {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+    let t = tiles(g);
     ry[..g.y_len()]
         .par_chunks_mut(ohw)
         .zip(x[..g.x_len()].par_chunks(hw))
         .zip(rx[..g.x_len()].par_chunks(hw))
-        .for_each(|((ryp, xp), rxp)| pool::r_forward_plane(g, xp, rxp, ryp));
+        .for_each(|((ryp, xp), rxp)| {
+            if t {
+                tiled::r_forward(g, xp, rxp, ryp)
+            } else {
+                pool::r_forward_plane(g, xp, rxp, ryp)
+            }
+        });
 }
 
 /// Elements per parallel chunk of an elementwise primitive.
@@ -633,8 +1159,9 @@ fn plane_sum<T: Real>(p: &[T]) -> T {
     let mut acc = [T::ZERO; L];
     let mut chunks = p.chunks_exact(L);
     for ch in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(ch) {
-            *a += *v;
+        let ch: &[T; L] = ch.try_into().expect("a chunk of L values");
+        for l in 0..L {
+            acc[l] += ch[l];
         }
     }
     for (a, v) in acc.iter_mut().zip(chunks.remainder()) {
@@ -738,6 +1265,9 @@ mod tests {
             conv(2, 8, 8, (16, 16), 3, 1, 1, 2),
             conv(2, 4, 4, (9, 7), 3, 1, 1, 4),
             conv(2, 4, 6, (7, 9), 3, 1, 2, 2),
+            conv(2, 16, 16, (16, 16), 3, 1, 1, 2),
+            conv(2, 12, 12, (9, 9), 3, 2, 1, 2),
+            conv(2, 8, 4, (12, 12), 3, 1, 1, 1),
         ] {
             let x = data(g.x_len(), 1);
             let w = data(g.w_len(), 2);
@@ -881,6 +1411,9 @@ mod tests {
                 (8, 8, 3, 2, 1),
                 (7, 9, 3, 1, 1),
                 (6, 6, 6, 1, 0),
+                (8, 8, 8, 1, 0),
+                (9, 11, 3, 3, 0),
+                (7, 7, 2, 3, 0),
             ] {
                 let g = PoolGeom {
                     kind,
@@ -915,6 +1448,30 @@ mod tests {
                     pool::backward(&g, &x, &dy, &mut d1, acc);
                     p.install(|| pool_backward(&g, &x, &dy, &mut d2, acc));
                     assert_eq!(d1, d2, "backward {what} acc={acc}");
+                }
+            }
+        }
+    }
+
+    /// The SSE transpose of f32 equals the element loop (bit for bit),
+    /// edges and β included.
+    #[test]
+    fn transpose_matches_scalar() {
+        for (rows, cols) in [(4, 4), (7, 9), (16, 33), (3, 2), (1, 5), (12, 1)] {
+            let (ls, ld) = (cols + 3, rows + 5);
+            let src: Vec<f32> = data(rows * ls, 1).iter().map(|v| *v as f32).collect();
+            for beta in [0.0f32, 0.5] {
+                let mut a: Vec<f32> = data(cols * ld, 2).iter().map(|v| *v as f32).collect();
+                let mut b = a.clone();
+                <f32 as Scratch>::transpose(&src, ls, &mut a, ld, rows, cols, beta);
+                transpose_scalar(&src, ls, &mut b, ld, rows, cols, beta);
+                assert_eq!(a, b, "{rows}×{cols} β={beta}");
+                for r in 0..rows {
+                    for c in 0..cols {
+                        if beta == 0.0 {
+                            assert_eq!(a[c * ld + r], src[r * ls + c]);
+                        }
+                    }
                 }
             }
         }

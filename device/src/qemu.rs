@@ -70,22 +70,33 @@ pub fn plugin_arg(plugin: &Path, marker: u64, out: &Path) -> String {
     )
 }
 
+/// The instruction-count plugin, built for the QEMU at hand.
+#[derive(Clone, Debug)]
+pub struct Plugin {
+    /// The shared library.
+    pub path: PathBuf,
+    /// The plugin API version QEMU loaded.
+    pub version: String,
+    /// The versions QEMU refused before, with its message.
+    pub refused: Vec<(String, String)>,
+}
+
 /// Builds the instruction-count plugin and checks that QEMU loads it,
 /// trying API versions (`FDGR_QEMU_PLUGIN_VERSION` alone when set; else 1
 /// first up to QEMU 8, 2 first from QEMU 9, then the others up to 4).
 /// `build` runs each cargo build (the caller decides what it prints).
-/// Returns the plugin and the API version QEMU loaded.
 pub fn build_plugin(
     fw: &Path,
     qemu_major: u32,
     build: &mut dyn FnMut(&str, Command) -> Result<(), String>,
-) -> Result<(PathBuf, String), String> {
+) -> Result<Plugin, String> {
     let candidates: Vec<String> = match std::env::var("FDGR_QEMU_PLUGIN_VERSION") {
         Ok(v) if !v.is_empty() => vec![v],
         _ if qemu_major >= 9 => ["2", "3", "4", "1"].map(String::from).to_vec(),
         _ => ["1", "2", "3", "4"].map(String::from).to_vec(),
     };
     let plugin = plugin_path(fw);
+    let mut refused = vec![];
     let mut why = String::new();
     for v in &candidates {
         let mut c = Command::new(crate::board::cargo_bin());
@@ -118,9 +129,14 @@ pub fn build_plugin(
         let r = run_limited(q, Duration::from_secs(30))?;
         let err = String::from_utf8_lossy(&r.stderr).to_string();
         if !err.contains("Could not load plugin") {
-            return Ok((plugin, v.clone()));
+            return Ok(Plugin {
+                path: plugin,
+                version: v.clone(),
+                refused,
+            });
         }
         why = err.trim().to_string();
+        refused.push((v.clone(), why.clone()));
     }
     Err(format!(
         "QEMU does not load the instruction-count plugin ({why}); set FDGR_QEMU_PLUGIN_VERSION"

@@ -32,8 +32,15 @@ use std::time::{Duration, Instant};
 use fdgr_kernel::finetune::Mode;
 use fdgr_kernel::Method;
 
-use crate::fw_util::fw_config;
-use crate::fw_util::{self as fw, ElfInfo};
+use fdgr_device::elf::{elf_info, ElfInfo};
+use fdgr_device::fw_config;
+use fdgr_device::log::{decode_defmt, parse_log};
+use fdgr_device::process::run_limited;
+use fdgr_device::qemu::{qemu_m4, qemu_version, step_instructions};
+use fdgr_device::read;
+use fdgr_device::replay::{fnv1a_bits, replay};
+
+use crate::fw_util as fw;
 use crate::util::{cargo, run, Step};
 
 /// Samples in the fine-tuning stream (= steps on the device).
@@ -130,7 +137,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
 
     let t = Instant::now();
     fw::ensure_qemu()?;
-    let (qmaj, qmin) = fw::qemu_version()?;
+    let (qmaj, qmin) = qemu_version()?;
     println!("qemu-system-arm {qmaj}.{qmin}");
     steps.push(step("qemu-system-arm present", t));
 
@@ -150,7 +157,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
             p
         }
     };
-    let model = fw::read(&model_path)?;
+    let model = read(&model_path)?;
     let shape = fdgr_kernel::export::decode_shape(&model)
         .map_err(|e| format!("{}: {e}", model_path.display()))?;
     let p = shape.param_count() as u64;
@@ -163,7 +170,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
     // on), written by `fdgr samples`; the committed default must match.
     let stream_path = out.join("digits-stream.bin");
     steps.push(samples(&stream_path)?);
-    let stream = fw::read(&stream_path)?;
+    let stream = read(&stream_path)?;
     let committed_stream = fw_dir.join("models").join("digits-stream.bin");
     let committed_model = fw_dir.join("models").join("digits-64-32-10.fdgr");
     if std::env::var("FDGR_UPDATE_MODELS").as_deref() == Ok("1") {
@@ -171,14 +178,14 @@ pub fn steps() -> Result<Vec<Step>, String> {
         write(&committed_model, &model)?;
         println!("FDGR_UPDATE_MODELS=1: updated the committed default model and stream");
     }
-    if fw::read(&committed_stream)? != stream {
+    if read(&committed_stream)? != stream {
         return Err(format!(
             "{} differs from `fdgr samples --data digits --split test --count {STREAM_SAMPLES}` \
              (regenerate with FDGR_UPDATE_MODELS=1)",
             committed_stream.display()
         ));
     }
-    if fw::read(&committed_model)? != model {
+    if read(&committed_model)? != model {
         println!(
             "note: the committed default model {} differs from the one cross-checked here \
              (board builds use the committed one; refresh it with FDGR_UPDATE_MODELS=1)",
@@ -229,8 +236,8 @@ pub fn steps() -> Result<Vec<Step>, String> {
     for (board, triple, bin) in BOARDS {
         let c = fw_cargo("build", board, &[], false);
         steps.push(run(&format!("firmware build {board} ({triple})"), c)?);
-        let elf = fw::read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
-        board_sizes.push((board, triple, fw::elf_info(&elf)?));
+        let elf = read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
+        board_sizes.push((board, triple, elf_info(&elf)?));
     }
 
     // The cross-checks.
@@ -260,10 +267,11 @@ pub fn steps() -> Result<Vec<Step>, String> {
         };
         let t = Instant::now();
         let m = build_and_run(v, &model_path, &stream_path, &plugin, &out)?;
+        check_ram_formula(&m, &shape, stream.len())?;
         if micromath {
             report_micromath(&m, &results)?;
         } else {
-            let (losses, theta) = fw::replay(&model, &stream, method, mode, opt)?;
+            let (losses, theta) = replay(&model, &stream, method, mode, opt)?;
             compare(&m, &losses, &theta)?;
         }
         steps.push(step(
@@ -321,98 +329,28 @@ fn write(p: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 fn cargo_bin() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+    fdgr_device::board::cargo_bin()
 }
 
-/// `cargo <sub> --release` in a board's folder (so its `.cargo/config.toml`
-/// applies), with the given `FDGR_*` variables and nothing inherited that
-/// would change the build.
+/// `cargo <sub> --release` in a board's folder
+/// ([`fdgr_device::board::cargo`]).
 fn fw_cargo(sub: &str, board: &str, vars: &[(&str, &str)], micromath: bool) -> Command {
-    let fw_dir = fw::fw_dir();
-    let mut c = Command::new(cargo_bin());
-    c.current_dir(fw_dir.join(board))
-        .args([sub, "--release"])
-        .env("CARGO_TARGET_DIR", fw_dir.join("target"))
-        .env("DEFMT_LOG", "info")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET");
-    for v in [
-        "FDGR_MODEL",
-        "FDGR_STREAM",
-        "FDGR_METHOD",
-        "FDGR_OPT",
-        "FDGR_MODE",
-        "FDGR_FAULT",
-    ] {
-        c.env_remove(v);
-    }
-    for (k, val) in vars {
-        c.env(k, val);
-    }
-    if micromath {
-        c.args(["--features", "micromath"]);
-    }
-    c
+    fdgr_device::board::cargo(&fw::fw_dir(), sub, board, vars, micromath)
 }
 
-/// Builds the plugin and checks that QEMU loads it, trying API versions
-/// (`FDGR_QEMU_PLUGIN_VERSION` alone when set; else 1 first up to QEMU 8,
-/// 2 first from QEMU 9, then the others up to 4).
+/// Builds the plugin and checks that QEMU loads it
+/// ([`fdgr_device::qemu::build_plugin`]).
 fn build_plugin(qemu_major: u32) -> Result<(PathBuf, String, Vec<Step>), String> {
-    let fw_dir = fw::fw_dir();
-    let candidates: Vec<String> = match std::env::var("FDGR_QEMU_PLUGIN_VERSION") {
-        Ok(v) if !v.is_empty() => vec![v],
-        _ if qemu_major >= 9 => ["2", "3", "4", "1"].map(String::from).to_vec(),
-        _ => ["1", "2", "3", "4"].map(String::from).to_vec(),
-    };
-    let plugin = fw_dir
-        .join("target")
-        .join("host")
-        .join("release")
-        .join("libfdgr_qemu_icount.so");
     let mut steps = vec![];
-    let mut why = String::new();
-    for v in &candidates {
-        let mut c = Command::new(cargo_bin());
-        c.args(["build", "--release", "--manifest-path"])
-            .arg(fw_dir.join("qemu-icount").join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(fw_dir.join("target").join("host"))
-            .env("FDGR_QEMU_PLUGIN_VERSION", v);
-        steps.push(run(
-            &format!("QEMU instruction-count plugin (API version {v})"),
-            c,
-        )?);
-        // QEMU loads plugins before the kernel: a missing kernel then
-        // fails with its own message, a refused plugin with "plugin".
-        let mut q = Command::new("qemu-system-arm");
-        q.args([
-            "-machine",
-            "mps2-an386",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-serial",
-            "null",
-            "-plugin",
-        ])
-        .arg(format!("{},marker=0x0", plugin.display()))
-        .arg("-kernel")
-        .arg(fw::out_dir().join("no-such-kernel.elf"));
-        let r = fw::run_limited(q, Duration::from_secs(30))?;
-        let err = String::from_utf8_lossy(&r.stderr).to_string();
-        if !err.contains("Could not load plugin") {
-            println!("QEMU loads the plugin with API version {v}");
-            return Ok((plugin, v.clone(), steps));
-        }
-        why = err.trim().to_string();
+    let plugin = fdgr_device::qemu::build_plugin(&fw::fw_dir(), qemu_major, &mut |name, c| {
+        steps.push(run(name, c)?);
+        Ok(())
+    })?;
+    for (v, why) in &plugin.refused {
         println!("QEMU refuses the plugin with API version {v}: {why}");
     }
-    Err(format!(
-        "QEMU does not load the instruction-count plugin ({why}); set FDGR_QEMU_PLUGIN_VERSION"
-    ))
+    println!("QEMU loads the plugin with API version {}", plugin.version);
+    Ok((plugin.path, plugin.version, steps))
 }
 
 /// `fdgr samples`: the first test-split digits as the device's stream.
@@ -501,27 +439,6 @@ fn train_and_export(out: &Path) -> Result<(PathBuf, Vec<Step>), String> {
     Ok((model, steps))
 }
 
-/// `qemu-system-arm` for the MPS2-AN386 board (Cortex-M4F), no display,
-/// semihosting on; the caller adds `-kernel ELF`.
-fn qemu_m4() -> Command {
-    let mut q = Command::new("qemu-system-arm");
-    q.args([
-        "-machine",
-        "mps2-an386",
-        "-cpu",
-        "cortex-m4",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-serial",
-        "null",
-        "-semihosting-config",
-        "enable=on,target=native",
-    ]);
-    q
-}
-
 fn build_and_run(
     v: Variant,
     model: &Path,
@@ -553,8 +470,8 @@ fn build_and_run(
         .join("fdgr-qemu-m4");
     let elf_path = out.join(format!("qemu-m4-{}.elf", v.name()));
     std::fs::copy(&built, &elf_path).map_err(|e| format!("{}: {e}", built.display()))?;
-    let elf = fw::read(&elf_path)?;
-    let info = fw::elf_info(&elf)?;
+    let elf = read(&elf_path)?;
+    let info = elf_info(&elf)?;
     let marker = info.marker.ok_or("fdgr_mark not found in the ELF")?;
     let counts = out.join(format!("qemu-m4-{}.counts", v.name()));
     let _ = std::fs::remove_file(&counts);
@@ -565,8 +482,8 @@ fn build_and_run(
         counts.display()
     ));
     println!("\n== qemu-m4 {} under QEMU ==", v.name());
-    let r = fw::run_limited(q, QEMU_LIMIT)?;
-    let lines = fw::decode_defmt(&elf, &r.stdout)?;
+    let r = run_limited(q, QEMU_LIMIT)?;
+    let lines = decode_defmt(&elf, &r.stdout)?;
     let mut log = String::new();
     for l in &lines {
         let _ = writeln!(log, "{:<5} {}", l.level, l.text);
@@ -576,10 +493,7 @@ fn build_and_run(
         log.as_bytes(),
     )?;
     // The per-step and per-weight lines go to the log file only.
-    let bulky = |l: &fw::LogLine| {
-        l.text.starts_with("theta[") || (l.text.starts_with("step ") && l.level == "INFO")
-    };
-    for l in lines.iter().filter(|l| !bulky(l)) {
+    for l in lines.iter().filter(|l| !l.is_bulky()) {
         println!("  {:<5} {}", l.level, l.text);
     }
     let stderr = String::from_utf8_lossy(&r.stderr);
@@ -594,7 +508,7 @@ fn build_and_run(
             out.join(format!("qemu-m4-{}.log", v.name())).display()
         ));
     }
-    let d = fw::parse_log(&lines)?;
+    let d = parse_log(&lines)?;
     if !d.done || !d.errors.is_empty() {
         return Err(format!(
             "qemu-m4 {}: no `fdgr done`, or errors: {:?}",
@@ -609,7 +523,7 @@ fn build_and_run(
             d.losses.len()
         ));
     }
-    if d.hash != Some(fw::fnv1a_bits(&d.theta)) {
+    if d.hash != Some(fnv1a_bits(&d.theta)) {
         return Err(format!(
             "qemu-m4 {}: the logged weights do not match the device's hash",
             v.name()
@@ -617,7 +531,7 @@ fn build_and_run(
     }
     let counts = std::fs::read_to_string(&counts)
         .map_err(|e| format!("{}: {e} (did the QEMU plugin load?)", counts.display()))?;
-    let instr = fw::step_instructions(&counts, STREAM_SAMPLES)?;
+    let instr = step_instructions(&counts, STREAM_SAMPLES)?;
     println!(
         "  {} steps in {:.2} s of QEMU; {:.0} guest instructions per step (min {}, max {})",
         d.losses.len(),
@@ -639,54 +553,50 @@ fn build_and_run(
 
 fn compare(m: &Measured, losses: &[u32], theta: &[u32]) -> Result<(), String> {
     let name = m.v.name();
-    if m.losses.len() != losses.len() || m.theta.len() != theta.len() {
-        return Err(format!(
-            "{name}: device logged {} losses and {} weights, host has {} and {}",
-            m.losses.len(),
-            m.theta.len(),
-            losses.len(),
-            theta.len()
-        ));
-    }
-    let bad_l: Vec<usize> = (0..losses.len())
-        .filter(|&i| m.losses[i] != losses[i])
-        .collect();
-    let bad_t: Vec<usize> = (0..theta.len())
-        .filter(|&i| m.theta[i] != theta[i])
-        .collect();
-    if !bad_l.is_empty() || !bad_t.is_empty() {
-        let mut msg = format!(
-            "{name}: device and host differ in {} of {} losses and {} of {} weights",
-            bad_l.len(),
-            losses.len(),
-            bad_t.len(),
-            theta.len()
-        );
-        if let Some(&i) = bad_l.first() {
-            let _ = write!(
-                msg,
-                "; first loss: step {i}: device {:#010x} ({}), host {:#010x} ({})",
-                m.losses[i],
-                f32::from_bits(m.losses[i]),
-                losses[i],
-                f32::from_bits(losses[i])
-            );
-        }
-        if let Some(&i) = bad_t.first() {
-            let _ = write!(
-                msg,
-                "; first weight: θ[{i}]: device {:#010x}, host {:#010x}",
-                m.theta[i], theta[i]
-            );
-        }
-        return Err(msg);
+    let c = fdgr_device::replay::compare(&m.losses, &m.theta, losses, theta)
+        .map_err(|e| format!("{name}: {e}"))?;
+    if !c.identical() {
+        return Err(format!("{name}: {c}"));
     }
     println!(
         "  bit-identical to the host: {} losses (last {}) and {} weights (fnv1a {:#010x})",
         losses.len(),
         last(losses),
         theta.len(),
-        fw::fnv1a_bits(theta)
+        fnv1a_bits(theta)
+    );
+    Ok(())
+}
+
+/// The host's RAM formula (what `fdgr device run` checks a board with
+/// before building) against the firmware's own sum of its buffers: equal
+/// but for the fine-tuner, which the host bounds by `TUNER_BYTES_MAX`.
+fn check_ram_formula(
+    m: &Measured,
+    shape: &fdgr_kernel::Shape,
+    stream: usize,
+) -> Result<(), String> {
+    let e = fdgr_device::memory::estimate(
+        shape,
+        m.v.method,
+        m.v.mode,
+        m.v.opt,
+        stream,
+        fdgr_device::board::Board::QemuM4,
+    );
+    let slack = fw_config::TUNER_BYTES_MAX - fw_config::RING * (fw_config::INPUTS + 1);
+    let host = e.fdgr.total as u64;
+    if m.fdgr_ram > host || host - m.fdgr_ram > slack as u64 {
+        return Err(format!(
+            "qemu-m4 {}: the firmware's buffers take {} B, the host's formula gives {host} B \
+             (expected equal up to the fine-tuner's bound, {slack} B)",
+            m.v.name(),
+            m.fdgr_ram
+        ));
+    }
+    println!(
+        "  RAM formula: {host} B (fine-tuner at its bound) for the firmware's {} B",
+        m.fdgr_ram
     );
     Ok(())
 }
@@ -744,7 +654,7 @@ fn check_fault(fault: &str, model: &Path, stream: &Path) -> Result<(), String> {
         .join("fdgr-qemu-m4");
     let mut q = qemu_m4();
     q.arg("-kernel").arg(&elf);
-    let r = fw::run_limited(q, Duration::from_secs(30))?;
+    let r = run_limited(q, Duration::from_secs(30))?;
     let stderr = String::from_utf8_lossy(&r.stderr);
     println!("  exit {:?}, stderr: {}", r.code, stderr.trim());
     let want = if fault == "panic" {

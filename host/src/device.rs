@@ -253,6 +253,18 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
     };
     let stream = firmware::stream_bytes(&spec)
         .with_context(|| format!("--samples {}:{}:{}", spec.data, spec.split, spec.count))?;
+    if stream.features != shape.inputs() {
+        bail!(
+            "--samples {}:{}:{}: its samples have {} values, the model takes {} (the firmware \
+             streams {}-pixel samples)",
+            spec.data,
+            spec.split,
+            spec.count,
+            stream.features,
+            shape.inputs(),
+            fw_config::INPUTS
+        );
+    }
     let steps = fw_config::check(&shape, &stream.bytes).map_err(|e| {
         anyhow!(
             "model {} on {} ({} split): {e}",
@@ -583,9 +595,11 @@ pub fn run(p: &Prepared, b: &Built, on_step: &mut dyn FnMut(&StepLine)) -> Resul
     }
     if r.code != Some(0) || !d.done || !d.errors.is_empty() {
         bail!(
-            "the firmware on {} did not finish (exit {:?}{}{}); its output:\n{}",
+            "the firmware on {} did not finish ({}{}{}); its output:\n{}",
             p.board,
-            r.code,
+            r.code.map_or("killed by a signal".to_string(), |c| format!(
+                "exit code {c}"
+            )),
             if d.done { "" } else { ", no `fdgr done`" },
             if d.errors.is_empty() {
                 String::new()

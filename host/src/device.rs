@@ -9,8 +9,8 @@
 //! [`build`] builds the board's firmware with them (its own
 //! `.cargo/config.toml`); [`run`] starts it through the board's cargo
 //! runner (QEMU, or probe-rs, which flashes it) and decodes its defmt log
-//! as it arrives; [`finish`] evaluates held-out accuracy before and after
-//! on the host and writes `RUN/device-<board>/` in one rename; [`verify`]
+//! as it arrives; [`accuracy`] evaluates held-out accuracy before and after
+//! on the host and [`write()`] writes `RUN/device-<board>/` in one rename; [`verify`]
 //! replays the fine-tuning on the host kernel and compares every loss and
 //! weight bit for bit.
 //!

@@ -1,14 +1,15 @@
 //! The fine-tuning configuration, in one file that three programs compile:
 //! the firmware (`fdgr-firmware`), its build script (which checks the model
-//! and the sample stream against it), and the host replay in
-//! `cargo xtask firmware` (through `#[path]`). So the device and the host
+//! and the sample stream against it), and the host side in the
+//! `fdgr-device` crate (through `#[path]`), whose replay `fdgr device` and
+//! `cargo xtask firmware` check the device against. So the device and the host
 //! run the very same numbers through the very same
 //! [`fdgr_kernel::finetune::FineTuner::push_and_step`].
 //!
 //! It also holds what the host must know before it builds a firmware: the
-//! checks a model and a sample stream must pass ([`check`]), the lengths of
-//! the static buffers ([`buffer_lens`]) and the RAM they take
-//! ([`ram_bytes`]), so `fdgr device run` can refuse a model that does not
+//! checks a model and a sample stream must pass (`check`), the lengths of
+//! the static buffers (`buffer_lens`) and the RAM they take
+//! (`ram_bytes`), so `fdgr device run` can refuse a model that does not
 //! fit a board before building anything.
 //!
 //! Only `core` and `fdgr_kernel` may be used here.

@@ -442,7 +442,7 @@ fn permute_filter<T: Real>(g: &ConvGeom, w: &[T], wp: &mut [T]) {
 }
 
 /// y ← β·y + α·conv(x, w), one sample per task. Each group's receptive
-/// fields are pixel rows ([`Path::Shifted`], [`Path::Patches`]) times the
+/// fields are pixel rows (`Path::Shifted`, `Path::Patches`) times the
 /// permuted filter, so that the GEMM's vector lanes run over output
 /// channels; its pixel-major result is transposed into the output planes.
 /// Narrow windows multiply the filter by channel-major im2col rows, and a

@@ -1,44 +1,155 @@
 #!/usr/bin/env python3
-"""fdgr vs PyTorch (CPU), side by side in one run: per-step medians and ratios.
+"""fdgr vs PyTorch (CPU), side by side in one run: per-step medians, ratios
+and peak memory.
 
-Runs `fdgr bench --json` and bench/torch_steps.py alternately, config by
-config, on the same thread count, and prints a markdown table.
+For every config and method, runs `fdgr bench --json` and
+bench/torch_steps.py (the same network, batch, method and optimizer in
+PyTorch eager mode) one after the other on the same thread count, each as
+its own process, so that each side's peak RSS (`ru_maxrss` of that
+process) is measured alone. `--rounds N` repeats the alternation and
+reports the median of the rounds' medians. Prints the CPU model and SIMD
+level first (results depend on both: the GEMM kernels of both sides use
+AVX-512 or AVX2 as the CPU allows), then a markdown table.
 
     cargo build --release && python3 bench/compare.py --threads 2
+    python3 bench/compare.py --configs resnet20,lenet5 --methods sgd,fgr,db
 """
 import argparse
 import json
+import os
 import pathlib
+import platform
+import statistics
 import subprocess
 import sys
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CONFIGS = [("784-512-512-10", 128), ("3072-512-512-512-10", 128)]
+# (model, input CxHxW or None for MLP widths, batch, warm-up steps, timed steps)
+CONFIGS = [
+    ("resnet20", "3x32x32", 128, 2, 10),
+    ("lenet5", "1x28x28", 128, 3, 30),
+    ("784-512-512-10", None, 128, 3, 30),
+    ("3072-512-512-512-10", None, 128, 3, 30),
+]
 
 
-def rows(cmd):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return {r["method"]: r for r in (json.loads(l) for l in out.splitlines() if l.startswith("{"))}
+def cpu_info():
+    """(CPU model, SIMD level) from /proc/cpuinfo (Linux)."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            k, _, v = line.partition(":")
+            k = k.strip()
+            if k == "model name" and model in ("unknown", "x86_64", ""):
+                model = v.strip()
+            elif k == "flags" and not flags:
+                flags = set(v.split())
+    except OSError:
+        pass
+    if "avx512f" in flags:
+        simd = "AVX-512 (avx512f" + (", avx512_bf16" if "avx512_bf16" in flags else "") + ")"
+    elif "avx2" in flags:
+        simd = "AVX2" + (" + FMA" if "fma" in flags else "")
+    elif flags:
+        simd = "SSE only"
+    else:
+        simd = "unknown"
+    return model, simd
+
+
+def run(cmd):
+    """Runs `cmd`; returns ({method: JSON row}, peak RSS of the process in MiB)."""
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    out, err = p.stdout, p.stderr
+    if p.returncode != 0:
+        sys.exit(f"{cmd[0]} failed ({p.returncode}):\n{err}")
+    rows = {}
+    rss = None
+    for line in out.splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            if "maxrss_kib" in r:
+                rss = r["maxrss_kib"] / 1024
+            else:
+                rows[r["method"]] = r
+    return rows, rss
+
+
+# Runs argv[1:] as a child and prints its output, then the child's own peak
+# RSS (os.wait4 gives the rusage of that one process).
+WRAP = (
+    "import json,os,subprocess,sys\n"
+    "p=subprocess.Popen(sys.argv[1:])\n"
+    "_,st,ru=os.wait4(p.pid,0)\n"
+    "print(json.dumps({'maxrss_kib':ru.ru_maxrss}),flush=True)\n"
+    "sys.exit(os.waitstatus_to_exitcode(st))\n"
+)
+
+
+def measured(cmd):
+    return run([sys.executable, "-c", WRAP, *cmd])
+
+
+def load():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", default="sgd,db,fgr,bgr,sam")
-    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--configs", default="", help="comma-separated model names (default: all)")
+    ap.add_argument("--repeats", type=int, default=0, help="timed steps (default: per config)")
+    ap.add_argument("--rounds", type=int, default=1, help="alternations per method")
     ap.add_argument("--fdgr", default=str(ROOT / "target" / "release" / "fdgr"))
     a = ap.parse_args()
-    print(f"| model | batch | method | fdgr ms | PyTorch ms | PyTorch/fdgr | fdgr step/SGD |")
-    print("|---|---|---|---|---|---|---|")
-    for model, batch in CONFIGS:
-        common = ["--model", model, "--batch", str(batch), "--threads", str(a.threads),
-                  "--methods", a.methods, "--repeats", str(a.repeats)]
-        f = rows([a.fdgr, "bench", "--json", *common])
-        t = rows([sys.executable, str(ROOT / "bench" / "torch_steps.py"), *common])
-        for m in a.methods.split(","):
-            fm, tm = f[m]["median_ms"], t[m]["median_ms"]
-            print(f"| {model} | {batch} | {m} | {fm:.2f} | {tm:.2f} | {tm / fm:.2f} | {fm / f['sgd']['median_ms']:.2f} |",
-                  flush=True)
+    model, simd = cpu_info()
+    import torch  # only for its version; the steps run in their own processes
+
+    print(f"CPU: {model}, {os.cpu_count()} logical cores; SIMD: {simd}")
+    print(f"threads: {a.threads} per side; PyTorch {torch.__version__} "
+          f"(CPU capability {torch.backends.cpu.get_cpu_capability()}); "
+          f"load average at start: {load():.2f}")
+    print()
+    print("| model | batch | method | fdgr ms | PyTorch ms | PyTorch/fdgr | fdgr step/SGD "
+          "| PyTorch step/SGD | fdgr RSS MiB | PyTorch RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    want = set(filter(None, a.configs.split(",")))
+    methods = a.methods.split(",")
+    t0 = time.time()
+    for name, inp, batch, warmup, repeats in CONFIGS:
+        if want and name not in want:
+            continue
+        reps = a.repeats or repeats
+        common = ["--model", name, "--batch", str(batch), "--threads", str(a.threads),
+                  "--repeats", str(reps), "--warmup", str(warmup)]
+        if inp:
+            common += ["--input", inp, "--classes", "10"]
+        res = {}
+        for m in methods:
+            fs, ts, frss, trss = [], [], 0.0, 0.0
+            for _ in range(a.rounds):
+                f, fr = measured([a.fdgr, "bench", "--json", "--methods", m, *common])
+                t, tr = measured([sys.executable, str(ROOT / "bench" / "torch_steps.py"),
+                                  "--methods", m, *common])
+                fs.append(f[m]["median_ms"])
+                ts.append(t[m]["median_ms"])
+                frss, trss = max(frss, fr or 0), max(trss, tr or 0)
+            res[m] = (statistics.median(fs), statistics.median(ts), frss, trss)
+        for m in methods:
+            fm, tm, fr, tr = res[m]
+            fsgd = res["sgd"][0] if "sgd" in res else float("nan")
+            tsgd = res["sgd"][1] if "sgd" in res else float("nan")
+            label = f"{name} {inp}" if inp else name
+            print(f"| {label} | {batch} | {m} | {fm:.2f} | {tm:.2f} | {tm / fm:.2f} | {fm / fsgd:.2f} "
+                  f"| {tm / tsgd:.2f} | {fr:.0f} | {tr:.0f} |", flush=True)
+    print()
+    print(f"load average at end: {load():.2f}; {time.time() - t0:.0f} s. PyTorch/fdgr > 1: fdgr "
+          "is faster. RSS: peak resident memory of each side's process (one method per process).")
 
 
 if __name__ == "__main__":

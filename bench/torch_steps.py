@@ -6,27 +6,68 @@ ALGORITHMS.md: F-GR keeps g, perturbs θ in place by εg, takes g' and
 restores θ from a copy; DB uses double backprop (autograd.grad with
 create_graph=True, then the gradient of ½‖g‖²); SAM normalises g. All
 methods finish with torch.optim.SGD (momentum 0.9, weight decay 1e-4), as
-`fdgr bench` does. Prints one JSON object per method, with the fields of
-`fdgr bench --json`.
+`fdgr bench` does. Batch norm runs in training mode; as in fdgr, only the
+unperturbed gradient pass updates the running statistics: the passes at
+perturbed points (F-GR's θ + εg, SAM's ascent point, …) save and restore
+the module's buffers. Prints one JSON object per method, with the fields
+of `fdgr bench --json`.
+
+`--model` takes MLP widths (784-512-512-10) or a preset of
+bench/torch_models.py (resnet20, lenet5, …) with `--input CxHxW` and
+`--classes`, as `fdgr bench` does.
 
     python3 bench/torch_steps.py --model 784-512-512-10 --batch 128 --threads 2
+    python3 bench/torch_steps.py --model resnet20 --input 3x32x32 --batch 128 --threads 2
 """
 import argparse
 import json
+import pathlib
 import statistics
+import sys
 import time
 
 import torch
 from torch import nn
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import torch_models  # noqa: E402
 
-def build(dims, act):
+
+def build_mlp(dims, act):
     layers = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
         layers.append(nn.Linear(a, b))
         if i + 2 < len(dims):
             layers.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[act]())
     return nn.Sequential(*layers)
+
+
+def build(spec, act, input_dims, classes):
+    """The module and the shape of one input sample."""
+    if all(p.isdigit() for p in spec.split("-")):
+        dims = [int(v) for v in spec.split("-")]
+        return build_mlp(dims, act), (dims[0],), dims[-1]
+    m = torch_models.preset(spec, input_dims, classes, act)
+    if m is None:
+        raise SystemExit(f"unknown model {spec}: MLP widths or a preset of bench/torch_models.py")
+    return m, tuple(input_dims), classes
+
+
+class Probe:
+    """A gradient pass at a perturbed point: the module's buffers (batch-norm
+    running statistics, num_batches_tracked) are restored afterwards."""
+
+    def __init__(self, model):
+        self.bufs = list(model.buffers())
+
+    def __enter__(self):
+        self.saved = [b.detach().clone() for b in self.bufs]
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for b, s in zip(self.bufs, self.saved):
+                b.copy_(s)
+        return False
 
 
 def grads(model, x, y):
@@ -36,7 +77,7 @@ def grads(model, x, y):
     return loss, [p.grad.detach().clone() for p in model.parameters()]
 
 
-def step_fn(method, model, opt, x, y, gamma=0.01, eps=0.1, rho=0.05, level=0.01):
+def step_fn(method, model, opt, x, y, gamma=0.05, eps=0.1, rho=0.05, level=0.01):
     params = list(model.parameters())
 
     def finish(d):
@@ -64,7 +105,8 @@ def step_fn(method, model, opt, x, y, gamma=0.01, eps=0.1, rho=0.05, level=0.01)
         with torch.no_grad():
             for p, gi in zip(params, g):
                 p.add_(gi, alpha=float(scale))
-        _, g2 = grads(model, x, y)
+        with Probe(model):
+            _, g2 = grads(model, x, y)
         with torch.no_grad():
             for p, s in zip(params, saved):
                 p.copy_(s)
@@ -81,7 +123,8 @@ def step_fn(method, model, opt, x, y, gamma=0.01, eps=0.1, rho=0.05, level=0.01)
             with torch.no_grad():
                 for p, s, gi in zip(params, saved, g):
                     p.copy_(s).add_(gi, alpha=sgn * eps)
-            outs.append(grads(model, x, y)[1])
+            with Probe(model):
+                outs.append(grads(model, x, y)[1])
         with torch.no_grad():
             for p, s in zip(params, saved):
                 p.copy_(s)
@@ -101,6 +144,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="784-512-512-10")
     ap.add_argument("--act", default="relu")
+    ap.add_argument("--input", default="3x32x32", help="CxHxW for presets (MLP widths give their own)")
+    ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", default="sgd,db,fgr,bgr,sam")
@@ -109,11 +154,12 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
-    dims = [int(v) for v in a.model.split("-")]
-    x = torch.rand(a.batch, dims[0])
-    y = torch.randint(0, dims[-1], (a.batch,))
+    input_dims = tuple(int(v) for v in a.input.lower().split("x"))
     for m in a.methods.split(","):
-        model = build(dims, a.act)
+        model, shape, classes = build(a.model, a.act, input_dims, a.classes)
+        model.train()
+        x = torch.randn(a.batch, *shape)
+        y = torch.randint(0, classes, (a.batch,))
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
         times = []
         for k in range(a.warmup + a.repeats):

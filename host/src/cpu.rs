@@ -188,20 +188,26 @@ macro_rules! par_exec {
             }
 
             fn act_map(&mut self, y: &mut [$t], x: &[$t], a: Act) {
-                cl::chunked(y, &[x], |y, xs| act::act_map(y, xs[0], a));
+                cl::chunked(y, &[x], |y, xs| {
+                    cl::with_act(a, |a| act::act_map(y, xs[0], a))
+                });
             }
 
             fn act_backward(&mut self, delta: &mut [$t], av: &[$t], a: Act) {
-                cl::chunked(delta, &[av], |d, xs| act::act_backward(d, xs[0], a));
+                cl::chunked(delta, &[av], |d, xs| {
+                    cl::with_act(a, |a| act::act_backward(d, xs[0], a))
+                });
             }
 
             fn r_act(&mut self, ra: &mut [$t], rz: &[$t], av: &[$t], a: Act) {
-                cl::chunked(ra, &[rz, av], |r, xs| act::r_act(r, xs[0], xs[1], a));
+                cl::chunked(ra, &[rz, av], |r, xs| {
+                    cl::with_act(a, |a| act::r_act(r, xs[0], xs[1], a))
+                });
             }
 
             fn r_act_backward(&mut self, rd: &mut [$t], rz: &[$t], av: &[$t], dz: &[$t], a: Act) {
                 cl::chunked(rd, &[rz, av, dz], |r, xs| {
-                    act::r_act_backward(r, xs[0], xs[1], xs[2], a)
+                    cl::with_act(a, |a| act::r_act_backward(r, xs[0], xs[1], xs[2], a))
                 });
             }
 

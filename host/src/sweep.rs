@@ -44,6 +44,12 @@ pub struct SweepRow {
     /// Optimizer steps per second of training.
     #[serde(default)]
     pub steps_per_sec: f64,
+    /// Fraction of the steps that took a fresh ascent (1 when every step
+    /// does; the gradient evaluations per two-pass step are 1 + this).
+    /// None (shown as "-") for diverged runs and in rows written before
+    /// it was recorded.
+    #[serde(default)]
+    pub fresh_frac: Option<f64>,
 }
 
 fn every_one() -> String {
@@ -225,6 +231,7 @@ pub fn run(
                 diverged: false,
                 ascent: a.label(),
                 steps_per_sec: sum.steps_per_sec,
+                fresh_frac: (sum.steps > 0).then(|| sum.fresh_ascents as f64 / sum.steps as f64),
             },
             Err(err) if err.downcast_ref::<crate::train::Diverged>().is_some() => SweepRow {
                 method: m.as_str().into(),
@@ -239,6 +246,7 @@ pub fn run(
                 diverged: true,
                 ascent: a.label(),
                 steps_per_sec: 0.0,
+                fresh_frac: None,
             },
             Err(err) => return Err(err),
         };
@@ -297,7 +305,7 @@ pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
             .collect();
         (!v.is_empty()).then(|| mean_std(&v).0)
     };
-    let mut table = String::from("| method | γ | ε | ascent | test accuracy (mean ± std) | time/step ÷ SGD's | seeds | diverged |\n|---|---|---|---|---|---|---|---|\n");
+    let mut table = String::from("| method | γ | ε | ascent | fresh ascents | test accuracy (mean ± std) | time/step ÷ SGD's | seeds | diverged |\n|---|---|---|---|---|---|---|---|---|\n");
     for (_, rs) in &groups {
         let r0 = rs[0];
         let m = MethodName::parse(&r0.method)?;
@@ -320,8 +328,18 @@ pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
             (Some(sr), false) => format!("{:.2}", sr / mean_std(&rate).0),
             _ => "-".into(),
         };
+        let fr: Vec<f64> = rs
+            .iter()
+            .filter(|r| !r.diverged)
+            .filter_map(|r| r.fresh_frac)
+            .collect();
+        let fresh = if has_ascent(m) && !fr.is_empty() {
+            format!("{:.0}%", 100.0 * mean_std(&fr).0)
+        } else {
+            "-".into()
+        };
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} ± {:.2} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:.2} ± {:.2} | {} | {} | {} |\n",
             r0.method,
             if m.uses_gamma() {
                 r0.gamma.to_string()
@@ -338,6 +356,7 @@ pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
             } else {
                 "-"
             },
+            fresh,
             mean,
             sd,
             cost,

@@ -73,6 +73,13 @@ pub struct Summary {
     pub best_epoch: u64,
     /// Optimizer steps per second of training (evaluation excluded).
     pub steps_per_sec: f64,
+    /// Optimizer steps taken in all (resumed runs included).
+    #[serde(default)]
+    pub steps: u64,
+    /// Of those, the steps that took a fresh ascent (amortized GR reuses
+    /// the last one on the others; every step when not amortized).
+    #[serde(default)]
+    pub fresh_ascents: u64,
     /// Wall time in seconds.
     pub seconds: f64,
     /// Every epoch.
@@ -405,6 +412,8 @@ pub fn run_on(
         } else {
             0.0
         },
+        steps: st.step,
+        fresh_ascents: (0..st.step).filter(|&s| cfg.fresh_ascent(s)).count() as u64,
         seconds: st.seconds,
         history: st.history.clone(),
     };

@@ -197,17 +197,26 @@ fn inside(out: usize, stride: usize, t: usize, pad: usize, len: usize) -> (usize
 /// group `grp`; columns: output positions), zero where the window leaves
 /// the input. `col` holds (C/groups)·k²·OH·OW values.
 pub fn im2col<F: Real>(g: &ConvGeom, x: &[F], n: usize, grp: usize, col: &mut [F]) {
+    im2col_ld(g, x, n, grp, col, g.oh * g.ow)
+}
+
+/// [`im2col`] with rows `ld` ≥ OH·OW values apart (the values between rows
+/// are left as they are): a leading dimension that is not a multiple of
+/// the page size keeps a GEMM's reads down a column from aliasing in the
+/// cache. `col` holds ((C/groups)·k² − 1)·ld + OH·OW values.
+pub fn im2col_ld<F: Real>(g: &ConvGeom, x: &[F], n: usize, grp: usize, col: &mut [F], ld: usize) {
     let (cg, k, s) = (g.cg(), g.k, g.stride);
     let ihw = g.h * g.w;
     let ohw = g.oh * g.ow;
+    assert!(ld >= ohw, "im2col: leading dimension below OH·OW");
     if s == 1 && g.oh == g.h && g.ow == g.w {
-        return im2col_same(g, x, n, grp, col);
+        return im2col_same(g, x, n, grp, col, ld);
     }
     for ic in 0..cg {
         let xo = (n * g.c + grp * cg + ic) * ihw;
         for ky in 0..k {
             for kx in 0..k {
-                let row = ((ic * k + ky) * k + kx) * ohw;
+                let row = ((ic * k + ky) * k + kx) * ld;
                 // the columns whose tap kx is inside the input, and where
                 // the first of them reads
                 let (x0, x1) = inside(g.ow, s, kx, g.pad, g.w);
@@ -240,10 +249,10 @@ pub fn im2col<F: Real>(g: &ConvGeom, x: &[F], n: usize, grp: usize, col: &mut [F
     }
 }
 
-/// [`im2col`] of a stride-1 convolution that keeps the plane size: each
-/// tap's row is the input plane shifted by (ky − pad, kx − pad), one
+/// [`im2col_ld`] of a stride-1 convolution that keeps the plane size:
+/// each tap's row is the input plane shifted by (ky − pad, kx − pad), one
 /// contiguous copy per tap, with the window's outside zeroed.
-fn im2col_same<F: Real>(g: &ConvGeom, x: &[F], n: usize, grp: usize, col: &mut [F]) {
+fn im2col_same<F: Real>(g: &ConvGeom, x: &[F], n: usize, grp: usize, col: &mut [F], ld: usize) {
     let (cg, k, w) = (g.cg(), g.k, g.w);
     let hw = g.h * w;
     for ic in 0..cg {
@@ -251,7 +260,7 @@ fn im2col_same<F: Real>(g: &ConvGeom, x: &[F], n: usize, grp: usize, col: &mut [
         for ky in 0..k {
             let (y0, y1) = inside(g.oh, 1, ky, g.pad, g.h);
             for kx in 0..k {
-                let row = &mut col[((ic * k + ky) * k + kx) * hw..][..hw];
+                let row = &mut col[((ic * k + ky) * k + kx) * ld..][..hw];
                 let (above, rest) = row.split_at_mut(y0 * w);
                 let (block, below) = rest.split_at_mut((y1 - y0) * w);
                 above.fill(F::ZERO);
@@ -269,11 +278,13 @@ fn im2col_same<F: Real>(g: &ConvGeom, x: &[F], n: usize, grp: usize, col: &mut [
                 let s0 = (start + lo as isize) as usize;
                 block[lo..hi].copy_from_slice(&plane[s0..s0 + hi - lo]);
                 // the columns where tap kx leaves the input wrapped to the
-                // neighbouring row: zero them
+                // neighbouring row: zero them (a few columns, so strided
+                // stores rather than a fill call per row)
                 let (c0, c1) = inside(g.ow, 1, kx, g.pad, w);
-                for r in block.chunks_exact_mut(w) {
-                    r[..c0].fill(F::ZERO);
-                    r[c1..].fill(F::ZERO);
+                for j in (0..c0).chain(c1..w) {
+                    for v in block[j..].iter_mut().step_by(w) {
+                        *v = F::ZERO;
+                    }
                 }
             }
         }

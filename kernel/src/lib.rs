@@ -36,8 +36,8 @@
 //! let mut state = SgdState::default();
 //! let mut losses = [0.0f32; 20];
 //! for l in losses.iter_mut() {
-//!     let bufs = Buffers { theta: &mut theta[..], dir: &mut dir[..], momentum: None,
-//!                          point: Some(&mut point[..]), point2: None };
+//!     let bufs = Buffers { theta: &mut theta[..], dir: &mut dir[..], state: [None, None],
+//!                          point: Some(&mut point[..]), point2: None, correction: None };
 //!     *l = step(&mut net, &method, &Sgd::plain(), &mut state, 0.5, bufs).unwrap();
 //! }
 //! assert!(losses[19] < losses[0]);

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 mod config;
 
 use fdgr_kernel::finetune::Mode;
-use fdgr_kernel::{export, stream, Act, Loss, Sample};
+use fdgr_kernel::{export, Act, Loss};
 
 fn main() {
     if let Err(e) = run() {
@@ -63,31 +63,13 @@ fn run() -> Result<(), String> {
     let mut theta = vec![0.0f32; shape.param_count()];
     export::decode(&model, Some(&shape), &mut theta)
         .map_err(|e| format!("{}: {e}", model_path.display()))?;
-    if shape.inputs() != config::INPUTS {
-        return Err(format!(
-            "{}: model has {} inputs, the firmware streams {}-pixel samples",
+    let n = config::check(&shape, &stream).map_err(|e| {
+        format!(
+            "{} with {}: {e}",
             model_path.display(),
-            shape.inputs(),
-            config::INPUTS
-        ));
-    }
-    if shape.layers() < 2 {
-        return Err("the model needs at least two layers".into());
-    }
-    let n = stream::count(&stream, config::INPUTS)
-        .map_err(|e| format!("{}: {e}", stream_path.display()))?;
-    for i in 0..n {
-        let s: Sample<{ config::INPUTS }> =
-            stream::sample(&stream, i).ok_or("stream sample out of range")?;
-        if s.label as usize >= shape.outputs() || s.x.iter().any(|&p| p > 16) {
-            return Err(format!(
-                "{}: sample {i} has label {} (model has {} classes) or a pixel above 16",
-                stream_path.display(),
-                s.label,
-                shape.outputs()
-            ));
-        }
-    }
+            stream_path.display()
+        )
+    })?;
     let method = choice("FDGR_METHOD", "fgr");
     let method_index = config::method_index(&method).ok_or_else(|| {
         let names: Vec<&str> = config::METHODS.iter().map(|m| m.name()).collect();

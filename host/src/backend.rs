@@ -334,6 +334,37 @@ impl Backend for CpuBackend {
     }
 }
 
+/// A workspace for evaluating `arch` holding `state` (its running
+/// statistics) at its end.
+pub fn eval_workspace(arch: &crate::arch::Arch, state: &[f32]) -> Vec<f32> {
+    let m = &arch.model;
+    let b = if m.workspace_len(EVAL_BATCH, false) <= EVAL_WS_MAX {
+        EVAL_BATCH
+    } else {
+        32
+    };
+    let mut ws = vec![0.0f32; m.workspace_len(b, false)];
+    let n = ws.len();
+    ws[n - state.len()..].copy_from_slice(state);
+    ws
+}
+
+/// Mean loss and accuracy of a network (θ and its running statistics) on
+/// (x, y), on all cores.
+pub fn evaluate_net(
+    arch: &crate::arch::Arch,
+    theta: &[f32],
+    state: &[f32],
+    x: &[f32],
+    y: &[u32],
+) -> Result<(f64, f64)> {
+    let (pool, threads) = crate::cpu::pool(0)?;
+    let mut ws = eval_workspace(arch, state);
+    let exec = Par { threads };
+    let (loss, ok) = pool.install(|| evaluate_cpu(&arch.model, exec, theta, x, y, &mut ws))?;
+    Ok((loss, ok as f64 / y.len().max(1) as f64))
+}
+
 /// Mean loss and correct predictions of θ on (x, y), in batches, batch
 /// norm on the running statistics held at the end of `ws` (which must be
 /// a workspace of `model`: see [`Model::workspace_len`]).

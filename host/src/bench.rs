@@ -6,8 +6,9 @@ use crate::backend::{Backend, CpuBackend};
 use crate::config::{BackendName, MethodName};
 use crate::cpu::{pool, Par};
 use crate::data::{Dataset, Split};
+use crate::sweep::{has_ascent, Amortize};
 use anyhow::{anyhow, Result};
-use fdgr_kernel::{init_params, Optimizer, Rng, Sgd, SgdState, StepOptions};
+use fdgr_kernel::{init_params, Ascent, Optimizer, Rng, Sgd, SgdState, StepOptions};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -26,8 +27,21 @@ pub struct BenchRow {
     pub batch: usize,
     /// Threads (CPU).
     pub threads: usize,
-    /// Median time per step.
+    /// Amortized GR: `1` (a fresh ascent every step), `every K` or `p P`;
+    /// `-` for methods without an ascent.
+    pub ascent: String,
+    /// Median time per step. For amortized GR, whose steps are of two
+    /// kinds, the medians of each kind weighted by their share of steps:
+    /// robust to a busy machine's outliers, unlike the mean.
     pub median_ms: f64,
+    /// Mean time per step (all timed steps).
+    pub mean_ms: f64,
+    /// Share of the timed steps that took a fresh ascent.
+    pub fresh_frac: f64,
+    /// Median time of the steps with a fresh ascent.
+    pub fresh_median_ms: f64,
+    /// Median time of the steps that reused the last ascent (NaN if none).
+    pub reuse_median_ms: f64,
     /// Fastest step.
     pub min_ms: f64,
     /// Slowest step.
@@ -74,9 +88,14 @@ pub struct BenchSpec {
     pub warmup: usize,
     /// The arithmetic of the GPU's products.
     pub precision: fdgr_gpu::Precision,
+    /// Amortizations to time for methods with an ascent (CPU).
+    pub amortize: Vec<Amortize>,
 }
 
-/// Runs the benchmark; calls `each` with every finished row.
+/// Runs the benchmark; calls `each` with every finished row. On the CPU
+/// the configurations (method × amortization) are timed round-robin, one
+/// step of each in turn, so that a machine's load drifts over all of them
+/// alike and the ratios between rows stay fair.
 pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<Vec<BenchRow>> {
     let (pool, threads) = pool(spec.threads)?;
     pool.install(|| {
@@ -108,6 +127,7 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
         let idx: Vec<u32> = (0..b as u32).collect();
         let opt: Optimizer<f32> = Sgd::paper().into();
         let mut rows = vec![];
+        let mut cpu: Vec<Timed> = vec![];
         for &m in &spec.methods {
             let method = m.method(0.05, 0.1, 0.05, 0.01);
             if spec.backend == BackendName::Gpu {
@@ -120,7 +140,12 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
                     act: act.clone(),
                     batch: b,
                     threads,
+                    ascent: "1".into(),
                     median_ms: g.ms_median,
+                    mean_ms: f64::NAN,
+                    fresh_frac: 1.0,
+                    fresh_median_ms: g.ms_median,
+                    reuse_median_ms: f64::NAN,
                     min_ms: g.ms_min,
                     max_ms: f64::NAN,
                     repeats: g.steps,
@@ -130,40 +155,85 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
                 rows.push(row);
                 continue;
             }
-            let mut be: Box<dyn Backend> = Box::new(CpuBackend::new(
-                arch.model.clone(),
-                Par { threads },
-                data.train.x.clone(),
-                data.train.y.clone(),
-                b,
-                &method,
-                &opt,
-                false,
-            )?);
-            be.set_params(&theta0, None)?;
-            let mut st = SgdState::default();
-            let mut times = Vec::with_capacity(spec.repeats);
-            for k in 0..spec.warmup + spec.repeats {
+            let amortize: Vec<Option<Amortize>> = if has_ascent(m) {
+                spec.amortize.iter().copied().map(Some).collect()
+            } else {
+                vec![None]
+            };
+            for a in amortize {
+                let mut be: Box<dyn Backend> = Box::new(CpuBackend::new(
+                    arch.model.clone(),
+                    Par { threads },
+                    data.train.x.clone(),
+                    data.train.y.clone(),
+                    b,
+                    &method,
+                    &opt,
+                    a.is_some_and(|a| a != Amortize::Every(1)),
+                )?);
+                be.set_params(&theta0, None)?;
+                cpu.push(Timed {
+                    m,
+                    method,
+                    a,
+                    be,
+                    st: SgdState::default(),
+                    times: Vec::with_capacity(spec.repeats),
+                    fresh: Vec::with_capacity(spec.repeats),
+                });
+            }
+        }
+        for k in 0..spec.warmup + spec.repeats {
+            for c in cpu.iter_mut() {
+                let ascent = match c.a {
+                    Some(a) if !a.fresh(1, k as u64) => Ascent::Reuse,
+                    _ => Ascent::Fresh,
+                };
+                let so = StepOptions {
+                    ascent,
+                    ..StepOptions::default()
+                };
                 let t = Instant::now();
-                be.step(&idx, &method, &opt, &StepOptions::default(), &mut st, 1e-3)
-                    .and_then(|()| be.flush(&mut st).map(|_| ()))
-                    .map_err(|e| anyhow!("{} step failed: {e}", m.as_str()))?;
+                c.be.step(&idx, &c.method, &opt, &so, &mut c.st, 1e-3)
+                    .and_then(|()| c.be.flush(&mut c.st).map(|_| ()))
+                    .map_err(|e| anyhow!("{} step failed: {e}", c.m.as_str()))?;
                 if k >= spec.warmup {
-                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                    c.times.push(t.elapsed().as_secs_f64() * 1e3);
+                    c.fresh.push(ascent == Ascent::Fresh);
                 }
             }
-            times.sort_by(f64::total_cmp);
+        }
+        for c in cpu.iter_mut() {
+            let n = c.times.len().max(1) as f64;
+            let mean = c.times.iter().sum::<f64>() / n;
+            let kind = |fresh: bool| {
+                let mut v: Vec<f64> = (c.times.iter().zip(&c.fresh))
+                    .filter(|(_, f)| **f == fresh)
+                    .map(|(t, _)| *t)
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                (v.len() as f64 / n, median(&v))
+            };
+            let (ff, fm) = kind(true);
+            let (fr, rm) = kind(false);
+            let weighted = if fr > 0.0 { ff * fm + fr * rm } else { fm };
+            c.times.sort_by(f64::total_cmp);
             let row = BenchRow {
-                method: m.as_str().into(),
-                backend: be.name().into(),
+                method: c.m.as_str().into(),
+                backend: c.be.name().into(),
                 model: arch.spec.clone(),
                 act: act.clone(),
                 batch: b,
                 threads,
-                median_ms: median(&times),
-                min_ms: times.first().copied().unwrap_or(f64::NAN),
-                max_ms: times.last().copied().unwrap_or(f64::NAN),
-                repeats: times.len(),
+                ascent: c.a.map_or_else(|| "-".into(), |a| a.label()),
+                median_ms: weighted,
+                mean_ms: mean,
+                fresh_frac: ff,
+                fresh_median_ms: fm,
+                reuse_median_ms: rm,
+                min_ms: c.times.first().copied().unwrap_or(f64::NAN),
+                max_ms: c.times.last().copied().unwrap_or(f64::NAN),
+                repeats: c.times.len(),
                 gpu: None,
             };
             each(&row);
@@ -171,6 +241,17 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
         }
         Ok(rows)
     })
+}
+
+/// One CPU configuration being timed.
+struct Timed {
+    m: MethodName,
+    method: fdgr_kernel::Method<f32>,
+    a: Option<Amortize>,
+    be: Box<dyn Backend>,
+    st: SgdState,
+    times: Vec<f64>,
+    fresh: Vec<bool>,
 }
 
 /// Median of sorted values.

@@ -380,18 +380,7 @@ impl TrainConfig {
     /// `gr_every`-th step, or with probability `gr_prob` (drawn from the
     /// seed and the step, so a resumed run decides alike); step 0 always.
     pub fn fresh_ascent(&self, step: u64) -> bool {
-        if step == 0 {
-            return true;
-        }
-        match self.gr_prob {
-            Some(p) => {
-                let mut r =
-                    fdgr_kernel::Rng::new(self.seed ^ step.wrapping_mul(0xD6E8_FEB8_6659_FD93));
-                r.next_u64();
-                r.uniform() < p
-            }
-            None => step % self.gr_every.max(1) == 0,
-        }
+        fresh_ascent(self.gr_every, self.gr_prob, self.seed, step)
     }
 
     /// The step options of step `step`.
@@ -521,4 +510,21 @@ pub fn parse_list(flag: &str, s: &str) -> Result<Vec<f64>> {
                 .with_context(|| format!("{flag} {s}: '{p}' is not a number"))
         })
         .collect()
+}
+
+/// Whether step `step` of amortized GR takes a fresh ascent: every
+/// `gr_every`-th step, or with probability `gr_prob` drawn from `seed` and
+/// the step (so a resumed run decides alike); step 0 always.
+pub fn fresh_ascent(gr_every: u64, gr_prob: Option<f64>, seed: u64, step: u64) -> bool {
+    if step == 0 {
+        return true;
+    }
+    match gr_prob {
+        Some(p) => {
+            let mut r = fdgr_kernel::Rng::new(seed ^ step.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+            r.next_u64();
+            r.uniform() < p
+        }
+        None => step % gr_every.max(1) == 0,
+    }
 }

@@ -28,7 +28,8 @@ use std::process::ExitCode;
         fdgr train --data digits --model 64-32-10 --act tanh\n  \
         fdgr sweep --methods sgd,fgr,bgr --gammas 0.01,0.1 --epss 0.05,0.2 --seeds 1,2,3\n  \
         fdgr bench --model 784-512-512-10 --batch 128\n  \
-        fdgr eval --ckpt runs/my-run --data mnist5k"
+        fdgr eval --ckpt runs/my-run --data mnist5k\n  \
+        fdgr device run --board qemu-m4 --from runs/my-run --verify"
     )
 )]
 struct Cli {
@@ -56,6 +57,8 @@ enum Cmd {
     Samples(cli::samples::SamplesArgs),
     /// Write weights for firmware (the kernel's FDGR format)
     Export(cli::export::ExportArgs),
+    /// Fine-tune a run on a microcontroller (or QEMU) and bring it back: run | verify
+    Device(cli::device::DeviceArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Cmd::FloodCheck(a) => cli::flood::run(a),
         Cmd::Samples(a) => cli::samples::run(a),
         Cmd::Export(a) => cli::export::run(a),
+        Cmd::Device(a) => cli::device::run(a),
     };
     match r {
         Ok(()) => ExitCode::from(fdgr::exit::SUCCESS),
@@ -102,8 +106,11 @@ mod tests {
         let mut helps = vec![cmd.render_long_help().to_string()];
         for sub in cmd.get_subcommands_mut().filter(|s| s.get_name() != "help") {
             helps.push(sub.render_long_help().to_string());
+            for subsub in sub.get_subcommands_mut().filter(|s| s.get_name() != "help") {
+                helps.push(subsub.render_long_help().to_string());
+            }
         }
-        assert_eq!(helps.len(), 10);
+        assert_eq!(helps.len(), 13);
         for h in &helps {
             for code in [
                 fdgr::exit::SUCCESS,

@@ -83,6 +83,40 @@ impl Amortize {
         }
     }
 
+    /// Parses a comma-separated list of `k` (≥ 1) and `pP` (0 < P ≤ 1) for
+    /// the flag `flag`.
+    pub fn parse_list(flag: &str, list: &str) -> anyhow::Result<Vec<Amortize>> {
+        list.split(',')
+            .map(|a| {
+                let a = a.trim();
+                let bad = || format!("{flag} {list}: '{a}' is not k (≥ 1) or pP (0 < P ≤ 1)");
+                match a.strip_prefix('p') {
+                    Some(p) => p
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|p| *p > 0.0 && *p <= 1.0)
+                        .map(Amortize::Prob)
+                        .with_context(bad),
+                    None => a
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|k| *k >= 1)
+                        .map(Amortize::Every)
+                        .with_context(bad),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether step `step` takes a fresh ascent (as a training run with
+    /// this amortization and `seed` decides).
+    pub fn fresh(&self, seed: u64, step: u64) -> bool {
+        match *self {
+            Amortize::Every(k) => crate::config::fresh_ascent(k, None, seed, step),
+            Amortize::Prob(p) => crate::config::fresh_ascent(1, Some(p), seed, step),
+        }
+    }
+
     /// Sets the amortization of `cfg`.
     pub fn apply(&self, cfg: &mut TrainConfig) {
         match *self {
@@ -117,7 +151,9 @@ fn key(m: &str, g: f64, e: f64, s: u64, a: &str) -> String {
 }
 
 /// Whether `m` has an ascent to amortize.
-fn has_ascent(m: MethodName) -> bool {
+/// Whether the method takes an ascent (or perturbation) step that amortized
+/// GR can reuse.
+pub fn has_ascent(m: MethodName) -> bool {
     !matches!(m, MethodName::Sgd | MethodName::Flood)
 }
 

@@ -321,3 +321,48 @@ fn optimizer_buffers_are_checked() {
     };
     assert!(Optim::validate(&bad).is_err());
 }
+
+/// Adam with β₁ = 0 is RMSprop with bias correction, computed here by hand
+/// in the textbook form: m = d, v ← β₂v + (1 − β₂)d², θ ← θ − lr·d /
+/// (√(v / (1 − β₂ᵗ)) + ε). The state vectors hold d and v.
+#[test]
+fn adam_with_zero_beta1_is_the_rmsprop_like_hand_case() {
+    let (lr, beta2, eps) = (0.01, 0.9, 1e-3);
+    let opt: Optimizer<f64> = Adam {
+        beta1: 0.0,
+        beta2,
+        eps,
+        weight_decay: 0.0,
+        decoupled: false,
+    }
+    .into();
+    let ds = [[0.5, -2.0, 0.0], [1.5, 1.0, -0.25], [-0.5, 4.0, 0.125]];
+    let mut theta = vec![1.0, -1.0, 0.5];
+    let (mut s0, mut s1) = (vec![0.0; 3], vec![0.0; 3]);
+    let mut hand = theta.clone();
+    let mut v = [0.0f64; 3];
+    for (t, d) in ds.iter().enumerate() {
+        update_slices(
+            &mut theta,
+            d,
+            Some(&mut s0[..]),
+            Some(&mut s1[..]),
+            &opt.rule_elem(lr, t as u64),
+        );
+        let bc2 = 1.0 - beta2.powi(t as i32 + 1);
+        for i in 0..3 {
+            v[i] = beta2 * v[i] + (1.0 - beta2) * d[i] * d[i];
+            hand[i] -= lr * d[i] / ((v[i] / bc2).sqrt() + eps);
+        }
+        for i in 0..3 {
+            assert!(
+                (theta[i] - hand[i]).abs() <= 1e-15 * hand[i].abs().max(1.0),
+                "step {t} element {i}: {} vs hand {}",
+                theta[i],
+                hand[i]
+            );
+            assert_eq!(s0[i], d[i], "β₁ = 0: the first moment is d");
+            assert!((s1[i] - v[i]).abs() <= 1e-16 * v[i].max(1.0));
+        }
+    }
+}

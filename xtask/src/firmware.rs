@@ -14,7 +14,13 @@
 //!    for bit, the host's replay through `fdgr-kernel` (libm).
 //! 5. The `micromath` build is run too and its difference reported.
 //! 6. Deliberate panic and HardFault builds must make QEMU exit with 1.
-//! 7. The table of flash, RAM, stack and instructions per step is printed
+//! 7. `fdgr device run --board qemu-m4 --verify` runs end to end on the
+//!    trained run (build, QEMU, live log, held-out accuracy, bit-identity,
+//!    `RUN/device-qemu-m4/`), `fdgr device verify` and `fdgr eval` read what
+//!    it wrote, and every board's path runs up to its flashing command
+//!    through a stand-in `probe-rs` that records its command line and
+//!    replays the QEMU log (no hardware here).
+//! 8. The table of flash, RAM, stack and instructions per step is printed
 //!    (and written to `firmware-examples/target/xtask/RESULTS.md`); the
 //!    budgets below are checked.
 //!
@@ -32,8 +38,16 @@ use std::time::{Duration, Instant};
 use fdgr_kernel::finetune::Mode;
 use fdgr_kernel::Method;
 
-use crate::fw_util::fw_config;
-use crate::fw_util::{self as fw, ElfInfo};
+use fdgr_device::board::Board;
+use fdgr_device::elf::{elf_info, ElfInfo};
+use fdgr_device::fw_config;
+use fdgr_device::log::{decode_defmt, parse_log};
+use fdgr_device::process::run_limited;
+use fdgr_device::qemu::{qemu_m4, qemu_version, step_instructions};
+use fdgr_device::read;
+use fdgr_device::replay::{fnv1a_bits, replay};
+
+use crate::fw_util as fw;
 use crate::util::{cargo, run, Step};
 
 /// Samples in the fine-tuning stream (= steps on the device).
@@ -130,7 +144,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
 
     let t = Instant::now();
     fw::ensure_qemu()?;
-    let (qmaj, qmin) = fw::qemu_version()?;
+    let (qmaj, qmin) = qemu_version()?;
     println!("qemu-system-arm {qmaj}.{qmin}");
     steps.push(step("qemu-system-arm present", t));
 
@@ -150,7 +164,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
             p
         }
     };
-    let model = fw::read(&model_path)?;
+    let model = read(&model_path)?;
     let shape = fdgr_kernel::export::decode_shape(&model)
         .map_err(|e| format!("{}: {e}", model_path.display()))?;
     let p = shape.param_count() as u64;
@@ -163,7 +177,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
     // on), written by `fdgr samples`; the committed default must match.
     let stream_path = out.join("digits-stream.bin");
     steps.push(samples(&stream_path)?);
-    let stream = fw::read(&stream_path)?;
+    let stream = read(&stream_path)?;
     let committed_stream = fw_dir.join("models").join("digits-stream.bin");
     let committed_model = fw_dir.join("models").join("digits-64-32-10.fdgr");
     if std::env::var("FDGR_UPDATE_MODELS").as_deref() == Ok("1") {
@@ -171,14 +185,14 @@ pub fn steps() -> Result<Vec<Step>, String> {
         write(&committed_model, &model)?;
         println!("FDGR_UPDATE_MODELS=1: updated the committed default model and stream");
     }
-    if fw::read(&committed_stream)? != stream {
+    if read(&committed_stream)? != stream {
         return Err(format!(
             "{} differs from `fdgr samples --data digits --split test --count {STREAM_SAMPLES}` \
              (regenerate with FDGR_UPDATE_MODELS=1)",
             committed_stream.display()
         ));
     }
-    if fw::read(&committed_model)? != model {
+    if read(&committed_model)? != model {
         println!(
             "note: the committed default model {} differs from the one cross-checked here \
              (board builds use the committed one; refresh it with FDGR_UPDATE_MODELS=1)",
@@ -229,8 +243,8 @@ pub fn steps() -> Result<Vec<Step>, String> {
     for (board, triple, bin) in BOARDS {
         let c = fw_cargo("build", board, &[], false);
         steps.push(run(&format!("firmware build {board} ({triple})"), c)?);
-        let elf = fw::read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
-        board_sizes.push((board, triple, fw::elf_info(&elf)?));
+        let elf = read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
+        board_sizes.push((board, triple, elf_info(&elf)?));
     }
 
     // The cross-checks.
@@ -260,10 +274,11 @@ pub fn steps() -> Result<Vec<Step>, String> {
         };
         let t = Instant::now();
         let m = build_and_run(v, &model_path, &stream_path, &plugin, &out)?;
+        check_ram_formula(&m, &shape, stream.len())?;
         if micromath {
             report_micromath(&m, &results)?;
         } else {
-            let (losses, theta) = fw::replay(&model, &stream, method, mode, opt)?;
+            let (losses, theta) = replay(&model, &stream, method, mode, opt)?;
             compare(&m, &losses, &theta)?;
         }
         steps.push(step(
@@ -280,6 +295,9 @@ pub fn steps() -> Result<Vec<Step>, String> {
         ));
         results.push(m);
     }
+
+    // The user's path: `fdgr device run` and `fdgr device verify`.
+    steps.extend(device_cli(&out, &model)?);
 
     // Failures must exit with 1, not hang.
     for fault in ["panic", "hardfault"] {
@@ -321,98 +339,196 @@ fn write(p: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 fn cargo_bin() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+    fdgr_device::board::cargo_bin()
 }
 
-/// `cargo <sub> --release` in a board's folder (so its `.cargo/config.toml`
-/// applies), with the given `FDGR_*` variables and nothing inherited that
-/// would change the build.
+/// `cargo <sub> --release` in a board's folder
+/// ([`fdgr_device::board::cargo`]).
 fn fw_cargo(sub: &str, board: &str, vars: &[(&str, &str)], micromath: bool) -> Command {
-    let fw_dir = fw::fw_dir();
-    let mut c = Command::new(cargo_bin());
-    c.current_dir(fw_dir.join(board))
-        .args([sub, "--release"])
-        .env("CARGO_TARGET_DIR", fw_dir.join("target"))
-        .env("DEFMT_LOG", "info")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET");
-    for v in [
-        "FDGR_MODEL",
-        "FDGR_STREAM",
-        "FDGR_METHOD",
-        "FDGR_OPT",
-        "FDGR_MODE",
-        "FDGR_FAULT",
-    ] {
-        c.env_remove(v);
+    fdgr_device::board::cargo(&fw::fw_dir(), sub, board, vars, micromath)
+}
+
+/// Builds the plugin and checks that QEMU loads it
+/// ([`fdgr_device::qemu::build_plugin`]).
+fn build_plugin(qemu_major: u32) -> Result<(PathBuf, String, Vec<Step>), String> {
+    let mut steps = vec![];
+    let plugin = fdgr_device::qemu::build_plugin(&fw::fw_dir(), qemu_major, &mut |name, c| {
+        steps.push(run(name, c)?);
+        Ok(())
+    })?;
+    for (v, why) in &plugin.refused {
+        println!("QEMU refuses the plugin with API version {v}: {why}");
     }
-    for (k, val) in vars {
-        c.env(k, val);
-    }
-    if micromath {
-        c.args(["--features", "micromath"]);
-    }
+    println!("QEMU loads the plugin with API version {}", plugin.version);
+    Ok((plugin.path, plugin.version, steps))
+}
+
+/// The chip each probe-rs board's runner names (its `.cargo/config.toml`).
+const CHIPS: [(Board, &str); 3] = [
+    (Board::Stm32f4, "STM32F411RETx"),
+    (Board::Nrf52840, "nRF52840_xxAA"),
+    (Board::Rp2040, "RP2040"),
+];
+
+/// A stand-in for `probe-rs`: `list` finds one probe; `run` records its
+/// command line in `$FDGR_FAKE_RECORD`, prints `$FDGR_FAKE_LOG` as
+/// `probe-rs run --log-format '{L} {s}'` would, and exits with 0.
+const FAKE_PROBE_RS: &str = "#!/bin/sh
+case \"$1\" in
+  --version) echo 'probe-rs 0.0.0 (stand-in of cargo xtask firmware)' ;;
+  list) echo 'The following debug probes were found:'
+        echo '[0]: STLink V2-1 -- 0483:374b:0000 (ST-LINK)' ;;
+  run) printf '%s\\n' \"$@\" > \"$FDGR_FAKE_RECORD\"
+       if [ -n \"$FDGR_FAKE_LOG\" ]; then cat \"$FDGR_FAKE_LOG\"; fi ;;
+  *) exit 1 ;;
+esac
+";
+
+/// `fdgr device ...` through cargo.
+fn fdgr_device(args: &[&str]) -> Command {
+    let mut a = vec!["run", "--release", "-p", "fdgr", "--", "device"];
+    a.extend_from_slice(args);
+    let mut c = cargo(&a);
+    c.env_remove("FDGR_FIRMWARE_DIR");
     c
 }
 
-/// Builds the plugin and checks that QEMU loads it, trying API versions
-/// (`FDGR_QEMU_PLUGIN_VERSION` alone when set; else 1 first up to QEMU 8,
-/// 2 first from QEMU 9, then the others up to 4).
-fn build_plugin(qemu_major: u32) -> Result<(PathBuf, String, Vec<Step>), String> {
-    let fw_dir = fw::fw_dir();
-    let candidates: Vec<String> = match std::env::var("FDGR_QEMU_PLUGIN_VERSION") {
-        Ok(v) if !v.is_empty() => vec![v],
-        _ if qemu_major >= 9 => ["2", "3", "4", "1"].map(String::from).to_vec(),
-        _ => ["1", "2", "3", "4"].map(String::from).to_vec(),
-    };
-    let plugin = fw_dir
-        .join("target")
-        .join("host")
-        .join("release")
-        .join("libfdgr_qemu_icount.so");
+fn json(p: &Path) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(&read(p)?).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// `fdgr device run` end to end on QEMU with `--verify`, `fdgr device
+/// verify`, `fdgr eval` of what came back, and each board up to its
+/// flashing command through [`FAKE_PROBE_RS`].
+fn device_cli(out: &Path, model: &[u8]) -> Result<Vec<Step>, String> {
     let mut steps = vec![];
-    let mut why = String::new();
-    for v in &candidates {
-        let mut c = Command::new(cargo_bin());
-        c.args(["build", "--release", "--manifest-path"])
-            .arg(fw_dir.join("qemu-icount").join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(fw_dir.join("target").join("host"))
-            .env("FDGR_QEMU_PLUGIN_VERSION", v);
-        steps.push(run(
-            &format!("QEMU instruction-count plugin (API version {v})"),
-            c,
-        )?);
-        // QEMU loads plugins before the kernel: a missing kernel then
-        // fails with its own message, a refused plugin with "plugin".
-        let mut q = Command::new("qemu-system-arm");
-        q.args([
-            "-machine",
-            "mps2-an386",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-serial",
-            "null",
-            "-plugin",
-        ])
-        .arg(format!("{},marker=0x0", plugin.display()))
-        .arg("-kernel")
-        .arg(fw::out_dir().join("no-such-kernel.elf"));
-        let r = fw::run_limited(q, Duration::from_secs(30))?;
-        let err = String::from_utf8_lossy(&r.stderr).to_string();
-        if !err.contains("Could not load plugin") {
-            println!("QEMU loads the plugin with API version {v}");
-            return Ok((plugin, v.clone(), steps));
-        }
-        why = err.trim().to_string();
-        println!("QEMU refuses the plugin with API version {v}: {why}");
+    let ckpt = out.join("digits-64-32-10-ckpt");
+    if !ckpt.join("model.safetensors").is_file() {
+        // (FDGR_FIRMWARE_MODEL skipped the training above)
+        steps.extend(train_and_export(out)?.1);
     }
-    Err(format!(
-        "QEMU does not load the instruction-count plugin ({why}); set FDGR_QEMU_PLUGIN_VERSION"
-    ))
+    for b in Board::ALL {
+        let _ = std::fs::remove_dir_all(ckpt.join(format!("device-{b}")));
+    }
+    let ck = ckpt.display().to_string();
+    let t = Instant::now();
+    run(
+        "fdgr device run --board qemu-m4 --verify",
+        fdgr_device(&["run", "--board", "qemu-m4", "--from", &ck, "--verify"]),
+    )?;
+    let dev = ckpt.join("device-qemu-m4");
+    let s = json(&dev.join("summary.json"))?;
+    let ok = s["verified"]["bit_identical"] == serde_json::json!(true)
+        && s["steps"] == serde_json::json!(STREAM_SAMPLES)
+        && s["held_out"]["after"]["accuracy"].is_number()
+        && s["instructions_per_step"]["mean"].is_number();
+    if !ok {
+        return Err(format!(
+            "{}: expected a verified run of {STREAM_SAMPLES} steps with held-out accuracy and \
+             instruction counts",
+            dev.join("summary.json").display()
+        ));
+    }
+    if read(&dev.join("model.fdgr"))? != model {
+        return Err(format!(
+            "{} differs from what `fdgr export` wrote for the same run",
+            dev.join("model.fdgr").display()
+        ));
+    }
+    steps.push(step("fdgr device run --board qemu-m4 (bit-identical)", t));
+    let t = Instant::now();
+    run(
+        "fdgr device verify",
+        fdgr_device(&["verify", "--from", &ck, "--board", "qemu-m4"]),
+    )?;
+    let d = dev.display().to_string();
+    run(
+        "fdgr eval of the weights that came back",
+        cargo(&[
+            "run",
+            "--release",
+            "-p",
+            "fdgr",
+            "--",
+            "eval",
+            "--ckpt",
+            &d,
+            "--data",
+            "digits",
+        ]),
+    )?;
+    steps.push(step("fdgr device verify, fdgr eval (device weights)", t));
+
+    // The boards, up to the flashing command.
+    let fake = out.join("fake-bin");
+    std::fs::create_dir_all(&fake).map_err(|e| format!("{}: {e}", fake.display()))?;
+    let probe_rs = fake.join("probe-rs");
+    write(&probe_rs, FAKE_PROBE_RS.as_bytes())?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&probe_rs, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{}: {e}", probe_rs.display()))?;
+    }
+    let path = std::env::join_paths(std::iter::once(fake.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .map_err(|e| e.to_string())?;
+    let qemu_log = dev.join("device.log");
+    for (board, chip) in CHIPS {
+        let t = Instant::now();
+        let record = out.join(format!("fake-probe-rs-{board}.txt"));
+        let _ = std::fs::remove_file(&record);
+        let mut c = fdgr_device(&["run", "--board", board.name(), "--from", &ck, "--verify"]);
+        c.env("PATH", &path)
+            .env("FDGR_FAKE_RECORD", &record)
+            .env("FDGR_FAKE_LOG", &qemu_log);
+        run(
+            &format!("fdgr device run --board {board} (stand-in probe-rs)"),
+            c,
+        )?;
+        let got = std::fs::read_to_string(&record)
+            .map_err(|e| format!("{}: {e} (was probe-rs run?)", record.display()))?;
+        let elf = board.elf(&fw::fw_dir(), board.triple());
+        let want = format!(
+            "run\n--chip\n{chip}\n{}\n--log-format\n{}\n",
+            elf.display(),
+            fdgr_device::log::PROBE_RS_LOG_FORMAT
+        );
+        if got != want {
+            return Err(format!(
+                "{board}: the runner was called as\n{got}expected\n{want}"
+            ));
+        }
+        println!("  runner command line: {}", got.trim().replace('\n', " "));
+        steps.push(step(
+            &format!("fdgr device run --board {board} up to probe-rs"),
+            t,
+        ));
+    }
+    // A device that stops early: exit 1, and the previous results stay whole.
+    let before = read(&ckpt.join("device-stm32f4").join("summary.json"))?;
+    let mut c = fdgr_device(&["run", "--board", "stm32f4", "--from", &ck]);
+    c.env("PATH", &path)
+        .env("FDGR_FAKE_RECORD", out.join("fake-probe-rs-silent.txt"))
+        .env("FDGR_FAKE_LOG", "");
+    let st = c.status().map_err(|e| e.to_string())?;
+    let leftovers: Vec<String> = std::fs::read_dir(&ckpt)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(".device-"))
+        .collect();
+    if st.code() != Some(1)
+        || read(&ckpt.join("device-stm32f4").join("summary.json"))? != before
+        || !leftovers.is_empty()
+    {
+        return Err(format!(
+            "a device run without a log must exit with 1 ({st}) and leave the run directory as \
+             it was (left: {leftovers:?})"
+        ));
+    }
+    println!("  a silent device: exit 1, previous device-stm32f4/ untouched");
+    Ok(steps)
 }
 
 /// `fdgr samples`: the first test-split digits as the device's stream.
@@ -501,27 +617,6 @@ fn train_and_export(out: &Path) -> Result<(PathBuf, Vec<Step>), String> {
     Ok((model, steps))
 }
 
-/// `qemu-system-arm` for the MPS2-AN386 board (Cortex-M4F), no display,
-/// semihosting on; the caller adds `-kernel ELF`.
-fn qemu_m4() -> Command {
-    let mut q = Command::new("qemu-system-arm");
-    q.args([
-        "-machine",
-        "mps2-an386",
-        "-cpu",
-        "cortex-m4",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-serial",
-        "null",
-        "-semihosting-config",
-        "enable=on,target=native",
-    ]);
-    q
-}
-
 fn build_and_run(
     v: Variant,
     model: &Path,
@@ -553,8 +648,8 @@ fn build_and_run(
         .join("fdgr-qemu-m4");
     let elf_path = out.join(format!("qemu-m4-{}.elf", v.name()));
     std::fs::copy(&built, &elf_path).map_err(|e| format!("{}: {e}", built.display()))?;
-    let elf = fw::read(&elf_path)?;
-    let info = fw::elf_info(&elf)?;
+    let elf = read(&elf_path)?;
+    let info = elf_info(&elf)?;
     let marker = info.marker.ok_or("fdgr_mark not found in the ELF")?;
     let counts = out.join(format!("qemu-m4-{}.counts", v.name()));
     let _ = std::fs::remove_file(&counts);
@@ -565,8 +660,8 @@ fn build_and_run(
         counts.display()
     ));
     println!("\n== qemu-m4 {} under QEMU ==", v.name());
-    let r = fw::run_limited(q, QEMU_LIMIT)?;
-    let lines = fw::decode_defmt(&elf, &r.stdout)?;
+    let r = run_limited(q, QEMU_LIMIT)?;
+    let lines = decode_defmt(&elf, &r.stdout)?;
     let mut log = String::new();
     for l in &lines {
         let _ = writeln!(log, "{:<5} {}", l.level, l.text);
@@ -576,10 +671,7 @@ fn build_and_run(
         log.as_bytes(),
     )?;
     // The per-step and per-weight lines go to the log file only.
-    let bulky = |l: &fw::LogLine| {
-        l.text.starts_with("theta[") || (l.text.starts_with("step ") && l.level == "INFO")
-    };
-    for l in lines.iter().filter(|l| !bulky(l)) {
+    for l in lines.iter().filter(|l| !l.is_bulky()) {
         println!("  {:<5} {}", l.level, l.text);
     }
     let stderr = String::from_utf8_lossy(&r.stderr);
@@ -594,7 +686,7 @@ fn build_and_run(
             out.join(format!("qemu-m4-{}.log", v.name())).display()
         ));
     }
-    let d = fw::parse_log(&lines)?;
+    let d = parse_log(&lines)?;
     if !d.done || !d.errors.is_empty() {
         return Err(format!(
             "qemu-m4 {}: no `fdgr done`, or errors: {:?}",
@@ -609,7 +701,7 @@ fn build_and_run(
             d.losses.len()
         ));
     }
-    if d.hash != Some(fw::fnv1a_bits(&d.theta)) {
+    if d.hash != Some(fnv1a_bits(&d.theta)) {
         return Err(format!(
             "qemu-m4 {}: the logged weights do not match the device's hash",
             v.name()
@@ -617,7 +709,7 @@ fn build_and_run(
     }
     let counts = std::fs::read_to_string(&counts)
         .map_err(|e| format!("{}: {e} (did the QEMU plugin load?)", counts.display()))?;
-    let instr = fw::step_instructions(&counts, STREAM_SAMPLES)?;
+    let instr = step_instructions(&counts, STREAM_SAMPLES)?;
     println!(
         "  {} steps in {:.2} s of QEMU; {:.0} guest instructions per step (min {}, max {})",
         d.losses.len(),
@@ -639,54 +731,50 @@ fn build_and_run(
 
 fn compare(m: &Measured, losses: &[u32], theta: &[u32]) -> Result<(), String> {
     let name = m.v.name();
-    if m.losses.len() != losses.len() || m.theta.len() != theta.len() {
-        return Err(format!(
-            "{name}: device logged {} losses and {} weights, host has {} and {}",
-            m.losses.len(),
-            m.theta.len(),
-            losses.len(),
-            theta.len()
-        ));
-    }
-    let bad_l: Vec<usize> = (0..losses.len())
-        .filter(|&i| m.losses[i] != losses[i])
-        .collect();
-    let bad_t: Vec<usize> = (0..theta.len())
-        .filter(|&i| m.theta[i] != theta[i])
-        .collect();
-    if !bad_l.is_empty() || !bad_t.is_empty() {
-        let mut msg = format!(
-            "{name}: device and host differ in {} of {} losses and {} of {} weights",
-            bad_l.len(),
-            losses.len(),
-            bad_t.len(),
-            theta.len()
-        );
-        if let Some(&i) = bad_l.first() {
-            let _ = write!(
-                msg,
-                "; first loss: step {i}: device {:#010x} ({}), host {:#010x} ({})",
-                m.losses[i],
-                f32::from_bits(m.losses[i]),
-                losses[i],
-                f32::from_bits(losses[i])
-            );
-        }
-        if let Some(&i) = bad_t.first() {
-            let _ = write!(
-                msg,
-                "; first weight: θ[{i}]: device {:#010x}, host {:#010x}",
-                m.theta[i], theta[i]
-            );
-        }
-        return Err(msg);
+    let c = fdgr_device::replay::compare(&m.losses, &m.theta, losses, theta)
+        .map_err(|e| format!("{name}: {e}"))?;
+    if !c.identical() {
+        return Err(format!("{name}: {c}"));
     }
     println!(
         "  bit-identical to the host: {} losses (last {}) and {} weights (fnv1a {:#010x})",
         losses.len(),
         last(losses),
         theta.len(),
-        fw::fnv1a_bits(theta)
+        fnv1a_bits(theta)
+    );
+    Ok(())
+}
+
+/// The host's RAM formula (what `fdgr device run` checks a board with
+/// before building) against the firmware's own sum of its buffers: equal
+/// but for the fine-tuner, which the host bounds by `TUNER_BYTES_MAX`.
+fn check_ram_formula(
+    m: &Measured,
+    shape: &fdgr_kernel::Shape,
+    stream: usize,
+) -> Result<(), String> {
+    let e = fdgr_device::memory::estimate(
+        shape,
+        m.v.method,
+        m.v.mode,
+        m.v.opt,
+        stream,
+        fdgr_device::board::Board::QemuM4,
+    );
+    let slack = fw_config::TUNER_BYTES_MAX - fw_config::RING * (fw_config::INPUTS + 1);
+    let host = e.fdgr.total as u64;
+    if m.fdgr_ram > host || host - m.fdgr_ram > slack as u64 {
+        return Err(format!(
+            "qemu-m4 {}: the firmware's buffers take {} B, the host's formula gives {host} B \
+             (expected equal up to the fine-tuner's bound, {slack} B)",
+            m.v.name(),
+            m.fdgr_ram
+        ));
+    }
+    println!(
+        "  RAM formula: {host} B (fine-tuner at its bound) for the firmware's {} B",
+        m.fdgr_ram
     );
     Ok(())
 }
@@ -744,7 +832,7 @@ fn check_fault(fault: &str, model: &Path, stream: &Path) -> Result<(), String> {
         .join("fdgr-qemu-m4");
     let mut q = qemu_m4();
     q.arg("-kernel").arg(&elf);
-    let r = fw::run_limited(q, Duration::from_secs(30))?;
+    let r = run_limited(q, Duration::from_secs(30))?;
     let stderr = String::from_utf8_lossy(&r.stderr);
     println!("  exit {:?}, stderr: {}", r.code, stderr.trim());
     let want = if fault == "panic" {

@@ -1,15 +1,23 @@
 //! The fine-tuning configuration, in one file that three programs compile:
 //! the firmware (`fdgr-firmware`), its build script (which checks the model
-//! and the sample stream against it), and the host replay in
-//! `cargo xtask firmware` (through `#[path]`). So the device and the host
+//! and the sample stream against it), and the host side in the
+//! `fdgr-device` crate (through `#[path]`), whose replay `fdgr device` and
+//! `cargo xtask firmware` check the device against. So the device and the host
 //! run the very same numbers through the very same
 //! [`fdgr_kernel::finetune::FineTuner::push_and_step`].
 //!
+//! It also holds what the host must know before it builds a firmware: the
+//! checks a model and a sample stream must pass (`check`), the lengths of
+//! the static buffers (`buffer_lens`) and the RAM they take
+//! (`ram_bytes`), so `fdgr device run` can refuse a model that does not
+//! fit a board before building anything.
+//!
 //! Only `core` and `fdgr_kernel` may be used here.
 
-use fdgr_kernel::finetune::{FineTuner, Mode};
+use fdgr_kernel::finetune::{trained_shape, FineTuner, Mode};
 use fdgr_kernel::ring::SampleRing;
-use fdgr_kernel::{Adam, Method, Sgd, SgdState};
+use fdgr_kernel::stream::{self, StreamError};
+use fdgr_kernel::{Adam, Method, Sample, Sgd, SgdState, Shape};
 
 /// Inputs per sample (8×8 digits pixels, 0..=16); the sample stream's
 /// format is [`fdgr_kernel::stream`].
@@ -119,4 +127,190 @@ pub const fn tuner<P: Copy>(
         scale: SCALE,
         mode,
     }
+}
+
+/// Lengths, in scalars, of the static buffers that fine-tuning a model
+/// needs (the firmware's `ram` module allocates exactly these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferLens {
+    /// Trained parameters: P (full) or P_L (last layer). θ and d each hold
+    /// this many.
+    pub trained: usize,
+    /// The perturbed point (0 for methods without one).
+    pub point: usize,
+    /// Each of the optimizer's two state vectors (0 when it keeps none).
+    pub state: usize,
+    /// The workspace: the trained net's gradient (or HVP) workspace, and
+    /// in last-layer mode at least the frozen forward pass's.
+    pub ws: usize,
+    /// Last-layer mode: the features of the batch (inputs of the last layer).
+    pub feats: usize,
+}
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// The buffer lengths for fine-tuning `shape` with `method` in `mode`,
+/// with an optimizer that keeps `opt_state` state vectors (0 or 2).
+pub const fn buffer_lens(
+    shape: &Shape,
+    method: Method<f32>,
+    mode: Mode,
+    opt_state: usize,
+) -> BufferLens {
+    let trained = trained_shape(shape, mode);
+    let tp = trained.param_count();
+    BufferLens {
+        trained: tp,
+        point: if method.scratch_vectors() > 0 { tp } else { 0 },
+        state: if opt_state != 0 { tp } else { 0 },
+        ws: max(
+            shape.workspace_len(BATCH, false),
+            trained.workspace_len(BATCH, method.needs_hvp()),
+        ),
+        feats: match mode {
+            Mode::Full => 0,
+            Mode::LastLayer => BATCH * shape.dim(shape.layers() - 1),
+        },
+    }
+}
+
+/// The bytes of RAM each fdgr buffer takes (f32 and u32 are 4 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamBytes {
+    /// θ: the trained parameters.
+    pub theta: usize,
+    /// The direction d.
+    pub dir: usize,
+    /// The perturbed point.
+    pub point: usize,
+    /// The optimizer's two state vectors.
+    pub state: usize,
+    /// The workspace.
+    pub ws: usize,
+    /// The batch (inputs, labels) and the last-layer features.
+    pub batch: usize,
+    /// The fine-tuner: ring of recent samples, method, optimizer.
+    pub tuner: usize,
+    /// Everything together.
+    pub total: usize,
+}
+
+/// The RAM of the buffers `b`, with a fine-tuner of `tuner` bytes (the
+/// firmware passes its exact size; the host, which cannot know the
+/// target's layout, [`TUNER_BYTES_MAX`]).
+pub const fn ram_bytes(b: &BufferLens, tuner: usize) -> RamBytes {
+    let theta = 4 * b.trained;
+    let dir = 4 * b.trained;
+    let point = 4 * b.point;
+    let state = 2 * 4 * b.state;
+    let ws = 4 * b.ws;
+    let batch = 4 * (BATCH * INPUTS + b.feats + BATCH);
+    RamBytes {
+        theta,
+        dir,
+        point,
+        state,
+        ws,
+        batch,
+        tuner,
+        total: theta + dir + point + state + ws + batch + tuner,
+    }
+}
+
+/// An upper bound of the fine-tuner's size on a 32-bit target (its ring
+/// of [`RING`] samples of [`INPUTS`] + 1 bytes and a few words; 584 bytes
+/// with SGD on Cortex-M). The firmware asserts it at compile time.
+pub const TUNER_BYTES_MAX: usize = RING * (INPUTS + 1) + 128;
+
+/// Why a model or a sample stream cannot be fine-tuned by the firmware.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unfit {
+    /// The model does not take [`INPUTS`] inputs.
+    Inputs(usize),
+    /// The model has fewer than two layers.
+    Layers,
+    /// The stream is not whole samples of [`INPUTS`] bytes and a label.
+    Stream(StreamError),
+    /// The stream holds no sample.
+    Empty,
+    /// A sample's label is not one of the model's classes.
+    Label {
+        /// The sample.
+        index: usize,
+        /// Its label.
+        label: u8,
+        /// The model's classes.
+        classes: usize,
+    },
+    /// A sample has a pixel above 16 (the firmware scales by [`SCALE`]).
+    Pixel {
+        /// The sample.
+        index: usize,
+        /// The value.
+        value: u8,
+    },
+}
+
+impl core::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Unfit::Inputs(n) => write!(
+                f,
+                "the model has {n} inputs; the firmware streams {INPUTS}-pixel samples"
+            ),
+            Unfit::Layers => write!(f, "the model needs at least two layers"),
+            Unfit::Stream(e) => write!(f, "not a sample stream: {e}"),
+            Unfit::Empty => write!(f, "the sample stream is empty"),
+            Unfit::Label {
+                index,
+                label,
+                classes,
+            } => write!(
+                f,
+                "sample {index} has label {label}; the model has {classes} classes"
+            ),
+            Unfit::Pixel { index, value } => write!(
+                f,
+                "sample {index} has a pixel of {value}; the firmware expects 0..=16 (it scales by 1/16)"
+            ),
+        }
+    }
+}
+
+/// Checks that the firmware can fine-tune `shape` on `stream`; returns the
+/// number of samples (= steps).
+pub fn check(shape: &Shape, stream: &[u8]) -> Result<usize, Unfit> {
+    if shape.inputs() != INPUTS {
+        return Err(Unfit::Inputs(shape.inputs()));
+    }
+    if shape.layers() < 2 {
+        return Err(Unfit::Layers);
+    }
+    let n = stream::count(stream, INPUTS).map_err(Unfit::Stream)?;
+    if n == 0 {
+        return Err(Unfit::Empty);
+    }
+    for index in 0..n {
+        let s: Sample<INPUTS> = match stream::sample(stream, index) {
+            Some(s) => s,
+            None => return Err(Unfit::Empty),
+        };
+        if s.label as usize >= shape.outputs() {
+            return Err(Unfit::Label {
+                index,
+                label: s.label,
+                classes: shape.outputs(),
+            });
+        }
+        if let Some(&value) = s.x.iter().find(|&&p| p > 16) {
+            return Err(Unfit::Pixel { index, value });
+        }
+    }
+    Ok(n)
 }

@@ -31,7 +31,7 @@ pub mod generated {
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use config::{BATCH, INPUTS, RING};
-use fdgr_kernel::finetune::{self, FineTuner, Memory, Mode};
+use fdgr_kernel::finetune::{self, FineTuner, Memory};
 use fdgr_kernel::ring::LossHistory;
 use fdgr_kernel::Shape;
 pub use generated::{Opt, FROZEN, METHOD, MODE, OPT, OPT_LR, OPT_STATE, STEPS, STREAM};
@@ -50,32 +50,23 @@ pub static MODELS: finetune::Models = match finetune::models(&SHAPE, MODE) {
     Ok(m) => m,
     Err(_) => panic!("the model file's shape cannot be planned"),
 };
+/// The lengths of the static buffers ([`config::buffer_lens`], the
+/// formula the host checks a board's RAM with before it builds).
+pub const LENS: config::BufferLens = config::buffer_lens(&SHAPE, METHOD, MODE, OPT_STATE);
 /// Length of the perturbed-point buffer (0 for methods without one).
-pub const NPOINT: usize = if METHOD.scratch_vectors() > 0 { TP } else { 0 };
+pub const NPOINT: usize = LENS.point;
 // One perturbed point is all the buffers below hold.
 const _: () = assert!(METHOD.scratch_vectors() <= 1);
+// The trained length the formula gives is the one the kernel trains.
+const _: () = assert!(LENS.trained == TP);
 /// Length of each of the optimizer's state vectors (0 when it keeps none:
 /// plain SGD; Adam keeps two).
-pub const NSTATE: usize = if OPT_STATE != 0 { TP } else { 0 };
+pub const NSTATE: usize = LENS.state;
 /// Workspace scalars: the trained net's gradient (or HVP) workspace, and in
 /// last-layer mode at least the frozen forward pass's.
-pub const NWS: usize = max(
-    SHAPE.workspace_len(BATCH, false),
-    TRAINED.workspace_len(BATCH, METHOD.needs_hvp()),
-);
+pub const NWS: usize = LENS.ws;
 /// Feature scalars for last-layer mode (the inputs of the last layer).
-pub const NFEATS: usize = match MODE {
-    Mode::Full => 0,
-    Mode::LastLayer => BATCH * SHAPE.dim(SHAPE.layers() - 1),
-};
-
-const fn max(a: usize, b: usize) -> usize {
-    if a > b {
-        a
-    } else {
-        b
-    }
-}
+pub const NFEATS: usize = LENS.feats;
 
 /// The fine-tuner type of every example.
 pub type Tuner = FineTuner<f32, Opt, RING, INPUTS>;
@@ -95,25 +86,35 @@ pub mod ram {
     pub(crate) static mut FEATS: [f32; NFEATS] = [0.0; NFEATS];
     pub(crate) static mut Y: [u32; BATCH] = [0; BATCH];
 
+    /// Every buffer's bytes ([`config::ram_bytes`]: the same formula the
+    /// host uses, with the fine-tuner's exact size).
+    pub const BYTES: config::RamBytes = config::ram_bytes(&LENS, core::mem::size_of::<Tuner>());
+    // The host's estimate bounds the fine-tuner's size.
+    const _: () = assert!(core::mem::size_of::<Tuner>() <= config::TUNER_BYTES_MAX);
     /// Bytes of the trained parameters in RAM: all P in full mode, the
     /// last layer's P_L in last-layer mode (the frozen layers are read from
     /// [`FROZEN`] in flash).
-    pub const THETA_BYTES: usize = 4 * TP;
+    pub const THETA_BYTES: usize = BYTES.theta;
     /// Bytes of the direction d.
-    pub const DIR_BYTES: usize = 4 * TP;
+    pub const DIR_BYTES: usize = BYTES.dir;
     /// Bytes of the perturbed point.
-    pub const POINT_BYTES: usize = 4 * NPOINT;
+    pub const POINT_BYTES: usize = BYTES.point;
     /// Bytes of the optimizer's state vectors.
-    pub const STATE_BYTES: usize = 8 * NSTATE;
+    pub const STATE_BYTES: usize = BYTES.state;
     /// Bytes of the workspace.
-    pub const WS_BYTES: usize = 4 * NWS;
+    pub const WS_BYTES: usize = BYTES.ws;
     /// Bytes of the batch (inputs, labels) and last-layer features.
-    pub const BATCH_BYTES: usize = 4 * (BATCH * INPUTS + NFEATS + BATCH);
+    pub const BATCH_BYTES: usize = BYTES.batch;
     /// Bytes of the fine-tuner (ring of recent samples, method, optimizer).
-    pub const TUNER_BYTES: usize = core::mem::size_of::<Tuner>();
+    pub const TUNER_BYTES: usize = BYTES.tuner;
     /// Every fdgr buffer together.
-    pub const TOTAL_BYTES: usize =
-        THETA_BYTES + DIR_BYTES + POINT_BYTES + STATE_BYTES + WS_BYTES + BATCH_BYTES + TUNER_BYTES;
+    pub const TOTAL_BYTES: usize = BYTES.total;
+    // The statics below are exactly these sizes.
+    const _: () = assert!(
+        TOTAL_BYTES
+            == 4 * (2 * TP + NPOINT + 2 * NSTATE + NWS + BATCH * INPUTS + NFEATS + BATCH)
+                + TUNER_BYTES
+    );
 }
 
 /// Exclusive access to the static buffers.

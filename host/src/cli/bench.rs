@@ -6,6 +6,7 @@ use clap::Args;
 use fdgr::bench::{self, BenchRow, BenchSpec};
 use fdgr::config::{BackendName, Precision};
 use fdgr::exit::bad_input;
+use fdgr::sweep::Amortize;
 
 /// `fdgr bench`.
 #[derive(Args, Debug)]
@@ -55,6 +56,11 @@ pub struct BenchArgs {
     /// Arithmetic of the GPU's products: f32, tf32, bf16
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+    /// Amortized GR for methods with an ascent (CPU): a comma-separated
+    /// list of k (a fresh ascent every k-th step) and pP (with probability
+    /// P); each is timed as its own row (compare the mean column)
+    #[arg(long, default_value = "1")]
+    pub amortize: String,
     /// One JSON object per line
     #[arg(long)]
     pub json: bool,
@@ -77,6 +83,7 @@ fn prepare(a: &BenchArgs) -> Result<BenchSpec> {
         repeats: a.repeats,
         warmup: a.warmup,
         precision: a.precision.gpu(a.tf32),
+        amortize: Amortize::parse_list("--amortize", &a.amortize)?,
     })
 }
 
@@ -84,32 +91,51 @@ fn prepare(a: &BenchArgs) -> Result<BenchSpec> {
 pub fn run(a: &BenchArgs) -> Result<()> {
     let spec = prepare(a).map_err(bad_input)?;
     if !a.json {
-        println!("| method | backend | model | batch | threads | median ms | min ms | max ms | steps/s |");
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("| method | ascent | fresh | backend | model | batch | threads | median ms | fresh median | reuse median | min ms | max ms | steps/s | ÷ SGD's |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
     let json = a.json;
+    let mut sgd = None;
     bench::run(&spec, |r| {
+        if r.method == "sgd" {
+            sgd = Some(r.median_ms);
+        }
         if json {
             println!("{}", r.to_json());
         } else {
-            print_row(r);
+            print_row(r, sgd);
         }
     })?;
     Ok(())
 }
 
-fn print_row(r: &BenchRow) {
+fn print_row(r: &BenchRow, sgd: Option<f64>) {
+    let ratio = match sgd {
+        Some(s) if s > 0.0 => format!("{:.2}", r.median_ms / s),
+        _ => "-".into(),
+    };
+    let opt = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.4}")
+        } else {
+            "-".into()
+        }
+    };
     println!(
-        "| {} | {} | {} {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.1} |",
+        "| {} | {} | {:.0}% | {} | {} | {} | {} | {:.4} | {} | {} | {:.4} | {:.4} | {:.1} | {} |",
         r.method,
+        r.ascent,
+        100.0 * r.fresh_frac,
         r.backend,
-        r.model,
-        r.act,
+        format!("{} {}", r.model, r.act).trim_end(),
         r.batch,
         r.threads,
         r.median_ms,
+        opt(r.fresh_median_ms),
+        opt(r.reuse_median_ms),
         r.min_ms,
         r.max_ms,
-        1e3 / r.median_ms
+        1e3 / r.median_ms,
+        ratio
     );
 }

@@ -3,7 +3,6 @@
 use super::args::DataArgs;
 use anyhow::{bail, Result};
 use clap::Args;
-use fdgr::arch::Arch;
 use fdgr::checkpoint::NetFile;
 use fdgr::exit::bad_input;
 use fdgr::{backend, checkpoint, cpu, train};
@@ -65,26 +64,11 @@ fn prepare(a: &EvalArgs) -> Result<Job> {
     })
 }
 
-/// A workspace for evaluating `arch` holding `state` (its running
-/// statistics) at its end.
-pub fn eval_workspace(arch: &Arch, state: &[f32]) -> Vec<f32> {
-    let m = &arch.model;
-    let b = if m.workspace_len(backend::EVAL_BATCH, false) <= backend::EVAL_WS_MAX {
-        backend::EVAL_BATCH
-    } else {
-        32
-    };
-    let mut ws = vec![0.0f32; m.workspace_len(b, false)];
-    let n = ws.len();
-    ws[n - state.len()..].copy_from_slice(state);
-    ws
-}
-
 /// `fdgr eval`.
 pub fn run(a: &EvalArgs) -> Result<()> {
     let Job { net, x, y, notes } = prepare(a).map_err(bad_input)?;
     let (pool, threads) = cpu::pool(0)?;
-    let mut ws = eval_workspace(&net.arch, &net.state);
+    let mut ws = backend::eval_workspace(&net.arch, &net.state);
     let exec = cpu::Par { threads };
     let (loss, ok) =
         pool.install(|| backend::evaluate_cpu(&net.arch.model, exec, &net.theta, &x, &y, &mut ws))?;

@@ -4,9 +4,8 @@
 
 use anyhow::Result;
 use clap::Args;
-use fdgr::arch::Arch;
-use fdgr::checkpoint;
 use fdgr::exit::bad_input;
+use fdgr::{checkpoint, firmware};
 use fdgr_kernel::export;
 use std::path::PathBuf;
 
@@ -24,28 +23,10 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
-/// The model and its file's bytes.
-fn prepare(a: &ExportArgs) -> Result<(Arch, Vec<u8>)> {
-    let f = checkpoint::load_net(&a.ckpt)?;
-    let a2 = &f.arch;
-    let n = export::file_len_v2(a2.layers.len(), f.theta.len(), f.state.len());
-    let mut buf = vec![0u8; n];
-    let n = export::encode_v2(
-        &a2.layers,
-        a2.model.input,
-        a2.model.loss,
-        &f.theta,
-        &f.state,
-        &mut buf,
-    )
-    .map_err(|e| anyhow::anyhow!("{}: {e}", a.ckpt.display()))?;
-    buf.truncate(n);
-    Ok((f.arch, buf))
-}
-
 /// `fdgr export`.
 pub fn run(a: &ExportArgs) -> Result<()> {
-    let (arch, bytes) = prepare(a).map_err(bad_input)?;
+    let (net, bytes) = firmware::export_run(&a.ckpt).map_err(bad_input)?;
+    let arch = &net.arch;
     checkpoint::atomic_write(&a.out, &bytes)?;
     println!(
         "wrote {} ({} bytes, format version {}): model {}, {} parameters{}",

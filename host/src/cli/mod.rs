@@ -27,6 +27,7 @@ macro_rules! after_help {
 pub mod args;
 pub mod bench;
 pub mod crosscheck;
+pub mod device;
 pub mod dln;
 pub mod eval;
 pub mod export;

@@ -59,33 +59,7 @@ impl GridArgs {
                     .with_context(|| format!("--seeds {}: '{s}' is not an integer", self.seeds))
             })
             .collect::<Result<_>>()?;
-        let amortize: Vec<Amortize> = self
-            .amortize
-            .split(',')
-            .map(|a| {
-                let a = a.trim();
-                let bad = || {
-                    format!(
-                        "--amortize {}: '{a}' is not k (≥ 1) or pP (0 < P ≤ 1)",
-                        self.amortize
-                    )
-                };
-                match a.strip_prefix('p') {
-                    Some(p) => p
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|p| *p > 0.0 && *p <= 1.0)
-                        .map(Amortize::Prob)
-                        .with_context(bad),
-                    None => a
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|k| *k >= 1)
-                        .map(Amortize::Every)
-                        .with_context(bad),
-                }
-            })
-            .collect::<Result<_>>()?;
+        let amortize = Amortize::parse_list("--amortize", &self.amortize)?;
         let grid = Grid {
             amortize,
             methods: parse_methods(&self.methods)?,

@@ -1,0 +1,43 @@
+//! # fdgr-device
+//!
+//! The host side of on-device fine-tuning, shared by `fdgr device` (the
+//! command that takes a trained run onto a board and brings the fine-tuned
+//! model back) and `cargo xtask firmware` (CI's bit-identity check):
+//!
+//! * [`fw_config`]: the firmware's configuration, the very file the firmware
+//!   compiles (hyper-parameters, methods, the checks of a model and a
+//!   sample stream, the buffer lengths and their RAM);
+//! * [`board`]: the boards of `firmware-examples/`, their memory maps
+//!   (`memory.x`) and the cargo command that builds or runs one;
+//! * [`memory`]: whether a model fits a board, before building (from the
+//!   formula) and after (from the ELF);
+//! * [`tools`]: the tools a board needs (rustup target, QEMU, probe-rs, a
+//!   probe), each missing one named with how to get it;
+//! * [`elf`]: flash and RAM of a firmware ELF;
+//! * [`log`]: the defmt stream, decoded live, and what the firmware logged;
+//! * [`process`]: commands run with a time limit, their output streamed;
+//! * [`qemu`]: the emulated Cortex-M4F and the instruction-count plugin;
+//! * [`replay`]: the host's run of the device's fine-tuning and the
+//!   bit-for-bit comparison.
+#![deny(missing_docs)]
+
+pub mod board;
+pub mod elf;
+pub mod log;
+pub mod memory;
+pub mod process;
+pub mod qemu;
+pub mod replay;
+pub mod tools;
+
+/// The fine-tuning configuration the firmware is built with: the very file
+/// the firmware compiles, so the host replays and checks with the same
+/// numbers.
+#[allow(dead_code)]
+#[path = "../../firmware-examples/common/src/config.rs"]
+pub mod fw_config;
+
+/// Reads a file, naming it in the error.
+pub fn read(p: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
+}

@@ -1,0 +1,256 @@
+//! The host's run of the device's fine-tuning, and the bit-for-bit
+//! comparison of what the device logged with it.
+
+use std::fmt::Write as _;
+
+use fdgr_kernel::finetune::{trained_shape, Memory, Mode};
+use fdgr_kernel::{export, stream, Method};
+
+use crate::fw_config;
+
+/// FNV-1a over the little-endian bytes of bit patterns (as the firmware
+/// hashes θ).
+pub fn fnv1a_bits(bits: &[u32]) -> u32 {
+    let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+    export::fnv1a(&bytes)
+}
+
+/// The host's run of the device's fine-tuning: same model file, same
+/// stream, same configuration, same
+/// [`fdgr_kernel::finetune::FineTuner::push_and_step`]; `opt` is the index
+/// of the optimizer in [`fw_config::OPTIMIZER_NAMES`]. Returns the loss bits
+/// of every step and the final θ's bits.
+pub fn replay(
+    model: &[u8],
+    samples: &[u8],
+    method: Method<f32>,
+    mode: Mode,
+    opt: usize,
+) -> Result<(Vec<u32>, Vec<u32>), String> {
+    match opt {
+        0 => replay_with(
+            model,
+            samples,
+            method,
+            mode,
+            fw_config::SGD,
+            fw_config::LR,
+            0,
+        ),
+        _ => replay_with(
+            model,
+            samples,
+            method,
+            mode,
+            fw_config::ADAM,
+            fw_config::ADAM_LR,
+            2,
+        ),
+    }
+}
+
+fn replay_with<P: fdgr_kernel::Optim<f32> + Copy>(
+    model: &[u8],
+    samples: &[u8],
+    method: Method<f32>,
+    mode: Mode,
+    opt: P,
+    lr: f32,
+    opt_state: usize,
+) -> Result<(Vec<u32>, Vec<u32>), String> {
+    let shape = export::decode_shape(model).map_err(|e| format!("model: {e}"))?;
+    let mut frozen = vec![0.0f32; shape.param_count()];
+    export::decode(model, Some(&shape), &mut frozen).map_err(|e| format!("model: {e}"))?;
+    let lens = fw_config::buffer_lens(&shape, method, mode, opt_state);
+    let tp = trained_shape(&shape, mode).param_count();
+    // The trained parameters: all of θ, or the last layer (θ's tail).
+    let head = frozen.len() - tp;
+    let mut theta = frozen[head..].to_vec();
+    let b = fw_config::BATCH;
+    let mut dir = vec![0.0f32; lens.trained];
+    let mut point = vec![0.0f32; lens.point];
+    let mut ws = vec![0.0f32; lens.ws];
+    let mut x = vec![0.0f32; b * fw_config::INPUTS];
+    let mut feats = vec![0.0f32; lens.feats];
+    let mut y = vec![0u32; b];
+    let mut tuner = fw_config::tuner(method, mode, opt, lr);
+    let (mut s0, mut s1) = (vec![0.0f32; lens.state], vec![0.0f32; lens.state]);
+    let mut losses = vec![];
+    let mut i = 0;
+    while let Some(sample) = stream::sample(samples, i) {
+        let mem = Memory {
+            theta: &mut theta,
+            frozen: Some(&frozen),
+            dir: &mut dir,
+            point: if point.is_empty() {
+                None
+            } else {
+                Some(&mut point[..])
+            },
+            point2: None,
+            state: if lens.state > 0 {
+                [Some(&mut s0[..]), Some(&mut s1[..])]
+            } else {
+                [None, None]
+            },
+            ws: &mut ws,
+            x: &mut x,
+            feats: &mut feats,
+            y: &mut y,
+        };
+        let loss = tuner
+            .push_and_step(&shape, sample, mem)
+            .map_err(|e| format!("host replay, step {i}: {e}"))?;
+        losses.push(loss.to_bits());
+        i += 1;
+    }
+    let full = frozen[..head].iter().chain(&theta);
+    Ok((losses, full.map(|t| t.to_bits()).collect()))
+}
+
+/// The device's losses and weights against the host's, bit for bit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comparison {
+    /// Losses compared.
+    pub losses: usize,
+    /// Weights compared.
+    pub weights: usize,
+    /// Steps whose loss differs.
+    pub bad_losses: Vec<usize>,
+    /// Weights that differ.
+    pub bad_weights: Vec<usize>,
+    /// The first differing loss and weight, described.
+    pub first: String,
+}
+
+impl Comparison {
+    /// Every loss and every weight is bit-identical.
+    pub fn identical(&self) -> bool {
+        self.bad_losses.is_empty() && self.bad_weights.is_empty()
+    }
+}
+
+/// Compares the device's loss and weight bits with the host's. Different
+/// counts are an error; different bits are reported in the result (+0 and
+/// −0 differ).
+pub fn compare(
+    dev_losses: &[u32],
+    dev_theta: &[u32],
+    losses: &[u32],
+    theta: &[u32],
+) -> Result<Comparison, String> {
+    if dev_losses.len() != losses.len() || dev_theta.len() != theta.len() {
+        return Err(format!(
+            "device logged {} losses and {} weights, host has {} and {}",
+            dev_losses.len(),
+            dev_theta.len(),
+            losses.len(),
+            theta.len()
+        ));
+    }
+    let bad_losses: Vec<usize> = (0..losses.len())
+        .filter(|&i| dev_losses[i] != losses[i])
+        .collect();
+    let bad_weights: Vec<usize> = (0..theta.len())
+        .filter(|&i| dev_theta[i] != theta[i])
+        .collect();
+    let mut first = String::new();
+    if let Some(&i) = bad_losses.first() {
+        let _ = write!(
+            first,
+            "; first loss: step {i}: device {:#010x} ({}), host {:#010x} ({})",
+            dev_losses[i],
+            f32::from_bits(dev_losses[i]),
+            losses[i],
+            f32::from_bits(losses[i])
+        );
+    }
+    if let Some(&i) = bad_weights.first() {
+        let _ = write!(
+            first,
+            "; first weight: θ[{i}]: device {:#010x}, host {:#010x}",
+            dev_theta[i], theta[i]
+        );
+    }
+    Ok(Comparison {
+        losses: losses.len(),
+        weights: theta.len(),
+        bad_losses,
+        bad_weights,
+        first,
+    })
+}
+
+impl std::fmt::Display for Comparison {
+    /// `bit-identical: …` or `… differ in …`, with the first differences.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.identical() {
+            write!(
+                f,
+                "bit-identical: {} of {} losses and {} of {} weights",
+                self.losses, self.losses, self.weights, self.weights
+            )
+        } else {
+            write!(
+                f,
+                "device and host differ in {} of {} losses and {} of {} weights{}",
+                self.bad_losses.len(),
+                self.losses,
+                self.bad_weights.len(),
+                self.weights,
+                self.first
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_is_bitwise() {
+        assert!(compare(&[1, 2], &[3, 4, 5], &[1, 2], &[3, 4, 5])
+            .unwrap()
+            .identical());
+        // One bit anywhere, or a missing value, fails.
+        let c = compare(&[1, 2], &[3, 4, 5], &[1, 3], &[3, 4, 5]).unwrap();
+        assert_eq!(c.bad_losses, vec![1]);
+        assert!(c.to_string().contains("1 of 2 losses"));
+        assert!(!compare(&[1, 2], &[3, 4, 5], &[1, 2], &[3, 4, 4])
+            .unwrap()
+            .identical());
+        assert!(compare(&[1, 2], &[3, 4, 5], &[1, 2], &[3, 4]).is_err());
+        // +0 and −0 are equal floats but different bits.
+        assert!(!compare(&[0x8000_0000], &[], &[0], &[]).unwrap().identical());
+    }
+
+    #[test]
+    fn hash_matches_kernel_fnv1a() {
+        let bits = [0x3f80_0000u32, 7];
+        let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+        assert_eq!(fnv1a_bits(&bits), export::fnv1a(&bytes));
+    }
+
+    #[test]
+    fn replay_of_the_committed_model_moves_it() {
+        let fw =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-examples/models");
+        let model = std::fs::read(fw.join("digits-64-32-10.fdgr")).unwrap();
+        let stream = std::fs::read(fw.join("digits-stream.bin")).unwrap();
+        let fgr = fw_config::method("fgr").unwrap();
+        let (l, t) = replay(&model, &stream, fgr, Mode::Full, 0).unwrap();
+        assert_eq!(l.len(), 64);
+        assert_eq!(t.len(), 2410);
+        // Deterministic, and the last layer alone leaves the rest as it was.
+        assert_eq!(
+            replay(&model, &stream, fgr, Mode::Full, 0).unwrap(),
+            (l, t.clone())
+        );
+        let (_, t2) = replay(&model, &stream, fgr, Mode::LastLayer, 0).unwrap();
+        let mut th = vec![0.0f32; 2410];
+        export::decode(&model, None, &mut th).unwrap();
+        assert!(t2[..2080].iter().zip(&th).all(|(a, b)| *a == b.to_bits()));
+        assert_ne!(t2[2080..], t[2080..]);
+    }
+}

@@ -1,0 +1,360 @@
+//! `fdgr device`: take a trained run onto a microcontroller (or QEMU),
+//! fine-tune it there, bring the weights back and check them against the
+//! host ([`fdgr::device`]).
+
+use anyhow::{anyhow, bail, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use fdgr::device::{self as dev, Prepared, RunOptions};
+use fdgr::exit::bad_input;
+use fdgr_device::board::{Board, Runner};
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The exit codes of `fdgr device` (the same table, with what each means
+/// here).
+macro_rules! device_exit_codes {
+    () => {
+        "Exit codes:\n  \
+         0  success (verify: every loss and weight bit-identical)\n  \
+         1  anything else: the build or the device failed, device and host differ, an output that cannot be written\n  \
+         2  bad input: a flag, the run or the samples; a missing tool (rustup target, qemu-system-arm, probe-rs) or no probe attached; a model too large for the board\n  \
+         3  fine-tuning diverged on the device (a step's loss or gradient was not finite)"
+    };
+}
+
+/// `fdgr device`.
+#[derive(Args, Debug)]
+#[command(after_help = concat!(
+    "Examples:\n  fdgr train --data digits --model 64-32-10 --act tanh --out runs/digits\n  \
+    fdgr device run --board qemu-m4 --from runs/digits --verify\n  \
+    fdgr device run --board stm32f4 --from runs/digits --method sgd --mode last\n  \
+    fdgr device verify --from runs/digits --board qemu-m4\n\n",
+    device_exit_codes!()
+))]
+pub struct DeviceArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: DeviceCmd,
+}
+
+/// `fdgr device run | verify`.
+#[derive(Subcommand, Debug)]
+pub enum DeviceCmd {
+    /// Build the firmware with the run's model, run it on the board (QEMU or
+    /// probe-rs), decode its log live, and write RUN/device-<board>/
+    Run(RunArgs),
+    /// Replay RUN/device-<board>/ on the host kernel: are every loss and
+    /// every weight bit-identical?
+    Verify(VerifyArgs),
+}
+
+/// The boards (`firmware-examples/<board>/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BoardName {
+    /// QEMU mps2-an386 (Cortex-M4F), no hardware needed
+    #[value(name = "qemu-m4")]
+    QemuM4,
+    /// NUCLEO-F411RE (STM32F411, Cortex-M4F), through probe-rs
+    Stm32f4,
+    /// nRF52840-DK (Cortex-M4F), through probe-rs
+    Nrf52840,
+    /// Raspberry Pi Pico (RP2040, Cortex-M0+), through probe-rs
+    Rp2040,
+}
+
+impl BoardName {
+    fn board(self) -> Board {
+        match self {
+            BoardName::QemuM4 => Board::QemuM4,
+            BoardName::Stm32f4 => Board::Stm32f4,
+            BoardName::Nrf52840 => Board::Nrf52840,
+            BoardName::Rp2040 => Board::Rp2040,
+        }
+    }
+}
+
+/// `fdgr device run`.
+#[derive(Args, Debug)]
+#[command(after_help = concat!(
+    "Writes RUN/device-<board>/: metrics.jsonl (per step: loss, its bits, instructions or cycles), \
+    model.safetensors (the fine-tuned weights, same names as the run's: `fdgr eval --ckpt \
+    RUN/device-<board>` and PyTorch load it), summary.json (RAM, flash, instructions or cycles \
+    per step, held-out accuracy before and after), device.log, and the model.fdgr and stream.bin \
+    the firmware was built with. MLPs only for now: the firmware does not fine-tune layer-list \
+    (conv) models yet.\n\n\
+    Examples:\n  fdgr device run --board qemu-m4 --from runs/digits --verify\n  \
+    fdgr device run --board nrf52840 --from runs/digits --method fgr --mode last --samples digits:test:128\n\n",
+    device_exit_codes!()
+))]
+pub struct RunArgs {
+    /// The board
+    #[arg(long, value_enum)]
+    pub board: BoardName,
+    /// The run directory (`fdgr train --out`)
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Fine-tuning method: sgd | fgr | db | sam (γ, ε, ρ as the firmware sets them)
+    #[arg(long, default_value = "fgr")]
+    pub method: String,
+    /// Trained parameters: full | last (the last layer only; the others stay in flash)
+    #[arg(long, default_value = "full")]
+    pub mode: String,
+    /// Optimizer on the device: sgd (plain, lr 0.01) | adam (lr 0.001)
+    #[arg(long, default_value = "sgd")]
+    pub opt: String,
+    /// The samples streamed to the device, DATA:SPLIT:N (the first N of the
+    /// split, split as the run split it) [default: the run's data, test
+    /// split, 64]
+    #[arg(long)]
+    pub samples: Option<String>,
+    /// Also replay the fine-tuning on the host kernel and require every loss
+    /// and weight to be bit-identical
+    #[arg(long)]
+    pub verify: bool,
+    /// The firmware workspace [default: the firmware-examples folder next to
+    /// this build's sources]
+    #[arg(long)]
+    pub firmware: Option<PathBuf>,
+    /// Longest the device may run, in seconds
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+/// `fdgr device verify`.
+#[derive(Args, Debug)]
+#[command(after_help = concat!(
+    "Examples:\n  fdgr device verify --from runs/digits --board qemu-m4\n  \
+    fdgr device verify --dir runs/digits/device-stm32f4\n\n",
+    device_exit_codes!()
+))]
+pub struct VerifyArgs {
+    /// The run directory (with --board)
+    #[arg(long, requires = "board", conflicts_with = "dir")]
+    pub from: Option<PathBuf>,
+    /// The board (with --from)
+    #[arg(long, value_enum)]
+    pub board: Option<BoardName>,
+    /// A device-<board> folder
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// `fdgr device`.
+pub fn run(a: &DeviceArgs) -> Result<()> {
+    match &a.cmd {
+        DeviceCmd::Run(r) => run_on_device(r),
+        DeviceCmd::Verify(v) => verify(v),
+    }
+}
+
+fn kb(b: u64) -> String {
+    let s = b.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn header(p: &Prepared) {
+    let arch = &p.net.arch;
+    println!(
+        "model {} ({} parameters) from {}; exported for the firmware: {} bytes",
+        arch.describe(),
+        arch.param_count(),
+        p.from.join("model.safetensors").display(),
+        kb(p.model.len() as u64)
+    );
+    println!(
+        "samples: the first {} of the {} {} split{} ({} bytes)",
+        p.steps,
+        p.spec.data,
+        p.spec.split,
+        if p.spec.split == "test" {
+            ", held out from pre-training"
+        } else {
+            ""
+        },
+        kb(p.stream.len() as u64)
+    );
+    println!(
+        "fine-tuning: {}, {}, {} lr {}, batch {}, {} steps",
+        dev::describe_method(&p.method),
+        match p.mode {
+            fdgr_kernel::finetune::Mode::Full => format!("all {} parameters", p.trained()),
+            fdgr_kernel::finetune::Mode::LastLayer =>
+                format!("the last layer ({} parameters)", p.trained()),
+        },
+        if p.opt == 0 { "SGD" } else { "Adam" },
+        p.lr(),
+        fdgr_device::fw_config::BATCH,
+        p.steps
+    );
+    println!(
+        "{}: {}; estimate RAM {} of {} B (fdgr buffers {} B), flash {} of {} B{}",
+        p.board,
+        p.board.describe(),
+        kb(p.estimate.ram),
+        kb(p.map.ram),
+        kb(p.estimate.fdgr.total as u64),
+        kb(p.estimate.flash),
+        kb(p.map.flash),
+        match p.probes.first() {
+            Some(probe) => format!("; probe {probe}"),
+            None => String::new(),
+        }
+    );
+}
+
+fn run_on_device(a: &RunArgs) -> Result<()> {
+    let o = RunOptions {
+        board: a.board.board(),
+        from: a.from.clone(),
+        method: a.method.clone(),
+        mode: a.mode.clone(),
+        opt: a.opt.clone(),
+        samples: a.samples.clone(),
+        firmware: a
+            .firmware
+            .clone()
+            .or_else(|| std::env::var_os("FDGR_FIRMWARE_DIR").map(PathBuf::from))
+            .unwrap_or_else(dev::default_firmware_dir),
+        timeout: Duration::from_secs(a.timeout),
+    };
+    let p = dev::prepare(&o).map_err(bad_input)?;
+    header(&p);
+
+    eprint!(
+        "building the firmware ({}, {}) ... ",
+        p.board.package(),
+        p.board.triple()
+    );
+    let b = match dev::build(&p) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!();
+            return Err(if e.is::<dev::Refused>() {
+                bad_input(e)
+            } else {
+                e
+            });
+        }
+    };
+    eprintln!("{:.1} s", b.seconds);
+    println!(
+        "built: flash {} B, static RAM {} B",
+        kb(b.info.flash),
+        kb(b.info.ram)
+    );
+
+    match p.board.runner() {
+        Runner::Qemu => eprintln!("running on {} ...", p.board.describe()),
+        Runner::ProbeRs => eprintln!(
+            "flashing and running the {} (probe-rs) ...",
+            p.board.describe()
+        ),
+    }
+    let tty = std::io::stderr().is_terminal();
+    let total = p.steps;
+    let every = total.div_ceil(4).max(1);
+    let mut on_step = |s: &fdgr_device::log::StepLine| {
+        let n = s.step + 1;
+        let cyc = s
+            .cycles
+            .map(|c| format!("  {c} cycles"))
+            .unwrap_or_default();
+        if tty {
+            eprint!("\r  step {n:>4}/{total}  loss {:.4}{cyc}   ", s.loss);
+            if n == total {
+                eprintln!();
+            }
+        } else if n == 1 || n % every == 0 || n == total {
+            eprintln!("  step {n:>4}/{total}  loss {:.4}{cyc}", s.loss);
+        }
+    };
+    let d = dev::run(&p, &b, &mut on_step)?;
+    let (first, last) = dev::loss_means(&d.log.losses);
+    let per_step = if !d.instructions.is_empty() {
+        let mean = d.instructions.iter().sum::<u64>() as f64 / d.instructions.len() as f64;
+        format!(
+            "{} instructions per step (QEMU, counted exactly)",
+            kb(mean.round() as u64)
+        )
+    } else if !d.log.cycles.is_empty() {
+        let mean = d.log.cycles.iter().map(|&c| c as f64).sum::<f64>() / d.log.cycles.len() as f64;
+        format!("{} cycles per step", kb(mean.round() as u64))
+    } else {
+        d.note
+            .clone()
+            .unwrap_or_else(|| "no per-step counts".into())
+    };
+    println!(
+        "device: {} steps in {:.1} s; mean loss {:.4} (first 16 steps) -> {:.4} (last 16); RAM {} B \
+         (static {} + stack peak {}); flash {} B; {per_step}",
+        d.log.losses.len(),
+        d.seconds,
+        first,
+        last,
+        kb(b.info.ram + d.log.stack_peak.unwrap_or(0)),
+        kb(b.info.ram),
+        kb(d.log.stack_peak.unwrap_or(0)),
+        kb(b.info.flash)
+    );
+
+    let theta: Vec<f32> = d.log.theta.iter().map(|&t| f32::from_bits(t)).collect();
+    let acc = dev::accuracy(&p, &theta)?;
+    println!(
+        "held-out accuracy ({}; evaluated on the host): before {:.2} %, after {:.2} %",
+        p.held_out.2,
+        100.0 * acc.before.1,
+        100.0 * acc.after.1
+    );
+    let verified = if a.verify {
+        let c = dev::verify_bits(&p, &d.log.losses, &d.log.theta)?;
+        println!("verify (replayed on the host kernel): {c}");
+        Some(c)
+    } else {
+        None
+    };
+    let summary = dev::summary(&p, &b, &d, &acc, verified.as_ref());
+    dev::write(&p, &d, &summary)?;
+    println!("wrote {}/ ({})", p.out.display(), dev::FILES.join(", "));
+    if let Some(c) = verified {
+        if !c.identical() {
+            bail!("{}: {c}", p.board);
+        }
+    }
+    Ok(())
+}
+
+fn verify(a: &VerifyArgs) -> Result<()> {
+    let dir = match (&a.dir, &a.from, a.board) {
+        (Some(d), _, _) => d.clone(),
+        (None, Some(f), Some(b)) => f.join(format!("device-{}", b.board())),
+        _ => {
+            return Err(bad_input(anyhow!(
+                "give --dir DIR, or --from RUN and --board BOARD"
+            )))
+        }
+    };
+    let (c, s) = dev::verify(&dir).map_err(bad_input)?;
+    println!(
+        "{}: {} on {}, {} {} {}, {} steps; replayed on the host kernel: {c}",
+        dir.display(),
+        s["model"].as_str().unwrap_or("?"),
+        s["board"].as_str().unwrap_or("?"),
+        s["method"].as_str().unwrap_or("?"),
+        s["mode"].as_str().unwrap_or("?"),
+        s["optimizer"].as_str().unwrap_or("?"),
+        c.losses
+    );
+    if c.identical() {
+        Ok(())
+    } else {
+        bail!("{}: {c}", dir.display())
+    }
+}

@@ -1,0 +1,918 @@
+//! `fdgr device`: a trained run taken onto a microcontroller, fine-tuned
+//! there, and brought back.
+//!
+//! [`prepare`] reads and checks everything before anything is built: the
+//! run's model (exported to the FDGR file the firmware embeds), the sample
+//! stream, the method, the tools the board needs (rustup target, QEMU or
+//! probe-rs and an attached probe) and whether the model fits the board's
+//! RAM and flash (the firmware's buffer formula against its `memory.x`).
+//! [`build`] builds the board's firmware with them (its own
+//! `.cargo/config.toml`); [`run`] starts it through the board's cargo
+//! runner (QEMU, or probe-rs, which flashes it) and decodes its defmt log
+//! as it arrives; [`accuracy`] evaluates held-out accuracy before and after
+//! on the host and [`write()`] writes `RUN/device-<board>/` in one rename; [`verify`]
+//! replays the fine-tuning on the host kernel and compares every loss and
+//! weight bit for bit.
+//!
+//! The model file is whatever `fdgr export` writes (the layer list); the
+//! firmware decides what it can fine-tune. Today that is MLPs: a layer-list
+//! (conv) model is refused before building, with a clear message.
+
+use crate::arch::Arch;
+use crate::checkpoint::{self, NetFile, Weights};
+use crate::config::TrainConfig;
+use crate::data::{self, DataOptions, Normalize};
+use crate::firmware::{self, StreamSpec};
+use anyhow::{anyhow, bail, Context, Result};
+use fdgr_device::board::{self, Board, MemoryMap, Runner};
+use fdgr_device::elf::ElfInfo;
+use fdgr_device::fw_config;
+use fdgr_device::log::{self, DeviceLog, LogLine, StepLine};
+use fdgr_device::memory::{self, Estimate};
+use fdgr_device::replay::{self, Comparison};
+use fdgr_kernel::export::{self, ExportError};
+use fdgr_kernel::finetune::{trained_shape, Mode};
+use fdgr_kernel::{Method, Shape};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The firmware workspace this binary was built next to.
+pub fn default_firmware_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|p| p.join("firmware-examples"))
+        .unwrap_or_else(|| PathBuf::from("firmware-examples"))
+}
+
+/// What `fdgr device run` was asked for.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The board.
+    pub board: Board,
+    /// The run directory (its `model.safetensors`, `summary.json`).
+    pub from: PathBuf,
+    /// `sgd`, `fgr`, `db` or `sam` (the firmware's methods).
+    pub method: String,
+    /// `full` or `last`.
+    pub mode: String,
+    /// `sgd` or `adam` (the firmware's optimizers).
+    pub opt: String,
+    /// `DATA:SPLIT:N`; default: the run's data, test split, 64 samples.
+    pub samples: Option<String>,
+    /// The firmware workspace (`firmware-examples/`).
+    pub firmware: PathBuf,
+    /// Longest the device may run.
+    pub timeout: Duration,
+}
+
+/// Samples fine-tuned on when `--samples` is not given.
+pub const DEFAULT_SAMPLES: usize = 64;
+
+/// Everything [`prepare`] read and checked.
+pub struct Prepared {
+    /// The board.
+    pub board: Board,
+    /// The firmware workspace.
+    pub fw: PathBuf,
+    /// The run directory.
+    pub from: PathBuf,
+    /// Where the results go: `RUN/device-<board>`.
+    pub out: PathBuf,
+    /// The run's network and weights.
+    pub net: NetFile,
+    /// The model as an MLP shape (what the firmware fine-tunes).
+    pub shape: Shape,
+    /// The FDGR file the firmware embeds.
+    pub model: Vec<u8>,
+    /// Which samples.
+    pub spec: StreamSpec,
+    /// The sample stream.
+    pub stream: Vec<u8>,
+    /// Steps (= samples).
+    pub steps: usize,
+    /// Method, as the firmware names it.
+    pub method: Method<f32>,
+    /// Trained parameters.
+    pub mode: Mode,
+    /// Optimizer: index in [`fw_config::OPTIMIZER_NAMES`].
+    pub opt: usize,
+    /// The board's memory.
+    pub map: MemoryMap,
+    /// What the firmware is expected to need.
+    pub estimate: Estimate,
+    /// The debug probes found (boards).
+    pub probes: Vec<String>,
+    /// Held-out samples, scaled as the device scales them, and a description.
+    pub held_out: (Vec<f32>, Vec<u32>, String),
+    /// Longest the device may run.
+    pub timeout: Duration,
+}
+
+impl Prepared {
+    /// The trained parameters.
+    pub fn trained(&self) -> usize {
+        trained_shape(&self.shape, self.mode).param_count()
+    }
+
+    /// The optimizer's name.
+    pub fn opt_name(&self) -> &'static str {
+        fw_config::OPTIMIZER_NAMES[self.opt]
+    }
+
+    /// The learning rate the firmware uses with it.
+    pub fn lr(&self) -> f32 {
+        if self.opt == 0 {
+            fw_config::LR
+        } else {
+            fw_config::ADAM_LR
+        }
+    }
+}
+
+/// The method's hyper-parameters as the firmware sets them.
+pub fn describe_method(m: &Method<f32>) -> String {
+    match m {
+        Method::Fgr { gamma, eps } => format!("fgr (γ {gamma}, ε {eps})"),
+        Method::Db { gamma } => format!("db (γ {gamma})"),
+        Method::Sam { rho } => format!("sam (ρ {rho})"),
+        m => m.name().to_string(),
+    }
+}
+
+/// The run's configuration, from its `summary.json`.
+fn run_config(from: &Path) -> Result<Option<TrainConfig>> {
+    let p = from.join("summary.json");
+    let Ok(text) = std::fs::read_to_string(&p) else {
+        return Ok(None);
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))?;
+    let cfg = v
+        .get("config")
+        .cloned()
+        .ok_or_else(|| anyhow!("{}: no \"config\"", p.display()))?;
+    Ok(Some(serde_json::from_value(cfg).with_context(|| {
+        format!("{}: cannot read \"config\"", p.display())
+    })?))
+}
+
+/// Parses `DATA:SPLIT:N` (DATA may itself hold colons: `csv:FILE`).
+pub fn parse_samples(s: &str, seed: u64, test_frac: f64) -> Result<StreamSpec> {
+    let mut it = s.rsplitn(3, ':');
+    let (n, split, data) = match (it.next(), it.next(), it.next()) {
+        (Some(n), Some(split), Some(data)) if !data.is_empty() => (n, split, data),
+        _ => bail!("--samples {s}: expected DATA:SPLIT:N, e.g. digits:test:64"),
+    };
+    let count: usize = n
+        .parse()
+        .map_err(|_| anyhow!("--samples {s}: N must be a positive count, not {n:?}"))?;
+    if !matches!(split, "test" | "train") {
+        bail!("--samples {s}: SPLIT must be test or train, not {split:?}");
+    }
+    Ok(StreamSpec {
+        data: data.to_string(),
+        split: split.to_string(),
+        count,
+        seed,
+        test_frac,
+    })
+}
+
+/// Reads and checks everything before building: every error here is the
+/// input's (a flag, the run, the samples, a missing tool or probe, a model
+/// that does not fit the board).
+pub fn prepare(o: &RunOptions) -> Result<Prepared> {
+    let fw = &o.firmware;
+    if !fw.join("Cargo.toml").is_file() || !o.board.dir(fw).is_dir() {
+        bail!(
+            "the firmware sources are not at {} (expected the firmware-examples folder of the fdgr \
+             repository, with {}/): pass --firmware DIR",
+            fw.display(),
+            o.board
+        );
+    }
+    if !o.from.is_dir() {
+        bail!(
+            "--from {}: not a run directory (expected the folder `fdgr train` wrote)",
+            o.from.display()
+        );
+    }
+    // The method, mode and optimizer the firmware offers.
+    let method = fw_config::method(&o.method).ok_or_else(|| {
+        let names: Vec<&str> = fw_config::METHODS.iter().map(|m| m.name()).collect();
+        anyhow!(
+            "--method {}: the firmware offers {}",
+            o.method,
+            names.join(", ")
+        )
+    })?;
+    let mode = fw_config::parse_mode(&o.mode)
+        .ok_or_else(|| anyhow!("--mode {}: expected full or last", o.mode))?;
+    let opt = fw_config::optimizer_index(&o.opt).ok_or_else(|| {
+        anyhow!(
+            "--opt {}: the firmware offers {}",
+            o.opt,
+            fw_config::OPTIMIZER_NAMES.join(", ")
+        )
+    })?;
+
+    // The model, exported as `fdgr export` does.
+    let (net, model) = firmware::export_run(&o.from)?;
+    let shape = match export::decode_shape(&model) {
+        Ok(s) => s,
+        Err(ExportError::NotMlp) => bail!(
+            "{}: model {} is a layer list (convolutions, pooling or batch norm); the firmware \
+             fine-tunes MLPs only so far (layer-list models come with the firmware's layer-list \
+             support); train an MLP, e.g. --model 64-32-10 --act tanh",
+            checkpoint::model_path(&o.from).display(),
+            net.arch.spec
+        ),
+        Err(e) => bail!(
+            "{}: the firmware cannot read the exported model: {e}",
+            o.from.display()
+        ),
+    };
+
+    // The samples: by default the run's own held-out split.
+    let cfg = run_config(&o.from)?;
+    let (seed, test_frac) = cfg.as_ref().map_or((1, 0.2), |c| (c.seed, c.test_frac));
+    let spec = match (&o.samples, &cfg) {
+        (Some(s), _) => parse_samples(s, seed, test_frac)?,
+        (None, Some(c)) => StreamSpec {
+            data: c.data.clone(),
+            split: "test".into(),
+            count: DEFAULT_SAMPLES,
+            seed,
+            test_frac,
+        },
+        (None, None) => bail!(
+            "{}: no summary.json to take the data set from: pass --samples DATA:SPLIT:N",
+            o.from.display()
+        ),
+    };
+    let stream = firmware::stream_bytes(&spec)
+        .with_context(|| format!("--samples {}:{}:{}", spec.data, spec.split, spec.count))?;
+    if stream.features != shape.inputs() {
+        bail!(
+            "--samples {}:{}:{}: its samples have {} values, the model takes {} (the firmware \
+             streams {}-pixel samples)",
+            spec.data,
+            spec.split,
+            spec.count,
+            stream.features,
+            shape.inputs(),
+            fw_config::INPUTS
+        );
+    }
+    let steps = fw_config::check(&shape, &stream.bytes).map_err(|e| {
+        anyhow!(
+            "model {} on {} ({} split): {e}",
+            net.arch.spec,
+            spec.data,
+            spec.split
+        )
+    })?;
+    let held_out = held_out(&spec, cfg.as_ref())?;
+
+    // Does it fit? (before building, from the formula and memory.x)
+    let map = o.board.memory(fw).map_err(|e| anyhow!(e))?;
+    let estimate = memory::estimate(&shape, method, mode, opt, stream.bytes.len(), o.board);
+    if let Err(why) = memory::check_estimate(&estimate, &map, o.board) {
+        let last = memory::estimate(
+            &shape,
+            method,
+            Mode::LastLayer,
+            opt,
+            stream.bytes.len(),
+            o.board,
+        );
+        let hint = if mode == Mode::Full && memory::check_estimate(&last, &map, o.board).is_ok() {
+            format!(
+                "; --mode last (the last layer only: about {} B of RAM) fits",
+                last.ram
+            )
+        } else {
+            "; use a smaller model".into()
+        };
+        bail!(
+            "model {} ({} parameters, {} {}) is too large for the {} ({}): it needs {why}{hint}",
+            net.arch.spec,
+            shape.param_count(),
+            method.name(),
+            fw_config::mode_name(mode),
+            o.board,
+            o.board.memory_x(fw).display(),
+        );
+    }
+
+    // The tools, last: a missing probe is the most likely thing to fix.
+    let probes = fdgr_device::tools::check(o.board).map_err(|e| anyhow!(e))?;
+
+    Ok(Prepared {
+        board: o.board,
+        fw: fw.clone(),
+        out: o.from.join(format!("device-{}", o.board)),
+        from: o.from.clone(),
+        net,
+        shape,
+        model,
+        spec,
+        stream: stream.bytes,
+        steps,
+        method,
+        mode,
+        opt,
+        map,
+        estimate,
+        probes,
+        held_out,
+        timeout: o.timeout,
+    })
+}
+
+/// The samples held out from pre-training and from fine-tuning: the test
+/// split of the samples' data set (split as the run split it), without the
+/// fine-tuning samples when they come from it; scaled as the firmware
+/// scales them (pixel · [`fw_config::SCALE`]), which must be how the run
+/// was trained.
+fn held_out(spec: &StreamSpec, cfg: Option<&TrainConfig>) -> Result<(Vec<f32>, Vec<u32>, String)> {
+    let raw = data::load(
+        &spec.data,
+        &DataOptions {
+            seed: spec.seed,
+            test_frac: spec.test_frac,
+            normalize: Normalize::None,
+        },
+    )?;
+    let f = raw.features;
+    let skip = if spec.split == "test" { spec.count } else { 0 };
+    let x: Vec<f32> = raw.test.x[skip * f..]
+        .iter()
+        .map(|&v| v * fw_config::SCALE)
+        .collect();
+    let y = raw.test.y[skip..].to_vec();
+    if y.is_empty() {
+        bail!(
+            "--samples {}:{}:{}: no test samples are left to measure held-out accuracy on",
+            spec.data,
+            spec.split,
+            spec.count
+        );
+    }
+    // The run must have seen its inputs as the device does.
+    if let Some(c) = cfg {
+        let seen = data::load(&spec.data, &c.data_options())?;
+        let same = seen.test.x.len() == raw.test.x.len()
+            && seen
+                .test
+                .x
+                .iter()
+                .zip(&raw.test.x)
+                .all(|(n, r)| *n == r * fw_config::SCALE);
+        if !same {
+            bail!(
+                "the run was trained on {} with --normalize {:?}, which is not how the firmware \
+                 scales inputs (pixel × {}): fine-tune a run trained on 0..16 pixels with \
+                 --normalize auto (e.g. --data digits)",
+                spec.data,
+                c.normalize,
+                fw_config::SCALE
+            );
+        }
+    }
+    let what = format!(
+        "{} test split{}, {} samples",
+        spec.data,
+        if skip > 0 {
+            format!(" without the {skip} fine-tuning samples")
+        } else {
+            String::new()
+        },
+        y.len()
+    );
+    Ok((x, y, what))
+}
+
+/// A built firmware.
+pub struct Built {
+    /// Its ELF.
+    pub elf: Vec<u8>,
+    /// Its flash and RAM.
+    pub info: ElfInfo,
+    /// Seconds the build took.
+    pub seconds: f64,
+    /// The model and stream files it was built from.
+    pub inputs: (PathBuf, PathBuf),
+}
+
+/// A build error that is the input's (the firmware's build script refused
+/// the model or the stream, or the result does not fit the board).
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Writes `bytes` to `p` unless it already holds them (so its time stays,
+/// and cargo does not rebuild the firmware for the same inputs).
+fn write_if_changed(p: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(p).ok().as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    checkpoint::atomic_write(p, bytes)
+}
+
+/// The `FDGR_*` variables of the build.
+fn build_vars(p: &Prepared, model: &Path, stream: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("FDGR_MODEL", model.display().to_string()),
+        ("FDGR_STREAM", stream.display().to_string()),
+        ("FDGR_METHOD", p.method.name().to_string()),
+        ("FDGR_OPT", p.opt_name().to_string()),
+        ("FDGR_MODE", fw_config::mode_name(p.mode).to_string()),
+    ]
+}
+
+/// Builds the board's firmware for `p` (`cargo build --release` in its
+/// folder, its `.cargo/config.toml` applying). The model and stream files
+/// go to `firmware-examples/target/fdgr-device/<board>/`.
+pub fn build(p: &Prepared) -> Result<Built> {
+    let t = Instant::now();
+    let stage = p.fw.join("target").join("fdgr-device").join(p.board.name());
+    std::fs::create_dir_all(&stage).with_context(|| format!("{}", stage.display()))?;
+    let (model, stream) = (stage.join("model.fdgr"), stage.join("stream.bin"));
+    write_if_changed(&model, &p.model)?;
+    write_if_changed(&stream, &p.stream)?;
+    let vars = build_vars(p, &model, &stream);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let c = board::cargo(&p.fw, "build", p.board.name(), &vars, false);
+    let r = fdgr_device::process::run_limited(c, Duration::from_secs(1800))
+        .map_err(|e| anyhow!("firmware build for {}: {e}", p.board))?;
+    if r.code != Some(0) {
+        let err = String::from_utf8_lossy(&r.stderr);
+        if let Some(l) = err.lines().find(|l| l.contains("fdgr-firmware build:")) {
+            return Err(Refused(l.trim().to_string()).into());
+        }
+        let tail: Vec<&str> = err.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "the firmware build for {} failed ({}):\n{}",
+            p.board,
+            p.board.dir(&p.fw).display(),
+            tail.join("\n")
+        );
+    }
+    let elf_path = p.board.elf(&p.fw, p.board.triple());
+    let elf = fdgr_device::read(&elf_path).map_err(|e| anyhow!(e))?;
+    let info =
+        fdgr_device::elf::elf_info(&elf).map_err(|e| anyhow!("{}: {e}", elf_path.display()))?;
+    if let Err(why) = memory::check_elf(&info, &p.map) {
+        return Err(Refused(format!(
+            "the firmware built for {} does not fit it ({}): {why}",
+            p.board,
+            p.board.memory_x(&p.fw).display()
+        ))
+        .into());
+    }
+    Ok(Built {
+        elf,
+        info,
+        seconds: t.elapsed().as_secs_f64(),
+        inputs: (model, stream),
+    })
+}
+
+/// What came back from the device.
+pub struct DeviceRun {
+    /// The decoded log.
+    pub lines: Vec<LogLine>,
+    /// The values in it.
+    pub log: DeviceLog,
+    /// Guest instructions per step (QEMU with the counting plugin).
+    pub instructions: Vec<u64>,
+    /// Seconds the device ran (flashing included).
+    pub seconds: f64,
+    /// Why instructions were not counted, if they were not.
+    pub note: Option<String>,
+}
+
+/// Builds the QEMU instruction-count plugin if it can (quietly; the run
+/// goes on without counts otherwise, and says why).
+fn plugin(p: &Prepared) -> Result<PathBuf, String> {
+    let (major, _) = fdgr_device::qemu::qemu_version()?;
+    let built = fdgr_device::qemu::build_plugin(&p.fw, major, &mut |name, c| {
+        let r = fdgr_device::process::run_limited(c, Duration::from_secs(600))?;
+        if r.code == Some(0) {
+            Ok(())
+        } else {
+            Err(format!("{name}: build failed"))
+        }
+    })?;
+    Ok(built.path)
+}
+
+/// Runs the built firmware through the board's cargo runner (`cargo run
+/// --release` in its folder: QEMU for `qemu-m4`, `probe-rs run`, which
+/// flashes, for the boards), decoding its log as it arrives; `on_step` sees
+/// every step line. Fails unless the firmware finished (`fdgr done`, exit
+/// 0) with one loss per sample and all of θ.
+pub fn run(p: &Prepared, b: &Built, on_step: &mut dyn FnMut(&StepLine)) -> Result<DeviceRun> {
+    let (model, stream) = &b.inputs;
+    let vars = build_vars(p, model, stream);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut c = board::cargo(&p.fw, "run", p.board.name(), &vars, false);
+    let mut note = None;
+    let counts =
+        p.fw.join("target")
+            .join("fdgr-device")
+            .join(p.board.name())
+            .join("counts.txt");
+    let _ = std::fs::remove_file(&counts);
+    let mut counting = false;
+    match p.board.runner() {
+        Runner::Qemu => match (plugin(p), b.info.marker) {
+            (Ok(plugin), Some(marker)) => {
+                c.args(["--", "-plugin"])
+                    .arg(fdgr_device::qemu::plugin_arg(&plugin, marker, &counts));
+                counting = true;
+            }
+            (Err(e), _) => note = Some(format!("instructions not counted: {e}")),
+            (_, None) => note = Some("instructions not counted: no fdgr_mark in the ELF".into()),
+        },
+        Runner::ProbeRs => {
+            c.args(["--", "--log-format", log::PROBE_RS_LOG_FORMAT]);
+        }
+    }
+    let defmt = log::Defmt::new(&b.elf).map_err(|e| anyhow!(e))?;
+    let mut frames = defmt.stream();
+    let mut text = String::new();
+    let mut lines: Vec<LogLine> = vec![];
+    let runner = p.board.runner();
+    let mut feed = |chunk: &[u8]| -> Result<(), String> {
+        let new = match runner {
+            Runner::Qemu => frames.received(chunk)?,
+            Runner::ProbeRs => {
+                text.push_str(&String::from_utf8_lossy(chunk));
+                let mut new = vec![];
+                while let Some(i) = text.find('\n') {
+                    let line: String = text.drain(..=i).collect();
+                    new.extend(log::parse_text_line(&line));
+                }
+                new
+            }
+        };
+        for l in new {
+            if let Some(s) = log::parse_step(&l)? {
+                on_step(&s);
+            }
+            lines.push(l);
+        }
+        Ok(())
+    };
+    let r = fdgr_device::process::run_streaming(c, p.timeout, &mut feed)
+        .map_err(|e| anyhow!("running on {}: {e}", p.board))?;
+    if runner == Runner::ProbeRs {
+        lines.extend(log::parse_text_line(&text));
+    }
+    let d = log::parse_log(&lines).map_err(|e| anyhow!("the {} log: {e}", p.board))?;
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    let tail = || {
+        let t: Vec<&str> = stderr.lines().rev().take(8).collect();
+        t.into_iter().rev().collect::<Vec<_>>().join("\n")
+    };
+    if let Some(e) = d.errors.iter().find(|e| e.contains("NonFinite")) {
+        return Err(crate::train::Diverged(format!(
+            "fine-tuning on {} diverged: {e} (the step was rejected on the device)",
+            p.board
+        ))
+        .into());
+    }
+    if r.code != Some(0) || !d.done || !d.errors.is_empty() {
+        bail!(
+            "the firmware on {} did not finish ({}{}{}); its output:\n{}",
+            p.board,
+            r.code.map_or("killed by a signal".to_string(), |c| format!(
+                "exit code {c}"
+            )),
+            if d.done { "" } else { ", no `fdgr done`" },
+            if d.errors.is_empty() {
+                String::new()
+            } else {
+                format!(", errors: {}", d.errors.join("; "))
+            },
+            tail()
+        );
+    }
+    if d.losses.len() != p.steps || d.theta.len() != p.shape.param_count() {
+        bail!(
+            "the firmware on {} logged {} losses and {} weights, expected {} and {}",
+            p.board,
+            d.losses.len(),
+            d.theta.len(),
+            p.steps,
+            p.shape.param_count()
+        );
+    }
+    if d.hash != Some(replay::fnv1a_bits(&d.theta)) {
+        bail!(
+            "the weights logged by {} do not match the device's hash",
+            p.board
+        );
+    }
+    let instructions = if counting {
+        match std::fs::read_to_string(&counts)
+            .map_err(|e| e.to_string())
+            .and_then(|c| fdgr_device::qemu::step_instructions(&c, p.steps))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                note = Some(format!("instructions not counted: {e}"));
+                vec![]
+            }
+        }
+    } else {
+        vec![]
+    };
+    Ok(DeviceRun {
+        lines,
+        log: d,
+        instructions,
+        seconds: r.seconds,
+        note,
+    })
+}
+
+/// The host's replay of `p`'s fine-tuning against the device's losses and
+/// weights.
+pub fn verify_bits(p: &Prepared, losses: &[u32], theta: &[u32]) -> Result<Comparison> {
+    compare_replay(&p.model, &p.stream, p.method, p.mode, p.opt, losses, theta)
+}
+
+fn compare_replay(
+    model: &[u8],
+    stream: &[u8],
+    method: Method<f32>,
+    mode: Mode,
+    opt: usize,
+    losses: &[u32],
+    theta: &[u32],
+) -> Result<Comparison> {
+    let (hl, ht) = replay::replay(model, stream, method, mode, opt).map_err(|e| anyhow!(e))?;
+    replay::compare(losses, theta, &hl, &ht).map_err(|e| anyhow!(e))
+}
+
+/// Held-out loss and accuracy of the model before and after.
+#[derive(Clone, Copy, Debug)]
+pub struct Accuracy {
+    /// (loss, accuracy) of the run's model.
+    pub before: (f64, f64),
+    /// (loss, accuracy) of the weights that came back.
+    pub after: (f64, f64),
+}
+
+/// Evaluates the run's weights and the device's on the held-out samples.
+pub fn accuracy(p: &Prepared, theta: &[f32]) -> Result<Accuracy> {
+    let (x, y, _) = &p.held_out;
+    let a: &Arch = &p.net.arch;
+    Ok(Accuracy {
+        before: crate::backend::evaluate_net(a, &p.net.theta, &p.net.state, x, y)?,
+        after: crate::backend::evaluate_net(a, theta, &p.net.state, x, y)?,
+    })
+}
+
+fn stats(v: &[u64]) -> serde_json::Value {
+    if v.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let mean = v.iter().sum::<u64>() as f64 / v.len() as f64;
+    json!({"mean": mean, "min": v.iter().min(), "max": v.iter().max()})
+}
+
+/// Mean of the first and the last (up to) 16 losses.
+pub fn loss_means(bits: &[u32]) -> (f64, f64) {
+    let m = |s: &[u32]| {
+        s.iter().map(|&b| f32::from_bits(b) as f64).sum::<f64>() / s.len().max(1) as f64
+    };
+    let k = bits.len().min(16);
+    (m(&bits[..k]), m(&bits[bits.len() - k..]))
+}
+
+/// The summary of a device run (`summary.json`).
+pub fn summary(
+    p: &Prepared,
+    b: &Built,
+    d: &DeviceRun,
+    acc: &Accuracy,
+    verified: Option<&Comparison>,
+) -> serde_json::Value {
+    let (first, last) = loss_means(&d.log.losses);
+    let cycles: Vec<u64> = d.log.cycles.iter().map(|&c| c as u64).collect();
+    json!({
+        "board": p.board.name(),
+        "hardware": p.board.describe(),
+        "target": p.board.triple(),
+        "from": p.from,
+        "model": p.net.arch.spec,
+        "params": p.shape.param_count(),
+        "method": p.method.name(),
+        "mode": fw_config::mode_name(p.mode),
+        "optimizer": p.opt_name(),
+        "lr": p.lr(),
+        "gamma": fw_config::GAMMA,
+        "eps": fw_config::EPS,
+        "rho": fw_config::RHO,
+        "batch": fw_config::BATCH,
+        "ring": fw_config::RING,
+        "trained_params": p.trained(),
+        "samples": {"data": p.spec.data, "split": p.spec.split, "count": p.spec.count,
+                    "seed": p.spec.seed, "test_frac": p.spec.test_frac},
+        "steps": d.log.losses.len(),
+        "loss_first16": first,
+        "loss_last16": last,
+        "held_out": {"samples": p.held_out.1.len(), "what": p.held_out.2,
+                     "before": {"loss": acc.before.0, "accuracy": acc.before.1},
+                     "after": {"loss": acc.after.0, "accuracy": acc.after.1}},
+        "flash_bytes": b.info.flash,
+        "static_ram_bytes": b.info.ram,
+        "stack_peak_bytes": d.log.stack_peak,
+        "ram_bytes": d.log.stack_peak.map(|s| s + b.info.ram),
+        "fdgr_ram_bytes": d.log.fdgr_ram,
+        "board_flash_bytes": p.map.flash,
+        "board_ram_bytes": p.map.ram,
+        "estimate": {"ram_bytes": p.estimate.ram, "flash_bytes": p.estimate.flash,
+                     "fdgr_ram_bytes": p.estimate.fdgr.total},
+        "instructions_per_step": stats(&d.instructions),
+        "cycles_per_step": stats(&cycles),
+        "theta_fnv1a": d.log.hash.map(|h| format!("{h:#010x}")),
+        "build_seconds": b.seconds,
+        "run_seconds": d.seconds,
+        "verified": verified.map(|c| json!({"bit_identical": c.identical(), "losses": c.losses,
+            "weights": c.weights, "losses_differing": c.bad_losses.len(),
+            "weights_differing": c.bad_weights.len()})),
+    })
+}
+
+/// The files of `RUN/device-<board>/`.
+pub const FILES: [&str; 6] = [
+    "metrics.jsonl",
+    "model.safetensors",
+    "summary.json",
+    "device.log",
+    "model.fdgr",
+    "stream.bin",
+];
+
+/// Writes `RUN/device-<board>/`: `metrics.jsonl` (per step: loss, its
+/// bits, and instructions or cycles where counted), `model.safetensors`
+/// (the device's weights under the run's names), `summary.json`,
+/// `device.log` (the decoded log), `model.fdgr` and `stream.bin` (what the
+/// firmware was built with). All of it appears at once: the files are
+/// written to a hidden folder next to it, which is then renamed.
+pub fn write(p: &Prepared, d: &DeviceRun, summary: &serde_json::Value) -> Result<()> {
+    let name = format!("device-{}", p.board);
+    let tmp = p.from.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let res = (|| -> Result<()> {
+        std::fs::create_dir(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let mut metrics = String::new();
+        for (i, &bits) in d.log.losses.iter().enumerate() {
+            let mut row = json!({"step": i, "loss": f32::from_bits(bits), "loss_bits": format!("{bits:#010x}")});
+            if let Some(n) = d.instructions.get(i) {
+                row["instructions"] = json!(n);
+            }
+            if let Some(c) = d.log.cycles.get(i) {
+                row["cycles"] = json!(c);
+            }
+            metrics.push_str(&row.to_string());
+            metrics.push('\n');
+        }
+        checkpoint::atomic_write(&tmp.join("metrics.jsonl"), metrics.as_bytes())?;
+        let theta: Vec<f32> = d.log.theta.iter().map(|&b| f32::from_bits(b)).collect();
+        checkpoint::save_model(
+            &tmp.join("model.safetensors"),
+            &p.net.arch,
+            &Weights {
+                theta: &theta,
+                state: &p.net.state,
+                tracked: p.net.tracked,
+            },
+        )?;
+        checkpoint::atomic_write(
+            &tmp.join("summary.json"),
+            serde_json::to_string_pretty(summary)?.as_bytes(),
+        )?;
+        checkpoint::atomic_write(&tmp.join("device.log"), log::to_text(&d.lines).as_bytes())?;
+        checkpoint::atomic_write(&tmp.join("model.fdgr"), &p.model)?;
+        checkpoint::atomic_write(&tmp.join("stream.bin"), &p.stream)?;
+        let old = p.from.join(format!(".{name}.old-{}", std::process::id()));
+        if p.out.exists() {
+            std::fs::rename(&p.out, &old)
+                .with_context(|| format!("{}: cannot replace", p.out.display()))?;
+        }
+        std::fs::rename(&tmp, &p.out)
+            .with_context(|| format!("{}: cannot write", p.out.display()))?;
+        let _ = std::fs::remove_dir_all(&old);
+        if let Ok(dir) = std::fs::File::open(&p.from) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    res
+}
+
+/// `fdgr device verify`: replays what `RUN/device-<board>/` records (its
+/// `model.fdgr`, `stream.bin`, method, mode and optimizer) on the host
+/// kernel and compares it with the losses in its `metrics.jsonl` and the
+/// weights in its `model.safetensors`, bit for bit. Errors are the input's.
+pub fn verify(dir: &Path) -> Result<(Comparison, serde_json::Value)> {
+    let read = |f: &str| -> Result<Vec<u8>> {
+        std::fs::read(dir.join(f))
+            .with_context(|| format!("{}: cannot read", dir.join(f).display()))
+    };
+    let s: serde_json::Value = serde_json::from_slice(&read("summary.json")?)
+        .with_context(|| format!("{}: not JSON", dir.join("summary.json").display()))?;
+    let field = |k: &str| -> Result<String> {
+        s.get(k)
+            .and_then(|v| v.as_str())
+            .map(String::from)
+            .ok_or_else(|| anyhow!("{}: no \"{k}\"", dir.join("summary.json").display()))
+    };
+    let method = fw_config::method(&field("method")?)
+        .ok_or_else(|| anyhow!("{}: unknown method", dir.join("summary.json").display()))?;
+    let mode = fw_config::parse_mode(&field("mode")?)
+        .ok_or_else(|| anyhow!("{}: unknown mode", dir.join("summary.json").display()))?;
+    let opt = fw_config::optimizer_index(&field("optimizer")?)
+        .ok_or_else(|| anyhow!("{}: unknown optimizer", dir.join("summary.json").display()))?;
+    let model = read("model.fdgr")?;
+    let stream = read("stream.bin")?;
+    let metrics = String::from_utf8(read("metrics.jsonl")?)
+        .map_err(|_| anyhow!("{}: not text", dir.join("metrics.jsonl").display()))?;
+    let mut losses = vec![];
+    for (i, l) in metrics.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(l)
+            .with_context(|| format!("{}: line {}", dir.join("metrics.jsonl").display(), i + 1))?;
+        let bits = v
+            .get("loss_bits")
+            .and_then(|b| b.as_str())
+            .and_then(|b| u32::from_str_radix(b.trim_start_matches("0x"), 16).ok())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: line {}: no loss_bits",
+                    dir.join("metrics.jsonl").display(),
+                    i + 1
+                )
+            })?;
+        losses.push(bits);
+    }
+    let net = checkpoint::load_net(&dir.join("model.safetensors"))?;
+    let theta: Vec<u32> = net.theta.iter().map(|t| t.to_bits()).collect();
+    let c = compare_replay(&model, &stream, method, mode, opt, &losses, &theta)?;
+    Ok((c, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_flag() {
+        let s = parse_samples("digits:test:64", 3, 0.25).unwrap();
+        assert_eq!(
+            (s.data.as_str(), s.split.as_str(), s.count),
+            ("digits", "test", 64)
+        );
+        assert_eq!((s.seed, s.test_frac), (3, 0.25));
+        let s = parse_samples("csv:/tmp/a:b.csv:train:5", 1, 0.2).unwrap();
+        assert_eq!(
+            (s.data.as_str(), s.split.as_str(), s.count),
+            ("csv:/tmp/a:b.csv", "train", 5)
+        );
+        for bad in [
+            "digits",
+            "digits:test",
+            ":test:4",
+            "digits:val:4",
+            "digits:test:x",
+            "digits:test:-1",
+        ] {
+            assert!(parse_samples(bad, 1, 0.2).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loss_means_of_few_and_many() {
+        let b = |v: f32| v.to_bits();
+        assert_eq!(loss_means(&[b(1.0), b(3.0)]), (2.0, 2.0));
+        let many: Vec<u32> = (0..32).map(|i| b(if i < 16 { 1.0 } else { 0.5 })).collect();
+        assert_eq!(loss_means(&many), (1.0, 0.5));
+    }
+}

@@ -352,14 +352,14 @@ enum Path {
     Patches,
     /// Channel-major im2col rows (`im2col_ld`): for windows of few values
     /// per tap row (k·cg < 16), where the runs [`patches`] copies would be
-    /// too short.
+    /// too short, and 1×1 windows (a strided gather).
     Im2col,
 }
 
 fn path(g: &ConvGeom) -> Path {
     if pointwise(g) {
         Path::Pointwise
-    } else if g.k * g.cg() < 16 {
+    } else if g.k == 1 || g.k * g.cg() < 16 {
         Path::Im2col
     } else if shifted(g) {
         Path::Shifted
@@ -547,6 +547,9 @@ pub fn conv_backward_data<T: Scratch>(
             return conv_forward(&t, dy, &wt, dx, alpha, beta);
         }
     }
+    if path(g) == Path::Patches {
+        return backward_data_rows(g, dy, w, dx, alpha, beta);
+    }
     let g1 = one(g);
     let pw = pointwise(g);
     dx[..g.x_len()]
@@ -573,6 +576,68 @@ pub fn conv_backward_data<T: Scratch>(
                 }
             },
         );
+}
+
+/// [`conv_backward_data`] on pixel rows, the adjoint of [`Path::Patches`]:
+/// the pixel-major dy times the permuted filter gives each output pixel's
+/// window gradient as a row, which is added back onto a padded pixel-major
+/// input gradient ([`patches_add`]) and transposed into the planes.
+fn backward_data_rows<T: Scratch>(
+    g: &ConvGeom,
+    dy: &[T],
+    w: &[T],
+    dx: &mut [T],
+    alpha: T,
+    beta: T,
+) {
+    let (cg, kg, p) = (g.cg(), g.kg(), g.pad);
+    let (hw, ohw, ckk) = (g.h * g.w, g.oh * g.ow, g.cg() * g.k * g.k);
+    let wide = g.w + 2 * p;
+    let mut wp = Buf::<T>::take(g.w_len());
+    permute_filter(g, w, &mut wp);
+    let wp: &[T] = &wp;
+    let (lx, lc, ly) = (xp_len(g), ohw * ckk, ohw * kg);
+    dx[..g.x_len()]
+        .par_chunks_mut(g.c * hw)
+        .zip(dy[..g.y_len()].par_chunks(g.k_out * ohw))
+        .for_each_init(
+            || Buf::<T>::take(lx + lc + ly),
+            |buf, (dxn, dyn_)| {
+                let (dxp, rest) = buf.split_at_mut(lx);
+                let (colt, dyt) = rest.split_at_mut(lc);
+                for grp in 0..g.groups {
+                    let dyg = &dyn_[grp * kg * ohw..(grp + 1) * kg * ohw];
+                    T::transpose(dyg, ohw, dyt, kg, kg, ohw, T::ZERO);
+                    let wpg = &wp[grp * kg * ckk..(grp + 1) * kg * ckk];
+                    let (a, b) = ((&dyt[..], kg, 1), (wpg, ckk, 1));
+                    gemm_s(ohw, ckk, kg, alpha, a, b, T::ZERO, colt, ckk);
+                    dxp.fill(T::ZERO);
+                    patches_add(g, colt, dxp);
+                    let dxg = &mut dxn[grp * cg * hw..(grp + 1) * cg * hw];
+                    for iy in 0..g.h {
+                        let src = &dxp[((iy + p) * wide + p) * cg..];
+                        T::transpose(src, cg, &mut dxg[iy * g.w..], hw, g.w, cg, beta);
+                    }
+                }
+            },
+        );
+}
+
+/// xp += the rows of `colt` put back where [`patches`] took them from
+/// (its adjoint).
+fn patches_add<T: Real>(g: &ConvGeom, colt: &[T], xp: &mut [T]) {
+    let (cg, k, s) = (g.cg(), g.k, g.stride);
+    let wp = g.w + 2 * g.pad;
+    let (kc, ckk) = (k * cg, k * k * cg);
+    for (p, row) in colt[..g.oh * g.ow * ckk].chunks_exact(ckk).enumerate() {
+        let (oy, ox) = (p / g.ow, p % g.ow);
+        for (ky, src) in row.chunks_exact(kc).enumerate() {
+            let o = ((oy * s + ky) * wp + ox * s) * cg;
+            for (d, v) in xp[o..o + kc].iter_mut().zip(src) {
+                *d += *v;
+            }
+        }
+    }
 }
 
 /// dw ← β·dw + α·Σ_batch (x ⋆ dy): the batch is split into one contiguous

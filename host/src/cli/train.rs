@@ -4,7 +4,7 @@ use super::args::{DataArgs, MethodArgs, ModelArgs, OptimArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use fdgr::checkpoint::{self, Loaded};
-use fdgr::config::{Augment, BackendName, OptimizerName, ScheduleName, TrainConfig};
+use fdgr::config::{Augment, BackendName, OptimizerName, Precision, ScheduleName, TrainConfig};
 use fdgr::data::{self, Dataset};
 use fdgr::exit::bad_input;
 use fdgr::train::{self, describe_method, Summary};
@@ -54,9 +54,15 @@ pub struct TrainArgs {
     /// Backend
     #[arg(long, value_enum, default_value_t = BackendName::Cpu, help_heading = "Run")]
     pub backend: BackendName,
-    /// Allow TF32 tensor-core products on the GPU (faster, ~1e-3 relative error)
+    /// Allow TF32 tensor-core products on the GPU (faster, ~1e-3 relative
+    /// error; the same as --precision tf32)
     #[arg(long, help_heading = "Run")]
     pub tf32: bool,
+    /// Arithmetic of the GPU's products and convolutions: f32 (reference),
+    /// tf32, or bf16 (bf16 inputs to the cuBLAS products; convolutions on
+    /// cuDNN in TF32); the rest stays f32
+    #[arg(long, value_enum, default_value_t = Precision::F32, help_heading = "Run")]
+    pub precision: Precision,
     /// Output directory [default: runs/<time>-<data>-<method>]
     #[arg(long, help_heading = "Run")]
     pub out: Option<PathBuf>,
@@ -115,6 +121,7 @@ impl TrainArgs {
             threads: self.threads,
             backend: self.backend,
             tf32: self.tf32,
+            precision: self.precision,
         };
         c.validate()?;
         Ok((c, loaded))

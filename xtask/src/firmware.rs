@@ -122,6 +122,8 @@ struct Measured {
     instr: Vec<u64>,
     losses: Vec<u32>,
     theta: Vec<u32>,
+    /// Instructions per function over all steps (the plugin's profile).
+    profile: Vec<fdgr_device::profile::Entry>,
 }
 
 /// The last loss as a float (NaN when there is none).
@@ -324,6 +326,62 @@ pub fn check() -> Result<(), String> {
     for s in &steps {
         println!("  ok  {:<50} {:>7.1} s", s.name, s.seconds);
     }
+    Ok(())
+}
+
+/// `cargo xtask fw-profile [--method M] [--mode full|last] [--opt sgd|adam]
+/// [--model FILE.fdgr] [--stream FILE]`: one `qemu-m4` build under QEMU
+/// (default: the committed model and stream, F-GR, all parameters, SGD),
+/// checked bit for bit against the host's replay, with its instructions
+/// per step and per function (the plugin's profile mapped to the ELF's
+/// symbols).
+pub fn profile(args: &[String]) -> Result<(), String> {
+    let fw_dir = fw::fw_dir();
+    let out = fw::out_dir();
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut method = "fgr".to_string();
+    let mut mode = "full".to_string();
+    let mut opt = "sgd".to_string();
+    let mut model_path = fw_dir.join("models").join("digits-64-32-10.fdgr");
+    let mut stream_path = fw_dir.join("models").join("digits-stream.bin");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--method" => method = v.clone(),
+            "--mode" => mode = v.clone(),
+            "--opt" => opt = v.clone(),
+            "--model" => model_path = PathBuf::from(v),
+            "--stream" => stream_path = PathBuf::from(v),
+            _ => return Err(format!("fw-profile: unknown flag {a}")),
+        }
+    }
+    let v = Variant {
+        method: fw_config::method(&method).ok_or_else(|| format!("no method {method}"))?,
+        opt: fw_config::optimizer_index(&opt).ok_or_else(|| format!("no optimizer {opt}"))?,
+        mode: fw_config::parse_mode(&mode).ok_or_else(|| format!("no mode {mode}"))?,
+        micromath: false,
+        triple: M4F,
+    };
+    fw::ensure_qemu()?;
+    let (qmaj, _) = qemu_version()?;
+    let (plugin, _, _) = build_plugin(qmaj)?;
+    let m = build_and_run(v, &model_path, &stream_path, &plugin, &out)?;
+    let (model, stream) = (read(&model_path)?, read(&stream_path)?);
+    let (losses, theta) = replay(&model, &stream, v.method, v.mode, v.opt)?;
+    compare(&m, &losses, &theta)?;
+    println!(
+        "\n{}: {:.0} instructions per step, static RAM {} B, stack {} B, flash {} B\n",
+        v.name(),
+        mean(&m.instr),
+        m.elf.ram,
+        m.stack,
+        m.elf.flash
+    );
+    println!(
+        "{}",
+        fdgr_device::profile::table(&m.profile, STREAM_SAMPLES)
+    );
     Ok(())
 }
 
@@ -652,12 +710,15 @@ fn build_and_run(
     let info = elf_info(&elf)?;
     let marker = info.marker.ok_or("fdgr_mark not found in the ELF")?;
     let counts = out.join(format!("qemu-m4-{}.counts", v.name()));
+    let prof = out.join(format!("qemu-m4-{}.profile", v.name()));
     let _ = std::fs::remove_file(&counts);
+    let _ = std::fs::remove_file(&prof);
     let mut q = qemu_m4();
     q.arg("-kernel").arg(&elf_path).arg("-plugin").arg(format!(
-        "{},marker={marker:#x},out={}",
+        "{},marker={marker:#x},out={},profile={}",
         plugin.display(),
-        counts.display()
+        counts.display(),
+        prof.display()
     ));
     println!("\n== qemu-m4 {} under QEMU ==", v.name());
     let r = run_limited(q, QEMU_LIMIT)?;
@@ -710,6 +771,14 @@ fn build_and_run(
     let counts = std::fs::read_to_string(&counts)
         .map_err(|e| format!("{}: {e} (did the QEMU plugin load?)", counts.display()))?;
     let instr = step_instructions(&counts, STREAM_SAMPLES)?;
+    let prof_text =
+        std::fs::read_to_string(&prof).map_err(|e| format!("{}: {e}", prof.display()))?;
+    let profile =
+        fdgr_device::profile::per_function(&elf, &fdgr_device::profile::parse(&prof_text)?)?;
+    write(
+        &out.join(format!("qemu-m4-{}.profile.md", v.name())),
+        fdgr_device::profile::table(&profile, STREAM_SAMPLES).as_bytes(),
+    )?;
     println!(
         "  {} steps in {:.2} s of QEMU; {:.0} guest instructions per step (min {}, max {})",
         d.losses.len(),
@@ -726,6 +795,7 @@ fn build_and_run(
         instr,
         losses: d.losses,
         theta: d.theta,
+        profile,
     })
 }
 
@@ -1026,6 +1096,7 @@ mod tests {
             instr: vec![],
             losses,
             theta,
+            profile: vec![],
         }
     }
 

@@ -89,12 +89,15 @@ struct Variant {
     /// `thumbv6m-none-eabi` (the RP2040's soft-float code, which the
     /// Cortex-M4 also runs).
     triple: &'static str,
+    /// The conv net (built with the `conv` feature), not the MLP.
+    conv: bool,
 }
 
 impl Variant {
     fn name(&self) -> String {
         format!(
-            "{}{}-{}{}{}",
+            "{}{}{}-{}{}{}",
+            if self.conv { "conv-" } else { "" },
             self.method.name(),
             if self.opt == 0 {
                 String::new()
@@ -109,7 +112,22 @@ impl Variant {
 
     /// The baseline (libm, M4F) run with the same method and mode.
     fn same_config(&self, other: &Variant) -> bool {
-        self.method == other.method && self.mode == other.mode && self.opt == other.opt
+        self.method == other.method
+            && self.mode == other.mode
+            && self.opt == other.opt
+            && self.conv == other.conv
+    }
+
+    /// The board crate's features of this build.
+    fn features(&self) -> Vec<&'static str> {
+        let mut f = vec![];
+        if self.micromath {
+            f.push("micromath");
+        }
+        if self.conv {
+            f.push("conv");
+        }
+        f
     }
 }
 
@@ -227,7 +245,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
         .arg(fw_dir.join("qemu-icount").join("Cargo.toml"));
     steps.push(run("rustfmt firmware-examples/qemu-icount", c)?);
     for board in ["qemu-m4", "stm32f4", "nrf52840", "rp2040"] {
-        let mut c = fw_cargo("clippy", board, &[], false);
+        let mut c = fw_cargo("clippy", board, &[], &[]);
         c.args(["--", "-D", "warnings"]);
         steps.push(run(&format!("clippy -D warnings {board}"), c)?);
     }
@@ -243,7 +261,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
     // Board examples, with the committed defaults.
     let mut board_sizes = vec![];
     for (board, triple, bin) in BOARDS {
-        let c = fw_cargo("build", board, &[], false);
+        let c = fw_cargo("build", board, &[], &[]);
         steps.push(run(&format!("firmware build {board} ({triple})"), c)?);
         let elf = read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
         board_sizes.push((board, triple, elf_info(&elf)?));
@@ -273,10 +291,11 @@ pub fn steps() -> Result<Vec<Step>, String> {
             mode,
             micromath,
             triple,
+            conv: false,
         };
         let t = Instant::now();
         let m = build_and_run(v, &model_path, &stream_path, &plugin, &out)?;
-        check_ram_formula(&m, &shape, stream.len())?;
+        check_ram_formula(&m, &model, stream.len())?;
         if micromath {
             report_micromath(&m, &results)?;
         } else {
@@ -356,12 +375,17 @@ pub fn profile(args: &[String]) -> Result<(), String> {
             _ => return Err(format!("fw-profile: unknown flag {a}")),
         }
     }
+    let mode = fw_config::parse_mode(&mode).ok_or_else(|| format!("no mode {mode}"))?;
+    let conv = fw_config::plan(&read(&model_path)?, mode)
+        .map_err(|e| format!("{}: {e}", model_path.display()))?
+        .uses_conv();
     let v = Variant {
         method: fw_config::method(&method).ok_or_else(|| format!("no method {method}"))?,
         opt: fw_config::optimizer_index(&opt).ok_or_else(|| format!("no optimizer {opt}"))?,
-        mode: fw_config::parse_mode(&mode).ok_or_else(|| format!("no mode {mode}"))?,
+        mode,
         micromath: false,
         triple: M4F,
+        conv,
     };
     fw::ensure_qemu()?;
     let (qmaj, _) = qemu_version()?;
@@ -402,8 +426,8 @@ fn cargo_bin() -> String {
 
 /// `cargo <sub> --release` in a board's folder
 /// ([`fdgr_device::board::cargo`]).
-fn fw_cargo(sub: &str, board: &str, vars: &[(&str, &str)], micromath: bool) -> Command {
-    fdgr_device::board::cargo(&fw::fw_dir(), sub, board, vars, micromath)
+fn fw_cargo(sub: &str, board: &str, vars: &[(&str, &str)], features: &[&str]) -> Command {
+    fdgr_device::board::cargo(&fw::fw_dir(), sub, board, vars, features)
 }
 
 /// Builds the plugin and checks that QEMU loads it
@@ -695,7 +719,7 @@ fn build_and_run(
             ("FDGR_OPT", fw_config::OPTIMIZER_NAMES[v.opt]),
             ("FDGR_MODE", fw_config::mode_name(v.mode)),
         ],
-        v.micromath,
+        &v.features(),
     );
     c.args(["--target", v.triple]);
     run(&format!("firmware build qemu-m4 {}", v.name()), c)?;
@@ -819,15 +843,11 @@ fn compare(m: &Measured, losses: &[u32], theta: &[u32]) -> Result<(), String> {
 /// The host's RAM formula (what `fdgr device run` checks a board with
 /// before building) against the firmware's own sum of its buffers: equal
 /// but for the fine-tuner, which the host bounds by `TUNER_BYTES_MAX`.
-fn check_ram_formula(
-    m: &Measured,
-    shape: &fdgr_kernel::Shape,
-    stream: usize,
-) -> Result<(), String> {
+fn check_ram_formula(m: &Measured, model: &[u8], stream: usize) -> Result<(), String> {
+    let models = fw_config::plan(model, m.v.mode).map_err(|e| e.to_string())?;
     let e = fdgr_device::memory::estimate(
-        shape,
+        &models,
         m.v.method,
-        m.v.mode,
         m.v.opt,
         stream,
         fdgr_device::board::Board::QemuM4,
@@ -892,7 +912,7 @@ fn check_fault(fault: &str, model: &Path, stream: &Path) -> Result<(), String> {
             ("FDGR_STREAM", &ss),
             ("FDGR_FAULT", fault),
         ],
-        false,
+        &[],
     );
     run(&format!("firmware build qemu-m4 (FDGR_FAULT={fault})"), c)?;
     let elf = fw_dir
@@ -1085,6 +1105,7 @@ mod tests {
                 mode: Mode::Full,
                 micromath: false,
                 triple: M4F,
+                conv: false,
             },
             elf: ElfInfo {
                 flash: 0,

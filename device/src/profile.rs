@@ -111,7 +111,8 @@ pub fn demangle(name: &str) -> String {
         let Some(part) = rest.get(digits..digits + len) else {
             return name.to_string();
         };
-        parts.push(part);
+        // a segment that starts with an escape has a `_` in front
+        parts.push(part.strip_prefix("_$").map_or(part, |_| &part[1..]));
         rest = &rest[digits + len..];
     }
     if let Some(last) = parts.last() {

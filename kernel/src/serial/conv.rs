@@ -322,7 +322,6 @@ pub mod k3 {
     fn frow<F: Real, const R: usize>(d: &[F], xs: [&[F]; R], a: [&mut [F; 3]; R]) {
         let n = d.len();
         let xs = xs.map(|x| &x[..n]);
-        let mut a = a;
         if n == 1 {
             for r in 0..R {
                 a[r][1] += xs[r][0] * d[0];

@@ -105,7 +105,8 @@ fn run() -> Result<(), String> {
     let (k, input, loss) = config::layers_of(&model, &mut layers)
         .map_err(|e| format!("{}: {e}", model_path.display()))?;
     let layers = &layers[..k];
-    let models = config::plan(&model, mode).map_err(|e| format!("{}: {e}", model_path.display()))?;
+    let models =
+        config::plan(&model, mode).map_err(|e| format!("{}: {e}", model_path.display()))?;
     let mut theta = vec![0.0f32; models.params()];
     export::decode_theta(&model, &mut theta)
         .map_err(|e| format!("{}: {e}", model_path.display()))?;

@@ -317,7 +317,10 @@ pub fn steps() -> Result<Vec<Step>, String> {
         board_sizes.push((board, triple, false, elf_info(&elf)?));
         // the conv net's example: the committed conv net, `conv` feature
         let c = fw_cargo("build", board, &[("FDGR_MODEL", &conv_s)], &["conv"]);
-        steps.push(run(&format!("firmware build {board} ({triple}), conv net"), c)?);
+        steps.push(run(
+            &format!("firmware build {board} ({triple}), conv net"),
+            c,
+        )?);
         let elf = read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
         board_sizes.push((board, triple, true, elf_info(&elf)?));
     }
@@ -397,9 +400,10 @@ pub fn steps() -> Result<Vec<Step>, String> {
     let table = results_table(&results, &board_sizes, p, conv_p, (qmaj, qmin))?;
     println!("\n{table}");
     write(&out.join("RESULTS.md"), table.as_bytes())?;
-    for r in results.iter().filter(|r| {
-        !r.v.micromath && r.v.triple == M4F && r.v.opt == 0 && r.v.mode == Mode::Full
-    }) {
+    for r in results
+        .iter()
+        .filter(|r| !r.v.micromath && r.v.triple == M4F && r.v.opt == 0 && r.v.mode == Mode::Full)
+    {
         if matches!(r.v.method.name(), "sgd" | "fgr") {
             println!(
                 "instructions per function, qemu-m4 {} (per step):\n{}",
@@ -786,13 +790,45 @@ fn train_and_export_conv(out: &Path) -> Result<(PathBuf, Vec<Step>), String> {
     let (ckpt_s, model_s) = (ckpt.display().to_string(), model.display().to_string());
     let mut steps = vec![];
     let train = cargo(&[
-        "run", "--release", "-p", "fdgr", "--", "train", "--data", "digits", "--model", CONV_SPEC,
-        "--method", "fgr", "--gamma", "0.01", "--eps", "0.1", "--epochs", "15", "--batch", "32",
-        "--lr", "0.05", "--seed", "1", "--out", &ckpt_s,
+        "run",
+        "--release",
+        "-p",
+        "fdgr",
+        "--",
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        CONV_SPEC,
+        "--method",
+        "fgr",
+        "--gamma",
+        "0.01",
+        "--eps",
+        "0.1",
+        "--epochs",
+        "15",
+        "--batch",
+        "32",
+        "--lr",
+        "0.05",
+        "--seed",
+        "1",
+        "--out",
+        &ckpt_s,
     ]);
     steps.push(run("fdgr train (digits conv net, F-GR)", train)?);
     let export = cargo(&[
-        "run", "--release", "-p", "fdgr", "--", "export", "--ckpt", &ckpt_s, "--out", &model_s,
+        "run",
+        "--release",
+        "-p",
+        "fdgr",
+        "--",
+        "export",
+        "--ckpt",
+        &ckpt_s,
+        "--out",
+        &model_s,
     ]);
     steps.push(run("fdgr export (conv net)", export)?);
     if !model.is_file() {

@@ -733,7 +733,10 @@ mod tests {
             let dy = data(g.y_len(), 3);
             let close = |a: &[f64], b: &[f64], what: &str| {
                 for (i, (p, q)) in a.iter().zip(b).enumerate() {
-                    assert!((p - q).abs() < 1e-12 * (1.0 + q.abs()), "{what} {g:?} [{i}] {p} {q}");
+                    assert!(
+                        (p - q).abs() < 1e-12 * (1.0 + q.abs()),
+                        "{what} {g:?} [{i}] {p} {q}"
+                    );
                 }
             };
             let (mut fast, mut slow) = (vec![0.0; g.y_len()], vec![0.0; g.y_len()]);

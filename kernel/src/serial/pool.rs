@@ -130,7 +130,11 @@ mod max2 {
     pub fn forward<F: Real>(w: usize, oh: usize, ow: usize, x: &[F], y: &mut [F]) {
         for (r0, r1, oy) in pairs(x, w, oh) {
             let yr = &mut y[oy * ow..(oy + 1) * ow];
-            for ((v, t), b) in yr.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+            for ((v, t), b) in yr
+                .iter_mut()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2))
+            {
                 *v = pick(t[0], t[1], b[0], b[1]).0;
             }
         }
@@ -300,7 +304,8 @@ mod tests {
             let x: Vec<f64> = (0..h * w).map(|i| ((i * 7) % 5) as f64).collect();
             let rx: Vec<f64> = (0..h * w).map(|i| i as f64).collect();
             let dy: Vec<f64> = (0..g.y_len()).map(|i| 1.0 + i as f64).collect();
-            let (mut y, mut ry, mut dx) = (vec![0.0; g.y_len()], vec![0.0; g.y_len()], vec![0.5; h * w]);
+            let (mut y, mut ry, mut dx) =
+                (vec![0.0; g.y_len()], vec![0.0; g.y_len()], vec![0.5; h * w]);
             forward_plane(&g, &x, &mut y);
             r_forward_plane(&g, &x, &rx, &mut ry);
             backward_plane(&g, &x, &dy, &mut dx, true);

@@ -236,14 +236,14 @@ pub fn cargo_bin() -> String {
 
 /// `cargo <sub> --release` in a board's folder `folder` of the firmware
 /// workspace `fw` (so its `.cargo/config.toml` applies), with the given
-/// `FDGR_*` variables, the `micromath` feature if asked, and nothing
-/// inherited that would change the build.
+/// `FDGR_*` variables, the board crate's `features` (`micromath`, `conv`)
+/// and nothing inherited that would change the build.
 pub fn cargo(
     fw: &Path,
     sub: &str,
     folder: &str,
     vars: &[(&str, &str)],
-    micromath: bool,
+    features: &[&str],
 ) -> Command {
     let mut c = Command::new(cargo_bin());
     c.current_dir(fw.join(folder))
@@ -266,8 +266,8 @@ pub fn cargo(
     for (k, val) in vars {
         c.env(k, val);
     }
-    if micromath {
-        c.args(["--features", "micromath"]);
+    if !features.is_empty() {
+        c.args(["--features", &features.join(",")]);
     }
     c
 }

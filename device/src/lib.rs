@@ -17,6 +17,7 @@
 //! * [`log`]: the defmt stream, decoded live, and what the firmware logged;
 //! * [`process`]: commands run with a time limit, their output streamed;
 //! * [`qemu`]: the emulated Cortex-M4F and the instruction-count plugin;
+//! * [`profile`]: the plugin's per-address counts summed per function;
 //! * [`replay`]: the host's run of the device's fine-tuning and the
 //!   bit-for-bit comparison.
 #![deny(missing_docs)]
@@ -26,6 +27,7 @@ pub mod elf;
 pub mod log;
 pub mod memory;
 pub mod process;
+pub mod profile;
 pub mod qemu;
 pub mod replay;
 pub mod tools;

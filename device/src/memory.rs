@@ -2,8 +2,8 @@
 //! firmware's buffer formula ([`fw_config::ram_bytes`]) and the board's
 //! `memory.x`, and measured after, from the ELF.
 
-use fdgr_kernel::finetune::Mode;
-use fdgr_kernel::{Method, Shape};
+use fdgr_kernel::finetune::Models;
+use fdgr_kernel::Method;
 
 use crate::board::{Board, MemoryMap};
 use crate::elf::ElfInfo;
@@ -12,9 +12,13 @@ use crate::fw_config::{self, RamBytes};
 /// Room left for the stack: the measured peak is about 2.2 KB
 /// (RESULTS.md); a quarter of this.
 pub const STACK_BYTES: u64 = 8 * 1024;
-/// Flash for the code: about 48–60 KB measured (the kernel, defmt, the
-/// runtime; Adam builds the most).
+/// Flash for the code of an MLP's firmware: about 48–60 KB measured (the
+/// kernel, defmt, the runtime; Adam builds the most).
 pub const CODE_BYTES: u64 = 64 * 1024;
+/// Flash for the code of a conv net's firmware (the kernel's `conv`
+/// feature: convolution, batch-norm and pooling layers): about 108 KB
+/// measured.
+pub const CONV_CODE_BYTES: u64 = 112 * 1024;
 
 /// What a fine-tuning firmware is expected to need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,29 +29,37 @@ pub struct Estimate {
     /// All RAM: fdgr's buffers, the firmware's other statics
     /// ([`Board::static_overhead`]) and the stack ([`STACK_BYTES`]).
     pub ram: u64,
-    /// All flash: code ([`CODE_BYTES`]), the model (4 bytes per
-    /// parameter) and the sample stream.
+    /// All flash: code ([`CODE_BYTES`], or [`CONV_CODE_BYTES`] for a conv
+    /// net), the model (4 bytes per parameter) and the sample stream.
     pub flash: u64,
+    /// The code's part of [`Estimate::flash`].
+    pub code: u64,
 }
 
-/// The estimate for fine-tuning `shape` with `method` in `mode` with the
-/// optimizer `opt` (an index of [`fw_config::OPTIMIZER_NAMES`]) on a stream
-/// of `stream_bytes` on `board`.
+/// The estimate for fine-tuning the planned `models` (the model in its
+/// mode: [`fw_config::plan`]) with `method` and the optimizer `opt` (an
+/// index of [`fw_config::OPTIMIZER_NAMES`]) on a stream of `stream_bytes`
+/// on `board`.
 pub fn estimate(
-    shape: &Shape,
+    models: &Models,
     method: Method<f32>,
-    mode: Mode,
     opt: usize,
     stream_bytes: usize,
     board: Board,
 ) -> Estimate {
     let opt_state = if opt == 0 { 0 } else { 2 };
-    let lens = fw_config::buffer_lens(shape, method, mode, opt_state);
+    let lens = fw_config::buffer_lens(models, method, opt_state);
     let fdgr = fw_config::ram_bytes(&lens, fw_config::TUNER_BYTES_MAX);
+    let code = if models.uses_conv() {
+        CONV_CODE_BYTES
+    } else {
+        CODE_BYTES
+    };
     Estimate {
         fdgr,
         ram: fdgr.total as u64 + board.static_overhead() + STACK_BYTES,
-        flash: CODE_BYTES + 4 * shape.param_count() as u64 + stream_bytes as u64,
+        flash: code + 4 * models.params() as u64 + stream_bytes as u64,
+        code,
     }
 }
 
@@ -76,8 +88,8 @@ pub fn check_estimate(e: &Estimate, map: &MemoryMap, board: Board) -> Result<(),
         bad.push(format!(
             "about {} B of flash (code {} B + model and samples {} B), the board has {} B",
             e.flash,
-            CODE_BYTES,
-            e.flash - CODE_BYTES,
+            e.code,
+            e.flash - e.code,
             map.flash
         ));
     }
@@ -111,7 +123,8 @@ pub fn check_elf(e: &ElfInfo, map: &MemoryMap) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fdgr_kernel::{Act, Loss};
+    use fdgr_kernel::finetune::{models, Mode};
+    use fdgr_kernel::{Act, Loss, Shape};
 
     #[test]
     fn the_shipped_model_fits_every_board_and_a_wide_one_only_qemu() {
@@ -121,19 +134,19 @@ mod tests {
         let fgr = fw_config::method("fgr").unwrap();
         for b in Board::ALL {
             let map = b.memory(&fw).unwrap();
-            let e = estimate(&small, fgr, Mode::Full, 0, 64 * 65, b);
+            let e = estimate(&models(&small, Mode::Full).unwrap(), fgr, 0, 64 * 65, b);
             // The README's figure: 30,100 B of fdgr buffers with the
             // fine-tuner's 584 B; the estimate bounds the fine-tuner.
             assert_eq!(e.fdgr.total - e.fdgr.tuner, 30_100 - 584);
             assert!(check_estimate(&e, &map, b).is_ok(), "{b}");
-            let w = estimate(&wide, fgr, Mode::Full, 0, 64 * 65, b);
+            let w = estimate(&models(&wide, Mode::Full).unwrap(), fgr, 0, 64 * 65, b);
             assert_eq!(
                 check_estimate(&w, &map, b).is_ok(),
                 b == Board::QemuM4,
                 "{b}"
             );
             // Its last layer alone fits everywhere.
-            let l = estimate(&wide, fgr, Mode::LastLayer, 0, 64 * 65, b);
+            let l = estimate(&models(&wide, Mode::LastLayer).unwrap(), fgr, 0, 64 * 65, b);
             assert!(check_estimate(&l, &map, b).is_ok(), "{b}");
         }
         let e = ElfInfo {

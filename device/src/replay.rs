@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use fdgr_kernel::finetune::{trained_shape, Memory, Mode};
+use fdgr_kernel::finetune::{Memory, Mode};
 use fdgr_kernel::{export, stream, Method};
 
 use crate::fw_config;
@@ -17,7 +17,8 @@ pub fn fnv1a_bits(bits: &[u32]) -> u32 {
 
 /// The host's run of the device's fine-tuning: same model file, same
 /// stream, same configuration, same
-/// [`fdgr_kernel::finetune::FineTuner::push_and_step`]; `opt` is the index
+/// [`fdgr_kernel::finetune::FineTuner::push_and_step_planned`] on the
+/// models the firmware plans from the same file; `opt` is the index
 /// of the optimizer in [`fw_config::OPTIMIZER_NAMES`]. Returns the loss bits
 /// of every step and the final θ's bits.
 pub fn replay(
@@ -58,11 +59,11 @@ fn replay_with<P: fdgr_kernel::Optim<f32> + Copy>(
     lr: f32,
     opt_state: usize,
 ) -> Result<(Vec<u32>, Vec<u32>), String> {
-    let shape = export::decode_shape(model).map_err(|e| format!("model: {e}"))?;
-    let mut frozen = vec![0.0f32; shape.param_count()];
-    export::decode(model, Some(&shape), &mut frozen).map_err(|e| format!("model: {e}"))?;
-    let lens = fw_config::buffer_lens(&shape, method, mode, opt_state);
-    let tp = trained_shape(&shape, mode).param_count();
+    let models = fw_config::plan(model, mode).map_err(|e| format!("model: {e}"))?;
+    let mut frozen = vec![0.0f32; models.params()];
+    export::decode_theta(model, &mut frozen).map_err(|e| format!("model: {e}"))?;
+    let lens = fw_config::buffer_lens(&models, method, opt_state);
+    let tp = models.trained_params();
     // The trained parameters: all of θ, or the last layer (θ's tail).
     let head = frozen.len() - tp;
     let mut theta = frozen[head..].to_vec();
@@ -99,7 +100,7 @@ fn replay_with<P: fdgr_kernel::Optim<f32> + Copy>(
             y: &mut y,
         };
         let loss = tuner
-            .push_and_step(&shape, sample, mem)
+            .push_and_step_planned(&models, sample, mem)
             .map_err(|e| format!("host replay, step {i}: {e}"))?;
         losses.push(loss.to_bits());
         i += 1;

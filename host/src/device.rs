@@ -30,9 +30,8 @@ use fdgr_device::fw_config;
 use fdgr_device::log::{self, DeviceLog, LogLine, StepLine};
 use fdgr_device::memory::{self, Estimate};
 use fdgr_device::replay::{self, Comparison};
-use fdgr_kernel::export::{self, ExportError};
-use fdgr_kernel::finetune::{trained_shape, Mode};
-use fdgr_kernel::{Method, Shape};
+use fdgr_kernel::finetune::{Mode, Models};
+use fdgr_kernel::Method;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -81,8 +80,9 @@ pub struct Prepared {
     pub out: PathBuf,
     /// The run's network and weights.
     pub net: NetFile,
-    /// The model as an MLP shape (what the firmware fine-tunes).
-    pub shape: Shape,
+    /// The model's layer list planned for fine-tuning in [`Prepared::mode`]
+    /// (what the firmware plans from the same file at compile time).
+    pub models: Models,
     /// The FDGR file the firmware embeds.
     pub model: Vec<u8>,
     /// Which samples.
@@ -112,7 +112,16 @@ pub struct Prepared {
 impl Prepared {
     /// The trained parameters.
     pub fn trained(&self) -> usize {
-        trained_shape(&self.shape, self.mode).param_count()
+        self.models.trained_params()
+    }
+
+    /// The board crate's features the model needs (`conv` for a conv net).
+    pub fn features(&self) -> Vec<&'static str> {
+        if self.models.uses_conv() {
+            vec!["conv"]
+        } else {
+            vec![]
+        }
     }
 
     /// The optimizer's name.
@@ -219,20 +228,14 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
 
     // The model, exported as `fdgr export` does.
     let (net, model) = firmware::export_run(&o.from)?;
-    let shape = match export::decode_shape(&model) {
-        Ok(s) => s,
-        Err(ExportError::NotMlp) => bail!(
-            "{}: model {} is a layer list (convolutions, pooling or batch norm); the firmware \
-             fine-tunes MLPs only so far (layer-list models come with the firmware's layer-list \
-             support); train an MLP, e.g. --model 64-32-10 --act tanh",
+    let models = fw_config::plan(&model, mode).map_err(|e| {
+        anyhow!(
+            "{}: model {} ({} mode): {e}",
             checkpoint::model_path(&o.from).display(),
-            net.arch.spec
-        ),
-        Err(e) => bail!(
-            "{}: the firmware cannot read the exported model: {e}",
-            o.from.display()
-        ),
-    };
+            net.arch.spec,
+            fw_config::mode_name(mode)
+        )
+    })?;
 
     // The samples: by default the run's own held-out split.
     let cfg = run_config(&o.from)?;
@@ -253,7 +256,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
     };
     let stream = firmware::stream_bytes(&spec)
         .with_context(|| format!("--samples {}:{}:{}", spec.data, spec.split, spec.count))?;
-    if stream.features != shape.inputs() {
+    if stream.features != models.inputs() {
         bail!(
             "--samples {}:{}:{}: its samples have {} values, the model takes {} (the firmware \
              streams {}-pixel samples)",
@@ -261,11 +264,11 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
             spec.split,
             spec.count,
             stream.features,
-            shape.inputs(),
+            models.inputs(),
             fw_config::INPUTS
         );
     }
-    let steps = fw_config::check(&shape, &stream.bytes).map_err(|e| {
+    let steps = fw_config::check(&models, &stream.bytes).map_err(|e| {
         anyhow!(
             "model {} on {} ({} split): {e}",
             net.arch.spec,
@@ -277,17 +280,14 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
 
     // Does it fit? (before building, from the formula and memory.x)
     let map = o.board.memory(fw).map_err(|e| anyhow!(e))?;
-    let estimate = memory::estimate(&shape, method, mode, opt, stream.bytes.len(), o.board);
+    let estimate = memory::estimate(&models, method, opt, stream.bytes.len(), o.board);
     if let Err(why) = memory::check_estimate(&estimate, &map, o.board) {
-        let last = memory::estimate(
-            &shape,
-            method,
-            Mode::LastLayer,
-            opt,
-            stream.bytes.len(),
-            o.board,
-        );
-        let hint = if mode == Mode::Full && memory::check_estimate(&last, &map, o.board).is_ok() {
+        let last = fw_config::plan(&model, Mode::LastLayer)
+            .ok()
+            .map(|m| memory::estimate(&m, method, opt, stream.bytes.len(), o.board));
+        let hint = if let Some(last) =
+            last.filter(|l| mode == Mode::Full && memory::check_estimate(l, &map, o.board).is_ok())
+        {
             format!(
                 "; --mode last (the last layer only: about {} B of RAM) fits",
                 last.ram
@@ -298,7 +298,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
         bail!(
             "model {} ({} parameters, {} {}) is too large for the {} ({}): it needs {why}{hint}",
             net.arch.spec,
-            shape.param_count(),
+            models.params(),
             method.name(),
             fw_config::mode_name(mode),
             o.board,
@@ -315,7 +315,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
         out: o.from.join(format!("device-{}", o.board)),
         from: o.from.clone(),
         net,
-        shape,
+        models,
         model,
         spec,
         stream: stream.bytes,
@@ -451,7 +451,7 @@ pub fn build(p: &Prepared) -> Result<Built> {
     write_if_changed(&stream, &p.stream)?;
     let vars = build_vars(p, &model, &stream);
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let c = board::cargo(&p.fw, "build", p.board.name(), &vars, false);
+    let c = board::cargo(&p.fw, "build", p.board.name(), &vars, &p.features());
     let r = fdgr_device::process::run_limited(c, Duration::from_secs(1800))
         .map_err(|e| anyhow!("firmware build for {}: {e}", p.board))?;
     if r.code != Some(0) {
@@ -526,7 +526,7 @@ pub fn run(p: &Prepared, b: &Built, on_step: &mut dyn FnMut(&StepLine)) -> Resul
     let (model, stream) = &b.inputs;
     let vars = build_vars(p, model, stream);
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut c = board::cargo(&p.fw, "run", p.board.name(), &vars, false);
+    let mut c = board::cargo(&p.fw, "run", p.board.name(), &vars, &p.features());
     let mut note = None;
     let counts =
         p.fw.join("target")
@@ -609,14 +609,14 @@ pub fn run(p: &Prepared, b: &Built, on_step: &mut dyn FnMut(&StepLine)) -> Resul
             tail()
         );
     }
-    if d.losses.len() != p.steps || d.theta.len() != p.shape.param_count() {
+    if d.losses.len() != p.steps || d.theta.len() != p.models.params() {
         bail!(
             "the firmware on {} logged {} losses and {} weights, expected {} and {}",
             p.board,
             d.losses.len(),
             d.theta.len(),
             p.steps,
-            p.shape.param_count()
+            p.models.params()
         );
     }
     if d.hash != Some(replay::fnv1a_bits(&d.theta)) {
@@ -719,7 +719,7 @@ pub fn summary(
         "target": p.board.triple(),
         "from": p.from,
         "model": p.net.arch.spec,
-        "params": p.shape.param_count(),
+        "params": p.models.params(),
         "method": p.method.name(),
         "mode": fw_config::mode_name(p.mode),
         "optimizer": p.opt_name(),

@@ -603,6 +603,37 @@ pub fn decode_weights(
     Ok(h)
 }
 
+/// The layer list of a weight file of either version (version 1: the
+/// MLP's `Linear, σ, …, Linear`) written into `out` (at most
+/// `out.len()` layers), with the input shape and the loss; returns the
+/// number of layers. Checks sizes and checksum.
+pub fn decode_model(bytes: &[u8], out: &mut [Layer]) -> Result<(usize, Dims, Loss), ExportError> {
+    if version(bytes)? == VERSION_2 {
+        let h = decode_header(bytes)?;
+        if h.layers > out.len() {
+            return Err(ExportError::BufferTooSmall);
+        }
+        decode_layers(bytes, out)?;
+        return Ok((h.layers, h.input, h.loss));
+    }
+    let shape = decode_shape(bytes)?;
+    let (ls, k) = crate::mlp::layers(&shape);
+    if k > out.len() {
+        return Err(ExportError::BufferTooSmall);
+    }
+    out[..k].copy_from_slice(&ls[..k]);
+    Ok((k, Dims::flat(shape.inputs()), shape.loss))
+}
+
+/// θ of a weight file of either version into `theta` (exactly P
+/// entries); rejects non-finite weights.
+pub fn decode_theta(bytes: &[u8], theta: &mut [f32]) -> Result<(), ExportError> {
+    if version(bytes)? == VERSION_2 {
+        return decode_weights(bytes, theta, &mut []).map(|_| ());
+    }
+    decode(bytes, None, theta).map(|_| ())
+}
+
 /// The MLP shape of a version-2 file whose layers are `Linear, σ, …,
 /// Linear` (one hidden activation, biases) on a vector input.
 fn mlp_of_v2(bytes: &[u8]) -> Result<Shape, ExportError> {

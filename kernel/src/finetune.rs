@@ -12,10 +12,11 @@
 //!   RAM is 3·P_L scalars plus the workspace.
 
 use crate::error::Error;
+use crate::loss::Loss;
 use crate::loss::Targets;
 use crate::method::{step, Buffers, Method};
-use crate::mlp::{self, Mlp, MlpNodes};
-use crate::model::{Model, Ref, Slot};
+use crate::mlp::{self, Mlp};
+use crate::model::{plan, Dims, Layer, Model, Node, Op, Ref, Slot};
 use crate::net::Net;
 use crate::objective::Serial;
 #[allow(unused_imports)]
@@ -100,43 +101,181 @@ pub struct Memory<'a, F> {
     pub y: &'a mut [u32],
 }
 
-/// The two planned models a fine-tuning step runs: the whole model (its
+/// Most layers a fine-tuned model may have (nodes held inline in
+/// [`Nodes`]).
+pub const MAX_NODES: usize = 16;
+
+/// The nodes of a model planned for fine-tuning, held inline (no heap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nodes {
+    nodes: [Node; MAX_NODES],
+    len: usize,
+}
+
+impl AsRef<[Node]> for Nodes {
+    fn as_ref(&self) -> &[Node] {
+        &self.nodes[..self.len]
+    }
+}
+
+/// The planned models a fine-tuning step runs: the whole model (its
 /// frozen forward pass in last-layer mode) and the trained one (the model
 /// itself, or its last layer). Plan them once, e.g. in a `const`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Models {
     /// The whole model.
-    pub full: Model<MlpNodes>,
+    pub full: Model<Nodes>,
     /// The trained model in last-layer mode (in full mode it is `full`).
-    pub last: Option<Model<MlpNodes>>,
+    pub last: Option<Model<Nodes>>,
     /// Which parameters are trained.
     pub mode: Mode,
+    /// Inputs of the last layer (the features last-layer mode trains on).
+    pub features: usize,
+    /// Outputs of the model (classes).
+    pub outputs: usize,
 }
 
 impl Models {
     /// The model that is trained.
-    pub fn trained(&self) -> &Model<MlpNodes> {
+    pub fn trained(&self) -> &Model<Nodes> {
         match &self.last {
             Some(m) => m,
             None => &self.full,
         }
     }
+
+    /// Parameters of the whole model P.
+    pub const fn params(&self) -> usize {
+        self.full.sizes.params
+    }
+
+    /// Trained parameters: P, or the last layer's P_L.
+    pub const fn trained_params(&self) -> usize {
+        match &self.last {
+            Some(m) => m.sizes.params,
+            None => self.full.sizes.params,
+        }
+    }
+
+    /// Whether the model has convolution or pooling layers (a firmware
+    /// then needs the kernel's `conv` feature).
+    pub fn uses_conv(&self) -> bool {
+        self.full.nodes().iter().any(|n| {
+            matches!(
+                n.op,
+                Op::Conv2d { .. }
+                    | Op::BatchNorm
+                    | Op::MaxPool { .. }
+                    | Op::AvgPool { .. }
+                    | Op::GlobalAvgPool
+            )
+        })
+    }
+
+    /// Values per input sample.
+    pub const fn inputs(&self) -> usize {
+        self.full.input.len()
+    }
+
+    /// Workspace scalars a step needs for a batch of `b` (with the
+    /// Hessian-vector product's buffers when `hvp`): the trained model's,
+    /// and in last-layer mode at least the whole model's forward pass.
+    pub const fn workspace_len(&self, b: usize, hvp: bool) -> usize {
+        match &self.last {
+            Some(m) => {
+                let (a, t) = (self.full.ws_len_const(b, false), m.ws_len_const(b, hvp));
+                if a > t {
+                    a
+                } else {
+                    t
+                }
+            }
+            None => self.full.ws_len_const(b, hvp),
+        }
+    }
 }
 
-/// Plans the models of fine-tuning `shape` in `mode` (a `const fn`).
-pub const fn models(shape: &Shape, mode: Mode) -> Result<Models, Error> {
-    let full = match mlp::model(shape) {
+const fn plan_nodes(layers: &[Layer], input: Dims, loss: Loss) -> Result<Model<Nodes>, Error> {
+    if layers.len() > MAX_NODES {
+        return Err(Error::BadModel("too many layers to fine-tune (at most 16)"));
+    }
+    let mut nodes = [Node::EMPTY; MAX_NODES];
+    let (used, _) = nodes.split_at_mut(layers.len());
+    match plan(layers, input, used) {
+        Ok(sizes) => Ok(Model::from_plan(
+            Nodes {
+                nodes,
+                len: layers.len(),
+            },
+            input,
+            loss,
+            sizes,
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Plans the models of fine-tuning the layer list `layers` (on inputs of
+/// shape `input`) in `mode` (a `const fn`). Last-layer mode needs a last
+/// layer that is `Linear` on the previous layer's output; batch norm is
+/// not fine-tuned on a device (its running statistics would live in the
+/// workspace), so a model with batch norm is refused.
+pub const fn models_of(
+    layers: &[Layer],
+    input: Dims,
+    loss: Loss,
+    mode: Mode,
+) -> Result<Models, Error> {
+    let mut i = 0;
+    while i < layers.len() {
+        if matches!(layers[i].op, Op::BatchNorm) {
+            return Err(Error::BadModel(
+                "batch norm is not fine-tuned on a device (fold it into the convolution)",
+            ));
+        }
+        i += 1;
+    }
+    let full = match plan_nodes(layers, input, loss) {
         Ok(m) => m,
         Err(e) => return Err(e),
     };
+    let n = full.storage().len;
+    let lastn = full.storage().nodes[n - 1];
+    let features = lastn.in_dims.len();
+    let outputs = lastn.out_dims.len();
     let last = match mode {
         Mode::Full => None,
-        Mode::LastLayer => match mlp::model(&trained_shape(shape, mode)) {
-            Ok(m) => Some(m),
-            Err(e) => return Err(e),
-        },
+        Mode::LastLayer => {
+            let bias = match lastn.op {
+                Op::Linear { bias, .. } => bias,
+                _ => return Err(Error::BadModel("last-layer mode needs a linear last layer")),
+            };
+            if n < 2 || !matches!(layers[n - 1].src, crate::model::Src::Prev) {
+                return Err(Error::BadModel(
+                    "last-layer mode needs a linear last layer after at least one other",
+                ));
+            }
+            let head = [Layer::new(Op::Linear { out: outputs, bias })];
+            match plan_nodes(&head, Dims::flat(features), loss) {
+                Ok(m) => Some(m),
+                Err(e) => return Err(e),
+            }
+        }
     };
-    Ok(Models { full, last, mode })
+    Ok(Models {
+        full,
+        last,
+        mode,
+        features,
+        outputs,
+    })
+}
+
+/// Plans the models of fine-tuning the MLP `shape` in `mode` (a `const fn`).
+pub const fn models(shape: &Shape, mode: Mode) -> Result<Models, Error> {
+    let (ls, k) = mlp::layers(shape);
+    let (layers, _) = ls.split_at(k);
+    models_of(layers, Dims::flat(shape.inputs()), shape.loss, mode)
 }
 
 impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D> {
@@ -162,11 +301,10 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
         sample: Sample<D>,
         mem: Memory<'_, F>,
     ) -> Result<F, Error> {
-        let shape = models.full.nodes_storage().shape();
-        if D != shape.inputs() {
+        if D != models.inputs() {
             return Err(Error::ShapeMismatch {
                 what: "sample width",
-                expected: shape.inputs(),
+                expected: models.inputs(),
                 got: D,
             });
         }
@@ -193,13 +331,12 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
         let inputs: &[F] = match self.mode {
             Mode::Full => x,
             Mode::LastLayer => {
-                let l = shape.layers();
-                let nf = shape.dim(l - 1);
-                if l < 2 || feats.len() < b * nf {
+                let nf = models.features;
+                if feats.len() < b * nf {
                     return Err(Error::MissingBuffer("features"));
                 }
                 let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
-                crate::error::check_len("frozen", shape.param_count(), frozen.len())?;
+                crate::error::check_len("frozen", models.params(), frozen.len())?;
                 let feats = &mut feats[..b * nf];
                 let full = models.full.borrowed();
                 // Where the last layer's input lives in the workspace.

@@ -41,6 +41,25 @@ pub fn axpy<F: Real>(y: &mut [F], a: F, x: &[F]) {
     }
 }
 
+/// y ← a·x (overwrites y).
+#[inline]
+pub fn scaled<F: Real>(y: &mut [F], a: F, x: &[F]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi = a * *xi;
+    }
+}
+
+/// y ← β·y + a·x in one pass (β = 1: [`axpy`], the same bits).
+#[inline]
+pub fn scale_axpy<F: Real>(y: &mut [F], beta: F, a: F, x: &[F]) {
+    if beta == F::ONE {
+        return axpy(y, a, x);
+    }
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi = beta * *yi + a * *xi;
+    }
+}
+
 /// w ← x + a·y.
 #[inline]
 pub fn waxpy<F: Real>(w: &mut [F], x: &[F], a: F, y: &[F]) {
@@ -145,8 +164,22 @@ pub fn gemm<F: Real>(
             }
         }
         (true, false) => {
-            scale_or_zero(c, beta);
-            for p in 0..k {
+            // the first product row is written (β = 0) or scaled into C
+            // in the same pass
+            let first = if k > 0 {
+                for (crow, &a0) in c.chunks_exact_mut(n).zip(&a[..m]) {
+                    if beta == F::ZERO {
+                        scaled(crow, alpha * a0, &b[..n]);
+                    } else {
+                        scale_axpy(crow, beta, alpha * a0, &b[..n]);
+                    }
+                }
+                1
+            } else {
+                scale_or_zero(c, beta);
+                0
+            };
+            for p in first..k {
                 let arow = &a[p * m..(p + 1) * m];
                 let brow = &b[p * n..(p + 1) * n];
                 for (crow, &aip) in c.chunks_exact_mut(n).zip(arow) {
@@ -154,11 +187,17 @@ pub fn gemm<F: Real>(
                 }
             }
         }
+        (false, false) if k == 0 => scale_or_zero(c, beta),
         (false, false) => {
-            for (i, crow) in c.chunks_exact_mut(n).enumerate() {
-                scale_or_zero(crow, beta);
-                for (p, &aip) in a[i * k..(i + 1) * k].iter().enumerate() {
-                    axpy(crow, alpha * aip, &b[p * n..(p + 1) * n]);
+            for (crow, arow) in c.chunks_exact_mut(n).zip(a.chunks_exact(k)) {
+                let mut rows = b.chunks_exact(n).zip(arow);
+                match rows.next() {
+                    Some((b0, &a0)) if beta == F::ZERO => scaled(crow, alpha * a0, b0),
+                    Some((b0, &a0)) => scale_axpy(crow, beta, alpha * a0, b0),
+                    None => scale_or_zero(crow, beta),
+                }
+                for (brow, &aip) in rows {
+                    axpy(crow, alpha * aip, brow);
                 }
             }
         }

@@ -59,12 +59,35 @@ const RAM_SLACK: u64 = 8 * 1024;
 /// layer-list kernel (one implementation for MLPs and conv nets, layers
 /// over buffer locations) costs about 8 KB more code.
 const FLASH_BUDGET: u64 = 72 * 1024;
-/// Budget: instructions per plain SGD step.
-const SGD_BUDGET: f64 = 72_000.0;
-/// Budget: F-GR step ≤ 2.1 × SGD step.
-const FGR_RATIO_BUDGET: f64 = 2.1;
+/// Budget: instructions per plain SGD step (measured 48,185 since the
+/// GEMM writes the first product row instead of zeroing C first; was
+/// 72,000, and the issue's target of 35,000 is not met: see RESULTS.md).
+const SGD_BUDGET: f64 = 52_000.0;
+/// Budget: F-GR step ≤ 2.05 × SGD step.
+const FGR_RATIO_BUDGET: f64 = 2.05;
 /// AIfES 2.2.0 on the same net (the peer to beat).
 const AIFES_SGD_INSTR: u64 = 287_507;
+/// The reference conv net on 8×8 digits (1,898 parameters).
+const CONV_SPEC: &str = "conv:8:3:p1,relu,maxpool:2,conv:16:3:p1,relu,maxpool:2,flatten,linear";
+/// Its committed default export (board builds).
+const CONV_FILE: &str = "digits-conv-8-16.fdgr";
+/// Budget: instructions per plain SGD step of the conv net (half of
+/// F-GR's budget; AIfES's plain SGD step is 11.5× this).
+const CONV_SGD_BUDGET: f64 = 300_000.0;
+/// Budget: instructions per full F-GR step of the conv net (AIfES's plain
+/// SGD step / 5.7).
+const CONV_FGR_BUDGET: f64 = 600_000.0;
+/// AIfES 2.2.0, plain SGD on the conv net, instructions per step (same
+/// emulated Cortex-M4F, gcc -O2).
+const AIFES_CONV_SGD_INSTR: u64 = 3_442_619;
+/// AIfES 2.2.0's RAM for SGD on the conv net: full F-GR must stay below.
+const AIFES_CONV_RAM: u64 = 35_048;
+/// Budget: flash of the conv net's example ≤ 128 KiB. Its layer list is
+/// data, so the code of every layer kind (convolution, batch norm,
+/// pooling, linear) and every method is linked: about 105 KB of code,
+/// plus the model (7.6 KB) and the stream (4.2 KB). Every board has room
+/// (STM32F411: 512 KiB, nRF52840: 1 MiB, RP2040: 2 MiB).
+const CONV_FLASH_BUDGET: u64 = 128 * 1024;
 const QEMU_LIMIT: Duration = Duration::from_secs(120);
 
 const BOARDS: [(&str, &str, &str); 3] = [
@@ -89,12 +112,15 @@ struct Variant {
     /// `thumbv6m-none-eabi` (the RP2040's soft-float code, which the
     /// Cortex-M4 also runs).
     triple: &'static str,
+    /// The conv net (built with the `conv` feature), not the MLP.
+    conv: bool,
 }
 
 impl Variant {
     fn name(&self) -> String {
         format!(
-            "{}{}-{}{}{}",
+            "{}{}{}-{}{}{}",
+            if self.conv { "conv-" } else { "" },
             self.method.name(),
             if self.opt == 0 {
                 String::new()
@@ -109,7 +135,22 @@ impl Variant {
 
     /// The baseline (libm, M4F) run with the same method and mode.
     fn same_config(&self, other: &Variant) -> bool {
-        self.method == other.method && self.mode == other.mode && self.opt == other.opt
+        self.method == other.method
+            && self.mode == other.mode
+            && self.opt == other.opt
+            && self.conv == other.conv
+    }
+
+    /// The board crate's features of this build.
+    fn features(&self) -> Vec<&'static str> {
+        let mut f = vec![];
+        if self.micromath {
+            f.push("micromath");
+        }
+        if self.conv {
+            f.push("conv");
+        }
+        f
     }
 }
 
@@ -122,6 +163,8 @@ struct Measured {
     instr: Vec<u64>,
     losses: Vec<u32>,
     theta: Vec<u32>,
+    /// Instructions per function over all steps (the plugin's profile).
+    profile: Vec<fdgr_device::profile::Entry>,
 }
 
 /// The last loss as a float (NaN when there is none).
@@ -172,6 +215,23 @@ pub fn steps() -> Result<Vec<Step>, String> {
         "model {shape} ({p} parameters) from {}",
         model_path.display()
     );
+    // The conv net, from the real CLI too (or a given exported file).
+    let conv_path = match std::env::var_os("FDGR_FIRMWARE_CONV_MODEL") {
+        Some(c) if !c.is_empty() => PathBuf::from(c),
+        _ => {
+            let (c, s) = train_and_export_conv(&out)?;
+            steps.extend(s);
+            c
+        }
+    };
+    let conv_model = read(&conv_path)?;
+    let conv_p = fw_config::plan(&conv_model, Mode::Full)
+        .map_err(|e| format!("{}: {e}", conv_path.display()))?
+        .params() as u64;
+    println!(
+        "conv net {CONV_SPEC} ({conv_p} parameters) from {}",
+        conv_path.display()
+    );
 
     // The stream: held-out digits (the test split the model was not trained
     // on), written by `fdgr samples`; the committed default must match.
@@ -180,10 +240,19 @@ pub fn steps() -> Result<Vec<Step>, String> {
     let stream = read(&stream_path)?;
     let committed_stream = fw_dir.join("models").join("digits-stream.bin");
     let committed_model = fw_dir.join("models").join("digits-64-32-10.fdgr");
+    let committed_conv = fw_dir.join("models").join(CONV_FILE);
     if std::env::var("FDGR_UPDATE_MODELS").as_deref() == Ok("1") {
         write(&committed_stream, &stream)?;
         write(&committed_model, &model)?;
-        println!("FDGR_UPDATE_MODELS=1: updated the committed default model and stream");
+        write(&committed_conv, &conv_model)?;
+        println!("FDGR_UPDATE_MODELS=1: updated the committed default models and stream");
+    }
+    if read(&committed_conv)? != conv_model {
+        println!(
+            "note: the committed conv net {} differs from the one cross-checked here \
+             (board builds use the committed one; refresh it with FDGR_UPDATE_MODELS=1)",
+            committed_conv.display()
+        );
     }
     if read(&committed_stream)? != stream {
         return Err(format!(
@@ -225,7 +294,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
         .arg(fw_dir.join("qemu-icount").join("Cargo.toml"));
     steps.push(run("rustfmt firmware-examples/qemu-icount", c)?);
     for board in ["qemu-m4", "stm32f4", "nrf52840", "rp2040"] {
-        let mut c = fw_cargo("clippy", board, &[], false);
+        let mut c = fw_cargo("clippy", board, &[], &[]);
         c.args(["--", "-D", "warnings"]);
         steps.push(run(&format!("clippy -D warnings {board}"), c)?);
     }
@@ -240,27 +309,47 @@ pub fn steps() -> Result<Vec<Step>, String> {
 
     // Board examples, with the committed defaults.
     let mut board_sizes = vec![];
+    let conv_s = committed_conv.display().to_string();
     for (board, triple, bin) in BOARDS {
-        let c = fw_cargo("build", board, &[], false);
+        let c = fw_cargo("build", board, &[], &[]);
         steps.push(run(&format!("firmware build {board} ({triple})"), c)?);
         let elf = read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
-        board_sizes.push((board, triple, elf_info(&elf)?));
+        board_sizes.push((board, triple, false, elf_info(&elf)?));
+        // the conv net's example: the committed conv net, `conv` feature
+        let c = fw_cargo("build", board, &[("FDGR_MODEL", &conv_s)], &["conv"]);
+        steps.push(run(
+            &format!("firmware build {board} ({triple}), conv net"),
+            c,
+        )?);
+        let elf = read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
+        board_sizes.push((board, triple, true, elf_info(&elf)?));
     }
 
     // The cross-checks.
     let variants = [
-        ("sgd", "sgd", Mode::Full, false, M4F),
-        ("fgr", "sgd", Mode::Full, false, M4F),
-        ("db", "sgd", Mode::Full, false, M4F),
-        ("sam", "sgd", Mode::Full, false, M4F),
-        ("sgd", "adam", Mode::Full, false, M4F),
-        ("fgr", "adam", Mode::Full, false, M4F),
-        ("fgr", "sgd", Mode::LastLayer, false, M4F),
-        ("fgr", "sgd", Mode::Full, false, V6M),
-        ("fgr", "sgd", Mode::Full, true, M4F),
+        ("sgd", "sgd", Mode::Full, false, M4F, false),
+        ("fgr", "sgd", Mode::Full, false, M4F, false),
+        ("db", "sgd", Mode::Full, false, M4F, false),
+        ("sam", "sgd", Mode::Full, false, M4F, false),
+        ("sgd", "adam", Mode::Full, false, M4F, false),
+        ("fgr", "adam", Mode::Full, false, M4F, false),
+        ("fgr", "sgd", Mode::LastLayer, false, M4F, false),
+        ("fgr", "sgd", Mode::Full, false, V6M, false),
+        ("fgr", "sgd", Mode::Full, true, M4F, false),
+        // the conv net: every layer, and the head alone on the frozen
+        // conv stack (read from flash)
+        ("sgd", "sgd", Mode::Full, false, M4F, true),
+        ("fgr", "sgd", Mode::Full, false, M4F, true),
+        ("sgd", "sgd", Mode::LastLayer, false, M4F, true),
+        ("fgr", "sgd", Mode::LastLayer, false, M4F, true),
     ];
     let mut results: Vec<Measured> = vec![];
-    for (name, opt_name, mode, micromath, triple) in variants {
+    for (name, opt_name, mode, micromath, triple, conv) in variants {
+        let (model_path, model) = if conv {
+            (&conv_path, &conv_model)
+        } else {
+            (&model_path, &model)
+        };
         let method = fw_config::method(name)
             .ok_or_else(|| format!("the firmware configuration offers no method {name}"))?;
         let opt = fw_config::optimizer_index(opt_name)
@@ -271,14 +360,15 @@ pub fn steps() -> Result<Vec<Step>, String> {
             mode,
             micromath,
             triple,
+            conv,
         };
         let t = Instant::now();
-        let m = build_and_run(v, &model_path, &stream_path, &plugin, &out)?;
-        check_ram_formula(&m, &shape, stream.len())?;
+        let m = build_and_run(v, model_path, &stream_path, &plugin, &out)?;
+        check_ram_formula(&m, model, stream.len())?;
         if micromath {
             report_micromath(&m, &results)?;
         } else {
-            let (losses, theta) = replay(&model, &stream, method, mode, opt)?;
+            let (losses, theta) = replay(model, &stream, method, mode, opt)?;
             compare(&m, &losses, &theta)?;
         }
         steps.push(step(
@@ -298,6 +388,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
 
     // The user's path: `fdgr device run` and `fdgr device verify`.
     steps.extend(device_cli(&out, &model)?);
+    steps.extend(device_cli_conv(&out)?);
 
     // Failures must exit with 1, not hang.
     for fault in ["panic", "hardfault"] {
@@ -306,9 +397,21 @@ pub fn steps() -> Result<Vec<Step>, String> {
         steps.push(step(&format!("qemu-m4 exits 1 on {fault}"), t));
     }
 
-    let table = results_table(&results, &board_sizes, p, (qmaj, qmin))?;
+    let table = results_table(&results, &board_sizes, p, conv_p, (qmaj, qmin))?;
     println!("\n{table}");
     write(&out.join("RESULTS.md"), table.as_bytes())?;
+    for r in results
+        .iter()
+        .filter(|r| !r.v.micromath && r.v.triple == M4F && r.v.opt == 0 && r.v.mode == Mode::Full)
+    {
+        if matches!(r.v.method.name(), "sgd" | "fgr") {
+            println!(
+                "instructions per function, qemu-m4 {} (per step):\n{}",
+                r.v.name(),
+                fdgr_device::profile::table(&r.profile, STREAM_SAMPLES)
+            );
+        }
+    }
     check_budgets(&results, &board_sizes, p)?;
     println!(
         "firmware checks passed in {:.0} s",
@@ -324,6 +427,67 @@ pub fn check() -> Result<(), String> {
     for s in &steps {
         println!("  ok  {:<50} {:>7.1} s", s.name, s.seconds);
     }
+    Ok(())
+}
+
+/// `cargo xtask fw-profile [--method M] [--mode full|last] [--opt sgd|adam]
+/// [--model FILE.fdgr] [--stream FILE]`: one `qemu-m4` build under QEMU
+/// (default: the committed model and stream, F-GR, all parameters, SGD),
+/// checked bit for bit against the host's replay, with its instructions
+/// per step and per function (the plugin's profile mapped to the ELF's
+/// symbols).
+pub fn profile(args: &[String]) -> Result<(), String> {
+    let fw_dir = fw::fw_dir();
+    let out = fw::out_dir();
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut method = "fgr".to_string();
+    let mut mode = "full".to_string();
+    let mut opt = "sgd".to_string();
+    let mut model_path = fw_dir.join("models").join("digits-64-32-10.fdgr");
+    let mut stream_path = fw_dir.join("models").join("digits-stream.bin");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--method" => method = v.clone(),
+            "--mode" => mode = v.clone(),
+            "--opt" => opt = v.clone(),
+            "--model" => model_path = PathBuf::from(v),
+            "--stream" => stream_path = PathBuf::from(v),
+            _ => return Err(format!("fw-profile: unknown flag {a}")),
+        }
+    }
+    let mode = fw_config::parse_mode(&mode).ok_or_else(|| format!("no mode {mode}"))?;
+    let conv = fw_config::plan(&read(&model_path)?, mode)
+        .map_err(|e| format!("{}: {e}", model_path.display()))?
+        .uses_conv();
+    let v = Variant {
+        method: fw_config::method(&method).ok_or_else(|| format!("no method {method}"))?,
+        opt: fw_config::optimizer_index(&opt).ok_or_else(|| format!("no optimizer {opt}"))?,
+        mode,
+        micromath: false,
+        triple: M4F,
+        conv,
+    };
+    fw::ensure_qemu()?;
+    let (qmaj, _) = qemu_version()?;
+    let (plugin, _, _) = build_plugin(qmaj)?;
+    let m = build_and_run(v, &model_path, &stream_path, &plugin, &out)?;
+    let (model, stream) = (read(&model_path)?, read(&stream_path)?);
+    let (losses, theta) = replay(&model, &stream, v.method, v.mode, v.opt)?;
+    compare(&m, &losses, &theta)?;
+    println!(
+        "\n{}: {:.0} instructions per step, static RAM {} B, stack {} B, flash {} B\n",
+        v.name(),
+        mean(&m.instr),
+        m.elf.ram,
+        m.stack,
+        m.elf.flash
+    );
+    println!(
+        "{}",
+        fdgr_device::profile::table(&m.profile, STREAM_SAMPLES)
+    );
     Ok(())
 }
 
@@ -344,8 +508,8 @@ fn cargo_bin() -> String {
 
 /// `cargo <sub> --release` in a board's folder
 /// ([`fdgr_device::board::cargo`]).
-fn fw_cargo(sub: &str, board: &str, vars: &[(&str, &str)], micromath: bool) -> Command {
-    fdgr_device::board::cargo(&fw::fw_dir(), sub, board, vars, micromath)
+fn fw_cargo(sub: &str, board: &str, vars: &[(&str, &str)], features: &[&str]) -> Command {
+    fdgr_device::board::cargo(&fw::fw_dir(), sub, board, vars, features)
 }
 
 /// Builds the plugin and checks that QEMU loads it
@@ -617,6 +781,99 @@ fn train_and_export(out: &Path) -> Result<(PathBuf, Vec<Step>), String> {
     Ok((model, steps))
 }
 
+/// `fdgr train` and `fdgr export` of the reference conv net on digits.
+fn train_and_export_conv(out: &Path) -> Result<(PathBuf, Vec<Step>), String> {
+    let ckpt = out.join("digits-conv-ckpt");
+    let model = out.join(CONV_FILE);
+    let _ = std::fs::remove_dir_all(&ckpt);
+    let _ = std::fs::remove_file(&model);
+    let (ckpt_s, model_s) = (ckpt.display().to_string(), model.display().to_string());
+    let mut steps = vec![];
+    let train = cargo(&[
+        "run",
+        "--release",
+        "-p",
+        "fdgr",
+        "--",
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        CONV_SPEC,
+        "--method",
+        "fgr",
+        "--gamma",
+        "0.01",
+        "--eps",
+        "0.1",
+        "--epochs",
+        "15",
+        "--batch",
+        "32",
+        "--lr",
+        "0.05",
+        "--seed",
+        "1",
+        "--out",
+        &ckpt_s,
+    ]);
+    steps.push(run("fdgr train (digits conv net, F-GR)", train)?);
+    let export = cargo(&[
+        "run",
+        "--release",
+        "-p",
+        "fdgr",
+        "--",
+        "export",
+        "--ckpt",
+        &ckpt_s,
+        "--out",
+        &model_s,
+    ]);
+    steps.push(run("fdgr export (conv net)", export)?);
+    if !model.is_file() {
+        return Err(format!("`fdgr export` did not write {}", model.display()));
+    }
+    Ok((model, steps))
+}
+
+/// `fdgr device run --board qemu-m4 --verify` on the conv net's run, in
+/// both modes (every layer; the head on the frozen conv stack).
+fn device_cli_conv(out: &Path) -> Result<Vec<Step>, String> {
+    let mut steps = vec![];
+    let ckpt = out.join("digits-conv-ckpt");
+    if !ckpt.join("model.safetensors").is_file() {
+        // (FDGR_FIRMWARE_CONV_MODEL skipped the training above)
+        steps.extend(train_and_export_conv(out)?.1);
+    }
+    let ck = ckpt.display().to_string();
+    for mode in ["full", "last"] {
+        let _ = std::fs::remove_dir_all(ckpt.join("device-qemu-m4"));
+        let t = Instant::now();
+        run(
+            &format!("fdgr device run --board qemu-m4 --verify (conv net, --mode {mode})"),
+            fdgr_device(&[
+                "run", "--board", "qemu-m4", "--from", &ck, "--mode", mode, "--verify",
+            ]),
+        )?;
+        let dev = ckpt.join("device-qemu-m4");
+        let s = json(&dev.join("summary.json"))?;
+        if s["verified"]["bit_identical"] != serde_json::json!(true)
+            || s["steps"] != serde_json::json!(STREAM_SAMPLES)
+        {
+            return Err(format!(
+                "{}: expected a verified run of {STREAM_SAMPLES} steps",
+                dev.join("summary.json").display()
+            ));
+        }
+        steps.push(step(
+            &format!("fdgr device run --board qemu-m4, conv net --mode {mode}"),
+            t,
+        ));
+    }
+    Ok(steps)
+}
+
 fn build_and_run(
     v: Variant,
     model: &Path,
@@ -637,7 +894,7 @@ fn build_and_run(
             ("FDGR_OPT", fw_config::OPTIMIZER_NAMES[v.opt]),
             ("FDGR_MODE", fw_config::mode_name(v.mode)),
         ],
-        v.micromath,
+        &v.features(),
     );
     c.args(["--target", v.triple]);
     run(&format!("firmware build qemu-m4 {}", v.name()), c)?;
@@ -652,12 +909,15 @@ fn build_and_run(
     let info = elf_info(&elf)?;
     let marker = info.marker.ok_or("fdgr_mark not found in the ELF")?;
     let counts = out.join(format!("qemu-m4-{}.counts", v.name()));
+    let prof = out.join(format!("qemu-m4-{}.profile", v.name()));
     let _ = std::fs::remove_file(&counts);
+    let _ = std::fs::remove_file(&prof);
     let mut q = qemu_m4();
     q.arg("-kernel").arg(&elf_path).arg("-plugin").arg(format!(
-        "{},marker={marker:#x},out={}",
+        "{},marker={marker:#x},out={},profile={}",
         plugin.display(),
-        counts.display()
+        counts.display(),
+        prof.display()
     ));
     println!("\n== qemu-m4 {} under QEMU ==", v.name());
     let r = run_limited(q, QEMU_LIMIT)?;
@@ -710,6 +970,14 @@ fn build_and_run(
     let counts = std::fs::read_to_string(&counts)
         .map_err(|e| format!("{}: {e} (did the QEMU plugin load?)", counts.display()))?;
     let instr = step_instructions(&counts, STREAM_SAMPLES)?;
+    let prof_text =
+        std::fs::read_to_string(&prof).map_err(|e| format!("{}: {e}", prof.display()))?;
+    let profile =
+        fdgr_device::profile::per_function(&elf, &fdgr_device::profile::parse(&prof_text)?)?;
+    write(
+        &out.join(format!("qemu-m4-{}.profile.md", v.name())),
+        fdgr_device::profile::table(&profile, STREAM_SAMPLES).as_bytes(),
+    )?;
     println!(
         "  {} steps in {:.2} s of QEMU; {:.0} guest instructions per step (min {}, max {})",
         d.losses.len(),
@@ -726,6 +994,7 @@ fn build_and_run(
         instr,
         losses: d.losses,
         theta: d.theta,
+        profile,
     })
 }
 
@@ -749,15 +1018,11 @@ fn compare(m: &Measured, losses: &[u32], theta: &[u32]) -> Result<(), String> {
 /// The host's RAM formula (what `fdgr device run` checks a board with
 /// before building) against the firmware's own sum of its buffers: equal
 /// but for the fine-tuner, which the host bounds by `TUNER_BYTES_MAX`.
-fn check_ram_formula(
-    m: &Measured,
-    shape: &fdgr_kernel::Shape,
-    stream: usize,
-) -> Result<(), String> {
+fn check_ram_formula(m: &Measured, model: &[u8], stream: usize) -> Result<(), String> {
+    let models = fw_config::plan(model, m.v.mode).map_err(|e| e.to_string())?;
     let e = fdgr_device::memory::estimate(
-        shape,
+        &models,
         m.v.method,
-        m.v.mode,
         m.v.opt,
         stream,
         fdgr_device::board::Board::QemuM4,
@@ -822,7 +1087,7 @@ fn check_fault(fault: &str, model: &Path, stream: &Path) -> Result<(), String> {
             ("FDGR_STREAM", &ss),
             ("FDGR_FAULT", fault),
         ],
-        false,
+        &[],
     );
     run(&format!("firmware build qemu-m4 (FDGR_FAULT={fault})"), c)?;
     let elf = fw_dir
@@ -849,40 +1114,51 @@ fn check_fault(fault: &str, model: &Path, stream: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `r` is the M4F, libm, all-parameter run of `method`.
-fn is_base(r: &Measured, method: &str) -> bool {
+/// Whether `r` is the M4F, libm, all-parameter, plain-SGD run of
+/// `method` on the MLP (`conv`: on the conv net).
+fn is_base_of(r: &Measured, method: &str, conv: bool) -> bool {
     r.v.method.name() == method
         && r.v.opt == 0
         && r.v.mode == Mode::Full
         && !r.v.micromath
         && r.v.triple == M4F
+        && r.v.conv == conv
 }
 
 fn results_table(
     results: &[Measured],
-    boards: &[(&str, &str, ElfInfo)],
+    boards: &[(&str, &str, bool, ElfInfo)],
     p: u64,
+    conv_p: u64,
     qemu: (u32, u32),
 ) -> Result<String, String> {
     let mut s = String::new();
-    let sgd = results
-        .iter()
-        .find(|r| is_base(r, "sgd"))
+    let base = |m: &str, conv: bool| results.iter().find(|r| is_base_of(r, m, conv));
+    let sgd = base("sgd", false)
         .map(|r| mean(&r.instr))
         .ok_or("no sgd result")?;
+    let conv_sgd = base("sgd", true)
+        .map(|r| mean(&r.instr))
+        .ok_or("no conv sgd result")?;
     let _ = writeln!(
         s,
-        "| example | method | optimizer | trained | flash (B) | static RAM .data+.bss (B) | peak stack (B) | RAM total (B) | guest instructions / step: mean (min–max) | × SGD |"
+        "| example | model | method | optimizer | trained | flash (B) | static RAM .data+.bss (B) | peak stack (B) | RAM total (B) | guest instructions / step: mean (min–max) | × SGD |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|");
     for r in results {
-        let trained = match r.v.mode {
-            Mode::Full => format!("all {p}"),
-            Mode::LastLayer => "last layer".to_string(),
+        let (model, np, base_sgd) = if r.v.conv {
+            ("conv 8-16", conv_p, conv_sgd)
+        } else {
+            ("MLP 64-32-10", p, sgd)
+        };
+        let trained = match (r.v.mode, r.v.conv) {
+            (Mode::Full, _) => format!("all {np}"),
+            (Mode::LastLayer, false) => "last layer".to_string(),
+            (Mode::LastLayer, true) => "head (650; conv stack frozen in flash)".to_string(),
         };
         let _ = writeln!(
             s,
-            "| qemu-m4 ({}{}) | {} | {} | {} | {} | {} | {} | {} | {:.0} ({}–{}) | {} |",
+            "| qemu-m4 ({}{}) | {model} | {} | {} | {} | {} | {} | {} | {} | {:.0} ({}–{}) | {} |",
             if r.v.triple == V6M {
                 "thumbv6m, soft float"
             } else {
@@ -900,25 +1176,24 @@ fn results_table(
             r.instr.iter().min().copied().unwrap_or(0),
             r.instr.iter().max().copied().unwrap_or(0),
             if r.v.triple == M4F {
-                format!("{:.2}", mean(&r.instr) / sgd)
+                format!("{:.2}", mean(&r.instr) / base_sgd)
             } else {
                 "—".to_string()
             }
         );
     }
-    for (board, triple, e) in boards {
+    for (board, triple, conv, e) in boards {
         let _ = writeln!(
             s,
-            "| {board} ({triple}) | fgr | sgd | all {p} | {} | {} | not measured (needs hardware) | — | not measured ({} cycles are logged on hardware) | — |",
+            "| {board} ({triple}) | {} | fgr | sgd | all {} | {} | {} | not measured (needs hardware) | — | not measured ({} cycles are logged on hardware) | — |",
+            if *conv { "conv 8-16" } else { "MLP 64-32-10" },
+            if *conv { conv_p } else { p },
             e.flash,
             e.ram,
             if *triple == V6M { "SysTick" } else { "DWT" }
         );
     }
-    let fgr = results
-        .iter()
-        .find(|r| is_base(r, "fgr"))
-        .ok_or("no fgr result")?;
+    let fgr = base("fgr", false).ok_or("no fgr result")?;
     let _ = writeln!(
         s,
         "\nBatch 1, 64 steps on 64 held-out digits samples (test split); fdgr's own buffers for full F-GR: {} B \
@@ -933,6 +1208,22 @@ fn results_table(
         fgr.elf.ram + fgr.stack,
         fgr.elf.flash
     );
+    let cfgr = base("fgr", true).ok_or("no conv fgr result")?;
+    let _ = writeln!(
+        s,
+        "\nConv net `{CONV_SPEC}` ({conv_p} parameters): SGD {conv_sgd:.0} instructions per step \
+         (budget {CONV_SGD_BUDGET:.0}; AIfES 2.2.0 plain SGD: {AIFES_CONV_SGD_INSTR}, {:.1}× more), \
+         full F-GR {:.0} (budget {CONV_FGR_BUDGET:.0}, {:.2}× SGD), full F-GR RAM {} B (static {} + \
+         stack {}; budget < AIfES's {AIFES_CONV_RAM} B for SGD), flash {} B (budget \
+         {CONV_FLASH_BUDGET} B).",
+        AIFES_CONV_SGD_INSTR as f64 / conv_sgd,
+        mean(&cfgr.instr),
+        mean(&cfgr.instr) / conv_sgd,
+        cfgr.elf.ram + cfgr.stack,
+        cfgr.elf.ram,
+        cfgr.stack,
+        cfgr.elf.flash
+    );
     let _ = writeln!(
         s,
         "Measured with `cargo xtask firmware`: QEMU {}.{} `mps2-an386`, instructions counted by \
@@ -946,11 +1237,16 @@ fn results_table(
 
 fn check_budgets(
     results: &[Measured],
-    boards: &[(&str, &str, ElfInfo)],
+    boards: &[(&str, &str, bool, ElfInfo)],
     p: u64,
 ) -> Result<(), String> {
-    let find = |m: &str| results.iter().find(|r| is_base(r, m));
-    let (Some(sgd), Some(fgr)) = (find("sgd"), find("fgr")) else {
+    let find = |m: &str, conv: bool| results.iter().find(|r| is_base_of(r, m, conv));
+    let (Some(sgd), Some(fgr), Some(csgd), Some(cfgr)) = (
+        find("sgd", false),
+        find("fgr", false),
+        find("sgd", true),
+        find("fgr", true),
+    ) else {
         return Err("missing sgd or fgr results".into());
     };
     let mut bad = vec![];
@@ -969,33 +1265,65 @@ fn check_budgets(
             12 * p + RAM_SLACK
         ));
     }
-    // (the budget is the SGD builds'; Adam's rows are reported)
+    let cs = mean(&csgd.instr);
+    if cs > CONV_SGD_BUDGET {
+        bad.push(format!(
+            "conv SGD step {cs:.0} > {CONV_SGD_BUDGET:.0} instructions"
+        ));
+    }
+    let cf = mean(&cfgr.instr);
+    if cf > CONV_FGR_BUDGET {
+        bad.push(format!(
+            "conv F-GR step {cf:.0} > {CONV_FGR_BUDGET:.0} instructions"
+        ));
+    }
+    let cram = cfgr.elf.ram + cfgr.stack;
+    if cram >= AIFES_CONV_RAM {
+        bad.push(format!(
+            "conv F-GR RAM {cram} B ≥ AIfES's {AIFES_CONV_RAM} B"
+        ));
+    }
+    // (the budgets are the SGD builds'; Adam's rows are reported)
     for r in results
         .iter()
         .filter(|r| !r.v.micromath && r.v.triple == M4F && r.v.opt == 0)
     {
-        if r.elf.flash > FLASH_BUDGET {
+        let budget = if r.v.conv {
+            CONV_FLASH_BUDGET
+        } else {
+            FLASH_BUDGET
+        };
+        if r.elf.flash > budget {
             bad.push(format!(
                 "qemu-m4 {} flash {} B > {} KiB",
                 r.v.name(),
                 r.elf.flash,
-                FLASH_BUDGET / 1024
+                budget / 1024
             ));
         }
     }
-    for (b, _, e) in boards {
-        if e.flash > FLASH_BUDGET {
+    for (b, _, conv, e) in boards {
+        let budget = if *conv {
+            CONV_FLASH_BUDGET
+        } else {
+            FLASH_BUDGET
+        };
+        if e.flash > budget {
             bad.push(format!(
-                "{b} flash {} B > {} KiB",
+                "{b}{} flash {} B > {} KiB",
+                if *conv { " (conv net)" } else { "" },
                 e.flash,
-                FLASH_BUDGET / 1024
+                budget / 1024
             ));
         }
     }
     if bad.is_empty() {
         println!(
-            "budgets met: SGD ≤ 72k instructions, F-GR ≤ 2.1× SGD, RAM ≤ 3·4P + 8 KiB, flash ≤ {} KiB",
-            FLASH_BUDGET / 1024
+            "budgets met: SGD ≤ {SGD_BUDGET:.0} instructions, F-GR ≤ {FGR_RATIO_BUDGET}× SGD, RAM ≤ \
+             3·4P + 8 KiB, flash ≤ {} KiB; conv net: SGD ≤ {CONV_SGD_BUDGET:.0}, F-GR ≤ \
+             {CONV_FGR_BUDGET:.0} instructions, F-GR RAM < {AIFES_CONV_RAM} B, flash ≤ {} KiB",
+            FLASH_BUDGET / 1024,
+            CONV_FLASH_BUDGET / 1024
         );
         Ok(())
     } else {
@@ -1015,6 +1343,7 @@ mod tests {
                 mode: Mode::Full,
                 micromath: false,
                 triple: M4F,
+                conv: false,
             },
             elf: ElfInfo {
                 flash: 0,
@@ -1026,6 +1355,7 @@ mod tests {
             instr: vec![],
             losses,
             theta,
+            profile: vec![],
         }
     }
 

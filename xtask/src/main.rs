@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     let result = match cmd {
         "test" => test(&args[1..]),
         "firmware" => firmware::check(),
+        "fw-profile" => firmware::profile(&args[1..]),
         "nvrtc" => nvrtc::check(),
         "mutants" => mutants::check(args.get(1).map(String::as_str)),
         _ => {
@@ -32,6 +33,8 @@ fn main() -> ExitCode {
                  commands:\n  \
                  test       fmt, clippy, docs, all tests, thumb builds, QEMU cross-check, NVRTC\n  \
                  firmware   build the firmware examples and run the QEMU cross-check only\n  \
+                 fw-profile one qemu-m4 build: instructions per step and per function\n             \
+                 (`--method M --mode full|last --opt sgd|adam --model F --stream F`)\n  \
                  nvrtc      compile every CUDA kernel to PTX with NVRTC only\n  \
                  mutants    break one line of each CUDA source in turn; the GPU tests must fail\n             \
                  (`mutants FILTER`: only those whose file or description contains FILTER)"

@@ -14,10 +14,11 @@
 //!
 //! Only `core` and `fdgr_kernel` may be used here.
 
-use fdgr_kernel::finetune::{trained_shape, FineTuner, Mode};
+use fdgr_kernel::export::{self, ExportError};
+use fdgr_kernel::finetune::{self, FineTuner, Mode, Models};
 use fdgr_kernel::ring::SampleRing;
 use fdgr_kernel::stream::{self, StreamError};
-use fdgr_kernel::{Adam, Method, Sample, Sgd, SgdState, Shape};
+use fdgr_kernel::{Adam, Layer, Method, Sample, Sgd, SgdState};
 
 /// Inputs per sample (8×8 digits pixels, 0..=16); the sample stream's
 /// format is [`fdgr_kernel::stream`].
@@ -147,35 +148,19 @@ pub struct BufferLens {
     pub feats: usize,
 }
 
-const fn max(a: usize, b: usize) -> usize {
-    if a > b {
-        a
-    } else {
-        b
-    }
-}
-
-/// The buffer lengths for fine-tuning `shape` with `method` in `mode`,
-/// with an optimizer that keeps `opt_state` state vectors (0 or 2).
-pub const fn buffer_lens(
-    shape: &Shape,
-    method: Method<f32>,
-    mode: Mode,
-    opt_state: usize,
-) -> BufferLens {
-    let trained = trained_shape(shape, mode);
-    let tp = trained.param_count();
+/// The buffer lengths for fine-tuning the planned `models` (full or last
+/// layer) with `method`, with an optimizer that keeps `opt_state` state
+/// vectors (0 or 2).
+pub const fn buffer_lens(models: &Models, method: Method<f32>, opt_state: usize) -> BufferLens {
+    let tp = models.trained_params();
     BufferLens {
         trained: tp,
         point: if method.scratch_vectors() > 0 { tp } else { 0 },
         state: if opt_state != 0 { tp } else { 0 },
-        ws: max(
-            shape.workspace_len(BATCH, false),
-            trained.workspace_len(BATCH, method.needs_hvp()),
-        ),
-        feats: match mode {
+        ws: models.workspace_len(BATCH, method.needs_hvp()),
+        feats: match models.mode {
             Mode::Full => 0,
-            Mode::LastLayer => BATCH * shape.dim(shape.layers() - 1),
+            Mode::LastLayer => BATCH * models.features,
         },
     }
 }
@@ -231,10 +216,14 @@ pub const TUNER_BYTES_MAX: usize = RING * (INPUTS + 1) + 128;
 /// Why a model or a sample stream cannot be fine-tuned by the firmware.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Unfit {
+    /// Not a weight file the kernel reads.
+    File(ExportError),
+    /// The layer list cannot be fine-tuned in this mode (too many layers,
+    /// batch norm, no linear last layer for last-layer mode), or does not
+    /// plan.
+    Model(&'static str),
     /// The model does not take [`INPUTS`] inputs.
     Inputs(usize),
-    /// The model has fewer than two layers.
-    Layers,
     /// The stream is not whole samples of [`INPUTS`] bytes and a label.
     Stream(StreamError),
     /// The stream holds no sample.
@@ -264,7 +253,8 @@ impl core::fmt::Display for Unfit {
                 f,
                 "the model has {n} inputs; the firmware streams {INPUTS}-pixel samples"
             ),
-            Unfit::Layers => write!(f, "the model needs at least two layers"),
+            Unfit::File(e) => write!(f, "not a valid fdgr weight file: {e}"),
+            Unfit::Model(why) => write!(f, "the firmware cannot fine-tune this model: {why}"),
             Unfit::Stream(e) => write!(f, "not a sample stream: {e}"),
             Unfit::Empty => write!(f, "the sample stream is empty"),
             Unfit::Label {
@@ -283,14 +273,36 @@ impl core::fmt::Display for Unfit {
     }
 }
 
-/// Checks that the firmware can fine-tune `shape` on `stream`; returns the
-/// number of samples (= steps).
-pub fn check(shape: &Shape, stream: &[u8]) -> Result<usize, Unfit> {
-    if shape.inputs() != INPUTS {
-        return Err(Unfit::Inputs(shape.inputs()));
+/// The layer list of a weight file (either version), its input shape and
+/// loss, in `layers` (at most [`finetune::MAX_NODES`]); returns the count.
+pub fn layers_of(
+    model: &[u8],
+    layers: &mut [Layer; finetune::MAX_NODES],
+) -> Result<(usize, fdgr_kernel::Dims, fdgr_kernel::Loss), Unfit> {
+    match export::decode_model(model, layers) {
+        Ok(r) => Ok(r),
+        Err(ExportError::BufferTooSmall) => Err(Unfit::Model(
+            "too many layers (the firmware plans at most 16)",
+        )),
+        Err(e) => Err(Unfit::File(e)),
     }
-    if shape.layers() < 2 {
-        return Err(Unfit::Layers);
+}
+
+/// The models of fine-tuning the weight file `model` in `mode`, planned.
+pub fn plan(model: &[u8], mode: Mode) -> Result<Models, Unfit> {
+    let mut layers = [Layer::flatten(); finetune::MAX_NODES];
+    let (k, input, loss) = layers_of(model, &mut layers)?;
+    finetune::models_of(&layers[..k], input, loss, mode).map_err(|e| match e {
+        fdgr_kernel::Error::BadModel(why) => Unfit::Model(why),
+        _ => Unfit::Model("the layer list does not plan"),
+    })
+}
+
+/// Checks that the firmware can fine-tune the planned `models` on
+/// `stream`; returns the number of samples (= steps).
+pub fn check(models: &Models, stream: &[u8]) -> Result<usize, Unfit> {
+    if models.inputs() != INPUTS {
+        return Err(Unfit::Inputs(models.inputs()));
     }
     let n = stream::count(stream, INPUTS).map_err(Unfit::Stream)?;
     if n == 0 {
@@ -301,11 +313,11 @@ pub fn check(shape: &Shape, stream: &[u8]) -> Result<usize, Unfit> {
             Some(s) => s,
             None => return Err(Unfit::Empty),
         };
-        if s.label as usize >= shape.outputs() {
+        if s.label as usize >= models.outputs {
             return Err(Unfit::Label {
                 index,
                 label: s.label,
-                classes: shape.outputs(),
+                classes: models.outputs,
             });
         }
         if let Some(&value) = s.x.iter().find(|&&p| p > 16) {

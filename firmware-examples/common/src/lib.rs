@@ -33,26 +33,25 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use config::{BATCH, INPUTS, RING};
 use fdgr_kernel::finetune::{self, FineTuner, Memory};
 use fdgr_kernel::ring::LossHistory;
-use fdgr_kernel::Shape;
 pub use generated::{Opt, FROZEN, METHOD, MODE, OPT, OPT_LR, OPT_STATE, STEPS, STREAM};
 
-/// The model's shape, read from the weight file at build time.
-pub const SHAPE: Shape = Shape::new(&generated::DIMS, generated::ACT, generated::LOSS);
-/// Parameters of the model.
-pub const P: usize = SHAPE.param_count();
-/// The shape that is trained: the model, or its last layer.
-pub const TRAINED: Shape = finetune::trained_shape(&SHAPE, MODE);
-/// Trained parameters.
-pub const TP: usize = TRAINED.param_count();
 /// The planned models (the whole net and the trained part), planned at
-/// compile time so a step does no planning.
-pub static MODELS: finetune::Models = match finetune::models(&SHAPE, MODE) {
-    Ok(m) => m,
-    Err(_) => panic!("the model file's shape cannot be planned"),
-};
+/// compile time from the weight file's layer list, so a step does no
+/// planning.
+pub const PLANNED: finetune::Models =
+    match finetune::models_of(&generated::LAYERS, generated::INPUT, generated::LOSS, MODE) {
+        Ok(m) => m,
+        Err(_) => panic!("the model file's layer list cannot be planned"),
+    };
+/// [`PLANNED`] in flash, what each step reads.
+pub static MODELS: finetune::Models = PLANNED;
+/// Parameters of the model.
+pub const P: usize = PLANNED.params();
+/// Trained parameters: P, or the last layer's.
+pub const TP: usize = PLANNED.trained_params();
 /// The lengths of the static buffers ([`config::buffer_lens`], the
 /// formula the host checks a board's RAM with before it builds).
-pub const LENS: config::BufferLens = config::buffer_lens(&SHAPE, METHOD, MODE, OPT_STATE);
+pub const LENS: config::BufferLens = config::buffer_lens(&PLANNED, METHOD, OPT_STATE);
 /// Length of the perturbed-point buffer (0 for methods without one).
 pub const NPOINT: usize = LENS.point;
 // One perturbed point is all the buffers below hold.
@@ -298,12 +297,13 @@ fn fine_tune<B: Board>(board: &mut B) -> Result<(), Failure> {
         return Err(Failure::Busy);
     };
     defmt::info!(
-        "fdgr fine-tuning on {=str}: model {=usize}-{=usize}-{=usize} ({=usize} layers), P={=usize}, method={=str}, mode={=str}, trained={=usize}, steps={=usize}, ring={=usize}, batch={=usize}",
+        "fdgr fine-tuning on {=str}: model of {=usize} layers, input {=usize}x{=usize}x{=usize}, {=usize} outputs, P={=usize}, method={=str}, mode={=str}, trained={=usize}, steps={=usize}, ring={=usize}, batch={=usize}",
         board.name(),
-        SHAPE.dim(0),
-        SHAPE.dim(1),
-        SHAPE.outputs(),
-        SHAPE.layers(),
+        generated::LAYERS.len(),
+        generated::INPUT.c,
+        generated::INPUT.h,
+        generated::INPUT.w,
+        PLANNED.outputs,
         P,
         METHOD.name(),
         config::mode_name(MODE),

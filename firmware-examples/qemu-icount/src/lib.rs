@@ -8,7 +8,15 @@
 //!
 //! `out` then holds `total <n>` and one `mark <n>` line per marker hit,
 //! where `<n>` counts every instruction executed so far, the marker
-//! instruction included. Only callbacks are used (no inline operations),
+//! instruction included.
+//!
+//! With `profile=<file>` it also counts, per guest address, the
+//! instructions executed inside the measured windows (after the third
+//! marker hit and every second one after it, up to the next: the
+//! firmware's steps, the first two hits being its calibration) and writes
+//! one `<address in hex> <count>` line per executed address at exit;
+//! `cargo xtask firmware` maps them to the ELF's functions. The marker's
+//! own instructions inside a window are counted under it. Only callbacks are used (no inline operations),
 //! so the same source builds for every plugin API version: set
 //! `FDGR_QEMU_PLUGIN_VERSION` at build time to the version the QEMU in use
 //! accepts (default 1, as QEMU 7.2 wants; QEMU 9 and later want 2 or more).
@@ -19,7 +27,7 @@
 //! semihosting call).
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 const fn parse_version(s: Option<&str>) -> c_int {
@@ -82,26 +90,60 @@ static COUNT: AtomicU64 = AtomicU64::new(0);
 static MARKER: AtomicU64 = AtomicU64::new(u64::MAX);
 static MARKS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 static OUT: OnceLock<String> = OnceLock::new();
+/// Where the per-address profile goes (`profile=`), if anywhere.
+static PROFILE: OnceLock<String> = OnceLock::new();
+/// Whether execution is inside a measured window (see the module docs).
+static INSIDE: AtomicBool = AtomicBool::new(false);
+/// Every translated instruction's counter, with its address (an address
+/// translated twice has two counters; they are added up at exit).
+static COUNTERS: Mutex<Vec<(u64, &'static AtomicU64)>> = Mutex::new(Vec::new());
 
 extern "C" fn on_insn(_vcpu: c_uint, _u: *mut c_void) {
     COUNT.fetch_add(1, Ordering::Relaxed);
+}
+
+/// [`on_insn`] and the instruction's own counter inside a window.
+extern "C" fn on_insn_profiled(_vcpu: c_uint, u: *mut c_void) {
+    COUNT.fetch_add(1, Ordering::Relaxed);
+    if INSIDE.load(Ordering::Relaxed) {
+        // SAFETY: `u` is a leaked `AtomicU64` made in `on_trans`.
+        unsafe { &*(u as *const AtomicU64) }.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 extern "C" fn on_mark(_vcpu: c_uint, _u: *mut c_void) {
     let n = COUNT.load(Ordering::Relaxed);
     if let Ok(mut m) = MARKS.lock() {
         m.push(n);
+        // hits 3, 5, 7, … (1-based) open a window, 4, 6, … close it
+        INSIDE.store(m.len() >= 3 && m.len() % 2 == 1, Ordering::Relaxed);
     }
 }
 
 extern "C" fn on_trans(_id: PluginId, tb: *mut Tb) {
     let marker = MARKER.load(Ordering::Relaxed);
+    let profiled = PROFILE.get().is_some();
     // SAFETY: QEMU hands a valid translation block for this callback.
     unsafe {
         for i in 0..qemu_plugin_tb_n_insns(tb) {
             let insn = qemu_plugin_tb_get_insn(tb, i);
-            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_insn, CB_NO_REGS, std::ptr::null_mut());
-            if qemu_plugin_insn_vaddr(insn) == marker {
+            let addr = qemu_plugin_insn_vaddr(insn);
+            if profiled {
+                let c: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+                if let Ok(mut all) = COUNTERS.lock() {
+                    all.push((addr, c));
+                }
+                let u = c as *const AtomicU64 as *mut c_void;
+                qemu_plugin_register_vcpu_insn_exec_cb(insn, on_insn_profiled, CB_NO_REGS, u);
+            } else {
+                qemu_plugin_register_vcpu_insn_exec_cb(
+                    insn,
+                    on_insn,
+                    CB_NO_REGS,
+                    std::ptr::null_mut(),
+                );
+            }
+            if addr == marker {
                 qemu_plugin_register_vcpu_insn_exec_cb(
                     insn,
                     on_mark,
@@ -128,6 +170,24 @@ extern "C" fn on_exit(_id: PluginId, _u: *mut c_void) {
         }
         None => eprint!("{s}"),
     }
+    if let Some(p) = PROFILE.get() {
+        let mut per: std::collections::BTreeMap<u64, u64> = Default::default();
+        if let Ok(all) = COUNTERS.lock() {
+            for (a, c) in all.iter() {
+                let n = c.load(Ordering::Relaxed);
+                if n > 0 {
+                    *per.entry(*a).or_default() += n;
+                }
+            }
+        }
+        let mut s = String::new();
+        for (a, n) in per {
+            s.push_str(&format!("{a:x} {n}\n"));
+        }
+        if let Err(e) = std::fs::write(p, s) {
+            eprintln!("fdgr-qemu-icount: cannot write {p}: {e}");
+        }
+    }
 }
 
 fn parse_u64(s: &str) -> Option<u64> {
@@ -137,8 +197,9 @@ fn parse_u64(s: &str) -> Option<u64> {
     }
 }
 
-/// Plugin entry point: arguments `marker=<address>` (required) and
-/// `out=<file>` (default: stderr at exit).
+/// Plugin entry point: arguments `marker=<address>` (required),
+/// `out=<file>` (default: stderr at exit) and `profile=<file>` (the
+/// per-address counts; none by default).
 ///
 /// # Safety
 ///
@@ -166,6 +227,8 @@ pub unsafe extern "C" fn qemu_plugin_install(
             }
         } else if let Some(v) = arg.strip_prefix("out=") {
             let _ = OUT.set(v.to_string());
+        } else if let Some(v) = arg.strip_prefix("profile=") {
+            let _ = PROFILE.set(v.to_string());
         } else {
             eprintln!("fdgr-qemu-icount: unknown argument {arg}");
             return -1;

@@ -950,6 +950,19 @@ impl<const K: usize> Model<[Node; K]> {
     }
 }
 
+impl<N> Model<N> {
+    /// Workspace length for a batch of `b`, as a `const fn` for any node
+    /// storage (see [`Model::workspace_len`]).
+    pub const fn ws_len_const(&self, b: usize, hvp: bool) -> usize {
+        workspace_len(&self.sizes, b, hvp)
+    }
+
+    /// The node storage, as a `const fn`.
+    pub const fn storage(&self) -> &N {
+        &self.nodes
+    }
+}
+
 /// Where each part of a workspace starts for a batch of `b` (see [`Layout`]).
 pub const fn layout(s: &Sizes, b: usize, hvp: bool) -> Layout {
     let vals = 0;

@@ -69,7 +69,14 @@ impl ConvGeom {
 }
 
 /// y ← β·y + α·conv(x, w) (no bias). β = 0 overwrites y.
+///
+/// A 3×3 convolution of stride 1 and padding 1 with α = 1 and β ∈ {0, 1}
+/// (what the layers ask for) runs on [`k3`]'s rows, every other one on
+/// direct loops; both skip the taps that fall on the padding.
 pub fn forward<F: Real>(g: &ConvGeom, x: &[F], w: &[F], y: &mut [F], alpha: F, beta: F) {
+    if k3::applies(g) && alpha == F::ONE && (beta == F::ZERO || beta == F::ONE) {
+        return k3::forward(g, x, w, y, beta == F::ONE);
+    }
     let (cg, kg, k) = (g.cg(), g.kg(), g.k);
     let (ihw, ohw) = (g.h * g.w, g.oh * g.ow);
     for n in 0..g.n {
@@ -106,8 +113,13 @@ pub fn forward<F: Real>(g: &ConvGeom, x: &[F], w: &[F], y: &mut [F], alpha: F, b
     }
 }
 
-/// dx ← β·dx + α·convᵀ(dy, w): the gradient with respect to the input.
+/// dx ← β·dx + α·convᵀ(dy, w): the gradient with respect to the input
+/// (3×3, stride 1, padding 1, α = 1, β ∈ {0, 1}: [`k3`]'s rows, as a
+/// correlation of dy with the flipped filter).
 pub fn backward_data<F: Real>(g: &ConvGeom, dy: &[F], w: &[F], dx: &mut [F], alpha: F, beta: F) {
+    if k3::applies(g) && alpha == F::ONE && (beta == F::ZERO || beta == F::ONE) {
+        return k3::backward_data(g, dy, w, dx, beta == F::ONE);
+    }
     let (cg, kg, k) = (g.cg(), g.kg(), g.k);
     let (ihw, ohw) = (g.h * g.w, g.oh * g.ow);
     scale_or_zero(&mut dx[..g.x_len()], beta);
@@ -139,8 +151,13 @@ pub fn backward_data<F: Real>(g: &ConvGeom, dy: &[F], w: &[F], dx: &mut [F], alp
     }
 }
 
-/// dw ← β·dw + α·Σ_batch x ⋆ dy: the gradient with respect to the weights.
+/// dw ← β·dw + α·Σ_batch x ⋆ dy: the gradient with respect to the weights
+/// (3×3, stride 1, padding 1: [`k3`]'s rows, the nine sums of a filter
+/// kept in registers).
 pub fn backward_filter<F: Real>(g: &ConvGeom, x: &[F], dy: &[F], dw: &mut [F], alpha: F, beta: F) {
+    if k3::applies(g) {
+        return k3::backward_filter(g, x, dy, dw, alpha, beta);
+    }
     let (cg, kg, k) = (g.cg(), g.kg(), g.k);
     let (ihw, ohw) = (g.h * g.w, g.oh * g.ow);
     for oc in 0..g.k_out {
@@ -168,6 +185,210 @@ pub fn backward_filter<F: Real>(g: &ConvGeom, x: &[F], dy: &[F], dw: &mut [F], a
                         alpha * s
                     } else {
                         beta * dw[wi] + alpha * s
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// 3×3 convolutions of stride 1 and padding 1 ("same" convolutions, the
+/// common case), row by row: each output row gathers the two or three
+/// input rows its taps reach (so taps on the padding are never computed),
+/// the nine weights of a filter plane stay in registers, and the inner
+/// loops run over contiguous rows without per-tap bounds.
+///
+/// Order of the sums: the forward pass and the input gradient add, for
+/// each input plane in turn, each output value's taps (rows top to
+/// bottom, columns left to right) onto it; the weight gradient sums each
+/// tap over the batch, the output rows and columns in order, then scales.
+pub mod k3 {
+    use super::ConvGeom;
+    use crate::real::Real;
+
+    /// Whether `g` is a 3×3 convolution of stride 1 and padding 1.
+    #[inline]
+    pub const fn applies(g: &ConvGeom) -> bool {
+        g.k == 3 && g.stride == 1 && g.pad == 1 && g.oh == g.h && g.ow == g.w && g.w > 0
+    }
+
+    /// out\[o\] += Σ_r Σ_t w\[r\]\[t\]·x\[r\]\[o + t − 1\] over the taps inside the row.
+    #[inline(always)]
+    fn row<F: Real, const R: usize>(out: &mut [F], xs: [&[F]; R], ws: [[F; 3]; R]) {
+        let n = out.len();
+        let xs = xs.map(|x| &x[..n]);
+        if n == 1 {
+            let mut s = out[0];
+            for r in 0..R {
+                s += ws[r][1] * xs[r][0];
+            }
+            out[0] = s;
+            return;
+        }
+        let mut s = out[0];
+        for r in 0..R {
+            s += ws[r][1] * xs[r][0];
+            s += ws[r][2] * xs[r][1];
+        }
+        out[0] = s;
+        for o in 1..n - 1 {
+            let mut s = out[o];
+            for r in 0..R {
+                s += ws[r][0] * xs[r][o - 1];
+                s += ws[r][1] * xs[r][o];
+                s += ws[r][2] * xs[r][o + 1];
+            }
+            out[o] = s;
+        }
+        let mut s = out[n - 1];
+        for r in 0..R {
+            s += ws[r][0] * xs[r][n - 2];
+            s += ws[r][1] * xs[r][n - 1];
+        }
+        out[n - 1] = s;
+    }
+
+    /// out (h×w) += the correlation of `inp` (h×w) with the 3×3 `wk`,
+    /// padding 1.
+    #[inline(always)]
+    fn plane<F: Real>(out: &mut [F], inp: &[F], h: usize, w: usize, wk: &[F; 9]) {
+        let ws = [
+            [wk[0], wk[1], wk[2]],
+            [wk[3], wk[4], wk[5]],
+            [wk[6], wk[7], wk[8]],
+        ];
+        let mut rows = inp[..h * w].chunks_exact(w);
+        let (mut prev, mut cur, mut next) = (None, rows.next(), rows.next());
+        for orow in out[..h * w].chunks_exact_mut(w) {
+            match (prev, cur, next) {
+                (Some(p), Some(c), Some(n)) => row::<F, 3>(orow, [p, c, n], ws),
+                (None, Some(c), Some(n)) => row::<F, 2>(orow, [c, n], [ws[1], ws[2]]),
+                (Some(p), Some(c), None) => row::<F, 2>(orow, [p, c], [ws[0], ws[1]]),
+                (None, Some(c), None) => row::<F, 1>(orow, [c], [ws[1]]),
+                _ => {}
+            }
+            (prev, cur, next) = (cur, next, rows.next());
+        }
+    }
+
+    fn filter<F: Real>(w: &[F], at: usize) -> [F; 9] {
+        let mut f = [F::ZERO; 9];
+        f.copy_from_slice(&w[at..at + 9]);
+        f
+    }
+
+    /// y ← conv(x, w), or y ← y + conv(x, w) when `acc`.
+    pub fn forward<F: Real>(g: &ConvGeom, x: &[F], w: &[F], y: &mut [F], acc: bool) {
+        let (cg, kg, hw) = (g.cg(), g.kg(), g.h * g.w);
+        for n in 0..g.n {
+            for oc in 0..g.k_out {
+                let grp = oc / kg;
+                let yp = &mut y[(n * g.k_out + oc) * hw..][..hw];
+                if !acc {
+                    yp.fill(F::ZERO);
+                }
+                for ic in 0..cg {
+                    let xp = &x[(n * g.c + grp * cg + ic) * hw..][..hw];
+                    plane(yp, xp, g.h, g.w, &filter(w, (oc * cg + ic) * 9));
+                }
+            }
+        }
+    }
+
+    /// dx ← convᵀ(dy, w), or dx ← dx + convᵀ(dy, w) when `acc`: the
+    /// correlation of dy with the flipped filters.
+    pub fn backward_data<F: Real>(g: &ConvGeom, dy: &[F], w: &[F], dx: &mut [F], acc: bool) {
+        let (cg, kg, hw) = (g.cg(), g.kg(), g.h * g.w);
+        for n in 0..g.n {
+            for c in 0..g.c {
+                let (grp, ic) = (c / cg, c % cg);
+                let dxp = &mut dx[(n * g.c + c) * hw..][..hw];
+                if !acc {
+                    dxp.fill(F::ZERO);
+                }
+                for kk in 0..kg {
+                    let oc = grp * kg + kk;
+                    let dyp = &dy[(n * g.k_out + oc) * hw..][..hw];
+                    let mut f = filter(w, (oc * cg + ic) * 9);
+                    f.reverse();
+                    plane(dxp, dyp, g.h, g.w, &f);
+                }
+            }
+        }
+    }
+
+    /// a\[r\]\[t\] += Σ_o x\[r\]\[o + t − 1\]·d\[o\] over the taps inside the row.
+    #[inline(always)]
+    fn frow<F: Real, const R: usize>(d: &[F], xs: [&[F]; R], a: [&mut [F; 3]; R]) {
+        let n = d.len();
+        let xs = xs.map(|x| &x[..n]);
+        if n == 1 {
+            for r in 0..R {
+                a[r][1] += xs[r][0] * d[0];
+            }
+            return;
+        }
+        for r in 0..R {
+            a[r][1] += xs[r][0] * d[0];
+            a[r][2] += xs[r][1] * d[0];
+        }
+        for o in 1..n - 1 {
+            let dv = d[o];
+            for r in 0..R {
+                a[r][0] += xs[r][o - 1] * dv;
+                a[r][1] += xs[r][o] * dv;
+                a[r][2] += xs[r][o + 1] * dv;
+            }
+        }
+        for r in 0..R {
+            a[r][0] += xs[r][n - 2] * d[n - 1];
+            a[r][1] += xs[r][n - 1] * d[n - 1];
+        }
+    }
+
+    /// dw ← β·dw + α·Σ_batch x ⋆ dy.
+    pub fn backward_filter<F: Real>(
+        g: &ConvGeom,
+        x: &[F],
+        dy: &[F],
+        dw: &mut [F],
+        alpha: F,
+        beta: F,
+    ) {
+        let (cg, kg, hw, w) = (g.cg(), g.kg(), g.h * g.w, g.w);
+        for oc in 0..g.k_out {
+            let grp = oc / kg;
+            for ic in 0..cg {
+                let [mut a0, mut a1, mut a2] = [[F::ZERO; 3]; 3];
+                for n in 0..g.n {
+                    let xp = &x[(n * g.c + grp * cg + ic) * hw..][..hw];
+                    let dyp = &dy[(n * g.k_out + oc) * hw..][..hw];
+                    let mut rows = xp.chunks_exact(w);
+                    let (mut prev, mut cur, mut next) = (None, rows.next(), rows.next());
+                    for drow in dyp.chunks_exact(w) {
+                        match (prev, cur, next) {
+                            (Some(p), Some(c), Some(n)) => {
+                                frow::<F, 3>(drow, [p, c, n], [&mut a0, &mut a1, &mut a2])
+                            }
+                            (None, Some(c), Some(n)) => {
+                                frow::<F, 2>(drow, [c, n], [&mut a1, &mut a2])
+                            }
+                            (Some(p), Some(c), None) => {
+                                frow::<F, 2>(drow, [p, c], [&mut a0, &mut a1])
+                            }
+                            (None, Some(c), None) => frow::<F, 1>(drow, [c], [&mut a1]),
+                            _ => {}
+                        }
+                        (prev, cur, next) = (cur, next, rows.next());
+                    }
+                }
+                let out = &mut dw[(oc * cg + ic) * 9..][..9];
+                let sums = [a0, a1, a2];
+                for (o, s) in out.iter_mut().zip(sums.iter().flatten()) {
+                    *o = if beta == F::ZERO {
+                        alpha * *s
+                    } else {
+                        beta * *o + alpha * *s
                     };
                 }
             }
@@ -477,6 +698,83 @@ mod tests {
         forward(&g, &x, &w, &mut y2, 0.5, 2.0);
         for i in 0..y1.len() {
             assert!((y2[i] - (2.0 * y0[i] + 0.5 * y1[i])).abs() < 1e-12);
+        }
+    }
+
+    /// The 3×3 rows ([`k3`]) against the direct loops (α = 2 takes those;
+    /// a power of two scales exactly) on planes of one row or column,
+    /// groups and batches, for all three passes.
+    #[test]
+    fn k3_rows_match_direct_loops() {
+        for (h, w, c, ko, groups, n) in [
+            (5, 4, 3, 4, 1, 2),
+            (1, 1, 2, 3, 1, 1),
+            (1, 6, 2, 2, 1, 1),
+            (6, 1, 2, 2, 2, 2),
+            (2, 2, 4, 4, 4, 1),
+            (8, 8, 1, 8, 1, 1),
+        ] {
+            let g = ConvGeom {
+                n,
+                c,
+                h,
+                w,
+                k_out: ko,
+                k: 3,
+                stride: 1,
+                pad: 1,
+                groups,
+                oh: h,
+                ow: w,
+            };
+            assert!(k3::applies(&g));
+            let x = data(g.x_len(), 1);
+            let wt = data(g.w_len(), 2);
+            let dy = data(g.y_len(), 3);
+            let close = |a: &[f64], b: &[f64], what: &str| {
+                for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                    assert!(
+                        (p - q).abs() < 1e-12 * (1.0 + q.abs()),
+                        "{what} {g:?} [{i}] {p} {q}"
+                    );
+                }
+            };
+            let (mut fast, mut slow) = (vec![0.0; g.y_len()], vec![0.0; g.y_len()]);
+            forward(&g, &x, &wt, &mut fast, 1.0, 0.0);
+            forward(&g, &x, &wt, &mut slow, 2.0, 0.0);
+            slow.iter_mut().for_each(|v| *v *= 0.5);
+            close(&fast, &slow, "forward");
+            let (mut fast, mut slow) = (vec![0.0; g.x_len()], vec![0.0; g.x_len()]);
+            backward_data(&g, &dy, &wt, &mut fast, 1.0, 0.0);
+            backward_data(&g, &dy, &wt, &mut slow, 2.0, 0.0);
+            slow.iter_mut().for_each(|v| *v *= 0.5);
+            close(&fast, &slow, "data");
+            // the weight gradient against im2col and a product
+            let mut fast = data(g.w_len(), 4);
+            let before = fast.clone();
+            backward_filter(&g, &x, &dy, &mut fast, 0.5, 2.0);
+            let mut want = vec![0.0; g.w_len()];
+            let (cg, kg, ohw) = (g.cg(), g.kg(), h * w);
+            let mut col = vec![0.0; cg * 9 * ohw];
+            for s in 0..n {
+                for grp in 0..groups {
+                    im2col_ref(&g, &x, s, grp, &mut col);
+                    for kk in 0..kg {
+                        let oc = grp * kg + kk;
+                        for r in 0..cg * 9 {
+                            let mut acc = 0.0;
+                            for p in 0..ohw {
+                                acc += col[r * ohw + p] * dy[(s * ko + oc) * ohw + p];
+                            }
+                            want[oc * cg * 9 + r] += acc;
+                        }
+                    }
+                }
+            }
+            for i in 0..want.len() {
+                want[i] = 2.0 * before[i] + 0.5 * want[i];
+            }
+            close(&fast, &want, "filter");
         }
     }
 

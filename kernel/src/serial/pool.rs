@@ -81,8 +81,101 @@ fn argmax<F: Real>(g: &PoolGeom, x: &[F], oy: usize, ox: usize) -> usize {
     best
 }
 
+/// Whether `g` is a 2×2 max pooling of stride 2 without padding (the
+/// common one): then the planes run on [`max2`]'s row pairs, with the
+/// same comparisons in the same order as the general loops.
+#[inline]
+fn is_max2(g: &PoolGeom) -> bool {
+    g.kind == PoolKind::Max
+        && g.kh == 2
+        && g.kw == 2
+        && g.stride == 2
+        && g.pad == 0
+        && g.oh == g.h / 2
+        && g.ow == g.w / 2
+}
+
+/// 2×2 max pooling of stride 2 over row pairs: each window's first
+/// maximum (top left, top right, bottom left, bottom right, strict `>`),
+/// as [`argmax`] finds it.
+mod max2 {
+    use crate::real::Real;
+
+    /// The window's maximum and which of its four values it is.
+    #[inline(always)]
+    fn pick<F: Real>(a: F, b: F, c: F, d: F) -> (F, usize) {
+        let (mut m, mut k) = (a, 0);
+        if b > m {
+            (m, k) = (b, 1);
+        }
+        if c > m {
+            (m, k) = (c, 2);
+        }
+        if d > m {
+            (m, k) = (d, 3);
+        }
+        (m, k)
+    }
+
+    /// The row pairs of a plane of width `w` and the output rows.
+    #[inline(always)]
+    fn pairs<F>(x: &[F], w: usize, oh: usize) -> impl Iterator<Item = (&[F], &[F], usize)> {
+        (0..oh).map(move |oy| {
+            let r = &x[2 * oy * w..(2 * oy + 2) * w];
+            let (r0, r1) = r.split_at(w);
+            (r0, r1, oy)
+        })
+    }
+
+    pub fn forward<F: Real>(w: usize, oh: usize, ow: usize, x: &[F], y: &mut [F]) {
+        for (r0, r1, oy) in pairs(x, w, oh) {
+            let yr = &mut y[oy * ow..(oy + 1) * ow];
+            for ((v, t), b) in yr
+                .iter_mut()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2))
+            {
+                *v = pick(t[0], t[1], b[0], b[1]).0;
+            }
+        }
+    }
+
+    pub fn gather<F: Real>(w: usize, oh: usize, ow: usize, x: &[F], rx: &[F], ry: &mut [F]) {
+        for (r0, r1, oy) in pairs(x, w, oh) {
+            let yr = &mut ry[oy * ow..(oy + 1) * ow];
+            for (ox, ((v, t), b)) in yr
+                .iter_mut()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2))
+                .enumerate()
+            {
+                let k = pick(t[0], t[1], b[0], b[1]).1;
+                *v = rx[(2 * oy + (k >> 1)) * w + 2 * ox + (k & 1)];
+            }
+        }
+    }
+
+    pub fn backward<F: Real>(w: usize, oh: usize, ow: usize, x: &[F], dy: &[F], dx: &mut [F]) {
+        for (r0, r1, oy) in pairs(x, w, oh) {
+            let dr = &dy[oy * ow..(oy + 1) * ow];
+            for (ox, ((d, t), b)) in dr
+                .iter()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2))
+                .enumerate()
+            {
+                let k = pick(t[0], t[1], b[0], b[1]).1;
+                dx[(2 * oy + (k >> 1)) * w + 2 * ox + (k & 1)] += *d;
+            }
+        }
+    }
+}
+
 /// y = pool(x) over one plane (x: H·W values, y: OH·OW).
 pub fn forward_plane<F: Real>(g: &PoolGeom, x: &[F], y: &mut [F]) {
+    if is_max2(g) {
+        return max2::forward(g.w, g.oh, g.ow, x, y);
+    }
     let inv = F::ONE / F::from_usize(g.kh * g.kw);
     for oy in 0..g.oh {
         for ox in 0..g.ow {
@@ -109,6 +202,9 @@ pub fn backward_plane<F: Real>(g: &PoolGeom, x: &[F], dy: &[F], dx: &mut [F], ac
     if !acc {
         dx.fill(F::ZERO);
     }
+    if is_max2(g) {
+        return max2::backward(g.w, g.oh, g.ow, x, dy, dx);
+    }
     let inv = F::ONE / F::from_usize(g.kh * g.kw);
     for oy in 0..g.oh {
         for ox in 0..g.ow {
@@ -134,6 +230,7 @@ pub fn backward_plane<F: Real>(g: &PoolGeom, x: &[F], dy: &[F], dx: &mut [F], ac
 /// pooled R{x} (average).
 pub fn r_forward_plane<F: Real>(g: &PoolGeom, x: &[F], rx: &[F], ry: &mut [F]) {
     match g.kind {
+        PoolKind::Max if is_max2(g) => max2::gather(g.w, g.oh, g.ow, x, rx, ry),
         PoolKind::Max => {
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
@@ -183,6 +280,45 @@ pub fn r_forward<F: Real>(g: &PoolGeom, x: &[F], rx: &[F], ry: &mut [F]) {
 mod tests {
     use super::*;
     use std::vec;
+    use std::vec::Vec;
+
+    /// The 2×2 row pairs against the general loops (ties and odd sizes
+    /// included): the same values and the same arg-max.
+    #[test]
+    fn max2_matches_general_loops() {
+        for (h, w) in [(4, 4), (5, 7), (2, 2), (8, 8)] {
+            let g = PoolGeom {
+                kind: PoolKind::Max,
+                n: 1,
+                c: 1,
+                h,
+                w,
+                kh: 2,
+                kw: 2,
+                stride: 2,
+                pad: 0,
+                oh: h / 2,
+                ow: w / 2,
+            };
+            assert!(is_max2(&g));
+            let x: Vec<f64> = (0..h * w).map(|i| ((i * 7) % 5) as f64).collect();
+            let rx: Vec<f64> = (0..h * w).map(|i| i as f64).collect();
+            let dy: Vec<f64> = (0..g.y_len()).map(|i| 1.0 + i as f64).collect();
+            let (mut y, mut ry, mut dx) =
+                (vec![0.0; g.y_len()], vec![0.0; g.y_len()], vec![0.5; h * w]);
+            forward_plane(&g, &x, &mut y);
+            r_forward_plane(&g, &x, &rx, &mut ry);
+            backward_plane(&g, &x, &dy, &mut dx, true);
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let i = argmax(&g, &x, oy, ox);
+                    assert_eq!(y[oy * g.ow + ox], x[i]);
+                    assert_eq!(ry[oy * g.ow + ox], rx[i]);
+                    assert_eq!(dx[i], 0.5 + dy[oy * g.ow + ox]);
+                }
+            }
+        }
+    }
 
     #[test]
     fn max_and_avg_match_hand_values() {

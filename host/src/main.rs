@@ -77,7 +77,9 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::from(fdgr::exit::SUCCESS),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if !fdgr::exit::is_silent(&e) {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::from(fdgr::exit::code(&e))
         }
     }

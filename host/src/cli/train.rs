@@ -4,11 +4,13 @@ use super::args::{DataArgs, MethodArgs, ModelArgs, OptimArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use fdgr::checkpoint::{self, Loaded};
-use fdgr::config::{Augment, BackendName, OptimizerName, ScheduleName, TrainConfig};
+use fdgr::config::{AscentName, Augment, BackendName, OptimizerName, ScheduleName, TrainConfig};
 use fdgr::data::{self, Dataset};
-use fdgr::exit::bad_input;
+use fdgr::dist::{self, Dist};
+use fdgr::exit::{self, bad_input};
 use fdgr::train::{self, describe_method, Summary};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// `fdgr train`.
 #[derive(Args, Clone, Debug)]
@@ -66,6 +68,13 @@ pub struct TrainArgs {
     /// Print only the final table
     #[arg(long, short, help_heading = "Run")]
     pub quiet: bool,
+    /// Data-parallel runs (under `mpirun -np N`, or `--gpus N`): start the
+    /// ascent of F-GR/B-GR/C-GR/SAM/USAM/DB from the all-reduced gradient
+    /// (global: the step of one process on the whole batch, one all-reduce
+    /// per gradient evaluation) or from each process's own gradient (local:
+    /// "m-sharpness", one all-reduce per step)
+    #[arg(long, value_enum, default_value_t = AscentName::Global, help_heading = "Run")]
+    pub ascent: AscentName,
 }
 
 impl TrainArgs {
@@ -115,6 +124,7 @@ impl TrainArgs {
             threads: self.threads,
             backend: self.backend,
             tf32: self.tf32,
+            ascent: self.ascent,
         };
         c.validate()?;
         Ok((c, loaded))
@@ -194,14 +204,83 @@ fn prepare(a: &TrainArgs) -> Result<Job> {
 
 /// `fdgr train`.
 pub fn run(a: &TrainArgs) -> Result<()> {
+    let dist = Arc::new(dist::init().map_err(bad_input)?);
+    if dist.is_parallel() {
+        return run_parallel(a, dist);
+    }
     let job = prepare(a).map_err(bad_input)?;
     let opts = train::RunOptions {
         out: Some(job.out.clone()),
         verbose: !a.quiet,
+        dist,
     };
     let s = train::run(&job.cfg, &job.data, job.resume, &opts)?;
     print_summary(&s, Some(&job.out));
     Ok(())
+}
+
+/// `fdgr train` as one process of a data-parallel job: every process
+/// prepares (reads and checks its input) and they agree on the outcome
+/// before any trains; an error in training that the processes do not
+/// meet alike (a divergence they do) stops the whole job.
+fn run_parallel(a: &TrainArgs, dist: Arc<Dist>) -> Result<()> {
+    let (rank, root) = (dist.rank(), dist.is_root());
+    let job = prepare(a).map_err(bad_input);
+    // every process's exit code of its preparation (0: ready)
+    let mut codes = vec![0u64; dist.size()];
+    codes[rank] = match &job {
+        Ok(_) => 0,
+        Err(e) => exit::code(e) as u64,
+    };
+    dist.max_u64(&mut codes)?;
+    let first_failed = codes.iter().position(|&c| c != 0);
+    let worst = codes.iter().copied().max().unwrap_or(0) as u8;
+    let job = match (job, first_failed) {
+        (Ok(j), None) => j,
+        // the lowest failing rank says why (on one machine they all fail
+        // alike); the others stop with the same exit code, silently
+        (Err(e), Some(r)) if r == rank => {
+            return Err(if root {
+                e
+            } else {
+                e.context(format!("rank {rank}"))
+            })
+        }
+        _ => return Err(silent(worst)),
+    };
+    let opts = train::RunOptions {
+        out: Some(job.out.clone()),
+        verbose: !a.quiet,
+        dist: dist.clone(),
+    };
+    match train::run(&job.cfg, &job.data, job.resume, &opts) {
+        Ok(s) => {
+            if root {
+                print_summary(&s, Some(&job.out));
+            }
+            Ok(())
+        }
+        // every process rejects the same step: rank 0 says so
+        Err(e) if exit::code(&e) == exit::DIVERGED => {
+            if root {
+                Err(e)
+            } else {
+                Err(silent(exit::DIVERGED))
+            }
+        }
+        Err(e) => {
+            let code = exit::code(&e);
+            eprintln!(
+                "error: rank {rank} of {}: {e:#}; stopping every process of the job",
+                dist.size()
+            );
+            dist.abort(code)
+        }
+    }
+}
+
+fn silent(code: u8) -> anyhow::Error {
+    exit::Silent(code).into()
 }
 
 /// Prints the end-of-run table.

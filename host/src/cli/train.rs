@@ -147,8 +147,9 @@ struct Job {
     out: PathBuf,
 }
 
-/// Reads and checks everything the run needs.
-fn prepare(a: &TrainArgs) -> Result<Job> {
+/// Reads and checks everything the run needs, for a run over `processes`
+/// data-parallel processes.
+fn prepare(a: &TrainArgs, processes: usize) -> Result<Job> {
     let (cfg, data, resume, out) = match &a.resume {
         Some(dir) => {
             let l = checkpoint::load_checkpoint(dir)?;
@@ -193,7 +194,8 @@ fn prepare(a: &TrainArgs) -> Result<Job> {
             (cfg, data, None, out)
         }
     };
-    train::arch_for(&cfg, &data)?;
+    let arch = train::arch_for(&cfg, &data)?;
+    train::check_data_parallel(&cfg, &arch, data.train.len(), processes)?;
     Ok(Job {
         cfg,
         data,
@@ -208,7 +210,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if dist.is_parallel() {
         return run_parallel(a, dist);
     }
-    let job = prepare(a).map_err(bad_input)?;
+    let job = prepare(a, 1).map_err(bad_input)?;
     let opts = train::RunOptions {
         out: Some(job.out.clone()),
         verbose: !a.quiet,
@@ -225,7 +227,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
 /// meet alike (a divergence they do) stops the whole job.
 fn run_parallel(a: &TrainArgs, dist: Arc<Dist>) -> Result<()> {
     let (rank, root) = (dist.rank(), dist.is_root());
-    let job = prepare(a).map_err(bad_input);
+    let job = prepare(a, dist.size()).map_err(bad_input);
     // every process's exit code of its preparation (0: ready)
     let mut codes = vec![0u64; dist.size()];
     codes[rank] = match &job {

@@ -184,6 +184,11 @@ impl Cuda {
         })
     }
 
+    /// The stream all of this device's work goes to (NCCL joins it).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
     /// Device name, compute capability, memory.
     pub fn name(&self) -> &str {
         &self.name

@@ -49,6 +49,7 @@ pub mod error;
 pub mod gemm;
 pub mod kernels;
 pub mod launch;
+pub mod nccl;
 pub mod objective;
 pub mod ops;
 pub mod plan;

@@ -78,7 +78,15 @@ fn test(args: &[String]) -> Result<(), String> {
     )?);
     steps.push(run(
         "clippy -D warnings (host without mpi)",
-        cargo(&["clippy", "-p", "fdgr", "--all-targets", "--", "-D", "warnings"]),
+        cargo(&[
+            "clippy",
+            "-p",
+            "fdgr",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?);
     let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--features", "fdgr/mpi"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");

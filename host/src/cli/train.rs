@@ -1,12 +1,13 @@
 //! `fdgr train`: flags, the run's data loaded once, and the end-of-run table.
 
 use super::args::{DataArgs, MethodArgs, ModelArgs, OptimArgs};
+use anyhow::anyhow;
 use anyhow::{bail, Result};
 use clap::Args;
 use fdgr::checkpoint::{self, Loaded};
 use fdgr::config::{AscentName, Augment, BackendName, OptimizerName, ScheduleName, TrainConfig};
 use fdgr::data::{self, Dataset};
-use fdgr::dist::{self, Dist};
+use fdgr::dist::{self, local, Dist};
 use fdgr::exit::{self, bad_input};
 use fdgr::train::{self, describe_method, Summary};
 use std::path::{Path, PathBuf};
@@ -75,6 +76,20 @@ pub struct TrainArgs {
     /// "m-sharpness", one all-reduce per step)
     #[arg(long, value_enum, default_value_t = AscentName::Global, help_heading = "Run")]
     pub ascent: AscentName,
+    /// Data-parallel on N GPUs of this machine: starts one process per GPU
+    /// (--backend gpu, gradients over NCCL); the global batch is --batch
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "processes",
+        help_heading = "Run"
+    )]
+    pub gpus: Option<usize>,
+    /// Data-parallel on N CPU processes of this machine without MPI (the
+    /// gradients pass through the launching process: for small models and
+    /// tests; use `mpirun -np N` for real CPU jobs)
+    #[arg(long, value_name = "N", help_heading = "Run")]
+    pub processes: Option<usize>,
 }
 
 impl TrainArgs {
@@ -206,8 +221,27 @@ fn prepare(a: &TrainArgs, processes: usize) -> Result<Job> {
 
 /// `fdgr train`.
 pub fn run(a: &TrainArgs) -> Result<()> {
+    let launched = std::env::var_os(local::ENV_RANK).is_some();
+    if !launched {
+        if let Some(n) = a.gpus {
+            fdgr::gpu::probe().map_err(bad_input)?;
+            if n > 1 && !fdgr_gpu::nccl::available() {
+                return Err(bad_input(anyhow!(
+                    "--gpus {n}: the NCCL library (libnccl.so.2) was not found; install NCCL \
+                     (e.g. the libnccl2 package or the nvidia-nccl-cu12 wheel)"
+                )));
+            }
+            return exit_with(local::launch(n, true).map_err(bad_input)?);
+        }
+        if let Some(n) = a.processes {
+            return exit_with(local::launch(n, false).map_err(bad_input)?);
+        }
+    }
     let dist = Arc::new(dist::init().map_err(bad_input)?);
     if dist.is_parallel() {
+        if !launched {
+            select_gpu(dist.local_rank());
+        }
         return run_parallel(a, dist);
     }
     let job = prepare(a, 1).map_err(bad_input)?;
@@ -279,6 +313,30 @@ fn run_parallel(a: &TrainArgs, dist: Arc<Dist>) -> Result<()> {
             dist.abort(code)
         }
     }
+}
+
+/// The launcher's outcome: its processes printed what went wrong.
+fn exit_with(code: u8) -> Result<()> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(silent(code))
+    }
+}
+
+/// Under an MPI launcher: makes this process's GPU (its index among the
+/// processes on its machine, in `CUDA_VISIBLE_DEVICES`'s list when set)
+/// the only visible one, so that device 0 of the GPU backend is its own.
+/// Set before anything touches CUDA; CPU runs ignore it.
+fn select_gpu(local_rank: usize) {
+    let dev = match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(v) if !v.trim().is_empty() => match v.split(',').nth(local_rank) {
+            Some(d) => d.trim().to_string(),
+            None => return,
+        },
+        _ => local_rank.to_string(),
+    };
+    std::env::set_var("CUDA_VISIBLE_DEVICES", dev);
 }
 
 fn silent(code: u8) -> anyhow::Error {

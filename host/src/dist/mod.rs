@@ -31,6 +31,7 @@
 //!   at every epoch end (a hash, all-reduced), and rank 0 alone writes
 //!   metrics and checkpoints.
 
+pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 
@@ -51,6 +52,8 @@ pub trait Comm: Send + Sync {
     fn size(&self) -> usize;
     /// Number of processes on this machine (to share its cores).
     fn local_size(&self) -> usize;
+    /// This process's index among those on its machine (its GPU).
+    fn local_rank(&self) -> usize;
     /// What it is, e.g. `MPI (Open MPI v4.1.4)`.
     fn describe(&self) -> String;
     /// recv ← Σ over processes of send (equal lengths).
@@ -76,6 +79,9 @@ impl Comm for Single {
     }
     fn local_size(&self) -> usize {
         1
+    }
+    fn local_rank(&self) -> usize {
+        0
     }
     fn describe(&self) -> String {
         "one process".into()
@@ -158,6 +164,11 @@ impl Dist {
         self.comm.local_size()
     }
 
+    /// This process's index among those on its machine.
+    pub fn local_rank(&self) -> usize {
+        self.comm.local_rank()
+    }
+
     /// What the communicator is.
     pub fn describe(&self) -> String {
         self.comm.describe()
@@ -201,6 +212,13 @@ impl Dist {
     /// v ← max over processes of v.
     pub fn max_u64(&self, v: &mut [u64]) -> Result<()> {
         self.comm.max_u64(v)
+    }
+
+    /// Counts `calls` all-reduces of `bytes` in all made outside
+    /// [`Dist::all_reduce`] (NCCL's, on the GPU) as step traffic.
+    pub fn record_step_traffic(&self, calls: u64, bytes: u64) {
+        self.step_calls.fetch_add(calls, Ordering::Relaxed);
+        self.step_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// All-reduces and bytes sent into them by training steps so far
@@ -284,11 +302,15 @@ pub fn launched_processes() -> Option<usize> {
 /// Whether this `fdgr` was built with MPI support (feature `mpi`).
 pub const MPI_BUILT: bool = cfg!(feature = "mpi");
 
-/// The communicator of this process: MPI when an MPI launcher started it
-/// (feature `mpi`), else [`Single`]. Launched by `mpirun` with more than
-/// one process but built without MPI: an error (the processes would each
-/// train alone and write the same files).
+/// The communicator of this process: the launcher's hub when `fdgr train
+/// --gpus N`/`--processes N` started it ([`local`]), MPI when an MPI
+/// launcher started it (feature `mpi`), else [`Single`]. Launched by
+/// `mpirun` with more than one process but built without MPI: an error
+/// (the processes would each train alone and write the same files).
 pub fn init() -> Result<Dist> {
+    if let Some(h) = local::HubComm::from_env()? {
+        return Ok(Dist::new(Box::new(h)));
+    }
     let n = launched_processes();
     #[cfg(feature = "mpi")]
     if n.is_some() {

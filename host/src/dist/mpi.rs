@@ -34,6 +34,7 @@ pub struct MpiComm {
     rank: usize,
     size: usize,
     local: usize,
+    local_rank: usize,
     library: String,
 }
 
@@ -52,9 +53,9 @@ impl MpiComm {
         }
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
-        let local = {
+        let (local, local_rank) = {
             let shared = world.split_shared(0);
-            shared.size() as usize
+            (shared.size() as usize, shared.rank() as usize)
         };
         let library = mpi::environment::library_version()
             .ok()
@@ -68,6 +69,7 @@ impl MpiComm {
             rank,
             size,
             local,
+            local_rank,
             library,
         })
     }
@@ -89,6 +91,9 @@ impl Comm for MpiComm {
     }
     fn local_size(&self) -> usize {
         self.local
+    }
+    fn local_rank(&self) -> usize {
+        self.local_rank
     }
     fn describe(&self) -> String {
         format!("MPI ({})", self.library)

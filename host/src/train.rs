@@ -96,6 +96,10 @@ pub struct Summary {
     /// Bytes each process sent into all-reduces per training step.
     #[serde(default)]
     pub allreduce_bytes_per_step: f64,
+    /// Seconds rank 0 spent per training step in its all-reduces (the
+    /// transfer and the wait for the slowest process).
+    #[serde(default)]
+    pub allreduce_seconds_per_step: f64,
     /// Every epoch.
     pub history: Vec<EpochRecord>,
 }
@@ -364,6 +368,7 @@ pub fn run_on(
     let mut train_time = 0.0f64;
     let mut train_steps = 0u64;
     let traffic0 = dist.step_traffic();
+    let comm0 = dist.step_seconds();
     let mut order: Vec<u32> = (0..n_train as u32).collect();
     while st.epoch < cfg.epochs {
         let epoch = st.epoch + 1;
@@ -522,6 +527,11 @@ pub fn run_on(
         processes: dist.size(),
         allreduce_per_step: per_step(traffic0.0, dist.step_traffic().0, train_steps),
         allreduce_bytes_per_step: per_step(traffic0.1, dist.step_traffic().1, train_steps),
+        allreduce_seconds_per_step: if train_steps > 0 {
+            (dist.step_seconds() - comm0) / train_steps as f64
+        } else {
+            0.0
+        },
         steps: st.step,
         fresh_ascents: (0..st.step).filter(|&s| cfg.fresh_ascent(s)).count() as u64,
         seconds: st.seconds,

@@ -56,7 +56,8 @@ fn tmp(name: &str) -> PathBuf {
 
 /// `mpirun -np N fdgr <args>` on this machine: as root where the tests run
 /// as root, more processes than cores allowed, no core binding, shared
-/// memory without the single-copy mechanism containers often forbid.
+/// memory without the single-copy mechanism containers often forbid,
+/// waiting processes yielding their core.
 fn mpirun(np: usize) -> Command {
     let mut c = Command::new("mpirun");
     c.args([

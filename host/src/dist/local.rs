@@ -290,8 +290,8 @@ pub fn launch(n: usize, gpus: bool) -> Result<u8> {
             .env(ENV_SIZE, n.to_string())
             .env(ENV_HUB, &addr)
             .stdin(Stdio::null());
-        if gpus {
-            c.env("CUDA_VISIBLE_DEVICES", &devices[rank]);
+        if let (true, Some(d)) = (gpus, devices.get(rank)) {
+            c.env("CUDA_VISIBLE_DEVICES", d);
         }
         match c.spawn() {
             Ok(ch) => children.push(ch),

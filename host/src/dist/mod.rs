@@ -108,6 +108,7 @@ pub struct Dist {
     bufs: Mutex<(Vec<f32>, Vec<f32>)>,
     step_calls: AtomicU64,
     step_bytes: AtomicU64,
+    step_nanos: AtomicU64,
 }
 
 impl std::fmt::Debug for Dist {
@@ -136,6 +137,7 @@ impl Dist {
             bufs: Mutex::new((vec![], vec![])),
             step_calls: AtomicU64::new(0),
             step_bytes: AtomicU64::new(0),
+            step_nanos: AtomicU64::new(0),
         }
     }
 
@@ -194,7 +196,10 @@ impl Dist {
         send.extend_from_slice(v);
         send.extend_from_slice(scalars);
         recv.resize(send.len(), 0.0);
+        let t = std::time::Instant::now();
         self.comm.sum_f32(send, recv)?;
+        self.step_nanos
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let (a, b) = recv.split_at(v.len());
         v.copy_from_slice(a);
         scalars.copy_from_slice(b);
@@ -228,6 +233,13 @@ impl Dist {
             self.step_calls.load(Ordering::Relaxed),
             self.step_bytes.load(Ordering::Relaxed),
         )
+    }
+
+    /// Seconds this process spent in training steps' all-reduces so far
+    /// (the transfer and the wait for the slowest process; not counted
+    /// for NCCL's, which run on the GPU's stream).
+    pub fn step_seconds(&self) -> f64 {
+        self.step_nanos.load(Ordering::Relaxed) as f64 * 1e-9
     }
 
     /// Stops every process of the job with exit code `code`.

@@ -8,7 +8,7 @@
 //! of a product is computed by one thread in a fixed order.
 
 use crate::cpu_layers as cl;
-use fdgr_kernel::act::{self, Act};
+use fdgr_kernel::act::Act;
 use fdgr_kernel::serial::{norm, BnGeom, ConvGeom, PoolGeom};
 use fdgr_kernel::{vecops, Exec, OptElem, Real};
 use rayon::prelude::*;
@@ -106,7 +106,7 @@ macro_rules! par_exec {
             }
 
             fn axpy(&mut self, y: &mut [$t], a: $t, x: &[$t]) {
-                par2(self.threads, y, x, |y, x| vecops::axpy(y, a, x));
+                par2(self.threads, y, x, |y, x| cl::ew_axpy(y, a, x));
             }
 
             fn waxpy(&mut self, w: &mut [$t], x: &[$t], a: $t, y: &[$t]) {
@@ -176,11 +176,11 @@ macro_rules! par_exec {
             }
 
             fn axpby(&mut self, y: &mut [$t], x: &[$t], alpha: $t, beta: $t) {
-                cl::chunked(y, &[x], |y, xs| vecops::axpby(y, xs[0], alpha, beta));
+                cl::chunked(y, &[x], |y, xs| cl::ew_axpby(y, xs[0], alpha, beta));
             }
 
             fn add(&mut self, y: &mut [$t], a: &[$t], b: &[$t]) {
-                cl::chunked(y, &[a, b], |y, xs| vecops::add(y, xs[0], xs[1]));
+                cl::chunked(y, &[a, b], |y, xs| cl::ew_add(y, xs[0], xs[1]));
             }
 
             fn bias_act(&mut self, z: &mut [$t], bias: Option<&[$t]>, c: usize, hw: usize, a: Act) {
@@ -188,26 +188,20 @@ macro_rules! par_exec {
             }
 
             fn act_map(&mut self, y: &mut [$t], x: &[$t], a: Act) {
-                cl::chunked(y, &[x], |y, xs| {
-                    cl::with_act(a, |a| act::act_map(y, xs[0], a))
-                });
+                cl::chunked(y, &[x], |y, xs| cl::ew_act_map(y, xs[0], a));
             }
 
             fn act_backward(&mut self, delta: &mut [$t], av: &[$t], a: Act) {
-                cl::chunked(delta, &[av], |d, xs| {
-                    cl::with_act(a, |a| act::act_backward(d, xs[0], a))
-                });
+                cl::chunked(delta, &[av], |d, xs| cl::ew_act_backward(d, xs[0], a));
             }
 
             fn r_act(&mut self, ra: &mut [$t], rz: &[$t], av: &[$t], a: Act) {
-                cl::chunked(ra, &[rz, av], |r, xs| {
-                    cl::with_act(a, |a| act::r_act(r, xs[0], xs[1], a))
-                });
+                cl::chunked(ra, &[rz, av], |r, xs| cl::ew_r_act(r, xs[0], xs[1], a));
             }
 
             fn r_act_backward(&mut self, rd: &mut [$t], rz: &[$t], av: &[$t], dz: &[$t], a: Act) {
                 cl::chunked(rd, &[rz, av, dz], |r, xs| {
-                    cl::with_act(a, |a| act::r_act_backward(r, xs[0], xs[1], xs[2], a))
+                    cl::ew_r_act_backward(r, xs[0], xs[1], xs[2], a)
                 });
             }
 

@@ -352,14 +352,14 @@ enum Path {
     Patches,
     /// Channel-major im2col rows (`im2col_ld`): for windows of few values
     /// per tap row (k·cg < 16), where the runs [`patches`] copies would be
-    /// too short.
+    /// too short, and 1×1 windows (a strided gather).
     Im2col,
 }
 
 fn path(g: &ConvGeom) -> Path {
     if pointwise(g) {
         Path::Pointwise
-    } else if g.k * g.cg() < 16 {
+    } else if g.k == 1 || g.k * g.cg() < 16 {
         Path::Im2col
     } else if shifted(g) {
         Path::Shifted
@@ -547,6 +547,9 @@ pub fn conv_backward_data<T: Scratch>(
             return conv_forward(&t, dy, &wt, dx, alpha, beta);
         }
     }
+    if path(g) == Path::Patches {
+        return backward_data_rows(g, dy, w, dx, alpha, beta);
+    }
     let g1 = one(g);
     let pw = pointwise(g);
     dx[..g.x_len()]
@@ -573,6 +576,68 @@ pub fn conv_backward_data<T: Scratch>(
                 }
             },
         );
+}
+
+/// [`conv_backward_data`] on pixel rows, the adjoint of [`Path::Patches`]:
+/// the pixel-major dy times the permuted filter gives each output pixel's
+/// window gradient as a row, which is added back onto a padded pixel-major
+/// input gradient ([`patches_add`]) and transposed into the planes.
+fn backward_data_rows<T: Scratch>(
+    g: &ConvGeom,
+    dy: &[T],
+    w: &[T],
+    dx: &mut [T],
+    alpha: T,
+    beta: T,
+) {
+    let (cg, kg, p) = (g.cg(), g.kg(), g.pad);
+    let (hw, ohw, ckk) = (g.h * g.w, g.oh * g.ow, g.cg() * g.k * g.k);
+    let wide = g.w + 2 * p;
+    let mut wp = Buf::<T>::take(g.w_len());
+    permute_filter(g, w, &mut wp);
+    let wp: &[T] = &wp;
+    let (lx, lc, ly) = (xp_len(g), ohw * ckk, ohw * kg);
+    dx[..g.x_len()]
+        .par_chunks_mut(g.c * hw)
+        .zip(dy[..g.y_len()].par_chunks(g.k_out * ohw))
+        .for_each_init(
+            || Buf::<T>::take(lx + lc + ly),
+            |buf, (dxn, dyn_)| {
+                let (dxp, rest) = buf.split_at_mut(lx);
+                let (colt, dyt) = rest.split_at_mut(lc);
+                for grp in 0..g.groups {
+                    let dyg = &dyn_[grp * kg * ohw..(grp + 1) * kg * ohw];
+                    T::transpose(dyg, ohw, dyt, kg, kg, ohw, T::ZERO);
+                    let wpg = &wp[grp * kg * ckk..(grp + 1) * kg * ckk];
+                    let (a, b) = ((&dyt[..], kg, 1), (wpg, ckk, 1));
+                    gemm_s(ohw, ckk, kg, alpha, a, b, T::ZERO, colt, ckk);
+                    dxp.fill(T::ZERO);
+                    patches_add(g, colt, dxp);
+                    let dxg = &mut dxn[grp * cg * hw..(grp + 1) * cg * hw];
+                    for iy in 0..g.h {
+                        let src = &dxp[((iy + p) * wide + p) * cg..];
+                        T::transpose(src, cg, &mut dxg[iy * g.w..], hw, g.w, cg, beta);
+                    }
+                }
+            },
+        );
+}
+
+/// xp += the rows of `colt` put back where [`patches`] took them from
+/// (its adjoint).
+fn patches_add<T: Real>(g: &ConvGeom, colt: &[T], xp: &mut [T]) {
+    let (cg, k, s) = (g.cg(), g.k, g.stride);
+    let wp = g.w + 2 * g.pad;
+    let (kc, ckk) = (k * cg, k * k * cg);
+    for (p, row) in colt[..g.oh * g.ow * ckk].chunks_exact(ckk).enumerate() {
+        let (oy, ox) = (p / g.ow, p % g.ow);
+        for (ky, src) in row.chunks_exact(kc).enumerate() {
+            let o = ((oy * s + ky) * wp + ox * s) * cg;
+            for (d, v) in xp[o..o + kc].iter_mut().zip(src) {
+                *d += *v;
+            }
+        }
+    }
 }
 
 /// dw ← β·dw + α·Σ_batch (x ⋆ dy): the batch is split into one contiguous
@@ -679,6 +744,70 @@ pub fn conv_backward_filter<T: Scratch>(
     }
 }
 
+/// Defines `fn $name`, which runs `$body` compiled for AVX2 when the CPU
+/// has it (detected at run time) and as is otherwise. The body's loops,
+/// its closures and the kernel's `#[inline]` functions it calls are
+/// compiled with it, so they use 8-wide vectors instead of SSE's 4. The
+/// results are the same on both paths: these loops are elementwise or sum
+/// in a fixed number of interleaved partial sums (`norm::LANES`), and Rust
+/// never contracts a·b + c into an FMA.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* $v:vis fn $name:ident<$T:ident: $B:ident>($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
+        $(#[$m])*
+        $v fn $name<$T: $B>($($a: $t),*) $(-> $r)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx2<$T: $B>($($a: $t),*) $(-> $r)? $body
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (detected just above).
+                    return unsafe { avx2($($a),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+
+simd_fn! {
+    /// The batch statistics of channel `ch` ([`norm::channel_stats_blocked`]).
+    fn stats_ch<T: Real>(g: &BnGeom, x: &[T], ch: usize, eps: T) -> (T, T, T) {
+        norm::channel_stats_blocked(g, x, ch, eps)
+    }
+}
+
+simd_fn! {
+    /// y = act(γ·(x − μ)·s + β) over every channel of sample `n` (`yn`).
+    #[allow(clippy::too_many_arguments)]
+    fn normalize_sample<T: Real>(
+        g: &BnGeom,
+        x: &[T],
+        yn: &mut [T],
+        n: usize,
+        gb: &[T],
+        mean: &[T],
+        invstd: &[T],
+        act: Act,
+    ) {
+        let (c, hw) = (g.c, g.hw);
+        with_act(act, |act| {
+            for ch in 0..c {
+                let o = (n * c + ch) * hw;
+                norm::normalize_plane(
+                    &x[o..o + hw],
+                    &mut yn[ch * hw..(ch + 1) * hw],
+                    gb[ch],
+                    gb[c + ch],
+                    mean[ch],
+                    invstd[ch],
+                    act,
+                );
+            }
+        })
+    }
+}
+
 /// Training-mode batch norm forward: statistics per channel in parallel,
 /// then each sample normalized in parallel.
 #[allow(clippy::too_many_arguments)]
@@ -703,7 +832,7 @@ pub fn bn_forward_train<T: Scratch>(
                 .zip(pm.par_iter_mut().zip(pv.par_iter_mut()))
                 .enumerate()
                 .for_each(|(ch, ((m, i), (rm, rv)))| {
-                    let (mu, is, m2) = norm::channel_stats_blocked(g, x, ch, eps);
+                    let (mu, is, m2) = stats_ch(g, x, ch, eps);
                     (*m, *i) = (mu, is);
                     (*rm, *rv) = norm::running_update(g, run, ch, mu, m2, mom);
                 });
@@ -713,29 +842,14 @@ pub fn bn_forward_train<T: Scratch>(
                 .zip(invstd.par_iter_mut())
                 .enumerate()
                 .for_each(|(ch, (m, i))| {
-                    let (mu, is, _) = norm::channel_stats_blocked(g, x, ch, eps);
+                    let (mu, is, _) = stats_ch(g, x, ch, eps);
                     (*m, *i) = (mu, is);
                 });
         }
     }
     let (mean, invstd): (&[T], &[T]) = (mean, invstd);
-    let (gamma, beta) = gb.split_at(c);
     per_sample(g, y, |n, yn| {
-        with_act(act, |act| {
-            for ch in 0..c {
-                let o = (n * c + ch) * g.hw;
-                let r = ch * g.hw..(ch + 1) * g.hw;
-                norm::normalize_plane(
-                    &x[o..o + g.hw],
-                    &mut yn[r],
-                    gamma[ch],
-                    beta[ch],
-                    mean[ch],
-                    invstd[ch],
-                    act,
-                );
-            }
-        })
+        normalize_sample(g, x, yn, n, gb, mean, invstd, act)
     });
 }
 
@@ -751,23 +865,13 @@ pub fn bn_forward_eval<T: Scratch>(
     act: Act,
 ) {
     let c = g.c;
+    let mut invstd = Buf::<T>::take(c);
+    for (ch, i) in invstd.iter_mut().enumerate() {
+        *i = T::ONE / (running[c + ch] + eps).sqrt();
+    }
+    let invstd: &[T] = &invstd;
     per_sample(g, y, |n, yn| {
-        with_act(act, |act| {
-            for ch in 0..c {
-                let is = T::ONE / (running[c + ch] + eps).sqrt();
-                let o = (n * c + ch) * g.hw;
-                let r = ch * g.hw..(ch + 1) * g.hw;
-                norm::normalize_plane(
-                    &x[o..o + g.hw],
-                    &mut yn[r],
-                    gb[ch],
-                    gb[c + ch],
-                    running[ch],
-                    is,
-                    act,
-                );
-            }
-        })
+        normalize_sample(g, x, yn, n, gb, &running[..c], invstd, act)
     });
 }
 
@@ -792,6 +896,44 @@ fn per_sample<T: Send>(g: &BnGeom, y: &mut [T], f: impl Fn(usize, &mut [T]) + Sy
         .for_each(|(n, yn)| f(n, yn));
 }
 
+simd_fn! {
+    /// The backward sums of channel `ch` ([`norm::backward_sums_blocked`]).
+    fn backward_sums_ch<T: Real>(g: &BnGeom, x: &[T], dy: &[T], ch: usize, stats: &[T]) -> (T, T) {
+        norm::backward_sums_blocked(g, x, dy, ch, stats[ch], stats[g.c + ch])
+    }
+}
+
+simd_fn! {
+    /// The input gradient of every channel of sample `n` (`dxn`).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_sample<T: Real>(
+        g: &BnGeom,
+        x: &[T],
+        dy: &[T],
+        dxn: &mut [T],
+        n: usize,
+        acc: bool,
+        gb: &[T],
+        stats: &[T],
+        sums: &[T],
+    ) {
+        let (c, hw) = (g.c, g.hw);
+        for ch in 0..c {
+            let o = (n * c + ch) * hw;
+            norm::backward_plane(
+                g,
+                &x[o..o + hw],
+                &dy[o..o + hw],
+                &mut dxn[ch * hw..(ch + 1) * hw],
+                acc,
+                gb[ch],
+                (stats[ch], stats[c + ch]),
+                (sums[ch], sums[c + ch]),
+            );
+        }
+    }
+}
+
 /// Training-mode batch norm backward.
 #[allow(clippy::too_many_arguments)]
 pub fn bn_backward<T: Scratch>(
@@ -811,7 +953,7 @@ pub fn bn_backward<T: Scratch>(
             .zip(s2.par_iter_mut())
             .enumerate()
             .for_each(|(ch, (a, b))| {
-                (*a, *b) = norm::backward_sums_blocked(g, x, dy, ch, stats[ch], stats[c + ch]);
+                (*a, *b) = backward_sums_ch(g, x, dy, ch, stats);
             });
     }
     if let Some(p) = dp {
@@ -824,21 +966,44 @@ pub fn bn_backward<T: Scratch>(
         let acc = d.acc;
         let sums: &[T] = &sums;
         per_sample(g, d.dx, |n, dxn| {
-            for ch in 0..c {
-                let o = (n * c + ch) * g.hw;
-                let r = ch * g.hw..(ch + 1) * g.hw;
-                norm::backward_plane(
-                    g,
-                    &x[o..o + g.hw],
-                    &dy[o..o + g.hw],
-                    &mut dxn[r],
-                    acc,
-                    gb[ch],
-                    (stats[ch], stats[c + ch]),
-                    (sums[ch], sums[c + ch]),
-                );
-            }
+            backward_sample(g, x, dy, dxn, n, acc, gb, stats, sums)
         });
+    }
+}
+
+simd_fn! {
+    /// mean(R{x}) and mean(x̂·R{x}) of channel `ch`.
+    fn r_forward_means_ch<T: Real>(g: &BnGeom, x: &[T], rx: &[T], ch: usize, stats: &[T]) -> (T, T) {
+        norm::r_forward_means_blocked(g, x, rx, ch, stats[ch], stats[g.c + ch])
+    }
+}
+
+simd_fn! {
+    /// R{y} over every channel of sample `n` (`ryn`).
+    #[allow(clippy::too_many_arguments)]
+    fn r_forward_sample<T: Real>(
+        g: &BnGeom,
+        x: &[T],
+        rx: Option<&[T]>,
+        ryn: &mut [T],
+        n: usize,
+        gb: &[T],
+        vgb: &[T],
+        stats: &[T],
+        rstats: &[T],
+    ) {
+        let (c, hw) = (g.c, g.hw);
+        for ch in 0..c {
+            let o = (n * c + ch) * hw;
+            norm::r_forward_plane(
+                &x[o..o + hw],
+                rx.map(|v| &v[o..o + hw]),
+                &mut ryn[ch * hw..(ch + 1) * hw],
+                (gb[ch], vgb[ch], vgb[c + ch]),
+                (stats[ch], stats[c + ch]),
+                (rstats[ch], rstats[c + ch]),
+            );
+        }
     }
 }
 
@@ -862,28 +1027,55 @@ pub fn bn_r_forward<T: Scratch>(
             .enumerate()
             .for_each(|(ch, (a, b))| {
                 (*a, *b) = match rx {
-                    Some(rx) => {
-                        norm::r_forward_means_blocked(g, x, rx, ch, stats[ch], stats[c + ch])
-                    }
+                    Some(rx) => r_forward_means_ch(g, x, rx, ch, stats),
                     None => (T::ZERO, T::ZERO),
                 };
             });
     }
     let rstats: &[T] = rstats;
     per_sample(g, ry, |n, ryn| {
-        for ch in 0..c {
-            let o = (n * c + ch) * g.hw;
-            let r = ch * g.hw..(ch + 1) * g.hw;
-            norm::r_forward_plane(
-                &x[o..o + g.hw],
-                rx.map(|v| &v[o..o + g.hw]),
-                &mut ryn[r],
-                (gb[ch], vgb[ch], vgb[c + ch]),
-                (stats[ch], stats[c + ch]),
-                (rstats[ch], rstats[c + ch]),
-            );
-        }
+        r_forward_sample(g, x, rx, ryn, n, gb, vgb, stats, rstats)
     });
+}
+
+simd_fn! {
+    /// The R-backward sums of channel `ch`, packed (Σdy, Σdy·x̂, ΣR{dy},
+    /// ΣR{dy}·x̂, Σdy·R{x̂}).
+    fn r_backward_sums_ch<T: Real>(g: &BnGeom, a: &RBack<'_, T>, ch: usize, out: &mut [T]) {
+        let r = norm::r_backward_sums_blocked(g, a, ch);
+        out.copy_from_slice(&[r.dy, r.dyx, r.rdy, r.rdyx, r.dyrxh]);
+    }
+}
+
+/// The sums of channel `ch` packed by [`r_backward_sums_ch`].
+fn unpack<T: Real>(packed: &[T], ch: usize) -> RSums<T> {
+    let s = &packed[5 * ch..5 * ch + 5];
+    RSums {
+        dy: s[0],
+        dyx: s[1],
+        rdy: s[2],
+        rdyx: s[3],
+        dyrxh: s[4],
+    }
+}
+
+simd_fn! {
+    /// R{dx} over every channel of sample `n` (`dxn`).
+    fn r_backward_sample<T: Real>(
+        g: &BnGeom,
+        a: &RBack<'_, T>,
+        packed: &[T],
+        dxn: &mut [T],
+        n: usize,
+        acc: bool,
+    ) {
+        let (c, hw) = (g.c, g.hw);
+        for ch in 0..c {
+            let o = (n * c + ch) * hw;
+            let s = unpack(packed, ch);
+            norm::r_backward_plane(g, a, ch, o, &s, &mut dxn[ch * hw..(ch + 1) * hw], acc);
+        }
+    }
 }
 
 /// Batch norm R-backward.
@@ -895,33 +1087,20 @@ pub fn bn_r_backward<T: Scratch>(
 ) {
     let c = g.c;
     let mut packed = Buf::<T>::take(5 * c);
-    packed.par_chunks_mut(5).enumerate().for_each(|(ch, s)| {
-        let r = norm::r_backward_sums_blocked(g, a, ch);
-        s.copy_from_slice(&[r.dy, r.dyx, r.rdy, r.rdyx, r.dyrxh]);
-    });
-    let get = |ch: usize| {
-        let s = &packed[5 * ch..5 * ch + 5];
-        RSums {
-            dy: s[0],
-            dyx: s[1],
-            rdy: s[2],
-            rdyx: s[3],
-            dyrxh: s[4],
-        }
-    };
+    packed
+        .par_chunks_mut(5)
+        .enumerate()
+        .for_each(|(ch, s)| r_backward_sums_ch(g, a, ch, s));
     for ch in 0..c {
-        let s = get(ch);
+        let s = unpack(&packed, ch);
         rsums[ch] = s.rdyx + s.dyrxh;
         rsums[c + ch] = s.rdy;
     }
     if let Some(d) = rdx {
         let acc = d.acc;
+        let packed: &[T] = &packed;
         per_sample(g, d.dx, |n, dxn| {
-            for ch in 0..c {
-                let o = (n * c + ch) * g.hw;
-                let s = get(ch);
-                norm::r_backward_plane(g, a, ch, o, &s, &mut dxn[ch * g.hw..(ch + 1) * g.hw], acc);
-            }
+            r_backward_sample(g, a, packed, dxn, n, acc)
         });
     }
 }
@@ -1074,6 +1253,27 @@ mod tiled {
     }
 }
 
+simd_fn! {
+    /// [`tiled::forward`].
+    fn tiled_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
+        tiled::forward(g, x, y)
+    }
+}
+
+simd_fn! {
+    /// [`tiled::backward`].
+    fn tiled_backward<T: Real>(g: &PoolGeom, x: &[T], dy: &[T], dx: &mut [T], acc: bool) {
+        tiled::backward(g, x, dy, dx, acc)
+    }
+}
+
+simd_fn! {
+    /// [`tiled::r_forward`].
+    fn tiled_r_forward<T: Real>(g: &PoolGeom, x: &[T], rx: &[T], ry: &mut [T]) {
+        tiled::r_forward(g, x, rx, ry)
+    }
+}
+
 /// Pooling forward, planes in parallel.
 pub fn pool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
@@ -1083,7 +1283,7 @@ pub fn pool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
         .zip(x[..g.x_len()].par_chunks(hw))
         .for_each(|(yp, xp)| {
             if t {
-                tiled::forward(g, xp, yp)
+                tiled_forward(g, xp, yp)
             } else {
                 pool::forward_plane(g, xp, yp)
             }
@@ -1100,7 +1300,7 @@ pub fn pool_backward<T: Real>(g: &PoolGeom, x: &[T], dy: &[T], dx: &mut [T], acc
         .zip(dy[..g.y_len()].par_chunks(ohw))
         .for_each(|((dxp, xp), dyp)| {
             if t {
-                tiled::backward(g, xp, dyp, dxp, acc)
+                tiled_backward(g, xp, dyp, dxp, acc)
             } else {
                 pool::backward_plane(g, xp, dyp, dxp, acc)
             }
@@ -1117,7 +1317,7 @@ pub fn pool_r_forward<T: Real>(g: &PoolGeom, x: &[T], rx: &[T], ry: &mut [T]) {
         .zip(rx[..g.x_len()].par_chunks(hw))
         .for_each(|((ryp, xp), rxp)| {
             if t {
-                tiled::r_forward(g, xp, rxp, ryp)
+                tiled_r_forward(g, xp, rxp, ryp)
             } else {
                 pool::r_forward_plane(g, xp, rxp, ryp)
             }
@@ -1132,11 +1332,11 @@ const CHUNK: usize = 1 << 14;
 pub fn bias_act<T: Real>(z: &mut [T], bias: Option<&[T]>, c: usize, hw: usize, a: Act) {
     let per = c * hw;
     if z.len() < 2 * CHUNK || per == 0 {
-        return with_act(a, |a| act::bias_act_chw(z, bias, c, hw, a));
+        return bias_act_block(z, bias, c, hw, a);
     }
     let rows = (CHUNK / per).max(1);
     z.par_chunks_mut(rows * per)
-        .for_each(|zc| with_act(a, |a| act::bias_act_chw(zc, bias, c, hw, a)));
+        .for_each(|zc| bias_act_block(zc, bias, c, hw, a));
 }
 
 /// out ← β·out + α·(per-channel sums), channels in parallel; each plane
@@ -1153,8 +1353,9 @@ pub fn chan_sum<T: Real>(out: &mut [T], m: &[T], c: usize, hw: usize, alpha: T, 
     });
 }
 
-/// Σ p in [`norm::LANES`] interleaved partial sums, added pairwise.
-fn plane_sum<T: Real>(p: &[T]) -> T {
+simd_fn! {
+    /// Σ p in [`norm::LANES`] interleaved partial sums, added pairwise.
+    fn plane_sum<T: Real>(p: &[T]) -> T {
     const L: usize = norm::LANES;
     let mut acc = [T::ZERO; L];
     let mut chunks = p.chunks_exact(L);
@@ -1175,6 +1376,63 @@ fn plane_sum<T: Real>(p: &[T]) -> T {
         }
     }
     acc[0]
+}
+}
+
+simd_fn! {
+    /// [`act::bias_act_chw`] on a block of whole samples.
+    fn bias_act_block<T: Real>(z: &mut [T], bias: Option<&[T]>, c: usize, hw: usize, a: Act) {
+        with_act(a, |a| act::bias_act_chw(z, bias, c, hw, a))
+    }
+}
+
+simd_fn! {
+    /// y ← a + b ([`vecops::add`]).
+    pub fn ew_add<T: Real>(y: &mut [T], a: &[T], b: &[T]) {
+        vecops::add(y, a, b)
+    }
+}
+
+simd_fn! {
+    /// y ← β·y + α·x ([`vecops::axpby`]).
+    pub fn ew_axpby<T: Real>(y: &mut [T], x: &[T], alpha: T, beta: T) {
+        vecops::axpby(y, x, alpha, beta)
+    }
+}
+
+simd_fn! {
+    /// y ← y + a·x ([`vecops::axpy`]).
+    pub fn ew_axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
+        vecops::axpy(y, a, x)
+    }
+}
+
+simd_fn! {
+    /// y ← σ(x) ([`act::act_map`]).
+    pub fn ew_act_map<T: Real>(y: &mut [T], x: &[T], a: Act) {
+        with_act(a, |a| act::act_map(y, x, a))
+    }
+}
+
+simd_fn! {
+    /// δ ← δ ⊙ σ'(a) ([`act::act_backward`]).
+    pub fn ew_act_backward<T: Real>(d: &mut [T], av: &[T], a: Act) {
+        with_act(a, |a| act::act_backward(d, av, a))
+    }
+}
+
+simd_fn! {
+    /// R{a} ← σ'(a) ⊙ R{z} ([`act::r_act`]).
+    pub fn ew_r_act<T: Real>(ra: &mut [T], rz: &[T], av: &[T], a: Act) {
+        with_act(a, |a| act::r_act(ra, rz, av, a))
+    }
+}
+
+simd_fn! {
+    /// R{δz} in place ([`act::r_act_backward`]).
+    pub fn ew_r_act_backward<T: Real>(rd: &mut [T], rz: &[T], av: &[T], dz: &[T], a: Act) {
+        with_act(a, |a| act::r_act_backward(rd, rz, av, dz, a))
+    }
 }
 
 /// Runs an elementwise slice function on matching chunks in parallel.

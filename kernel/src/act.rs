@@ -94,6 +94,7 @@ impl Act {
 }
 
 /// `z[r, c] += bias[c]`, then a = σ(z), in place (`z` is rows × `bias.len()`).
+#[inline]
 pub fn bias_act<F: Real>(z: &mut [F], bias: &[F], act: Act) {
     for row in z.chunks_exact_mut(bias.len()) {
         for (v, b) in row.iter_mut().zip(bias) {
@@ -103,6 +104,7 @@ pub fn bias_act<F: Real>(z: &mut [F], bias: &[F], act: Act) {
 }
 
 /// `z[r, c] += bias[c]` (no activation).
+#[inline]
 pub fn bias_add<F: Real>(z: &mut [F], bias: &[F]) {
     for row in z.chunks_exact_mut(bias.len()) {
         for (v, b) in row.iter_mut().zip(bias) {
@@ -114,6 +116,7 @@ pub fn bias_add<F: Real>(z: &mut [F], bias: &[F]) {
 /// Per-channel bias and activation in place on an NCHW block `z`
 /// (`z.len()` = N·C·HW): z ← σ(z + bias\[ch\]) (bias optional). With HW = 1
 /// this is [`bias_act`] on N rows of C.
+#[inline]
 pub fn bias_act_chw<F: Real>(z: &mut [F], bias: Option<&[F]>, c: usize, hw: usize, act: Act) {
     #[cfg(not(feature = "conv"))]
     let _ = hw;
@@ -140,6 +143,7 @@ pub fn bias_act_chw<F: Real>(z: &mut [F], bias: Option<&[F]>, c: usize, hw: usiz
 }
 
 /// y = σ(x), elementwise (out of place).
+#[inline]
 pub fn act_map<F: Real>(y: &mut [F], x: &[F], act: Act) {
     for (y, x) in y.iter_mut().zip(x) {
         *y = act.f(*x);
@@ -148,6 +152,7 @@ pub fn act_map<F: Real>(y: &mut [F], x: &[F], act: Act) {
 
 /// out = β·out + α·Σ_{n, hw} m[n, ch, hw] per channel of an NCHW block `m`
 /// (the bias gradient of a convolution; with HW = 1 exactly [`col_sum`]).
+#[inline]
 pub fn chan_sum<F: Real>(out: &mut [F], m: &[F], c: usize, hw: usize, alpha: F, beta: F) {
     // (spatial sums only come from convolutions)
     if hw == 1 || cfg!(not(feature = "conv")) {
@@ -164,6 +169,7 @@ pub fn chan_sum<F: Real>(out: &mut [F], m: &[F], c: usize, hw: usize, alpha: F, 
 }
 
 /// δz = δa ⊙ σ'(a), in place on `delta`.
+#[inline]
 pub fn act_backward<F: Real>(delta: &mut [F], a: &[F], act: Act) {
     if act == Act::Identity {
         return;
@@ -174,6 +180,7 @@ pub fn act_backward<F: Real>(delta: &mut [F], a: &[F], act: Act) {
 }
 
 /// R{a} = σ'(a) ⊙ R{z}.
+#[inline]
 pub fn r_act<F: Real>(ra: &mut [F], rz: &[F], a: &[F], act: Act) {
     for ((r, z), a) in ra.iter_mut().zip(rz).zip(a) {
         *r = act.df(*a) * *z;
@@ -182,6 +189,7 @@ pub fn r_act<F: Real>(ra: &mut [F], rz: &[F], a: &[F], act: Act) {
 
 /// R{δz} = σ''(z)·R{z}⊙δa + σ'(z)⊙R{δa} = κ(a)·R{z}⊙δz + σ'(a)⊙R{δa},
 /// in place on `rd` (holds R{δa} on entry, R{δz} on exit).
+#[inline]
 pub fn r_act_backward<F: Real>(rd: &mut [F], rz: &[F], a: &[F], dz: &[F], act: Act) {
     match act {
         Act::Identity => {}
@@ -200,6 +208,7 @@ pub fn r_act_backward<F: Real>(rd: &mut [F], rz: &[F], a: &[F], dz: &[F], act: A
 
 /// out = β·out + α·Σ_rows m (column sums of a rows × out.len() matrix).
 /// β = 0 overwrites `out`.
+#[inline]
 pub fn col_sum<F: Real>(out: &mut [F], m: &[F], alpha: F, beta: F) {
     crate::vecops::scale_or_zero(out, beta);
     for row in m.chunks_exact(out.len()) {

@@ -202,6 +202,15 @@ pub fn kill_resume_is_bit_exact(args: &dyn Fn(&Path) -> Vec<String>, clean: &Pat
     let mut kills = 0;
     let mut rng = fdgr_kernel::Rng::new(42);
     for attempt in 0..60 {
+        // A kill after the final outputs were written (between the plot and
+        // the exit) leaves a complete run: resuming it again is refused
+        // (exit 2, tested elsewhere), and the comparison below checks it.
+        if ["summary.json", "curves.png"]
+            .iter()
+            .all(|f| killed.join(f).is_file())
+        {
+            break;
+        }
         let resume = killed.join("checkpoint.safetensors").exists();
         let mut cmd = bin();
         if resume {
@@ -223,7 +232,13 @@ pub fn kill_resume_is_bit_exact(args: &dyn Fn(&Path) -> Vec<String>, clean: &Pat
         std::thread::sleep(wait);
         match child.try_wait().unwrap() {
             Some(status) => {
-                assert!(status.success(), "attempt {attempt} failed");
+                if !status.success() {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                    }
+                    panic!("attempt {attempt} failed ({status}):\n{err}");
+                }
                 break;
             }
             None => {

@@ -418,6 +418,7 @@ fn rxh_at<F: Real>(rx: Option<&[F]>, i: usize, xh: F, is: F, ma: F, mb: F) -> F 
 }
 
 /// The R-backward sums of channel `ch`.
+#[inline]
 pub fn r_backward_sums<F: Real>(g: &BnGeom, a: &RBack<'_, F>, ch: usize) -> RSums<F> {
     let (mu, is) = (a.stats[ch], a.stats[g.c + ch]);
     let (ma, mb) = (a.rstats[ch], a.rstats[g.c + ch]);
@@ -534,6 +535,7 @@ pub fn r_forward_means_blocked<F: Real>(
 }
 
 /// [`r_backward_sums`] with blocked sums (see [`LANES`]).
+#[inline]
 pub fn r_backward_sums_blocked<F: Real>(g: &BnGeom, a: &RBack<'_, F>, ch: usize) -> RSums<F> {
     let (mu, is) = (a.stats[ch], a.stats[g.c + ch]);
     let (ma, mb) = (a.rstats[ch], a.rstats[g.c + ch]);
@@ -558,6 +560,7 @@ pub fn r_backward_sums_blocked<F: Real>(g: &BnGeom, a: &RBack<'_, F>, ch: usize)
 }
 
 /// R{dx} over the plane starting at index `o` (H·W values) of channel `ch`.
+#[inline]
 pub fn r_backward_plane<F: Real>(
     g: &BnGeom,
     a: &RBack<'_, F>,

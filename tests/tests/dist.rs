@@ -48,6 +48,9 @@ fn slice(b: usize, r: usize, n: usize) -> (usize, usize) {
     (lo, lo + q + usize::from(r < m))
 }
 
+/// One rank's θ after the steps, and the losses the steps returned.
+type Outcome = (Vec<f64>, Vec<Result<f64, Error>>);
+
 /// θ after `steps` steps of `m` on (x, labels), on `n` ranks (None: one
 /// plain objective); the losses the steps returned.
 fn run(
@@ -57,7 +60,7 @@ fn run(
     n: Option<usize>,
     mode: AscentMode,
     steps: usize,
-) -> Vec<(Vec<f64>, Vec<Result<f64, Error>>)> {
+) -> Vec<Outcome> {
     let k = p.shape.inputs();
     let b = p.batch;
     let one = |x: &[f64], labels: &[u32], comm: Option<Threads>| {

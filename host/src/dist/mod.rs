@@ -311,6 +311,13 @@ pub fn launched_processes() -> Option<usize> {
         .and_then(|s| s.trim().parse().ok())
 }
 
+/// Whether this process is one of several of a data-parallel job (started
+/// by an MPI launcher with more than one process, or by `fdgr train
+/// --gpus`/`--processes`).
+pub fn in_parallel_job() -> bool {
+    launched_processes().is_some_and(|n| n > 1) || std::env::var_os(local::ENV_RANK).is_some()
+}
+
 /// Whether this `fdgr` was built with MPI support (feature `mpi`).
 pub const MPI_BUILT: bool = cfg!(feature = "mpi");
 

@@ -98,6 +98,28 @@ def load():
         return float("nan")
 
 
+def cpu_busy():
+    """(busy CPU seconds of the whole machine, CPU seconds of our finished
+    children) so far, or None without /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = (sum(v) - v[3] - v[4]) / tick  # all but idle and iowait
+    t = os.times()
+    return busy, t.children_user + t.children_system
+
+
+def others(before, after, wall):
+    """Share of the machine's CPUs that other processes used meanwhile (%)."""
+    if before is None or after is None or wall <= 0:
+        return float("nan")
+    used = (after[0] - before[0]) - (after[1] - before[1])
+    return max(0.0, 100 * used / (wall * (os.cpu_count() or 1)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -111,13 +133,14 @@ def main():
     import torch  # only for its version; the steps run in their own processes
 
     print(f"CPU: {model}, {os.cpu_count()} logical cores; SIMD: {simd}")
+    _, base = measured([sys.executable, "-c", "import torch; torch.ones(1)"])
     print(f"threads: {a.threads} per side; PyTorch {torch.__version__} "
-          f"(CPU capability {torch.backends.cpu.get_cpu_capability()}); "
-          f"load average at start: {load():.2f}")
+          f"(CPU capability {torch.backends.cpu.get_cpu_capability()}; a process that only "
+          f"imports torch peaks at {base or 0:.0f} MiB); load average at start: {load():.2f}")
     print()
     print("| model | batch | method | fdgr ms | PyTorch ms | PyTorch/fdgr | fdgr step/SGD "
-          "| PyTorch step/SGD | fdgr RSS MiB | PyTorch RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| PyTorch step/SGD | fdgr RSS MiB | PyTorch RSS MiB | others' CPU % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     want = set(filter(None, a.configs.split(",")))
     methods = a.methods.split(",")
     t0 = time.time()
@@ -132,6 +155,7 @@ def main():
         res = {}
         for m in methods:
             fs, ts, frss, trss = [], [], 0.0, 0.0
+            b0, w0 = cpu_busy(), time.time()
             for _ in range(a.rounds):
                 f, fr = measured([a.fdgr, "bench", "--json", "--methods", m, *common])
                 t, tr = measured([sys.executable, str(ROOT / "bench" / "torch_steps.py"),
@@ -139,17 +163,20 @@ def main():
                 fs.append(f[m]["median_ms"])
                 ts.append(t[m]["median_ms"])
                 frss, trss = max(frss, fr or 0), max(trss, tr or 0)
-            res[m] = (statistics.median(fs), statistics.median(ts), frss, trss)
+            busy = others(b0, cpu_busy(), time.time() - w0)
+            res[m] = (statistics.median(fs), statistics.median(ts), frss, trss, busy)
         for m in methods:
-            fm, tm, fr, tr = res[m]
+            fm, tm, fr, tr, busy = res[m]
             fsgd = res["sgd"][0] if "sgd" in res else float("nan")
             tsgd = res["sgd"][1] if "sgd" in res else float("nan")
             label = f"{name} {inp}" if inp else name
             print(f"| {label} | {batch} | {m} | {fm:.2f} | {tm:.2f} | {tm / fm:.2f} | {fm / fsgd:.2f} "
-                  f"| {tm / tsgd:.2f} | {fr:.0f} | {tr:.0f} |", flush=True)
+                  f"| {tm / tsgd:.2f} | {fr:.0f} | {tr:.0f} | {busy:.0f} |", flush=True)
     print()
     print(f"load average at end: {load():.2f}; {time.time() - t0:.0f} s. PyTorch/fdgr > 1: fdgr "
-          "is faster. RSS: peak resident memory of each side's process (one method per process).")
+          "is faster. RSS: peak resident memory of each side's process (one method per process). "
+          "Others' CPU: the share of the cores other processes used while the row ran (above a "
+          "few percent the row is disturbed; PyTorch's OpenMP threads suffer more from it).")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 # cargo, no network. Needs the release binary (built elsewhere, carried
 # here): target/release/fdgr, or $FDGR.
 #
-# Budget: about 7.5 minutes at most (CHECK_BUDGET_S), usually 2 to 3.
+# Budget: about 9.5 minutes at most (CHECK_BUDGET_S), usually 5 to 7.
 #
 # 1. cross-check: 20 steps of every method on 784-512-512-10, batch 128,
 #    from the same init and batches, GPU against the CPU kernel; max
@@ -17,6 +17,15 @@
 #    next to PyTorch eager doing the same steps (gpu/torch_bench.py), and
 #    the GFLOP/s of the matrix products against plain cuBLAS SGEMMs of the
 #    same sizes (torch.mm, TF32 off).
+# 3. conv nets: 20 steps of every method on ResNet-20 (CIFAR shape),
+#    batch 128, GPU against the CPU kernel on all cores (`fdgr crosscheck
+#    --model resnet20`), gated on the step losses (1e-4 relative: ReLU and
+#    max-free BN nets flip kinks too, so the weights are reported, not
+#    gated); which convolution engine ran (cuDNN or the im2col + cuBLAS
+#    fallback) is printed at start-up. Speed: ResNet-18 (CIFAR) batch 128
+#    sgd / fgr / db in f32 and bf16, and WRN-28-10 batch 128 sgd, fdgr
+#    against PyTorch eager (gpu/torch_conv_bench.py, the steps of
+#    bench/torch_steps.py on CUDA), as steps/s.
 #
 # Exit status: 1 if the cross-check fails (or does not run), 3 if an fdgr
 # benchmark fails, 0 otherwise (a missing PyTorch only drops its columns).
@@ -30,7 +39,7 @@ trap 'rm -rf "$OUT"' EXIT
 
 # one run of at most ~7.5 minutes, whatever hangs: each command gets the
 # smaller of its own cap and what is left of the budget
-DEADLINE=$((SECONDS + ${CHECK_BUDGET_S:-450}))
+DEADLINE=$((SECONDS + ${CHECK_BUDGET_S:-570}))
 cap() { local left=$((DEADLINE - SECONDS)); [ "$left" -lt "$1" ] && echo $((left > 5 ? left : 5)) || echo "$1"; }
 
 # NVRTC and cuBLAS are loaded at run time by name (libnvrtc.so.13,
@@ -89,6 +98,40 @@ else
     tail -n 5 "$OUT/torch.err" >&2
 fi
 
+echo
+echo "== conv nets: cross-check ResNet-20 b128, 20 steps, every method (GPU vs CPU kernel) =="
+timeout "$(cap 200)" "$FDGR" crosscheck --model resnet20 --input 3x32x32 --classes 10 --batch 128 --steps 20 \
+    >"$OUT/cross_conv.txt" 2>"$OUT/cross_conv.err"
+grep '^{' "$OUT/cross_conv.txt" >"$OUT/cross_conv.jsonl" || true
+grep -i 'GPU:' "$OUT/cross_conv.err" | head -n 2
+
+echo
+echo "== conv nets: speed, fdgr (GPU) =="
+for cfg in resnet18:sgd:f32 resnet18:fgr:f32 resnet18:db:f32 resnet18:sgd:bf16 resnet18:fgr:bf16 resnet18:db:bf16 wrn-28-10:sgd:f32 wrn-28-10:fgr:f32; do
+    IFS=: read -r model m prec <<<"$cfg"
+    if ! timeout "$(cap 60)" "$FDGR" bench --backend gpu --model "$model" --input 3x32x32 --classes 10 \
+        --batch 128 --method "$m" --precision "$prec" --repeats 20 --warmup 3 --json \
+        >"$OUT/cb.txt" 2>"$OUT/cb.err"; then
+        echo "fdgr bench $model $m $prec FAILED:" >&2
+        tail -n 5 "$OUT/cb.err" "$OUT/cb.txt" >&2
+        bench_rc=3
+    fi
+    grep '^{' "$OUT/cb.txt" | tail -n 1 >>"$OUT/fdgr_conv.jsonl" || true
+    echo "  $model $m $prec done"
+done
+
+echo
+echo "== conv nets: speed, PyTorch eager =="
+if timeout "$(cap 150)" "$PY" gpu/torch_conv_bench.py --models resnet18 --methods sgd,fgr,db --precisions f32,bf16 \
+    >"$OUT/torch_conv.jsonl" 2>"$OUT/torch_conv.err" &&
+   timeout "$(cap 60)" "$PY" gpu/torch_conv_bench.py --models wrn-28-10 --methods sgd,fgr --precisions f32 \
+    >>"$OUT/torch_conv.jsonl" 2>>"$OUT/torch_conv.err"; then
+    echo "  done"
+else
+    echo "  PyTorch conv reference FAILED or missing (columns left empty):" >&2
+    tail -n 5 "$OUT/torch_conv.err" >&2
+fi
+
 "$PY" - "$OUT" "$cross_rc" <<'EOF'
 import json, sys, os
 out, cross_rc = sys.argv[1], int(sys.argv[2])
@@ -144,9 +187,35 @@ for key in sorted(set(fd) | set(th), key=lambda k: (k[1], k[0], ["sgd", "db", "f
 dev = next((r.get("device") for r in fd.values()), None)
 if dev:
     print(f"device: {dev}; fdgr: FP32 SGEMM (TF32 off); sam waits once per step for ||g||")
+conv = lines("cross_conv.jsonl")
+print("\n== conv nets: ResNet-20 b128, 20 steps, GPU vs CPU kernel (gate: step losses <= 1e-4 relative) ==")
+print(f"{'method':<7} {'losses':>10} {'weights':>10} {'BN stats':>10}  result")
+for r in conv:
+    good = r["loss_rel_diff"] is not None and r["loss_rel_diff"] <= 1e-4
+    print(f"{r['method']:<7} {f(r['loss_rel_diff'], '10.2e')} {f(r['max_rel_diff'], '10.2e')} "
+          f"{f(r.get('state_rel_diff'), '10.2e')}  {'ok' if good else 'FAILED'}")
+if not conv:
+    print("(no results)")
+    sys.stdout.write(open(os.path.join(out, "cross_conv.err")).read()[-2000:])
+conv_ok = len(conv) == 8 and all(r["loss_rel_diff"] is not None and r["loss_rel_diff"] <= 1e-4 for r in conv)
+
+fc = {(r["model"], r["method"], r.get("precision", "f32")): r for r in lines("fdgr_conv.jsonl")}
+tc = {(r["model"], r["method"], r.get("precision", "f32")): r for r in lines("torch_conv.jsonl") if r.get("kind") == "bench"}
+print("\n== conv nets: steps/s, batch 128 (CUDA events, median) ==")
+print(f"{'model':<10} {'method':<6} {'prec':<5} {'fdgr':>8} {'torch':>8} {'fdgr/torch':>10} {'vs fdgr sgd':>11}  conv engine")
+for key in sorted(set(fc) | set(tc)):
+    a, b = fc.get(key), tc.get(key)
+    sa = a and 1e3 / a["ms_median"]
+    sb = b and b["steps_per_s"]
+    sgd = fc.get((key[0], "sgd", key[2]))
+    rel = a["ms_median"] / sgd["ms_median"] if a and sgd else None
+    print(f"{key[0]:<10} {key[1]:<6} {key[2]:<5} {f(sa, '8.1f')} {f(sb, '8.1f')} "
+          f"{f(sa / sb if sa and sb else None, '10.2f')} {f(rel, '11.2f')}  {a.get('conv', '-') if a else '-'}")
+
 ok = cross_rc == 0 and len(cross) > 0 and all(r["passed"] for r in cross)
-print("\ncross-check:", "PASSED" if ok else "FAILED")
-sys.exit(0 if ok else 1)
+print("\ncross-check (MLP):", "PASSED" if ok else "FAILED")
+print("cross-check (ResNet-20):", "PASSED" if conv_ok else "FAILED")
+sys.exit(0 if ok and conv_ok else 1)
 EOF
 table_rc=$?
 if [ "$table_rc" -ne 0 ]; then exit 1; fi

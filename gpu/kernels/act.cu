@@ -1,15 +1,29 @@
-// Elementwise layer maths around the cuBLAS products: the forward bias +
-// activation, the backward activation derivative, the R-operator's
-// activation terms, and column sums (bias gradients).
+// Elementwise layer maths around the products and convolutions: the
+// forward bias + activation (per column or per channel plane), the
+// backward activation derivative, the R-operator's activation terms, and
+// column / channel sums (bias gradients).
 // Mirrors fdgr_kernel::act; compiled after common.cuh.
 
-// Mirrors act::bias_act (forward pass, fused after the SGEMM z = a W^T):
-// z[r, c] = sigma(z[r, c] + bias[c]), z is rows x cols, in place.
-extern "C" __global__ void bias_act(float* z, const float* bias, u64 rows, u32 cols, int act) {
-    const u64 n = rows * (u64)cols;
+// Mirrors act::bias_act_chw (the forward pass after a product or a
+// convolution): z = sigma(z + bias[ch]) in place on an N x C x HW block of
+// n values, ch = (i / hw) % c; bias nullable (then z = sigma(z); the host
+// does not launch it for the identity without a bias). With hw = 1 this is
+// act::bias_act on N rows of C.
+extern "C" __global__ void bias_act(float* z, const float* bias, u64 n, u32 c, u32 hw, int act) {
     for (u64 i = gs_start(); i < n; i += gs_stride()) {
-        const u32 c = (u32)(i % cols);
-        z[i] = act_f(act, z[i] + bias[c]);
+        if (bias) {
+            const u32 ch = (u32)((i / hw) % c);
+            z[i] = act_f(act, z[i] + bias[ch]);
+        } else {
+            z[i] = act_f(act, z[i]);
+        }
+    }
+}
+
+// Mirrors act::act_map: y = sigma(x), out of place.
+extern "C" __global__ void act_map(float* y, const float* x, u64 n, int act) {
+    for (u64 i = gs_start(); i < n; i += gs_stride()) {
+        y[i] = act_f(act, x[i]);
     }
 }
 
@@ -21,16 +35,10 @@ extern "C" __global__ void act_backward(float* delta, const float* a, u64 n, int
     }
 }
 
-// Mirrors act::bias_add followed by act::r_act (the R-forward of
-// mlp::r_pass), fused: R{z}[r, c] += v_b[c]; R{a} = sigma'(a) * R{z}.
-extern "C" __global__ void r_bias_act(float* rz, float* ra, const float* vb, const float* a,
-                                      u64 rows, u32 cols, int act) {
-    const u64 n = rows * (u64)cols;
+// Mirrors act::r_act (the R-forward of an activation): R{a} = sigma'(a) R{z}.
+extern "C" __global__ void r_act(float* ra, const float* rz, const float* a, u64 n, int act) {
     for (u64 i = gs_start(); i < n; i += gs_stride()) {
-        const u32 c = (u32)(i % cols);
-        const float z = rz[i] + vb[c];
-        rz[i] = z;
-        ra[i] = act_df(act, a[i]) * z;
+        ra[i] = act_df(act, a[i]) * rz[i];
     }
 }
 
@@ -74,4 +82,37 @@ extern "C" __global__ void col_sum(float* out, const float* m, u32 rows, u32 col
         for (int y = 0; y < 8; ++y) t += part[y][threadIdx.x];
         out[c] = t;
     }
+}
+
+// Mirrors act::chan_sum over planes (hw > 1; hw = 1 is col_sum):
+// out[ch] = beta * out[ch] + sum over the planes p of channel ch, in plane
+// order, of alpha * (plane p's sum, added left to right from its first
+// value), where plane p = (sample, ch) holds hw values; beta = 0 overwrites
+// out (NaN included). One block per channel: each thread sums whole planes
+// (the kernel's order inside a plane), thread 0 adds the block's plane
+// terms in plane order, REDUCE_THREADS planes at a time. The kernel's
+// terms in the kernel's order: bit for bit.
+extern "C" __global__ void chan_sum(float* out, const float* m, u32 planes, u32 c, u32 hw,
+                                    float alpha, float beta) {
+    __shared__ float part[REDUCE_THREADS];
+    const u32 ch = blockIdx.x;
+    const u32 per = planes / c; // planes of this channel (samples)
+    float acc = 0.0f;
+    if (threadIdx.x == 0) acc = beta == 0.0f ? 0.0f : beta * out[ch];
+    for (u32 base = 0; base < per; base += REDUCE_THREADS) {
+        const u32 j = base + threadIdx.x;
+        if (j < per) {
+            const float* p = m + ((u64)j * c + ch) * hw;
+            float s = p[0];
+            for (u32 t = 1; t < hw; ++t) s += p[t];
+            part[threadIdx.x] = alpha * s;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            const u32 end = per - base < REDUCE_THREADS ? per - base : REDUCE_THREADS;
+            for (u32 t = 0; t < end; ++t) acc += part[t];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[ch] = acc;
 }

@@ -88,3 +88,11 @@ __device__ __forceinline__ float block_sum(float* sh, float v) {
     }
     return sh[0];
 }
+
+// block_sum whose total every thread of the block may use, and after which
+// the shared buffer may be written again (a second barrier).
+__device__ __forceinline__ float block_sum_all(float* sh, float v) {
+    const float t = block_sum(sh, v);
+    __syncthreads();
+    return t;
+}

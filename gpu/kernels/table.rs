@@ -11,12 +11,14 @@
 // mirrors in gpu/src/cuda_c_tests.rs (every_kernel_is_compared fails
 // until it is).
 kernel_table! {
-    "act.cu" as Act: "bias + activation, activation derivatives, R-operator terms, column sums" {
+    "act.cu" as Act: "bias + activation, activation derivatives, R-operator terms, column and channel sums" {
         BiasAct = bias_act: Elementwise,
+        ActMap = act_map: Elementwise,
         ActBackward = act_backward: Elementwise,
-        RBiasAct = r_bias_act: Elementwise,
+        RAct = r_act: Elementwise,
         RActBackward = r_act_backward: Elementwise,
         ColSum = col_sum: ColSum,
+        ChanSum = chan_sum: PerChannel,
     }
     "loss.cu" as Loss: "softmax-CE / MSE value and gradient, loss Hessian, accuracy" {
         LossRows = loss_rows: PerRow,
@@ -30,12 +32,37 @@ kernel_table! {
         DotPartial = dot_partial: DotPartial,
         ReduceSum = reduce_sum: OneBlock,
         NonFinite = nonfinite: Elementwise,
+        Axpby = axpby: Elementwise,
+        Add = add: Elementwise,
+        CopyUnless = copy_unless: Elementwise,
     }
     "optim.cu" as Optim: "the fused optimizer update (SGD, Adam, AdamW) and deferred-step bookkeeping" {
         OptUpdate = opt_update: Elementwise,
         CommitStep = commit_step: Single,
     }
-    "data.cu" as Data: "mini-batch gather from the resident data set" {
+    "data.cu" as Data: "mini-batch gather from the resident data set, with crop + flip augmentation" {
         GatherRows = gather_rows: Elementwise,
+        GatherCrop = gather_crop: Elementwise,
+    }
+    "conv.cu" as Conv: "im2col, col2im and the NCHW / channel-major layout changes of the GEMM convolution" {
+        Im2col = im2col: Elementwise,
+        Col2im = col2im: Elementwise,
+        ToCnp = to_cnp: Elementwise,
+        FromCnp = from_cnp: Elementwise,
+    }
+    "norm.cu" as Norm: "batch norm: statistics, normalisation, backward, R-forward, R-backward" {
+        BnStats = bn_stats: PerChannel,
+        BnApply = bn_apply: Elementwise,
+        BnBwdSums = bn_bwd_sums: PerChannel,
+        BnBwdDx = bn_bwd_dx: Elementwise,
+        BnRfwdSums = bn_rfwd_sums: PerChannel,
+        BnRfwdApply = bn_rfwd_apply: Elementwise,
+        BnRbwdSums = bn_rbwd_sums: PerChannel,
+        BnRbwdDx = bn_rbwd_dx: Elementwise,
+    }
+    "pool.cu" as Pool: "max / average pooling, backward, R-forward" {
+        PoolFwd = pool_fwd: Elementwise,
+        PoolBwd = pool_bwd: Elementwise,
+        PoolR = pool_r: Elementwise,
     }
 }

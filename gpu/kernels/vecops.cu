@@ -52,3 +52,25 @@ extern "C" __global__ void nonfinite(const float* x, u64 n, const float* scalar,
     if (scalar && gs_start() == 0) bad |= !isfinite(scalar[0]);
     if (bad) flag[0] = 1u;
 }
+
+// Mirrors vecops::axpby: y = beta y + alpha x; beta = 0 overwrites y (NaN
+// included): y = alpha x.
+extern "C" __global__ void axpby(float* y, const float* x, u64 n, float alpha, float beta) {
+    for (u64 i = gs_start(); i < n; i += gs_stride()) {
+        y[i] = beta == 0.0f ? alpha * x[i] : beta * y[i] + alpha * x[i];
+    }
+}
+
+// Mirrors vecops::add: y = a + b (the residual join).
+extern "C" __global__ void add(float* y, const float* a, const float* b, u64 n) {
+    for (u64 i = gs_start(); i < n; i += gs_stride()) y[i] = a[i] + b[i];
+}
+
+// dst = src unless skip (nullable) has a flag set (skip[0] | skip[1], as
+// opt_update): a deferred step's batch-norm running statistics are
+// committed on the device only if the step was accepted. What
+// Objective::commit does on the host (a copy).
+extern "C" __global__ void copy_unless(float* dst, const float* src, u64 n, const u32* skip) {
+    if (skip && (skip[0] | skip[1])) return;
+    for (u64 i = gs_start(); i < n; i += gs_stride()) dst[i] = src[i];
+}

@@ -5,17 +5,31 @@
 
 use std::time::Instant;
 
-use fdgr_kernel::{init_mlp, Method, Mlp, Rng, Serial, Sgd, SgdState, Shape, Targets};
+use fdgr_kernel::model::{Model, Node, Op};
+use fdgr_kernel::rng::init_params;
+use fdgr_kernel::{Exec, Method, Net, Rng, Sgd, SgdState, Targets};
 
 use crate::device::Device;
 use crate::error::GpuError;
 use crate::trainer::Trainer;
-use crate::{plan, Cuda, GpuOptions, GpuTrainer};
+use crate::{plan, Cuda, GpuOptions, GpuTrainer, Precision};
+
+/// A model under test: the planned network, its name (`784-512-512-10`,
+/// `resnet20`, …) and its hidden activation's name.
+#[derive(Clone, Debug)]
+pub struct Subject {
+    /// The planned model.
+    pub model: Model<Vec<Node>>,
+    /// Its name, as `--model` gave it.
+    pub name: String,
+    /// The hidden activation (`tanh`, `relu`, …).
+    pub act: &'static str,
+}
 
 /// The outcome of one cross-check: the same steps of one method from the
 /// same θ on the same batches, GPU against the CPU kernel.
 ///
-/// Gate it on a smooth activation (tanh): two correct f32 implementations
+/// For an MLP, gate it on a smooth activation (tanh): two correct f32 implementations
 /// then stay within a few 1e-6 after 20 steps at 784-512-512-10, b128. With
 /// ReLU, rounding differences of 1e-7 occasionally flip a unit whose
 /// pre-activation is ~0 across the kink, which changes its δ by O(1) and
@@ -40,6 +54,10 @@ pub struct CrossCheck {
     pub max_rel_diff: f64,
     /// Largest relative difference of the step losses, over the steps.
     pub loss_rel_diff: f64,
+    /// Largest relative difference of the batch-norm running statistics
+    /// after the steps (per layer and statistic, as `max_rel_diff`; 0
+    /// without batch norm).
+    pub state_rel_diff: f64,
     /// The bound `max_rel_diff` must stay under.
     pub tolerance: f64,
     /// `max_rel_diff <= tolerance` (and both finite).
@@ -73,7 +91,7 @@ impl CrossCheck {
     /// One JSON object on one line.
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"kind\":\"crosscheck\",\"method\":{},\"model\":{},\"act\":{},\"batch\":{},\"steps\":{},\"max_rel_diff\":{},\"loss_rel_diff\":{},\"tolerance\":{},\"passed\":{}}}",
+            "{{\"kind\":\"crosscheck\",\"method\":{},\"model\":{},\"act\":{},\"batch\":{},\"steps\":{},\"max_rel_diff\":{},\"loss_rel_diff\":{},\"state_rel_diff\":{},\"tolerance\":{},\"passed\":{}}}",
             json_str(self.method),
             json_str(&self.model),
             json_str(self.act),
@@ -81,6 +99,7 @@ impl CrossCheck {
             self.steps,
             json_num(self.max_rel_diff),
             json_num(self.loss_rel_diff),
+            json_num(self.state_rel_diff),
             json_num(self.tolerance),
             self.passed
         )
@@ -103,29 +122,69 @@ pub fn synthetic_data(n: usize, n0: usize, k: usize, seed: u64) -> (Vec<f32>, Ve
     (x, y)
 }
 
-/// Largest over the tensors of `shape` of max|a − b| / max|b|.
-pub fn max_rel_diff(shape: &Shape, a: &[f32], b: &[f32]) -> f64 {
+/// The tensors of θ, in order: each layer's weight and bias (batch norm:
+/// γ and β), as ranges of θ.
+pub fn tensors(model: &Model<Vec<Node>>) -> Vec<std::ops::Range<usize>> {
+    let mut v = vec![];
+    for n in model.nodes() {
+        let o = n.param_off;
+        let (w, rest) = match n.op {
+            Op::Linear { out, bias } => (out * n.in_dims.c, if bias { out } else { 0 }),
+            Op::Conv2d { bias, out, .. } => (n.param_len - if bias { out } else { 0 }, 0),
+            Op::BatchNorm => (n.in_dims.c, n.in_dims.c),
+            _ => (0, 0),
+        };
+        if n.param_len == 0 {
+            continue;
+        }
+        v.push(o..o + w);
+        if n.param_len > w {
+            v.push(o + w..o + n.param_len);
+        }
+        let _ = rest;
+    }
+    v
+}
+
+/// The running statistics, per batch-norm layer and statistic, as ranges
+/// of the state vector.
+pub fn state_tensors(model: &Model<Vec<Node>>) -> Vec<std::ops::Range<usize>> {
+    let mut v = vec![];
+    for n in model.nodes() {
+        if let Op::BatchNorm = n.op {
+            let (o, c) = (n.state_off, n.in_dims.c);
+            v.push(o..o + c);
+            v.push(o + c..o + 2 * c);
+        }
+    }
+    v
+}
+
+/// Largest over `parts` of max|a − b| / max|b| (NaN if anything is not
+/// finite).
+pub fn max_rel_diff_in(parts: &[std::ops::Range<usize>], a: &[f32], b: &[f32]) -> f64 {
     let mut worst = 0.0f64;
-    for l in 1..=shape.layers() {
-        let o = shape.weight_offset(l);
-        let nw = shape.dim(l) * shape.dim(l - 1);
-        for (lo, hi) in [(o, o + nw), (o + nw, o + nw + shape.dim(l))] {
-            let (mut diff, mut mag) = (0.0f64, 0.0f64);
-            for (x, y) in a[lo..hi].iter().zip(&b[lo..hi]) {
-                let d = (*x as f64 - *y as f64).abs();
-                if !d.is_finite() {
-                    // NaN or ∞ anywhere makes the check fail
-                    return f64::NAN;
-                }
-                diff = diff.max(d);
-                mag = mag.max((*y as f64).abs());
+    for r in parts {
+        let (mut diff, mut mag) = (0.0f64, 0.0f64);
+        for (x, y) in a[r.clone()].iter().zip(&b[r.clone()]) {
+            let d = (*x as f64 - *y as f64).abs();
+            if !d.is_finite() {
+                // NaN or ∞ anywhere makes the check fail
+                return f64::NAN;
             }
-            if diff > 0.0 {
-                worst = worst.max(diff / mag.max(f64::MIN_POSITIVE));
-            }
+            diff = diff.max(d);
+            mag = mag.max((*y as f64).abs());
+        }
+        if diff > 0.0 {
+            worst = worst.max(diff / mag.max(f64::MIN_POSITIVE));
         }
     }
     worst
+}
+
+/// Largest over the tensors of `model` of max|a − b| / max|b|.
+pub fn max_rel_diff(model: &Model<Vec<Node>>, a: &[f32], b: &[f32]) -> f64 {
+    max_rel_diff_in(&tensors(model), a, b)
 }
 
 /// The settings of a cross-check.
@@ -147,49 +206,57 @@ pub struct CrossCheckConfig {
 
 impl CrossCheckConfig {
     /// The defaults of `fdgr crosscheck`: the paper's optimizer (momentum
-    /// 0.9, weight decay 1e-4), lr 0.05, seed 1, tolerance 1e-4 (1e-2 with
-    /// TF32).
-    pub fn new(batch: usize, steps: usize, tf32: bool) -> Self {
+    /// 0.9, weight decay 1e-4), lr 0.05, seed 1, tolerance 1e-4 in f32
+    /// (1e-2 with TF32, 5e-2 with bf16 products).
+    pub fn new(batch: usize, steps: usize, precision: Precision) -> Self {
         CrossCheckConfig {
             batch,
             steps,
             opt: Sgd::paper(),
             lr: 0.05,
             seed: 1,
-            tolerance: if tf32 { 1e-2 } else { 1e-4 },
+            tolerance: match precision {
+                Precision::F32 => 1e-4,
+                Precision::Tf32 => 1e-2,
+                Precision::Bf16 => 5e-2,
+            },
         }
     }
 }
 
 /// `steps` steps of `method` on device `dev` and on the CPU kernel
-/// (`fdgr_kernel::Mlp` with the serial executor), from the same θ
-/// (`init_mlp`) on the same batches of a synthetic data set.
-pub fn crosscheck_on<D: Device>(
+/// (`fdgr_kernel::Net` with the executor `exec`: the serial loops, or the
+/// host's parallel ones), from the same θ (`init_params`) on the same
+/// batches of a synthetic data set.
+pub fn crosscheck_on<D: Device, E: Exec<f32> + Clone>(
     dev: D,
-    shape: Shape,
+    subject: &Subject,
     method: &Method<f32>,
     cfg: &CrossCheckConfig,
+    exec: E,
 ) -> Result<CrossCheck, GpuError> {
-    crosscheck_impl(dev, shape, method, cfg, &mut None)
+    crosscheck_impl(dev, subject, method, cfg, exec, &mut None)
 }
 
-fn crosscheck_impl<D: Device>(
+fn crosscheck_impl<D: Device, E: Exec<f32> + Clone>(
     dev: D,
-    shape: Shape,
+    subject: &Subject,
     method: &Method<f32>,
     cfg: &CrossCheckConfig,
+    exec: E,
     keep: &mut Option<D>,
 ) -> Result<CrossCheck, GpuError> {
-    let (b, p) = (cfg.batch, shape.param_count());
+    let model = &subject.model;
+    let (b, p) = (cfg.batch, model.param_count());
+    let (n0, k) = (model.input.len(), model.outputs());
     let n = 4 * b;
-    let (x, y) = synthetic_data(n, shape.inputs(), shape.outputs(), cfg.seed);
+    let (x, y) = synthetic_data(n, n0, k, cfg.seed);
     let mut rng = Rng::new(cfg.seed ^ 0x5EED);
     let mut theta0 = vec![0.0f32; p];
-    init_mlp(&shape, &mut theta0, &mut rng);
+    init_params(model.nodes(), &mut theta0, &mut rng);
     let batches: Vec<Vec<u32>> = (0..cfg.steps)
         .map(|_| (0..b).map(|_| rng.below(n) as u32).collect())
         .collect();
-    let n0 = shape.inputs();
     let host_batches: Vec<(Vec<f32>, Vec<u32>)> = batches
         .iter()
         .map(|idx| {
@@ -202,17 +269,20 @@ fn crosscheck_impl<D: Device>(
         .collect();
 
     // CPU kernel
-    let mut cpu = Mlp::new(
-        shape,
-        Serial,
-        vec![0.0f32; shape.workspace_len(b, method.needs_hvp())],
-    );
+    let mut ws = vec![0.0f32; model.workspace_len(b, method.needs_hvp())];
     let mut th = theta0.clone();
     let (mut dir, mut mom, mut pt, mut pt2) =
         (vec![0.0; p], vec![0.0; p], vec![0.0; p], vec![0.0; p]);
     let mut st = SgdState::default();
     let mut cpu_losses = vec![];
+    let mut fresh = true;
     for (xb, yb) in &host_batches {
+        let mut cpu = if fresh {
+            Net::from_model(model.borrowed(), exec.clone(), &mut ws[..])?
+        } else {
+            Net::resume(model.borrowed(), exec.clone(), &mut ws[..])?
+        };
+        fresh = false;
         cpu.set_batch(xb, Targets::Classes(yb))?;
         let bufs = fdgr_kernel::Buffers {
             theta: &mut th[..],
@@ -226,9 +296,10 @@ fn crosscheck_impl<D: Device>(
             &mut cpu, method, &cfg.opt, &mut st, cfg.lr, bufs,
         )?);
     }
+    let cpu_state = ws[ws.len() - model.sizes.state..].to_vec();
 
     // device
-    let mut t = Trainer::new(dev, shape, b, method, &cfg.opt)?;
+    let mut t = Trainer::new(dev, model.clone(), b, method, &cfg.opt)?;
     t.set_data(&x, &y)?;
     t.set_params(&theta0, None)?;
     let mut gst = SgdState::default();
@@ -244,73 +315,74 @@ fn crosscheck_impl<D: Device>(
     }
     let mut gth = vec![0.0f32; p];
     t.params(&mut gth, None)?;
+    let (gpu_state, _) = t.state()?;
     *keep = Some(t.into_device());
-    let rel = max_rel_diff(&shape, &gth, &th);
+    let rel = max_rel_diff(model, &gth, &th);
+    let srel = max_rel_diff_in(&state_tensors(model), &gpu_state, &cpu_state);
     Ok(CrossCheck {
         method: method.name(),
-        model: shape.to_string(),
-        act: shape.act.name(),
+        model: subject.name.clone(),
+        act: subject.act,
         batch: b,
         steps: cfg.steps,
         max_rel_diff: rel,
         loss_rel_diff: loss_rel,
+        state_rel_diff: srel,
         tolerance: cfg.tolerance,
-        passed: rel.is_finite() && loss_rel.is_finite() && rel <= cfg.tolerance,
+        passed: rel.is_finite()
+            && loss_rel.is_finite()
+            && srel.is_finite()
+            && rel <= cfg.tolerance
+            && srel <= cfg.tolerance,
     })
 }
 
 /// [`crosscheck_on`] for each of `methods` on one device, in turn.
-pub fn crosscheck_all_on<D: Device>(
+pub fn crosscheck_all_on<D: Device, E: Exec<f32> + Clone>(
     mut dev: D,
-    shape: Shape,
+    subject: &Subject,
     methods: &[Method<f32>],
     cfg: &CrossCheckConfig,
+    exec: E,
 ) -> Result<Vec<CrossCheck>, GpuError> {
     let mut out = Vec::with_capacity(methods.len());
     for m in methods {
-        let (r, d) = crosscheck_keep(dev, shape, m, cfg)?;
+        let mut slot = None;
+        let r = crosscheck_impl(dev, subject, m, cfg, exec.clone(), &mut slot)?;
+        dev = slot.ok_or_else(|| GpuError::Cuda("device lost".into()))?;
         out.push(r);
-        dev = d;
     }
     Ok(out)
 }
 
-fn crosscheck_keep<D: Device>(
-    dev: D,
-    shape: Shape,
-    method: &Method<f32>,
-    cfg: &CrossCheckConfig,
-) -> Result<(CrossCheck, D), GpuError> {
-    let mut slot = None;
-    let r = crosscheck_impl(dev, shape, method, cfg, &mut slot)?;
-    let d = slot.ok_or_else(|| GpuError::Cuda("device lost".into()))?;
-    Ok((r, d))
-}
-
 /// The cross-check of `fdgr crosscheck`: [`crosscheck_methods`] (every
-/// method) on CUDA device 0, compiling the kernels once. The host prints
-/// each result's [`CrossCheck::to_json`] and exits non-zero unless all
-/// passed.
-pub fn crosscheck_all(
-    shape: Shape,
+/// method) on CUDA device 0, compiling the kernels once, against the CPU
+/// kernel on `exec`. The host prints each result's [`CrossCheck::to_json`]
+/// and exits non-zero unless all passed.
+pub fn crosscheck_all<E: Exec<f32> + Clone>(
+    subject: &Subject,
     cfg: &CrossCheckConfig,
     options: GpuOptions,
+    exec: E,
 ) -> Result<Vec<CrossCheck>, GpuError> {
     let dev = Cuda::new(0, &options, cfg.batch)?;
     crate::cuda::guarded("cross-check", || {
-        crosscheck_all_on(dev, shape, &crosscheck_methods(), cfg)
+        crosscheck_all_on(dev, subject, &crosscheck_methods(), cfg, exec)
     })
 }
 
 /// [`crosscheck_on`] on CUDA device 0.
-pub fn crosscheck(
-    shape: Shape,
+pub fn crosscheck<E: Exec<f32> + Clone>(
+    subject: &Subject,
     method: &Method<f32>,
     cfg: &CrossCheckConfig,
     options: GpuOptions,
+    exec: E,
 ) -> Result<CrossCheck, GpuError> {
     let dev = Cuda::new(0, &options, cfg.batch)?;
-    crate::cuda::guarded("cross-check", || crosscheck_on(dev, shape, method, cfg))
+    crate::cuda::guarded("cross-check", || {
+        crosscheck_on(dev, subject, method, cfg, exec)
+    })
 }
 
 /// Timing of one method on the GPU.
@@ -336,8 +408,10 @@ pub struct Bench {
     pub flops_per_step: f64,
     /// `flops_per_step / ms_median`, in GFLOP/s.
     pub gflops: f64,
-    /// TF32 on.
-    pub tf32: bool,
+    /// The precision of the products (`f32`, `tf32`, `bf16`).
+    pub precision: &'static str,
+    /// How convolutions ran (`cuDNN …` or the im2col fallback).
+    pub conv: String,
     /// Device.
     pub device: String,
 }
@@ -346,7 +420,7 @@ impl Bench {
     /// One JSON object on one line.
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"kind\":\"bench\",\"impl\":\"fdgr\",\"method\":{},\"model\":{},\"batch\":{},\"steps\":{},\"ms_median\":{},\"ms_min\":{},\"ms_wall\":{},\"flops_per_step\":{},\"gflops\":{},\"tf32\":{},\"device\":{}}}",
+            "{{\"kind\":\"bench\",\"impl\":\"fdgr\",\"method\":{},\"model\":{},\"batch\":{},\"steps\":{},\"ms_median\":{},\"ms_min\":{},\"ms_wall\":{},\"steps_per_s\":{},\"flops_per_step\":{},\"gflops\":{},\"precision\":{},\"tf32\":{},\"conv\":{},\"device\":{}}}",
             json_str(self.method),
             json_str(&self.model),
             self.batch,
@@ -354,9 +428,12 @@ impl Bench {
             json_num(self.ms_median),
             json_num(self.ms_min),
             json_num(self.ms_wall),
+            json_num(1e3 / self.ms_median),
             json_num(self.flops_per_step),
             json_num(self.gflops),
-            self.tf32,
+            json_str(self.precision),
+            self.precision == "tf32",
+            json_str(&self.conv),
             json_str(&self.device)
         )
     }
@@ -379,7 +456,7 @@ pub fn median(v: &mut [f64]) -> f64 {
 /// Times `steps` queued steps of `method` (after `warmup` untimed ones) on
 /// a synthetic resident data set, with the paper's optimizer, on device 0.
 pub fn bench(
-    shape: Shape,
+    subject: &Subject,
     batch: usize,
     method: &Method<f32>,
     steps: usize,
@@ -387,13 +464,14 @@ pub fn bench(
     options: GpuOptions,
 ) -> Result<Bench, GpuError> {
     let opt = Sgd::paper();
-    let mut t = GpuTrainer::new(shape, batch, method, &opt, options)?;
+    let model = &subject.model;
+    let mut t = GpuTrainer::new(model.clone(), batch, method, &opt, options)?;
     let n = 2 * batch;
-    let (x, y) = synthetic_data(n, shape.inputs(), shape.outputs(), 7);
+    let (x, y) = synthetic_data(n, model.input.len(), model.outputs(), 7);
     t.set_data(&x, &y)?;
     let mut rng = Rng::new(11);
-    let mut theta = vec![0.0f32; shape.param_count()];
-    init_mlp(&shape, &mut theta, &mut rng);
+    let mut theta = vec![0.0f32; model.param_count()];
+    init_params(model.nodes(), &mut theta, &mut rng);
     t.set_params(&theta, None)?;
     let batches: Vec<Vec<u32>> = (0..warmup + steps)
         .map(|_| (0..batch).map(|_| rng.below(n) as u32).collect())
@@ -428,10 +506,10 @@ pub fn bench(
     }
     let ms_min = ms.iter().copied().fold(f64::INFINITY, f64::min);
     let ms_median = median(&mut ms);
-    let flops = plan::step_flops(&shape, batch, method);
+    let flops = plan::step_flops(model, batch, method);
     Ok(Bench {
         method: method.name(),
-        model: shape.to_string(),
+        model: subject.name.clone(),
         batch,
         steps,
         ms_median,
@@ -439,7 +517,8 @@ pub fn bench(
         ms_wall: wall / steps.max(1) as f64,
         flops_per_step: flops,
         gflops: flops / (ms_median * 1e6),
-        tf32: options.tf32,
+        precision: options.precision.name(),
+        conv: t.conv_engine(),
         device: t.device_name().to_string(),
     })
 }
@@ -459,6 +538,7 @@ mod tests {
             steps: 20,
             max_rel_diff: 1.5e-6,
             loss_rel_diff: f64::NAN,
+            state_rel_diff: 0.0,
             tolerance: 1e-4,
             passed: true,
         };
@@ -471,7 +551,8 @@ mod tests {
 
     #[test]
     fn rel_diff_is_per_tensor_and_catches_nan() {
-        let s = Shape::try_new(&[2, 2, 1], Act::Relu, Loss::Mse).unwrap();
+        let sh = fdgr_kernel::Shape::try_new(&[2, 2, 1], Act::Relu, Loss::Mse).unwrap();
+        let s = crate::net::mlp_model(&sh).unwrap();
         let b: Vec<f32> = (0..s.param_count()).map(|i| i as f32 + 1.0).collect();
         let mut a = b.clone();
         assert_eq!(max_rel_diff(&s, &a, &b), 0.0);

@@ -18,16 +18,17 @@ use cudarc::driver::{
     DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 
-use crate::device::{Arg, DPtr, Device, GemmOp};
+use crate::cudnn::CudnnConv;
+use crate::device::{Arg, ConvOp, DPtr, Device, GemmOp};
 use crate::error::GpuError;
 use crate::gemm::col_major;
 use crate::kernels::{self, Kernel, Module};
 use crate::launch::Launch;
-use crate::GpuOptions;
+use crate::{GpuOptions, Precision};
 
 /// Pinned staging buffers for the per-step mini-batch indices: the host
 /// fills one while the device may still read the previous ones.
-const STAGING_SLOTS: usize = 4;
+const STAGING_SLOTS: usize = 8;
 
 fn cuda_err(e: impl std::fmt::Display) -> GpuError {
     GpuError::Cuda(e.to_string())
@@ -96,6 +97,9 @@ pub struct Cuda {
     next_slot: usize,
     name: String,
     arch: String,
+    precision: Precision,
+    cudnn: Option<CudnnConv>,
+    conv_engine: String,
 }
 
 fn op(t: bool) -> cublasOperation_t {
@@ -113,8 +117,10 @@ fn addr(p: DPtr) -> u64 {
 
 impl Cuda {
     /// Opens device `ordinal`, compiles the kernels with NVRTC for its
-    /// architecture and sets cuBLAS's math mode (FP32, or TF32 tensor cores
-    /// when `options.tf32`). `stage_len`: largest mini-batch of indices.
+    /// architecture, sets cuBLAS's math mode (strict FP32, or TF32 tensor
+    /// cores for [`Precision::Tf32`]) and opens cuDNN when libcudnn is
+    /// present ([`Cuda::conv_engine`] says which convolutions run).
+    /// `stage_len`: largest mini-batch of indices.
     pub fn new(ordinal: usize, options: &GpuOptions, stage_len: usize) -> Result<Cuda, GpuError> {
         let ctx = open_context(ordinal)?;
         guarded("CUDA setup", || Cuda::setup(ctx, options, stage_len))
@@ -132,10 +138,10 @@ impl Cuda {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(cuda_err)?;
-        let mode = if options.tf32 {
-            cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
-        } else {
-            cublasMath_t::CUBLAS_DEFAULT_MATH
+        let mode = match options.precision {
+            Precision::Tf32 => cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH,
+            // bf16 goes through cublasGemmEx's compute type (Device::gemm)
+            Precision::F32 | Precision::Bf16 => cublasMath_t::CUBLAS_DEFAULT_MATH,
         };
         // SAFETY: a valid handle and a valid enum value.
         unsafe { cudarc::cublas::sys::cublasSetMathMode(*blas.handle(), mode) }
@@ -170,6 +176,11 @@ impl Cuda {
             staged.push(ctx.new_event(None).map_err(cuda_err)?);
         }
         let name = describe(&ctx)?;
+        let (cudnn, why) = CudnnConv::open(stream.clone(), options.precision);
+        let conv_engine = match &cudnn {
+            Some(c) => c.describe(),
+            None => format!("im2col + cuBLAS ({why})"),
+        };
         Ok(Cuda {
             ctx,
             stream,
@@ -181,12 +192,26 @@ impl Cuda {
             next_slot: 0,
             name,
             arch,
+            precision: options.precision,
+            cudnn,
+            conv_engine,
         })
     }
 
     /// The stream all of this device's work goes to (NCCL joins it).
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
+    }
+
+    /// How convolutions run: `cuDNN <version>`, or `im2col + cuBLAS
+    /// (<why cuDNN is not used>)`.
+    pub fn conv_engine(&self) -> String {
+        self.conv_engine.clone()
+    }
+
+    /// The precision of the products.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Device name, compute capability, memory.
@@ -328,6 +353,36 @@ impl Device for Cuda {
             )));
         }
         let (alpha, beta) = (g.alpha, g.beta);
+        if self.precision == Precision::Bf16 {
+            use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
+            let f = cudaDataType::CUDA_R_32F;
+            // SAFETY: as below; f32 operands and output, bf16 products
+            // with f32 accumulation inside cuBLAS.
+            return unsafe {
+                cudarc::cublas::result::gemm_ex(
+                    *self.blas.handle(),
+                    op(c.transa),
+                    op(c.transb),
+                    c.m as i32,
+                    c.n as i32,
+                    c.k as i32,
+                    &alpha as *const f32 as *const _,
+                    addr(g.b) as *const _,
+                    f,
+                    c.lda as i32,
+                    addr(g.a) as *const _,
+                    f,
+                    c.ldb as i32,
+                    &beta as *const f32 as *const _,
+                    addr(g.c) as *mut _,
+                    f,
+                    c.ldc as i32,
+                    cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
+                    cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            }
+            .map_err(cuda_err);
+        }
         // SAFETY: the operands lie in live allocations of the sizes the
         // row-major product needs (the objective's plans); cuBLAS's A is the
         // kernel's B and vice versa (crate::gemm).
@@ -382,5 +437,16 @@ impl Device for Cuda {
         unsafe { b.launch(lc) }
             .map(|_| ())
             .map_err(|e| GpuError::Cuda(format!("{}: {e}", kernel.name())))
+    }
+
+    fn native_conv(&self) -> bool {
+        self.cudnn.is_some()
+    }
+
+    fn conv(&mut self, op: &ConvOp) -> Result<bool, GpuError> {
+        match self.cudnn.as_mut() {
+            Some(c) => c.run(op, addr).map(|()| true),
+            None => Ok(false),
+        }
     }
 }

@@ -78,6 +78,37 @@ pub struct GemmOp {
     pub c: DPtr,
 }
 
+/// Which convolution product (see [`ConvOp`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKind {
+    /// y ← β·y + α·conv(x, w): `a` = x, `b` = w, `out` = y.
+    Forward,
+    /// dx ← β·dx + α·convᵀ(dy, w): `a` = dy, `b` = w, `out` = dx.
+    BackwardData,
+    /// dw ← β·dw + α·(x ⋆ dy): `a` = x, `b` = dy, `out` = dw.
+    BackwardFilter,
+}
+
+/// One convolution product on NCHW device buffers, with the kernel's
+/// geometry and α/β convention (`fdgr_kernel::serial::conv`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvOp {
+    /// Which product.
+    pub kind: ConvKind,
+    /// Geometry.
+    pub g: fdgr_kernel::serial::ConvGeom,
+    /// First operand (see [`ConvKind`]).
+    pub a: DPtr,
+    /// Second operand.
+    pub b: DPtr,
+    /// Output.
+    pub out: DPtr,
+    /// α.
+    pub alpha: f32,
+    /// β (0 overwrites the output).
+    pub beta: f32,
+}
+
 /// A device with one in-order stream.
 pub trait Device {
     /// An f32 allocation.
@@ -118,4 +149,19 @@ pub trait Device {
     fn gemm(&mut self, g: &GemmOp) -> Result<(), GpuError>;
     /// Launches `kernel` with `args` (in the order of its CUDA signature).
     fn launch(&mut self, kernel: Kernel, cfg: Launch, args: &[Arg]) -> Result<(), GpuError>;
+
+    /// Whether [`Device::conv`] runs convolutions natively (cuDNN). When
+    /// it does not, the objective keeps a scratch buffer for the im2col +
+    /// GEMM path of [`crate::conv`].
+    fn native_conv(&self) -> bool {
+        false
+    }
+
+    /// Runs `op` natively and returns `true`, or returns `false` when the
+    /// device has no native convolutions (the caller then runs the im2col
+    /// + GEMM path).
+    fn conv(&mut self, op: &ConvOp) -> Result<bool, GpuError> {
+        let _ = op;
+        Ok(false)
+    }
 }

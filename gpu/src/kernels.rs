@@ -205,7 +205,13 @@ mod tests {
             let comment = &before[comment_start..];
             let exempt = matches!(
                 k,
-                Kernel::CommitStep | Kernel::GatherRows | Kernel::ReduceSum
+                Kernel::CommitStep
+                    | Kernel::GatherRows
+                    | Kernel::GatherCrop
+                    | Kernel::ReduceSum
+                    | Kernel::CopyUnless
+                    | Kernel::ToCnp
+                    | Kernel::FromCnp
             );
             assert!(
                 exempt || comment.contains("Mirrors "),

@@ -23,6 +23,8 @@ pub const ROW_THREADS: u32 = 128;
 pub const REDUCE_THREADS: u32 = 256;
 /// Blocks of `dot_partial`, i.e. partial sums reduced by `reduce_sum`.
 pub const DOT_BLOCKS: u32 = 1024;
+/// Largest grid of a per-channel kernel (CUDA's limit on `gridDim.x`).
+pub const MAX_CHANNEL_BLOCKS: u32 = i32::MAX as u32;
 /// Columns per block of `col_sum` (block 32 × 8).
 pub const COLSUM_COLS: u32 = 32;
 /// Row groups per block of `col_sum`.
@@ -44,6 +46,9 @@ pub enum LaunchShape {
     OneBlock,
     /// One thread, whatever the size: [`Launch::single`].
     Single,
+    /// One block of [`REDUCE_THREADS`] per channel, `size` channels:
+    /// [`Launch::per_channel`].
+    PerChannel,
 }
 
 impl LaunchShape {
@@ -57,6 +62,7 @@ impl LaunchShape {
             LaunchShape::DotPartial => Launch::dot_partial(size),
             LaunchShape::OneBlock => Some(Launch::one_block()),
             LaunchShape::Single => Some(Launch::single()),
+            LaunchShape::PerChannel => Launch::per_channel(size),
         }
     }
 
@@ -66,7 +72,9 @@ impl LaunchShape {
             LaunchShape::Elementwise => (ELEM_THREADS, 1, 1),
             LaunchShape::PerRow => (ROW_THREADS, 1, 1),
             LaunchShape::ColSum => (COLSUM_COLS, COLSUM_ROWS, 1),
-            LaunchShape::DotPartial | LaunchShape::OneBlock => (REDUCE_THREADS, 1, 1),
+            LaunchShape::DotPartial | LaunchShape::OneBlock | LaunchShape::PerChannel => {
+                (REDUCE_THREADS, 1, 1)
+            }
             LaunchShape::Single => (1, 1, 1),
         }
     }
@@ -79,6 +87,7 @@ impl LaunchShape {
             LaunchShape::ColSum => u32::MAX.div_ceil(COLSUM_COLS),
             LaunchShape::DotPartial => DOT_BLOCKS,
             LaunchShape::OneBlock | LaunchShape::Single => 1,
+            LaunchShape::PerChannel => MAX_CHANNEL_BLOCKS,
         }
     }
 }
@@ -138,6 +147,19 @@ impl Launch {
             grid: (1, 1, 1),
             block: (REDUCE_THREADS, 1, 1),
         }
+    }
+
+    /// One block of [`REDUCE_THREADS`] per channel (the batch-norm sums,
+    /// `chan_sum`); `None` for no channels or more than
+    /// [`MAX_CHANNEL_BLOCKS`].
+    pub fn per_channel(channels: u64) -> Option<Launch> {
+        if channels == 0 || channels > MAX_CHANNEL_BLOCKS as u64 {
+            return None;
+        }
+        Some(Launch {
+            grid: (channels as u32, 1, 1),
+            block: (REDUCE_THREADS, 1, 1),
+        })
     }
 
     /// A single thread (`commit_step`).
@@ -221,11 +243,22 @@ mod tests {
     #[test]
     fn shapes_give_their_configs() {
         use LaunchShape::*;
-        for shape in [Elementwise, PerRow, ColSum, DotPartial, OneBlock, Single] {
+        for shape in [
+            Elementwise,
+            PerRow,
+            ColSum,
+            DotPartial,
+            OneBlock,
+            Single,
+            PerChannel,
+        ] {
             for size in [1u64, 5, 300, 70_000, 1 << 33] {
                 let Some(l) = shape.config(size) else {
                     // only the 32-bit shapes refuse sizes beyond u32
-                    assert!(matches!(shape, PerRow | ColSum) && size > u32::MAX as u64);
+                    assert!(
+                        matches!(shape, PerRow | ColSum | PerChannel)
+                            && size > MAX_CHANNEL_BLOCKS as u64
+                    );
                     continue;
                 };
                 assert_eq!(l.block, shape.block(), "{shape:?}");

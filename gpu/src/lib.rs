@@ -4,23 +4,25 @@
 //! `usam`, `flood`, PyTorch's SGD) batched on an NVIDIA GPU, with the data
 //! set, θ and every buffer resident in device memory.
 //!
-//! Nothing of the methods is written here: [`DeviceMlp`] implements
-//! `fdgr_kernel::VecSpace<f32>` and `fdgr_kernel::Objective<f32>` with
-//! device buffers (cudarc `CudaSlice<f32>`) as vectors, and
+//! Nothing of the methods, the models or their layers is written here:
+//! [`DeviceNet`] implements `fdgr_kernel::VecSpace<f32>` and
+//! `fdgr_kernel::Objective<f32>` with device buffers (cudarc
+//! `CudaSlice<f32>`) as vectors for any planned model (MLPs, LeNet,
+//! ResNets with batch norm and residual adds, wide ResNets), and
 //! `fdgr_kernel::step` / `fdgr_kernel::method::direction` run on it
-//! unchanged. The objective mirrors `fdgr_kernel::mlp` call by call: dense
-//! layers through cuBLAS SGEMM (row-major through the transpose mapping of
-//! [`gemm`]; TF32 only with [`GpuOptions::tf32`]), the rest in CUDA C
+//! unchanged. Its gradients, Hessian products and losses are the kernel's
+//! own pass functions (`fdgr_kernel::model::pass`) over [`dops::DeviceOps`],
+//! the device binding of the kernel's primitives (`fdgr_kernel::ops::Ops`):
+//! dense products on cuBLAS SGEMM (row-major through the transpose mapping
+//! of [`gemm`]), convolutions on cuDNN when it is present ([`cudnn`]) or
+//! im2col + cuBLAS ([`conv`]) otherwise, and everything else in CUDA C
 //! kernels (`gpu/kernels/*.cu`, compiled by NVRTC at start-up for the
-//! device's architecture), each naming the Rust function it mirrors.
+//! device's architecture), each naming the kernel function it mirrors.
 //!
-//! Fused where it saves memory traffic: bias + activation after each
-//! forward product; softmax-CE value and gradient in one pass; the
-//! ε-perturbation θ + ε·g in one `waxpy`; F-GR's combination
-//! (1 − γ/ε)·g + (γ/ε)·g' inside the weight-gradient SGEMM (β, α) and the
-//! bias column sums, so g' never exists as a buffer; the R-operator's
-//! bias + σ' terms; and the whole SGD update (weight decay, momentum,
-//! Nesterov) in one kernel.
+//! Precision ([`Precision`]): f32 by default (cuBLAS and cuDNN in strict
+//! FP32), TF32 tensor cores for products and convolutions, or bf16 inputs
+//! for the cuBLAS products (f32 accumulation and outputs); every other
+//! kernel, the optimizer and the finiteness guard stay in f32.
 //!
 //! Host round trips: [`GpuTrainer::step`] runs the kernel's `step` as is,
 //! which reads back L (once per gradient) and the finiteness flag;
@@ -43,14 +45,17 @@
 #![deny(missing_docs)]
 
 pub mod check;
+pub mod conv;
 pub mod cuda;
+pub mod cudnn;
 pub mod device;
+pub mod dops;
 pub mod error;
 pub mod gemm;
 pub mod kernels;
 pub mod launch;
 pub mod nccl;
-pub mod objective;
+pub mod net;
 pub mod ops;
 pub mod plan;
 pub mod trainer;
@@ -65,13 +70,14 @@ mod tests;
 pub use check::{bench, crosscheck, Bench, CrossCheck, CrossCheckConfig};
 pub use cuda::Cuda;
 pub use error::GpuError;
-pub use objective::DeviceMlp;
-pub use trainer::Trainer;
+pub use net::{mlp_model, DeviceNet};
+pub use trainer::{Augment, CropDraw, Trainer};
 
-use fdgr_kernel::{Method, Optim, SgdState, Shape};
+use fdgr_kernel::model::{Model, Node};
+use fdgr_kernel::{Method, Optim, SgdState};
 
-/// The GPU objective: [`DeviceMlp`] on [`Cuda`].
-pub type GpuMlp = DeviceMlp<Cuda>;
+/// The GPU objective: [`DeviceNet`] on [`Cuda`].
+pub type GpuNet = DeviceNet<Cuda>;
 
 /// Returns the name of CUDA device 0 (with its compute capability and
 /// memory), or why the GPU backend cannot run here: no driver
@@ -84,16 +90,53 @@ pub fn probe() -> Result<String, GpuError> {
     cuda::guarded("CUDA device query", || cuda::describe(&ctx))
 }
 
+/// The arithmetic of the products (GEMMs and convolutions) on the GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// Strict f32 everywhere (cuBLAS default math, cuDNN FMA math): the
+    /// reference of the cross-checks.
+    #[default]
+    F32,
+    /// TF32 tensor cores for the products and convolutions (10-bit
+    /// mantissa inputs, f32 accumulation): results differ from the f32
+    /// CPU kernel by ~1e-3 rather than ~1e-6.
+    Tf32,
+    /// bf16 inputs for the cuBLAS products (`CUBLAS_COMPUTE_32F_FAST_16BF`:
+    /// operands rounded to bf16 by cuBLAS, f32 accumulation and outputs);
+    /// cuDNN convolutions run with TF32 (their bf16 path needs bf16
+    /// tensors, which are not implemented).
+    Bf16,
+}
+
+impl Precision {
+    /// `f32`, `tf32`, `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// The precision called `s`.
+    pub fn from_name(s: &str) -> Option<Precision> {
+        match s {
+            "f32" | "fp32" => Some(Precision::F32),
+            "tf32" => Some(Precision::Tf32),
+            "bf16" => Some(Precision::Bf16),
+            _ => None,
+        }
+    }
+}
+
 /// Options of the GPU backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GpuOptions {
-    /// Let cuBLAS use TF32 tensor cores for the SGEMMs (10-bit mantissa
-    /// products: faster on Ampere and later, but results then differ from
-    /// the f32 CPU kernel by ~1e-3 rather than ~1e-6). Off by default.
-    pub tf32: bool,
+    /// The arithmetic of the products (f32 by default).
+    pub precision: Precision,
 }
 
-/// Training on CUDA device 0: the kernel's steps on [`GpuMlp`], with the
+/// Training on CUDA device 0: the kernel's steps on [`GpuNet`], with the
 /// training set, θ, the direction, the momentum and the scratch vectors in
 /// device memory.
 pub struct GpuTrainer {
@@ -106,7 +149,7 @@ impl GpuTrainer {
     /// ([`plan`] lists them). θ starts at 0: call
     /// [`GpuTrainer::set_params`].
     pub fn new(
-        shape: Shape,
+        model: Model<Vec<Node>>,
         max_batch: usize,
         method: &Method<f32>,
         opt: &(impl Optim<f32> + ?Sized),
@@ -115,9 +158,15 @@ impl GpuTrainer {
         let dev = Cuda::new(0, &options, max_batch)?;
         cuda::guarded("GPU trainer setup", || {
             Ok(GpuTrainer {
-                t: Trainer::new(dev, shape, max_batch, method, opt)?,
+                t: Trainer::new(dev, model, max_batch, method, opt)?,
             })
         })
+    }
+
+    /// How the device runs convolutions: `cuDNN <version>`, or the
+    /// im2col + cuBLAS fallback when libcudnn is not present.
+    pub fn conv_engine(&self) -> String {
+        self.t.obj.dev.conv_engine()
     }
 
     /// The device: name, compute capability, memory.
@@ -137,7 +186,7 @@ impl GpuTrainer {
 
     /// The objective (to run `fdgr_kernel` functions on it directly, with
     /// device buffers from [`device::Device::alloc`] on [`GpuTrainer::cuda`]).
-    pub fn objective(&mut self) -> &mut GpuMlp {
+    pub fn objective(&mut self) -> &mut GpuNet {
         self.t.objective()
     }
 
@@ -148,6 +197,36 @@ impl GpuTrainer {
         self.t.obj.dev.bind()?;
         let t = &mut self.t;
         cuda::guarded("GPU call", || f(t))
+    }
+
+    /// The batch-norm running statistics and the batches they tracked
+    /// (waits for queued steps).
+    pub fn state(&mut self) -> Result<(Vec<f32>, u64), GpuError> {
+        self.run(|t| t.state())
+    }
+
+    /// Restores the running statistics.
+    pub fn set_state(&mut self, st: &[f32], tracked: u64) -> Result<(), GpuError> {
+        self.run(|t| t.set_state(st, tracked))
+    }
+
+    /// Crop + flip augmentation on the device, on or off (see [`Augment`]).
+    pub fn set_augment(&mut self, aug: Option<Augment>) -> Result<(), GpuError> {
+        self.run(|t| t.set_augment(aug))
+    }
+
+    /// [`GpuTrainer::step_async`] with the samples cropped and flipped on
+    /// the device as `crops` says.
+    pub fn step_async_aug(
+        &mut self,
+        indices: &[u32],
+        crops: Option<&[CropDraw]>,
+        method: &Method<f32>,
+        opt: &(impl Optim<f32> + ?Sized),
+        state: &mut SgdState,
+        lr: f32,
+    ) -> Result<(), GpuError> {
+        self.run(|t| t.step_async_aug(indices, crops, method, opt, state, lr))
     }
 
     /// Uploads the training set: `x` holds S samples of n₀ inputs
@@ -170,7 +249,7 @@ impl GpuTrainer {
 
     /// One training step on the samples `indices` of the resident data
     /// set; returns L(θ) before the step. Runs `fdgr_kernel::step`
-    /// unchanged on [`GpuMlp`], so it waits for the device once per
+    /// unchanged on [`GpuNet`], so it waits for the device once per
     /// gradient (to return L) and once for the finiteness check. On
     /// [`GpuError::NonFinite`], θ, the momentum and `state` are unchanged.
     pub fn step(

@@ -26,6 +26,7 @@ use fdgr_kernel::{Error, Method, Optim, SgdState};
 
 use crate::cuda::guarded;
 use crate::error::GpuError;
+use crate::trainer::CropDraw;
 use crate::GpuTrainer;
 
 fn nccl_err(what: &str, e: impl std::fmt::Debug) -> GpuError {
@@ -151,7 +152,8 @@ impl AllReduce<f32, CudaSlice<f32>> for Nccl {
 
 impl GpuTrainer {
     /// One data-parallel step: this process's `indices` (its slice of the
-    /// global batch, a share `weight` of it), the gradients summed over
+    /// global batch, a share `weight` of it; `crops`: their augmentation,
+    /// as [`crate::trainer::Trainer::step_aug`] takes it), the gradients summed over
     /// the processes of `nccl` (see [`fdgr_kernel::dist`]), the kernel's
     /// own `step`. `root` on exactly one process. Waits for the device;
     /// returns the global batch's loss.
@@ -159,6 +161,7 @@ impl GpuTrainer {
     pub fn step_data_parallel(
         &mut self,
         indices: &[u32],
+        crops: Option<&[CropDraw]>,
         method: &Method<f32>,
         opt: &(impl Optim<f32> + ?Sized),
         state: &mut SgdState,
@@ -178,7 +181,7 @@ impl GpuTrainer {
             let p = t.param_count();
             t.point2 = Some(crate::device::Device::alloc(&mut t.obj.dev, p)?);
         }
-        t.load_batch(indices)?;
+        t.load_batch(indices, crops)?;
         t.obj.begin_step(false);
         // db has no perturbed points: its H·g goes to the second one
         let (point2, scratch) = if method.needs_hvp() {

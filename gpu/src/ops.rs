@@ -8,6 +8,7 @@ use crate::error::GpuError;
 use crate::kernels::Kernel;
 use crate::launch::Launch;
 use fdgr_kernel::optim::{OptElem, Rule};
+use fdgr_kernel::serial::{BnGeom, ConvGeom, PoolGeom, PoolKind};
 use fdgr_kernel::{Act, Loss};
 
 type R = Result<(), GpuError>;
@@ -82,23 +83,52 @@ pub fn gemm<D: Device>(
     })
 }
 
-/// act::bias_act on `rows × cols` at `z`.
+/// act::bias_act_chw on an N × C × HW block of `n` values at `z`
+/// (nothing without a bias for the identity, as in the kernel).
 pub fn bias_act<D: Device>(
     d: &mut D,
     z: DPtr,
-    bias: DPtr,
-    rows: usize,
-    cols: usize,
+    bias: Option<DPtr>,
+    n: usize,
+    c: usize,
+    hw: usize,
     act: Act,
 ) -> R {
+    if bias.is_none() && act == Act::Identity {
+        return Ok(());
+    }
     let args = [
         Arg::Ptr(z),
-        Arg::Ptr(bias),
-        Arg::U64(rows as u64),
-        Arg::U32(u32_of("layer width", cols)?),
+        opt(bias),
+        Arg::U64(n as u64),
+        Arg::U32(u32_of("channels", c)?),
+        Arg::U32(u32_of("plane size", hw)?),
         Arg::I32(act_code(act)),
     ];
-    launch(d, Kernel::BiasAct, (rows * cols) as u64, &args).map(drop)
+    launch(d, Kernel::BiasAct, n as u64, &args).map(drop)
+}
+
+/// act::act_map: y = σ(x).
+pub fn act_map<D: Device>(d: &mut D, y: DPtr, x: DPtr, n: usize, act: Act) -> R {
+    let args = [
+        Arg::Ptr(y),
+        Arg::Ptr(x),
+        Arg::U64(n as u64),
+        Arg::I32(act_code(act)),
+    ];
+    launch(d, Kernel::ActMap, n as u64, &args).map(drop)
+}
+
+/// act::r_act: R{a} = σ'(a)·R{z}.
+pub fn r_act<D: Device>(d: &mut D, ra: DPtr, rz: DPtr, a: DPtr, n: usize, act: Act) -> R {
+    let args = [
+        Arg::Ptr(ra),
+        Arg::Ptr(rz),
+        Arg::Ptr(a),
+        Arg::U64(n as u64),
+        Arg::I32(act_code(act)),
+    ];
+    launch(d, Kernel::RAct, n as u64, &args).map(drop)
 }
 
 /// act::act_backward (nothing for the identity, as in the kernel).
@@ -113,30 +143,6 @@ pub fn act_backward<D: Device>(d: &mut D, delta: DPtr, a: DPtr, n: usize, act: A
         Arg::I32(act_code(act)),
     ];
     launch(d, Kernel::ActBackward, n as u64, &args).map(drop)
-}
-
-/// act::bias_add then act::r_act, fused.
-#[allow(clippy::too_many_arguments)]
-pub fn r_bias_act<D: Device>(
-    d: &mut D,
-    rz: DPtr,
-    ra: DPtr,
-    vb: DPtr,
-    a: DPtr,
-    rows: usize,
-    cols: usize,
-    act: Act,
-) -> R {
-    let args = [
-        Arg::Ptr(rz),
-        Arg::Ptr(ra),
-        Arg::Ptr(vb),
-        Arg::Ptr(a),
-        Arg::U64(rows as u64),
-        Arg::U32(u32_of("layer width", cols)?),
-        Arg::I32(act_code(act)),
-    ];
-    launch(d, Kernel::RBiasAct, (rows * cols) as u64, &args).map(drop)
 }
 
 /// act::r_act_backward (nothing for the identity, as in the kernel).
@@ -183,6 +189,35 @@ pub fn col_sum<D: Device>(
         Arg::F32(beta),
     ];
     launch(d, Kernel::ColSum, cols as u64, &args).map(drop)
+}
+
+/// act::chan_sum: out ← β·out + α·(per-channel sums of an N × C × HW
+/// block): `col_sum` for HW = 1, `chan_sum` (one block per channel)
+/// otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn chan_sum<D: Device>(
+    d: &mut D,
+    out: DPtr,
+    m: DPtr,
+    n: usize,
+    c: usize,
+    hw: usize,
+    alpha: f32,
+    beta: f32,
+) -> R {
+    if hw == 1 {
+        return col_sum(d, out, m, n, c, alpha, beta);
+    }
+    let args = [
+        Arg::Ptr(out),
+        Arg::Ptr(m),
+        Arg::U32(u32_of("planes", n * c)?),
+        Arg::U32(u32_of("channels", c)?),
+        Arg::U32(u32_of("plane size", hw)?),
+        Arg::F32(alpha),
+        Arg::F32(beta),
+    ];
+    launch(d, Kernel::ChanSum, c as u64, &args).map(drop)
 }
 
 /// loss::loss_grad on `rows × k` outputs: per-row terms into `row_loss`,
@@ -415,4 +450,482 @@ pub fn gather_rows<D: Device>(
         Arg::Ptr(yb),
     ];
     launch(d, Kernel::GatherRows, (rows * n0) as u64, &args).map(drop)
+}
+
+/// vecops::axpby: y ← β·y + α·x (β = 0 overwrites).
+pub fn axpby<D: Device>(d: &mut D, y: DPtr, x: DPtr, n: usize, alpha: f32, beta: f32) -> R {
+    let args = [
+        Arg::Ptr(y),
+        Arg::Ptr(x),
+        Arg::U64(n as u64),
+        Arg::F32(alpha),
+        Arg::F32(beta),
+    ];
+    launch(d, Kernel::Axpby, n as u64, &args).map(drop)
+}
+
+/// vecops::add: y ← a + b.
+pub fn add<D: Device>(d: &mut D, y: DPtr, a: DPtr, b: DPtr, n: usize) -> R {
+    let args = [Arg::Ptr(y), Arg::Ptr(a), Arg::Ptr(b), Arg::U64(n as u64)];
+    launch(d, Kernel::Add, n as u64, &args).map(drop)
+}
+
+/// dst ← src unless the `skip` flags are set (a deferred step's commit).
+pub fn copy_unless<D: Device>(d: &mut D, dst: DPtr, src: DPtr, n: usize, skip: Option<DPtr>) -> R {
+    let args = [Arg::Ptr(dst), Arg::Ptr(src), Arg::U64(n as u64), opt(skip)];
+    launch(d, Kernel::CopyUnless, n as u64, &args).map(drop)
+}
+
+/// Gathers rows `idx` of resident C × H × W images into the batch buffers,
+/// each cropped and flipped as `crop` says (conv.cu: gather_crop).
+#[allow(clippy::too_many_arguments)]
+pub fn gather_crop<D: Device>(
+    d: &mut D,
+    x: DPtr,
+    labels: DPtr,
+    idx: DPtr,
+    crop: DPtr,
+    rows: usize,
+    dims: (usize, usize, usize),
+    pad: usize,
+    fill: Option<DPtr>,
+    xb: DPtr,
+    yb: DPtr,
+) -> R {
+    let (c, h, w) = dims;
+    let args = [
+        Arg::Ptr(x),
+        Arg::Ptr(labels),
+        Arg::Ptr(idx),
+        Arg::Ptr(crop),
+        Arg::U32(u32_of("batch", rows)?),
+        Arg::U32(u32_of("channels", c)?),
+        Arg::U32(u32_of("height", h)?),
+        Arg::U32(u32_of("width", w)?),
+        Arg::U32(u32_of("padding", pad)?),
+        opt(fill),
+        Arg::Ptr(xb),
+        Arg::Ptr(yb),
+    ];
+    launch(d, Kernel::GatherCrop, (rows * c * h * w) as u64, &args).map(drop)
+}
+
+/// The geometry arguments of the conv.cu kernels for samples
+/// `n0 .. n0 + nc` and group `grp`: n0, nc, c, h, w, cg, grp, k, stride,
+/// pad, oh, ow.
+fn conv_args(g: &ConvGeom, n0: usize, nc: usize, grp: usize) -> Result<[Arg; 12], GpuError> {
+    let u = |what: &str, v: usize| u32_of(what, v).map(Arg::U32);
+    Ok([
+        u("sample", n0)?,
+        u("samples", nc)?,
+        u("channels", g.c)?,
+        u("height", g.h)?,
+        u("width", g.w)?,
+        u("channels per group", g.cg())?,
+        u("group", grp)?,
+        u("kernel", g.k)?,
+        u("stride", g.stride)?,
+        u("padding", g.pad)?,
+        u("output height", g.oh)?,
+        u("output width", g.ow)?,
+    ])
+}
+
+/// serial::conv::im2col of samples `n0 .. n0 + nc`, group `grp`, into
+/// `col` ((C/G)·k² rows × nc·OH·OW columns).
+pub fn im2col<D: Device>(
+    d: &mut D,
+    g: &ConvGeom,
+    x: DPtr,
+    col: DPtr,
+    n0: usize,
+    nc: usize,
+    grp: usize,
+) -> R {
+    let mut args = vec![Arg::Ptr(x), Arg::Ptr(col)];
+    args.extend(conv_args(g, n0, nc, grp)?);
+    let n = g.cg() * g.k * g.k * nc * g.oh * g.ow;
+    launch(d, Kernel::Im2col, n as u64, &args).map(drop)
+}
+
+/// dx ← β·dx + col2im(col) for samples `n0 .. n0 + nc`, group `grp`.
+#[allow(clippy::too_many_arguments)]
+pub fn col2im<D: Device>(
+    d: &mut D,
+    g: &ConvGeom,
+    col: DPtr,
+    dx: DPtr,
+    n0: usize,
+    nc: usize,
+    grp: usize,
+    beta: f32,
+) -> R {
+    let mut args = vec![Arg::Ptr(col), Arg::Ptr(dx)];
+    args.extend(conv_args(g, n0, nc, grp)?);
+    args.push(Arg::F32(beta));
+    let n = nc * g.cg() * g.h * g.w;
+    launch(d, Kernel::Col2im, n as u64, &args).map(drop)
+}
+
+/// NCHW → channel-major: dst[c, j, p] = src[n0 + j, c, p] (`kk` channels
+/// of `np` positions, `nc` samples).
+#[allow(clippy::too_many_arguments)]
+pub fn to_cnp<D: Device>(
+    d: &mut D,
+    src: DPtr,
+    dst: DPtr,
+    n0: usize,
+    nc: usize,
+    kk: usize,
+    np: usize,
+) -> R {
+    let args = [
+        Arg::Ptr(src),
+        Arg::Ptr(dst),
+        Arg::U32(u32_of("sample", n0)?),
+        Arg::U32(u32_of("samples", nc)?),
+        Arg::U32(u32_of("channels", kk)?),
+        Arg::U32(u32_of("positions", np)?),
+    ];
+    launch(d, Kernel::ToCnp, (kk * nc * np) as u64, &args).map(drop)
+}
+
+/// Channel-major → NCHW with β: dst[n0 + j, c, p] = β·dst + src[c, j, p].
+#[allow(clippy::too_many_arguments)]
+pub fn from_cnp<D: Device>(
+    d: &mut D,
+    src: DPtr,
+    dst: DPtr,
+    n0: usize,
+    nc: usize,
+    kk: usize,
+    np: usize,
+    beta: f32,
+) -> R {
+    let args = [
+        Arg::Ptr(src),
+        Arg::Ptr(dst),
+        Arg::U32(u32_of("sample", n0)?),
+        Arg::U32(u32_of("samples", nc)?),
+        Arg::U32(u32_of("channels", kk)?),
+        Arg::U32(u32_of("positions", np)?),
+        Arg::F32(beta),
+    ];
+    launch(d, Kernel::FromCnp, (kk * nc * np) as u64, &args).map(drop)
+}
+
+fn bn_dims(g: &BnGeom) -> Result<[Arg; 3], GpuError> {
+    Ok([
+        Arg::U32(u32_of("batch", g.n)?),
+        Arg::U32(u32_of("channels", g.c)?),
+        Arg::U32(u32_of("plane size", g.hw)?),
+    ])
+}
+
+fn check_bn(g: &BnGeom) -> R {
+    // the per-channel kernels count a channel's values in u32
+    u32_of("values per channel", g.m()).map(drop)
+}
+
+/// serial::norm::channel_stats (+ running_update into `pending`): the
+/// batch statistics of every channel.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_stats<D: Device>(
+    d: &mut D,
+    g: &BnGeom,
+    x: DPtr,
+    eps: f32,
+    stats: DPtr,
+    running: Option<DPtr>,
+    pending: Option<DPtr>,
+    momentum: f32,
+) -> R {
+    check_bn(g)?;
+    let [n, c, hw] = bn_dims(g)?;
+    let args = [
+        Arg::Ptr(x),
+        n,
+        c,
+        hw,
+        Arg::F32(eps),
+        Arg::Ptr(stats),
+        opt(running),
+        opt(pending),
+        Arg::F32(momentum),
+    ];
+    launch(d, Kernel::BnStats, g.c as u64, &args).map(drop)
+}
+
+/// serial::norm::normalize_plane over the batch (training statistics, or
+/// running statistics when `eval`).
+#[allow(clippy::too_many_arguments)]
+pub fn bn_apply<D: Device>(
+    d: &mut D,
+    g: &BnGeom,
+    x: DPtr,
+    y: DPtr,
+    gb: DPtr,
+    stats: DPtr,
+    eval: bool,
+    eps: f32,
+    act: Act,
+) -> R {
+    let args = [
+        Arg::Ptr(x),
+        Arg::Ptr(y),
+        Arg::U64(g.len() as u64),
+        Arg::U32(u32_of("channels", g.c)?),
+        Arg::U32(u32_of("plane size", g.hw)?),
+        Arg::Ptr(gb),
+        Arg::Ptr(stats),
+        Arg::I32(i32::from(eval)),
+        Arg::F32(eps),
+        Arg::I32(act_code(act)),
+    ];
+    launch(d, Kernel::BnApply, g.len() as u64, &args).map(drop)
+}
+
+/// serial::norm::backward_sums into `sums` (2C), and the parameter
+/// gradients dp ← β·dp + α·(dγ, dβ) when `dp` is given.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_bwd_sums<D: Device>(
+    d: &mut D,
+    g: &BnGeom,
+    x: DPtr,
+    dy: DPtr,
+    stats: DPtr,
+    sums: DPtr,
+    dp: Option<(DPtr, f32, f32)>,
+) -> R {
+    check_bn(g)?;
+    let [n, c, hw] = bn_dims(g)?;
+    let (p, alpha, beta) = match dp {
+        Some((p, a, b)) => (Arg::Ptr(p), a, b),
+        None => (Arg::Null, 1.0, 0.0),
+    };
+    let args = [
+        Arg::Ptr(x),
+        Arg::Ptr(dy),
+        n,
+        c,
+        hw,
+        Arg::Ptr(stats),
+        Arg::Ptr(sums),
+        p,
+        Arg::F32(alpha),
+        Arg::F32(beta),
+    ];
+    launch(d, Kernel::BnBwdSums, g.c as u64, &args).map(drop)
+}
+
+/// serial::norm::backward_plane over the batch: dx (+)= ….
+#[allow(clippy::too_many_arguments)]
+pub fn bn_bwd_dx<D: Device>(
+    d: &mut D,
+    g: &BnGeom,
+    x: DPtr,
+    dy: DPtr,
+    dx: DPtr,
+    gb: DPtr,
+    stats: DPtr,
+    sums: DPtr,
+    acc: bool,
+) -> R {
+    let [n, c, hw] = bn_dims(g)?;
+    let args = [
+        Arg::Ptr(x),
+        Arg::Ptr(dy),
+        Arg::Ptr(dx),
+        Arg::U64(g.len() as u64),
+        n,
+        c,
+        hw,
+        Arg::Ptr(gb),
+        Arg::Ptr(stats),
+        Arg::Ptr(sums),
+        Arg::I32(i32::from(acc)),
+    ];
+    launch(d, Kernel::BnBwdDx, g.len() as u64, &args).map(drop)
+}
+
+/// serial::norm::r_forward_means into `rstats` (zeros without R{x}).
+pub fn bn_rfwd_sums<D: Device>(
+    d: &mut D,
+    g: &BnGeom,
+    x: DPtr,
+    rx: Option<DPtr>,
+    stats: DPtr,
+    rstats: DPtr,
+) -> R {
+    check_bn(g)?;
+    let [n, c, hw] = bn_dims(g)?;
+    let args = [
+        Arg::Ptr(x),
+        opt(rx),
+        n,
+        c,
+        hw,
+        Arg::Ptr(stats),
+        Arg::Ptr(rstats),
+    ];
+    launch(d, Kernel::BnRfwdSums, g.c as u64, &args).map(drop)
+}
+
+/// serial::norm::r_forward_plane over the batch.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_rfwd_apply<D: Device>(
+    d: &mut D,
+    g: &BnGeom,
+    x: DPtr,
+    rx: Option<DPtr>,
+    ry: DPtr,
+    gb: DPtr,
+    vgb: DPtr,
+    stats: DPtr,
+    rstats: DPtr,
+) -> R {
+    let args = [
+        Arg::Ptr(x),
+        opt(rx),
+        Arg::Ptr(ry),
+        Arg::U64(g.len() as u64),
+        Arg::U32(u32_of("channels", g.c)?),
+        Arg::U32(u32_of("plane size", g.hw)?),
+        Arg::Ptr(gb),
+        Arg::Ptr(vgb),
+        Arg::Ptr(stats),
+        Arg::Ptr(rstats),
+    ];
+    launch(d, Kernel::BnRfwdApply, g.len() as u64, &args).map(drop)
+}
+
+/// The device pointers of a batch-norm R-backward (see
+/// [`fdgr_kernel::ops::BnRBwd`]).
+#[derive(Clone, Copy, Debug)]
+pub struct BnRBack {
+    /// Input of the forward pass.
+    pub x: DPtr,
+    /// R{x} (None: zero).
+    pub rx: Option<DPtr>,
+    /// Gradient with respect to the output.
+    pub dy: DPtr,
+    /// Its R-derivative.
+    pub rdy: DPtr,
+    /// γ then β.
+    pub gb: DPtr,
+    /// The direction's γ then β.
+    pub vgb: DPtr,
+    /// Batch statistics.
+    pub stats: DPtr,
+    /// R-forward statistics.
+    pub rstats: DPtr,
+}
+
+/// serial::norm::r_backward_sums into `sums5` (5C) and R{dγ}, R{dβ} into
+/// `rsums` (2C).
+pub fn bn_rbwd_sums<D: Device>(d: &mut D, g: &BnGeom, a: &BnRBack, sums5: DPtr, rsums: DPtr) -> R {
+    check_bn(g)?;
+    let [n, c, hw] = bn_dims(g)?;
+    let args = [
+        Arg::Ptr(a.x),
+        opt(a.rx),
+        Arg::Ptr(a.dy),
+        Arg::Ptr(a.rdy),
+        n,
+        c,
+        hw,
+        Arg::Ptr(a.stats),
+        Arg::Ptr(a.rstats),
+        Arg::Ptr(sums5),
+        Arg::Ptr(rsums),
+    ];
+    launch(d, Kernel::BnRbwdSums, g.c as u64, &args).map(drop)
+}
+
+/// serial::norm::r_backward_plane over the batch: R{dx} (+)= ….
+pub fn bn_rbwd_dx<D: Device>(
+    d: &mut D,
+    g: &BnGeom,
+    a: &BnRBack,
+    rdx: DPtr,
+    sums5: DPtr,
+    acc: bool,
+) -> R {
+    let [n, c, hw] = bn_dims(g)?;
+    let args = [
+        Arg::Ptr(a.x),
+        opt(a.rx),
+        Arg::Ptr(a.dy),
+        Arg::Ptr(a.rdy),
+        Arg::Ptr(rdx),
+        Arg::U64(g.len() as u64),
+        n,
+        c,
+        hw,
+        Arg::Ptr(a.gb),
+        Arg::Ptr(a.vgb),
+        Arg::Ptr(a.stats),
+        Arg::Ptr(a.rstats),
+        Arg::Ptr(sums5),
+        Arg::I32(i32::from(acc)),
+    ];
+    launch(d, Kernel::BnRbwdDx, g.len() as u64, &args).map(drop)
+}
+
+/// The pooling code of pool.cu.
+pub fn pool_code(k: PoolKind) -> i32 {
+    match k {
+        PoolKind::Max => 0,
+        PoolKind::Avg => 1,
+    }
+}
+
+fn pool_args(g: &PoolGeom) -> Result<[Arg; 8], GpuError> {
+    let u = |what: &str, v: usize| u32_of(what, v).map(Arg::U32);
+    Ok([
+        u("height", g.h)?,
+        u("width", g.w)?,
+        u("window height", g.kh)?,
+        u("window width", g.kw)?,
+        u("stride", g.stride)?,
+        u("padding", g.pad)?,
+        u("output height", g.oh)?,
+        u("output width", g.ow)?,
+    ])
+}
+
+/// serial::pool::forward.
+pub fn pool_fwd<D: Device>(d: &mut D, g: &PoolGeom, x: DPtr, y: DPtr) -> R {
+    let mut args = vec![Arg::Ptr(x), Arg::Ptr(y), Arg::U64(g.y_len() as u64)];
+    args.extend(pool_args(g)?);
+    args.push(Arg::I32(pool_code(g.kind)));
+    launch(d, Kernel::PoolFwd, g.y_len() as u64, &args).map(drop)
+}
+
+/// serial::pool::r_forward.
+pub fn pool_r<D: Device>(d: &mut D, g: &PoolGeom, x: DPtr, rx: DPtr, ry: DPtr) -> R {
+    let mut args = vec![
+        Arg::Ptr(x),
+        Arg::Ptr(rx),
+        Arg::Ptr(ry),
+        Arg::U64(g.y_len() as u64),
+    ];
+    args.extend(pool_args(g)?);
+    args.push(Arg::I32(pool_code(g.kind)));
+    launch(d, Kernel::PoolR, g.y_len() as u64, &args).map(drop)
+}
+
+/// serial::pool::backward: dx (+)= poolᵀ(dy).
+#[allow(clippy::too_many_arguments)]
+pub fn pool_bwd<D: Device>(d: &mut D, g: &PoolGeom, x: DPtr, dy: DPtr, dx: DPtr, acc: bool) -> R {
+    let mut args = vec![
+        Arg::Ptr(x),
+        Arg::Ptr(dy),
+        Arg::Ptr(dx),
+        Arg::U64(g.x_len() as u64),
+    ];
+    args.extend(pool_args(g)?);
+    args.push(Arg::I32(pool_code(g.kind)));
+    args.push(Arg::I32(i32::from(acc)));
+    launch(d, Kernel::PoolBwd, g.x_len() as u64, &args).map(drop)
 }

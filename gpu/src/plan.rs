@@ -2,76 +2,28 @@
 //! memory, and how many floating-point operations a step issues.
 //!
 //! Device memory of a [`crate::GpuTrainer`], in f32 scalars, for P
-//! parameters, a largest batch B, N = n₁ + … + n_L units and n₀ inputs:
+//! parameters, a largest batch B and a model whose layout
+//! (`fdgr_kernel::model::Layout`) has V values and R R-values per sample
+//! and E, E_R fixed scratch:
 //!
 //! | buffer | scalars |
 //! |---|---|
 //! | θ, d | 2P |
-//! | momentum (μ > 0) | P |
+//! | optimizer state (momentum; Adam's m, v) | P or 2P |
 //! | point (fgr, bgr, sam, usam), point₂ (cgr) | P each |
-//! | workspace (the kernel's layout, [`WsPlan`]) | 2·B·N, 5·B·N for `db` |
+//! | workspace (the kernel's layout) | 2·B·V + E, plus E_R + B·(R + V) for `db` |
+//! | running statistics (batch norm) | 2 per channel |
+//! | batch-norm sums | 5·C of the widest batch norm |
+//! | im2col + GEMM scratch (no cuDNN) | ≤ [`crate::net::CONV_SCRATCH_CAP`] |
 //! | mini-batch inputs, labels | B·n₀ + B |
 //! | scalars (losses, partial sums, per-row losses, [`ScalarPlan`]) | 16 + 1024 + B |
 //! | resident data set | S·(n₀ + 1) for S samples |
 //!
-//! That is the kernel's RAM formula (method.rs) plus the batch and the data.
+//! That is the kernel's RAM formula (method.rs, `Model::workspace_len`)
+//! plus the batch, the data and the device scratch.
 
-use fdgr_kernel::{Method, Shape};
-
-/// The workspace of one batch: the kernel's layout
-/// `[ a | δz | R{z} | R{a} | R{δ} ]`, each B·N scalars (mlp.rs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WsPlan {
-    /// Samples in the batch.
-    pub batch: usize,
-    /// B·N: one per-layer buffer.
-    pub per: usize,
-    /// Whether the R-operator blocks exist.
-    pub hvp: bool,
-}
-
-impl WsPlan {
-    /// The plan of a batch of `batch` samples.
-    pub fn new(shape: &Shape, batch: usize, hvp: bool) -> WsPlan {
-        WsPlan {
-            batch,
-            per: batch * shape.units(),
-            hvp,
-        }
-    }
-    /// Offset of the activations a_l.
-    pub fn acts(&self) -> usize {
-        0
-    }
-    /// Offset of δz_l.
-    pub fn deltas(&self) -> usize {
-        self.per
-    }
-    /// Offset of R{z_l}.
-    pub fn rz(&self) -> usize {
-        2 * self.per
-    }
-    /// Offset of R{a_l}.
-    pub fn ra(&self) -> usize {
-        3 * self.per
-    }
-    /// Offset of R{δ_l}.
-    pub fn rd(&self) -> usize {
-        4 * self.per
-    }
-    /// Scalars used.
-    pub fn len(&self) -> usize {
-        if self.hvp {
-            5 * self.per
-        } else {
-            2 * self.per
-        }
-    }
-    /// True for an empty batch.
-    pub fn is_empty(&self) -> bool {
-        self.per == 0
-    }
-}
+use fdgr_kernel::model::{Model, Node};
+use fdgr_kernel::Method;
 
 /// The small f32 buffer of device-side scalars.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,39 +77,55 @@ pub mod flags {
     const _: () = assert!(CORRECT < LEN && CHECK < LEN && STEP_HI < CORRECT);
 }
 
-/// Multiply-adds of the matrix products of one gradient (forward and
-/// backward) on a batch of `b`: forward Σ B·n_l·n_{l−1}, weight gradients
-/// the same, input gradients for l ≥ 2.
-pub fn grad_macs(shape: &Shape, b: usize) -> u64 {
+/// Multiply-adds of the products (dense layers and convolutions) of one
+/// gradient on a batch of `b`: the forward pass, the weight gradients (as
+/// many) and the input gradients (as many, except the first layer's):
+/// about 3 forward passes.
+pub fn grad_macs(model: &Model<Vec<Node>>, b: usize) -> u64 {
     let mut m = 0u64;
-    for l in 1..=shape.layers() {
-        let mn = (b * shape.dim(l) * shape.dim(l - 1)) as u64;
-        m += 2 * mn;
-        if l > 1 {
-            m += mn;
-        }
+    for n in model.nodes() {
+        let mn = (b * fdgr_kernel::model::macs(&n.op, n.in_dims, n.out_dims)) as u64;
+        m += if active_input(model, n) {
+            3 * mn
+        } else {
+            2 * mn
+        };
     }
     m
 }
 
-/// Multiply-adds of the matrix products of one R-pass (mlp.rs r_pass):
-/// layer 1 needs 2 products (R{a₀} = 0), every other layer 6.
-pub fn rpass_macs(shape: &Shape, b: usize) -> u64 {
+/// Whether node `n`'s input depends on θ (then its backward and R-passes
+/// take the products with the input's delta).
+fn active_input(model: &Model<Vec<Node>>, n: &Node) -> bool {
+    match n.input {
+        fdgr_kernel::model::Ref::Input => false,
+        fdgr_kernel::model::Ref::Node(j) => model.nodes().get(j).is_some_and(|m| m.active),
+    }
+}
+
+/// Multiply-adds of the products of one R-pass (the kernel's
+/// `hessian_vector`): a layer reading the input needs 2 products (R{x} =
+/// 0), every other layer 6.
+pub fn rpass_macs(model: &Model<Vec<Node>>, b: usize) -> u64 {
     let mut m = 0u64;
-    for l in 1..=shape.layers() {
-        let mn = (b * shape.dim(l) * shape.dim(l - 1)) as u64;
-        m += if l == 1 { 2 * mn } else { 6 * mn };
+    for n in model.nodes() {
+        let mn = (b * fdgr_kernel::model::macs(&n.op, n.in_dims, n.out_dims)) as u64;
+        m += if active_input(model, n) {
+            6 * mn
+        } else {
+            2 * mn
+        };
     }
     m
 }
 
-/// Floating-point operations (2 per multiply-add) of the matrix products
-/// of one training step of `method` on a batch of `b`; the elementwise
-/// kernels are not counted. This is the numerator of the GFLOP/s figures.
-pub fn step_flops(shape: &Shape, b: usize, method: &Method<f32>) -> f64 {
-    let g = grad_macs(shape, b);
+/// Floating-point operations (2 per multiply-add) of the products of one
+/// training step of `method` on a batch of `b`; the elementwise kernels
+/// are not counted. This is the numerator of the GFLOP/s figures.
+pub fn step_flops(model: &Model<Vec<Node>>, b: usize, method: &Method<f32>) -> f64 {
+    let g = grad_macs(model, b);
     let macs = match method {
-        Method::Db { .. } => g + rpass_macs(shape, b),
+        Method::Db { .. } => g + rpass_macs(model, b),
         m => g * m.gradient_evals() as u64,
     };
     2.0 * macs as f64
@@ -167,34 +135,6 @@ pub fn step_flops(shape: &Shape, b: usize, method: &Method<f32>) -> f64 {
 mod tests {
     use super::*;
     use fdgr_kernel::{Act, Loss};
-
-    #[test]
-    fn workspace_equals_kernel_formula() {
-        for dims in [
-            &[784usize, 512, 512, 10][..],
-            &[3072, 512, 512, 512, 10],
-            &[4, 3],
-            &[4096, 4096, 4096, 10],
-        ] {
-            let s = Shape::try_new(dims, Act::Relu, Loss::SoftmaxCe).unwrap();
-            for b in [1usize, 7, 128, 4096] {
-                for hvp in [false, true] {
-                    let p = WsPlan::new(&s, b, hvp);
-                    assert_eq!(p.len(), s.workspace_len(b, hvp));
-                    let blocks = if hvp { 5 } else { 2 };
-                    let offs = [p.acts(), p.deltas(), p.rz(), p.ra(), p.rd()];
-                    // contiguous, disjoint, in the kernel's order
-                    for (i, o) in offs.iter().enumerate().take(blocks) {
-                        assert_eq!(*o, i * b * s.units());
-                    }
-                    // the last layer's block ends exactly at the buffer end
-                    let l = s.layers();
-                    let end = offs[blocks - 1] + s.unit_offset(l, b) + b * s.dim(l);
-                    assert_eq!(end, p.len());
-                }
-            }
-        }
-    }
 
     #[test]
     fn scalars_do_not_overlap() {
@@ -218,7 +158,8 @@ mod tests {
         // one hidden layer of n and inputs n: sgd 3 products per hidden layer
         // (the first layer has no input gradient), db 9 per hidden layer
         // (4 for the input layer), fgr twice sgd
-        let s = Shape::try_new(&[100, 100, 100], Act::Tanh, Loss::Mse).unwrap();
+        let sh = fdgr_kernel::Shape::try_new(&[100, 100, 100], Act::Tanh, Loss::Mse).unwrap();
+        let s = crate::net::mlp_model(&sh).unwrap();
         let mn = 100 * 100 * 8;
         assert_eq!(grad_macs(&s, 8), (2 + 3) * mn);
         assert_eq!(rpass_macs(&s, 8), (2 + 6) * mn);

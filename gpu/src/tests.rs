@@ -11,22 +11,105 @@
 //! on a GPU at all (that needs a GPU: gpu/check.sh). Each kernel alone is
 //! compared with the Rust it mirrors in `cuda_c_tests.rs`.
 
+use fdgr_kernel::model::{plan as plan_layers, Dims, Layer, Model, Node};
+use fdgr_kernel::rng::init_params;
 use fdgr_kernel::{
-    init_mlp, Act, Buffers, Loss, Method, Mlp, Objective, Rng, Serial, Sgd, SgdState, Shape,
-    Targets, VecSpace,
+    Act, Buffers, Loss, Method, Net, Objective, Rng, Serial, Sgd, SgdState, Shape, Targets,
+    VecSpace,
 };
 
 use crate::check::{
-    crosscheck_methods, crosscheck_on, max_rel_diff, synthetic_data, CrossCheckConfig,
+    crosscheck_methods, crosscheck_on, max_rel_diff, max_rel_diff_in, state_tensors,
+    synthetic_data, CrossCheckConfig, Subject,
 };
 use crate::emu::{Emu, Fault};
 use crate::error::GpuError;
-use crate::objective::DeviceMlp;
+use crate::net::{mlp_model, DeviceNet};
 use crate::plan;
 use crate::trainer::Trainer;
 
-fn shape(dims: &[usize], act: Act, loss: Loss) -> Shape {
-    Shape::try_new(dims, act, loss).unwrap()
+fn shape(dims: &[usize], act: Act, loss: Loss) -> Subject {
+    let s = Shape::try_new(dims, act, loss).unwrap();
+    Subject {
+        model: mlp_model(&s).unwrap(),
+        name: s.to_string(),
+        act: act.name(),
+    }
+}
+
+fn planned(layers: &[Layer], input: Dims, loss: Loss) -> Model<Vec<Node>> {
+    let mut nodes = vec![Node::EMPTY; layers.len()];
+    let sizes = plan_layers(layers, input, &mut nodes).unwrap();
+    Model::from_plan(nodes, input, loss, sizes)
+}
+
+/// A LeNet-5-like net on 1×12×12 inputs: convolutions with bias and
+/// padding, tanh, max and average pooling, a strided grouped convolution,
+/// flatten, two linear layers.
+fn lenet_like() -> Subject {
+    let layers = [
+        Layer::conv(4, 3).pad(1),
+        Layer::act(Act::Tanh),
+        Layer::max_pool(2),
+        Layer::conv(6, 3).groups(2),
+        Layer::act(Act::Tanh),
+        Layer::avg_pool(2),
+        Layer::flatten(),
+        Layer::linear(10),
+        Layer::act(Act::Tanh),
+        Layer::linear(3),
+    ];
+    Subject {
+        model: planned(&layers, Dims::new(1, 12, 12), Loss::SoftmaxCe),
+        name: "lenet-like".into(),
+        act: "tanh",
+    }
+}
+
+/// A small ResNet on 3×8×8 inputs: conv-BN-ReLU stem, a basic block with
+/// an identity shortcut, a strided block with a 1×1 convolution and BN on
+/// the shortcut, max pooling with padding, a depthwise convolution,
+/// global average pooling, a linear layer.
+fn small_resnet() -> Subject {
+    let layers = [
+        // 0..2 stem
+        Layer::conv(8, 3).pad(1).no_bias(),
+        Layer::batch_norm(),
+        Layer::act(Act::Relu),
+        // 3..8 block, identity shortcut from 2
+        Layer::conv(8, 3).pad(1).no_bias(),
+        Layer::batch_norm(),
+        Layer::act(Act::Relu),
+        Layer::conv(8, 3).pad(1).no_bias(),
+        Layer::batch_norm(),
+        Layer::add(2),
+        // 9
+        Layer::act(Act::Relu),
+        // 10..14 strided block, projection shortcut from 9
+        Layer::conv(12, 3).stride(2).pad(1).no_bias(),
+        Layer::batch_norm(),
+        Layer::act(Act::Relu),
+        Layer::conv(12, 3).pad(1).no_bias(),
+        Layer::batch_norm(),
+        Layer::conv(12, 1)
+            .stride(2)
+            .no_bias()
+            .from(fdgr_kernel::Src::Node(9)),
+        Layer::batch_norm(),
+        Layer::add(14),
+        Layer::act(Act::Relu),
+        // 19.. depthwise, pooling, head
+        Layer::conv(12, 3).pad(1).groups(12),
+        Layer::max_pool(3).stride(1).pad(1),
+        Layer::global_avg_pool(),
+        Layer::flatten(),
+        Layer::linear(4),
+    ];
+    Subject {
+        model: planned(&layers, Dims::new(3, 8, 8), Loss::SoftmaxCe),
+        name: "resnet-small".into(),
+        act: "relu",
+    }
 }
 
 fn cfg(batch: usize, steps: usize, opt: Sgd<f32>) -> CrossCheckConfig {
@@ -64,25 +147,25 @@ fn every_method_matches_cpu_kernel() {
     for (s, opt) in cases {
         for m in crosscheck_methods() {
             let m = match m {
-                Method::Flood { .. } if s.loss == Loss::Mse => Method::Flood { level: 0.3 },
+                Method::Flood { .. } if s.model.loss == Loss::Mse => Method::Flood { level: 0.3 },
                 // just under the initial loss ln(k): both signs occur
                 Method::Flood { .. } => Method::Flood {
-                    level: (s.outputs() as f32).ln() - 0.02,
+                    level: (s.model.outputs() as f32).ln() - 0.02,
                 },
                 m => m,
             };
-            let r = crosscheck_on(Emu::new(), s, &m, &cfg(5, 6, opt)).unwrap();
+            let r = crosscheck_on(Emu::new(), &s, &m, &cfg(5, 6, opt), Serial).unwrap();
             println!(
-                "{s} {:?} {:<5} θ {:.1e} L {:.1e}",
-                s.act,
+                "{} {:<5} θ {:.1e} L {:.1e}",
+                s.name,
                 m.name(),
                 r.max_rel_diff,
                 r.loss_rel_diff
             );
             assert!(
                 r.passed && r.loss_rel_diff < 1e-6,
-                "{s} {:?} {}: θ rel diff {:e}, loss rel diff {:e}",
-                s.act,
+                "{} {}: θ rel diff {:e}, loss rel diff {:e}",
+                s.name,
                 m.name(),
                 r.max_rel_diff,
                 r.loss_rel_diff
@@ -99,35 +182,22 @@ fn crosscheck_detects_a_bug() {
     let s = shape(&[6, 8, 3], Act::Relu, Loss::SoftmaxCe);
     let c = cfg(4, 3, Sgd::plain());
     let faulty = || Emu::with_fault(Fault::ColSumBetaZero);
-    assert!(crosscheck_on(faulty(), s, &Method::Sgd, &c).unwrap().passed);
-    let r = crosscheck_on(
-        faulty(),
-        s,
-        &Method::Fgr {
-            gamma: 0.05,
-            eps: 0.1,
-        },
-        &c,
-    )
-    .unwrap();
+    let fgr = Method::Fgr {
+        gamma: 0.05,
+        eps: 0.1,
+    };
+    assert!(
+        crosscheck_on(faulty(), &s, &Method::Sgd, &c, Serial)
+            .unwrap()
+            .passed
+    );
+    let r = crosscheck_on(faulty(), &s, &fgr, &c, Serial).unwrap();
     assert!(!r.passed, "rel diff {:e}", r.max_rel_diff);
     assert!(
-        crosscheck_on(
-            Emu::new(),
-            s,
-            &Method::Fgr {
-                gamma: 0.05,
-                eps: 0.1
-            },
-            &c
-        )
-        .unwrap()
-        .passed
+        crosscheck_on(Emu::new(), &s, &fgr, &c, Serial)
+            .unwrap()
+            .passed
     );
-}
-
-fn cpu_net(s: Shape, b: usize) -> Mlp<'static, f32, Serial, Vec<f32>> {
-    Mlp::new(s, Serial, vec![0.0f32; s.workspace_len(b, true)])
 }
 
 fn rand_vec(n: usize, seed: u64, scale: f64) -> Vec<f32> {
@@ -137,57 +207,157 @@ fn rand_vec(n: usize, seed: u64, scale: f64) -> Vec<f32> {
         .collect()
 }
 
-/// H·v, the in-place GR direction, and the loss alone, against the kernel.
+/// What the emulated device computes for one model and batch, against
+/// the CPU kernel's `Net` (serial executor): L, ∇L, H·v, the in-place GR
+/// direction ∇L + γ·H·∇L, the loss alone, the running statistics after a
+/// committed gradient, and the evaluation outputs. Returns the worst
+/// relative differences (per tensor, as the cross-check measures them).
+fn objective_vs_net(s: &Subject, b: usize, seed: u64) -> [f64; 6] {
+    let m = &s.model;
+    let p = m.param_count();
+    let mut theta = vec![0.0f32; p];
+    init_params(m.nodes(), &mut theta, &mut Rng::new(seed));
+    let v = rand_vec(p, seed + 1, 0.1);
+    let x = rand_vec(b * m.input.len(), seed + 2, 1.0);
+    let k = m.outputs() as u32;
+    let y: Vec<u32> = (0..b as u32).map(|i| (i * 7 + 1) % k).collect();
+
+    let mut ws = vec![0.0f32; m.workspace_len(b, true)];
+    let mut cpu = Net::from_model(m.borrowed(), Serial, &mut ws[..]).unwrap();
+    cpu.set_batch(&x, Targets::Classes(&y)).unwrap();
+    let mut g_cpu = vec![0.0f32; p];
+    let l_cpu = cpu
+        .loss_grad(&theta, &mut g_cpu, 1.0, 0.0, fdgr_kernel::Pass::Train)
+        .unwrap();
+    cpu.commit();
+    let st_cpu = cpu.state().to_vec();
+    let mut hv = vec![0.0f32; p];
+    cpu.hvp(&theta, &v, &mut hv).unwrap();
+    let mut dgr = vec![0.0f32; p];
+    cpu.loss_grad_gr(&theta, &mut dgr, 0.3).unwrap();
+    let l_only = cpu.loss(&theta).unwrap();
+    let out_cpu = cpu.forward_outputs(&theta).unwrap().to_vec();
+
+    let mut g = DeviceNet::new(Emu::new(), m.clone(), b, true).unwrap();
+    g.set_batch(&x, &y).unwrap();
+    let up = |g: &mut DeviceNet<Emu>, h: &[f32]| {
+        let buf = g.dev_alloc(h.len());
+        let ptr = crate::device::Device::ptr(&g.dev, &buf);
+        crate::device::Device::upload(&mut g.dev, ptr, h).unwrap();
+        buf
+    };
+    let tg = up(&mut g, &theta);
+    let vg = up(&mut g, &v);
+    let mut gg = up(&mut g, &vec![f32::NAN; p]);
+    let l_g = g
+        .loss_grad(&tg, &mut gg, 1.0, 0.0, fdgr_kernel::Pass::Train)
+        .unwrap();
+    g.commit();
+    let (st_g, tracked) = g.state().unwrap();
+    assert_eq!(tracked, u64::from(m.sizes.batch_norms > 0));
+    let mut out = up(&mut g, &vec![f32::NAN; p]);
+    g.hvp(&tg, &vg, &mut out).unwrap();
+    let mut dg = up(&mut g, &vec![f32::NAN; p]);
+    g.loss_grad_gr(&tg, &mut dg, 0.3).unwrap();
+    let lo_g = g.loss(&tg).unwrap();
+    let tp = crate::device::Device::ptr(&g.dev, &tg);
+    let op = g
+        .forward_outputs(tp, fdgr_kernel::model::Mode::Eval)
+        .unwrap();
+    let out_g = g.dev.get(op, out_cpu.len());
+    let rel = |a: f32, b: f32| (a as f64 - b as f64).abs() / (b as f64).abs();
+    let outs: Vec<std::ops::Range<usize>> = std::iter::once(0..out_cpu.len()).collect();
+    [
+        rel(l_g, l_cpu).max(rel(lo_g, l_only)),
+        max_rel_diff(m, &g.read(&gg), &g_cpu),
+        max_rel_diff(m, &g.read(&out), &hv),
+        max_rel_diff(m, &g.read(&dg), &dgr),
+        max_rel_diff_in(&state_tensors(m), &st_g, &st_cpu),
+        max_rel_diff_in(&outs, &out_g, &out_cpu),
+    ]
+}
+
+/// The whole objective on the emulated device (the kernel's passes over
+/// DeviceOps, the .cu kernels, im2col + GEMM convolutions) against the
+/// kernel's Net. Tolerances: the products and reductions are the same
+/// terms summed in other orders (the emulator's SGEMM accumulates in f64,
+/// the batch-norm sums run in block trees), so two correct f32
+/// implementations differ by rounding only: a few 1e-7 relative per
+/// operation, amplified by batch norm's 1/σ on small batches: the worst
+/// seen is 1.6e-6 (the small ResNet's gradient). 1e-5 per tensor leaves a
+/// margin of 6× and is far below what a wrong term, index or α/β gives
+/// (≥ 1e-2).
 #[test]
-fn hvp_and_gr_direction_match_cpu() {
+fn conv_objectives_match_cpu_net() {
+    let tol = 1e-5;
     for (s, b) in [
         (shape(&[5, 7, 6, 3], Act::Tanh, Loss::SoftmaxCe), 4),
         (shape(&[4, 8, 2], Act::Sigmoid, Loss::Mse), 3),
+        (lenet_like(), 5),
+        (small_resnet(), 4),
     ] {
-        let p = s.param_count();
-        let theta = rand_vec(p, 1, 0.5);
-        let v = rand_vec(p, 2, 1.0);
-        let x = rand_vec(b * s.inputs(), 3, 1.0);
-        let y: Vec<u32> = (0..b as u32).map(|i| i % s.outputs() as u32).collect();
-
-        let mut cpu = cpu_net(s, b);
-        cpu.set_batch(&x, Targets::Classes(&y)).unwrap();
-        let mut hv = vec![0.0f32; p];
-        cpu.hvp(&theta, &v, &mut hv).unwrap();
-        let mut dgr = vec![0.0f32; p];
-        let l_cpu = cpu.loss_grad_gr(&theta, &mut dgr, 0.3).unwrap();
-        let l_only = cpu.loss(&theta).unwrap();
-
-        let mut g = DeviceMlp::new(Emu::new(), s, b, true).unwrap();
-        g.set_batch(&x, &y).unwrap();
-        let up = |g: &mut DeviceMlp<Emu>, h: &[f32]| {
-            let buf = g.dev_alloc(h.len());
-            let ptr = crate::device::Device::ptr(&g.dev, &buf);
-            crate::device::Device::upload(&mut g.dev, ptr, h).unwrap();
-            buf
-        };
-        let tg = up(&mut g, &theta);
-        let vg = up(&mut g, &v);
-        let mut out = up(&mut g, &vec![f32::NAN; p]);
-        g.hvp(&tg, &vg, &mut out).unwrap();
-        let hv_g = g.read(&out);
-        let mut dg = up(&mut g, &vec![f32::NAN; p]);
-        let l_g = g.loss_grad_gr(&tg, &mut dg, 0.3).unwrap();
-        let dgr_g = g.read(&dg);
-        assert!(max_rel_diff(&s, &hv_g, &hv) < 1e-5, "{s}: hvp");
-        assert!(max_rel_diff(&s, &dgr_g, &dgr) < 1e-5, "{s}: gr direction");
-        assert!((l_g - l_cpu).abs() <= 1e-6 * l_cpu.abs());
-        assert!((g.loss(&tg).unwrap() - l_only).abs() <= 1e-6 * l_only.abs());
-        // the vector ops
-        let dot_cpu = fdgr_kernel::vecops::dot(&theta, &v);
-        assert!((g.dot(&tg, &vg) - dot_cpu).abs() < 1e-5 * (1.0 + dot_cpu.abs()));
-        assert!(g.all_finite(&tg));
-        let inf = up(&mut g, &vec![f32::INFINITY; p]);
-        assert!(!g.all_finite(&inf));
+        let r = objective_vs_net(&s, b, 11);
+        println!(
+            "{:<14} L {:.1e}  ∇L {:.1e}  Hv {:.1e}  GR {:.1e}  running {:.1e}  eval {:.1e}",
+            s.name, r[0], r[1], r[2], r[3], r[4], r[5]
+        );
+        for (what, e) in [
+            "loss",
+            "gradient",
+            "Hv",
+            "GR direction",
+            "running stats",
+            "eval outputs",
+        ]
+        .iter()
+        .zip(r)
+        {
+            assert!(e <= tol, "{}: {what} differs by {e:e}", s.name);
+        }
     }
 }
 
-impl DeviceMlp<Emu> {
+/// One step of every method on the conv nets, emulated device against the
+/// kernel's Net, from the same θ on the same batch; then four more steps
+/// (θ and the running statistics after 5 steps). Tolerance 1e-5 per
+/// tensor, as `conv_objectives_match_cpu_net` (worst seen: 9.8e-7 for θ,
+/// 4.4e-7 for the running statistics, 1.9e-7 for the losses).
+#[test]
+fn conv_nets_every_method_matches_cpu() {
+    for s in [lenet_like(), small_resnet()] {
+        for m in crosscheck_methods() {
+            let m = match m {
+                Method::Flood { .. } => Method::Flood {
+                    level: (s.model.outputs() as f32).ln() - 0.02,
+                },
+                m => m,
+            };
+            let mut c = cfg(4, 5, Sgd::paper());
+            c.tolerance = 1e-5;
+            c.lr = 0.05;
+            let r = crosscheck_on(Emu::new(), &s, &m, &c, Serial).unwrap();
+            println!(
+                "{:<13} {:<5} θ {:.1e} L {:.1e} running {:.1e}",
+                s.name,
+                m.name(),
+                r.max_rel_diff,
+                r.loss_rel_diff,
+                r.state_rel_diff
+            );
+            assert!(
+                r.passed && r.loss_rel_diff < 1e-5,
+                "{} {}: θ {:e}, loss {:e}, running {:e}",
+                s.name,
+                m.name(),
+                r.max_rel_diff,
+                r.loss_rel_diff,
+                r.state_rel_diff
+            );
+        }
+    }
+}
+
+impl DeviceNet<Emu> {
     fn dev_alloc(&mut self, n: usize) -> crate::emu::EBuf {
         crate::device::Device::alloc(&mut self.dev, n).unwrap()
     }
@@ -201,18 +371,19 @@ impl DeviceMlp<Emu> {
 }
 
 struct Setup {
-    s: Shape,
+    s: Subject,
     x: Vec<f32>,
     y: Vec<u32>,
     theta0: Vec<f32>,
     batches: Vec<Vec<u32>>,
 }
 
-fn setup(s: Shape, n: usize, b: usize, steps: usize) -> Setup {
-    let (x, y) = synthetic_data(n, s.inputs(), s.outputs(), 5);
+fn setup(s: Subject, n: usize, b: usize, steps: usize) -> Setup {
+    let m = &s.model;
+    let (x, y) = synthetic_data(n, m.input.len(), m.outputs(), 5);
     let mut r = Rng::new(9);
-    let mut theta0 = vec![0.0f32; s.param_count()];
-    init_mlp(&s, &mut theta0, &mut r);
+    let mut theta0 = vec![0.0f32; m.param_count()];
+    init_params(m.nodes(), &mut theta0, &mut r);
     let batches = (0..steps)
         .map(|_| (0..b).map(|_| r.below(n) as u32).collect())
         .collect();
@@ -226,7 +397,7 @@ fn setup(s: Shape, n: usize, b: usize, steps: usize) -> Setup {
 }
 
 fn trainer(st: &Setup, b: usize, m: &Method<f32>, opt: &Sgd<f32>) -> Trainer<Emu> {
-    let mut t = Trainer::new(Emu::new(), st.s, b, m, opt).unwrap();
+    let mut t = Trainer::new(Emu::new(), st.s.model.clone(), b, m, opt).unwrap();
     t.set_data(&st.x, &st.y).unwrap();
     t.set_params(&st.theta0, None).unwrap();
     t
@@ -361,7 +532,7 @@ fn flop_counts_match_issued_products() {
         let macs = t.obj.dev.gemm_macs - before;
         assert_eq!(
             2.0 * macs as f64,
-            plan::step_flops(&st.s, 4, &m),
+            plan::step_flops(&st.s.model, 4, &m),
             "{}",
             m.name()
         );
@@ -374,15 +545,20 @@ fn evaluate_matches_cpu() {
     for s in [
         shape(&[5, 7, 4], Act::Relu, Loss::SoftmaxCe),
         shape(&[5, 6, 3], Act::Tanh, Loss::Mse),
+        lenet_like(),
+        small_resnet(),
     ] {
         let st = setup(s, 13, 5, 0);
+        let m = &st.s.model;
         let mut t = trainer(&st, 5, &Method::Sgd, &Sgd::plain());
         let (l, c) = t.evaluate(&st.x, &st.y).unwrap();
-        let mut cpu = Mlp::new(s, Serial, vec![0.0f32; s.workspace_len(13, false)]);
+        let mut ws = vec![0.0f32; m.workspace_len(13, false)];
+        let mut cpu = Net::from_model(m.borrowed(), Serial, &mut ws[..]).unwrap();
         cpu.set_batch(&st.x, Targets::Classes(&st.y)).unwrap();
-        let want = cpu.loss(&st.theta0).unwrap();
         let out = cpu.forward_outputs(&st.theta0).unwrap().to_vec();
-        let want_c = fdgr_kernel::mlp::correct(&out, s.outputs(), &st.y);
+        let want =
+            fdgr_kernel::loss::loss_grad(m.loss, &out, &Targets::Classes(&st.y), m.outputs(), None);
+        let want_c = fdgr_kernel::mlp::correct(&out, m.outputs(), &st.y);
         assert!((l - want).abs() <= 1e-5 * want.abs(), "{l} vs {want}");
         assert_eq!(c, want_c);
     }
@@ -394,7 +570,7 @@ fn input_errors() {
     let st = setup(shape(&[4, 5, 3], Act::Relu, Loss::SoftmaxCe), 6, 3, 0);
     let (m, opt) = (Method::Sgd, Sgd::plain());
     let mut s = SgdState::default();
-    let mut t = Trainer::new(Emu::new(), st.s, 3, &m, &opt).unwrap();
+    let mut t = Trainer::new(Emu::new(), st.s.model.clone(), 3, &m, &opt).unwrap();
     assert!(matches!(
         t.step(&[0], &m, &opt, &mut s, 0.1),
         Err(GpuError::Input(_))
@@ -445,7 +621,7 @@ fn input_errors() {
     ));
     assert_eq!(s.steps, 0);
     assert!(matches!(
-        Trainer::new(Emu::new(), st.s, 0, &m, &opt),
+        Trainer::new(Emu::new(), st.s.model.clone(), 0, &m, &opt),
         Err(GpuError::Input(_))
     ));
 }
@@ -455,10 +631,10 @@ fn input_errors() {
 #[test]
 fn kernel_step_runs_unchanged_on_the_objective() {
     let s = shape(&[3, 4, 2], Act::Tanh, Loss::SoftmaxCe);
-    let mut g = DeviceMlp::new(Emu::new(), s, 2, false).unwrap();
+    let mut g = DeviceNet::new(Emu::new(), s.model.clone(), 2, false).unwrap();
     g.set_batch(&[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], &[1, 0])
         .unwrap();
-    let p = s.param_count();
+    let p = s.model.param_count();
     let mut theta = g.dev_alloc(p);
     let mut dir = g.dev_alloc(p);
     let mut st = SgdState::default();
@@ -477,7 +653,7 @@ fn kernel_step_runs_unchanged_on_the_objective() {
     let r = fdgr_kernel::step(&mut g, &m, &Sgd::plain(), &mut st, 0.1, bufs);
     assert_eq!(r, Err(fdgr_kernel::Error::MissingBuffer("point")));
     assert_eq!(g.len(&theta), p);
-    // db needs the 5·B·N workspace
+    // db needs the workspace with R-values
     let bufs = Buffers {
         theta: &mut theta,
         dir: &mut dir,
@@ -534,7 +710,7 @@ fn no_driver_is_an_error_not_a_panic() {
     let have_driver = unsafe { cudarc::driver::sys::is_culib_present() };
     let r = crate::probe();
     let t = crate::GpuTrainer::new(
-        shape(&[4, 3], Act::Relu, Loss::SoftmaxCe),
+        shape(&[4, 3], Act::Relu, Loss::SoftmaxCe).model,
         2,
         &Method::Sgd,
         &Sgd::plain(),
@@ -566,8 +742,8 @@ fn full_size_rounding_drift() {
     for act in [Act::Relu, Act::Tanh] {
         let s = shape(&[784, 512, 512, 10], act, Loss::SoftmaxCe);
         for m in crosscheck_methods() {
-            let c = CrossCheckConfig::new(128, 20, false);
-            let r = crosscheck_on(Emu::new(), s, &m, &c).unwrap();
+            let c = CrossCheckConfig::new(128, 20, crate::Precision::F32);
+            let r = crosscheck_on(Emu::new(), &s, &m, &c, Serial).unwrap();
             println!(
                 "{:?} {:<5} θ {:.2e} L {:.2e} {}",
                 act,
@@ -589,9 +765,10 @@ fn crosscheck_all_reuses_the_device() {
     let s = shape(&[6, 8, 3], Act::Tanh, Loss::SoftmaxCe);
     let rs = crate::check::crosscheck_all_on(
         Emu::new(),
-        s,
+        &s,
         &crosscheck_methods(),
         &cfg(4, 3, Sgd::paper()),
+        Serial,
     )
     .unwrap();
     assert_eq!(rs.len(), 8);

@@ -4,13 +4,14 @@
 //! trip).
 
 use fdgr_kernel::method::{direction, Buffers};
-use fdgr_kernel::{Error, Loss, Method, Objective, Optim, SgdState, Shape};
+use fdgr_kernel::model::{Mode, Model, Node};
+use fdgr_kernel::{Error, Loss, Method, Objective, Optim, SgdState};
 
 use crate::device::Device;
 use crate::error::GpuError;
-use crate::objective::DeviceMlp;
+use crate::net::DeviceNet;
 use crate::ops;
-use crate::plan::{flags, ScalarPlan, WsPlan};
+use crate::plan::{flags, ScalarPlan};
 
 struct Resident<D: Device> {
     x: D::Buf,
@@ -18,9 +19,49 @@ struct Resident<D: Device> {
     n: usize,
 }
 
+/// Crop + flip augmentation on the device (the CIFAR recipe of the host's
+/// `augment` module): images of `dims` (C, H, W) padded by `pad`, padding
+/// value `fill` per channel. The crops themselves are drawn on the host
+/// (three draws per sample, as the CPU backend draws them) and handed to
+/// each step ([`Trainer::step_async_aug`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Augment {
+    /// The image shape (C, H, W).
+    pub dims: (usize, usize, usize),
+    /// Padding on each side.
+    pub pad: usize,
+    /// Padding value per channel.
+    pub fill: Vec<f32>,
+}
+
+/// One sample's crop: the window's top and left in the padded image
+/// (0..=2·pad) and whether it is mirrored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CropDraw {
+    /// Top row of the window in the padded image.
+    pub top: u32,
+    /// Left column.
+    pub left: u32,
+    /// Mirrored left-right.
+    pub flip: bool,
+}
+
+impl CropDraw {
+    /// The packed form data.cu's gather_crop reads.
+    pub fn packed(self) -> u32 {
+        self.top | self.left << 10 | u32::from(self.flip) << 20
+    }
+}
+
+struct AugState<D: Device> {
+    spec: Augment,
+    crops: D::IBuf,
+    fill: D::Buf,
+}
+
 /// The device-generic trainer behind [`crate::GpuTrainer`].
 pub struct Trainer<D: Device> {
-    pub(crate) obj: DeviceMlp<D>,
+    pub(crate) obj: DeviceNet<D>,
     pub(crate) theta: D::Buf,
     pub(crate) dir: D::Buf,
     /// The optimizer's state vectors (SGD: momentum; Adam: m, v).
@@ -29,6 +70,7 @@ pub struct Trainer<D: Device> {
     pub(crate) point2: Option<D::Buf>,
     idx: D::IBuf,
     data: Option<Resident<D>>,
+    aug: Option<AugState<D>>,
     pub(crate) pending: bool,
 }
 
@@ -36,11 +78,15 @@ fn input(msg: String) -> GpuError {
     GpuError::Input(msg)
 }
 
-fn check_shape(shape: &Shape, max_batch: usize) -> Result<(), GpuError> {
+fn check_model(model: &Model<Vec<Node>>, max_batch: usize) -> Result<(), GpuError> {
     let lim = i32::MAX as usize;
-    if max_batch == 0 || max_batch > lim || shape.dims().iter().any(|&d| d > lim) {
+    let big = model
+        .nodes()
+        .iter()
+        .any(|n| n.in_dims.len() > lim || n.out_dims.len() > lim);
+    if max_batch == 0 || max_batch > lim || big || model.param_count() > u32::MAX as usize {
         return Err(input(format!(
-            "model {shape} with batch {max_batch}: sizes must be in 1..=2^31-1"
+            "model with batch {max_batch}: sizes must be in 1..=2^31-1"
         )));
     }
     Ok(())
@@ -58,24 +104,24 @@ fn check_labels(labels: &[u32], k: usize) -> Result<(), GpuError> {
 }
 
 impl<D: Device> Trainer<D> {
-    /// A trainer for `shape` on `dev`, with buffers for `method` and `opt`
+    /// A trainer for `model` on `dev`, with buffers for `method` and `opt`
     /// and batches of up to `max_batch`; θ starts at 0 (see
     /// [`Trainer::set_params`]).
     pub fn new(
         mut dev: D,
-        shape: Shape,
+        model: Model<Vec<Node>>,
         max_batch: usize,
         method: &Method<f32>,
         opt: &(impl Optim<f32> + ?Sized),
     ) -> Result<Self, GpuError> {
-        check_shape(&shape, max_batch)?;
+        check_model(&model, max_batch)?;
         method.validate()?;
         opt.validate()?;
-        let p = shape.param_count();
+        let p = model.param_count();
         let theta = dev.alloc(p)?;
         let dir = dev.alloc(p)?;
         let idx = dev.alloc_u32(max_batch)?;
-        let obj = DeviceMlp::new(dev, shape, max_batch, method.needs_hvp())?;
+        let obj = DeviceNet::new(dev, model, max_batch, method.needs_hvp())?;
         let mut t = Trainer {
             obj,
             theta,
@@ -85,6 +131,7 @@ impl<D: Device> Trainer<D> {
             point2: None,
             idx,
             data: None,
+            aug: None,
             pending: false,
         };
         t.ensure(method, opt)?;
@@ -128,23 +175,57 @@ impl<D: Device> Trainer<D> {
     }
 
     /// The objective (for running `fdgr_kernel` functions on it directly).
-    pub fn objective(&mut self) -> &mut DeviceMlp<D> {
+    pub fn objective(&mut self) -> &mut DeviceNet<D> {
         &mut self.obj
+    }
+
+    /// The batch-norm running statistics and the batches they tracked
+    /// (waits for queued steps).
+    pub fn state(&mut self) -> Result<(Vec<f32>, u64), GpuError> {
+        self.obj.state()
+    }
+
+    /// Restores the running statistics.
+    pub fn set_state(&mut self, st: &[f32], tracked: u64) -> Result<(), GpuError> {
+        self.obj.set_state(st, tracked)
+    }
+
+    /// Turns crop + flip augmentation on the device on (`Some`) or off.
+    pub fn set_augment(&mut self, aug: Option<Augment>) -> Result<(), GpuError> {
+        self.aug = None;
+        let Some(spec) = aug else {
+            return Ok(());
+        };
+        let (c, h, w) = spec.dims;
+        if c * h * w != self.obj.model().input.len() || spec.fill.len() != c || spec.pad >= 512 {
+            return Err(input(format!(
+                "augmentation of {c}x{h}x{w} images (padding {}, {} fill values) for inputs of {}",
+                spec.pad,
+                spec.fill.len(),
+                self.obj.model().input.len()
+            )));
+        }
+        let crops = self.obj.dev.alloc_u32(self.obj.max_batch())?;
+        let fill = self.obj.dev.alloc(c)?;
+        let fp = self.obj.dev.ptr(&fill);
+        self.obj.dev.upload(fp, &spec.fill)?;
+        self.aug = Some(AugState { spec, crops, fill });
+        Ok(())
     }
 
     /// Uploads the training set (S samples: `x` S × n₀, class labels).
     pub fn set_data(&mut self, x: &[f32], labels: &[u32]) -> Result<(), GpuError> {
-        let s = *self.obj.shape();
+        let (n0, k) = (self.obj.model().input.len(), self.obj.model().outputs());
         let n = labels.len();
-        if n == 0 || x.len() != n * s.inputs() || n > u32::MAX as usize {
+        if n == 0 || x.len() != n * n0 || n > u32::MAX as usize {
             return Err(input(format!(
                 "data set of {} labels and {} inputs (need >= 1 samples of {})",
                 n,
                 x.len(),
-                s.inputs()
+                n0
             )));
         }
-        check_labels(labels, s.outputs())?;
+        check_labels(labels, k)?;
         self.data = None;
         let xb = self.obj.dev.alloc(x.len())?;
         let yb = self.obj.dev.alloc_u32(n)?;
@@ -233,10 +314,15 @@ impl<D: Device> Trainer<D> {
         Ok(())
     }
 
-    /// Gathers the rows `indices` of the resident data set into the batch.
-    pub(crate) fn load_batch(&mut self, indices: &[u32]) -> Result<(), GpuError> {
+    /// Gathers the rows `indices` of the resident data set into the batch,
+    /// cropped and flipped as `crops` says (with augmentation on).
+    pub(crate) fn load_batch(
+        &mut self,
+        indices: &[u32],
+        crops: Option<&[CropDraw]>,
+    ) -> Result<(), GpuError> {
         let max = self.obj.max_batch();
-        let s = *self.obj.shape();
+        let n0 = self.obj.model().input.len();
         let data = self
             .data
             .as_ref()
@@ -256,7 +342,29 @@ impl<D: Device> Trainer<D> {
         d.stage_u32(idx, indices)?;
         let (x, y) = (d.ptr(&data.x), d.iptr(&data.y));
         let (xb, yb) = (d.ptr(&self.obj.xb), d.iptr(&self.obj.yb));
-        ops::gather_rows(d, x, y, idx, b, s.inputs(), xb, yb)?;
+        match (crops, &self.aug) {
+            (None, _) => ops::gather_rows(d, x, y, idx, b, n0, xb, yb)?,
+            (Some(c), Some(a)) => {
+                if c.len() != b {
+                    return Err(input(format!("{} crops for {b} samples", c.len())));
+                }
+                let bad = c
+                    .iter()
+                    .any(|c| c.top as usize > 2 * a.spec.pad || c.left as usize > 2 * a.spec.pad);
+                if bad {
+                    return Err(input("a crop outside the padding".into()));
+                }
+                let packed: Vec<u32> = c.iter().map(|c| c.packed()).collect();
+                let cp = d.iptr(&a.crops);
+                d.stage_u32(cp, &packed)?;
+                let fill = d.ptr(&a.fill);
+                let (dims, pad) = (a.spec.dims, a.spec.pad);
+                ops::gather_crop(d, x, y, idx, cp, b, dims, pad, Some(fill), xb, yb)?;
+            }
+            (Some(_), None) => {
+                return Err(input("crops given but augmentation is off".into()));
+            }
+        }
         self.obj.set_batch_len(b);
         Ok(())
     }
@@ -277,11 +385,25 @@ impl<D: Device> Trainer<D> {
         state: &mut SgdState,
         lr: f32,
     ) -> Result<f32, GpuError> {
+        self.step_aug(indices, None, method, opt, state, lr)
+    }
+
+    /// [`Trainer::step`] with the samples cropped and flipped on the
+    /// device as `crops` says (augmentation on: [`Trainer::set_augment`]).
+    pub fn step_aug(
+        &mut self,
+        indices: &[u32],
+        crops: Option<&[CropDraw]>,
+        method: &Method<f32>,
+        opt: &(impl Optim<f32> + ?Sized),
+        state: &mut SgdState,
+        lr: f32,
+    ) -> Result<f32, GpuError> {
         if self.pending {
             self.finish(state)?;
         }
         self.ensure(method, opt)?;
-        self.load_batch(indices)?;
+        self.load_batch(indices, crops)?;
         self.obj.begin_step(false);
         let bufs = Buffers {
             theta: &mut self.theta,
@@ -318,8 +440,24 @@ impl<D: Device> Trainer<D> {
         state: &mut SgdState,
         lr: f32,
     ) -> Result<(), GpuError> {
+        self.step_async_aug(indices, None, method, opt, state, lr)
+    }
+
+    /// [`Trainer::step_async`] with the samples cropped and flipped on the
+    /// device as `crops` says (augmentation on: [`Trainer::set_augment`]).
+    pub fn step_async_aug(
+        &mut self,
+        indices: &[u32],
+        crops: Option<&[CropDraw]>,
+        method: &Method<f32>,
+        opt: &(impl Optim<f32> + ?Sized),
+        state: &mut SgdState,
+        lr: f32,
+    ) -> Result<(), GpuError> {
         if matches!(method, Method::Flood { .. }) {
-            return self.step(indices, method, opt, state, lr).map(|_| ());
+            return self
+                .step_aug(indices, crops, method, opt, state, lr)
+                .map(|_| ());
         }
         method.validate()?;
         opt.validate()?;
@@ -327,7 +465,7 @@ impl<D: Device> Trainer<D> {
             return Err(Error::InvalidConfig("learning rate must be finite").into());
         }
         self.ensure(method, opt)?;
-        self.load_batch(indices)?;
+        self.load_batch(indices, crops)?;
         self.obj.begin_step(true);
         let mut point = self.point.as_mut();
         let mut point2 = self.point2.as_mut();
@@ -356,6 +494,10 @@ impl<D: Device> Trainer<D> {
         let h = opt.rule_elem(lr, state.steps);
         ops::nonfinite(d, dp, p, Some(loss), f.at(flags::BAD))?;
         ops::opt_update(d, tp, dp, p0, p1, p, &h, Some(f))?;
+        // the running statistics of an accepted step (before commit_step
+        // clears the verdict)
+        self.obj.commit_on_device(Some(f))?;
+        let d = &mut self.obj.dev;
         ops::commit_step(d, f, state.steps)?;
         state.steps += 1;
         self.pending = true;
@@ -385,10 +527,11 @@ impl<D: Device> Trainer<D> {
     }
 
     /// Mean loss and number of correct predictions on (x, labels), in
-    /// batches of up to `max_batch`, at the current θ. One wait at the end.
+    /// batches of up to `max_batch`, at the current θ, batch norm on its
+    /// running statistics (evaluation mode). One wait at the end.
     pub fn evaluate(&mut self, x: &[f32], labels: &[u32]) -> Result<(f32, usize), GpuError> {
-        let s = *self.obj.shape();
-        let (n0, k) = (s.inputs(), s.outputs());
+        let (n0, k) = (self.obj.model().input.len(), self.obj.model().outputs());
+        let loss_kind = self.obj.model().loss;
         let n = labels.len();
         if n == 0 || x.len() != n * n0 {
             return Err(input(format!(
@@ -415,11 +558,9 @@ impl<D: Device> Trainer<D> {
             self.obj.dev.upload(xb, &x[start * n0..(start + b) * n0])?;
             self.obj.dev.upload_u32(yb, &labels[start..start + b])?;
             self.obj.set_batch_len(b);
-            let plan = WsPlan::new(&s, b, false);
-            self.obj.forward(theta, &plan)?;
-            let out = self.obj.outputs_ptr(&plan);
+            let out = self.obj.forward_outputs(theta, Mode::Eval)?;
             let d = &mut self.obj.dev;
-            ops::loss(d, s.loss, out, yb, b, k, None, row_loss, 1.0, true, acc)?;
+            ops::loss(d, loss_kind, out, yb, b, k, None, row_loss, 1.0, true, acc)?;
             ops::count_correct(d, out, yb, b, k, correct)?;
             start += b;
         }
@@ -427,7 +568,7 @@ impl<D: Device> Trainer<D> {
         let mut c = [0u32];
         self.obj.dev.download(acc, &mut total)?;
         self.obj.dev.download_u32(correct, &mut c)?;
-        let denom = match s.loss {
+        let denom = match loss_kind {
             Loss::SoftmaxCe => n as f64,
             Loss::Mse => (n * k) as f64,
         };

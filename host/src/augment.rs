@@ -126,6 +126,16 @@ impl CropFlip {
         self.pad
     }
 
+    /// The padding value of each channel.
+    pub fn fill(&self) -> &[f32] {
+        &self.fill
+    }
+
+    /// Whether samples are flipped (half of them, by their flip draw).
+    pub fn flips(&self) -> bool {
+        self.flip
+    }
+
     /// Values per sample.
     pub fn features(&self) -> usize {
         self.dims.0 * self.dims.1 * self.dims.2

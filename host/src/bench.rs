@@ -7,7 +7,7 @@ use crate::config::{BackendName, MethodName};
 use crate::cpu::{pool, Par};
 use crate::data::{Dataset, Split};
 use crate::sweep::{has_ascent, Amortize};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use fdgr_kernel::{init_params, Ascent, Optimizer, Rng, Sgd, SgdState, StepOptions};
 use serde::Serialize;
 use std::time::Instant;
@@ -86,8 +86,8 @@ pub struct BenchSpec {
     pub repeats: usize,
     /// Untimed steps before timing.
     pub warmup: usize,
-    /// TF32 on the GPU.
-    pub tf32: bool,
+    /// The arithmetic of the GPU's products.
+    pub precision: fdgr_gpu::Precision,
     /// Amortizations to time for methods with an ascent (CPU).
     pub amortize: Vec<Amortize>,
 }
@@ -131,13 +131,8 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
         for &m in &spec.methods {
             let method = m.method(0.05, 0.1, 0.05, 0.01);
             if spec.backend == BackendName::Gpu {
-                let s = arch.mlp.with_context(|| {
-                    format!(
-                        "--backend gpu: the GPU backend runs MLPs given by their widths, not {}",
-                        arch.spec
-                    )
-                })?;
-                let g = crate::gpu::bench(s, b, &method, spec.repeats, spec.warmup, spec.tf32)?;
+                let g =
+                    crate::gpu::bench(arch, b, &method, spec.repeats, spec.warmup, spec.precision)?;
                 let row = BenchRow {
                     method: m.as_str().into(),
                     backend: "gpu".into(),

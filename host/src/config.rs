@@ -265,11 +265,41 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Backend.
     pub backend: BackendName,
-    /// Allow TF32 tensor-core products on the GPU.
+    /// Allow TF32 tensor-core products on the GPU (older runs; see
+    /// `precision`).
     pub tf32: bool,
+    /// The arithmetic of the GPU's products.
+    #[serde(default)]
+    pub precision: Precision,
     /// `--ascent`: where a data-parallel step's ascent starts.
     #[serde(default)]
     pub ascent: AscentName,
+}
+
+/// The arithmetic of the GPU's products and convolutions (`--precision`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Strict f32 (the reference).
+    #[default]
+    F32,
+    /// TF32 tensor cores for products and convolutions.
+    Tf32,
+    /// bf16 inputs for the cuBLAS products (f32 accumulation); cuDNN
+    /// convolutions in TF32.
+    Bf16,
+}
+
+impl Precision {
+    /// The GPU crate's precision, with `--tf32` (older flag) meaning TF32.
+    pub fn gpu(self, tf32: bool) -> fdgr_gpu::Precision {
+        match self {
+            Precision::F32 if tf32 => fdgr_gpu::Precision::Tf32,
+            Precision::F32 => fdgr_gpu::Precision::F32,
+            Precision::Tf32 => fdgr_gpu::Precision::Tf32,
+            Precision::Bf16 => fdgr_gpu::Precision::Bf16,
+        }
+    }
 }
 
 /// Augmentation of training batches.

@@ -1,15 +1,25 @@
 //! The host's parallel execution of the layer primitives beyond dense
-//! products: convolution by im2col + GEMM (one sample per task; the input
-//! gradient of a stride-1 "same" convolution as the forward convolution
-//! of dy with the flipped filter), batch norm and pooling with the
-//! kernel's own per-channel and per-plane functions run in parallel, and
-//! the elementwise primitives on chunks.
+//! products: convolution as GEMMs on the `gemm` crate (one sample per
+//! task), batch norm and pooling with the kernel's own per-channel and
+//! per-plane functions run in parallel, and the elementwise primitives on
+//! chunks.
+//!
+//! Convolution keeps the output channels in the GEMM's vector lanes: the
+//! input is transposed to pixel-major rows (SSE 4×4 tiles), a stride-1
+//! convolution is k GEMMs over shifted rows of it (no im2col at all) and
+//! others one GEMM over materialized pixel rows; the pixel-major result is
+//! transposed into the output planes. The input gradient of a stride-1
+//! convolution is the forward convolution of dy with the flipped filter;
+//! windows with few values per row (k·cg < 16, 1×1) use channel-major
+//! im2col instead. See [`conv_forward`].
 //!
 //! The arithmetic of every element is the kernel's (`fdgr_kernel::serial`,
 //! `fdgr_kernel::act`, `fdgr_kernel::vecops`), except for the order of
 //! long sums: convolution sums in a GEMM's order, and batch-norm
 //! statistics and bias gradients in interleaved partial sums
-//! (`norm::LANES`), so they match the serial loops to rounding.
+//! (`norm::LANES`), so they match the serial loops to rounding; pooling is
+//! bit-identical. The batch-norm, pooling and elementwise loops run
+//! compiled for AVX2 when the CPU has it, with the same results.
 //!
 //! Results are deterministic for a given thread count: every output is
 //! written by one task in a fixed order, and the weight gradient of a
@@ -442,7 +452,7 @@ fn permute_filter<T: Real>(g: &ConvGeom, w: &[T], wp: &mut [T]) {
 }
 
 /// y ← β·y + α·conv(x, w), one sample per task. Each group's receptive
-/// fields are pixel rows ([`Path::Shifted`], [`Path::Patches`]) times the
+/// fields are pixel rows (shifted rows or materialized patches) times the
 /// permuted filter, so that the GEMM's vector lanes run over output
 /// channels; its pixel-major result is transposed into the output planes.
 /// Narrow windows multiply the filter by channel-major im2col rows, and a
@@ -1339,10 +1349,15 @@ pub fn bias_act<T: Real>(z: &mut [T], bias: Option<&[T]>, c: usize, hw: usize, a
         .for_each(|zc| bias_act_block(zc, bias, c, hw, a));
 }
 
-/// out ← β·out + α·(per-channel sums), channels in parallel; each plane
-/// summed in [`norm::LANES`] interleaved partial sums (vectorized; the
-/// kernel's sums rounded in another fixed order).
+/// out ← β·out + α·(per-channel sums). Planes (HW > 1): channels in
+/// parallel, each plane summed in [`norm::LANES`] interleaved partial sums
+/// (vectorized; the kernel's sums rounded in another fixed order).
+/// Vectors (HW = 1, a linear layer's bias): the kernel's column sums,
+/// bit for bit.
 pub fn chan_sum<T: Real>(out: &mut [T], m: &[T], c: usize, hw: usize, alpha: T, beta: T) {
+    if hw == 1 {
+        return col_sum(&mut out[..c], m, alpha, beta);
+    }
     let n = m.len() / (c * hw).max(1);
     out[..c].par_iter_mut().enumerate().for_each(|(ch, o)| {
         let mut acc = if beta == T::ZERO { T::ZERO } else { beta * *o };
@@ -1351,6 +1366,13 @@ pub fn chan_sum<T: Real>(out: &mut [T], m: &[T], c: usize, hw: usize, alpha: T, 
         }
         *o = acc;
     });
+}
+
+simd_fn! {
+    /// [`act::col_sum`].
+    fn col_sum<T: Real>(out: &mut [T], m: &[T], alpha: T, beta: T) {
+        act::col_sum(out, m, alpha, beta)
+    }
 }
 
 simd_fn! {

@@ -1,17 +1,23 @@
-//! The GPU backend adapter: `fdgr-gpu`'s trainer behind [`Backend`].
+//! The GPU backend adapter: `fdgr-gpu`'s trainer behind [`Backend`], for
+//! any network (MLPs, LeNet, ResNets, wide ResNets).
 //!
 //! `fdgr_gpu::probe()` is always called first: on a machine without an
 //! NVIDIA driver it returns one clear error (nothing from CUDA is touched,
-//! so nothing can panic), and the CLI exits with code 2.
+//! so nothing can panic), and the CLI exits with code 2. cuDNN is
+//! optional: without libcudnn the convolutions run as im2col + cuBLAS, and
+//! the start-up line says so.
 
+use crate::arch::Arch;
+use crate::augment::{Crop, CropFlip};
 use crate::backend::{Backend, StepError};
 use crate::data::Dataset;
 use crate::dist::{self, Dist};
 use anyhow::{anyhow, Result};
+use fdgr_gpu::check::Subject;
 use fdgr_gpu::nccl::Nccl;
-use fdgr_gpu::{GpuError, GpuOptions, GpuTrainer};
+use fdgr_gpu::{Augment, CropDraw, GpuError, GpuOptions, GpuTrainer, Precision};
 use fdgr_kernel::dist::AscentMode;
-use fdgr_kernel::{Method, Optimizer, SgdState, Shape, StepOptions};
+use fdgr_kernel::{Method, Optimizer, Rng, SgdState, StepOptions};
 use std::sync::Arc;
 
 fn step_err(e: GpuError) -> StepError {
@@ -30,6 +36,8 @@ pub fn probe() -> Result<String> {
 /// The GPU backend.
 pub struct GpuBackend {
     t: GpuTrainer,
+    aug: Option<(CropFlip, Rng)>,
+    crops: Vec<CropDraw>,
     dp: Option<GpuParallel>,
 }
 
@@ -71,6 +79,22 @@ impl Backend for GpuBackend {
                 "--clip-norm, --gr-every and --gr-prob run on the CPU backend only"
             )));
         }
+        let crops = match self.aug.as_mut() {
+            Some((a, rng)) => {
+                // the CPU backend's draws, in the same order (augment.rs)
+                self.crops.clear();
+                for _ in indices {
+                    let c = Crop::draw(a.pad(), rng);
+                    self.crops.push(CropDraw {
+                        top: c.top as u32,
+                        left: c.left as u32,
+                        flip: c.flip && a.flips(),
+                    });
+                }
+                Some(&self.crops[..])
+            }
+            None => None,
+        };
         if let Some(dp) = &mut self.dp {
             let b = indices.len();
             let (lo, hi) = dist::slice(b, dp.dist.rank(), dp.dist.size());
@@ -80,6 +104,7 @@ impl Backend for GpuBackend {
                 .t
                 .step_data_parallel(
                     &indices[lo..hi],
+                    crops.map(|c| &c[lo..hi]),
                     method,
                     opt,
                     state,
@@ -99,7 +124,7 @@ impl Backend for GpuBackend {
             return Ok(());
         }
         self.t
-            .step_async(indices, method, opt, state, lr)
+            .step_async_aug(indices, crops, method, opt, state, lr)
             .map_err(step_err)
     }
 
@@ -141,49 +166,119 @@ impl Backend for GpuBackend {
         let (l, c) = self.t.evaluate(x, y).map_err(|e| anyhow!("{e}"))?;
         Ok((l as f64, c))
     }
+
+    fn state(&mut self) -> Result<(Vec<f32>, u64)> {
+        self.t.state().map_err(|e| anyhow!("{e}"))
+    }
+
+    fn set_state(&mut self, state: &[f32], tracked: u64) -> Result<()> {
+        self.t.set_state(state, tracked).map_err(|e| anyhow!("{e}"))
+    }
+
+    fn set_augment(&mut self, aug: Option<(CropFlip, Rng)>) -> Result<()> {
+        let spec = aug.as_ref().map(|(a, _)| Augment {
+            dims: a.dims(),
+            pad: a.pad(),
+            fill: a.fill().to_vec(),
+        });
+        self.t.set_augment(spec).map_err(|e| anyhow!("{e}"))?;
+        self.aug = aug;
+        Ok(())
+    }
 }
 
-/// A GPU backend for `shape` holding the training split of `data`.
+/// The start-up line: device, precision, how convolutions run.
+fn announce(t: &GpuTrainer, precision: Precision, has_conv: bool) {
+    let conv = if has_conv {
+        format!("; convolutions: {}", t.conv_engine())
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "GPU: {} ({} products{conv})",
+        t.device_name(),
+        precision.name()
+    );
+}
+
+fn has_conv(arch: &Arch) -> bool {
+    arch.model
+        .nodes()
+        .iter()
+        .any(|n| matches!(n.op, fdgr_kernel::Op::Conv2d { .. }))
+}
+
+/// A GPU backend for `arch` holding the training split of `data`.
 pub fn backend(
-    shape: Shape,
+    arch: &Arch,
     data: &Dataset,
     max_batch: usize,
     method: &Method<f32>,
     opt: &Optimizer<f32>,
-    tf32: bool,
+    precision: Precision,
 ) -> Result<Box<dyn Backend>> {
-    let dev = probe()?;
-    eprintln!("GPU: {dev}{}", if tf32 { " (TF32 products)" } else { "" });
-    let mut t = GpuTrainer::new(shape, max_batch, method, opt, GpuOptions { tf32 })
-        .map_err(|e| anyhow!("{e}"))?;
+    probe()?;
+    let mut t = GpuTrainer::new(
+        arch.model.clone(),
+        max_batch,
+        method,
+        opt,
+        GpuOptions { precision },
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    announce(&t, precision, has_conv(arch));
     t.set_data(&data.train.x, &data.train.y)
         .map_err(|e| anyhow!("{e}"))?;
-    Ok(Box::new(GpuBackend { t, dp: None }))
+    Ok(Box::new(GpuBackend {
+        t,
+        aug: None,
+        crops: Vec::with_capacity(max_batch),
+        dp: None,
+    }))
+}
+
+fn subject(arch: &Arch) -> Subject {
+    Subject {
+        model: arch.model.clone(),
+        name: arch.spec.clone(),
+        act: arch.act.name(),
+    }
 }
 
 /// `fdgr crosscheck`: every method for `steps` steps on GPU and CPU kernel
-/// from the same θ and batches. Returns the JSON lines and whether all passed.
+/// (the host's parallel executor) from the same θ and batches. Returns the
+/// JSON lines and whether all passed.
 pub fn crosscheck(
-    shape: Shape,
+    arch: &Arch,
     batch: usize,
     steps: usize,
-    tf32: bool,
+    precision: Precision,
+    threads: usize,
 ) -> Result<Vec<fdgr_gpu::CrossCheck>> {
     probe()?;
-    let cfg = fdgr_gpu::check::CrossCheckConfig::new(batch, steps, tf32);
-    fdgr_gpu::check::crosscheck_all(shape, &cfg, GpuOptions { tf32 }).map_err(|e| anyhow!("{e}"))
+    let cfg = fdgr_gpu::check::CrossCheckConfig::new(batch, steps, precision);
+    let exec = crate::cpu::Par { threads };
+    fdgr_gpu::check::crosscheck_all(&subject(arch), &cfg, GpuOptions { precision }, exec)
+        .map_err(|e| anyhow!("{e}"))
 }
 
 /// `fdgr bench --backend gpu`: CUDA-event timing of queued steps.
 pub fn bench(
-    shape: Shape,
+    arch: &Arch,
     batch: usize,
     method: &Method<f32>,
     steps: usize,
     warmup: usize,
-    tf32: bool,
+    precision: Precision,
 ) -> Result<fdgr_gpu::Bench> {
     probe()?;
-    fdgr_gpu::bench(shape, batch, method, steps, warmup, GpuOptions { tf32 })
-        .map_err(|e| anyhow!("{e}"))
+    fdgr_gpu::bench(
+        &subject(arch),
+        batch,
+        method,
+        steps,
+        warmup,
+        GpuOptions { precision },
+    )
+    .map_err(|e| anyhow!("{e}"))
 }

@@ -206,15 +206,14 @@ pub fn make_backend(
             &opt,
             cfg.amortized(),
         )?),
-        BackendName::Gpu => {
-            let shape = arch.mlp.with_context(|| {
-                format!(
-                    "--backend gpu: the GPU backend trains MLPs given by their widths; {} needs --backend cpu",
-                    arch.spec
-                )
-            })?;
-            crate::gpu::backend(shape, data, cfg.batch, &method, &opt, cfg.tf32)?
-        }
+        BackendName::Gpu => crate::gpu::backend(
+            arch,
+            data,
+            cfg.batch,
+            &method,
+            &opt,
+            cfg.precision.gpu(cfg.tf32),
+        )?,
     })
 }
 

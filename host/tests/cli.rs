@@ -403,6 +403,24 @@ fn gpu_backend_without_driver_fails_cleanly() {
     for args in [
         &["bench", "--backend", "gpu", "--method", "fgr"][..],
         &["crosscheck", "--steps", "1"][..],
+        &[
+            "bench",
+            "--backend",
+            "gpu",
+            "--model",
+            "resnet18",
+            "--method",
+            "fgr",
+        ][..],
+        &[
+            "crosscheck",
+            "--model",
+            "resnet20",
+            "--steps",
+            "1",
+            "--precision",
+            "bf16",
+        ][..],
     ] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");

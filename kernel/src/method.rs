@@ -410,10 +410,9 @@ pub fn direction_amortized<F: Real, O: Objective<F> + ?Sized>(
             // d as the method forms it; c ← d − g
             let loss = match *method {
                 Method::Db { gamma } => {
-                    let l = o.loss_grad_gr(theta, d, gamma)?;
-                    // g again, to take the difference (db's d is formed in
-                    // place); the probe pass leaves the statistics alone
-                    o.loss_grad(theta, c, -F::ONE, F::ZERO, Pass::Probe)?;
+                    // d = g + γHg, and g in c to take the difference
+                    let l = o.loss_grad_gr_and_grad(theta, d, c, gamma)?;
+                    o.scale(c, -F::ONE);
                     o.axpy(c, F::ONE, d);
                     return Ok(l);
                 }

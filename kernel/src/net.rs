@@ -398,6 +398,31 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Obje
         Ok(loss)
     }
 
+    /// One gradient pass and one R-pass, as `loss_grad_gr`, with g copied
+    /// out between them.
+    fn loss_grad_gr_and_grad(
+        &mut self,
+        theta: &[F],
+        d: &mut [F],
+        g: &mut [F],
+        gamma: F,
+    ) -> Result<F, Error> {
+        let (batch, b) = self.ready(theta, true, Mode::Train)?;
+        check_len("direction", self.model.param_count(), d.len())?;
+        check_len("gradient", self.model.param_count(), g.len())?;
+        let loss = self.fwd_bwd(
+            theta,
+            Some((&mut *d, F::ONE, F::ZERO)),
+            batch,
+            b,
+            true,
+            true,
+        );
+        g.copy_from_slice(d);
+        self.rpass(theta, None, d, gamma, F::ONE, b, batch);
+        Ok(loss)
+    }
+
     fn hvp(&mut self, theta: &[F], v: &[F], out: &mut [F]) -> Result<(), Error> {
         let (batch, b) = self.ready(theta, true, Mode::Train)?;
         check_len("v", self.model.param_count(), v.len())?;

@@ -95,6 +95,22 @@ pub trait Objective<F: Real>: VecSpace<F> {
         Err(Error::Unsupported("exact Hessian-vector product"))
     }
 
+    /// As [`Objective::loss_grad_gr`], and also g ← ∇L(θ) (what amortized
+    /// DB needs to store γHg apart). By default a second gradient pass; an
+    /// objective that forms d in place from g copies g out between its
+    /// gradient and its R-pass instead, with the same bits.
+    fn loss_grad_gr_and_grad(
+        &mut self,
+        theta: &Self::Vec,
+        d: &mut Self::Vec,
+        g: &mut Self::Vec,
+        gamma: F,
+    ) -> Result<F, Error> {
+        let loss = self.loss_grad_gr(theta, d, gamma)?;
+        self.loss_grad(theta, g, F::ONE, F::ZERO, Pass::Probe)?;
+        Ok(loss)
+    }
+
     /// out ← H(θ)·v.
     fn hvp(&mut self, theta: &Self::Vec, v: &Self::Vec, out: &mut Self::Vec) -> Result<(), Error> {
         let _ = (theta, v, out);

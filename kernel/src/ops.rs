@@ -153,6 +153,11 @@ pub struct BnRBwd {
 /// and inputs in the same memory never has them overlap (in-place
 /// primitives take one location that is read and written).
 pub trait Ops<F: Real> {
+    /// The loss as this backend holds it after [`Ops::loss_grad`]: the
+    /// value itself on a CPU; on a GPU, the device location it was
+    /// written to, so that a pass never waits for the device to return
+    /// it (the objective reads it back when, and if, it is wanted).
+    type Scalar: Copy;
     /// C ← α·op(A)·op(B) + β·C, row-major (see [`crate::vecops::gemm`]).
     #[allow(clippy::too_many_arguments)]
     fn gemm(
@@ -209,7 +214,14 @@ pub trait Ops<F: Real> {
     fn axpby(&mut self, out: Loc, src: Loc, len: usize, alpha: F, beta: F);
     /// Mean loss of the B × K outputs `out` against the pass's targets,
     /// and, when `delta` is given, ∂L/∂out into it.
-    fn loss_grad(&mut self, loss: Loss, out: Loc, rows: usize, k: usize, delta: Option<Loc>) -> F;
+    fn loss_grad(
+        &mut self,
+        loss: Loss,
+        out: Loc,
+        rows: usize,
+        k: usize,
+        delta: Option<Loc>,
+    ) -> Self::Scalar;
     /// h ← H_loss·r.
     fn loss_hvp(&mut self, loss: Loss, out: Loc, rows: usize, k: usize, r: Loc, h: Loc);
 }
@@ -370,6 +382,8 @@ pub struct CpuOps<'a, F, E> {
 }
 
 impl<F: Real, E: Exec<F>> Ops<F> for CpuOps<'_, F, E> {
+    type Scalar = F;
+
     fn gemm(
         &mut self,
         ta: bool,

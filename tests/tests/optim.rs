@@ -366,3 +366,24 @@ fn adam_with_zero_beta1_is_the_rmsprop_like_hand_case() {
         }
     }
 }
+
+/// The net's one-pass `loss_grad_gr_and_grad` (g copied out between the
+/// gradient and the R-pass) gives the bits of the two-pass default.
+#[test]
+fn gr_direction_with_gradient_in_one_pass() {
+    let p = net();
+    let n = p.theta.len();
+    let mut o = p.objective();
+    let (mut d, mut g) = (vec![0.0; n], vec![0.0; n]);
+    let l = o
+        .loss_grad_gr_and_grad(&p.theta, &mut d, &mut g, 0.05)
+        .unwrap();
+    let (mut d2, mut g2) = (vec![0.0; n], vec![0.0; n]);
+    let l2 = o.loss_grad_gr(&p.theta, &mut d2, 0.05).unwrap();
+    o.loss_grad(&p.theta, &mut g2, 1.0, 0.0, Pass::Probe)
+        .unwrap();
+    assert_eq!(l.to_bits(), l2.to_bits());
+    assert_eq!(bits(&d), bits(&d2));
+    assert_eq!(bits(&g), bits(&g2));
+    assert_ne!(bits(&d), bits(&g), "γ·Hg is not zero here");
+}

@@ -4,7 +4,7 @@ use super::args::{arch_of, parse_methods};
 use anyhow::{bail, Result};
 use clap::Args;
 use fdgr::bench::{self, BenchRow, BenchSpec};
-use fdgr::config::BackendName;
+use fdgr::config::{BackendName, Precision};
 use fdgr::exit::bad_input;
 use fdgr::sweep::Amortize;
 
@@ -50,9 +50,12 @@ pub struct BenchArgs {
     /// Untimed warm-up steps per method
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
-    /// Allow TF32 on the GPU
+    /// Allow TF32 on the GPU (the same as --precision tf32)
     #[arg(long)]
     pub tf32: bool,
+    /// Arithmetic of the GPU's products: f32, tf32, bf16
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// Amortized GR for methods with an ascent (CPU): a comma-separated
     /// list of k (a fresh ascent every k-th step) and pP (with probability
     /// P); each is timed as its own row (compare the mean column)
@@ -79,7 +82,7 @@ fn prepare(a: &BenchArgs) -> Result<BenchSpec> {
         threads: a.threads,
         repeats: a.repeats,
         warmup: a.warmup,
-        tf32: a.tf32,
+        precision: a.precision.gpu(a.tf32),
         amortize: Amortize::parse_list("--amortize", &a.amortize)?,
     })
 }

@@ -1,47 +1,65 @@
 //! `fdgr crosscheck`: every method on the GPU against the CPU kernel.
 
-use super::args::shape;
-use anyhow::{bail, Result};
+use super::args::arch_of;
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
+use fdgr::config::Precision;
 use fdgr::exit::bad_input;
 
 /// `fdgr crosscheck`.
 #[derive(Args, Debug)]
 #[command(after_help = after_help!(
-    "Example:\n  fdgr crosscheck --model 784-512-512-10 --act tanh --batch 128 --steps 20"
+    "Examples:\n  fdgr crosscheck --model 784-512-512-10 --act tanh --batch 128 --steps 20\n  \
+    fdgr crosscheck --model resnet20 --input 3x32x32 --classes 10 --batch 128 --steps 20"
 ))]
 pub struct CrossArgs {
-    /// Layer widths
+    /// The network (as `fdgr train --model`: widths, a preset or a layer list)
     #[arg(long, default_value = "784-512-512-10")]
     pub model: String,
-    /// Hidden activation
+    /// Hidden activation (MLPs and LeNet)
     #[arg(long, default_value = "tanh")]
     pub act: String,
+    /// Input shape CxHxW for presets and layer lists (MLP widths give their own)
+    #[arg(long, default_value = "3x32x32")]
+    pub input: String,
+    /// Classes for presets and layer lists
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
     /// Batch size
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
     /// Steps per method
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
+    /// CPU threads of the reference (0 = all cores)
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     /// TF32 products on the GPU (tolerance 1e-2 instead of 1e-4)
     #[arg(long)]
     pub tf32: bool,
+    /// Arithmetic of the GPU's products: f32 (tolerance 1e-4), tf32 (1e-2),
+    /// bf16 (5e-2)
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
-fn prepare(a: &CrossArgs) -> Result<fdgr_kernel::Shape> {
-    let shape = shape(&a.model, &a.act)?;
+fn prepare(a: &CrossArgs) -> Result<fdgr::arch::Arch> {
+    let arch = arch_of(&a.model, &a.act, &a.input, a.classes)?;
     if a.batch == 0 || a.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
     fdgr::gpu::probe()?;
-    Ok(shape)
+    Ok(arch)
 }
 
 /// `fdgr crosscheck`: one JSON line per method; fails (exit code 1) when a
 /// method is outside the tolerance.
 pub fn run(a: &CrossArgs) -> Result<()> {
-    let shape = prepare(a).map_err(bad_input)?;
-    let rows = fdgr::gpu::crosscheck(shape, a.batch, a.steps, a.tf32)?;
+    let arch = prepare(a).map_err(bad_input)?;
+    let precision = a.precision.gpu(a.tf32);
+    let (pool, threads) = fdgr::cpu::pool(a.threads)?;
+    let rows =
+        pool.install(|| fdgr::gpu::crosscheck(&arch, a.batch, a.steps, precision, threads))?;
     for r in &rows {
         println!("{}", r.to_json());
     }
@@ -51,7 +69,7 @@ pub fn run(a: &CrossArgs) -> Result<()> {
         .map(|r| r.method)
         .collect();
     if !failed.is_empty() {
-        bail!("cross-check failed for {}", failed.join(", "));
+        return Err(anyhow!("cross-check failed for {}", failed.join(", ")));
     }
     eprintln!(
         "cross-check passed: {} methods within {:e}",

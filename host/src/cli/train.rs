@@ -5,7 +5,9 @@ use anyhow::anyhow;
 use anyhow::{bail, Result};
 use clap::Args;
 use fdgr::checkpoint::{self, Loaded};
-use fdgr::config::{AscentName, Augment, BackendName, OptimizerName, ScheduleName, TrainConfig};
+use fdgr::config::{
+    AscentName, Augment, BackendName, OptimizerName, Precision, ScheduleName, TrainConfig,
+};
 use fdgr::data::{self, Dataset};
 use fdgr::dist::{self, local, Dist};
 use fdgr::exit::{self, bad_input};
@@ -57,9 +59,15 @@ pub struct TrainArgs {
     /// Backend
     #[arg(long, value_enum, default_value_t = BackendName::Cpu, help_heading = "Run")]
     pub backend: BackendName,
-    /// Allow TF32 tensor-core products on the GPU (faster, ~1e-3 relative error)
+    /// Allow TF32 tensor-core products on the GPU (faster, ~1e-3 relative
+    /// error; the same as --precision tf32)
     #[arg(long, help_heading = "Run")]
     pub tf32: bool,
+    /// Arithmetic of the GPU's products and convolutions: f32 (reference),
+    /// tf32, or bf16 (bf16 inputs to the cuBLAS products; convolutions on
+    /// cuDNN in TF32); the rest stays f32
+    #[arg(long, value_enum, default_value_t = Precision::F32, help_heading = "Run")]
+    pub precision: Precision,
     /// Output directory [default: runs/<time>-<data>-<method>]
     #[arg(long, help_heading = "Run")]
     pub out: Option<PathBuf>,
@@ -140,6 +148,7 @@ impl TrainArgs {
             backend: self.backend,
             tf32: self.tf32,
             ascent: self.ascent,
+            precision: self.precision,
         };
         c.validate()?;
         Ok((c, loaded))

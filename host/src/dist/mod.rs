@@ -12,7 +12,7 @@
 //! What the training loop does with it ([`crate::train`]):
 //!
 //! * every process loads the same data and draws the same seeded order;
-//!   rank r takes the contiguous slice [`slice`] of each global batch (the
+//!   rank r takes the contiguous slice [`slice()`] of each global batch (the
 //!   sizes differ by at most one); augmentation draws stay in global-batch
 //!   order (each rank skips the draws of the other slices), so a sample is
 //!   augmented alike whatever the number of processes;

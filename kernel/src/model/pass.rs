@@ -217,14 +217,15 @@ pub fn r_backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, alpha: F, beta: F)
 /// statistics' update when `update`), the loss on the last node, and the
 /// backward pass. With `grad` = Some((α, β)) it writes out ← β·out + α·∇L;
 /// with None it leaves only the deltas (what a Hessian-vector product needs
-/// first). Returns the loss. Every backend's objective runs this.
+/// first). Returns the loss (as the backend holds it: see
+/// [`Ops::Scalar`]). Every backend's objective runs this.
 pub fn loss_and_gradient<F: Real, O: Ops<F>>(
     c: &Ctx<'_>,
     o: &mut O,
     loss: crate::loss::Loss,
     update: bool,
     grad: Option<(F, F)>,
-) -> F {
+) -> O::Scalar {
     forward(c, o, Mode::Train, update);
     let last = c.nodes[c.nodes.len() - 1];
     let k = last.out_dims.len();
@@ -255,7 +256,7 @@ pub fn hessian_vector<F: Real, O: Ops<F>>(
 }
 
 /// The loss in training mode (batch statistics, no update), no gradient.
-pub fn loss_only<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, loss: crate::loss::Loss) -> F {
+pub fn loss_only<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, loss: crate::loss::Loss) -> O::Scalar {
     forward(c, o, Mode::Train, false);
     let last = c.nodes[c.nodes.len() - 1];
     o.loss_grad(loss, c.val(&last), c.b(), last.out_dims.len(), None)

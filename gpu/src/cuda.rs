@@ -198,6 +198,11 @@ impl Cuda {
         })
     }
 
+    /// The stream all of this device's work goes to (NCCL joins it).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
     /// How convolutions run: `cuDNN <version>`, or `im2col + cuBLAS
     /// (<why cuDNN is not used>)`.
     pub fn conv_engine(&self) -> String {

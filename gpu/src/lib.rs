@@ -54,6 +54,7 @@ pub mod error;
 pub mod gemm;
 pub mod kernels;
 pub mod launch;
+pub mod nccl;
 pub mod net;
 pub mod ops;
 pub mod plan;

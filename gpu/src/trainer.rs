@@ -62,16 +62,16 @@ struct AugState<D: Device> {
 /// The device-generic trainer behind [`crate::GpuTrainer`].
 pub struct Trainer<D: Device> {
     pub(crate) obj: DeviceNet<D>,
-    theta: D::Buf,
-    dir: D::Buf,
+    pub(crate) theta: D::Buf,
+    pub(crate) dir: D::Buf,
     /// The optimizer's state vectors (SGD: momentum; Adam: m, v).
-    opt_state: [Option<D::Buf>; 2],
-    point: Option<D::Buf>,
-    point2: Option<D::Buf>,
+    pub(crate) opt_state: [Option<D::Buf>; 2],
+    pub(crate) point: Option<D::Buf>,
+    pub(crate) point2: Option<D::Buf>,
     idx: D::IBuf,
     data: Option<Resident<D>>,
     aug: Option<AugState<D>>,
-    pending: bool,
+    pub(crate) pending: bool,
 }
 
 fn input(msg: String) -> GpuError {
@@ -139,7 +139,7 @@ impl<D: Device> Trainer<D> {
     }
 
     /// Allocates what `method` and `opt` need and is missing.
-    fn ensure(
+    pub(crate) fn ensure(
         &mut self,
         method: &Method<f32>,
         opt: &(impl Optim<f32> + ?Sized),
@@ -316,7 +316,11 @@ impl<D: Device> Trainer<D> {
 
     /// Gathers the rows `indices` of the resident data set into the batch,
     /// cropped and flipped as `crops` says (with augmentation on).
-    fn load_batch(&mut self, indices: &[u32], crops: Option<&[CropDraw]>) -> Result<(), GpuError> {
+    pub(crate) fn load_batch(
+        &mut self,
+        indices: &[u32],
+        crops: Option<&[CropDraw]>,
+    ) -> Result<(), GpuError> {
         let max = self.obj.max_batch();
         let n0 = self.obj.model().input.len();
         let data = self

@@ -163,6 +163,16 @@ impl CropFlip {
         }
     }
 
+    /// Advances `rng` past the draws of `samples` samples, exactly as
+    /// [`CropFlip::apply`] on them would (three draws each), without
+    /// touching any data: a data-parallel process augments its slice of a
+    /// global batch with the draws one process would give those samples.
+    pub fn skip(&self, rng: &mut Rng, samples: usize) {
+        for _ in 0..samples {
+            Crop::draw(self.pad, rng);
+        }
+    }
+
     /// Applies one given transform to one sample in place.
     ///
     /// # Panics
@@ -254,6 +264,26 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn slices_with_skipped_draws_equal_the_whole_batch() {
+        let dims = (2, 5, 4);
+        let a = CropFlip::new(dims, 2);
+        let x = image(dims, 7, 3);
+        let mut whole = x.clone();
+        let mut r = Rng::new(9);
+        a.apply(&mut whole, &mut r);
+        let f = a.features();
+        for (lo, hi) in [(0, 3), (3, 5), (5, 7)] {
+            let mut part = x[lo * f..hi * f].to_vec();
+            let mut r2 = Rng::new(9);
+            a.skip(&mut r2, lo);
+            a.apply(&mut part, &mut r2);
+            a.skip(&mut r2, 7 - hi);
+            assert_eq!(part, whole[lo * f..hi * f]);
+            assert_eq!(r2.state, r.state);
+        }
     }
 
     fn image(dims: (usize, usize, usize), n: usize, seed: u64) -> Vec<f32> {

@@ -4,12 +4,15 @@
 
 use crate::augment::CropFlip;
 use crate::cpu::Par;
+use crate::dist::{self, Dist, Reducer};
 use anyhow::{anyhow, Result};
+use fdgr_kernel::dist::{AscentMode, DataParallel};
 use fdgr_kernel::model::{Model, Node};
 use fdgr_kernel::{
     mlp, Buffers, Error as KError, Method, Net, Optim, Optimizer, Rng, SgdState, StepOptions,
     Targets,
 };
+use std::sync::Arc;
 
 /// Why a training step failed.
 #[derive(Debug)]
@@ -97,6 +100,17 @@ pub trait Backend {
             ))
         }
     }
+    /// Makes every following step this process's part of a data-parallel
+    /// step over `dist`: [`Backend::step`] then gets the indices of the
+    /// whole global batch, takes its slice ([`dist::slice`]) and sums the
+    /// gradients over the processes (see [`fdgr_kernel::dist`]).
+    fn set_data_parallel(&mut self, dist: Arc<Dist>, mode: AscentMode) -> Result<()> {
+        let _ = (dist, mode);
+        Err(anyhow!(
+            "the {} backend does not train data-parallel",
+            self.name()
+        ))
+    }
     /// Augments every following training batch with `aug`, drawing from
     /// `rng` (None: no augmentation).
     fn set_augment(&mut self, aug: Option<(CropFlip, Rng)>) -> Result<()> {
@@ -137,6 +151,15 @@ pub struct CpuBackend {
     by: Vec<u32>,
     aug: Option<(CropFlip, Rng)>,
     last_loss: f32,
+    dp: Option<CpuParallel>,
+}
+
+/// A CPU backend's part in data-parallel training.
+struct CpuParallel {
+    dist: Arc<Dist>,
+    mode: AscentMode,
+    /// H·g of `db` under the global ascent (empty otherwise).
+    scratch: Vec<f32>,
 }
 
 impl CpuBackend {
@@ -186,6 +209,7 @@ impl CpuBackend {
             by: Vec::with_capacity(max_batch),
             aug: None,
             last_loss: f32::NAN,
+            dp: None,
             ws,
             model,
         })
@@ -275,18 +299,33 @@ impl Backend for CpuBackend {
         lr: f32,
     ) -> std::result::Result<(), StepError> {
         let f = self.model.input.len();
+        let b = indices.len();
+        // this process's slice of the global batch
+        let (lo, hi) = match &self.dp {
+            Some(dp) => dist::slice(b, dp.dist.rank(), dp.dist.size()),
+            None => (0, b),
+        };
+        if hi == lo {
+            return Err(StepError::Other(anyhow!(
+                "a global batch of {b} samples leaves no sample to this process"
+            )));
+        }
         self.bx.clear();
         self.by.clear();
-        for &i in indices {
+        for &i in &indices[lo..hi] {
             let i = i as usize;
             self.bx.extend_from_slice(&self.train_x[i * f..(i + 1) * f]);
             self.by.push(self.train_y[i]);
         }
         if let Some((a, rng)) = self.aug.as_mut() {
+            // the draws of the whole global batch, in its order
+            a.skip(rng, lo);
             a.apply(&mut self.bx, rng);
+            a.skip(rng, b - hi);
         }
         let mut net = Net::resume(self.model.borrowed(), self.exec, &mut self.ws[..])?;
         net.set_batch(&self.bx, Targets::Classes(&self.by))?;
+        let p = self.theta.len();
         let [s0, s1] = &mut self.opt_state;
         let bufs = Buffers {
             theta: &mut self.theta[..],
@@ -296,7 +335,25 @@ impl Backend for CpuBackend {
             point2: opt_slice(&mut self.point2),
             correction: opt_slice(&mut self.correction),
         };
-        self.last_loss = fdgr_kernel::step_with(&mut net, method, opt, state, lr, x, bufs)?;
+        self.last_loss = match &mut self.dp {
+            None => fdgr_kernel::step_with(&mut net, method, opt, state, lr, x, bufs)?,
+            Some(dp) => {
+                if method.needs_hvp() && dp.mode == AscentMode::Global {
+                    dp.scratch.resize(p, 0.0);
+                }
+                let weight = (hi - lo) as f32 / b as f32;
+                let mut red = Reducer(&dp.dist);
+                let mut o = DataParallel::new(
+                    &mut net,
+                    &mut red,
+                    weight,
+                    dp.dist.is_root(),
+                    dp.mode,
+                    opt_slice(&mut dp.scratch),
+                );
+                fdgr_kernel::step_with(&mut o, method, opt, state, lr, x, bufs)?
+            }
+        };
         self.tracked += net.batches_tracked();
         Ok(())
     }
@@ -330,6 +387,15 @@ impl Backend for CpuBackend {
 
     fn set_augment(&mut self, aug: Option<(CropFlip, Rng)>) -> Result<()> {
         self.aug = aug;
+        Ok(())
+    }
+
+    fn set_data_parallel(&mut self, dist: Arc<Dist>, mode: AscentMode) -> Result<()> {
+        self.dp = Some(CpuParallel {
+            dist,
+            mode,
+            scratch: vec![],
+        });
         Ok(())
     }
 }

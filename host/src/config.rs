@@ -155,6 +155,38 @@ pub enum BackendName {
     Gpu,
 }
 
+/// Where the ascent of a data-parallel step starts (`--ascent`; see
+/// [`fdgr_kernel::dist::AscentMode`]). One process: both are the same.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AscentName {
+    /// From the all-reduced gradient: the step of one process on the
+    /// global batch (one all-reduce per gradient evaluation).
+    #[default]
+    Global,
+    /// From each process's own gradient ("m-sharpness"); the directions
+    /// are averaged once per step (one all-reduce per step).
+    Local,
+}
+
+impl AscentName {
+    /// The kernel's mode.
+    pub fn mode(self) -> fdgr_kernel::dist::AscentMode {
+        match self {
+            AscentName::Global => fdgr_kernel::dist::AscentMode::Global,
+            AscentName::Local => fdgr_kernel::dist::AscentMode::Local,
+        }
+    }
+
+    /// `global` or `local`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AscentName::Global => "global",
+            AscentName::Local => "local",
+        }
+    }
+}
+
 /// Everything that defines a training run.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TrainConfig {
@@ -239,6 +271,9 @@ pub struct TrainConfig {
     /// The arithmetic of the GPU's products.
     #[serde(default)]
     pub precision: Precision,
+    /// `--ascent`: where a data-parallel step's ascent starts.
+    #[serde(default)]
+    pub ascent: AscentName,
 }
 
 /// The arithmetic of the GPU's products and convolutions (`--precision`).
@@ -443,6 +478,12 @@ impl TrainConfig {
             if self.gr_every > 1 {
                 bail!("--gr-every and --gr-prob exclude each other");
             }
+        }
+        if self.ascent == AscentName::Local && self.amortized() {
+            bail!(
+                "--ascent local with --gr-every/--gr-prob: each process would keep its own stored \
+                 correction, which the checkpoint cannot hold; use --ascent global"
+            );
         }
         if self.gamma_warmup > 0 && self.gamma_warmup >= self.epochs {
             bail!(

@@ -46,6 +46,28 @@ impl std::error::Error for BadInput {
     }
 }
 
+/// A process of a data-parallel job that stops because another one
+/// failed and said why: exit code `.0`, and nothing more to print.
+#[derive(Debug)]
+pub struct Silent(pub u8);
+
+impl fmt::Display for Silent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "stopped with exit code {}: another process of the job failed (see its message)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Silent {}
+
+/// Whether `e` needs no message (see [`Silent`]).
+pub fn is_silent(e: &anyhow::Error) -> bool {
+    has::<Silent>(e)
+}
+
 fn has<T: std::error::Error + Send + Sync + 'static>(e: &anyhow::Error) -> bool {
     e.downcast_ref::<T>().is_some() || e.chain().any(|c| c.is::<T>())
 }
@@ -62,7 +84,9 @@ pub fn bad_input(e: anyhow::Error) -> anyhow::Error {
 
 /// The exit code for `e`: [`DIVERGED`], [`BAD_INPUT`] or [`FAILURE`].
 pub fn code(e: &anyhow::Error) -> u8 {
-    if has::<Diverged>(e) {
+    if let Some(Silent(c)) = e.downcast_ref::<Silent>() {
+        *c
+    } else if has::<Diverged>(e) {
         DIVERGED
     } else if has::<BadInput>(e) {
         BAD_INPUT

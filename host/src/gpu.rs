@@ -11,10 +11,14 @@ use crate::arch::Arch;
 use crate::augment::{Crop, CropFlip};
 use crate::backend::{Backend, StepError};
 use crate::data::Dataset;
+use crate::dist::{self, Dist};
 use anyhow::{anyhow, Result};
 use fdgr_gpu::check::Subject;
+use fdgr_gpu::nccl::Nccl;
 use fdgr_gpu::{Augment, CropDraw, GpuError, GpuOptions, GpuTrainer, Precision};
+use fdgr_kernel::dist::AscentMode;
 use fdgr_kernel::{Method, Optimizer, Rng, SgdState, StepOptions};
+use std::sync::Arc;
 
 fn step_err(e: GpuError) -> StepError {
     if e.is_non_finite() {
@@ -34,6 +38,16 @@ pub struct GpuBackend {
     t: GpuTrainer,
     aug: Option<(CropFlip, Rng)>,
     crops: Vec<CropDraw>,
+    dp: Option<GpuParallel>,
+}
+
+/// A GPU backend's part in data-parallel training: one GPU per process,
+/// gradients summed over NCCL (compiled, not run where it was written).
+struct GpuParallel {
+    dist: Arc<Dist>,
+    mode: AscentMode,
+    nccl: Nccl,
+    last_loss: f32,
 }
 
 impl Backend for GpuBackend {
@@ -81,13 +95,71 @@ impl Backend for GpuBackend {
             }
             None => None,
         };
+        if let Some(dp) = &mut self.dp {
+            let b = indices.len();
+            let (lo, hi) = dist::slice(b, dp.dist.rank(), dp.dist.size());
+            let w = (hi - lo) as f32 / b as f32;
+            let root = dp.dist.is_root();
+            dp.last_loss = self
+                .t
+                .step_data_parallel(
+                    &indices[lo..hi],
+                    crops.map(|c| &c[lo..hi]),
+                    method,
+                    opt,
+                    state,
+                    lr,
+                    &mut dp.nccl,
+                    w,
+                    root,
+                    dp.mode,
+                )
+                .map_err(step_err)?;
+            let calls = match dp.mode {
+                AscentMode::Global => method.gradient_evals() as u64,
+                AscentMode::Local => 1,
+            };
+            let p = self.t.param_count() as u64;
+            dp.dist.record_step_traffic(calls, calls * 4 * (p + 2));
+            return Ok(());
+        }
         self.t
             .step_async_aug(indices, crops, method, opt, state, lr)
             .map_err(step_err)
     }
 
     fn flush(&mut self, state: &mut SgdState) -> std::result::Result<f32, StepError> {
-        self.t.finish(state).map_err(step_err)
+        match &self.dp {
+            Some(dp) => Ok(dp.last_loss),
+            None => self.t.finish(state).map_err(step_err),
+        }
+    }
+
+    /// Joins the NCCL communicator of the job: rank 0 makes the id, the
+    /// host's collectives carry it to the others.
+    fn set_data_parallel(&mut self, dist: Arc<Dist>, mode: AscentMode) -> Result<()> {
+        let mut words = [0u64; 16];
+        if dist.is_root() {
+            let id = fdgr_gpu::nccl::unique_id().map_err(|e| anyhow!("{e}"))?;
+            for (w, b) in words.iter_mut().zip(id.chunks_exact(8)) {
+                *w = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+            }
+        }
+        // a broadcast from rank 0: the others hold zeros
+        dist.max_u64(&mut words)?;
+        let mut id = [0u8; 128];
+        for (b, w) in id.chunks_exact_mut(8).zip(words) {
+            b.copy_from_slice(&w.to_le_bytes());
+        }
+        let nccl =
+            Nccl::new(&mut self.t, dist.rank(), dist.size(), &id).map_err(|e| anyhow!("{e}"))?;
+        self.dp = Some(GpuParallel {
+            dist,
+            mode,
+            nccl,
+            last_loss: f32::NAN,
+        });
+        Ok(())
     }
 
     fn evaluate(&mut self, x: &[f32], y: &[u32]) -> Result<(f64, usize)> {
@@ -161,6 +233,7 @@ pub fn backend(
         t,
         aug: None,
         crops: Vec::with_capacity(max_batch),
+        dp: None,
     }))
 }
 

@@ -62,7 +62,28 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let r = match &Cli::parse().cmd {
+    let cli = Cli::parse();
+    let r = if !matches!(cli.cmd, Cmd::Train(_)) && fdgr::dist::in_parallel_job() {
+        Err(fdgr::exit::bad_input(anyhow::anyhow!(
+            "only `fdgr train` runs as one of several data-parallel processes; run this command \
+             once, without mpirun"
+        )))
+    } else {
+        dispatch(&cli.cmd)
+    };
+    match r {
+        Ok(()) => ExitCode::from(fdgr::exit::SUCCESS),
+        Err(e) => {
+            if !fdgr::exit::is_silent(&e) {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(fdgr::exit::code(&e))
+        }
+    }
+}
+
+fn dispatch(cmd: &Cmd) -> anyhow::Result<()> {
+    match cmd {
         Cmd::Train(a) => cli::train::run(a),
         Cmd::Eval(a) => cli::eval::run(a),
         Cmd::Sweep(a) => cli::sweep::run(a),
@@ -73,13 +94,6 @@ fn main() -> ExitCode {
         Cmd::Samples(a) => cli::samples::run(a),
         Cmd::Export(a) => cli::export::run(a),
         Cmd::Device(a) => cli::device::run(a),
-    };
-    match r {
-        Ok(()) => ExitCode::from(fdgr::exit::SUCCESS),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(fdgr::exit::code(&e))
-        }
     }
 }
 

@@ -12,11 +12,13 @@ use crate::checkpoint::{self, EpochRecord, Loaded, TrainState, Weights};
 use crate::config::{Augment, BackendName, TrainConfig};
 use crate::cpu::{pool, Par};
 use crate::data::Dataset;
+use crate::dist::{self, Dist};
 use anyhow::{bail, Context, Result};
 use fdgr_kernel::{init_params, Rng, SgdState};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Steps between loss reads (device round trips).
@@ -44,6 +46,10 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// Show the progress bar and per-epoch lines.
     pub verbose: bool,
+    /// The processes of a data-parallel run (default: this one alone).
+    /// Every process runs [`run`] alike; rank 0 alone prints and writes
+    /// `out`.
+    pub dist: Arc<Dist>,
 }
 
 /// What a finished run returns.
@@ -82,6 +88,18 @@ pub struct Summary {
     pub fresh_ascents: u64,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// Processes of the data-parallel run (1: one process).
+    pub processes: usize,
+    /// All-reduces per training step (0 on one process).
+    #[serde(default)]
+    pub allreduce_per_step: f64,
+    /// Bytes each process sent into all-reduces per training step.
+    #[serde(default)]
+    pub allreduce_bytes_per_step: f64,
+    /// Seconds rank 0 spent per training step in its all-reduces (the
+    /// transfer and the wait for the slowest process).
+    #[serde(default)]
+    pub allreduce_seconds_per_step: f64,
     /// Every epoch.
     pub history: Vec<EpochRecord>,
 }
@@ -113,6 +131,50 @@ pub fn check_fit(arch: &Arch, data: &Dataset, model_flag: &str) -> Result<()> {
             data.name,
             data.classes
         );
+    }
+    Ok(())
+}
+
+/// Checks that every process of a data-parallel run of `cfg` on `n_train`
+/// training samples gets samples in every global batch (the epoch's last,
+/// shorter batch included), enough for batch norm's batch statistics.
+pub fn check_data_parallel(
+    cfg: &TrainConfig,
+    arch: &Arch,
+    n_train: usize,
+    processes: usize,
+) -> Result<()> {
+    if processes <= 1 {
+        return Ok(());
+    }
+    let last = match n_train % cfg.batch {
+        0 => cfg.batch,
+        r => r,
+    };
+    let smallest = last.min(cfg.batch) / processes;
+    let where_ = if last < cfg.batch {
+        format!("the last batch of each epoch has {last} samples ({n_train} training samples, --batch {})", cfg.batch)
+    } else {
+        format!("--batch {}", cfg.batch)
+    };
+    if smallest == 0 {
+        bail!("{processes} processes: {where_}, fewer than one per process; use a larger batch or fewer processes");
+    }
+    let bn_hw = arch
+        .model
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op, fdgr_kernel::Op::BatchNorm))
+        .map(|n| n.in_dims.hw())
+        .min();
+    if let Some(hw) = bn_hw {
+        if smallest * hw < 2 {
+            bail!(
+                "{processes} processes: {where_}, so a process may get {smallest} sample(s), too few for \
+                 batch norm's per-process batch statistics (at least 2 values per channel); use a larger \
+                 batch or fewer processes"
+            );
+        }
     }
     Ok(())
 }
@@ -176,7 +238,12 @@ pub fn run(
     opts: &RunOptions,
 ) -> Result<Summary> {
     cfg.validate()?;
-    let (pool, threads) = pool(cfg.threads)?;
+    let want = if cfg.threads == 0 && opts.dist.is_parallel() {
+        opts.dist.default_threads()
+    } else {
+        cfg.threads
+    };
+    let (pool, threads) = pool(want)?;
     pool.install(|| run_on(cfg, data, resume, opts, threads))
 }
 
@@ -189,7 +256,17 @@ pub fn run_on(
     threads: usize,
 ) -> Result<Summary> {
     let arch = arch_for(cfg, data)?;
-    if opts.verbose {
+    let dist = opts.dist.clone();
+    let par = dist.is_parallel();
+    // rank 0 alone prints and writes
+    let verbose = opts.verbose && dist.is_root();
+    let out_dir = if dist.is_root() {
+        opts.out.clone()
+    } else {
+        None
+    };
+    check_data_parallel(cfg, &arch, data.train.len(), dist.size())?;
+    if verbose {
         for n in &data.notes {
             eprintln!("{n}");
         }
@@ -200,6 +277,9 @@ pub fn run_on(
     let sched = cfg.schedule(spe);
     let opt = cfg.optimizer();
     let mut backend = make_backend(cfg, &arch, data, threads)?;
+    if par {
+        backend.set_data_parallel(dist.clone(), cfg.ascent.mode())?;
+    }
 
     let (mut st, mut theta, mut mom) = match resume {
         Some(l) => {
@@ -225,11 +305,23 @@ pub fn run_on(
     };
     backend.set_params(&theta, if mom.is_empty() { None } else { Some(&mom) })?;
 
-    if let Some(out) = &opts.out {
+    if let Some(out) = &out_dir {
         std::fs::create_dir_all(out)
             .with_context(|| format!("{}: cannot create directory", out.display()))?;
     }
-    if opts.verbose {
+    if verbose {
+        if par {
+            eprintln!(
+                "data-parallel: {} processes over {}, {threads} thread(s) each; each takes its slice \
+                 of every global batch of {} ({}..{} samples); ascent {}",
+                dist.size(),
+                dist.describe(),
+                cfg.batch,
+                cfg.batch / dist.size(),
+                cfg.batch.div_ceil(dist.size()),
+                cfg.ascent.as_str()
+            );
+        }
         eprintln!(
             "model {} ({p} parameters), method {} ({}), {} backend, {threads} thread(s), batch {}, {} steps/epoch{}",
             arch.describe(),
@@ -254,7 +346,7 @@ pub fn run_on(
             );
         }
     }
-    let pb = if opts.verbose {
+    let pb = if verbose {
         let pb =
             ProgressBar::with_draw_target(Some(cfg.epochs * spe), ProgressDrawTarget::stderr());
         pb.set_style(
@@ -274,6 +366,8 @@ pub fn run_on(
     let base_seconds = st.seconds;
     let mut train_time = 0.0f64;
     let mut train_steps = 0u64;
+    let traffic0 = dist.step_traffic();
+    let comm0 = dist.step_seconds();
     let mut order: Vec<u32> = (0..n_train as u32).collect();
     while st.epoch < cfg.epochs {
         let epoch = st.epoch + 1;
@@ -341,8 +435,14 @@ pub fn run_on(
         }
         train_time += t0.elapsed().as_secs_f64();
         train_steps += step - st.step;
-        let (train_loss, train_ok) = backend.evaluate(&data.train.x, &data.train.y)?;
-        let (test_loss, test_ok) = backend.evaluate(&data.test.x, &data.test.y)?;
+        if par {
+            average_state(&mut *backend, &dist)?;
+        }
+        let f = data.features;
+        let (train_loss, train_ok) =
+            evaluate_split(&mut *backend, &data.train.x, &data.train.y, f, &dist)?;
+        let (test_loss, test_ok) =
+            evaluate_split(&mut *backend, &data.test.x, &data.test.y, f, &dist)?;
         let rec = EpochRecord {
             epoch,
             step,
@@ -353,7 +453,7 @@ pub fn run_on(
             test_acc: test_ok as f64 / data.test.len() as f64,
             seconds: base_seconds + started.elapsed().as_secs_f64(),
         };
-        say(&pb, opts.verbose, format!(
+        say(&pb, verbose, format!(
             "epoch {epoch:>3}/{}  train loss {:.4} acc {:6.2}%  test loss {:.4} acc {:6.2}%  lr {:.4}  {:.1}s",
             cfg.epochs,
             rec.train_loss,
@@ -369,7 +469,18 @@ pub fn run_on(
         st.rng = rng.state;
         st.seconds = rec.seconds;
         st.history.push(rec);
-        if let Some(out) = &opts.out {
+        if par {
+            backend.params(
+                &mut theta,
+                if mom.is_empty() { None } else { Some(&mut mom) },
+            )?;
+            let (bn, _) = backend.state()?;
+            dist.check_identical(
+                "θ, optimizer state or running statistics",
+                &[&theta, &mom, &bn],
+            )?;
+        }
+        if let Some(out) = &out_dir {
             backend.params(
                 &mut theta,
                 if mom.is_empty() { None } else { Some(&mut mom) },
@@ -412,12 +523,20 @@ pub fn run_on(
         } else {
             0.0
         },
+        processes: dist.size(),
+        allreduce_per_step: per_step(traffic0.0, dist.step_traffic().0, train_steps),
+        allreduce_bytes_per_step: per_step(traffic0.1, dist.step_traffic().1, train_steps),
+        allreduce_seconds_per_step: if train_steps > 0 {
+            (dist.step_seconds() - comm0) / train_steps as f64
+        } else {
+            0.0
+        },
         steps: st.step,
         fresh_ascents: (0..st.step).filter(|&s| cfg.fresh_ascent(s)).count() as u64,
         seconds: st.seconds,
         history: st.history.clone(),
     };
-    if let Some(out) = &opts.out {
+    if let Some(out) = &out_dir {
         checkpoint::atomic_write(
             &out.join("summary.json"),
             serde_json::to_string_pretty(&summary)?.as_bytes(),
@@ -426,6 +545,52 @@ pub fn run_on(
         crate::plot::curves(&out.join("curves.png"), &title, &st.history)?;
     }
     Ok(summary)
+}
+
+fn per_step(before: u64, after: u64, steps: u64) -> f64 {
+    if steps == 0 {
+        0.0
+    } else {
+        (after - before) as f64 / steps as f64
+    }
+}
+
+/// Replaces the running statistics of every process by their mean over
+/// the processes (see [`crate::dist`]).
+fn average_state(backend: &mut dyn Backend, dist: &Dist) -> Result<()> {
+    let (bn, tracked) = backend.state()?;
+    if bn.is_empty() {
+        return Ok(());
+    }
+    let mut sum: Vec<f64> = bn.iter().map(|&v| v as f64).collect();
+    dist.sum_f64(&mut sum)?;
+    let n = dist.size() as f64;
+    let mean: Vec<f32> = sum.iter().map(|&v| (v / n) as f32).collect();
+    backend.set_state(&mean, tracked)
+}
+
+/// Mean loss and correct predictions on (x, y): each process evaluates
+/// its slice of the rows, and the sums are all-reduced.
+fn evaluate_split(
+    backend: &mut dyn Backend,
+    x: &[f32],
+    y: &[u32],
+    features: usize,
+    dist: &Dist,
+) -> Result<(f64, usize)> {
+    if !dist.is_parallel() {
+        return backend.evaluate(x, y);
+    }
+    let n = y.len();
+    let (lo, hi) = dist::slice(n, dist.rank(), dist.size());
+    let (loss, ok) = if hi > lo {
+        backend.evaluate(&x[lo * features..hi * features], &y[lo..hi])?
+    } else {
+        (0.0, 0)
+    };
+    let mut v = [loss * (hi - lo) as f64, ok as f64];
+    dist.sum_f64(&mut v)?;
+    Ok((v[0] / n.max(1) as f64, v[1] as usize))
 }
 
 /// Prints a line above the progress bar, or plainly when stderr is not a

@@ -37,6 +37,9 @@ pub enum Error {
     NoBatch,
     /// The objective does not implement this operation.
     Unsupported(&'static str),
+    /// Another process of a data-parallel job failed in the same
+    /// collective operation (see [`crate::dist`]).
+    Peer,
 }
 
 impl fmt::Display for Error {
@@ -60,6 +63,7 @@ impl fmt::Display for Error {
             Error::MissingBuffer(s) => write!(f, "missing scratch buffer: {s}"),
             Error::NoBatch => write!(f, "no mini-batch set"),
             Error::Unsupported(s) => write!(f, "unsupported: {s}"),
+            Error::Peer => write!(f, "another process of the data-parallel job failed"),
         }
     }
 }

@@ -558,6 +558,7 @@ pub fn step_with<F: Real, O: Objective<F> + ?Sized, P: Optim<F> + ?Sized>(
         None if x.ascent == Ascent::Reuse => return Err(Error::MissingBuffer("correction")),
         None => direction(o, method, theta, dir, &mut point, &mut point2)?,
     };
+    let loss = o.end_direction(dir, loss)?;
     if let Some(c) = x.clip_norm {
         let n = o.dot(dir, dir).sqrt();
         let coef = c / (n + F::from_f64(1e-6));

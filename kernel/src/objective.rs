@@ -119,6 +119,17 @@ pub trait Objective<F: Real>: VecSpace<F> {
 
     /// L(θ) without a gradient.
     fn loss(&mut self, theta: &Self::Vec) -> Result<F, Error>;
+
+    /// Called by [`crate::step_with`] once the method has formed the
+    /// direction `d` from the step's gradients (before clipping and the
+    /// finiteness check), with the step's loss; returns the loss the step
+    /// reports. Nothing by default; a data-parallel objective whose
+    /// processes formed their own directions averages them here
+    /// ([`crate::dist::DataParallel`] with [`crate::dist::AscentMode::Local`]).
+    fn end_direction(&mut self, d: &mut Self::Vec, loss: F) -> Result<F, Error> {
+        let _ = d;
+        Ok(loss)
+    }
 }
 
 /// How dense maths is executed on CPU memory: the matrix product and the

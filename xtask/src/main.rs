@@ -1,10 +1,12 @@
 //! `cargo xtask test`: everything CI checks, in one command.
 //!
 //! Installs what the checks need where it can (rustup targets, a C++
-//! compiler and QEMU via apt, the NVRTC wheel via pip), then runs:
-//! rustfmt, clippy -D warnings, rustdoc -D warnings, all workspace tests
-//! (among them the CUDA kernels compiled for and run on the CPU against the
-//! CPU kernel), the kernel's no_std builds for Cortex-M4F and Cortex-M0+,
+//! compiler, Open MPI, libclang and QEMU via apt, the NVRTC wheel via pip),
+//! then runs: rustfmt, clippy -D warnings (the host with and without its
+//! `mpi` feature), rustdoc -D warnings, all workspace tests with the `mpi`
+//! feature (among them the CUDA kernels compiled for and run on the CPU
+//! against the CPU kernel, and data-parallel training under `mpirun`), the
+//! kernel's no_std builds for Cortex-M4F and Cortex-M0+,
 //! the firmware builds and the QEMU cross-check, and the NVRTC compilation
 //! of every CUDA kernel. `cargo xtask mutants` (not part of `test`) breaks
 //! one line of each CUDA source in turn and checks that a test fails.
@@ -62,6 +64,7 @@ fn test(args: &[String]) -> Result<(), String> {
     let mut steps: Vec<Step> = vec![];
     util::ensure_targets(&THUMB)?;
     util::ensure_cxx()?;
+    util::ensure_mpi()?;
     steps.push(run("rustfmt", cargo(&["fmt", "--all", "--check"]))?);
     steps.push(run(
         "clippy -D warnings",
@@ -69,12 +72,26 @@ fn test(args: &[String]) -> Result<(), String> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--features",
+            "fdgr/mpi",
             "--",
             "-D",
             "warnings",
         ]),
     )?);
-    let mut doc = cargo(&["doc", "--workspace", "--no-deps"]);
+    steps.push(run(
+        "clippy -D warnings (host without mpi)",
+        cargo(&[
+            "clippy",
+            "-p",
+            "fdgr",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?);
+    let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--features", "fdgr/mpi"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
     steps.push(run("rustdoc -D warnings", doc)?);
     // The NVRTC wheel that the GPU crate's PTX test compiles with (under CI
@@ -83,8 +100,8 @@ fn test(args: &[String]) -> Result<(), String> {
         steps.extend(nvrtc::prepare()?);
     }
     steps.push(run(
-        "workspace tests",
-        cargo(&["test", "--workspace", "--release"]),
+        "workspace tests (host with mpi)",
+        cargo(&["test", "--workspace", "--release", "--features", "fdgr/mpi"]),
     )?);
     for t in THUMB {
         steps.push(run(

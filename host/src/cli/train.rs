@@ -1,14 +1,19 @@
 //! `fdgr train`: flags, the run's data loaded once, and the end-of-run table.
 
 use super::args::{DataArgs, MethodArgs, ModelArgs, OptimArgs};
+use anyhow::anyhow;
 use anyhow::{bail, Result};
 use clap::Args;
 use fdgr::checkpoint::{self, Loaded};
-use fdgr::config::{Augment, BackendName, OptimizerName, Precision, ScheduleName, TrainConfig};
+use fdgr::config::{
+    AscentName, Augment, BackendName, OptimizerName, Precision, ScheduleName, TrainConfig,
+};
 use fdgr::data::{self, Dataset};
-use fdgr::exit::bad_input;
+use fdgr::dist::{self, local, Dist};
+use fdgr::exit::{self, bad_input};
 use fdgr::train::{self, describe_method, Summary};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// `fdgr train`.
 #[derive(Args, Clone, Debug)]
@@ -72,6 +77,27 @@ pub struct TrainArgs {
     /// Print only the final table
     #[arg(long, short, help_heading = "Run")]
     pub quiet: bool,
+    /// Data-parallel runs (under `mpirun -np N`, or `--gpus N`): start the
+    /// ascent of F-GR/B-GR/C-GR/SAM/USAM/DB from the all-reduced gradient
+    /// (global: the step of one process on the whole batch, one all-reduce
+    /// per gradient evaluation) or from each process's own gradient (local:
+    /// "m-sharpness", one all-reduce per step)
+    #[arg(long, value_enum, default_value_t = AscentName::Global, help_heading = "Run")]
+    pub ascent: AscentName,
+    /// Data-parallel on N GPUs of this machine: starts one process per GPU
+    /// (--backend gpu, gradients over NCCL); the global batch is --batch
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "processes",
+        help_heading = "Run"
+    )]
+    pub gpus: Option<usize>,
+    /// Data-parallel on N CPU processes of this machine without MPI (the
+    /// gradients pass through the launching process: for small models and
+    /// tests; use `mpirun -np N` for real CPU jobs)
+    #[arg(long, value_name = "N", help_heading = "Run")]
+    pub processes: Option<usize>,
 }
 
 impl TrainArgs {
@@ -121,6 +147,7 @@ impl TrainArgs {
             threads: self.threads,
             backend: self.backend,
             tf32: self.tf32,
+            ascent: self.ascent,
             precision: self.precision,
         };
         c.validate()?;
@@ -144,8 +171,9 @@ struct Job {
     out: PathBuf,
 }
 
-/// Reads and checks everything the run needs.
-fn prepare(a: &TrainArgs) -> Result<Job> {
+/// Reads and checks everything the run needs, for a run over `processes`
+/// data-parallel processes.
+fn prepare(a: &TrainArgs, processes: usize) -> Result<Job> {
     let (cfg, data, resume, out) = match &a.resume {
         Some(dir) => {
             let l = checkpoint::load_checkpoint(dir)?;
@@ -190,7 +218,8 @@ fn prepare(a: &TrainArgs) -> Result<Job> {
             (cfg, data, None, out)
         }
     };
-    train::arch_for(&cfg, &data)?;
+    let arch = train::arch_for(&cfg, &data)?;
+    train::check_data_parallel(&cfg, &arch, data.train.len(), processes)?;
     Ok(Job {
         cfg,
         data,
@@ -201,14 +230,126 @@ fn prepare(a: &TrainArgs) -> Result<Job> {
 
 /// `fdgr train`.
 pub fn run(a: &TrainArgs) -> Result<()> {
-    let job = prepare(a).map_err(bad_input)?;
+    let launched = std::env::var_os(local::ENV_RANK).is_some();
+    if !launched {
+        if let Some(n) = a.gpus {
+            fdgr::gpu::probe().map_err(bad_input)?;
+            if n > 1 && !fdgr_gpu::nccl::available() {
+                return Err(bad_input(anyhow!(
+                    "--gpus {n}: the NCCL library (libnccl.so.2) was not found; install NCCL \
+                     (e.g. the libnccl2 package or the nvidia-nccl-cu12 wheel)"
+                )));
+            }
+            return exit_with(local::launch(n, true).map_err(bad_input)?);
+        }
+        if let Some(n) = a.processes {
+            return exit_with(local::launch(n, false).map_err(bad_input)?);
+        }
+    }
+    let dist = Arc::new(dist::init().map_err(bad_input)?);
+    if dist.is_parallel() {
+        if !launched {
+            select_gpu(dist.local_rank());
+        }
+        return run_parallel(a, dist);
+    }
+    let job = prepare(a, 1).map_err(bad_input)?;
     let opts = train::RunOptions {
         out: Some(job.out.clone()),
         verbose: !a.quiet,
+        dist,
     };
     let s = train::run(&job.cfg, &job.data, job.resume, &opts)?;
     print_summary(&s, Some(&job.out));
     Ok(())
+}
+
+/// `fdgr train` as one process of a data-parallel job: every process
+/// prepares (reads and checks its input) and they agree on the outcome
+/// before any trains; an error in training that the processes do not
+/// meet alike (a divergence they do) stops the whole job.
+fn run_parallel(a: &TrainArgs, dist: Arc<Dist>) -> Result<()> {
+    let (rank, root) = (dist.rank(), dist.is_root());
+    let job = prepare(a, dist.size()).map_err(bad_input);
+    // every process's exit code of its preparation (0: ready)
+    let mut codes = vec![0u64; dist.size()];
+    codes[rank] = match &job {
+        Ok(_) => 0,
+        Err(e) => exit::code(e) as u64,
+    };
+    dist.max_u64(&mut codes)?;
+    let first_failed = codes.iter().position(|&c| c != 0);
+    let worst = codes.iter().copied().max().unwrap_or(0) as u8;
+    let job = match (job, first_failed) {
+        (Ok(j), None) => j,
+        // the lowest failing rank says why (on one machine they all fail
+        // alike); the others stop with the same exit code, silently
+        (Err(e), Some(r)) if r == rank => {
+            return Err(if root {
+                e
+            } else {
+                e.context(format!("rank {rank}"))
+            })
+        }
+        _ => return Err(silent(worst)),
+    };
+    let opts = train::RunOptions {
+        out: Some(job.out.clone()),
+        verbose: !a.quiet,
+        dist: dist.clone(),
+    };
+    match train::run(&job.cfg, &job.data, job.resume, &opts) {
+        Ok(s) => {
+            if root {
+                print_summary(&s, Some(&job.out));
+            }
+            Ok(())
+        }
+        // every process rejects the same step: rank 0 says so
+        Err(e) if exit::code(&e) == exit::DIVERGED => {
+            if root {
+                Err(e)
+            } else {
+                Err(silent(exit::DIVERGED))
+            }
+        }
+        Err(e) => {
+            let code = exit::code(&e);
+            eprintln!(
+                "error: rank {rank} of {}: {e:#}; stopping every process of the job",
+                dist.size()
+            );
+            dist.abort(code)
+        }
+    }
+}
+
+/// The launcher's outcome: its processes printed what went wrong.
+fn exit_with(code: u8) -> Result<()> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(silent(code))
+    }
+}
+
+/// Under an MPI launcher: makes this process's GPU (its index among the
+/// processes on its machine, in `CUDA_VISIBLE_DEVICES`'s list when set)
+/// the only visible one, so that device 0 of the GPU backend is its own.
+/// Set before anything touches CUDA; CPU runs ignore it.
+fn select_gpu(local_rank: usize) {
+    let dev = match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(v) if !v.trim().is_empty() => match v.split(',').nth(local_rank) {
+            Some(d) => d.trim().to_string(),
+            None => return,
+        },
+        _ => local_rank.to_string(),
+    };
+    std::env::set_var("CUDA_VISIBLE_DEVICES", dev);
+}
+
+fn silent(code: u8) -> anyhow::Error {
+    exit::Silent(code).into()
 }
 
 /// Prints the end-of-run table.

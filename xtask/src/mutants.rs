@@ -205,7 +205,7 @@ const MUTATIONS: &[Mutation] = &[
     Mutation {
         file: "conv.cu",
         from: "dst[i] = src[((u64)(n0 + j) * kk + kc) * np + p];",
-        to: "dst[i] = src[((u64)j * kk + kc) * np + p];",
+        to: "dst[i] = src[((u64)j * kk + kc) * np + p]; (void)n0;",
         what: "to_cnp: chunk offset n0 ignored",
     },
     Mutation {
@@ -223,7 +223,7 @@ const MUTATIONS: &[Mutation] = &[
     Mutation {
         file: "norm.cu",
         from: "const float is = eval ? 1.0f / sqrtf(stats[c + ch] + eps) : stats[c + ch];",
-        to: "const float is = eval ? 1.0f / sqrtf(stats[c + ch]) : stats[c + ch];",
+        to: "const float is = eval ? 1.0f / sqrtf(stats[c + ch]) : stats[c + ch]; (void)eps;",
         what: "bn_apply: eval without eps",
     },
     Mutation {
@@ -277,7 +277,7 @@ const MUTATIONS: &[Mutation] = &[
     Mutation {
         file: "pool.cu",
         from: "float s = acc ? dx[i] : 0.0f;",
-        to: "float s = dx[i];",
+        to: "float s = dx[i]; (void)acc;",
         what: "pool_bwd: overwrite mode adds to dx",
     },
     Mutation {

@@ -259,7 +259,8 @@ fn describe(status: ExitStatus) -> String {
 /// Starts `n` copies of this command (`gpus`: each with its own GPU
 /// visible), serves their collectives and waits for them. Returns the
 /// exit code of the job: 0 when every process succeeded, else the code of
-/// the first that failed (1 when it was killed).
+/// the one that failed first (1 when it was killed; a process killed by a
+/// signal is taken as the cause before those that failed after it).
 pub fn launch(n: usize, gpus: bool) -> Result<u8> {
     if n == 0 {
         bail!(
@@ -310,7 +311,9 @@ pub fn launch(n: usize, gpus: bool) -> Result<u8> {
         (0..n).map(|_| None).collect();
     let mut connected = 0;
     let mut hub_thread = None;
-    let mut first_failure: Option<(usize, ExitStatus, Instant)> = None;
+    // every failure seen, in the order seen, and when the first was seen
+    let mut failures: Vec<(usize, ExitStatus)> = vec![];
+    let mut first_failure_at: Option<Instant> = None;
     let mut done = vec![false; n];
     loop {
         if connected < n {
@@ -342,15 +345,16 @@ pub fn launch(n: usize, gpus: bool) -> Result<u8> {
             }
             if let Some(st) = ch.try_wait()? {
                 done[rank] = true;
-                if !st.success() && first_failure.is_none() {
-                    first_failure = Some((rank, st, Instant::now()));
+                if !st.success() {
+                    failures.push((rank, st));
+                    first_failure_at.get_or_insert_with(Instant::now);
                 }
             }
         }
         if done.iter().all(|&d| d) {
             break;
         }
-        if let Some((_, _, t)) = first_failure {
+        if let Some(t) = first_failure_at {
             // the others get two seconds to stop on their own (a failure
             // they all met), then are killed (one that left them waiting)
             if t.elapsed() > Duration::from_secs(2) {
@@ -367,9 +371,16 @@ pub fn launch(n: usize, gpus: bool) -> Result<u8> {
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(hub_thread);
-    match first_failure {
+    // The cause, not a consequence: a process killed by a signal (the
+    // launcher kills none before this point) comes first, since the
+    // others then fail on the closed hub, and may be seen to end first.
+    let cause = failures
+        .iter()
+        .find(|(_, st)| st.code().is_none())
+        .or(failures.first());
+    match cause {
         None => Ok(0),
-        Some((rank, st, _)) => match st.code() {
+        Some(&(rank, st)) => match st.code() {
             Some(c) if c > 0 && c < 256 => Ok(c as u8),
             _ => {
                 eprintln!(

@@ -285,13 +285,15 @@ fn run_parallel(a: &TrainArgs, dist: Arc<Dist>) -> Result<()> {
         // the lowest failing rank says why (on one machine they all fail
         // alike); the others stop with the same exit code, silently
         (Err(e), Some(r)) if r == rank => {
-            return Err(if root {
+            let code = exit::code(&e);
+            let e = if root {
                 e
             } else {
                 e.context(format!("rank {rank}"))
-            })
+            };
+            return Err(said_then_stop(&dist, Some(e), code));
         }
-        _ => return Err(silent(worst)),
+        _ => return Err(said_then_stop(&dist, None, worst)),
     };
     let opts = train::RunOptions {
         out: Some(job.out.clone()),
@@ -307,11 +309,7 @@ fn run_parallel(a: &TrainArgs, dist: Arc<Dist>) -> Result<()> {
         }
         // every process rejects the same step: rank 0 says so
         Err(e) if exit::code(&e) == exit::DIVERGED => {
-            if root {
-                Err(e)
-            } else {
-                Err(silent(exit::DIVERGED))
-            }
+            Err(said_then_stop(&dist, root.then_some(e), exit::DIVERGED))
         }
         Err(e) => {
             let code = exit::code(&e);
@@ -322,6 +320,19 @@ fn run_parallel(a: &TrainArgs, dist: Arc<Dist>) -> Result<()> {
             dist.abort(code)
         }
     }
+}
+
+/// An outcome every process of the job met alike: the one process that
+/// has `e` prints it, then all meet once more before they exit with
+/// `code`, so that no launcher (mpirun stops the job when the first
+/// process exits non-zero) cuts the message off.
+fn said_then_stop(dist: &Dist, e: Option<anyhow::Error>, code: u8) -> anyhow::Error {
+    if let Some(e) = e {
+        eprintln!("error: {e:#}");
+    }
+    // a barrier; if it fails (a process died meanwhile), exit all the same
+    let _ = dist.max_u64(&mut [0]);
+    silent(code)
 }
 
 /// The launcher's outcome: its processes printed what went wrong.

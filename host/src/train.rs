@@ -630,6 +630,12 @@ pub fn describe_method(cfg: &TrainConfig) -> String {
     base + &extra
 }
 
+/// Writes an epoch's outputs, each atomically. The checkpoint is the
+/// commit point and comes last: a kill before it leaves the previous
+/// epoch's checkpoint, and the resumed run redoes this epoch and rewrites
+/// the model and the metrics with the same bytes; a kill after it finds
+/// them written already. (Written first, a kill between the checkpoint
+/// and the metrics lost the epoch's metrics line.)
 fn save_epoch(
     out: &Path,
     st: &TrainState,
@@ -638,12 +644,12 @@ fn save_epoch(
     opt_state: &[f32],
     correction: &[f32],
 ) -> Result<()> {
-    checkpoint::save_checkpoint(out, st, arch, w, opt_state, correction)?;
     checkpoint::save_model(&out.join("model.safetensors"), arch, w)?;
     let mut lines = String::new();
     for r in &st.history {
         lines.push_str(&serde_json::to_string(r)?);
         lines.push('\n');
     }
-    checkpoint::atomic_write(&out.join("metrics.jsonl"), lines.as_bytes())
+    checkpoint::atomic_write(&out.join("metrics.jsonl"), lines.as_bytes())?;
+    checkpoint::save_checkpoint(out, st, arch, w, opt_state, correction)
 }

@@ -145,13 +145,13 @@ const MUTATIONS: &[Mutation] = &[
     Mutation {
         file: "act.cu",
         from: "const u32 ch = (u32)((i / hw) % c);\n            z[i]",
-        to: "const u32 ch = (u32)(i % c);\n            z[i]",
+        to: "const u32 ch = (u32)(i % c); (void)hw;\n            z[i]",
         what: "bias_act: channel of a plane taken as i mod C",
     },
     Mutation {
         file: "act.cu",
         from: "ra[i] = act_df(act, a[i]) * rz[i];",
-        to: "ra[i] = act_df(act, rz[i]) * rz[i];",
+        to: "ra[i] = act_df(act, rz[i]) * rz[i]; (void)a;",
         what: "r_act: sigma' at R{z}",
     },
     Mutation {
@@ -175,7 +175,7 @@ const MUTATIONS: &[Mutation] = &[
     Mutation {
         file: "vecops.cu",
         from: "if (skip && (skip[0] | skip[1])) return;\n    for (u64 i = gs_start(); i < n; i += gs_stride()) dst[i] = src[i];",
-        to: "for (u64 i = gs_start(); i < n; i += gs_stride()) dst[i] = src[i];",
+        to: "(void)skip;\n    for (u64 i = gs_start(); i < n; i += gs_stride()) dst[i] = src[i];",
         what: "copy_unless: rejected steps commit their running statistics",
     },
     Mutation {

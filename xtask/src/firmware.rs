@@ -202,7 +202,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
             p
         }
         _ => {
-            let (p, s) = train_and_export(&out)?;
+            let (p, s) = train_and_export(&out, &MLP_RUN)?;
             steps.extend(s);
             p
         }
@@ -219,7 +219,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
     let conv_path = match std::env::var_os("FDGR_FIRMWARE_CONV_MODEL") {
         Some(c) if !c.is_empty() => PathBuf::from(c),
         _ => {
-            let (c, s) = train_and_export_conv(&out)?;
+            let (c, s) = train_and_export(&out, &CONV_RUN)?;
             steps.extend(s);
             c
         }
@@ -566,10 +566,10 @@ fn json(p: &Path) -> Result<serde_json::Value, String> {
 /// flashing command through [`FAKE_PROBE_RS`].
 fn device_cli(out: &Path, model: &[u8]) -> Result<Vec<Step>, String> {
     let mut steps = vec![];
-    let ckpt = out.join("digits-64-32-10-ckpt");
+    let ckpt = out.join(MLP_RUN.ckpt);
     if !ckpt.join("model.safetensors").is_file() {
         // (FDGR_FIRMWARE_MODEL skipped the training above)
-        steps.extend(train_and_export(out)?.1);
+        steps.extend(train_and_export(out, &MLP_RUN)?.1);
     }
     for b in Board::ALL {
         let _ = std::fs::remove_dir_all(ckpt.join(format!("device-{b}")));
@@ -719,46 +719,57 @@ fn samples(path: &Path) -> Result<Step, String> {
     run("fdgr samples (digits test split)", c)
 }
 
-fn train_and_export(out: &Path) -> Result<(PathBuf, Vec<Step>), String> {
-    let ckpt = out.join("digits-64-32-10-ckpt");
-    let model = out.join("digits-64-32-10.fdgr");
+/// A net the firmware checks fine-tune: pre-trained on digits with the
+/// CLI and exported, as `models/README.md` says.
+struct Pretrained {
+    /// Checkpoint directory under the output directory.
+    ckpt: &'static str,
+    /// Exported weight file under the output directory.
+    file: &'static str,
+    /// `fdgr train` flags besides `--out`.
+    train: &'static [&'static str],
+    /// Step names of the training and the export.
+    steps: (&'static str, &'static str),
+}
+
+/// The 64-32-10 MLP.
+const MLP_RUN: Pretrained = Pretrained {
+    ckpt: "digits-64-32-10-ckpt",
+    file: "digits-64-32-10.fdgr",
+    train: &[
+        "--data", "digits", "--model", "64-32-10", "--act", "tanh", "--method", "fgr", "--gamma",
+        "0.01", "--eps", "0.1", "--epochs", "30", "--batch", "32", "--lr", "0.1", "--seed", "1",
+    ],
+    steps: ("fdgr train (digits 64-32-10 tanh, F-GR)", "fdgr export"),
+};
+
+/// The reference conv net.
+const CONV_RUN: Pretrained = Pretrained {
+    ckpt: "digits-conv-ckpt",
+    file: CONV_FILE,
+    train: &[
+        "--data", "digits", "--model", CONV_SPEC, "--method", "fgr", "--gamma", "0.01", "--eps",
+        "0.1", "--epochs", "15", "--batch", "32", "--lr", "0.05", "--seed", "1",
+    ],
+    steps: (
+        "fdgr train (digits conv net, F-GR)",
+        "fdgr export (conv net)",
+    ),
+};
+
+/// `fdgr train` and `fdgr export` of `net` into `out`.
+fn train_and_export(out: &Path, net: &Pretrained) -> Result<(PathBuf, Vec<Step>), String> {
+    let ckpt = out.join(net.ckpt);
+    let model = out.join(net.file);
     // Stale outputs must not pass for fresh ones.
     let _ = std::fs::remove_dir_all(&ckpt);
     let _ = std::fs::remove_file(&model);
+    let (ckpt_s, model_s) = (ckpt.display().to_string(), model.display().to_string());
     let mut steps = vec![];
-    let ckpt_s = ckpt.display().to_string();
-    let model_s = model.display().to_string();
-    let train = cargo(&[
-        "run",
-        "--release",
-        "-p",
-        "fdgr",
-        "--",
-        "train",
-        "--data",
-        "digits",
-        "--model",
-        "64-32-10",
-        "--act",
-        "tanh",
-        "--method",
-        "fgr",
-        "--gamma",
-        "0.01",
-        "--eps",
-        "0.1",
-        "--epochs",
-        "30",
-        "--batch",
-        "32",
-        "--lr",
-        "0.1",
-        "--seed",
-        "1",
-        "--out",
-        &ckpt_s,
-    ]);
-    steps.push(run("fdgr train (digits 64-32-10 tanh, F-GR)", train)?);
+    let mut train = vec!["run", "--release", "-p", "fdgr", "--", "train"];
+    train.extend_from_slice(net.train);
+    train.extend(["--out", &ckpt_s]);
+    steps.push(run(net.steps.0, cargo(&train))?);
     let export = cargo(&[
         "run",
         "--release",
@@ -771,7 +782,7 @@ fn train_and_export(out: &Path) -> Result<(PathBuf, Vec<Step>), String> {
         "--out",
         &model_s,
     ]);
-    steps.push(run("fdgr export", export)?);
+    steps.push(run(net.steps.1, export)?);
     if !model.is_file() {
         return Err(format!(
             "`fdgr export` did not write {} (is the fdgr CLI complete?)",
@@ -781,70 +792,14 @@ fn train_and_export(out: &Path) -> Result<(PathBuf, Vec<Step>), String> {
     Ok((model, steps))
 }
 
-/// `fdgr train` and `fdgr export` of the reference conv net on digits.
-fn train_and_export_conv(out: &Path) -> Result<(PathBuf, Vec<Step>), String> {
-    let ckpt = out.join("digits-conv-ckpt");
-    let model = out.join(CONV_FILE);
-    let _ = std::fs::remove_dir_all(&ckpt);
-    let _ = std::fs::remove_file(&model);
-    let (ckpt_s, model_s) = (ckpt.display().to_string(), model.display().to_string());
-    let mut steps = vec![];
-    let train = cargo(&[
-        "run",
-        "--release",
-        "-p",
-        "fdgr",
-        "--",
-        "train",
-        "--data",
-        "digits",
-        "--model",
-        CONV_SPEC,
-        "--method",
-        "fgr",
-        "--gamma",
-        "0.01",
-        "--eps",
-        "0.1",
-        "--epochs",
-        "15",
-        "--batch",
-        "32",
-        "--lr",
-        "0.05",
-        "--seed",
-        "1",
-        "--out",
-        &ckpt_s,
-    ]);
-    steps.push(run("fdgr train (digits conv net, F-GR)", train)?);
-    let export = cargo(&[
-        "run",
-        "--release",
-        "-p",
-        "fdgr",
-        "--",
-        "export",
-        "--ckpt",
-        &ckpt_s,
-        "--out",
-        &model_s,
-    ]);
-    steps.push(run("fdgr export (conv net)", export)?);
-    if !model.is_file() {
-        return Err(format!("`fdgr export` did not write {}", model.display()));
-    }
-    Ok((model, steps))
-}
-
 /// `fdgr device run --board qemu-m4 --verify` on the conv net's run, in
 /// both modes (every layer; the head on the frozen conv stack).
 fn device_cli_conv(out: &Path) -> Result<Vec<Step>, String> {
     let mut steps = vec![];
-    let ckpt = out.join("digits-conv-ckpt");
+    let ckpt = out.join(CONV_RUN.ckpt);
     if !ckpt.join("model.safetensors").is_file() {
         // (FDGR_FIRMWARE_CONV_MODEL skipped the training above)
-        steps.extend(train_and_export_conv(out)?.1);
+        steps.extend(train_and_export(out, &CONV_RUN)?.1);
     }
     let ck = ckpt.display().to_string();
     for mode in ["full", "last"] {

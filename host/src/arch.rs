@@ -168,9 +168,19 @@ impl Builder {
     }
 }
 
+/// The most entries a layer list may have (planning is quadratic in the
+/// number of layers; presets and blocks expand to more layers).
+pub const MAX_ENTRIES: usize = 1000;
+/// The deepest preset (He et al. trained ResNet-1202 on CIFAR).
+pub const MAX_DEPTH: usize = 1202;
+/// The widest wide-ResNet factor.
+pub const MAX_WIDEN: usize = 1024;
+
 fn cifar_resnet(depth: usize, classes: usize) -> Result<Builder> {
-    if depth < 8 || (depth - 2) % 6 != 0 {
-        bail!("resnet{depth}: CIFAR ResNets have depth 6n+2 (20, 32, 44, 56, 110)");
+    if depth < 8 || (depth - 2) % 6 != 0 || depth > MAX_DEPTH {
+        bail!(
+            "resnet{depth}: CIFAR ResNets have depth 6n+2 up to {MAX_DEPTH} (20, 32, 44, 56, 110)"
+        );
     }
     let n = (depth - 2) / 6;
     let mut b = Builder::new();
@@ -209,8 +219,11 @@ fn resnet18(classes: usize) -> Builder {
 }
 
 fn wide_resnet(depth: usize, k: usize, classes: usize) -> Result<Builder> {
-    if depth < 10 || (depth - 4) % 6 != 0 || k == 0 {
-        bail!("wrn-{depth}-{k}: wide ResNets have depth 6n+4 (16, 22, 28, 40) and width k ≥ 1");
+    if depth < 10 || (depth - 4) % 6 != 0 || k == 0 || depth > MAX_DEPTH || k > MAX_WIDEN {
+        bail!(
+            "wrn-{depth}-{k}: wide ResNets have depth 6n+4 up to {MAX_DEPTH} (16, 22, 28, 40) and \
+             width 1 ≤ k ≤ {MAX_WIDEN}"
+        );
     }
     let n = (depth - 4) / 6;
     let mut b = Builder::new();
@@ -260,34 +273,114 @@ fn fields(tok: &str) -> (&str, Vec<&str>) {
     (name, it.collect())
 }
 
-/// Parses the options `sS`, `pP`, `gG`, `nobias` of a layer-list entry.
-fn opts(tok: &str, rest: &[&str]) -> Result<(usize, Option<usize>, usize, bool)> {
-    let (mut s, mut p, mut g, mut bias) = (None, None, 1, true);
-    for o in rest {
-        let num = |v: &str| -> Result<usize> {
-            v.parse()
-                .map_err(|_| anyhow!("'{tok}': '{o}' is not a number option (sN, pN, gN)"))
-        };
-        if *o == "nobias" {
-            bias = false;
-        } else if let Some(v) = o.strip_prefix('s') {
-            s = Some(num(v)?);
-        } else if let Some(v) = o.strip_prefix('p') {
-            p = Some(num(v)?);
-        } else if let Some(v) = o.strip_prefix('g') {
-            g = num(v)?;
+/// The options of a layer-list entry (`sS`, `pP`, `gG`, `nobias`).
+#[derive(Debug)]
+struct Opts {
+    stride: Option<usize>,
+    pad: Option<usize>,
+    groups: Option<usize>,
+    bias: bool,
+}
+
+/// Parses the options of a layer-list entry, accepting only those in
+/// `allowed` (`'s'` stride, `'p'` padding, `'g'` groups, `'b'` nobias).
+/// Strict: an unknown, repeated, malformed or inapplicable option, or a
+/// zero stride or group count, is an error naming the entry and the
+/// option.
+fn opts(tok: &str, rest: &[&str], allowed: &str) -> Result<Opts> {
+    let mut o = Opts {
+        stride: None,
+        pad: None,
+        groups: None,
+        bias: true,
+    };
+    let expected = {
+        let mut v = vec![];
+        for (c, name) in [('s', "sN"), ('p', "pN"), ('g', "gN"), ('b', "nobias")] {
+            if allowed.contains(c) {
+                v.push(name);
+            }
+        }
+        if v.is_empty() {
+            "no options".to_string()
         } else {
-            bail!("'{tok}': unknown option '{o}' (expected sN, pN, gN or nobias)");
+            v.join(", ")
+        }
+    };
+    let layer = tok.split(':').next().unwrap_or(tok);
+    for opt in rest {
+        let (key, v) = if *opt == "nobias" {
+            ('b', "")
+        } else {
+            let mut ch = opt.chars();
+            match ch.next() {
+                Some(c @ ('s' | 'p' | 'g')) => (c, ch.as_str()),
+                _ => bail!("'{tok}': unknown option '{opt}' ({layer} takes {expected})"),
+            }
+        };
+        if !allowed.contains(key) {
+            bail!("'{tok}': option '{opt}' does not apply to {layer} ({layer} takes {expected})");
+        }
+        let num = || -> Result<usize> {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                bail!("'{tok}': option '{opt}': '{v}' is not a non-negative integer");
+            }
+            v.parse()
+                .map_err(|_| anyhow!("'{tok}': option '{opt}': {v} is too large"))
+        };
+        let dup = |set: bool| -> Result<()> {
+            if set {
+                bail!("'{tok}': option '{opt}' given twice");
+            }
+            Ok(())
+        };
+        match key {
+            'b' => {
+                dup(!o.bias)?;
+                o.bias = false;
+            }
+            's' => {
+                dup(o.stride.is_some())?;
+                let n = num()?;
+                if n == 0 {
+                    bail!("'{tok}': stride must be positive (got '{opt}')");
+                }
+                o.stride = Some(n);
+            }
+            'p' => {
+                dup(o.pad.is_some())?;
+                o.pad = Some(num()?);
+            }
+            _ => {
+                dup(o.groups.is_some())?;
+                let n = num()?;
+                if n == 0 {
+                    bail!("'{tok}': groups must be positive (got '{opt}')");
+                }
+                o.groups = Some(n);
+            }
         }
     }
-    Ok((s.unwrap_or(0), p, g, bias))
+    Ok(o)
+}
+
+/// An entry that takes no options (`relu`, `bn`, `flatten`, …).
+fn no_opts(tok: &str, rest: &[&str]) -> Result<()> {
+    if let Some(o) = rest.first() {
+        let layer = tok.split(':').next().unwrap_or(tok);
+        bail!("'{tok}': {layer} takes no options (got '{o}')");
+    }
+    Ok(())
 }
 
 fn num(tok: &str, v: Option<&&str>, what: &str) -> Result<usize> {
     let v = v.with_context(|| format!("'{tok}': missing {what}"))?;
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("'{tok}': {what} '{v}' is not a positive integer");
+    }
     let n: usize = v
         .parse()
-        .map_err(|_| anyhow!("'{tok}': {what} '{v}' is not a positive integer"))?;
+        .map_err(|_| anyhow!("'{tok}': {what} {v} is too large"))?;
     if n == 0 {
         bail!("'{tok}': {what} must be positive");
     }
@@ -314,6 +407,12 @@ fn dims_so_far(layers: &[Layer], input: Dims) -> Result<Dims> {
 fn layer_list(spec: &str, input: Dims, classes: usize) -> Result<Builder> {
     let mut b = Builder::new();
     let toks: Vec<&str> = spec.split(',').map(str::trim).collect();
+    if toks.len() > MAX_ENTRIES {
+        bail!(
+            "{} entries in the layer list (at most {MAX_ENTRIES})",
+            toks.len()
+        );
+    }
     for (i, tok) in toks.iter().enumerate() {
         let (name, rest) = fields(tok);
         let idx = i.to_string();
@@ -322,54 +421,54 @@ fn layer_list(spec: &str, input: Dims, classes: usize) -> Result<Builder> {
             "conv" => {
                 let out = num(tok, rest.first(), "output channels")?;
                 let k = num(tok, rest.get(1), "kernel size")?;
-                let (s, p, g, bias) = opts(tok, rest.get(2..).unwrap_or(&[]))?;
+                let o = opts(tok, rest.get(2..).unwrap_or(&[]), "spgb")?;
                 let mut l = Layer::conv(out, k)
-                    .stride(s.max(1))
-                    .pad(p.unwrap_or(0))
-                    .groups(g);
-                if !bias {
+                    .stride(o.stride.unwrap_or(1))
+                    .pad(o.pad.unwrap_or(0))
+                    .groups(o.groups.unwrap_or(1));
+                if !o.bias {
                     l = l.no_bias();
                 }
                 b.push(l, idx);
             }
             "dwconv" => {
                 let k = num(tok, rest.first(), "kernel size")?;
-                let (s, p, _, bias) = opts(tok, rest.get(1..).unwrap_or(&[]))?;
+                let o = opts(tok, rest.get(1..).unwrap_or(&[]), "spb")?;
                 let c = cur()?.c;
                 let mut l = Layer::conv(c, k)
-                    .stride(s.max(1))
-                    .pad(p.unwrap_or(0))
+                    .stride(o.stride.unwrap_or(1))
+                    .pad(o.pad.unwrap_or(0))
                     .groups(c);
-                if !bias {
+                if !o.bias {
                     l = l.no_bias();
                 }
                 b.push(l, idx);
             }
             "bn" => {
+                no_opts(tok, &rest)?;
                 b.push(Layer::batch_norm(), idx);
             }
             "relu" | "tanh" | "sigmoid" | "identity" => {
+                no_opts(tok, &rest)?;
                 let a = Act::from_name(name).with_context(|| format!("'{tok}'"))?;
                 b.push(Layer::act(a), "");
             }
             "maxpool" | "avgpool" => {
                 let k = num(tok, rest.first(), "window size")?;
-                let (s, p, g, bias) = opts(tok, rest.get(1..).unwrap_or(&[]))?;
-                if g != 1 || !bias {
-                    bail!("'{tok}': pooling takes only sN and pN");
-                }
+                let o = opts(tok, rest.get(1..).unwrap_or(&[]), "sp")?;
                 let l = if name == "maxpool" {
                     Layer::max_pool(k)
                 } else {
                     Layer::avg_pool(k)
                 };
-                let s = if s == 0 { k } else { s };
-                b.push(l.stride(s).pad(p.unwrap_or(0)), "");
+                b.push(l.stride(o.stride.unwrap_or(k)).pad(o.pad.unwrap_or(0)), "");
             }
             "gap" => {
+                no_opts(tok, &rest)?;
                 b.push(Layer::global_avg_pool(), "");
             }
             "flatten" => {
+                no_opts(tok, &rest)?;
                 b.push(Layer::flatten(), "");
             }
             "linear" | "fc" => {
@@ -377,8 +476,8 @@ fn layer_list(spec: &str, input: Dims, classes: usize) -> Result<Builder> {
                     Some(v) if *v != "nobias" => (num(tok, Some(v), "output features")?, 1),
                     _ => (classes, 0),
                 };
-                let (_, _, _, bias) = opts(tok, rest.get(opt_start..).unwrap_or(&[]))?;
-                let l = if bias {
+                let o = opts(tok, rest.get(opt_start..).unwrap_or(&[]), "b")?;
+                let l = if o.bias {
                     Layer::linear(out)
                 } else {
                     Layer::linear(out).no_bias()
@@ -387,7 +486,8 @@ fn layer_list(spec: &str, input: Dims, classes: usize) -> Result<Builder> {
             }
             "block" | "wblock" => {
                 let out = num(tok, rest.first(), "output channels")?;
-                let (s, _, _, _) = opts(tok, rest.get(1..).unwrap_or(&[]))?;
+                let o = opts(tok, rest.get(1..).unwrap_or(&[]), "s")?;
+                let s = o.stride.unwrap_or(1);
                 let cin = cur()?.c;
                 let x = if b.layers.is_empty() {
                     None
@@ -396,10 +496,10 @@ fn layer_list(spec: &str, input: Dims, classes: usize) -> Result<Builder> {
                 };
                 let p = format!("{idx}.");
                 if name == "block" {
-                    b.basic_block(&p, x, cin, out, s.max(1));
+                    b.basic_block(&p, x, cin, out, s);
                 } else {
                     let x = x.context("'wblock' cannot be the first layer (it needs a layer to add to)")?;
-                    b.wide_block(&p, x, cin, out, s.max(1));
+                    b.wide_block(&p, x, cin, out, s);
                 }
             }
             "" => bail!("empty entry in the layer list"),

@@ -179,6 +179,7 @@ impl CpuBackend {
     ) -> Result<Self> {
         let p = model.param_count();
         let sz = |need: bool| if need { p } else { 0 };
+        let zeros = crate::memory::zeros;
         // Evaluation runs in batches of EVAL_BATCH when that workspace is
         // small (MLPs), else in training-size batches.
         let hvp = method.needs_hvp();
@@ -187,7 +188,7 @@ impl CpuBackend {
         } else {
             1
         };
-        let ws = vec![0.0; model.workspace_len(max_batch.max(eval_b), hvp)];
+        let ws = zeros("workspace", model.workspace_len(max_batch.max(eval_b), hvp))?;
         // running statistics: mean 0, variance 1
         let net = Net::from_model(model.borrowed(), exec, ws).map_err(|e| anyhow!("{e}"))?;
         let ws = net.into_workspace();
@@ -195,15 +196,15 @@ impl CpuBackend {
             exec,
             train_x,
             train_y,
-            theta: vec![0.0; p],
+            theta: zeros("parameters", p)?,
             opt_state: [
-                vec![0.0; sz(opt.state_vectors() >= 1)],
-                vec![0.0; sz(opt.state_vectors() >= 2)],
+                zeros("optimizer state", sz(opt.state_vectors() >= 1))?,
+                zeros("optimizer state", sz(opt.state_vectors() >= 2))?,
             ],
-            correction: vec![0.0; sz(amortized)],
-            dir: vec![0.0; p],
-            point: vec![0.0; sz(method.scratch_vectors() >= 1)],
-            point2: vec![0.0; sz(method.scratch_vectors() >= 2)],
+            correction: zeros("amortized correction", sz(amortized))?,
+            dir: zeros("update direction", p)?,
+            point: zeros("perturbed parameters", sz(method.scratch_vectors() >= 1))?,
+            point2: zeros("perturbed parameters", sz(method.scratch_vectors() >= 2))?,
             tracked: 0,
             bx: Vec::with_capacity(max_batch * model.input.len()),
             by: Vec::with_capacity(max_batch),

@@ -151,8 +151,30 @@ fn arch_from_meta(meta: &HashMap<String, String>, name: &str) -> Result<Arch> {
             .with_context(|| format!("{name}: bad metadata 'fdgr.classes'"))?;
         let act = Act::from_name(get("fdgr.act")?)
             .with_context(|| format!("{name}: bad metadata 'fdgr.act'"))?;
-        return Arch::parse(spec, act, Dims::new(input[0], input[1], input[2]), classes)
-            .map_err(|e| anyhow!("{name}: {e:#}"));
+        let dims = Dims::new(input[0], input[1], input[2]);
+        let arch = Arch::parse(spec, act, dims, classes).map_err(|e| {
+            anyhow!(
+                "{name}: the metadata (fdgr.input {input:?}, fdgr.classes {classes}) describe no \
+                 valid model: {e:#}"
+            )
+        })?;
+        if arch.outputs() != classes {
+            bail!(
+                "{name}: metadata 'fdgr.classes' is {classes} but model {} has {} outputs",
+                arch.spec,
+                arch.outputs()
+            );
+        }
+        if arch.model.input != dims {
+            bail!(
+                "{name}: metadata 'fdgr.input' is {input:?} but model {} takes {}x{}x{} inputs",
+                arch.spec,
+                arch.model.input.c,
+                arch.model.input.h,
+                arch.model.input.w
+            );
+        }
+        return Ok(arch);
     }
     // the first format: an MLP described by its widths
     let dims = crate::config::parse_dims(get("dims")?)
@@ -269,6 +291,46 @@ pub fn save_model(path: &Path, arch: &Arch, w: &Weights<'_>) -> Result<()> {
     atomic_write(path, &serialize(arch, w, &[], BTreeMap::new())?)
 }
 
+/// Checks that the file holds every tensor of `arch` (parameters under
+/// each of `prefixes`, then the running statistics) as F32 of the right
+/// shape, before anything is sized from the metadata: a file whose
+/// metadata describes a larger network than its tensors is refused
+/// without allocating (θ then fits in the file's own bytes).
+fn check_tensors(st: &SafeTensors<'_>, arch: &Arch, prefixes: &[String], name: &str) -> Result<()> {
+    let (bufs, _) = arch.buffers();
+    let params = arch.params();
+    let all = prefixes
+        .iter()
+        .flat_map(|p| {
+            params
+                .iter()
+                .map(move |t| (format!("{p}{}", t.name), &t.shape))
+        })
+        .chain(bufs.iter().map(|t| (t.name.clone(), &t.shape)));
+    for (tname, dims) in all {
+        let t = st.tensor(&tname).with_context(|| {
+            format!(
+                "{name}: tensor {tname} missing (expected for model {})",
+                arch.spec
+            )
+        })?;
+        if t.dtype() != Dtype::F32 {
+            bail!(
+                "{name}: tensor {tname} has dtype {:?}, expected F32",
+                t.dtype()
+            );
+        }
+        if t.shape() != dims.as_slice() {
+            bail!(
+                "{name}: tensor {tname} has shape {:?}, expected {dims:?} for model {}",
+                t.shape(),
+                arch.spec
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Reads the tensors of `arch` (with an optional name prefix) into θ.
 fn read_params(
     st: &SafeTensors<'_>,
@@ -330,7 +392,7 @@ fn read_f32(
 fn read_state(st: &SafeTensors<'_>, arch: &Arch, name: &str) -> Result<(Vec<f32>, u64)> {
     let mut state = vec![0.0f32; arch.model.sizes.state];
     let (bufs, counters) = arch.buffers();
-    for t in bufs {
+    for t in &bufs {
         read_f32(
             st,
             &t.name,
@@ -342,6 +404,16 @@ fn read_state(st: &SafeTensors<'_>, arch: &Arch, name: &str) -> Result<(Vec<f32>
     }
     if let Some(bad) = state.iter().position(|v| !v.is_finite()) {
         bail!("{name}: running statistic {bad} is NaN or infinite");
+    }
+    for t in bufs.iter().filter(|t| t.name.ends_with("running_var")) {
+        let v = &state[t.offset..t.offset + t.len];
+        if let Some(i) = v.iter().position(|&x| x < 0.0) {
+            bail!(
+                "{name}: tensor {} holds a negative variance ({} at channel {i}); a variance is ≥ 0",
+                t.name,
+                v[i]
+            );
+        }
     }
     let mut tracked = 0;
     for c in counters {
@@ -445,6 +517,11 @@ pub fn load_net(path: &Path) -> Result<NetFile> {
     let bytes = std::fs::read(&path).with_context(|| format!("{name}: cannot read"))?;
     let (st, meta) = open(&bytes, &name)?;
     let arch = arch_from_meta(&meta, &name)?;
+    check_tensors(&st, &arch, &[String::new()], &name)?;
+    crate::memory::check(
+        &format!("{name}: evaluating model {}", arch.spec),
+        crate::memory::eval_bytes(&arch),
+    )?;
     let mut theta = vec![0.0f32; arch.param_count()];
     read_params(&st, &arch, "", &name, &mut theta)?;
     let (state, tracked) = read_state(&st, &arch, &name)?;
@@ -558,10 +635,16 @@ pub fn load_checkpoint(dir: &Path) -> Result<Loaded> {
             state.config.model
         );
     }
+    let names = opt_state_names(&state.config);
+    let mut prefixes = vec![String::new()];
+    prefixes.extend(names.iter().map(|n| format!("{n}.")));
+    if state.config.amortized() {
+        prefixes.push("gr_correction.".to_string());
+    }
+    check_tensors(&st, &arch, &prefixes, &name)?;
     let mut theta = vec![0.0f32; arch.param_count()];
     read_params(&st, &arch, "", &name, &mut theta)?;
     let p = arch.param_count();
-    let names = opt_state_names(&state.config);
     let mut opt_state = vec![0.0f32; names.len() * p];
     for (n, v) in names.iter().zip(opt_state.chunks_exact_mut(p.max(1))) {
         read_params(&st, &arch, &format!("{n}."), &name, v)?;

@@ -492,17 +492,17 @@ impl TrainConfig {
                 self.epochs
             );
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("--lr {}: expected a positive number", self.lr);
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            bail!(
+                "--lr {}: expected a number ≥ 0 (0 keeps the weights: a frozen baseline)",
+                self.lr
+            );
         }
         if self.augment != Augment::None && self.augment_pad > 64 {
             bail!(
                 "--augment-pad {}: expected at most 64 pixels",
                 self.augment_pad
             );
-        }
-        if self.epochs == 0 {
-            bail!("--epochs must be at least 1");
         }
         if self.batch == 0 {
             bail!("--batch must be at least 1");

@@ -20,6 +20,7 @@ pub mod exit;
 pub mod firmware;
 pub mod flood;
 pub mod gpu;
+pub mod memory;
 pub mod plot;
 pub mod sweep;
 pub mod train;

@@ -35,6 +35,15 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Memory this command may use (e.g. 512M, 16G): replaces the
+    /// available memory that fdgr checks its estimate against before it
+    /// allocates a model, batch or data set
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_max_memory)]
+    max_memory: Option<u64>,
+}
+
+fn parse_max_memory(s: &str) -> Result<u64, String> {
+    fdgr::memory::parse_size(s).map_err(|e| format!("{e:#}"))
 }
 
 #[derive(Subcommand)]
@@ -63,6 +72,9 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(b) = cli.max_memory {
+        fdgr::memory::set_limit(b);
+    }
     let r = if !matches!(cli.cmd, Cmd::Train(_)) && fdgr::dist::in_parallel_job() {
         Err(fdgr::exit::bad_input(anyhow::anyhow!(
             "only `fdgr train` runs as one of several data-parallel processes; run this command \

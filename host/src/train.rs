@@ -186,6 +186,36 @@ pub fn arch_for(cfg: &TrainConfig, data: &Dataset) -> Result<Arch> {
     Ok(arch)
 }
 
+/// Refuses (exit code 2) a CPU run whose buffers need more memory than
+/// the process may use ([`crate::memory`]), before anything is allocated.
+pub fn check_memory(cfg: &TrainConfig, arch: &Arch, data: &Dataset, threads: usize) -> Result<()> {
+    if cfg.backend != BackendName::Cpu {
+        return Ok(());
+    }
+    let method = cfg.method();
+    let opt = cfg.optimizer();
+    // the backend's θ, direction, scratch points, optimizer state and
+    // amortized correction; the trainer's θ and optimizer-state copies
+    let states = fdgr_kernel::Optim::state_vectors(&opt);
+    let vectors = 2 + method.scratch_vectors() + states + usize::from(cfg.amortized()) + 1 + states;
+    crate::memory::check(
+        &format!(
+            "model {} with batch {} ({} parameters)",
+            arch.spec,
+            cfg.batch,
+            arch.param_count()
+        ),
+        crate::memory::train_bytes(
+            arch,
+            cfg.batch,
+            vectors,
+            method.needs_hvp(),
+            data.train.x.len(),
+            threads,
+        ),
+    )
+}
+
 /// Builds the backend of `cfg`.
 pub fn make_backend(
     cfg: &TrainConfig,
@@ -276,6 +306,7 @@ pub fn run_on(
     let spe = n_train.div_ceil(cfg.batch) as u64;
     let sched = cfg.schedule(spe);
     let opt = cfg.optimizer();
+    check_memory(cfg, &arch, data, threads)?;
     let mut backend = make_backend(cfg, &arch, data, threads)?;
     if par {
         backend.set_data_parallel(dist.clone(), cfg.ascent.mode())?;
@@ -288,7 +319,7 @@ pub fn run_on(
             (l.state, l.theta, l.opt_state)
         }
         None => {
-            let mut theta = vec![0.0f32; p];
+            let mut theta = crate::memory::zeros("parameters", p)?;
             init_params(arch.model.nodes(), &mut theta, &mut Rng::new(cfg.seed));
             let st = TrainState {
                 config: cfg.clone(),
@@ -299,7 +330,10 @@ pub fn run_on(
                 history: vec![],
                 seconds: 0.0,
             };
-            let mom = vec![0.0; p * fdgr_kernel::Optim::state_vectors(&opt)];
+            let mom = crate::memory::zeros(
+                "optimizer state",
+                p * fdgr_kernel::Optim::state_vectors(&opt),
+            )?;
             (st, theta, mom)
         }
     };
@@ -438,31 +472,14 @@ pub fn run_on(
         if par {
             average_state(&mut *backend, &dist)?;
         }
-        let f = data.features;
-        let (train_loss, train_ok) =
-            evaluate_split(&mut *backend, &data.train.x, &data.train.y, f, &dist)?;
-        let (test_loss, test_ok) =
-            evaluate_split(&mut *backend, &data.test.x, &data.test.y, f, &dist)?;
-        let rec = EpochRecord {
-            epoch,
-            step,
-            lr: lr as f64,
-            train_loss,
-            train_acc: train_ok as f64 / n_train as f64,
-            test_loss,
-            test_acc: test_ok as f64 / data.test.len() as f64,
-            seconds: base_seconds + started.elapsed().as_secs_f64(),
-        };
-        say(&pb, verbose, format!(
-            "epoch {epoch:>3}/{}  train loss {:.4} acc {:6.2}%  test loss {:.4} acc {:6.2}%  lr {:.4}  {:.1}s",
-            cfg.epochs,
-            rec.train_loss,
-            100.0 * rec.train_acc,
-            rec.test_loss,
-            100.0 * rec.test_acc,
-            rec.lr,
-            rec.seconds
-        ));
+        let rec = record(
+            &mut *backend,
+            data,
+            &dist,
+            (epoch, step, lr as f64),
+            base_seconds + started.elapsed().as_secs_f64(),
+        )?;
+        say(&pb, verbose, describe_record(&rec, cfg.epochs));
         st.epoch = epoch;
         st.step = step;
         st.sgd_steps = sgd.steps;
@@ -481,18 +498,23 @@ pub fn run_on(
             )?;
         }
         if let Some(out) = &out_dir {
-            backend.params(
-                &mut theta,
-                if mom.is_empty() { None } else { Some(&mut mom) },
-            )?;
-            let (bn, tracked) = backend.state()?;
-            let w = Weights {
-                theta: &theta,
-                state: &bn,
-                tracked,
-            };
-            let corr = backend.correction()?;
-            save_epoch(out, &st, &arch, &w, &mom, &corr)?;
+            save_epoch(out, &st, &arch, &mut *backend, &mut theta, &mut mom)?;
+        }
+    }
+    if st.history.is_empty() {
+        // --epochs 0: the initial (or given) weights, evaluated and
+        // written as a finished run of no steps
+        let rec = record(
+            &mut *backend,
+            data,
+            &dist,
+            (0, st.step, sched.lr(st.step) as f64),
+            base_seconds + started.elapsed().as_secs_f64(),
+        )?;
+        say(&pb, verbose, describe_record(&rec, cfg.epochs));
+        st.history.push(rec);
+        if let Some(out) = &out_dir {
+            save_epoch(out, &st, &arch, &mut *backend, &mut theta, &mut mom)?;
         }
     }
     pb.finish_and_clear();
@@ -636,14 +658,64 @@ pub fn describe_method(cfg: &TrainConfig) -> String {
 /// the model and the metrics with the same bytes; a kill after it finds
 /// them written already. (Written first, a kill between the checkpoint
 /// and the metrics lost the epoch's metrics line.)
+/// The metrics of the model as it stands after `at` = (epoch, step, lr):
+/// loss and accuracy on both splits, batch norm on its running
+/// statistics.
+fn record(
+    backend: &mut dyn Backend,
+    data: &Dataset,
+    dist: &Dist,
+    at: (u64, u64, f64),
+    seconds: f64,
+) -> Result<EpochRecord> {
+    let f = data.features;
+    let (train_loss, train_ok) = evaluate_split(backend, &data.train.x, &data.train.y, f, dist)?;
+    let (test_loss, test_ok) = evaluate_split(backend, &data.test.x, &data.test.y, f, dist)?;
+    Ok(EpochRecord {
+        epoch: at.0,
+        step: at.1,
+        lr: at.2,
+        train_loss,
+        train_acc: train_ok as f64 / data.train.len().max(1) as f64,
+        test_loss,
+        test_acc: test_ok as f64 / data.test.len().max(1) as f64,
+        seconds,
+    })
+}
+
+/// The progress line of one epoch's metrics.
+fn describe_record(r: &EpochRecord, epochs: u64) -> String {
+    format!(
+        "epoch {:>3}/{epochs}  train loss {:.4} acc {:6.2}%  test loss {:.4} acc {:6.2}%  lr {:.4}  {:.1}s",
+        r.epoch,
+        r.train_loss,
+        100.0 * r.train_acc,
+        r.test_loss,
+        100.0 * r.test_acc,
+        r.lr,
+        r.seconds
+    )
+}
+
+/// Writes the epoch's model, metrics and (last: the commit point) its
+/// checkpoint, reading θ, the optimizer's state and the running
+/// statistics back from the backend into `theta` and `mom`.
 fn save_epoch(
     out: &Path,
     st: &TrainState,
     arch: &Arch,
-    w: &Weights<'_>,
-    opt_state: &[f32],
-    correction: &[f32],
+    backend: &mut dyn Backend,
+    theta: &mut [f32],
+    mom: &mut [f32],
 ) -> Result<()> {
+    backend.params(theta, if mom.is_empty() { None } else { Some(mom) })?;
+    let (bn, tracked) = backend.state()?;
+    let w = &Weights {
+        theta,
+        state: &bn,
+        tracked,
+    };
+    let (opt_state, correction) = (&*mom, &backend.correction()?);
     checkpoint::save_model(&out.join("model.safetensors"), arch, w)?;
     let mut lines = String::new();
     for r in &st.history {

@@ -78,9 +78,22 @@ impl Dims {
         self.c * self.h * self.w
     }
 
+    /// C·H·W, or `None` when it overflows `usize` or exceeds
+    /// [`MAX_SCALARS`] (every planned shape passes this check, so
+    /// [`Dims::len`] cannot overflow on them).
+    pub const fn checked_len(&self) -> Option<usize> {
+        match self.c.checked_mul(self.h) {
+            Some(ch) => match ch.checked_mul(self.w) {
+                Some(n) if n <= MAX_SCALARS => Some(n),
+                _ => None,
+            },
+            None => None,
+        }
+    }
+
     /// True when C·H·W = 0.
     pub const fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.c == 0 || self.h == 0 || self.w == 0
     }
 
     /// Values per channel, H·W.
@@ -502,11 +515,62 @@ pub const BN_EPS: f64 = 1e-5;
 /// Batch norm's running-statistics momentum (PyTorch's default).
 pub const BN_MOMENTUM: f64 = 0.1;
 
+/// The largest count of scalars any size of a planned model may reach: a
+/// buffer of that many `f64` values still fits in the address space, so
+/// the sizes [`plan`] returns, and small multiples of them, cannot wrap.
+/// [`plan`] rejects a model with a larger shape, parameter count or
+/// buffer (the host then checks memory before it allocates anything).
+pub const MAX_SCALARS: usize = (isize::MAX as usize) / 8;
+
+/// The error of a size that overflows (see [`MAX_SCALARS`]).
+const TOO_LARGE: Error = Error::BadModel(
+    "a size overflows: the model is too large to address (shapes, parameters or buffers)",
+);
+
+/// `a + b`, bounded by [`MAX_SCALARS`].
+const fn cadd(a: usize, b: usize) -> Result<usize, Error> {
+    match a.checked_add(b) {
+        Some(v) if v <= MAX_SCALARS => Ok(v),
+        _ => Err(TOO_LARGE),
+    }
+}
+
+/// `a · b`, bounded by [`MAX_SCALARS`].
+const fn cmul(a: usize, b: usize) -> Result<usize, Error> {
+    match a.checked_mul(b) {
+        Some(v) if v <= MAX_SCALARS => Ok(v),
+        _ => Err(TOO_LARGE),
+    }
+}
+
+/// `?` for `const fn`s.
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Err(e),
+        }
+    };
+}
+
+/// Output length of a window of `k` with stride `s` and padding `p` on
+/// `n` values: `None` for a zero stride or window, a window larger than
+/// the padded input, or sizes that overflow.
 const fn out_len(n: usize, k: usize, s: usize, p: usize) -> Option<usize> {
-    if s == 0 || k == 0 || n + 2 * p < k {
+    if s == 0 || k == 0 {
         return None;
     }
-    Some((n + 2 * p - k) / s + 1)
+    let padded = match p.checked_mul(2) {
+        Some(pp) => match n.checked_add(pp) {
+            Some(v) if v <= MAX_SCALARS => v,
+            _ => return None,
+        },
+        None => return None,
+    };
+    if padded < k {
+        return None;
+    }
+    Some((padded - k) / s + 1)
 }
 
 /// The output shape of `op` on `d`, or why it does not apply.
@@ -534,53 +598,105 @@ pub const fn out_dims(op: &Op, d: Dims) -> Result<Dims, Error> {
                 ));
             }
             match (out_len(d.h, k, stride, pad), out_len(d.w, k, stride, pad)) {
-                (Some(h), Some(w)) => Ok(Dims::new(out, h, w)),
+                (Some(h), Some(w)) => checked(Dims::new(out, h, w)),
                 _ => Err(Error::BadModel(
-                    "conv: kernel larger than the padded input, or zero stride",
+                    "conv: kernel larger than the padded input, zero stride, or sizes that overflow",
                 )),
             }
         }
         Op::MaxPool { k, stride, pad } | Op::AvgPool { k, stride, pad } => {
-            if 2 * pad > k {
+            if pad > k / 2 {
                 return Err(Error::BadModel(
                     "pool: padding must be at most half the window",
                 ));
             }
             match (out_len(d.h, k, stride, pad), out_len(d.w, k, stride, pad)) {
-                (Some(h), Some(w)) => Ok(Dims::new(d.c, h, w)),
+                (Some(h), Some(w)) => checked(Dims::new(d.c, h, w)),
                 _ => Err(Error::BadModel(
-                    "pool: window larger than the padded input, or zero stride",
+                    "pool: window larger than the padded input, zero stride, or sizes that overflow",
                 )),
             }
         }
         Op::GlobalAvgPool => Ok(Dims::flat(d.c)),
-        Op::Flatten => Ok(Dims::flat(d.len())),
-        Op::BatchNorm | Op::Act(_) | Op::Add { .. } => Ok(d),
+        Op::Flatten => match d.checked_len() {
+            Some(n) => Ok(Dims::flat(n)),
+            None => Err(TOO_LARGE),
+        },
+        Op::BatchNorm | Op::Act(_) | Op::Add { .. } => checked(d),
     }
 }
 
-/// Parameters of `op` with input `d` (weights first, then the bias).
+/// `d` when its length is addressable (see [`Dims::checked_len`]).
+const fn checked(d: Dims) -> Result<Dims, Error> {
+    match d.checked_len() {
+        Some(_) => Ok(d),
+        None => Err(TOO_LARGE),
+    }
+}
+
+/// Parameters of `op` with input `d` (weights first, then the bias);
+/// saturates at `usize::MAX` where the count overflows (never for a
+/// planned node: [`plan`] rejects those).
 pub const fn param_len(op: &Op, d: Dims) -> usize {
+    match checked_param_len(op, d) {
+        Ok(n) => n,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// [`param_len`], or the error of a count past [`MAX_SCALARS`].
+pub const fn checked_param_len(op: &Op, d: Dims) -> Result<usize, Error> {
     match *op {
-        Op::Linear { out, bias } => out * d.c + if bias { out } else { 0 },
+        Op::Linear { out, bias } => {
+            let w = tri!(cmul(out, d.c));
+            cadd(w, if bias { out } else { 0 })
+        }
         Op::Conv2d {
             out,
             k,
             groups,
             bias,
             ..
-        } => out * (d.c / groups) * k * k + if bias { out } else { 0 },
-        Op::BatchNorm => 2 * d.c,
-        _ => 0,
+        } => {
+            if groups == 0 {
+                return Err(Error::BadModel("conv: groups must be positive"));
+            }
+            let kk = tri!(cmul(k, k));
+            let w = tri!(cmul(tri!(cmul(out, d.c / groups)), kk));
+            cadd(w, if bias { out } else { 0 })
+        }
+        Op::BatchNorm => cmul(2, d.c),
+        _ => Ok(0),
     }
 }
 
-/// Multiply-adds of `op` per sample.
+/// Multiply-adds of `op` per sample; saturates at `usize::MAX` where the
+/// count overflows.
 pub const fn macs(op: &Op, d: Dims, o: Dims) -> usize {
-    match *op {
-        Op::Linear { out, .. } => out * d.c,
-        Op::Conv2d { k, groups, .. } => o.len() * (d.c / groups) * k * k,
-        _ => 0,
+    let groups = match *op {
+        Op::Conv2d { groups, .. } if groups > 0 => groups,
+        _ => 1,
+    };
+    let r = match *op {
+        Op::Linear { out, .. } => out.checked_mul(d.c),
+        Op::Conv2d { k, .. } => match o.c.checked_mul(o.h) {
+            Some(v) => match v.checked_mul(o.w) {
+                Some(v) => match v.checked_mul(d.c / groups) {
+                    Some(v) => match v.checked_mul(k) {
+                        Some(v) => v.checked_mul(k),
+                        None => None,
+                    },
+                    None => None,
+                },
+                None => None,
+            },
+            None => None,
+        },
+        _ => Some(0),
+    };
+    match r {
+        Some(v) => v,
+        None => usize::MAX,
     }
 }
 
@@ -677,6 +793,9 @@ pub const fn plan(layers: &[Layer], input: Dims, nodes: &mut [Node]) -> Result<S
     if input.is_empty() {
         return Err(Error::BadModel("empty input shape"));
     }
+    if input.checked_len().is_none() {
+        return Err(TOO_LARGE);
+    }
     let mut s = Sizes {
         params: 0,
         state: 0,
@@ -738,7 +857,7 @@ pub const fn plan(layers: &[Layer], input: Dims, nodes: &mut [Node]) -> Result<S
                 "convolution, batch norm and pooling need fdgr-kernel's `conv` feature",
             ));
         }
-        let np = param_len(&l.op, in_dims);
+        let np = tri!(checked_param_len(&l.op, in_dims));
         let mut n = Node::EMPTY;
         n.op = l.op;
         n.input = input_ref;
@@ -756,8 +875,8 @@ pub const fn plan(layers: &[Layer], input: Dims, nodes: &mut [Node]) -> Result<S
             Ref::Node(j) => read_after(layers, i, j) || matches!(input_ref, Ref::Node(k) if k == j),
             Ref::Input => false,
         };
-        s.params += np;
-        s.macs += macs(&l.op, in_dims, out);
+        s.params = tri!(cadd(s.params, np));
+        s.macs = s.macs.saturating_add(macs(&l.op, in_dims, out));
         // Where the value lives.
         let mut own = true;
         match l.op {
@@ -793,7 +912,7 @@ pub const fn plan(layers: &[Layer], input: Dims, nodes: &mut [Node]) -> Result<S
         }
         if own {
             n.val = Slot::Ws(s.vals);
-            s.vals += out.len();
+            s.vals = tri!(cadd(s.vals, out.len()));
         }
         // R-derivatives: a Flatten view is a view here too; other active
         // nodes own one.
@@ -805,20 +924,25 @@ pub const fn plan(layers: &[Layer], input: Dims, nodes: &mut [Node]) -> Result<S
                 }
             } else {
                 n.rval = s.rvals;
-                s.rvals += out.len();
+                s.rvals = tri!(cadd(s.rvals, out.len()));
             }
         }
         if let Op::BatchNorm = l.op {
             n.state_off = s.state;
-            s.state += 2 * in_dims.c;
+            s.state = tri!(cadd(s.state, tri!(cmul(2, in_dims.c))));
             n.ext = s.ext;
-            s.ext += BN_EXT * in_dims.c;
+            s.ext = tri!(cadd(s.ext, tri!(cmul(BN_EXT, in_dims.c))));
             n.ext_hvp = s.ext_hvp;
-            s.ext_hvp += BN_EXT_HVP * in_dims.c;
+            s.ext_hvp = tri!(cadd(s.ext_hvp, tri!(cmul(BN_EXT_HVP, in_dims.c))));
             s.batch_norms += 1;
         }
         nodes[i] = n;
         i += 1;
+    }
+    // the workspace of one sample (with the R-pass) must be addressable,
+    // so that the host can size larger batches with checked arithmetic
+    if checked_workspace_len(&s, 1, true).is_none() {
+        return Err(TOO_LARGE);
     }
     Ok(s)
 }
@@ -932,9 +1056,10 @@ impl<N: AsRef<[Node]>> Model<N> {
     }
 
     /// Workspace length for a batch of `b`: the pass area of
-    /// [`Model::layout`] followed by the non-θ state.
+    /// [`Model::layout`] followed by the non-θ state; `usize::MAX` where
+    /// that overflows (see [`checked_workspace_len`]).
     pub fn workspace_len(&self, b: usize, hvp: bool) -> usize {
-        workspace_len(&self.sizes, b, hvp)
+        checked_workspace_len(&self.sizes, b, hvp).unwrap_or(usize::MAX)
     }
 }
 
@@ -993,9 +1118,139 @@ pub const fn workspace_len(s: &Sizes, b: usize, hvp: bool) -> usize {
     layout(s, b, hvp).end + s.state
 }
 
+/// [`workspace_len`] with checked arithmetic: `None` where the length
+/// would exceed [`MAX_SCALARS`] (a batch too large for the address
+/// space). The host sizes every workspace through this before it
+/// allocates.
+pub const fn checked_workspace_len(s: &Sizes, b: usize, hvp: bool) -> Option<usize> {
+    // values and deltas: 2·b·vals; then ext; with the R-pass ext_hvp,
+    // b·rvals and b·vals more; then the state (see `layout`)
+    let bv = match cmul(b, s.vals) {
+        Ok(v) => v,
+        Err(_) => return None,
+    };
+    let mut n = match cmul(2, bv) {
+        Ok(v) => v,
+        Err(_) => return None,
+    };
+    n = match cadd(n, s.ext) {
+        Ok(v) => v,
+        Err(_) => return None,
+    };
+    if hvp {
+        n = match cadd(n, s.ext_hvp) {
+            Ok(v) => v,
+            Err(_) => return None,
+        };
+        let br = match cmul(b, s.rvals) {
+            Ok(v) => v,
+            Err(_) => return None,
+        };
+        n = match cadd(n, br) {
+            Ok(v) => v,
+            Err(_) => return None,
+        };
+        n = match cadd(n, bv) {
+            Ok(v) => v,
+            Err(_) => return None,
+        };
+    }
+    match cadd(n, s.state) {
+        Ok(v) => Some(v),
+        Err(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plans(layers: &[Layer], input: Dims) -> Result<Sizes, Error> {
+        let mut nodes = [Node::EMPTY; 8];
+        plan(layers, input, &mut nodes[..layers.len()])
+    }
+
+    /// Shapes, parameter counts and buffers that overflow are errors,
+    /// never wrapped sizes (huge channels, padding, widths, inputs).
+    #[cfg(feature = "conv")]
+    #[test]
+    fn overflowing_sizes_are_rejected() {
+        let img = Dims::new(1, 8, 8);
+        let huge: [(&[Layer], Dims); 7] = [
+            // 2^61 output channels: the weight count overflows
+            (
+                &[Layer::conv(1 << 61, 3), Layer::flatten(), Layer::linear(10)],
+                img,
+            ),
+            // padding 2^62: the padded size fits, the output does not
+            (
+                &[
+                    Layer::conv(8, 3).pad(1 << 62),
+                    Layer::flatten(),
+                    Layer::linear(10),
+                ],
+                img,
+            ),
+            // padding 2^63 − 1: 2·p overflows
+            (
+                &[
+                    Layer::conv(8, 3).pad(usize::MAX / 2),
+                    Layer::flatten(),
+                    Layer::linear(10),
+                ],
+                img,
+            ),
+            (
+                &[
+                    Layer::max_pool(usize::MAX).pad(usize::MAX / 2 + 1),
+                    Layer::flatten(),
+                    Layer::linear(10),
+                ],
+                img,
+            ),
+            // a hidden width of 2^62
+            (&[Layer::linear(1 << 62), Layer::linear(10)], Dims::flat(64)),
+            // an input of 2^64 − 1 pixels per channel
+            (
+                &[Layer::flatten(), Layer::linear(10)],
+                Dims::new(1, usize::MAX, usize::MAX),
+            ),
+            (&[Layer::linear(10)], Dims::flat(usize::MAX)),
+        ];
+        for (layers, input) in huge {
+            let r = plans(layers, input);
+            assert!(r.is_err(), "{layers:?} on {input:?} planned: {r:?}");
+        }
+        // large but addressable: planned, and its workspace is checked
+        let s = plans(&[Layer::linear(1 << 30), Layer::linear(10)], Dims::flat(64))
+            .expect("a 2^30-wide layer is addressable");
+        assert_eq!(
+            checked_workspace_len(&s, 1, true),
+            Some(workspace_len(&s, 1, true))
+        );
+        assert_eq!(checked_workspace_len(&s, usize::MAX / 4, false), None);
+    }
+
+    /// The checked workspace length equals the plain one wherever both exist.
+    #[test]
+    fn checked_workspace_len_matches() {
+        let layers = [
+            Layer::conv(4, 3).pad(1),
+            Layer::batch_norm(),
+            Layer::act(Act::Relu),
+            Layer::flatten(),
+            Layer::linear(3),
+        ];
+        let s = plans(&layers, Dims::new(2, 5, 5)).expect("plans");
+        for b in [1, 7, 128] {
+            for hvp in [false, true] {
+                assert_eq!(
+                    checked_workspace_len(&s, b, hvp),
+                    Some(workspace_len(&s, b, hvp))
+                );
+            }
+        }
+    }
 
     #[test]
     fn mlp_plan_fuses_and_aliases() {

@@ -1,10 +1,17 @@
 //! PNG plots (plotters, with an embedded DejaVu Sans Mono font so that
 //! nothing depends on system fonts): training curves, sweep heat-maps and
 //! line plots.
+//!
+//! Every plot is drawn in memory and encoded as a PNG first, then written
+//! atomically ([`crate::checkpoint::atomic_write`]: a temporary file in the
+//! same directory, fsync, rename): a full disk or a kill leaves the
+//! previous file or none, never a torn one.
 
-use crate::checkpoint::EpochRecord;
-use anyhow::{anyhow, Result};
+use crate::checkpoint::{atomic_write, EpochRecord};
+use anyhow::{anyhow, Context, Result};
+use plotters::coord::Shift;
 use plotters::prelude::*;
+use std::io::Write;
 use std::path::Path;
 use std::sync::Once;
 
@@ -52,11 +59,122 @@ fn range(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// Loss and accuracy curves of a run (train and test per epoch).
-pub fn curves(path: &Path, title: &str, h: &[EpochRecord]) -> Result<()> {
+/// The 8-byte signature that starts every PNG file.
+const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
+
+/// Draws with `draw` on a white-backgrounded canvas of `size` pixels in
+/// memory and returns it encoded as a PNG.
+fn render(
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<Vec<u8>> {
     init_font();
-    let root = BitMapBackend::new(path, (1100, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(e)?;
+    let (w, h) = (size.0.max(1), size.1.max(1));
+    let len = (w as usize)
+        .checked_mul(h as usize)
+        .and_then(|p| p.checked_mul(3))
+        .context("plot: image too large")?;
+    let mut rgb = vec![0u8; len];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(e)?;
+        draw(&root)?;
+        root.present().map_err(e)?;
+    }
+    encode_png(w, h, &rgb)
+}
+
+/// Renders with [`render`] and writes the PNG to `path` atomically.
+fn write_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<()> {
+    let png = render(size, draw)?;
+    atomic_write(path, &png)
+}
+
+/// A PNG (8-bit RGB, no interlace) of `w`×`h` pixels `rgb`, row-major.
+fn encode_png(w: u32, h: u32, rgb: &[u8]) -> Result<Vec<u8>> {
+    let stride = (w as usize) * 3;
+    // each scanline: filter type 0 (none), then its pixels
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    for row in rgb.chunks_exact(stride.max(1)).take(h as usize) {
+        z.write_all(&[0])?;
+        z.write_all(row)?;
+    }
+    let idat = z.finish()?;
+    let mut ihdr = Vec::with_capacity(13);
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    // bit depth 8, colour type 2 (RGB), deflate, adaptive filtering, no interlace
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut out = PNG_SIGNATURE.to_vec();
+    for (kind, data) in [
+        (b"IHDR", &ihdr[..]),
+        (b"IDAT", &idat[..]),
+        (b"IEND", &[][..]),
+    ] {
+        let len = u32::try_from(data.len()).context("plot: PNG chunk too large")?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&chunk_crc(kind, data).to_be_bytes());
+    }
+    Ok(out)
+}
+
+/// The CRC-32 of a PNG chunk (over its type and data).
+fn chunk_crc(kind: &[u8], data: &[u8]) -> u32 {
+    let mut c = flate2::Crc::new();
+    c.update(kind);
+    c.update(data);
+    c.sum()
+}
+
+/// True when `b` is a whole PNG file: the signature, then chunks whose
+/// lengths and CRCs check, the first IHDR and the last IEND, nothing after
+/// it.
+pub fn is_complete_png(b: &[u8]) -> bool {
+    let Some(mut rest) = b.strip_prefix(&PNG_SIGNATURE[..]) else {
+        return false;
+    };
+    let mut first = true;
+    while rest.len() >= 12 {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let Some(end) = len.checked_add(12).filter(|&e| e <= rest.len()) else {
+            return false;
+        };
+        let (kind, data) = (&rest[4..8], &rest[8..8 + len]);
+        let crc = u32::from_be_bytes([rest[end - 4], rest[end - 3], rest[end - 2], rest[end - 1]]);
+        if crc != chunk_crc(kind, data) || (first && kind != b"IHDR") {
+            return false;
+        }
+        first = false;
+        rest = &rest[end..];
+        if kind == b"IEND" {
+            return rest.is_empty();
+        }
+    }
+    false
+}
+
+/// True when the file at `path` is a whole PNG ([`is_complete_png`]).
+pub fn is_complete_png_file(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| is_complete_png(&b))
+}
+
+/// Loss and accuracy curves of a run (train and test per epoch), written
+/// atomically to `path`.
+pub fn curves(path: &Path, title: &str, h: &[EpochRecord]) -> Result<()> {
+    write_png(path, (1100, 420), |root| curves_on(root, title, h))
+}
+
+fn curves_on(
+    root: &DrawingArea<BitMapBackend<'_>, Shift>,
+    title: &str,
+    h: &[EpochRecord],
+) -> Result<()> {
     let root = root.titled(title, ("sans-serif", 18)).map_err(e)?;
     let panels = root.split_evenly((1, 2));
     let ep = (
@@ -102,12 +220,11 @@ pub fn curves(path: &Path, title: &str, h: &[EpochRecord]) -> Result<()> {
             .draw()
             .map_err(e)?;
     }
-    root.present().map_err(e)?;
     Ok(())
 }
 
 /// A heat-map of `values[row][col]` (NaN = empty cell) with the value
-/// printed in each cell.
+/// printed in each cell, written atomically to `path`.
 pub fn heatmap(
     path: &Path,
     title: &str,
@@ -117,13 +234,34 @@ pub fn heatmap(
     ys: &[String],
     values: &[Vec<f64>],
 ) -> Result<()> {
-    init_font();
-    let w = 160 + 110 * xs.len() as u32;
-    let hgt = 140 + 60 * ys.len() as u32;
-    let root = BitMapBackend::new(path, (w.max(420), hgt.max(260))).into_drawing_area();
-    root.fill(&WHITE).map_err(e)?;
+    let side = |n: usize, each: u32, base: u32, min: u32| {
+        u32::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_mul(each))
+            .and_then(|v| v.checked_add(base))
+            .map(|v| v.max(min))
+            .context("plot: heat-map too large")
+    };
+    let size = (
+        side(xs.len(), 110, 160, 420)?,
+        side(ys.len(), 60, 140, 260)?,
+    );
+    write_png(path, size, |root| {
+        heatmap_on(root, title, x_name, xs, y_name, ys, values)
+    })
+}
+
+fn heatmap_on(
+    root: &DrawingArea<BitMapBackend<'_>, Shift>,
+    title: &str,
+    x_name: &str,
+    xs: &[String],
+    y_name: &str,
+    ys: &[String],
+    values: &[Vec<f64>],
+) -> Result<()> {
     let (lo, hi) = range(values.iter().flatten().copied());
-    let mut ch = ChartBuilder::on(&root)
+    let mut ch = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 16))
         .margin(14)
         .x_label_area_size(40)
@@ -190,7 +328,6 @@ pub fn heatmap(
             .map_err(e)?;
         }
     }
-    root.present().map_err(e)?;
     Ok(())
 }
 
@@ -204,7 +341,7 @@ pub struct Series {
     pub dashed: bool,
 }
 
-/// A line plot with a legend.
+/// A line plot with a legend, written atomically to `path`.
 pub fn lines(
     path: &Path,
     title: &str,
@@ -212,12 +349,21 @@ pub fn lines(
     y_name: &str,
     series: &[Series],
 ) -> Result<()> {
-    init_font();
-    let root = BitMapBackend::new(path, (820, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(e)?;
+    write_png(path, (820, 520), |root| {
+        lines_on(root, title, x_name, y_name, series)
+    })
+}
+
+fn lines_on(
+    root: &DrawingArea<BitMapBackend<'_>, Shift>,
+    title: &str,
+    x_name: &str,
+    y_name: &str,
+    series: &[Series],
+) -> Result<()> {
     let (x0, x1) = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
     let (y0, y1) = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
-    let mut ch = ChartBuilder::on(&root)
+    let mut ch = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 16))
         .margin(14)
         .x_label_area_size(40)
@@ -251,6 +397,126 @@ pub fn lines(
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
         .map_err(e)?;
-    root.present().map_err(e)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn history() -> Vec<EpochRecord> {
+        (1..=3)
+            .map(|i| EpochRecord {
+                epoch: i,
+                step: 10 * i,
+                lr: 0.1,
+                train_loss: 1.0 / i as f64,
+                train_acc: 0.5 + 0.1 * i as f64,
+                test_loss: 1.2 / i as f64,
+                test_acc: 0.4 + 0.1 * i as f64,
+                seconds: i as f64,
+            })
+            .collect()
+    }
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The pixels of a PNG written by [`encode_png`]: (width, height,
+    /// decompressed scanlines).
+    fn decode(b: &[u8]) -> (u32, u32, Vec<u8>) {
+        assert!(is_complete_png(b));
+        let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let (w, h) = (be(16), be(20));
+        let idat_len = be(33) as usize;
+        assert_eq!(&b[37..41], b"IDAT");
+        let mut raw = vec![];
+        flate2::read::ZlibDecoder::new(&b[41..41 + idat_len])
+            .read_to_end(&mut raw)
+            .unwrap();
+        (w, h, raw)
+    }
+
+    #[test]
+    fn every_plot_replaces_a_torn_file_with_a_whole_png_and_leaves_no_temporary() {
+        let d = tempfile::tempdir().unwrap();
+        let p = |n: &str| d.path().join(n);
+        for n in ["curves.png", "heatmap.png", "lines.png"] {
+            // a torn file from an earlier, interrupted write
+            std::fs::write(p(n), &PNG_SIGNATURE[..5]).unwrap();
+        }
+        curves(&p("curves.png"), "run", &history()).unwrap();
+        let xs = vec!["0.01".to_string(), "0.1".to_string()];
+        let ys = vec!["a".to_string()];
+        heatmap(
+            &p("heatmap.png"),
+            "t",
+            "x",
+            &xs,
+            "y",
+            &ys,
+            &[vec![0.5, f64::NAN]],
+        )
+        .unwrap();
+        let s = [Series {
+            label: "s".into(),
+            points: vec![(0.0, 1.0), (1.0, 2.0)],
+            dashed: false,
+        }];
+        lines(&p("lines.png"), "t", "x", "y", &s).unwrap();
+        assert_eq!(names(d.path()), ["curves.png", "heatmap.png", "lines.png"]);
+        for (n, size) in [
+            ("curves.png", (1100, 420)),
+            ("heatmap.png", (420, 260)),
+            ("lines.png", (820, 520)),
+        ] {
+            let b = std::fs::read(p(n)).unwrap();
+            let (w, h, raw) = decode(&b);
+            assert_eq!((w, h), size, "{n}");
+            assert_eq!(raw.len(), (h * (1 + 3 * w)) as usize, "{n}");
+            // something was drawn on the white background
+            assert!(raw.iter().any(|&v| v != 0 && v != 255), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_and_no_partial_target() {
+        let d = tempfile::tempdir().unwrap();
+        // the target is a non-empty directory: the rename onto it fails
+        // after the PNG was written to its temporary file
+        let target = d.path().join("curves.png");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("keep"), b"x").unwrap();
+        assert!(curves(&target, "run", &history()).is_err());
+        assert_eq!(names(d.path()), ["curves.png"]);
+        assert_eq!(names(&target), ["keep"]);
+        // a directory that does not exist: an error, nothing created
+        let missing = d.path().join("no-such-dir").join("curves.png");
+        assert!(curves(&missing, "run", &history()).is_err());
+        assert_eq!(names(d.path()), ["curves.png"]);
+    }
+
+    #[test]
+    fn only_whole_pngs_are_complete() {
+        let png = encode_png(3, 2, &[7u8; 18]).unwrap();
+        assert!(is_complete_png(&png));
+        for cut in 0..png.len() {
+            assert!(!is_complete_png(&png[..cut]), "cut at {cut}");
+        }
+        let mut longer = png.clone();
+        longer.push(0);
+        assert!(!is_complete_png(&longer));
+        let mut flipped = png.clone();
+        flipped[45] ^= 1;
+        assert!(!is_complete_png(&flipped));
+        assert!(!is_complete_png(b"not a png at all"));
+    }
 }

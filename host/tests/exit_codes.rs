@@ -307,3 +307,48 @@ fn resume_finishes_a_run_stopped_after_its_last_checkpoint() {
         &["already complete"],
     );
 }
+
+/// True when `b` is a PNG file that ends with its IEND chunk: the PNG
+/// signature first, the 12 bytes of an empty IEND chunk (length 0,
+/// "IEND", its CRC) last.
+fn whole_png(b: &[u8]) -> bool {
+    b.starts_with(b"\x89PNG\r\n\x1a\n")
+        && b.ends_with(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xae, 0x42, 0x60, 0x82])
+}
+
+/// A torn `curves.png` (a full disk or a kill while it was written) does
+/// not make `--resume` refuse the run as complete: the plot is drawn
+/// again from the run's metrics, as a whole PNG.
+#[test]
+fn resume_redraws_a_torn_plot() {
+    let dir = tmp("torn-plot");
+    let run_dir = dir.join("run");
+    let r = s(&run_dir);
+    expect(&train_args(&r, "2", &[]), 0, &[]);
+    let plot = run_dir.join("curves.png");
+    let good = std::fs::read(&plot).unwrap();
+    assert!(whole_png(&good));
+    for torn in [
+        &good[..good.len() / 2],
+        &good[..8],
+        b"garbage, not a PNG".as_slice(),
+    ] {
+        std::fs::write(&plot, torn).unwrap();
+        expect(&["train", "--resume", &r, "--quiet"], 0, &[]);
+        let again = std::fs::read(&plot).unwrap();
+        assert!(whole_png(&again), "{} bytes", again.len());
+        // no temporary file is left beside it
+        let names: Vec<String> = std::fs::read_dir(&run_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+    // whole again, the run is complete
+    expect(
+        &["train", "--resume", &r, "--quiet"],
+        2,
+        &["already complete"],
+    );
+}

@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use fdgr::data::{load, DataOptions, Dataset, Normalize};
+use std::path::Path;
 
 #[test]
 fn mnist_idx_directory_raw_and_gzip() {
@@ -548,4 +549,220 @@ fn corpus_cifar_files_are_rejected_clearly() {
     );
     let e = load_err(&format!("cifar10:{}", c("cifar10-truncated.tar.gz")));
     assert_mentions(&e, &["cifar10-truncated.tar.gz", "corrupt or truncated"]);
+}
+
+/// `fdgr train` on `data` with a small MLP, writing to `out`.
+fn train_cli<'a>(data: &'a str, model: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "train",
+        "--data",
+        data,
+        "--model",
+        model,
+        "--epochs",
+        "1",
+        "--batch",
+        "8",
+        "--threads",
+        "1",
+        "--out",
+        out,
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
+/// A CSV of `n` rows of 2 features and labels 0/1, with `header` first.
+fn csv_rows(header: &str, n: usize) -> String {
+    let mut t = String::from(header);
+    for i in 0..n {
+        t.push_str(&format!("{},{}.5,{}\n", i, i % 3, i % 2));
+    }
+    t
+}
+
+/// A UTF-8 byte order mark keeps every row (it once made the first row
+/// look like a header, which was dropped); a header is skipped only when
+/// every field of the first line is non-numeric, and said so; a first
+/// row partly numeric is an error naming line 1 and the column.
+#[test]
+fn csv_byte_order_mark_and_header_rows() {
+    let d = dir("csv-header");
+    let p = |n: &str| d.join(n).display().to_string();
+    let bom = format!("\u{feff}{}", csv_rows("", 20));
+    write(&d.join("bom.csv"), bom.as_bytes());
+    write(&d.join("bom.csv.gz"), &gz(bom.as_bytes()));
+    for f in ["bom.csv", "bom.csv.gz"] {
+        let ds = load_ok(&format!("csv:{}", p(f)), Normalize::None);
+        assert_eq!(ds.train.len() + ds.test.len(), 20, "{f}: every row kept");
+        assert!(ds.train.x.contains(&0.0) || ds.test.x.contains(&0.0));
+        assert!(!ds.notes.iter().any(|n| n.contains("header row")), "{f}");
+    }
+    let header = format!("\u{feff}{}", csv_rows("x,y,label\n", 20));
+    write(&d.join("header.csv"), header.as_bytes());
+    let ds = load_ok(&format!("csv:{}", p("header.csv")), Normalize::None);
+    assert_eq!(ds.train.len() + ds.test.len(), 20);
+    assert!(ds.notes.iter().any(|n| n.contains("header row skipped")));
+    // the CLI prints the note
+    let spec = format!("csv:{}", p("header.csv"));
+    let out = p("header-run");
+    let o = run(&train_cli(&spec, "2-4-2", &out, &[]));
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "header row skipped: {}:1 (x,y,label)",
+            p("header.csv")
+        )),
+        "{err}"
+    );
+    assert!(err.contains("20 samples, 2 features"), "{err}");
+    // a first row with numeric and non-numeric fields
+    write(
+        &d.join("mixed.csv"),
+        csv_rows("x,2.5,label\n", 20).as_bytes(),
+    );
+    let spec = format!("csv:{}", p("mixed.csv"));
+    assert_rejected(
+        &train_cli(&spec, "2-4-2", &p("mixed-run"), &[]),
+        &[
+            &format!("{}:1 column 1", p("mixed.csv")),
+            "'x' is not a number, but column 2 is ('2.5')",
+        ],
+    );
+    assert!(!d.join("mixed-run").exists());
+}
+
+/// Values near the f32 limit (±3e38) whose normalisation overflows f32
+/// are bad input found at load time (exit 2, naming the file and the
+/// column), before any output exists; training used to diverge on the
+/// non-finite inputs (exit 3) and leave an empty --out directory.
+#[test]
+fn csv_values_whose_normalisation_overflows_are_rejected_at_load_time() {
+    let d = dir("csv-overflow");
+    let p = |n: &str| d.join(n).display().to_string();
+    // column 2: ±3e38 (unit: the range 6e38 overflows f32); standard: a
+    // mean of 1.5e38 makes x - mean overflow for -3e38
+    let mut text = String::from("a,b,label\n");
+    for i in 0..40 {
+        let big = if i % 4 == 0 { "-3e38" } else { "3e38" };
+        text.push_str(&format!("{}.5,{big},{}\n", i % 7, i % 2));
+    }
+    write(&d.join("big.csv"), text.as_bytes());
+    let spec = format!("csv:{}", p("big.csv"));
+    for (mode, needle) in [
+        ("unit", "a range of 6.000e38 that overflows f32"),
+        ("standard", "--normalize standard gives a non-finite value"),
+        ("channel", "--normalize channel gives a non-finite value"),
+    ] {
+        let out = p(&format!("run-{mode}"));
+        assert_rejected(
+            &train_cli(&spec, "2-4-2", &out, &["--normalize", mode]),
+            &[&spec, "column 2", needle],
+        );
+        assert!(
+            !Path::new(&out).exists(),
+            "--normalize {mode}: nothing written"
+        );
+    }
+    // without --model the data set is loaded to size the model: the same
+    let out = p("run-default-model");
+    let mut a = vec!["train", "--data", &spec, "--normalize", "unit"];
+    a.extend_from_slice(&["--epochs", "1", "--out", &out]);
+    assert_rejected(&a, &[&spec, "column 2", "overflows f32"]);
+    assert!(!Path::new(&out).exists());
+}
+
+/// 1 MiB of zeros, gzipped, repeated `mib` times as gzip members: one
+/// stream (a reader of concatenated members) of `mib` MiB of zeros, made
+/// in a moment. `head` is the stream's first bytes.
+fn zeros_gz(head: &[u8], mib: usize) -> Vec<u8> {
+    let zeros = gz(&vec![0u8; 1 << 20]);
+    let mut v = gz(head);
+    for _ in 0..mib {
+        v.extend_from_slice(&zeros);
+    }
+    v
+}
+
+/// A gzip bomb (a few hundred KB that inflate to 64 MiB) is rejected by
+/// every loader that reads gzip (IDX, CIFAR files and archives, CSV)
+/// with exit 2 once it passes the limit on decompressed data, here set
+/// to 8 MiB by `FDGR_INFLATE_LIMIT_MIB`; within the limit the same
+/// loaders read gzip as before.
+#[test]
+fn gzip_bombs_are_rejected_by_every_loader() {
+    let d = dir("gz-bomb");
+    let p = |n: &str| d.join(n).display().to_string();
+    let bomb = zeros_gz(b"", 64);
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    // MNIST directory: the training images are the bomb
+    let m = d.join("mnist");
+    std::fs::create_dir_all(&m).unwrap();
+    write(&m.join("train-images-idx3-ubyte.gz"), &bomb);
+    write(&m.join("train-labels-idx1-ubyte"), &idx(&[2], &[0, 1]));
+    write(&m.join("t10k-images-idx3-ubyte"), &idx(&[2, 2, 2], &[0; 8]));
+    write(&m.join("t10k-labels-idx1-ubyte"), &idx(&[2], &[0, 1]));
+    // CIFAR: one file, a directory, an archive whose member claims 64 MiB
+    write(&d.join("batch.bin.gz"), &bomb);
+    let c = d.join("cifar");
+    std::fs::create_dir_all(&c).unwrap();
+    write(&c.join("data_batch_1.bin.gz"), &bomb);
+    let mut header = tar_member("cifar-10-batches-bin/data_batch_1.bin", &[], b'0');
+    header[TAR_SIZE..TAR_SIZE + 12].copy_from_slice(format!("{:011o}\0", 64u64 << 20).as_bytes());
+    tar_fix_checksum(&mut header);
+    write(&d.join("cifar.tar.gz"), &zeros_gz(&header, 64));
+    write(&d.join("t.csv.gz"), &bomb);
+    let cases = [
+        (
+            format!("mnist:{}", m.display()),
+            "train-images-idx3-ubyte.gz",
+        ),
+        (
+            format!(
+                "idx:{},{}",
+                m.join("train-images-idx3-ubyte.gz").display(),
+                m.join("train-labels-idx1-ubyte").display()
+            ),
+            "train-images-idx3-ubyte.gz",
+        ),
+        (format!("cifar10:{}", p("batch.bin.gz")), "batch.bin.gz"),
+        (format!("cifar10:{}", c.display()), "data_batch_1.bin.gz"),
+        (format!("cifar10:{}", p("cifar.tar.gz")), "cifar.tar.gz"),
+        (format!("csv:{}", p("t.csv.gz")), "t.csv.gz"),
+    ];
+    for (spec, file) in &cases {
+        let out = p("run");
+        let o = bin()
+            .args(train_cli(spec, "4-2", &out, &["--quiet"]))
+            .env("FDGR_INFLATE_LIMIT_MIB", "8")
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{spec}: {err}");
+        assert!(!err.contains("panicked"), "{spec}: {err}");
+        assert!(
+            err.contains(file) && err.contains("inflates to more than 8 MiB"),
+            "{spec}: {err}"
+        );
+        assert!(!Path::new(&out).exists(), "{spec}");
+    }
+    // a gzip within the limit still loads
+    let rows = csv_rows("", 20);
+    write(&d.join("ok.csv.gz"), &gz(rows.as_bytes()));
+    let spec = format!("csv:{}", p("ok.csv.gz"));
+    let o = bin()
+        .args(train_cli(&spec, "2-4-2", &p("ok-run"), &["--quiet"]))
+        .env("FDGR_INFLATE_LIMIT_MIB", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // a malformed limit is bad input too
+    let o = bin()
+        .args(train_cli(&spec, "2-4-2", &p("bad-limit"), &["--quiet"]))
+        .env("FDGR_INFLATE_LIMIT_MIB", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("FDGR_INFLATE_LIMIT_MIB=lots"));
 }

@@ -179,10 +179,10 @@ fn prepare(a: &TrainArgs, processes: usize) -> Result<Job> {
             let l = checkpoint::load_checkpoint(dir)?;
             let cfg = l.state.config.clone();
             // A run stopped after its last checkpoint but before its final
-            // outputs were written is finished by resuming it.
-            let finished = ["summary.json", "curves.png"]
-                .iter()
-                .all(|f| dir.join(f).is_file());
+            // outputs were written is finished by resuming it (a missing
+            // or torn plot is drawn again from the metrics).
+            let finished = dir.join("summary.json").is_file()
+                && fdgr::plot::is_complete_png_file(&dir.join("curves.png"));
             if l.state.epoch >= cfg.epochs && finished {
                 bail!(
                     "{}: the run is already complete ({} of {} epochs)",

@@ -15,7 +15,7 @@
 //! `cifar-100-binary.tar.gz` with `cifar-100-binary/train.bin` and
 //! `test.bin`; gzipped or plain tar).
 
-use super::{find, printable, read_maybe_gz, Raw};
+use super::{check_items, find, inflate_limit, printable, read_maybe_gz, too_large, Capped, Raw};
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -150,6 +150,12 @@ fn parse(b: &[u8], name: &str, fmt: Cifar, raw: &mut Raw) -> Result<()> {
         );
     }
     let n = b.len() / rec;
+    // the f32 copy of the pixels, and the labels
+    check_items(
+        &format!("{name}: {n} images as f32"),
+        n.saturating_mul(PIXELS + 1),
+        4,
+    )?;
     raw.x.reserve(n * PIXELS);
     raw.y.reserve(n);
     for (i, r) in b.chunks_exact(rec).enumerate() {
@@ -253,11 +259,17 @@ pub(crate) fn load_archive(path: &Path, fmt: Cifar) -> Result<(Raw, Raw)> {
         .with_context(|| format!("{name}: cannot read"))?;
     let gz = head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b;
     let reader: Box<dyn Read> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(buffered))
+        Box::new(Capped::new(
+            flate2::read::MultiGzDecoder::new(buffered),
+            inflate_limit()?,
+        ))
     } else {
         Box::new(buffered)
     };
     let corrupt = |e: std::io::Error| {
+        if let Some(t) = too_large(&e) {
+            return anyhow::anyhow!("{name}: {t}");
+        }
         anyhow::anyhow!(
             "{name}: corrupt or truncated {} ({}; expected the {} archive {archive_name})",
             if gz {

@@ -2,7 +2,7 @@
 //! and labels `0x00000801` (u8, n). Fashion-MNIST uses the same format.
 //! The images' shape is the file's own: 1 × rows × cols.
 
-use super::{read_maybe_gz, Raw};
+use super::{check_items, read_maybe_gz, Raw};
 use anyhow::{bail, Result};
 use std::path::Path;
 
@@ -88,12 +88,19 @@ pub(crate) fn load_pair(images: &Path, labels: &Path) -> Result<Raw> {
     if idims[0] == 0 || idims[1] * idims[2] == 0 {
         bail!("{iname}: empty image set (dimensions {idims:?})");
     }
+    // the f32 copy of the pixels and the u32 copy of the labels
+    check_items(
+        &format!("{iname}: {} images as f32", idims[0]),
+        (ib.len() - ih).saturating_add(lb.len() - lh),
+        4,
+    )?;
     Ok(Raw {
         x: ib[ih..].iter().map(|&v| v as f32).collect(),
         y: lb[lh..].iter().map(|&v| v as u32).collect(),
         dims: (1, idims[1], idims[2]),
         pixel_max: Some(255.0),
         classes: None,
+        notes: vec![],
     })
 }
 

@@ -27,6 +27,14 @@
 //! file and what was expected, never a panic. Normalisation and the
 //! train/test split are explicit, seeded, and described in
 //! [`Dataset::notes`].
+//!
+//! Memory: a gzip-compressed input (a file, or the whole stream of a
+//! `.tar.gz` archive) may inflate to at most [`inflate_limit`] bytes: the
+//! smaller of 8 GiB and half the available memory, or
+//! `FDGR_INFLATE_LIMIT_MIB` MiB when that environment variable is set; a
+//! larger stream is rejected ("inflates to more than N MiB") before it
+//! fills the memory. Before the samples are copied to `f32`, the size of
+//! the copy is checked against the available memory ([`check_alloc`]).
 
 mod cifar;
 mod csv;
@@ -140,6 +148,9 @@ pub(crate) struct Raw {
     pub pixel_max: Option<f32>,
     /// Number of classes fixed by the format (CIFAR); None: largest label + 1.
     pub classes: Option<usize>,
+    /// What the reader did that the user should know (a skipped CSV
+    /// header), for [`Dataset::notes`].
+    pub notes: Vec<String>,
 }
 
 impl Raw {
@@ -171,22 +182,275 @@ const MNIST5K: &[u8] = include_bytes!("../../../data/mnist_5k.csv.gz");
 /// Names accepted by `--data`, for help texts.
 pub const DATA_HELP: &str = "digits | mnist5k | mnist:DIR | idx:IMAGES,LABELS | cifar10:DIR | cifar10:FILE.bin | cifar10:FILE.tar.gz | cifar100:DIR | cifar100:FILE.bin | cifar100:FILE.tar.gz | cifar100-coarse:(as cifar100:, 20 coarse labels) | csv:FILE[.gz]";
 
-/// Reads a file fully, un-gzipping it when it starts with the gzip magic.
+/// Reads a file fully, un-gzipping it when it starts with the gzip magic
+/// (at most [`inflate_limit`] bytes).
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    gunzip_if(bytes, &path.display().to_string())
+    let name = path.display().to_string();
+    if let Ok(m) = std::fs::metadata(path) {
+        check_alloc(&format!("{name}: reading the file"), m.len())?;
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("{name}: cannot read"))?;
+    gunzip_if(bytes, &name)
 }
 
 fn gunzip_if(bytes: Vec<u8>, name: &str) -> Result<Vec<u8>> {
     if bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
+        let limit = inflate_limit()?;
         let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..])
+        Capped::new(flate2::read::MultiGzDecoder::new(&bytes[..]), limit)
             .read_to_end(&mut out)
-            .with_context(|| format!("{name}: corrupt or truncated gzip stream"))?;
+            .map_err(|e| match too_large(&e) {
+                Some(t) => anyhow::anyhow!("{name}: {t}"),
+                None => anyhow::Error::new(e)
+                    .context(format!("{name}: corrupt or truncated gzip stream")),
+            })?;
         Ok(out)
     } else {
         Ok(bytes)
     }
+}
+
+/// Default ceiling of [`inflate_limit`]: 8 GiB.
+pub const INFLATE_CEILING: u64 = 8 << 30;
+
+/// The environment variable that sets [`inflate_limit`], in MiB.
+pub const INFLATE_LIMIT_ENV: &str = "FDGR_INFLATE_LIMIT_MIB";
+
+/// The limit on decompressed data, and where it comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InflateLimit {
+    /// Bytes.
+    pub bytes: u64,
+    /// Set by [`INFLATE_LIMIT_ENV`] (else the default).
+    pub from_env: bool,
+}
+
+/// The most bytes that one gzip-compressed input (a file, or the whole
+/// stream of a `.tar.gz` archive) may inflate to: `FDGR_INFLATE_LIMIT_MIB`
+/// MiB when that environment variable is set, else the smaller of
+/// [`INFLATE_CEILING`] (8 GiB) and half the [`available_memory`] (half: a
+/// buffer that grows while it is filled may briefly need twice its size),
+/// or 8 GiB when the available memory is unknown.
+pub fn inflate_limit() -> Result<InflateLimit> {
+    if let Some(v) = std::env::var_os(INFLATE_LIMIT_ENV) {
+        let v = v.to_string_lossy();
+        let mib: u64 = v.trim().parse().ok().filter(|&m| m > 0).with_context(|| {
+            format!(
+                "{INFLATE_LIMIT_ENV}={}: expected a positive whole number of MiB",
+                printable(&v, 40)
+            )
+        })?;
+        let bytes = mib
+            .checked_mul(1 << 20)
+            .with_context(|| format!("{INFLATE_LIMIT_ENV}={mib}: too large"))?;
+        return Ok(InflateLimit {
+            bytes,
+            from_env: true,
+        });
+    }
+    let bytes = available_memory().map_or(INFLATE_CEILING, |a| (a / 2).min(INFLATE_CEILING));
+    Ok(InflateLimit {
+        bytes,
+        from_env: false,
+    })
+}
+
+/// The error of a decompressed stream longer than its [`InflateLimit`].
+#[derive(Debug)]
+pub(crate) struct TooLarge(InflateLimit);
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "inflates to more than {} MiB (the limit on decompressed data{})",
+            self.0.bytes >> 20,
+            if self.0.from_env {
+                format!(", set by {INFLATE_LIMIT_ENV}")
+            } else {
+                format!(": the smaller of 8 GiB and half the available memory; set {INFLATE_LIMIT_ENV} to change it")
+            }
+        )
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+/// The [`TooLarge`] error inside `e`, if that is what it is.
+pub(crate) fn too_large(e: &std::io::Error) -> Option<&TooLarge> {
+    e.get_ref().and_then(|i| i.downcast_ref::<TooLarge>())
+}
+
+/// A reader that fails with [`TooLarge`] once more than its limit has
+/// come out of `inner` (a decompressor).
+pub(crate) struct Capped<R> {
+    inner: R,
+    left: u64,
+    limit: InflateLimit,
+}
+
+impl<R> Capped<R> {
+    /// At most `limit.bytes` bytes of `inner`.
+    pub(crate) fn new(inner: R, limit: InflateLimit) -> Self {
+        Capped {
+            inner,
+            left: limit.bytes,
+            limit,
+        }
+    }
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => {
+                self.left = 0;
+                Err(std::io::Error::other(TooLarge(self.limit)))
+            }
+        }
+    }
+}
+
+/// Bytes of memory this process can still allocate, as far as the system
+/// tells: the smallest of the kernel's estimate of available memory
+/// (`MemAvailable` in `/proc/meminfo`), the room left under the process's
+/// address-space limit (`ulimit -v`), and the room left under its control
+/// group's memory limit (cgroup v2 `memory.max` or v1
+/// `memory.limit_in_bytes`, its page cache counted as free).
+/// `None` where none of these can be read (not Linux).
+pub fn available_memory() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let mem = read("/proc/meminfo").and_then(|t| kib_field(&t, "MemAvailable:"));
+    let address_space = read("/proc/self/limits")
+        .and_then(|t| address_space_limit(&t))
+        .map(|lim| {
+            let used = read("/proc/self/status")
+                .and_then(|t| kib_field(&t, "VmSize:"))
+                .unwrap_or(0);
+            lim.saturating_sub(used)
+        });
+    let cgroup =
+        read("/proc/self/cgroup").and_then(|t| cgroup_room(&t, Path::new("/sys/fs/cgroup")));
+    [mem, address_space, cgroup].into_iter().flatten().min()
+}
+
+/// `key   N kB` of `/proc/meminfo` or `/proc/self/status`, in bytes.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The soft address-space limit of `/proc/self/limits`, in bytes; `None`
+/// when unlimited.
+fn address_space_limit(text: &str) -> Option<u64> {
+    let key = "Max address space";
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// The room left under the memory limit of this process's control group
+/// (`/proc/self/cgroup`'s text): limit − (usage − page cache), the page
+/// cache (active and inactive file pages) being reclaimable.
+/// `None` when there is no limit or it cannot be read. `mount`: where the
+/// control groups are mounted (`/sys/fs/cgroup`).
+fn cgroup_room(cgroups: &str, mount: &Path) -> Option<u64> {
+    let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).ok();
+    let stat = |d: &Path, key: &str| {
+        read(d, "memory.stat").and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+        })
+    };
+    // the process's own group, else the root of the mount (a container's
+    // view of its own group)
+    let dirs = |root: PathBuf, rel: &str| [root.join(rel.trim_start_matches('/')), root];
+    // limit, usage and page cache of a group directory (v2 or v1 names)
+    let room = |d: &Path, [max, used, active, inactive]: [&str; 4]| -> Option<u64> {
+        // no limit: "max" (v2), a huge number (v1)
+        let max: u64 = read(d, max)?.trim().parse().ok().filter(|&m| m < 1 << 60)?;
+        let used: u64 = read(d, used)?.trim().parse().ok()?;
+        let cache = stat(d, active)
+            .unwrap_or(0)
+            .saturating_add(stat(d, inactive).unwrap_or(0));
+        Some(max.saturating_sub(used.saturating_sub(cache)))
+    };
+    let v2 = [
+        "memory.max",
+        "memory.current",
+        "active_file ",
+        "inactive_file ",
+    ];
+    let v1 = [
+        "memory.limit_in_bytes",
+        "memory.usage_in_bytes",
+        "total_active_file ",
+        "total_inactive_file ",
+    ];
+    let mut found = None;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(ctrl), Some(rel)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (root, names) = if id == "0" && ctrl.is_empty() {
+            (mount.to_path_buf(), v2)
+        } else if ctrl.split(',').any(|c| c == "memory") {
+            (mount.join("memory"), v1)
+        } else {
+            continue;
+        };
+        let r = dirs(root, rel)
+            .into_iter()
+            .find(|d| d.join(names[0]).is_file())
+            .and_then(|d| room(&d, names));
+        found = found.into_iter().chain(r).min();
+    }
+    found
+}
+
+/// `bytes` in GiB (MiB below 1 GiB), for messages.
+fn size_str(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+    }
+}
+
+/// Checks, before `bytes` bytes are allocated for `what`, that that much
+/// memory is available ([`available_memory`]); passes where the
+/// available memory is unknown. Errors "`what` needs X GiB, Y GiB
+/// available".
+pub fn check_alloc(what: &str, bytes: u64) -> Result<()> {
+    check_alloc_within(what, bytes, available_memory())
+}
+
+/// [`check_alloc`] against `available` bytes.
+fn check_alloc_within(what: &str, bytes: u64, available: Option<u64>) -> Result<()> {
+    match available {
+        Some(a) if bytes > a => bail!(
+            "{what} needs {}, {} available",
+            size_str(bytes),
+            size_str(a)
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// [`check_alloc`] for `count` items of `each` bytes (sizes computed with
+/// checked arithmetic).
+pub(crate) fn check_items(what: &str, count: usize, each: u64) -> Result<()> {
+    let bytes = u64::try_from(count)
+        .ok()
+        .and_then(|c| c.checked_mul(each))
+        .with_context(|| format!("{what}: {count} items of {each} bytes overflow a 64-bit size"))?;
+    check_alloc(what, bytes)
 }
 
 /// Text taken from a file (a field, a name, a decoder's message), fit for
@@ -345,7 +609,7 @@ pub fn load(spec: &str, opt: &DataOptions) -> Result<Dataset> {
 
 fn finish(
     name: &str,
-    raw: Raw,
+    mut raw: Raw,
     test: Option<Raw>,
     source: String,
     opt: &DataOptions,
@@ -389,6 +653,10 @@ fn finish(
         "data {name}: {source}; {} samples, {features} features{shape}, {classes} classes",
         raw.y.len() + test.as_ref().map_or(0, |t| t.y.len())
     )];
+    notes.append(&mut raw.notes);
+    if let Some(t) = &test {
+        notes.extend(t.notes.iter().cloned());
+    }
     let pixel_max = raw.pixel_max;
     let (mut train, mut test) = match test {
         Some(t) => {
@@ -400,6 +668,12 @@ fn finish(
             (Split { x: raw.x, y: raw.y }, Split { x: t.x, y: t.y })
         }
         None => {
+            // the split copies the samples while the source is held
+            check_items(
+                &format!("{name}: the train/test split's copy of the samples"),
+                raw.x.len().saturating_add(raw.y.len()),
+                4,
+            )?;
             let (tr, te, per_class) = stratified_split(&raw, classes, opt.test_frac, opt.seed);
             notes.push(format!(
                 "split: stratified, seed {}, {:.0}% of each class held out: {} train / {} test ({per_class})",
@@ -438,6 +712,16 @@ fn finish(
         Normalize::None => notes.push("normalisation: none (values as stored)".into()),
         Normalize::Unit | Normalize::Standard => {
             let (shift, scale) = feature_stats(&train.x, features, mode);
+            if let Some(j) = scale.iter().position(|s| !s.is_finite()) {
+                let (lo, hi) = column_range(&train.x, features, j);
+                bail!(
+                    "{name}: {}: the training values span {:e} .. {:e}, a range of {:.3e} that overflows f32 (--normalize unit divides by it); rescale the column or use --normalize none",
+                    feature_name(dims, j),
+                    lo as f32,
+                    hi as f32,
+                    hi - lo
+                );
+            }
             for v in [&mut train.x, &mut test.x] {
                 for row in v.chunks_exact_mut(features) {
                     for ((x, s), c) in row.iter_mut().zip(&shift).zip(&scale) {
@@ -445,6 +729,20 @@ fn finish(
                     }
                 }
             }
+            let flag = if mode == Normalize::Unit {
+                "unit"
+            } else {
+                "standard"
+            };
+            check_finite(name, flag, &train, &test, features, |j| {
+                let (s, c) = (shift[j], scale[j]);
+                let stats = if mode == Normalize::Unit {
+                    format!("minimum {s:e}, range {c:e}")
+                } else {
+                    format!("mean {s:e}, std {c:e}")
+                };
+                (feature_name(dims, j), stats)
+            })?;
             notes.push(format!(
                 "normalisation: {} per feature, statistics from the training split",
                 if mode == Normalize::Unit {
@@ -469,6 +767,16 @@ fn finish(
                     }
                 }
             }
+            let plane = plane.max(1);
+            check_finite(name, "channel", &train, &test, features, |j| {
+                let c = j / plane;
+                let what = if plane == 1 {
+                    format!("column {}", c + 1)
+                } else {
+                    format!("channel {}", c + 1)
+                };
+                (what, format!("mean {:e}, std {:e}", mean[c], std[c]))
+            })?;
             let stats = if dims.0 <= 4 {
                 let unit = pixel_max.unwrap_or(1.0);
                 let list = |v: &[f32]| {
@@ -502,6 +810,57 @@ fn finish(
         notes,
         zero,
     })
+}
+
+/// Feature `j` of samples of shape `dims`, for messages: a CSV column, or
+/// an image's pixel.
+fn feature_name(dims: (usize, usize, usize), j: usize) -> String {
+    let plane = dims.1 * dims.2;
+    if plane <= 1 {
+        format!("column {}", j + 1)
+    } else {
+        format!(
+            "feature {} (channel {}, row {}, column {})",
+            j + 1,
+            j / plane + 1,
+            j % plane / dims.2.max(1) + 1,
+            j % dims.2.max(1) + 1
+        )
+    }
+}
+
+/// Smallest and largest value of feature `j` in rows of `f` values, in f64.
+fn column_range(x: &[f32], f: usize, j: usize) -> (f64, f64) {
+    x.iter()
+        .skip(j)
+        .step_by(f.max(1))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v as f64), b.max(v as f64))
+        })
+}
+
+/// Checks that normalisation (`--normalize flag`) left every value finite
+/// in f32; else names the split, the sample and, through `describe`
+/// (feature index -> its name and statistics), the feature.
+fn check_finite(
+    name: &str,
+    flag: &str,
+    train: &Split,
+    test: &Split,
+    features: usize,
+    describe: impl Fn(usize) -> (String, String),
+) -> Result<()> {
+    for (split, s) in [("training", train), ("test", test)] {
+        if let Some(p) = s.x.iter().position(|v| !v.is_finite()) {
+            let f = features.max(1);
+            let (what, stats) = describe(p % f);
+            bail!(
+                "{name}: {what}: --normalize {flag} gives a non-finite value for {split} sample {} ({stats} of the training values): the values are too large for f32 arithmetic; rescale the column or use --normalize none",
+                p / f + 1
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `C×H×W`, for messages.
@@ -658,6 +1017,179 @@ mod tests {
         );
         assert_eq!(printable("a\nb\u{7}c", 10), "a\\nb\\u{7}c");
         assert_eq!(printable("abcdef", 3), "abc...");
+    }
+
+    /// A CSV data set through [`finish`]: `rows` of (features, label).
+    fn finish_csv(rows: &[(&[f32], u32)], normalize: Normalize) -> Result<Dataset> {
+        let text: String = rows
+            .iter()
+            .map(|(x, y)| {
+                let mut l: Vec<String> = x.iter().map(|v| format!("{v:e}")).collect();
+                l.push(y.to_string());
+                l.join(",") + "\n"
+            })
+            .collect();
+        let raw = csv::parse(text.as_bytes(), "t.csv", None)?;
+        let opt = DataOptions {
+            normalize,
+            test_frac: 0.25,
+            ..Default::default()
+        };
+        finish("csv:t.csv", raw, None, "test".into(), &opt)
+    }
+
+    #[test]
+    fn normalisation_that_overflows_f32_is_an_error_naming_the_column() {
+        // column 2 spans ±3e38: its range (6e38) does not fit f32
+        let rows: Vec<([f32; 2], u32)> = (0..16)
+            .map(|i| {
+                let big = if i % 2 == 0 { 3e38 } else { -3e38 };
+                ([i as f32, big], (i / 2 % 2) as u32)
+            })
+            .collect();
+        let rows: Vec<(&[f32], u32)> = rows.iter().map(|(x, y)| (&x[..], *y)).collect();
+        let e = finish_csv(&rows, Normalize::Unit).unwrap_err().to_string();
+        assert!(
+            e.starts_with("csv:t.csv: column 2: the training values span -3e38 .. 3e38")
+                && e.contains("overflows f32"),
+            "{e}"
+        );
+        // mean 1.5e38: x − mean overflows f32 for −3e38
+        let rows: Vec<([f32; 2], u32)> = (0..16)
+            .map(|i| {
+                let big = if i % 4 == 0 { -3e38 } else { 3e38 };
+                ([i as f32, big], (i % 2) as u32)
+            })
+            .collect();
+        let rows: Vec<(&[f32], u32)> = rows.iter().map(|(x, y)| (&x[..], *y)).collect();
+        for (mode, flag) in [
+            (Normalize::Standard, "standard"),
+            (Normalize::Auto, "standard"),
+            (Normalize::Channel, "channel"),
+        ] {
+            let e = finish_csv(&rows, mode).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "csv:t.csv: column 2: --normalize {flag} gives a non-finite value for training sample"
+                )),
+                "{e}"
+            );
+        }
+        // the same values as stored are left alone
+        assert!(finish_csv(&rows, Normalize::None).is_ok());
+        // large but harmless values normalise to finite values
+        let rows: Vec<([f32; 2], u32)> = (0..16)
+            .map(|i| {
+                (
+                    [i as f32, if i % 2 == 0 { 1e38 } else { -1e38 }],
+                    (i / 2 % 2) as u32,
+                )
+            })
+            .collect();
+        let rows: Vec<(&[f32], u32)> = rows.iter().map(|(x, y)| (&x[..], *y)).collect();
+        for mode in [Normalize::Unit, Normalize::Standard, Normalize::Channel] {
+            let d = finish_csv(&rows, mode).unwrap();
+            assert!(d.train.x.iter().chain(&d.test.x).all(|v| v.is_finite()));
+        }
+    }
+
+    #[test]
+    fn a_skipped_header_is_in_the_notes() {
+        let raw = csv::parse(b"a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n", "h.csv", None).unwrap();
+        let opt = DataOptions {
+            test_frac: 0.5,
+            ..Default::default()
+        };
+        let d = finish("csv:h.csv", raw, None, "test".into(), &opt).unwrap();
+        assert_eq!(d.notes[1], "header row skipped: h.csv:1 (a,b,label)");
+        assert_eq!(d.train.len() + d.test.len(), 4);
+    }
+
+    #[test]
+    fn decompression_stops_past_the_limit() {
+        let zeros = vec![0u8; 1 << 20];
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut e, &zeros).unwrap();
+            e.finish().unwrap()
+        };
+        let limit = |bytes| InflateLimit {
+            bytes,
+            from_env: true,
+        };
+        let mut out = vec![];
+        let r = Capped::new(flate2::read::MultiGzDecoder::new(&gz[..]), limit(1 << 19))
+            .read_to_end(&mut out);
+        let e = r.unwrap_err();
+        let t = too_large(&e).expect("the limit's error").to_string();
+        assert!(
+            t.starts_with("inflates to more than 0 MiB") && t.contains(INFLATE_LIMIT_ENV),
+            "{t}"
+        );
+        assert!(out.len() <= (1 << 19) + (1 << 16), "{}", out.len());
+        // exactly the limit is fine
+        out.clear();
+        Capped::new(flate2::read::MultiGzDecoder::new(&gz[..]), limit(1 << 20))
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, zeros);
+    }
+
+    #[test]
+    fn memory_checks_and_what_they_read() {
+        assert!(check_alloc_within("x", 10, None).is_ok());
+        assert!(check_alloc_within("x", 10, Some(10)).is_ok());
+        let e = check_alloc_within("f.bin: 9 images as f32", 3 << 30, Some(1 << 29))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "f.bin: 9 images as f32 needs 3.00 GiB, 512.0 MiB available"
+        );
+        let e = check_items("n", usize::MAX, 8).unwrap_err().to_string();
+        assert!(e.contains("overflow"), "{e}");
+        let meminfo = "MemTotal:       32000000 kB\nMemAvailable:    2048 kB\n";
+        assert_eq!(kib_field(meminfo, "MemAvailable:"), Some(2 << 20));
+        assert_eq!(kib_field(meminfo, "VmSize:"), None);
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max address space         4294967296           unlimited            bytes\n";
+        assert_eq!(address_space_limit(limits), Some(4 << 30));
+        let unlimited =
+            "Max address space         unlimited            unlimited            bytes\n";
+        assert_eq!(address_space_limit(unlimited), None);
+        // control groups: v2 and v1 files, the page cache counted as free;
+        // no limit is no answer
+        let d = tempfile::tempdir().unwrap();
+        let put = |p: &str, t: &str| {
+            let p = d.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, t).unwrap();
+        };
+        put("job/memory.max", "1000000\n");
+        put("job/memory.current", "600000\n");
+        put(
+            "job/memory.stat",
+            "anon 1\nactive_file 100000\ninactive_file 50000\n",
+        );
+        assert_eq!(cgroup_room("0::/job\n", d.path()), Some(550000));
+        put("memory/memory.limit_in_bytes", "9223372036854771712\n");
+        put("memory/memory.usage_in_bytes", "5\n");
+        assert_eq!(cgroup_room("4:memory:/elsewhere\n", d.path()), None);
+        put("memory/memory.limit_in_bytes", "4000\n");
+        put("memory/memory.stat", "total_inactive_file 1000\n");
+        // a v1 group seen from inside a container (its own path absent:
+        // the mount's root), and the smaller of two limits
+        assert_eq!(cgroup_room("4:memory:/elsewhere\n", d.path()), Some(4000));
+        assert_eq!(
+            cgroup_room("4:memory:/elsewhere\n0::/job\n", d.path()),
+            Some(4000)
+        );
+        put("memory/memory.usage_in_bytes", "3500\n");
+        assert_eq!(cgroup_room("4:memory:/x\n", d.path()), Some(1500));
+        // on Linux something is known, and it is not zero
+        if cfg!(target_os = "linux") {
+            assert!(available_memory().is_some_and(|a| a > 0));
+        }
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
             test: Split::default(),
             notes: vec![],
             zero: vec![0.0; d.c],
+            pre: Default::default(),
         };
         let p = arch.param_count();
         let mut theta0 = vec![0.0f32; p];

@@ -249,6 +249,9 @@ fn serialize(
         }
     }
     meta.extend(arch_meta(arch)?);
+    if let Some(p) = w.pre {
+        meta.insert("fdgr.preprocess".into(), serde_json::to_string(p)?);
+    }
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::to_value(&meta)?);
     let mut offset = 0usize;
@@ -283,6 +286,9 @@ pub struct Weights<'a> {
     pub state: &'a [f32],
     /// `num_batches_tracked`.
     pub tracked: u64,
+    /// How the inputs were split and scaled (`fdgr.preprocess`), where
+    /// known.
+    pub pre: Option<&'a crate::data::Preprocess>,
 }
 
 /// Writes `model.safetensors`-style weights (PyTorch names, so the file
@@ -501,6 +507,22 @@ pub struct NetFile {
     pub state: Vec<f32>,
     /// `num_batches_tracked`.
     pub tracked: u64,
+    /// How the run split and scaled its data (`fdgr.preprocess`; `None`
+    /// in files written before it was stored).
+    pub pre: Option<crate::data::Preprocess>,
+}
+
+/// The stored preprocessing of a file's metadata.
+fn preprocess_of(
+    meta: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<crate::data::Preprocess>> {
+    meta.get("fdgr.preprocess")
+        .map(|v| {
+            serde_json::from_str(v)
+                .with_context(|| format!("{name}: bad metadata 'fdgr.preprocess'"))
+        })
+        .transpose()
 }
 
 fn open<'a>(bytes: &'a [u8], name: &str) -> Result<(SafeTensors<'a>, HashMap<String, String>)> {
@@ -525,11 +547,13 @@ pub fn load_net(path: &Path) -> Result<NetFile> {
     let mut theta = vec![0.0f32; arch.param_count()];
     read_params(&st, &arch, "", &name, &mut theta)?;
     let (state, tracked) = read_state(&st, &arch, &name)?;
+    let pre = preprocess_of(&meta, &name)?;
     Ok(NetFile {
         arch,
         theta,
         state,
         tracked,
+        pre,
     })
 }
 

@@ -801,6 +801,7 @@ pub fn write(p: &Prepared, d: &DeviceRun, summary: &serde_json::Value) -> Result
                 theta: &theta,
                 state: &p.net.state,
                 tracked: p.net.tracked,
+                pre: p.net.pre.as_ref(),
             },
         )?;
         checkpoint::atomic_write(

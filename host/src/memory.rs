@@ -5,10 +5,9 @@
 //!
 //! The budget is the smallest of: the machine's available memory
 //! (`MemAvailable` in `/proc/meminfo`), the room left under the process's
-//! address-space limit (`ulimit -v`: `Max address space` in
-//! `/proc/self/limits` less the current `VmSize`), and the room left in
-//! the process's cgroup (`memory.max` less `memory.current`). `--max-memory
-//! SIZE` replaces it (to run anyway where the estimate is too cautious, or
+//! address-space limit (`ulimit -v`), and the room left in the process's
+//! cgroup ([`crate::data::available_memory`]). `--max-memory SIZE`
+//! replaces it (to run anyway where the estimate is too cautious, or
 //! to cap a run below what the machine has).
 //!
 //! Estimates count the large buffers: parameters and every parameter-sized
@@ -70,58 +69,16 @@ pub fn human(b: u64) -> String {
     }
 }
 
-fn proc_kib(text: &str, key: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    let n: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
-    n.checked_mul(1024)
-}
-
 /// What this process may still allocate, and where that figure comes
-/// from; `None` where nothing could be read (then nothing is refused).
+/// from: `--max-memory`, else the system's figure
+/// ([`crate::data::available_memory`]: the smallest of `MemAvailable`, the
+/// room under `ulimit -v` and under the cgroup's limit); `None` where
+/// nothing could be read (then nothing is refused).
 pub fn available() -> Option<(u64, &'static str)> {
     if let Some(&b) = LIMIT.get() {
         return Some((b, "--max-memory"));
     }
-    let mut best: Option<(u64, &'static str)> = None;
-    let mut take = |b: u64, src: &'static str| {
-        if best.is_none_or(|(x, _)| b < x) {
-            best = Some((b, src));
-        }
-    };
-    if let Ok(m) = std::fs::read_to_string("/proc/meminfo") {
-        if let Some(b) = proc_kib(&m, "MemAvailable:") {
-            take(b, "MemAvailable");
-        }
-    }
-    if let Ok(l) = std::fs::read_to_string("/proc/self/limits") {
-        let soft = l
-            .lines()
-            .find(|l| l.starts_with("Max address space"))
-            .and_then(|l| l.split_whitespace().nth(3))
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(limit) = soft {
-            let used = std::fs::read_to_string("/proc/self/status")
-                .ok()
-                .and_then(|s| proc_kib(&s, "VmSize:"))
-                .unwrap_or(0);
-            take(
-                limit.saturating_sub(used),
-                "the address-space limit (ulimit -v)",
-            );
-        }
-    }
-    let cg = |f: &str| {
-        std::fs::read_to_string(format!("/sys/fs/cgroup/{f}"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-    };
-    if let Some(max) = cg("memory.max") {
-        take(
-            max.saturating_sub(cg("memory.current").unwrap_or(0)),
-            "the cgroup's memory.max",
-        );
-    }
-    best
+    crate::data::available_memory().map(|b| (b, "MemAvailable, ulimit -v and cgroup limits"))
 }
 
 /// Refuses (as bad input, exit code 2) to go on when `what` needs more

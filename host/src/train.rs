@@ -498,7 +498,15 @@ pub fn run_on(
             )?;
         }
         if let Some(out) = &out_dir {
-            save_epoch(out, &st, &arch, &mut *backend, &mut theta, &mut mom)?;
+            save_epoch(
+                out,
+                &st,
+                &arch,
+                &mut *backend,
+                &mut theta,
+                &mut mom,
+                &data.pre,
+            )?;
         }
     }
     if st.history.is_empty() {
@@ -514,7 +522,15 @@ pub fn run_on(
         say(&pb, verbose, describe_record(&rec, cfg.epochs));
         st.history.push(rec);
         if let Some(out) = &out_dir {
-            save_epoch(out, &st, &arch, &mut *backend, &mut theta, &mut mom)?;
+            save_epoch(
+                out,
+                &st,
+                &arch,
+                &mut *backend,
+                &mut theta,
+                &mut mom,
+                &data.pre,
+            )?;
         }
     }
     pb.finish_and_clear();
@@ -707,6 +723,7 @@ fn save_epoch(
     backend: &mut dyn Backend,
     theta: &mut [f32],
     mom: &mut [f32],
+    pre: &crate::data::Preprocess,
 ) -> Result<()> {
     backend.params(theta, if mom.is_empty() { None } else { Some(mom) })?;
     let (bn, tracked) = backend.state()?;
@@ -714,6 +731,7 @@ fn save_epoch(
         theta,
         state: &bn,
         tracked,
+        pre: Some(pre),
     };
     let (opt_state, correction) = (&*mom, &backend.correction()?);
     checkpoint::save_model(&out.join("model.safetensors"), arch, w)?;

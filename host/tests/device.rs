@@ -269,6 +269,7 @@ fn replayed_device_dir(d: &Path) -> PathBuf {
         theta: &theta,
         state: &[],
         tracked: 0,
+        pre: net.pre.as_ref(),
     };
     checkpoint::save_model(&dev.join("model.safetensors"), &net.arch, &w).unwrap();
     let summary = serde_json::json!({"model": "64-8-10", "board": "qemu-m4", "method": "sam",
@@ -321,6 +322,7 @@ fn verify_is_bitwise() {
         theta: &theta,
         state: &[],
         tracked: 0,
+        pre: net.pre.as_ref(),
     };
     let good = std::fs::read(dev.join("model.safetensors")).unwrap();
     checkpoint::save_model(&dev.join("model.safetensors"), &net.arch, &w).unwrap();

@@ -701,3 +701,57 @@ fn hostile_models_exit_2_and_leave_nothing() {
         &["1.running_var", "negative variance"],
     );
 }
+
+/// `fdgr eval` of a run scales and splits the data as the run did (its
+/// normalisation statistics and split are stored in the model): it
+/// reproduces the run's own final test accuracy; an explicit conflicting
+/// flag wins with a warning that names both.
+#[test]
+fn eval_uses_the_runs_own_preprocessing() {
+    let root = dir("hostile-eval");
+    let run_dir = make_run(
+        &root,
+        "std",
+        &[
+            "--model",
+            "64-32-10",
+            "--normalize",
+            "standard",
+            "--seed",
+            "4",
+            "--epochs",
+            "3",
+        ],
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).expect("summary"))
+            .expect("json");
+    let want = summary["last"]["test_acc"].as_f64().expect("test_acc");
+    let loss = summary["last"]["test_loss"].as_f64().expect("test_loss");
+    let d = run_dir.display().to_string();
+    let o = run(&["eval", "--ckpt", &d, "--data", "digits", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["accuracy"].as_f64(), Some(want), "{v}");
+    assert!(
+        (v["loss"].as_f64().expect("loss") - loss).abs() < 1e-6,
+        "{v} vs {loss}"
+    );
+    // an explicit, different normalisation: used, with a warning naming both
+    let o = run(&[
+        "eval",
+        "--ckpt",
+        &d,
+        "--data",
+        "digits",
+        "--normalize",
+        "unit",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("warning: --normalize unit differs from the run's own standard"),
+        "{e}"
+    );
+}

@@ -17,23 +17,27 @@ pub struct DataArgs {
     #[arg(long, default_value = "mnist5k")]
     pub data: String,
     /// Seed (the split; in training also initialisation and data order)
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Fraction of each class held out for testing (sources without a test set)
-    #[arg(long, default_value_t = 0.2)]
-    pub test_frac: f64,
-    /// Input normalisation
-    #[arg(long, value_enum, default_value_t = Normalize::Auto)]
-    pub normalize: Normalize,
+    /// [default: 1; eval: the run's own]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Fraction of each class held out for testing (sources without a test
+    /// set) [default: 0.2; eval: the run's own]
+    #[arg(long)]
+    pub test_frac: Option<f64>,
+    /// Input normalisation [default: auto; eval: the run's own, with the
+    /// statistics of its training split]
+    #[arg(long, value_enum)]
+    pub normalize: Option<Normalize>,
 }
 
 impl DataArgs {
-    /// The loader's options.
+    /// The loader's options (the defaults where a flag is not given).
     pub fn options(&self) -> DataOptions {
+        let d = DataOptions::default();
         DataOptions {
-            seed: self.seed,
-            test_frac: self.test_frac,
-            normalize: self.normalize,
+            seed: self.seed.unwrap_or(d.seed),
+            test_frac: self.test_frac.unwrap_or(d.test_frac),
+            normalize: self.normalize.unwrap_or(d.normalize),
         }
     }
 

@@ -3,7 +3,9 @@
 use super::args::DataArgs;
 use anyhow::{bail, Result};
 use clap::Args;
+use clap::ValueEnum;
 use fdgr::checkpoint::NetFile;
+use fdgr::data::{self, Dataset, Normalize, Preprocess};
 use fdgr::exit::bad_input;
 use fdgr::{backend, checkpoint, cpu, train};
 use std::path::PathBuf;
@@ -44,7 +46,7 @@ struct Job {
 
 fn prepare(a: &EvalArgs) -> Result<Job> {
     let net = checkpoint::load_net(&a.ckpt)?;
-    let d = a.data.load()?;
+    let d = load_data(a, net.pre.as_ref())?;
     train::check_fit(&net.arch, &d, &format!("{} (model", a.ckpt.display()))
         .map_err(|e| anyhow::anyhow!("{e})"))?;
     let (x, y) = match a.split.as_str() {
@@ -62,6 +64,49 @@ fn prepare(a: &EvalArgs) -> Result<Job> {
         y,
         notes: d.notes,
     })
+}
+
+/// The data as the run saw it: its split (seed, fraction) and its
+/// normalisation with the statistics of its own training split, stored
+/// in the model (`fdgr.preprocess`). A flag given explicitly wins, with a
+/// warning that names both where it differs from the run's.
+fn load_data(a: &EvalArgs, pre: Option<&Preprocess>) -> Result<Dataset> {
+    let Some(pre) = pre else {
+        // a file from before the preprocessing was stored
+        return a.data.load();
+    };
+    let d = &a.data;
+    let mut opt = d.options();
+    let warn = |flag: &str, given: String, own: String| {
+        eprintln!(
+            "warning: {flag} {given} differs from the run's own {own} (stored in {}); using {given}",
+            a.ckpt.display()
+        );
+    };
+    match d.seed {
+        Some(s) if s != pre.seed => warn("--seed", s.to_string(), pre.seed.to_string()),
+        Some(_) => {}
+        None => opt.seed = pre.seed,
+    }
+    match d.test_frac {
+        Some(f) if f != pre.test_frac => {
+            warn("--test-frac", f.to_string(), pre.test_frac.to_string())
+        }
+        Some(_) => {}
+        None => opt.test_frac = pre.test_frac,
+    }
+    let name = |n: Normalize| {
+        n.to_possible_value()
+            .map_or_else(|| format!("{n:?}"), |v| v.get_name().to_string())
+    };
+    match d.normalize {
+        // the flag, with statistics of this data's own training split
+        Some(n) if n != pre.normalize && !(n == Normalize::Auto) => {
+            warn("--normalize", name(n), name(pre.normalize));
+            data::load(&d.data, &opt)
+        }
+        _ => data::load_with(&d.data, &opt, Some(pre)),
+    }
 }
 
 /// `fdgr eval`.

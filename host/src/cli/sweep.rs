@@ -93,7 +93,7 @@ fn prepare(a: &SweepArgs) -> Result<Job> {
     // so that a bad data set is reported before anything runs.
     let mut args = a.base.clone();
     if let Some(&s) = grid.seeds.first() {
-        args.data.seed = s;
+        args.data.seed = Some(s);
     }
     let (base, loaded) = args.config()?;
     // Every run's configuration is valid before the first one starts.

@@ -116,9 +116,9 @@ impl TrainArgs {
         let (m, o) = (&self.method, &self.optim);
         let c = TrainConfig {
             data: self.data.data.clone(),
-            seed: self.data.seed,
-            test_frac: self.data.test_frac,
-            normalize: self.data.normalize,
+            seed: self.data.options().seed,
+            test_frac: self.data.options().test_frac,
+            normalize: self.data.options().normalize,
             model,
             act: self.model.act.clone(),
             augment: self.augment,

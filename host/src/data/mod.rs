@@ -91,16 +91,51 @@ pub struct Dataset {
     /// what a random crop pads with (0 for `auto`, −mean/std for
     /// `channel`; 0 for the per-feature modes).
     pub zero: Vec<f32>,
+    /// How the inputs were scaled, with the statistics used (stored with
+    /// the model, so evaluation and export scale inputs the same way).
+    pub pre: Preprocess,
+}
+
+/// How a data set was split and its inputs scaled: the mode in effect
+/// (`auto` resolved: pixels divided by the format's maximum, or `standard`
+/// for CSV) and its statistics from the training split. A model keeps it
+/// in its metadata (`fdgr.preprocess`); [`load_with`] applies it to data
+/// instead of computing new statistics.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Preprocess {
+    /// The data set it was computed on (`--data`).
+    pub data: String,
+    /// The normalisation in effect.
+    pub normalize: Normalize,
+    /// Seed of the stratified split.
+    pub seed: u64,
+    /// Fraction held out for testing.
+    pub test_frac: f64,
+    /// Subtracted first: per feature (`unit`, `standard`) or per channel
+    /// (`channel`); empty for `auto` and `none`.
+    pub shift: Vec<f32>,
+    /// Then divided by: per feature or per channel; `auto`: the one pixel
+    /// maximum; empty for `none`.
+    pub scale: Vec<f32>,
 }
 
 /// How inputs are scaled.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Normalize {
     /// Images: divide by the format's maximum pixel value (16 or 255);
     /// CSV: standardise each feature with the training split's mean and std.
+    #[default]
     Auto,
     /// Leave values as stored.
     None,
@@ -248,7 +283,8 @@ pub fn inflate_limit() -> Result<InflateLimit> {
             from_env: true,
         });
     }
-    let bytes = available_memory().map_or(INFLATE_CEILING, |a| (a / 2).min(INFLATE_CEILING));
+    let bytes =
+        crate::memory::available().map_or(INFLATE_CEILING, |(a, _)| (a / 2).min(INFLATE_CEILING));
     Ok(InflateLimit {
         bytes,
         from_env: false,
@@ -428,14 +464,14 @@ fn size_str(bytes: u64) -> String {
 /// available memory is unknown. Errors "`what` needs X GiB, Y GiB
 /// available".
 pub fn check_alloc(what: &str, bytes: u64) -> Result<()> {
-    check_alloc_within(what, bytes, available_memory())
+    check_alloc_within(what, bytes, crate::memory::available().map(|(b, _)| b))
 }
 
 /// [`check_alloc`] against `available` bytes.
 fn check_alloc_within(what: &str, bytes: u64, available: Option<u64>) -> Result<()> {
     match available {
         Some(a) if bytes > a => bail!(
-            "{what} needs {}, {} available",
+            "{what} needs {}, {} available (--max-memory SIZE overrides)",
             size_str(bytes),
             size_str(a)
         ),
@@ -480,6 +516,13 @@ fn find(dir: &Path, name: &str) -> Option<PathBuf> {
 
 /// Loads a data set from a `--data` spec.
 pub fn load(spec: &str, opt: &DataOptions) -> Result<Dataset> {
+    load_with(spec, opt, None)
+}
+
+/// [`load`], scaling the inputs with `given` (a model's stored
+/// preprocessing: its mode and statistics) instead of statistics of this
+/// data's own training split; `opt.normalize` is then ignored.
+pub fn load_with(spec: &str, opt: &DataOptions, given: Option<&Preprocess>) -> Result<Dataset> {
     if !(0.0..1.0).contains(&opt.test_frac) || opt.test_frac <= 0.0 {
         bail!(
             "--test-frac {}: expected a fraction in (0, 1)",
@@ -604,7 +647,7 @@ pub fn load(spec: &str, opt: &DataOptions) -> Result<Dataset> {
         }
         _ => bail!("--data {spec}: unknown data set (expected {DATA_HELP})"),
     };
-    finish(spec, raw, test, source, opt)
+    finish(spec, raw, test, source, opt, given)
 }
 
 fn finish(
@@ -613,6 +656,7 @@ fn finish(
     test: Option<Raw>,
     source: String,
     opt: &DataOptions,
+    given: Option<&Preprocess>,
 ) -> Result<Dataset> {
     let features = raw.features();
     let dims = raw.dims;
@@ -692,10 +736,37 @@ fn finish(
             test.len()
         );
     }
-    let mode = match (opt.normalize, pixel_max) {
+    let mode = match (given.map_or(opt.normalize, |g| g.normalize), pixel_max) {
         (Normalize::Auto, Some(_)) => Normalize::Auto,
         (Normalize::Auto, None) => Normalize::Standard,
         (m, _) => m,
+    };
+    let mut pre = Preprocess {
+        data: name.to_string(),
+        normalize: mode,
+        seed: opt.seed,
+        test_frac: opt.test_frac,
+        shift: vec![],
+        scale: vec![],
+    };
+    // the stored statistics, checked against this data's shape
+    let stored = |want: usize| -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+        let Some(g) = given else { return Ok(None) };
+        let ok = g.shift.len() == want
+            && g.scale.len() == want
+            && g.shift.iter().chain(&g.scale).all(|v| v.is_finite())
+            && g.scale.iter().all(|v| *v != 0.0);
+        if !ok {
+            bail!(
+                "{name}: the model's stored normalisation ({:?}, {} shifts, {} scales, from {}) does \
+                 not fit this data ({want} expected, finite, scales non-zero)",
+                g.normalize,
+                g.shift.len(),
+                g.scale.len(),
+                g.data
+            );
+        }
+        Ok(Some((g.shift.clone(), g.scale.clone())))
     };
     debug_assert_eq!(train.x.len(), train.len() * features);
     // what a stored 0 (a black pixel) becomes, per channel: the padding of
@@ -703,15 +774,28 @@ fn finish(
     let mut zero = vec![0.0f32; dims.0];
     match mode {
         Normalize::Auto => {
-            let m = pixel_max.unwrap_or(1.0);
+            let m = match given {
+                Some(g) if g.scale.len() == 1 && g.scale[0].is_finite() && g.scale[0] > 0.0 => {
+                    g.scale[0]
+                }
+                Some(g) => bail!(
+                    "{name}: the model's stored normalisation (auto, scale {:?}) is not one positive pixel maximum",
+                    g.scale
+                ),
+                None => pixel_max.unwrap_or(1.0),
+            };
             for v in train.x.iter_mut().chain(test.x.iter_mut()) {
                 *v /= m;
             }
+            pre.scale = vec![m];
             notes.push(format!("normalisation: pixels / {m} -> [0, 1]"));
         }
         Normalize::None => notes.push("normalisation: none (values as stored)".into()),
         Normalize::Unit | Normalize::Standard => {
-            let (shift, scale) = feature_stats(&train.x, features, mode);
+            let (shift, scale) = match stored(features)? {
+                Some(st) => st,
+                None => feature_stats(&train.x, features, mode),
+            };
             if let Some(j) = scale.iter().position(|s| !s.is_finite()) {
                 let (lo, hi) = column_range(&train.x, features, j);
                 bail!(
@@ -751,9 +835,13 @@ fn finish(
                     "standardised (x - mean) / std"
                 }
             ));
+            (pre.shift, pre.scale) = (shift, scale);
         }
         Normalize::Channel => {
-            let (mean, std) = channel_stats(&train.x, dims);
+            let (mean, std) = match stored(dims.0)? {
+                Some(st) => st,
+                None => channel_stats(&train.x, dims),
+            };
             for ((z, m), sd) in zero.iter_mut().zip(&mean).zip(&std) {
                 *z = -m / sd;
             }
@@ -798,7 +886,14 @@ fn finish(
                 "normalisation: standardised (x - mean) / std per channel ({} channels), statistics from the training split{stats}",
                 dims.0
             ));
+            (pre.shift, pre.scale) = (mean, std);
         }
+    }
+    if let Some(g) = given {
+        notes.push(format!(
+            "normalisation statistics: the model's own (from the training split of {}, seed {})",
+            g.data, g.seed
+        ));
     }
     Ok(Dataset {
         name: name.to_string(),
@@ -809,6 +904,7 @@ fn finish(
         test,
         notes,
         zero,
+        pre,
     })
 }
 
@@ -1035,7 +1131,7 @@ mod tests {
             test_frac: 0.25,
             ..Default::default()
         };
-        finish("csv:t.csv", raw, None, "test".into(), &opt)
+        finish("csv:t.csv", raw, None, "test".into(), &opt, None)
     }
 
     #[test]
@@ -1100,7 +1196,7 @@ mod tests {
             test_frac: 0.5,
             ..Default::default()
         };
-        let d = finish("csv:h.csv", raw, None, "test".into(), &opt).unwrap();
+        let d = finish("csv:h.csv", raw, None, "test".into(), &opt, None).unwrap();
         assert_eq!(d.notes[1], "header row skipped: h.csv:1 (a,b,label)");
         assert_eq!(d.train.len() + d.test.len(), 4);
     }
@@ -1144,7 +1240,7 @@ mod tests {
             .to_string();
         assert_eq!(
             e,
-            "f.bin: 9 images as f32 needs 3.00 GiB, 512.0 MiB available"
+            "f.bin: 9 images as f32 needs 3.00 GiB, 512.0 MiB available (--max-memory SIZE overrides)"
         );
         let e = check_items("n", usize::MAX, 8).unwrap_err().to_string();
         assert!(e.contains("overflow"), "{e}");

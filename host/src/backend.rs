@@ -41,6 +41,18 @@ impl From<KError> for StepError {
     }
 }
 
+/// Sums over the samples of training steps (this process's slices of
+/// them): Σ loss, correct predictions, samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepMetrics {
+    /// Σ over steps of the step's mean loss × its samples.
+    pub loss_sum: f64,
+    /// Correct predictions (arg max = label).
+    pub correct: u64,
+    /// Samples.
+    pub samples: u64,
+}
+
 /// A training backend holding θ, the optimizer's state and the training
 /// set.
 pub trait Backend {
@@ -83,6 +95,13 @@ pub trait Backend {
     /// Mean loss and number of correct predictions on (x, y), batch norm
     /// on its running statistics.
     fn evaluate(&mut self, x: &[f32], y: &[u32]) -> Result<(f64, usize)>;
+    /// The loss and correct predictions of the training steps since the
+    /// last call, at θ before each step on its own mini-batch (training
+    /// mode): what a PyTorch training loop logs. `None` where the backend
+    /// does not keep them (then the trainer evaluates the training split).
+    fn take_step_metrics(&mut self) -> Result<Option<StepMetrics>> {
+        Ok(None)
+    }
     /// The non-θ state: batch-norm running statistics (empty for models
     /// without batch norm) and the count of batches they tracked.
     fn state(&mut self) -> Result<(Vec<f32>, u64)> {
@@ -151,6 +170,9 @@ pub struct CpuBackend {
     by: Vec<u32>,
     aug: Option<(CropFlip, Rng)>,
     last_loss: f32,
+    /// Since the last [`Backend::take_step_metrics`] (None once a step
+    /// could not count its predictions).
+    metrics: Option<StepMetrics>,
     dp: Option<CpuParallel>,
 }
 
@@ -210,6 +232,7 @@ impl CpuBackend {
             by: Vec::with_capacity(max_batch),
             aug: None,
             last_loss: f32::NAN,
+            metrics: Some(StepMetrics::default()),
             dp: None,
             ws,
             model,
@@ -326,6 +349,7 @@ impl Backend for CpuBackend {
         }
         let mut net = Net::resume(self.model.borrowed(), self.exec, &mut self.ws[..])?;
         net.set_batch(&self.bx, Targets::Classes(&self.by))?;
+        net.count_correct(true);
         let p = self.theta.len();
         let [s0, s1] = &mut self.opt_state;
         let bufs = Buffers {
@@ -356,7 +380,20 @@ impl Backend for CpuBackend {
             }
         };
         self.tracked += net.batches_tracked();
+        let n = (hi - lo) as u64;
+        self.metrics = match (self.metrics, net.train_correct()) {
+            (Some(m), Some(c)) => Some(StepMetrics {
+                loss_sum: m.loss_sum + f64::from(self.last_loss) * n as f64,
+                correct: m.correct + c as u64,
+                samples: m.samples + n,
+            }),
+            _ => None,
+        };
         Ok(())
+    }
+
+    fn take_step_metrics(&mut self) -> Result<Option<StepMetrics>> {
+        Ok(self.metrics.replace(StepMetrics::default()))
     }
 
     fn flush(&mut self, _state: &mut SgdState) -> std::result::Result<f32, StepError> {

@@ -68,10 +68,20 @@ pub struct EpochRecord {
     pub step: u64,
     /// Learning rate of the epoch's last step.
     pub lr: f64,
-    /// Loss on the training split (full pass after the epoch).
+    /// Training loss: the mean over the epoch's mini-batches of the loss
+    /// at θ before each step (training mode), as PyTorch loops log it;
+    /// an eval-mode pass over the training split where the backend keeps
+    /// no step metrics (GPU) and for epoch 0.
     pub train_loss: f64,
-    /// Accuracy on the training split.
+    /// Training accuracy, the same way.
     pub train_acc: f64,
+    /// `--eval-train`: loss of an eval-mode pass over the training split
+    /// after the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_train_loss: Option<f64>,
+    /// `--eval-train`: its accuracy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_train_acc: Option<f64>,
     /// Loss on the test split.
     pub test_loss: f64,
     /// Accuracy on the test split.
@@ -702,6 +712,8 @@ mod tests {
         for i in 0..2000 {
             x = (x * 3.7 + 0.123456789).fract() * 10f64.powi(i % 7 - 3);
             let r = EpochRecord {
+                eval_train_loss: None,
+                eval_train_acc: None,
                 epoch: i as u64,
                 step: 0,
                 lr: x,

@@ -274,6 +274,10 @@ pub struct TrainConfig {
     /// `--ascent`: where a data-parallel step's ascent starts.
     #[serde(default)]
     pub ascent: AscentName,
+    /// `--eval-train`: also evaluate the whole training split in eval
+    /// mode after each epoch (besides the mini-batch metrics).
+    #[serde(default)]
+    pub eval_train: bool,
 }
 
 /// The arithmetic of the GPU's products and convolutions (`--precision`).

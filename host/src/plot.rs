@@ -408,6 +408,8 @@ mod tests {
     fn history() -> Vec<EpochRecord> {
         (1..=3)
             .map(|i| EpochRecord {
+                eval_train_loss: None,
+                eval_train_acc: None,
                 epoch: i,
                 step: 10 * i,
                 lr: 0.1,

@@ -478,6 +478,7 @@ pub fn run_on(
             &dist,
             (epoch, step, lr as f64),
             base_seconds + started.elapsed().as_secs_f64(),
+            cfg.eval_train,
         )?;
         say(&pb, verbose, describe_record(&rec, cfg.epochs));
         st.epoch = epoch;
@@ -518,6 +519,7 @@ pub fn run_on(
             &dist,
             (0, st.step, sched.lr(st.step) as f64),
             base_seconds + started.elapsed().as_secs_f64(),
+            cfg.eval_train,
         )?;
         say(&pb, verbose, describe_record(&rec, cfg.epochs));
         st.history.push(rec);
@@ -683,16 +685,37 @@ fn record(
     dist: &Dist,
     at: (u64, u64, f64),
     seconds: f64,
+    eval_train: bool,
 ) -> Result<EpochRecord> {
     let f = data.features;
-    let (train_loss, train_ok) = evaluate_split(backend, &data.train.x, &data.train.y, f, dist)?;
+    // the mini-batch metrics of the epoch's steps, summed over processes
+    let steps = match backend.take_step_metrics()? {
+        Some(m) => {
+            let mut v = [m.loss_sum, m.correct as f64, m.samples as f64];
+            if dist.is_parallel() {
+                dist.sum_f64(&mut v)?;
+            }
+            (v[2] > 0.0).then(|| (v[0] / v[2], v[1] / v[2]))
+        }
+        None => None,
+    };
+    let eval = if eval_train || steps.is_none() {
+        let (l, ok) = evaluate_split(backend, &data.train.x, &data.train.y, f, dist)?;
+        Some((l, ok as f64 / data.train.len().max(1) as f64))
+    } else {
+        None
+    };
     let (test_loss, test_ok) = evaluate_split(backend, &data.test.x, &data.test.y, f, dist)?;
+    let (train_loss, train_acc) = steps.or(eval).unwrap_or((f64::NAN, f64::NAN));
+    let eval = eval.filter(|_| eval_train);
     Ok(EpochRecord {
         epoch: at.0,
         step: at.1,
         lr: at.2,
         train_loss,
-        train_acc: train_ok as f64 / data.train.len().max(1) as f64,
+        train_acc,
+        eval_train_loss: eval.map(|e| e.0),
+        eval_train_acc: eval.map(|e| e.1),
         test_loss,
         test_acc: test_ok as f64 / data.test.len().max(1) as f64,
         seconds,

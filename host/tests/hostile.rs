@@ -755,3 +755,45 @@ fn eval_uses_the_runs_own_preprocessing() {
         "{e}"
     );
 }
+
+/// The logged train loss and accuracy are the means over the epoch's
+/// mini-batches (at θ before each step); `--eval-train` adds the eval-mode
+/// pass over the training split. With `--lr 0` (θ frozen, no batch norm)
+/// the two agree: the same θ on the same samples.
+#[test]
+fn train_metrics_are_minibatch_means() {
+    let root = dir("hostile-metrics");
+    let r = make_run(
+        &root,
+        "frozen",
+        &[
+            "--model",
+            "64-32-10",
+            "--lr",
+            "0",
+            "--epochs",
+            "2",
+            "--eval-train",
+            "--method",
+            "sgd",
+        ],
+    );
+    let text = std::fs::read_to_string(r.join("metrics.jsonl")).expect("metrics");
+    let mut n = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let (l, e) = (
+            v["train_loss"].as_f64().expect("loss"),
+            v["eval_train_loss"].as_f64().expect("eval loss"),
+        );
+        assert!((l - e).abs() < 1e-5 * e.abs(), "{line}");
+        assert_eq!(v["train_acc"], v["eval_train_acc"], "{line}");
+        n += 1;
+    }
+    assert_eq!(n, 2);
+    // training moves θ: the mini-batch metrics differ from an eval pass
+    // after the epoch, and no eval fields without the flag
+    let r = make_run(&root, "trained", &["--model", "64-32-10", "--epochs", "2"]);
+    let text = std::fs::read_to_string(r.join("metrics.jsonl")).expect("metrics");
+    assert!(!text.contains("eval_train"), "{text}");
+}

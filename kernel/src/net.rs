@@ -37,6 +37,11 @@ pub struct Net<'b, F, E, N, W> {
     /// statistics update is waiting for [`Objective::commit`].
     pending: Option<usize>,
     tracked: u64,
+    /// Whether the unperturbed pass counts its correct predictions.
+    count: bool,
+    /// Correct predictions of the current batch's first unperturbed
+    /// training pass (see [`Net::count_correct`]).
+    correct: Option<usize>,
 }
 
 impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<'b, F, E, N, W> {
@@ -70,6 +75,8 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
             batch: None,
             pending: None,
             tracked: 0,
+            count: false,
+            correct: None,
         })
     }
 
@@ -168,7 +175,23 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
         }
         self.batch = Some((Batch { x, targets }, b));
         self.pending = None;
+        self.correct = None;
         Ok(())
+    }
+
+    /// Counts, from now on, the correct predictions (arg max = label) of
+    /// each batch's first unperturbed training pass: the training-mode
+    /// logits at θ, whose loss the step returns. Off by default (a device
+    /// does not pay for it).
+    pub fn count_correct(&mut self, on: bool) {
+        self.count = on;
+    }
+
+    /// The correct predictions of the current batch's first unperturbed
+    /// training pass, when counting ([`Net::count_correct`]) and the
+    /// targets are class labels.
+    pub fn train_correct(&self) -> Option<usize> {
+        self.correct
     }
 
     /// Number of samples in the current batch (0 if none).
@@ -299,6 +322,22 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
         });
         if update && self.model.sizes.batch_norms > 0 {
             self.pending = Some(b);
+        }
+        if update && self.count && self.correct.is_none() {
+            if let Targets::Classes(y) = batch.targets {
+                let last = *self.model.last();
+                let k = last.out_dims.len();
+                let ctx = Ctx {
+                    nodes: self.model.nodes(),
+                    lay: self.model.layout(b, hvp),
+                };
+                let loc = ctx.val(&last);
+                let out = match loc.mem {
+                    crate::ops::Mem::X => &batch.x[..b * k],
+                    _ => &self.ws.as_ref()[loc.off..loc.off + b * k],
+                };
+                self.correct = Some(crate::mlp::correct(out, k, y));
+            }
         }
         loss
     }

@@ -68,6 +68,12 @@ pub struct TrainArgs {
     /// cuDNN in TF32); the rest stays f32
     #[arg(long, value_enum, default_value_t = Precision::F32, help_heading = "Run")]
     pub precision: Precision,
+    /// After each epoch also evaluate the whole training split in eval mode
+    /// (`eval_train_loss`/`eval_train_acc` in metrics.jsonl); the train
+    /// loss and accuracy logged are otherwise the mean over the epoch's
+    /// mini-batches, at θ before each step, as a PyTorch loop logs them
+    #[arg(long, help_heading = "Run")]
+    pub eval_train: bool,
     /// Output directory [default: runs/<time>-<data>-<method>]
     #[arg(long, help_heading = "Run")]
     pub out: Option<PathBuf>,
@@ -149,6 +155,7 @@ impl TrainArgs {
             tf32: self.tf32,
             ascent: self.ascent,
             precision: self.precision,
+            eval_train: self.eval_train,
         };
         c.validate()?;
         Ok((c, loaded))

@@ -55,6 +55,7 @@ pub mod dln;
 pub mod error;
 pub mod export;
 pub mod finetune;
+pub mod link;
 pub mod loss;
 pub mod method;
 pub mod mlp;

@@ -69,6 +69,7 @@ pub mod ring;
 pub mod rng;
 pub mod serial;
 pub mod shape;
+pub mod store;
 pub mod stream;
 pub mod vecops;
 

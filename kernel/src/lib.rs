@@ -50,6 +50,7 @@
 extern crate std;
 
 pub mod act;
+pub mod crc;
 pub mod dist;
 pub mod dln;
 pub mod error;

@@ -34,6 +34,7 @@
 //! | 0x03 | Status         | (empty)                                               | Report           |
 //! | 0x04 | Pull           | offset u32, count u16                                 | Weights          |
 //! | 0x05 | FactoryReset   | (empty)                                               | Report (after it)|
+//! | 0x06 | Save           | (empty): persist the state now                        | Report (after it)|
 //!
 //! | type | reply          | payload                                               |
 //! |------|----------------|-------------------------------------------------------|
@@ -222,19 +223,9 @@ pub const fn model_id(bytes: &[u8]) -> u64 {
     h
 }
 
-fn crc32_byte(mut c: u32, b: u8) -> u32 {
-    c ^= u32::from(b);
-    for _ in 0..8 {
-        c = (c >> 1) ^ (0xEDB8_8320 & (c & 1).wrapping_neg());
-    }
-    c
-}
-
 /// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`; `"123456789"` gives
-/// `0xCBF43926`), the checksum that ends every frame.
-pub fn crc32(bytes: &[u8]) -> u32 {
-    !bytes.iter().fold(!0, |c, &b| crc32_byte(c, b))
-}
+/// `0xCBF43926`), the checksum that ends every frame ([`crate::crc`]).
+pub use crate::crc::crc32;
 
 /// CRC-8 (poly 0x07, init 0, no reflection: CRC-8/SMBUS), the header check.
 fn crc8(bytes: &[u8]) -> u8 {
@@ -263,13 +254,16 @@ pub enum Kind {
     Pull = 0x04,
     /// Request: restore the factory model.
     FactoryReset = 0x05,
+    /// Request: save the learned state to flash now (a device also saves
+    /// on its own every few steps).
+    Save = 0x06,
     /// Reply: the request was rejected ([`Nack`]).
     Nack = 0x80,
     /// Reply to Learn.
     Ack = 0x81,
     /// Reply to Predict.
     Prediction = 0x82,
-    /// Reply to Status and FactoryReset.
+    /// Reply to Status, FactoryReset and Save.
     Report = 0x83,
     /// Reply to Pull.
     Weights = 0x84,
@@ -284,6 +278,7 @@ impl Kind {
             0x03 => Kind::Status,
             0x04 => Kind::Pull,
             0x05 => Kind::FactoryReset,
+            0x06 => Kind::Save,
             0x80 => Kind::Nack,
             0x81 => Kind::Ack,
             0x82 => Kind::Prediction,
@@ -755,6 +750,8 @@ pub enum Request<'a> {
     },
     /// Restore the factory model.
     FactoryReset,
+    /// Save the learned state now.
+    Save,
 }
 
 impl Request<'_> {
@@ -766,6 +763,7 @@ impl Request<'_> {
             Request::Status => Kind::Status,
             Request::Pull { .. } => Kind::Pull,
             Request::FactoryReset => Kind::FactoryReset,
+            Request::Save => Kind::Save,
         }
     }
 
@@ -786,7 +784,7 @@ impl Request<'_> {
             Request::Pull { offset, count } => {
                 w.u32(*offset).u16(*count);
             }
-            Request::Status | Request::FactoryReset => {}
+            Request::Status | Request::FactoryReset | Request::Save => {}
         }
         w.finish()
     }
@@ -814,6 +812,8 @@ pub enum Command<'a> {
     },
     /// Restore the factory model, then reply with [`Reply::Status`].
     FactoryReset,
+    /// Save the learned state, then reply with [`Reply::Status`].
+    Save,
 }
 
 /// The device's state: the payload of a Report, [`STATUS_LEN`] bytes in
@@ -1022,7 +1022,7 @@ impl<'o> Writer<'o> {
         let crc = ![kind, s0, s1, l0, l1, check]
             .iter()
             .chain(payload.iter())
-            .fold(!0, |c, &b| crc32_byte(c, b));
+            .fold(!0u32, |c, &b| crate::crc::update(c, &[b]));
         let slot = tail
             .first_chunk_mut::<CRC_LEN>()
             .ok_or(LinkError::BufferTooSmall)?;
@@ -1166,7 +1166,7 @@ impl<const N: usize> Decoder<N> {
                     *h = byte;
                 }
                 self.at += 1;
-                self.crc = crc32_byte(self.crc, byte);
+                self.crc = crate::crc::update(self.crc, &[byte]);
                 if self.at >= self.head.len() {
                     return self.header();
                 }
@@ -1176,7 +1176,7 @@ impl<const N: usize> Decoder<N> {
                     *b = byte;
                 }
                 self.at += 1;
-                self.crc = crc32_byte(self.crc, byte);
+                self.crc = crate::crc::update(self.crc, &[byte]);
                 if self.at >= self.len {
                     self.start_crc();
                 }
@@ -1364,6 +1364,7 @@ pub fn parse_request<'a>(frame: &Frame<'a>, model: &LinkModel) -> Result<Command
         Some(Kind::Predict) => parse_predict(frame, model).map(Command::Predict),
         Some(Kind::Status) => fixed(0).map(|_| Command::Status),
         Some(Kind::FactoryReset) => fixed(0).map(|_| Command::FactoryReset),
+        Some(Kind::Save) => fixed(0).map(|_| Command::Save),
         Some(Kind::Pull) => {
             fixed(PULL_LEN)?;
             let mut r = Reader(frame.payload);
@@ -1675,6 +1676,7 @@ mod tests {
         for (r, c) in [
             (Request::Status, Command::Status),
             (Request::FactoryReset, Command::FactoryReset),
+            (Request::Save, Command::Save),
             (
                 Request::Pull {
                     offset: 3,
@@ -2489,7 +2491,7 @@ mod tests {
                         assert!(offset + count <= m.params && count <= MAX_WEIGHTS);
                         3
                     }
-                    Command::FactoryReset => 4,
+                    Command::FactoryReset | Command::Save => 4,
                 };
                 st.accepted[k] += 1;
             }

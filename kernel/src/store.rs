@@ -341,16 +341,10 @@ impl<E: fmt::Debug> fmt::Display for StoreError<E> {
     }
 }
 
-/// A 64-bit identity of a model: FNV-1a over its bytes (e.g. the exported
-/// factory model).
-pub fn model_id(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+/// A 64-bit identity of a model (FNV-1a over the exported factory model):
+/// the one definition, [`crate::link::model_id`], which the link's status
+/// reports too.
+pub use crate::link::model_id;
 
 /// Bytes a record with a payload of `payload_len` bytes occupies on a flash
 /// whose alignment (max of `READ_SIZE` and `WRITE_SIZE`) is `align`, a
@@ -836,39 +830,7 @@ fn le32(b: &[u8], at: usize) -> u32 {
     }
 }
 
-const CRC_TABLE: [u32; 16] = {
-    let mut t = [0u32; 16];
-    let mut i = 0;
-    while i < 16 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 4 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0xEDB8_8320
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
-
-/// CRC-32 (IEEE, reflected) register update, without the final inversion.
-fn crc_update(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        crc ^= b as u32;
-        crc = (crc >> 4) ^ CRC_TABLE[(crc & 15) as usize];
-        crc = (crc >> 4) ^ CRC_TABLE[(crc & 15) as usize];
-    }
-    crc
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    !crc_update(!0, data)
-}
+use crate::crc::{crc32, update as crc_update};
 
 #[cfg(test)]
 mod tests {

@@ -96,7 +96,14 @@ fn choice(var: &str, default: &str) -> String {
 fn run() -> Result<(), String> {
     let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
     let (model_path, model) = input("FDGR_MODEL", "../models/digits-64-32-10.fdgr")?;
-    let (stream_path, stream) = input("FDGR_STREAM", "../models/digits-stream.bin")?;
+    // The live image (feature `live`) learns from samples that arrive over
+    // the link: it carries no stream, so one image serves any samples.
+    let live = std::env::var_os("CARGO_FEATURE_LIVE").is_some();
+    let (stream_path, stream) = if live {
+        (PathBuf::from("(none: live)"), vec![])
+    } else {
+        input("FDGR_STREAM", "../models/digits-stream.bin")?
+    };
 
     let mode_s = choice("FDGR_MODE", "full");
     let mode = config::parse_mode(&mode_s)
@@ -110,13 +117,17 @@ fn run() -> Result<(), String> {
     let mut theta = vec![0.0f32; models.params()];
     export::decode_theta(&model, &mut theta)
         .map_err(|e| format!("{}: {e}", model_path.display()))?;
-    let n = config::check(&models, &stream).map_err(|e| {
+    let n = if live {
+        0
+    } else {
+        config::check(&models, &stream).map_err(|e| {
         format!(
             "{} with {}: {e}",
             model_path.display(),
             stream_path.display()
         )
-    })?;
+    })?
+    };
     let needs_conv = layers.iter().any(|l| {
         matches!(
             l.op,
@@ -174,7 +185,22 @@ fn run() -> Result<(), String> {
     );
     let _ = writeln!(
         g,
-        "/// Samples in the stream (= fine-tuning steps).\npub const STEPS: usize = {n};"
+        "/// Samples in the stream (= fine-tuning steps; 0 in the live image).\npub const STEPS: usize = {n};"
+    );
+    let save_every = choice("FDGR_SAVE_EVERY", "16");
+    let save_every: u64 = save_every
+        .parse()
+        .ok()
+        .filter(|&k| k >= 1)
+        .ok_or_else(|| format!("FDGR_SAVE_EVERY={save_every}: expected a whole number ≥ 1"))?;
+    let _ = writeln!(
+        g,
+        "/// The live image saves its state every this many learned samples (`FDGR_SAVE_EVERY`).\npub const SAVE_EVERY: u64 = {save_every};"
+    );
+    let _ = writeln!(
+        g,
+        "/// The factory model's identity ([`fdgr_kernel::link::model_id`] of the weight file).\npub const MODEL_ID: u64 = {:#018x};",
+        fdgr_kernel::link::model_id(&model)
     );
     let _ = writeln!(
         g,

@@ -379,6 +379,55 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
     }
 }
 
+/// The outputs (`models.outputs` scores) of the model on one sample's
+/// scaled inputs `x`, into `out`: the frozen layers at `frozen` then, in
+/// last-layer mode, the trained last layer at `theta` (in full mode θ is
+/// the whole model); batch norm, if any, on its running statistics. The
+/// same forward pass a fine-tuning step starts with, so a device predicts
+/// what it is about to learn from (prequential accuracy). `ws` and `feats`
+/// as for [`FineTuner::push_and_step_planned`] with a batch of one.
+pub fn outputs_planned<F: Real>(
+    models: &Models,
+    frozen: Option<&[F]>,
+    theta: &[F],
+    x: &[F],
+    ws: &mut [F],
+    feats: &mut [F],
+    out: &mut [F],
+) -> Result<(), Error> {
+    let k = models.outputs;
+    crate::error::check_len("outputs", k, out.len())?;
+    let label = [0u32];
+    let y = Targets::Classes(&label);
+    let inputs: &[F] = match models.mode {
+        Mode::Full => x,
+        Mode::LastLayer => {
+            let nf = models.features;
+            let feats = feats.get_mut(..nf).ok_or(Error::MissingBuffer("features"))?;
+            let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
+            let full = models.full.borrowed();
+            let at = match full.last().input {
+                Ref::Node(j) => match full.nodes()[j].val {
+                    Slot::Ws(o) => full.layout(1, false).vals + o,
+                    Slot::Input => return Err(Error::BadShape),
+                },
+                Ref::Input => return Err(Error::BadShape),
+            };
+            {
+                let mut net = Net::resume(full, Serial, &mut *ws)?;
+                net.set_batch(x, y)?;
+                net.forward_outputs(frozen)?;
+            }
+            feats.copy_from_slice(&ws[at..at + nf]);
+            &*feats
+        }
+    };
+    let mut net = Net::resume(models.trained().borrowed(), Serial, ws)?;
+    net.set_batch(inputs, y)?;
+    out.copy_from_slice(net.forward_outputs(theta)?);
+    Ok(())
+}
+
 /// Classification accuracy of θ on `n` samples (x: n·n₀ scaled inputs),
 /// evaluated one sample at a time with a one-sample workspace.
 pub fn count_correct<F: Real>(

@@ -458,6 +458,17 @@ impl Store {
         model_id: u64,
         out: &mut [u8],
     ) -> Res<Restore, F> {
+        self.restore_parts(flash, model_id, &mut [out])
+    }
+
+    /// [`Store::restore`] into the concatenation of `parts` (the buffers
+    /// a save took its parts from, restored in place: no staging buffer).
+    pub fn restore_parts<F: NorFlash>(
+        &mut self,
+        flash: &mut F,
+        model_id: u64,
+        parts: &mut [&mut [u8]],
+    ) -> Res<Restore, F> {
         let g = geo(&self.cfg, flash)?;
         self.scan = None;
         let sc = scan(flash, &g, model_id)?;
@@ -474,10 +485,11 @@ impl Store {
             };
             return Ok(Restore::Factory(why));
         };
-        let dst = out
-            .get_mut(..n.len as usize)
-            .ok_or(StoreError::BufferTooSmall { needed: n.len })?;
-        match at(flash, &g, n.slot, n.off, Some(dst))? {
+        let room = parts.iter().map(|p| p.len()).sum::<usize>();
+        if room < n.len as usize {
+            return Err(StoreError::BufferTooSmall { needed: n.len });
+        }
+        match at(flash, &g, n.slot, n.off, Some(parts))? {
             At::Rec(h, true, _) if h.seq == n.seq && h.len == n.len => Ok(Restore::Restored {
                 seq: n.seq,
                 step: n.step,
@@ -760,7 +772,7 @@ fn at<F: NorFlash>(
     g: &Geo,
     s: u32,
     p: u32,
-    mut out: Option<&mut [u8]>,
+    mut out: Option<&mut [&mut [u8]]>,
 ) -> Res<At, F> {
     if g.slot - p < HEADER {
         return Ok(At::Blank);
@@ -794,8 +806,8 @@ fn at<F: NorFlash>(
         let rn = (n + g.align as usize - 1) & !(g.align as usize - 1);
         flash.read(a, &mut buf[..rn]).map_err(StoreError::Flash)?;
         crc = crc_update(crc, &buf[..n]);
-        if let Some(d) = out.as_deref_mut().and_then(|o| o.get_mut(done..done + n)) {
-            d.copy_from_slice(&buf[..n]);
+        if let Some(parts) = out.as_deref_mut() {
+            scatter(parts, done, &buf[..n]);
         }
         a += rn as u32;
         done += n;
@@ -804,6 +816,24 @@ fn at<F: NorFlash>(
     flash.read(a, &mut buf[..tl]).map_err(StoreError::Flash)?;
     let ok = le32(&buf, 0) == !crc && le32(&buf, 4) == COMMIT;
     Ok(At::Rec(h, ok, rl))
+}
+
+/// Copies `bytes` to offset `at` of the concatenation of `parts` (what
+/// does not fit is dropped).
+fn scatter(parts: &mut [&mut [u8]], mut at: usize, mut bytes: &[u8]) {
+    for p in parts.iter_mut() {
+        if bytes.is_empty() {
+            return;
+        }
+        if at >= p.len() {
+            at -= p.len();
+            continue;
+        }
+        let n = (p.len() - at).min(bytes.len());
+        p[at..at + n].copy_from_slice(&bytes[..n]);
+        bytes = &bytes[n..];
+        at = 0;
+    }
 }
 
 /// Whether `len` bytes at `a` all read as erased.
@@ -1085,6 +1115,34 @@ mod tests {
         assert!(newer(0, u32::MAX) && newer(5, 3) && !newer(3, 5));
         assert_ne!(model_id(b"a"), model_id(b"b"));
         assert!(core::mem::size_of::<Store>() <= 128);
+    }
+
+    #[test]
+    fn restore_into_parts() {
+        let cfg = Config::new(0, 16384, 2);
+        let mut f = Sect::new(2 * 16384);
+        let (a, b, c) = (payload(1000, 3), payload(7, 4), payload(3001, 5));
+        let mut s = Store::new(cfg);
+        s.save(&mut f, A, 5, &[&a, &b, &c]).unwrap();
+        let (mut x, mut y, mut z) = (vec![0u8; 1000], vec![0u8; 7], vec![0u8; 3001]);
+        let r = Store::new(cfg)
+            .restore_parts(&mut f, A, &mut [&mut x, &mut y, &mut z])
+            .unwrap();
+        assert_eq!(
+            r,
+            Restore::Restored {
+                seq: 0,
+                step: 5,
+                len: 4008
+            }
+        );
+        assert_eq!((x, y, z), (a, b, c));
+        // too little room: an error, not a partial restore
+        let mut small = vec![0u8; 4000];
+        assert!(matches!(
+            Store::new(cfg).restore_parts(&mut f, A, &mut [&mut small]),
+            Err(StoreError::BufferTooSmall { needed: 4008 })
+        ));
     }
 
     #[test]

@@ -18,6 +18,8 @@
 #![deny(missing_docs)]
 
 pub mod config;
+#[cfg(feature = "live")]
+pub mod live;
 pub mod probe;
 pub mod stack;
 

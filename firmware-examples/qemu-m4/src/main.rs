@@ -18,6 +18,11 @@ use cortex_m_semihosting::hio;
 use defmt_semihosting as _;
 use fdgr_firmware::Board;
 
+#[cfg(feature = "live")]
+mod flash;
+#[cfg(feature = "live")]
+mod uart;
+
 struct Qemu;
 
 impl Board for Qemu {
@@ -33,8 +38,23 @@ fn main() -> ! {
         Some("hardfault") => cortex_m::asm::udf(),
         _ => {}
     }
-    let ok = fdgr_firmware::run(&mut Qemu).is_ok();
-    fdgr_firmware::exit(ok)
+    #[cfg(feature = "live")]
+    {
+        let mut link = uart::Uart::new();
+        let ok = match flash::HostFlash::open() {
+            Ok(mut f) => fdgr_firmware::live::run_live(&mut Qemu, &mut link, &mut f).is_ok(),
+            Err(e) => {
+                defmt::error!("flash file: {}", defmt::Debug2Format(&e));
+                false
+            }
+        };
+        fdgr_firmware::exit(ok)
+    }
+    #[cfg(not(feature = "live"))]
+    {
+        let ok = fdgr_firmware::run(&mut Qemu).is_ok();
+        fdgr_firmware::exit(ok)
+    }
 }
 
 static FAILING: AtomicBool = AtomicBool::new(false);

@@ -260,6 +260,8 @@ pub fn cargo(
         "FDGR_OPT",
         "FDGR_MODE",
         "FDGR_FAULT",
+        "FDGR_SAVE_EVERY",
+        "FDGR_FLASH",
     ] {
         c.env_remove(v);
     }

@@ -19,7 +19,8 @@
 //! * [`qemu`]: the emulated Cortex-M4F and the instruction-count plugin;
 //! * [`profile`]: the plugin's per-address counts summed per function;
 //! * [`replay`]: the host's run of the device's fine-tuning and the
-//!   bit-for-bit comparison.
+//!   bit-for-bit comparison;
+//! * [`session`]: the host end of the sample link to a live image.
 #![deny(missing_docs)]
 
 pub mod board;
@@ -30,6 +31,7 @@ pub mod process;
 pub mod profile;
 pub mod qemu;
 pub mod replay;
+pub mod session;
 pub mod tools;
 
 /// The fine-tuning configuration the firmware is built with: the very file

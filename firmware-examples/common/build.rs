@@ -121,12 +121,12 @@ fn run() -> Result<(), String> {
         0
     } else {
         config::check(&models, &stream).map_err(|e| {
-        format!(
-            "{} with {}: {e}",
-            model_path.display(),
-            stream_path.display()
-        )
-    })?
+            format!(
+                "{} with {}: {e}",
+                model_path.display(),
+                stream_path.display()
+            )
+        })?
     };
     let needs_conv = layers.iter().any(|l| {
         matches!(

@@ -63,6 +63,9 @@ pub struct RunOptions {
     pub firmware: PathBuf,
     /// Longest the device may run.
     pub timeout: Duration,
+    /// The live image (samples over the link, state in flash) instead of
+    /// the image with the samples built in.
+    pub live: bool,
 }
 
 /// Samples fine-tuned on when `--samples` is not given.
@@ -107,6 +110,8 @@ pub struct Prepared {
     pub held_out: (Vec<f32>, Vec<u32>, String),
     /// Longest the device may run.
     pub timeout: Duration,
+    /// The live image ([`RunOptions::live`]).
+    pub live: bool,
 }
 
 impl Prepared {
@@ -115,13 +120,17 @@ impl Prepared {
         self.models.trained_params()
     }
 
-    /// The board crate's features the model needs (`conv` for a conv net).
+    /// The board crate's features the model needs (`conv` for a conv net;
+    /// `live` for the live image).
     pub fn features(&self) -> Vec<&'static str> {
+        let mut f = vec![];
         if self.models.uses_conv() {
-            vec!["conv"]
-        } else {
-            vec![]
+            f.push("conv");
         }
+        if self.live {
+            f.push("live");
+        }
+        f
     }
 
     /// The optimizer's name.
@@ -328,6 +337,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
         probes,
         held_out,
         timeout: o.timeout,
+        live: o.live,
     })
 }
 
@@ -430,13 +440,17 @@ fn write_if_changed(p: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The `FDGR_*` variables of the build.
 fn build_vars(p: &Prepared, model: &Path, stream: &Path) -> Vec<(&'static str, String)> {
-    vec![
+    let mut v = vec![
         ("FDGR_MODEL", model.display().to_string()),
-        ("FDGR_STREAM", stream.display().to_string()),
         ("FDGR_METHOD", p.method.name().to_string()),
         ("FDGR_OPT", p.opt_name().to_string()),
         ("FDGR_MODE", fw_config::mode_name(p.mode).to_string()),
-    ]
+    ];
+    // the live image carries no samples: one image for any stream
+    if !p.live {
+        v.push(("FDGR_STREAM", stream.display().to_string()));
+    }
+    v
 }
 
 /// Builds the board's firmware for `p` (`cargo build --release` in its
@@ -811,6 +825,12 @@ pub fn write(p: &Prepared, d: &DeviceRun, summary: &serde_json::Value) -> Result
         checkpoint::atomic_write(&tmp.join("device.log"), log::to_text(&d.lines).as_bytes())?;
         checkpoint::atomic_write(&tmp.join("model.fdgr"), &p.model)?;
         checkpoint::atomic_write(&tmp.join("stream.bin"), &p.stream)?;
+        // a live board's state (its flash, its history) stays with it
+        let state = p.out.join("board");
+        if state.is_dir() {
+            std::fs::rename(&state, tmp.join("board"))
+                .with_context(|| format!("{}: cannot keep", state.display()))?;
+        }
         let old = p.from.join(format!(".{name}.old-{}", std::process::id()));
         if p.out.exists() {
             std::fs::rename(&p.out, &old)

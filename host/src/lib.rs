@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod cpu_layers;
 pub mod data;
 pub mod device;
+pub mod device_live;
 pub mod dist;
 pub mod dln;
 pub mod exit;

@@ -403,7 +403,9 @@ pub fn outputs_planned<F: Real>(
         Mode::Full => x,
         Mode::LastLayer => {
             let nf = models.features;
-            let feats = feats.get_mut(..nf).ok_or(Error::MissingBuffer("features"))?;
+            let feats = feats
+                .get_mut(..nf)
+                .ok_or(Error::MissingBuffer("features"))?;
             let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
             let full = models.full.borrowed();
             let at = match full.last().input {

@@ -107,7 +107,12 @@ fn save<F: NorFlash>(
         flash,
         MODEL_ID,
         c.seen,
-        &[&head, bytes(&m.theta[..]), bytes(&m.s0[..]), bytes(&m.s1[..])],
+        &[
+            &head,
+            bytes(&m.theta[..]),
+            bytes(&m.s0[..]),
+            bytes(&m.s1[..]),
+        ],
     );
     fdgr_mark();
     match r {
@@ -125,7 +130,11 @@ fn save<F: NorFlash>(
             Ok(())
         }
         Err(e) => {
-            defmt::error!("save at step {=u64} failed: {}", c.seen, defmt::Display2Format(&e));
+            defmt::error!(
+                "save at step {=u64} failed: {}",
+                c.seen,
+                defmt::Display2Format(&e)
+            );
             Err(())
         }
     }
@@ -184,7 +193,10 @@ fn restore<F: NorFlash>(flash: &mut F, st: &mut Store, m: &mut Buffers, c: &mut 
         }
         Err(e) => {
             factory(m, c);
-            defmt::error!("factory weights: restore failed: {}", defmt::Display2Format(&e));
+            defmt::error!(
+                "factory weights: restore failed: {}",
+                defmt::Display2Format(&e)
+            );
         }
     }
 }

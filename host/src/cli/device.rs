@@ -119,6 +119,19 @@ pub struct RunArgs {
     /// Longest the device may run, in seconds
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// On-device learning: boot the live image (no samples built in), stream
+    /// the samples over the sample link (predict, then learn), keep the
+    /// learned state in the board's flash across runs (qemu-m4)
+    #[arg(long)]
+    pub live: bool,
+    /// With --live: start again from the factory model
+    #[arg(long, requires = "live")]
+    pub factory_reset: bool,
+    /// With --live: print one JSON line (start_step, end_step,
+    /// image_sha256, acc_before, acc_after, prequential_acc, ram_bytes,
+    /// flash_bytes, ...)
+    #[arg(long, requires = "live")]
+    pub json: bool,
 }
 
 /// `fdgr device verify`.
@@ -138,6 +151,20 @@ pub struct VerifyArgs {
     /// A device-<board> folder
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Cut the power of the live image (qemu-m4) at N random moments while
+    /// it learns and saves; after each restart its weights must equal the
+    /// host replay at the restored step, bit for bit (with --from, --board)
+    #[arg(long, requires = "from")]
+    pub power_cuts: Option<usize>,
+    /// With --power-cuts: the samples learned (DATA:SPLIT:N)
+    #[arg(long, requires = "power_cuts")]
+    pub samples: Option<String>,
+    /// With --power-cuts: seed of the cut moments
+    #[arg(long, default_value_t = 1, requires = "power_cuts")]
+    pub seed: u64,
+    /// With --power-cuts: print one JSON line (cuts, torn, recovered, ...)
+    #[arg(long, requires = "power_cuts")]
+    pub json: bool,
 }
 
 /// `fdgr device`.
@@ -224,6 +251,7 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
             .or_else(|| std::env::var_os("FDGR_FIRMWARE_DIR").map(PathBuf::from))
             .unwrap_or_else(dev::default_firmware_dir),
         timeout: Duration::from_secs(a.timeout),
+        live: a.live,
     };
     let p = dev::prepare(&o).map_err(bad_input)?;
     header(&p);
@@ -276,6 +304,9 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
             eprintln!("  step {n:>4}/{total}  loss {:.4}{cyc}", s.loss);
         }
     };
+    if a.live {
+        return live(a, &p, &b);
+    }
     let d = dev::run(&p, &b, &mut on_step)?;
     let (first, last) = dev::loss_means(&d.log.losses);
     let per_step = if !d.instructions.is_empty() {
@@ -341,6 +372,9 @@ fn verify(a: &VerifyArgs) -> Result<()> {
             )))
         }
     };
+    if let Some(n) = a.power_cuts {
+        return power_cuts(a, n);
+    }
     let (c, s) = dev::verify(&dir).map_err(bad_input)?;
     println!(
         "{}: {} on {}, {} {} {}, {} steps; replayed on the host kernel: {c}",
@@ -357,4 +391,146 @@ fn verify(a: &VerifyArgs) -> Result<()> {
     } else {
         bail!("{}: {c}", dir.display())
     }
+}
+
+fn live(a: &RunArgs, p: &Prepared, b: &dev::Built) -> Result<()> {
+    use fdgr::device_live as lv;
+    let o = lv::LiveOptions {
+        factory_reset: a.factory_reset,
+        verify: a.verify,
+    };
+    eprintln!(
+        "live image {} on {}: streaming {} samples over the link ...",
+        &lv::sha256(&b.elf)[..12],
+        p.board.describe(),
+        p.steps
+    );
+    let tty = std::io::stderr().is_terminal();
+    let mut on_sample = |i: usize, n: usize, preq: f64| {
+        if tty {
+            eprint!(
+                "\r  sample {i:>5}/{n}  prequential accuracy {:6.2} %   ",
+                100.0 * preq
+            );
+            if i == n {
+                eprintln!();
+            }
+        } else if i == n || i % (n.div_ceil(4).max(1)) == 0 {
+            eprintln!(
+                "  sample {i:>5}/{n}  prequential accuracy {:6.2} %",
+                100.0 * preq
+            );
+        }
+    };
+    let r = lv::run(p, b, &o, &mut on_sample)?;
+    lv::write(p, &r)?;
+    if a.json {
+        println!("{}", lv::json_line(p, &r));
+    } else {
+        println!(
+            "device: steps {} -> {}; prequential accuracy {:.2} %; held-out accuracy ({} samples, \
+             through predict) {:.2} % -> {:.2} %; {:.2} ms and {:.0} link bytes per sample; \
+             static RAM {} B, flash {} B",
+            r.start_step,
+            r.end_step,
+            100.0 * r.prequential_acc,
+            r.held_out,
+            100.0 * r.acc_before,
+            100.0 * r.acc_after,
+            r.ms_per_sample,
+            r.bytes_per_sample,
+            kb(r.ram_bytes),
+            kb(r.flash_bytes)
+        );
+        if let Some(v) = r.verified {
+            println!(
+                "verify (the whole history, {} samples, replayed on the host kernel): {}",
+                r.end_step,
+                if v {
+                    "bit-identical weights and losses"
+                } else {
+                    "DIFFERENT"
+                }
+            );
+        }
+        println!(
+            "wrote {}/ (state in {}/)",
+            p.out.display(),
+            lv::state_dir(p).display()
+        );
+    }
+    if r.verified == Some(false) {
+        bail!(
+            "{}: the device's weights differ from the host replay",
+            p.board
+        );
+    }
+    Ok(())
+}
+
+fn power_cuts(a: &VerifyArgs, n: usize) -> Result<()> {
+    use fdgr::device_live as lv;
+    let (Some(from), Some(board)) = (&a.from, a.board) else {
+        return Err(bad_input(anyhow!(
+            "--power-cuts needs --from RUN and --board qemu-m4"
+        )));
+    };
+    if board != BoardName::QemuM4 {
+        return Err(bad_input(anyhow!(
+            "--power-cuts: only qemu-m4 can be cut here (on a board, reset it through probe-rs)"
+        )));
+    }
+    let o = RunOptions {
+        board: board.board(),
+        from: from.clone(),
+        method: "fgr".into(),
+        mode: "full".into(),
+        opt: "sgd".into(),
+        samples: a.samples.clone(),
+        firmware: std::env::var_os("FDGR_FIRMWARE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(dev::default_firmware_dir),
+        timeout: Duration::from_secs(120),
+        live: true,
+    };
+    let p = dev::prepare(&o).map_err(bad_input)?;
+    let b = dev::build(&p).map_err(|e| {
+        if e.is::<dev::Refused>() {
+            bad_input(e)
+        } else {
+            e
+        }
+    })?;
+    let t = std::time::Instant::now();
+    let r = lv::power_cuts(&p, &b, n, a.seed)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"cuts": r.cuts, "torn": r.torn, "recovered": r.recovered,
+                               "factory": r.factory, "cut_while_busy": r.during_save,
+                               "max_step": r.learned, "seconds": t.elapsed().as_secs_f64()})
+        );
+    } else {
+        println!(
+            "power cuts on {}: {} cuts ({} while the device was stepping or saving), {} torn, \
+             {} recovered a saved state bit-identical to the host replay, {} came back at the \
+             factory model; {:.1} s",
+            p.board,
+            r.cuts,
+            r.during_save,
+            r.torn,
+            r.recovered,
+            r.factory,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    if r.torn > 0 {
+        bail!(
+            "{}: {} of {} restarts restored a torn state",
+            p.board,
+            r.torn,
+            r.cuts
+        );
+    }
+    Ok(())
 }

@@ -388,6 +388,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
 
     // The user's path: `fdgr device run` and `fdgr device verify`.
     steps.extend(device_cli(&out, &model)?);
+    steps.extend(crate::live::device_live(&out)?);
     steps.extend(device_cli_conv(&out)?);
 
     // Failures must exit with 1, not hang.
@@ -549,7 +550,7 @@ esac
 ";
 
 /// `fdgr device ...` through cargo.
-fn fdgr_device(args: &[&str]) -> Command {
+pub(crate) fn fdgr_device(args: &[&str]) -> Command {
     let mut a = vec!["run", "--release", "-p", "fdgr", "--", "device"];
     a.extend_from_slice(args);
     let mut c = cargo(&a);
@@ -721,11 +722,11 @@ fn samples(path: &Path) -> Result<Step, String> {
 
 /// A net the firmware checks fine-tune: pre-trained on digits with the
 /// CLI and exported, as `models/README.md` says.
-struct Pretrained {
+pub(crate) struct Pretrained {
     /// Checkpoint directory under the output directory.
-    ckpt: &'static str,
+    pub(crate) ckpt: &'static str,
     /// Exported weight file under the output directory.
-    file: &'static str,
+    pub(crate) file: &'static str,
     /// `fdgr train` flags besides `--out`.
     train: &'static [&'static str],
     /// Step names of the training and the export.
@@ -733,7 +734,7 @@ struct Pretrained {
 }
 
 /// The 64-32-10 MLP.
-const MLP_RUN: Pretrained = Pretrained {
+pub(crate) const MLP_RUN: Pretrained = Pretrained {
     ckpt: "digits-64-32-10-ckpt",
     file: "digits-64-32-10.fdgr",
     train: &[
@@ -744,7 +745,7 @@ const MLP_RUN: Pretrained = Pretrained {
 };
 
 /// The reference conv net.
-const CONV_RUN: Pretrained = Pretrained {
+pub(crate) const CONV_RUN: Pretrained = Pretrained {
     ckpt: "digits-conv-ckpt",
     file: CONV_FILE,
     train: &[
@@ -758,7 +759,10 @@ const CONV_RUN: Pretrained = Pretrained {
 };
 
 /// `fdgr train` and `fdgr export` of `net` into `out`.
-fn train_and_export(out: &Path, net: &Pretrained) -> Result<(PathBuf, Vec<Step>), String> {
+pub(crate) fn train_and_export(
+    out: &Path,
+    net: &Pretrained,
+) -> Result<(PathBuf, Vec<Step>), String> {
     let ckpt = out.join(net.ckpt);
     let model = out.join(net.file);
     // Stale outputs must not pass for fresh ones.

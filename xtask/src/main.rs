@@ -13,6 +13,7 @@
 
 mod firmware;
 mod fw_util;
+mod live;
 mod mutants;
 mod nvrtc;
 mod util;

@@ -95,6 +95,17 @@ impl Session {
     /// `state_dir/fdgr-flash.bin`, and connects to its UART. `timeout`
     /// bounds every reply.
     pub fn qemu(elf: &Path, state_dir: &Path, timeout: Duration) -> Result<Session, String> {
+        Session::qemu_with(elf, state_dir, timeout, &[])
+    }
+
+    /// [`Session::qemu`] with more QEMU arguments (e.g. the
+    /// instruction-count plugin).
+    pub fn qemu_with(
+        elf: &Path,
+        state_dir: &Path,
+        timeout: Duration,
+        extra: &[String],
+    ) -> Result<Session, String> {
         std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
         // QEMU runs in the state directory: the image by its absolute path
         let elf = std::fs::canonicalize(elf).map_err(|e| format!("{}: {e}", elf.display()))?;
@@ -113,6 +124,7 @@ impl Session {
                 "socket,id=link,path={},server=on,wait=on",
                 sock_path.display()
             ))
+            .args(extra)
             .arg("-kernel")
             .arg(elf)
             .current_dir(state_dir)
@@ -306,6 +318,27 @@ impl Session {
     /// The defmt bytes the device logged so far.
     pub fn log(&self) -> Vec<u8> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Stops QEMU in order (SIGTERM: its plugins write their results);
+    /// returns the defmt bytes logged.
+    pub fn stop(mut self) -> Vec<u8> {
+        let pid = self.child.id().to_string();
+        let termed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if termed {
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.kill()
     }
 
     /// Cuts the power: kills QEMU at once; returns the defmt bytes logged.

@@ -518,7 +518,7 @@ pub struct DeviceRun {
 
 /// Builds the QEMU instruction-count plugin if it can (quietly; the run
 /// goes on without counts otherwise, and says why).
-fn plugin(p: &Prepared) -> Result<PathBuf, String> {
+pub fn plugin(p: &Prepared) -> Result<PathBuf, String> {
     let (major, _) = fdgr_device::qemu::qemu_version()?;
     let built = fdgr_device::qemu::build_plugin(&p.fw, major, &mut |name, c| {
         let r = fdgr_device::process::run_limited(c, Duration::from_secs(600))?;

@@ -62,6 +62,18 @@ pub struct LiveRun {
     /// Whether the history replayed on the host gave the device's weights
     /// bit for bit (`--verify`).
     pub verified: Option<bool>,
+    /// Guest instructions per learned sample (prediction excluded: the
+    /// step), mean, where QEMU counted them.
+    pub instructions_per_step: Option<f64>,
+    /// Guest instructions per save: (mean, max), where counted.
+    pub instructions_per_save: Option<(f64, u64)>,
+    /// Saves during the run (every `DEFAULT_SAVE_EVERY` steps, and one at
+    /// the end).
+    pub saves: usize,
+    /// Bytes one save writes to flash (the record).
+    pub save_bytes: u64,
+    /// Why instructions were not counted, if they were not.
+    pub count_note: Option<String>,
     /// The weights pulled from the device.
     pub theta: Vec<f32>,
     /// The decoded device log.
@@ -96,15 +108,61 @@ fn accuracy(s: &mut Session, p: &Prepared) -> Result<f64> {
     Ok(ok as f64 / y.len().max(1) as f64)
 }
 
-/// Boots the board's live image on its state (QEMU).
-pub fn boot(p: &Prepared, b: &Built) -> Result<Session> {
+/// Boots the board's live image on its state (QEMU), with `extra` QEMU
+/// arguments.
+pub fn boot_with(p: &Prepared, b: &Built, extra: &[String]) -> Result<Session> {
     let dir = state_dir(p);
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let elf = dir.join("image.elf");
     if std::fs::read(&elf).ok().as_deref() != Some(&b.elf[..]) {
         checkpoint::atomic_write(&elf, &b.elf)?;
     }
-    Session::qemu(&elf, &dir, p.timeout.min(Duration::from_secs(60))).map_err(|e| anyhow!(e))
+    Session::qemu_with(&elf, &dir, p.timeout.min(Duration::from_secs(60)), extra)
+        .map_err(|e| anyhow!(e))
+}
+
+/// Boots the board's live image on its state (QEMU).
+pub fn boot(p: &Prepared, b: &Built) -> Result<Session> {
+    boot_with(p, b, &[])
+}
+
+/// Bytes of one saved record of `p`'s state (meta, trained parameters,
+/// optimizer state) on the emulated flash (16-byte writes).
+pub fn record_bytes(p: &Prepared) -> u64 {
+    let lens = fw_config::buffer_lens(&p.models, p.method, if p.opt == 0 { 0 } else { 2 });
+    let payload = 24 + 4 * (lens.trained + 2 * lens.state);
+    fdgr_kernel::store::record_len(payload as u32, 16).map_or(0, u64::from)
+}
+
+/// Step and save instructions from the plugin's marks: after the two
+/// calibration marks, a pair around each event of `events` (true: a save).
+fn event_instructions(counts: &str, events: &[bool]) -> Result<(Vec<u64>, Vec<u64>), String> {
+    let marks: Vec<u64> = counts
+        .lines()
+        .filter_map(|l| l.strip_prefix("mark "))
+        .map(|v| v.trim().parse::<u64>().map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    if marks.len() != 2 + 2 * events.len() {
+        return Err(format!(
+            "expected {} marker hits, got {}",
+            2 + 2 * events.len(),
+            marks.len()
+        ));
+    }
+    let overhead = marks[1].saturating_sub(marks[0]);
+    let (mut steps, mut saves) = (vec![], vec![]);
+    for (i, &save) in events.iter().enumerate() {
+        let d = marks[3 + 2 * i]
+            .checked_sub(marks[2 + 2 * i])
+            .and_then(|d| d.checked_sub(overhead))
+            .ok_or("marker counts out of order")?;
+        if save {
+            saves.push(d);
+        } else {
+            steps.push(d);
+        }
+    }
+    Ok((steps, saves))
 }
 
 /// The device's samples learned so far, checked against its identity;
@@ -147,8 +205,36 @@ pub fn run(
     o: &LiveOptions,
     on_sample: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<LiveRun> {
-    let mut s = boot(p, b)?;
+    // QEMU counts the guest's instructions where the plugin builds
+    let dir = state_dir(p);
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    // QEMU runs in the state directory: an absolute path for the counts
+    let counts = std::fs::canonicalize(&dir)
+        .with_context(|| format!("{}", dir.display()))?
+        .join("counts.txt");
+    let _ = std::fs::remove_file(&counts);
+    let (extra, count_note) = match (crate::device::plugin(p), b.info.marker) {
+        (Ok(plugin), Some(marker)) => (
+            vec![
+                "-plugin".to_string(),
+                fdgr_device::qemu::plugin_arg(&plugin, marker, &counts),
+            ],
+            None,
+        ),
+        (Err(e), _) => (vec![], Some(format!("instructions not counted: {e}"))),
+        (_, None) => (
+            vec![],
+            Some("instructions not counted: no marker symbol".into()),
+        ),
+    };
+    let mut s = boot_with(p, b, &extra)?;
     let (start_step, history) = start(&mut s, p, o)?;
+    // the events the marks will bracket: a factory reset saves, each step,
+    // a save every DEFAULT_SAVE_EVERY steps, the save at the end
+    let mut events = vec![];
+    if o.factory_reset {
+        events.push(true);
+    }
     if o.verify && history.is_none() {
         bail!(
             "{}: holds fewer samples than the device has learned ({start_step}): the history \
@@ -168,6 +254,10 @@ pub fn run(
             Answer::Ack { class, loss } => {
                 ok += usize::from(class == u16::from(y));
                 steps.push((u32::from(y), class, loss));
+                events.push(false);
+                if (start_step + steps.len() as u64) % DEFAULT_SAVE_EVERY as u64 == 0 {
+                    events.push(true);
+                }
             }
             Answer::Nack(nack) => bail!(
                 "sample {i}: the device refused it ({} {})",
@@ -181,6 +271,7 @@ pub fn run(
     let secs = t0.elapsed().as_secs_f64();
     let traffic = (s.traffic.0 - bytes0.0) + (s.traffic.1 - bytes0.1);
     let st = s.save().map_err(|e| anyhow!(e))?;
+    events.push(true);
     let end_step = st.seen;
     if end_step != start_step + n as u64 {
         bail!(
@@ -198,7 +289,23 @@ pub fn run(
     }
     let acc_after = accuracy(&mut s, p)?;
     let theta = s.pull().map_err(|e| anyhow!(e))?;
-    let log_bytes = s.kill();
+    let log_bytes = s.stop();
+    let (mut instructions_per_step, mut instructions_per_save, mut count_note) =
+        (None, None, count_note);
+    if count_note.is_none() {
+        match std::fs::read_to_string(&counts)
+            .map_err(|e| format!("{}: {e}", counts.display()))
+            .and_then(|c| event_instructions(&c, &events))
+        {
+            Ok((st, sv)) => {
+                let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+                instructions_per_step = (!st.is_empty()).then(|| mean(&st));
+                instructions_per_save =
+                    (!sv.is_empty()).then(|| (mean(&sv), sv.iter().copied().max().unwrap_or(0)));
+            }
+            Err(e) => count_note = Some(format!("instructions not counted: {e}")),
+        }
+    }
     let verified = match (&history, o.verify) {
         (Some(h), true) => Some(replay_matches(p, h, &theta, &steps, start_step)?),
         _ => None,
@@ -220,6 +327,11 @@ pub fn run(
         ms_per_sample: 1000.0 * secs / n.max(1) as f64,
         bytes_per_sample: traffic as f64 / n.max(1) as f64,
         verified,
+        instructions_per_step,
+        instructions_per_save,
+        saves: events.iter().filter(|&&e| e).count(),
+        save_bytes: record_bytes(p),
+        count_note,
         theta,
         log,
     })
@@ -275,6 +387,12 @@ pub fn json_line(p: &Prepared, r: &LiveRun) -> serde_json::Value {
         "ms_per_sample": r.ms_per_sample,
         "bytes_per_sample": r.bytes_per_sample,
         "verified": r.verified,
+        "instructions_per_step": r.instructions_per_step,
+        "instructions_per_save": r.instructions_per_save.map(|s| s.0),
+        "instructions_per_save_max": r.instructions_per_save.map(|s| s.1),
+        "saves": r.saves,
+        "save_bytes": r.save_bytes,
+        "note": r.count_note,
     })
 }
 

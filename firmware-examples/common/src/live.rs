@@ -268,6 +268,10 @@ pub fn run_live<B: Board, L: Link, F: NorFlash>(
         2 * region
     );
     restore(flash, &mut st, &mut m, &mut c);
+    // the instruction-count plugin's calibration: two marks back to back
+    // (then a pair around every step and every save)
+    fdgr_mark();
+    fdgr_mark();
     let model = LinkModel::new(INPUTS, K, P);
     let mut dec: Decoder<IN_FRAME> = Decoder::new();
     let mut out = Out {

@@ -297,6 +297,10 @@ pub fn steps() -> Result<Vec<Step>, String> {
         let mut c = fw_cargo("clippy", board, &[], &[]);
         c.args(["--", "-D", "warnings"]);
         steps.push(run(&format!("clippy -D warnings {board}"), c)?);
+        // the live image: the link, the flash store and the board's drivers
+        let mut c = fw_cargo("clippy", board, &[], &["live"]);
+        c.args(["--", "-D", "warnings"]);
+        steps.push(run(&format!("clippy -D warnings {board} (live)"), c)?);
     }
     let mut c = Command::new(cargo_bin());
     c.args(["clippy", "--release", "--manifest-path"])

@@ -34,6 +34,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use config::{BATCH, INPUTS, RING};
 use fdgr_kernel::finetune::{self, FineTuner, Memory};
+#[cfg(not(feature = "live"))]
 use fdgr_kernel::ring::LossHistory;
 pub use generated::{Opt, FROZEN, METHOD, MODE, OPT, OPT_LR, OPT_STATE, STEPS, STREAM};
 
@@ -249,6 +250,7 @@ pub enum Failure {
     StackWindow,
 }
 
+#[cfg(not(feature = "live"))]
 fn bits_fnv1a(theta: impl Iterator<Item = f32>) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for t in theta {
@@ -260,6 +262,7 @@ fn bits_fnv1a(theta: impl Iterator<Item = f32>) -> u32 {
     h
 }
 
+#[cfg(not(feature = "live"))]
 /// Fine-tunes the model in flash on the stream in flash, logging with
 /// defmt:
 /// * the configuration and the RAM budget;
@@ -293,6 +296,7 @@ pub fn run<B: Board>(board: &mut B) -> Result<(), Failure> {
     Ok(())
 }
 
+#[cfg(not(feature = "live"))]
 fn fine_tune<B: Board>(board: &mut B) -> Result<(), Failure> {
     let Some(mut m) = Buffers::take() else {
         defmt::error!("buffers already taken");

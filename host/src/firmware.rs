@@ -30,9 +30,21 @@ pub fn export_bytes(net: &NetFile, name: &Path) -> Result<Vec<u8>> {
 }
 
 /// Reads the network of `ckpt` (a run directory or a model file) and its
-/// FDGR file.
+/// FDGR file, batch norm folded into the layer before it
+/// ([`crate::fold`]): the returned network is the one the file holds.
 pub fn export_run(ckpt: &Path) -> Result<(NetFile, Vec<u8>)> {
-    let net = checkpoint::load_net(ckpt)?;
+    let mut net = checkpoint::load_net(ckpt)?;
+    if let Some((arch, theta)) = crate::fold::fold(&net.arch, &net.theta, &net.state)
+        .map_err(|e| anyhow!("{}: {e:#}", checkpoint::model_path(ckpt).display()))?
+    {
+        net = NetFile {
+            arch,
+            theta,
+            state: vec![],
+            tracked: 0,
+            pre: net.pre,
+        };
+    }
     let bytes = export_bytes(&net, ckpt)?;
     Ok((net, bytes))
 }

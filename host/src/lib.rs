@@ -20,6 +20,7 @@ pub mod dln;
 pub mod exit;
 pub mod firmware;
 pub mod flood;
+pub mod fold;
 pub mod gpu;
 pub mod memory;
 pub mod plot;

@@ -143,9 +143,9 @@ fn refusals_before_building() {
     );
     untouched(&mlp);
 
-    // A conv net with batch norm: the firmware does not fine-tune batch
-    // norm (batch 1 would need its running statistics folded in).
-    let conv = train(&d, "conv:4:3:p1,bn,tanh,flatten,linear");
+    // Batch norm is folded into the convolution before it for the device;
+    // one after an activation cannot be, and is refused.
+    let conv = train(&d, "conv:4:3:p1,tanh,bn,flatten,linear");
     let o = device(
         &[
             "run",
@@ -156,7 +156,7 @@ fn refusals_before_building() {
         ],
         None,
     );
-    rejected(&o, &["batch norm"]);
+    rejected(&o, &["batch norm", "cannot be folded"]);
     untouched(&conv);
 
     // Too large for the STM32F4's 128 KiB (3·4P for F-GR alone: 461 KB),

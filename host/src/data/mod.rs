@@ -215,7 +215,38 @@ const DIGITS: &[u8] = include_bytes!("../../../data/digits.csv.gz");
 const MNIST5K: &[u8] = include_bytes!("../../../data/mnist_5k.csv.gz");
 
 /// Names accepted by `--data`, for help texts.
-pub const DATA_HELP: &str = "digits | mnist5k | mnist:DIR | idx:IMAGES,LABELS | cifar10:DIR | cifar10:FILE.bin | cifar10:FILE.tar.gz | cifar100:DIR | cifar100:FILE.bin | cifar100:FILE.tar.gz | cifar100-coarse:(as cifar100:, 20 coarse labels) | csv:FILE[.gz]";
+pub const DATA_HELP: &str = "digits | mnist5k | mnist8 (mnist5k in the UCI digits' 8x8 format) | mnist:DIR | idx:IMAGES,LABELS | cifar10:DIR | cifar10:FILE.bin | cifar10:FILE.tar.gz | cifar100:DIR | cifar100:FILE.bin | cifar100:FILE.tar.gz | cifar100-coarse:(as cifar100:, 20 coarse labels) | csv:FILE[.gz]";
+
+/// MNIST images (1×28×28, 0..255) made the way the UCI optical digits
+/// were made from their 32×32 bitmaps: binarized (≥ 128 is on), centred in
+/// a 32×32 bitmap (2 pixels of margin), and the on pixels of each 4×4
+/// block counted: 1×8×8 values 0..16 ([`Raw::pixel_max`] 16), so a model
+/// trained on them takes UCI digits as they are — a source domain for the
+/// UCI digits with other writers and another pipeline.
+pub(crate) fn uci_digits_format(m: Raw) -> Raw {
+    let n = m.y.len();
+    let mut x = Vec::with_capacity(n * 64);
+    for img in m.x.chunks_exact(28 * 28) {
+        let mut blocks = [0u8; 64];
+        for r in 0..28 {
+            for c in 0..28 {
+                if img[r * 28 + c] >= 128.0 {
+                    let (br, bc) = ((r + 2) / 4, (c + 2) / 4);
+                    blocks[br * 8 + bc] += 1;
+                }
+            }
+        }
+        x.extend(blocks.iter().map(|&b| f32::from(b)));
+    }
+    Raw {
+        x,
+        y: m.y,
+        dims: (1, 8, 8),
+        pixel_max: Some(16.0),
+        classes: m.classes,
+        notes: m.notes,
+    }
+}
 
 /// Reads a file fully, un-gzipping it when it starts with the gzip magic
 /// (at most [`inflate_limit`] bytes).
@@ -566,6 +597,22 @@ pub fn load_with(spec: &str, opt: &DataOptions, given: Option<&Preprocess>) -> R
             None,
             "MNIST 5k subset (500 per class, 28x28; data/mnist_5k.csv.gz)".into(),
         ),
+        "mnist8" => {
+            let m = csv::parse(
+                &gunzip_if(MNIST5K.to_vec(), "built-in mnist5k")?,
+                "built-in mnist5k",
+                Some(255.0),
+            )?
+            .shaped((1, 28, 28), "built-in mnist5k")?;
+            (
+                uci_digits_format(m),
+                None,
+                "the MNIST 5k subset in the UCI optical digits format (each 28x28 image binarized at \
+                 128, centred in a 32x32 bitmap, its on pixels counted in 4x4 blocks: 8x8, values \
+                 0..16; data/mnist_5k.csv.gz)"
+                    .into(),
+            )
+        }
         "mnist" => {
             let dir = Path::new(arg);
             if !dir.is_dir() {

@@ -1,0 +1,97 @@
+//! Batch norm folded for deployment: the folded network's eval-mode
+//! outputs equal the unfolded one's; `mnist8` is the MNIST subset in the
+//! UCI digits' format.
+
+mod common;
+
+use common::{dir, run, stderr};
+
+/// A trained conv net with batch norm, folded: logits within 1e-5
+/// (relative to the largest), the same predictions, the same accuracy;
+/// its FDGR export holds the folded list (no batch norm).
+#[test]
+fn folded_batch_norm_computes_the_same_outputs() {
+    let d = dir("fold");
+    let out = d.join("run");
+    let o = run(&[
+        "train", "--data", "mnist8", "--model",
+        "conv:8:3:p1,bn,relu,maxpool:2,conv:16:3:p1:nobias,bn,relu,maxpool:2,flatten,linear:32,bn,relu,linear",
+        "--epochs", "3", "--quiet", "--out", &out.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let net = fdgr::checkpoint::load_net(&out).expect("model");
+    let (folded, theta) = fdgr::fold::fold(&net.arch, &net.theta, &net.state)
+        .expect("folds")
+        .expect("has batch norm");
+    assert!(!folded.has_state());
+    assert_eq!(folded.layers.len(), net.arch.layers.len() - 3);
+    let data = fdgr::data::load("digits", &Default::default()).expect("digits");
+    let exec = fdgr::cpu::Par { threads: 1 };
+    let mut ws = fdgr::backend::eval_workspace(&net.arch, &net.state);
+    let a = fdgr::backend::outputs_cpu(&net.arch.model, exec, &net.theta, &data.test.x, &mut ws)
+        .expect("outputs");
+    let mut ws = fdgr::backend::eval_workspace(&folded, &[]);
+    let b = fdgr::backend::outputs_cpu(&folded.model, exec, &theta, &data.test.x, &mut ws)
+        .expect("outputs");
+    let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-5 * scale, "worst {worst} of {scale}");
+    let k = net.arch.outputs();
+    let argmax = |v: &[f32]| {
+        v.chunks_exact(k)
+            .map(fdgr_kernel::loss::argmax)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(argmax(&a), argmax(&b));
+    // the export folds it: no batch norm left for the firmware
+    let f = d.join("m.fdgr");
+    let o = run(&[
+        "export",
+        "--ckpt",
+        &out.display().to_string(),
+        "--out",
+        &f.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&f).expect("export");
+    let mut layers = vec![fdgr_kernel::Layer::flatten(); 64];
+    let h = fdgr_kernel::export::decode_layers(&bytes, &mut layers).expect("decodes");
+    assert!(layers[..h.layers]
+        .iter()
+        .all(|l| !matches!(l.op, fdgr_kernel::Op::BatchNorm)));
+}
+
+/// `mnist8`: 8×8 images with values 0..16, as the UCI digits; the same
+/// labels as mnist5k.
+#[test]
+fn mnist8_is_mnist_in_the_uci_digits_format() {
+    let opt = fdgr::data::DataOptions {
+        normalize: fdgr::data::Normalize::None,
+        ..Default::default()
+    };
+    let m8 = fdgr::data::load("mnist8", &opt).expect("mnist8");
+    let m5 = fdgr::data::load("mnist5k", &opt).expect("mnist5k");
+    assert_eq!(m8.dims, (1, 8, 8));
+    assert_eq!(m8.train.y, m5.train.y);
+    assert!(m8
+        .train
+        .x
+        .iter()
+        .all(|v| (0.0..=16.0).contains(v) && v.fract() == 0.0));
+    // every block count is the number of pixels ≥ 128 in its 4×4 block of
+    // the image centred in 32×32: the total equals the image's on pixels
+    for (a, b) in m8
+        .train
+        .x
+        .chunks_exact(64)
+        .zip(m5.train.x.chunks_exact(784))
+        .take(50)
+    {
+        let on = b.iter().filter(|&&v| v >= 128.0).count() as f32;
+        assert_eq!(a.iter().sum::<f32>(), on);
+    }
+}

@@ -524,12 +524,17 @@ fn check_dot(e: &mut Emu, out: &mut Vec<Cmp>) {
         ops::dot(e, xp, yp, n, partials, op).unwrap();
         let want = vecops::dot(&x, &y);
         let terms: f64 = x.iter().zip(&y).map(|(a, b)| (a * b).abs() as f64).sum();
-        // kernel: 8 lanes of n/8 products, a tree of 8, the tail; CUDA C:
-        // each thread's strided sum over the grid, block_sum's tree, then
-        // reduce_sum over the blocks' partial sums
+        // kernel: blocks of DOT_BLOCK products (8 lanes of DOT_BLOCK/8, a
+        // tree of 8, the tail), then the pairwise tree over the blocks;
+        // CUDA C: each thread's strided sum over the grid, block_sum's
+        // tree, then reduce_sum over the blocks' partial sums
         let grid = Kernel::DotPartial.config(n as u64).map_or(0, |l| l.grid.0) as usize;
         let threads = grid * crate::launch::REDUCE_THREADS as usize;
-        let d_kernel = n / vecops::LANES + 3 + vecops::LANES;
+        let blocks = n.div_ceil(vecops::DOT_BLOCK);
+        let d_kernel = n.min(vecops::DOT_BLOCK) / vecops::LANES
+            + 3
+            + vecops::LANES
+            + blocks.next_power_of_two().trailing_zeros() as usize;
         let d_gpu = n.div_ceil(threads.max(1)) + 8 + reduce_sum_depth(grid);
         c.bounded(
             n,

@@ -78,8 +78,10 @@ __device__ __forceinline__ u64 gs_stride() {
 }
 
 // Fixed-order tree sum of REDUCE_THREADS values in shared memory; returns
-// the total in thread 0 (deterministic: the same tree every launch).
-__device__ __forceinline__ float block_sum(float* sh, float v) {
+// the total in thread 0 (deterministic: the same tree every launch). T is
+// float, or double for the sums batch norm's statistics accumulate in.
+template <class T>
+__device__ __forceinline__ T block_sum(T* sh, T v) {
     sh[threadIdx.x] = v;
     __syncthreads();
     for (u32 s = REDUCE_THREADS / 2; s > 0; s >>= 1) {
@@ -91,8 +93,9 @@ __device__ __forceinline__ float block_sum(float* sh, float v) {
 
 // block_sum whose total every thread of the block may use, and after which
 // the shared buffer may be written again (a second barrier).
-__device__ __forceinline__ float block_sum_all(float* sh, float v) {
-    const float t = block_sum(sh, v);
+template <class T>
+__device__ __forceinline__ T block_sum_all(T* sh, T v) {
+    const T t = block_sum(sh, v);
     __syncthreads();
     return t;
 }

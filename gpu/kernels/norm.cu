@@ -16,33 +16,38 @@ __device__ __forceinline__ u64 chan_at(u32 e, u32 c, u32 hw, u32 ch) {
 
 // Mirrors serial::norm::channel_stats and running_update (forward_train's
 // statistics): stats[ch] = mean, stats[c + ch] = 1 / sqrt(var + eps) with
-// the biased variance sum (x - mean)^2 / M (two passes, as the Rust);
-// when pending != 0, pending[ch], pending[c + ch] = the running mean and
-// variance after this batch (PyTorch's rule, unbiased variance, from
-// running[ch], running[c + ch]). One block per channel.
+// the biased variance sum (x - mean)^2 / M (two passes, as the Rust, and
+// as there in double: the sums, the unrounded mean the second pass
+// subtracts, 1 / sqrt, each statistic rounded to float once, as
+// serial::norm::finish_stats); when pending != 0, pending[ch],
+// pending[c + ch] = the running mean and variance after this batch
+// (PyTorch's rule, unbiased variance, in float from the rounded mean and
+// sum of squares, from running[ch], running[c + ch]). One block per
+// channel.
 extern "C" __global__ void bn_stats(const float* x, u32 n, u32 c, u32 hw, float eps,
                                     float* stats, const float* running, float* pending,
                                     float momentum) {
-    __shared__ float sh[REDUCE_THREADS];
+    __shared__ double sh[REDUCE_THREADS];
     const u32 ch = blockIdx.x;
     const u32 m = n * hw;
-    const float mf = (float)m;
-    float s = 0.0f;
-    for (u32 e = threadIdx.x; e < m; e += REDUCE_THREADS) s += x[chan_at(e, c, hw, ch)];
-    const float mu = block_sum_all(sh, s) / mf;
-    float v = 0.0f;
+    const double md = (double)m;
+    double s = 0.0;
+    for (u32 e = threadIdx.x; e < m; e += REDUCE_THREADS) s += (double)x[chan_at(e, c, hw, ch)];
+    const double mu = block_sum_all(sh, s) / md;
+    double v = 0.0;
     for (u32 e = threadIdx.x; e < m; e += REDUCE_THREADS) {
-        const float d = x[chan_at(e, c, hw, ch)] - mu;
+        const double d = (double)x[chan_at(e, c, hw, ch)] - mu;
         v += d * d;
     }
-    const float m2 = block_sum_all(sh, v);
+    const double m2 = block_sum_all(sh, v);
     if (threadIdx.x == 0) {
-        stats[ch] = mu;
-        stats[c + ch] = 1.0f / sqrtf(m2 / mf + eps);
+        const float muf = (float)mu, m2f = (float)m2;
+        stats[ch] = muf;
+        stats[c + ch] = (float)(1.0 / sqrt(m2 / md + (double)eps));
         if (pending) {
-            const float unbiased = m2 / (float)(m - 1);
+            const float unbiased = m2f / (float)(m - 1);
             const float keep = 1.0f - momentum;
-            pending[ch] = momentum * mu + keep * running[ch];
+            pending[ch] = momentum * muf + keep * running[ch];
             pending[c + ch] = momentum * unbiased + keep * running[c + ch];
         }
     }

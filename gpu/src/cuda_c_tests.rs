@@ -32,6 +32,8 @@ use crate::ops;
 
 /// Unit roundoff of f32.
 const U: f64 = f32::EPSILON as f64 / 2.0;
+/// Unit roundoff of f64 (batch norm's statistics sum in it).
+const U64: f64 = f64::EPSILON / 2.0;
 
 const ACTS: [Act; 4] = [Act::Identity, Act::Relu, Act::Tanh, Act::Sigmoid];
 
@@ -199,7 +201,12 @@ fn run(check: fn(&mut Emu, &mut Vec<Cmp>)) {
 /// The first-order bound on the difference of two sums of the same terms
 /// whose summations have depths `d1` and `d2`; `abs_sum` = Σ|terms|.
 fn reorder_bound(d1: usize, d2: usize, abs_sum: f64) -> f64 {
-    ((d1 + d2) as f64 * U * abs_sum).max(f64::MIN_POSITIVE)
+    reorder_bound_in(U, d1, d2, abs_sum)
+}
+
+/// [`reorder_bound`] of two sums in a precision of unit roundoff `u`.
+fn reorder_bound_in(u: f64, d1: usize, d2: usize, abs_sum: f64) -> f64 {
+    ((d1 + d2) as f64 * u * abs_sum).max(f64::MIN_POSITIVE)
 }
 
 /// Depth of reduce_sum (vecops.cu) over n values: each thread's strided
@@ -524,12 +531,17 @@ fn check_dot(e: &mut Emu, out: &mut Vec<Cmp>) {
         ops::dot(e, xp, yp, n, partials, op).unwrap();
         let want = vecops::dot(&x, &y);
         let terms: f64 = x.iter().zip(&y).map(|(a, b)| (a * b).abs() as f64).sum();
-        // kernel: 8 lanes of n/8 products, a tree of 8, the tail; CUDA C:
-        // each thread's strided sum over the grid, block_sum's tree, then
-        // reduce_sum over the blocks' partial sums
+        // kernel: blocks of DOT_BLOCK products (8 lanes of DOT_BLOCK/8, a
+        // tree of 8, the tail), then the pairwise tree over the blocks;
+        // CUDA C: each thread's strided sum over the grid, block_sum's
+        // tree, then reduce_sum over the blocks' partial sums
         let grid = Kernel::DotPartial.config(n as u64).map_or(0, |l| l.grid.0) as usize;
         let threads = grid * crate::launch::REDUCE_THREADS as usize;
-        let d_kernel = n / vecops::LANES + 3 + vecops::LANES;
+        let blocks = n.div_ceil(vecops::DOT_BLOCK);
+        let d_kernel = n.min(vecops::DOT_BLOCK) / vecops::LANES
+            + 3
+            + vecops::LANES
+            + blocks.next_power_of_two().trailing_zeros() as usize;
         let d_gpu = n.div_ceil(threads.max(1)) + 8 + reduce_sum_depth(grid);
         c.bounded(
             n,
@@ -1197,20 +1209,24 @@ fn check_bn_stats(e: &mut Emu, out: &mut Vec<Cmp>) {
         let (d1, d2) = (m, chan_depth(m));
         for ch in 0..g.c {
             let (mu, is, m2) = norm::channel_stats(&g, &x, ch, eps);
-            // mean = Σx / M: the sums' bound, then one division each
-            let bm = reorder_bound(d1, d2, chan_abs(&g, ch, |i| x[i] as f64)) / m as f64
+            // both sum in f64 (unit U64) and round each statistic to f32
+            // once: the sums' bound in f64, then the two roundings
+            // (|fl(a) − fl(b)| ≤ |a − b| + U·|a| + U·|b|)
+            let bm = reorder_bound_in(U64, d1, d2, chan_abs(&g, ch, |i| x[i] as f64)) / m as f64
                 + 2.0 * U * mu.abs() as f64;
             mean.bounded(ch, stats[ch], mu, bm);
-            // Σ(x − μ)² has positive terms: relative bound (d1 + d2)·u on
-            // it (plus what the two means' difference changes, second
-            // order), then ½ of it on 1/√(σ² + ε) and four roundings
-            let dmu = (stats[ch] - mu).abs() as f64;
-            let rel = 0.5 * (d1 + d2) as f64 * U + 4.0 * U + m as f64 * dmu * dmu / m2 as f64;
+            // Σ(x − μ)² has positive terms: relative bound (d1 + d2)·U64
+            // on it (around means that differ by the f64 sums' bound,
+            // second order), ½ of it on 1/√(σ² + ε), then the two roundings
+            let dmu = reorder_bound_in(U64, d1, d2, chan_abs(&g, ch, |i| x[i] as f64)) / m as f64;
+            let rel = 0.5 * (d1 + d2) as f64 * U64 + 2.0 * U + m as f64 * dmu * dmu / m2 as f64;
             inv.bounded(ch, stats[g.c + ch], is, rel * is as f64);
+            // the running statistics, in f32 from the rounded mean and Σ(x − μ)²
             let (rm, rv) = norm::running_update(&g, &running, ch, mu, m2, momentum);
             let bmean = momentum as f64 * bm + 3.0 * U * (rm.abs() as f64 + running[ch] as f64);
             pend.bounded(ch, pending[ch], rm, bmean);
-            let brv = momentum as f64 * (d1 + d2 + 4) as f64 * U * rv as f64
+            let unbiased = m2 as f64 / (m - 1) as f64;
+            let brv = momentum as f64 * ((d1 + d2) as f64 * U64 + 6.0 * U) * unbiased
                 + 3.0 * U * (rv.abs() as f64 + running[g.c + ch] as f64);
             pend.bounded(g.c + ch, pending[g.c + ch], rv, brv);
         }

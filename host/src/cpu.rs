@@ -15,6 +15,9 @@ use rayon::prelude::*;
 
 /// Elements per parallel chunk of a vector operation.
 const CHUNK: usize = 1 << 14;
+// A chunk is 2^k of dot's blocks: an aligned subtree of its pairwise sum.
+const _: () =
+    assert!(CHUNK % vecops::DOT_BLOCK == 0 && (CHUNK / vecops::DOT_BLOCK).is_power_of_two());
 /// Below this many multiply-adds a product runs on the kernel's serial loops.
 const SMALL_GEMM: usize = 1 << 15;
 
@@ -126,16 +129,20 @@ macro_rules! par_exec {
                 x.par_chunks_mut(CHUNK).for_each(|x| vecops::scale(x, a));
             }
 
+            /// The kernel's [`vecops::dot`], bit for bit: chunks are
+            /// aligned subtrees of its pairwise tree, so their sums are
+            /// added by the same tree ([`vecops::pairwise`]).
             fn dot(&mut self, x: &[$t], y: &[$t]) -> $t {
-                if self.threads <= 1 || x.len() < 2 * CHUNK {
+                let n = x.len().min(y.len());
+                if self.threads <= 1 || n < 2 * CHUNK {
                     return vecops::dot(x, y);
                 }
-                let parts: Vec<$t> = x
+                let parts: Vec<$t> = x[..n]
                     .par_chunks(CHUNK)
-                    .zip(y.par_chunks(CHUNK))
+                    .zip(y[..n].par_chunks(CHUNK))
                     .map(|(x, y)| vecops::dot(x, y))
                     .collect();
-                parts.iter().fold(<$t>::ZERO, |s, p| s + *p)
+                vecops::pairwise(parts.len(), &|j| parts[j])
             }
 
             fn all_finite(&mut self, x: &[$t]) -> bool {
@@ -419,8 +426,15 @@ mod tests {
         let mut z = x.clone();
         z[3 * CHUNK + 5] = f32::NAN;
         assert!(!p.all_finite(&z));
-        let d = p.dot(&x, &y) as f64;
+        let d = p.dot(&x, &y);
         let exact: f64 = x.iter().zip(&y).map(|(a, b)| *a as f64 * *b as f64).sum();
-        assert!((d - exact).abs() < 1e-3 * exact);
+        assert!((d as f64 - exact).abs() < 1e-6 * exact);
+        // the serial dot's bits, at any length and thread count
+        for n in [2 * CHUNK, 2 * CHUNK + 1, 3 * CHUNK + 100, n] {
+            for threads in [2, 3] {
+                let d = Par { threads }.dot(&x[..n], &y[..n]);
+                assert_eq!(d.to_bits(), vecops::dot(&x[..n], &y[..n]).to_bits());
+            }
+        }
     }
 }

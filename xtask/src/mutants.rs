@@ -210,14 +210,14 @@ const MUTATIONS: &[Mutation] = &[
     },
     Mutation {
         file: "norm.cu",
-        from: "const float d = x[chan_at(e, c, hw, ch)] - mu;\n        v += d * d;",
-        to: "const float d = x[chan_at(e, c, hw, ch)];\n        v += d * d;",
+        from: "const double d = (double)x[chan_at(e, c, hw, ch)] - mu;\n        v += d * d;",
+        to: "const double d = (double)x[chan_at(e, c, hw, ch)];\n        v += d * d;",
         what: "bn_stats: variance around 0",
     },
     Mutation {
         file: "norm.cu",
-        from: "const float unbiased = m2 / (float)(m - 1);",
-        to: "const float unbiased = m2 / (float)m;",
+        from: "const float unbiased = m2f / (float)(m - 1);",
+        to: "const float unbiased = m2f / (float)m;",
         what: "bn_stats: biased variance in the running statistics",
     },
     Mutation {
@@ -261,8 +261,8 @@ const MUTATIONS: &[Mutation] = &[
         // (in bn_rbwd_sums only thread 0 uses the totals, so dropping the
         // trailing barrier there changes nothing: an equivalent mutation;
         // bn_stats' threads all use the mean)
-        from: "    const float mu = block_sum_all(sh, s) / mf;",
-        to: "    const float mu = block_sum(sh, s) / mf;",
+        from: "    const double mu = block_sum_all(sh, s) / md;",
+        to: "    const double mu = block_sum(sh, s) / md;",
         what: "bn_stats: shared buffer rewritten before all threads read the mean",
     },
     Mutation {

@@ -78,18 +78,34 @@ pub struct Pending<'a, F> {
 }
 
 /// The batch statistics of channel `ch`: (mean μ, 1/√(σ² + ε), Σ(x − μ)²).
+///
+/// The two sums (Σx, then Σ(x − μ)² around the unrounded mean) run in
+/// f64 whatever `F` is, and the statistics are rounded to `F` once, at
+/// the end ([`finish_stats`]): the rounding error of an f32 running sum
+/// over the M = N·H·W values of a channel grows with M (up to M·2⁻²⁴
+/// relative on the mean, and through x − μ more on the variance when the
+/// values share a large offset). Batch norm is trained on hosts only (the
+/// firmware refuses such nets), where f64 costs little.
 #[inline]
 pub fn channel_stats<F: Real>(g: &BnGeom, x: &[F], ch: usize, eps: F) -> (F, F, F) {
-    let m = F::from_usize(g.m());
-    let mut s = F::ZERO;
-    each(g, ch, |i| s += x[i]);
-    let mu = s / m;
-    let mut v = F::ZERO;
+    let mut s = 0.0f64;
+    each(g, ch, |i| s += x[i].to_f64());
+    let mu = s / g.m() as f64;
+    let mut v = 0.0f64;
     each(g, ch, |i| {
-        let d = x[i] - mu;
+        let d = x[i].to_f64() - mu;
         v += d * d;
     });
-    (mu, F::ONE / (v / m + eps).sqrt(), v)
+    finish_stats(g, mu, v, eps)
+}
+
+/// The statistics of [`channel_stats`] from the mean `mu` and
+/// m2 = Σ(x − μ)², both in f64: (μ, 1/√(m2/M + ε), m2), each rounded to
+/// `F` once.
+#[inline]
+pub fn finish_stats<F: Real>(g: &BnGeom, mu: f64, m2: f64, eps: F) -> (F, F, F) {
+    let is = 1.0 / <f64 as Real>::sqrt(m2 / g.m() as f64 + eps.to_f64());
+    (F::from_f64(mu), F::from_f64(is), F::from_f64(m2))
 }
 
 /// y = act(γ·(x − μ)·s + β) over one plane (the H·W values of one sample
@@ -445,38 +461,55 @@ pub fn r_backward_sums<F: Real>(g: &BnGeom, a: &RBack<'_, F>, ch: usize) -> RSum
 pub const LANES: usize = 16;
 
 /// Σ over channel `ch` (every sample's plane, in order) of `f` of the
-/// aligned values of the `M` arrays in `src`, into `K` sums. Value j of a
-/// plane goes to partial sum j mod [`LANES`] (independent chains, so the
-/// loop vectorizes); the partials are added pairwise at the end. The same
-/// sums as the serial loops, rounded in another (fixed) order.
+/// aligned values of the `M` arrays in `src`, into `K` sums of type `A`
+/// (`F`, or f64 for [`channel_stats_blocked`]). Value j of a plane goes to
+/// partial sum j mod [`LANES`] (independent chains, so the loop
+/// vectorizes); the partials are added pairwise at the end. The same sums
+/// as the serial loops, rounded in another (fixed) order.
 #[inline(always)]
-fn blocked<F: Real, const M: usize, const K: usize>(
+fn blocked<F: Real, A: Real, const M: usize, const K: usize>(
     g: &BnGeom,
     ch: usize,
     src: [&[F]; M],
-    f: impl Fn([F; M]) -> [F; K],
-) -> [F; K] {
-    let mut acc = [[F::ZERO; LANES]; K];
-    for n in 0..g.n {
-        let o = (n * g.c + ch) * g.hw;
-        let planes = src.map(|s| &s[o..o + g.hw]);
-        let full = g.hw - g.hw % LANES;
-        let mut i = 0;
-        while i < full {
-            let chunks: [&[F; LANES]; M] =
-                planes.map(|p| p[i..i + LANES].try_into().expect("a slice of LANES values"));
-            for l in 0..LANES {
-                let v = f(chunks.map(|c| c[l]));
+    f: impl Fn([F; M]) -> [A; K],
+) -> [A; K] {
+    let mut acc = [[A::ZERO; LANES]; K];
+    if g.hw == 1 {
+        // One value per plane (a vector's batch norm): all go to lane 0,
+        // as in the loop below, summed here in a local that stays in a
+        // register (the same additions in the same order).
+        let mut a = [A::ZERO; K];
+        for n in 0..g.n {
+            let v = f(src.map(|s| s[n * g.c + ch]));
+            for k in 0..K {
+                a[k] += v[k];
+            }
+        }
+        for k in 0..K {
+            acc[k][0] = a[k];
+        }
+    } else {
+        for n in 0..g.n {
+            let o = (n * g.c + ch) * g.hw;
+            let planes = src.map(|s| &s[o..o + g.hw]);
+            let full = g.hw - g.hw % LANES;
+            let mut i = 0;
+            while i < full {
+                let chunks: [&[F; LANES]; M] =
+                    planes.map(|p| p[i..i + LANES].try_into().expect("a slice of LANES values"));
+                for l in 0..LANES {
+                    let v = f(chunks.map(|c| c[l]));
+                    for k in 0..K {
+                        acc[k][l] += v[k];
+                    }
+                }
+                i += LANES;
+            }
+            for (l, i) in (full..g.hw).enumerate() {
+                let v = f(planes.map(|p| p[i]));
                 for k in 0..K {
                     acc[k][l] += v[k];
                 }
-            }
-            i += LANES;
-        }
-        for (l, i) in (full..g.hw).enumerate() {
-            let v = f(planes.map(|p| p[i]));
-            for k in 0..K {
-                acc[k][l] += v[k];
             }
         }
     }
@@ -492,17 +525,16 @@ fn blocked<F: Real, const M: usize, const K: usize>(
     })
 }
 
-/// [`channel_stats`] with blocked sums (see [`LANES`]).
+/// [`channel_stats`] with blocked sums (see [`LANES`]), in f64 as there.
 #[inline]
 pub fn channel_stats_blocked<F: Real>(g: &BnGeom, x: &[F], ch: usize, eps: F) -> (F, F, F) {
-    let m = F::from_usize(g.m());
-    let [s] = blocked(g, ch, [x], |[v]| [v]);
-    let mu = s / m;
+    let [s] = blocked(g, ch, [x], |[v]| [v.to_f64()]);
+    let mu = s / g.m() as f64;
     let [v] = blocked(g, ch, [x], |[v]| {
-        let d = v - mu;
+        let d = v.to_f64() - mu;
         [d * d]
     });
-    (mu, F::ONE / (v / m + eps).sqrt(), v)
+    finish_stats(g, mu, v, eps)
 }
 
 /// [`backward_sums`] with blocked sums (see [`LANES`]).
@@ -625,6 +657,20 @@ mod tests {
         (0..n)
             .map(|i| (((i * 7919 + seed * 104729) % 211) as f64 - 105.0) / 50.0)
             .collect()
+    }
+
+    /// With one value per plane every value goes to the first partial
+    /// sum, in the serial loops' order: the same bits.
+    #[test]
+    fn blocked_sums_of_vectors_are_the_serial_ones() {
+        let g = BnGeom { n: 37, c: 3, hw: 1 };
+        let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+        let (x, dy) = (f(data(g.len(), 1)), f(data(g.len(), 3)));
+        for ch in 0..3 {
+            let (a1, b1) = backward_sums(&g, &x, &dy, ch, 0.25, 1.5);
+            let (a2, b2) = backward_sums_blocked(&g, &x, &dy, ch, 0.25, 1.5);
+            assert_eq!((a1.to_bits(), b1.to_bits()), (a2.to_bits(), b2.to_bits()));
+        }
     }
 
     /// The blocked sums are the serial ones, rounded in another order:

@@ -177,10 +177,11 @@ pub fn parse_memory_x(text: &str) -> Result<MemoryMap, String> {
             })
             .ok_or_else(|| format!("region {name}: no LENGTH"))?;
         let len = eval(len).ok_or_else(|| format!("region {name}: cannot read LENGTH {len:?}"))?;
-        if name == "RAM" {
-            ram = Some(len);
-        } else {
-            flash += len;
+        match name {
+            "RAM" => ram = Some(len),
+            // the live image's state: flash no program may use
+            "STORE" => {}
+            _ => flash += len,
         }
     }
     match ram {
@@ -261,6 +262,7 @@ pub fn cargo(
         "FDGR_MODE",
         "FDGR_FAULT",
         "FDGR_SAVE_EVERY",
+        "FDGR_LR",
         "FDGR_FLASH",
     ] {
         c.env_remove(v);
@@ -287,10 +289,11 @@ mod tests {
         let k = 1024;
         let want = [
             (Board::QemuM4, 4 * k * k, 4 * k * k),
-            (Board::Stm32f4, 512 * k, 128 * k),
-            (Board::Nrf52840, 1024 * k, 256 * k),
-            // BOOT2 (256 B) + FLASH (2 MiB − 256 B)
-            (Board::Rp2040, 2048 * k, 256 * k),
+            // program flash: the chip's less the live image's STORE
+            (Board::Stm32f4, 256 * k, 128 * k),
+            (Board::Nrf52840, 896 * k, 256 * k),
+            // BOOT2 (256 B) + FLASH (2 MiB − 128 KiB − 256 B)
+            (Board::Rp2040, 1920 * k, 256 * k),
         ];
         for (b, flash, ram) in want {
             assert_eq!(b.memory(&fw()).unwrap(), MemoryMap { flash, ram }, "{b}");

@@ -28,6 +28,19 @@ pub fn replay(
     mode: Mode,
     opt: usize,
 ) -> Result<(Vec<u32>, Vec<u32>), String> {
+    replay_lr(model, samples, method, mode, opt, None)
+}
+
+/// [`replay`] with the learning rate `lr` where the firmware was built
+/// with one (`FDGR_LR`) instead of the optimizer's default.
+pub fn replay_lr(
+    model: &[u8],
+    samples: &[u8],
+    method: Method<f32>,
+    mode: Mode,
+    opt: usize,
+    lr: Option<f32>,
+) -> Result<(Vec<u32>, Vec<u32>), String> {
     match opt {
         0 => replay_with(
             model,
@@ -35,7 +48,7 @@ pub fn replay(
             method,
             mode,
             fw_config::SGD,
-            fw_config::LR,
+            lr.unwrap_or(fw_config::LR),
             0,
         ),
         _ => replay_with(
@@ -44,7 +57,7 @@ pub fn replay(
             method,
             mode,
             fw_config::ADAM,
-            fw_config::ADAM_LR,
+            lr.unwrap_or(fw_config::ADAM_LR),
             2,
         ),
     }

@@ -210,11 +210,23 @@ fn run() -> Result<(), String> {
         0 => ("Sgd", "SGD", "LR", 0),
         _ => ("Adam", "ADAM", "ADAM_LR", 2),
     };
+    // `FDGR_LR`: another learning rate than the optimizer's default
+    let lr_var = choice("FDGR_LR", "");
+    let lr = if lr_var.is_empty() {
+        format!("crate::config::{lr}")
+    } else {
+        let v: f32 = lr_var
+            .parse()
+            .ok()
+            .filter(|v: &f32| v.is_finite() && *v > 0.0)
+            .ok_or_else(|| format!("FDGR_LR={lr_var}: expected a positive number"))?;
+        format!("f32::from_bits({:#010x})", v.to_bits())
+    };
     let _ = writeln!(
         g,
         "/// Base optimizer type (`FDGR_OPT`={opt}).\npub type Opt = fdgr_kernel::{ty}<f32>;\n\
          /// Base optimizer.\npub const OPT: Opt = crate::config::{val};\n\
-         /// Its learning rate.\npub const OPT_LR: f32 = crate::config::{lr};\n\
+         /// Its learning rate (`FDGR_LR` where given).\npub const OPT_LR: f32 = {lr};\n\
          /// Its state vectors.\npub const OPT_STATE: usize = {nstate};"
     );
     let _ = writeln!(

@@ -66,6 +66,8 @@ pub struct RunOptions {
     /// The live image (samples over the link, state in flash) instead of
     /// the image with the samples built in.
     pub live: bool,
+    /// The learning rate, where not the optimizer's default (`FDGR_LR`).
+    pub lr: Option<f32>,
 }
 
 /// Samples fine-tuned on when `--samples` is not given.
@@ -112,6 +114,8 @@ pub struct Prepared {
     pub timeout: Duration,
     /// The live image ([`RunOptions::live`]).
     pub live: bool,
+    /// The learning rate, where not the optimizer's default.
+    pub lr: Option<f32>,
 }
 
 impl Prepared {
@@ -140,7 +144,9 @@ impl Prepared {
 
     /// The learning rate the firmware uses with it.
     pub fn lr(&self) -> f32 {
-        if self.opt == 0 {
+        if let Some(lr) = self.lr {
+            lr
+        } else if self.opt == 0 {
             fw_config::LR
         } else {
             fw_config::ADAM_LR
@@ -338,6 +344,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
         held_out,
         timeout: o.timeout,
         live: o.live,
+        lr: o.lr,
     })
 }
 
@@ -446,6 +453,9 @@ fn build_vars(p: &Prepared, model: &Path, stream: &Path) -> Vec<(&'static str, S
         ("FDGR_OPT", p.opt_name().to_string()),
         ("FDGR_MODE", fw_config::mode_name(p.mode).to_string()),
     ];
+    if let Some(lr) = p.lr {
+        v.push(("FDGR_LR", lr.to_string()));
+    }
     // the live image carries no samples: one image for any stream
     if !p.live {
         v.push(("FDGR_STREAM", stream.display().to_string()));
@@ -665,19 +675,18 @@ pub fn run(p: &Prepared, b: &Built, on_step: &mut dyn FnMut(&StepLine)) -> Resul
 /// The host's replay of `p`'s fine-tuning against the device's losses and
 /// weights.
 pub fn verify_bits(p: &Prepared, losses: &[u32], theta: &[u32]) -> Result<Comparison> {
-    compare_replay(&p.model, &p.stream, p.method, p.mode, p.opt, losses, theta)
+    compare_replay(&p.model, &p.stream, (p.method, p.mode, p.opt, p.lr), losses, theta)
 }
 
 fn compare_replay(
     model: &[u8],
     stream: &[u8],
-    method: Method<f32>,
-    mode: Mode,
-    opt: usize,
+    (method, mode, opt, lr): (Method<f32>, Mode, usize, Option<f32>),
     losses: &[u32],
     theta: &[u32],
 ) -> Result<Comparison> {
-    let (hl, ht) = replay::replay(model, stream, method, mode, opt).map_err(|e| anyhow!(e))?;
+    let (hl, ht) =
+        replay::replay_lr(model, stream, method, mode, opt, lr).map_err(|e| anyhow!(e))?;
     replay::compare(losses, theta, &hl, &ht).map_err(|e| anyhow!(e))
 }
 
@@ -896,7 +905,9 @@ pub fn verify(dir: &Path) -> Result<(Comparison, serde_json::Value)> {
     }
     let net = checkpoint::load_net(&dir.join("model.safetensors"))?;
     let theta: Vec<u32> = net.theta.iter().map(|t| t.to_bits()).collect();
-    let c = compare_replay(&model, &stream, method, mode, opt, &losses, &theta)?;
+    // the learning rate the firmware was built with (where recorded)
+    let lr = s["lr"].as_f64().map(|v| v as f32);
+    let c = compare_replay(&model, &stream, (method, mode, opt, lr), &losses, &theta)?;
     Ok((c, s))
 }
 

@@ -355,7 +355,8 @@ fn replay_matches(
     steps: &[(u32, u16, f32)],
     start: u64,
 ) -> Result<bool> {
-    let (losses, bits) = fdgr_device::replay::replay(&p.model, history, p.method, p.mode, p.opt)
+    let (losses, bits) =
+        fdgr_device::replay::replay_lr(&p.model, history, p.method, p.mode, p.opt, p.lr)
         .map_err(|e| anyhow!(e))?;
     let same_theta =
         bits.len() == theta.len() && bits.iter().zip(theta).all(|(a, b)| *a == b.to_bits());
@@ -374,6 +375,7 @@ pub fn json_line(p: &Prepared, r: &LiveRun) -> serde_json::Value {
         "method": p.method.name(),
         "mode": fw_config::mode_name(p.mode),
         "optimizer": p.opt_name(),
+        "lr": p.lr(),
         "samples": format!("{}:{}:{}", p.spec.data, p.spec.split, p.spec.count),
         "start_step": r.start_step,
         "end_step": r.end_step,
@@ -521,7 +523,8 @@ pub fn power_cuts(p: &Prepared, b: &Built, cuts: usize, seed: u64) -> Result<Pow
         history.truncate(step * rec);
         out.learned = out.learned.max(step as u64);
         let theta = s.pull().map_err(|e| anyhow!(e))?;
-        let (_, bits) = fdgr_device::replay::replay(&p.model, &history, p.method, p.mode, p.opt)
+        let (_, bits) =
+            fdgr_device::replay::replay_lr(&p.model, &history, p.method, p.mode, p.opt, p.lr)
             .map_err(|e| anyhow!(e))?;
         let same =
             bits.len() == theta.len() && bits.iter().zip(&theta).all(|(a, b)| *a == b.to_bits());

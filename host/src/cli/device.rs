@@ -103,6 +103,9 @@ pub struct RunArgs {
     /// Optimizer on the device: sgd (plain, lr 0.01) | adam (lr 0.001)
     #[arg(long, default_value = "sgd")]
     pub opt: String,
+    /// Learning rate on the device [default: the optimizer's]
+    #[arg(long)]
+    pub lr: Option<f32>,
     /// The samples streamed to the device, DATA:SPLIT:N (the first N of the
     /// split, split as the run split it) [default: the run's data, test
     /// split, 64]
@@ -252,6 +255,7 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
             .unwrap_or_else(dev::default_firmware_dir),
         timeout: Duration::from_secs(a.timeout),
         live: a.live,
+        lr: a.lr,
     };
     let p = dev::prepare(&o).map_err(bad_input)?;
     header(&p);
@@ -492,6 +496,7 @@ fn power_cuts(a: &VerifyArgs, n: usize) -> Result<()> {
             .unwrap_or_else(dev::default_firmware_dir),
         timeout: Duration::from_secs(120),
         live: true,
+        lr: None,
     };
     let p = dev::prepare(&o).map_err(bad_input)?;
     let b = dev::build(&p).map_err(|e| {

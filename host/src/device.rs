@@ -675,7 +675,13 @@ pub fn run(p: &Prepared, b: &Built, on_step: &mut dyn FnMut(&StepLine)) -> Resul
 /// The host's replay of `p`'s fine-tuning against the device's losses and
 /// weights.
 pub fn verify_bits(p: &Prepared, losses: &[u32], theta: &[u32]) -> Result<Comparison> {
-    compare_replay(&p.model, &p.stream, (p.method, p.mode, p.opt, p.lr), losses, theta)
+    compare_replay(
+        &p.model,
+        &p.stream,
+        (p.method, p.mode, p.opt, p.lr),
+        losses,
+        theta,
+    )
 }
 
 fn compare_replay(

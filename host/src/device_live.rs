@@ -357,7 +357,7 @@ fn replay_matches(
 ) -> Result<bool> {
     let (losses, bits) =
         fdgr_device::replay::replay_lr(&p.model, history, p.method, p.mode, p.opt, p.lr)
-        .map_err(|e| anyhow!(e))?;
+            .map_err(|e| anyhow!(e))?;
     let same_theta =
         bits.len() == theta.len() && bits.iter().zip(theta).all(|(a, b)| *a == b.to_bits());
     let same_losses = steps
@@ -525,7 +525,7 @@ pub fn power_cuts(p: &Prepared, b: &Built, cuts: usize, seed: u64) -> Result<Pow
         let theta = s.pull().map_err(|e| anyhow!(e))?;
         let (_, bits) =
             fdgr_device::replay::replay_lr(&p.model, &history, p.method, p.mode, p.opt, p.lr)
-            .map_err(|e| anyhow!(e))?;
+                .map_err(|e| anyhow!(e))?;
         let same =
             bits.len() == theta.len() && bits.iter().zip(&theta).all(|(a, b)| *a == b.to_bits());
         if !same {

@@ -242,7 +242,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
     })?;
 
     // The model, exported as `fdgr export` does.
-    let (net, model) = firmware::export_run(&o.from)?;
+    let (net, model) = firmware::export_run(&o.from, true)?;
     let models = fw_config::plan(&model, mode).map_err(|e| {
         anyhow!(
             "{}: model {} ({} mode): {e}",

@@ -30,13 +30,21 @@ pub fn export_bytes(net: &NetFile, name: &Path) -> Result<Vec<u8>> {
 }
 
 /// Reads the network of `ckpt` (a run directory or a model file) and its
-/// FDGR file, batch norm folded into the layer before it
-/// ([`crate::fold`]): the returned network is the one the file holds.
-pub fn export_run(ckpt: &Path) -> Result<(NetFile, Vec<u8>)> {
+/// FDGR file, batch norm folded into the layer before it where it can be
+/// ([`crate::fold`]; with `must_fold`, a batch norm that cannot be folded
+/// is an error — a device does not train batch norm — else it stays, with
+/// its running statistics): the returned network is the one the file
+/// holds.
+pub fn export_run(ckpt: &Path, must_fold: bool) -> Result<(NetFile, Vec<u8>)> {
     let mut net = checkpoint::load_net(ckpt)?;
-    if let Some((arch, theta)) = crate::fold::fold(&net.arch, &net.theta, &net.state)
-        .map_err(|e| anyhow!("{}: {e:#}", checkpoint::model_path(ckpt).display()))?
-    {
+    let folded = match crate::fold::fold(&net.arch, &net.theta, &net.state) {
+        Ok(f) => f,
+        Err(e) if must_fold => {
+            bail!("{}: {e:#}", checkpoint::model_path(ckpt).display())
+        }
+        Err(_) => None,
+    };
+    if let Some((arch, theta)) = folded {
         net = NetFile {
             arch,
             theta,

@@ -25,7 +25,7 @@ pub struct ExportArgs {
 
 /// `fdgr export`.
 pub fn run(a: &ExportArgs) -> Result<()> {
-    let (net, bytes) = firmware::export_run(&a.ckpt).map_err(bad_input)?;
+    let (net, bytes) = firmware::export_run(&a.ckpt, false).map_err(bad_input)?;
     let arch = &net.arch;
     checkpoint::atomic_write(&a.out, &bytes)?;
     println!(

@@ -68,6 +68,10 @@ pub struct RunOptions {
     pub live: bool,
     /// The learning rate, where not the optimizer's default (`FDGR_LR`).
     pub lr: Option<f32>,
+    /// Measure held-out accuracy on the samples' train split (without the
+    /// fine-tuning samples) instead of its test split: a validation split
+    /// to tune the device's hyper-parameters on.
+    pub validation: bool,
 }
 
 /// Samples fine-tuned on when `--samples` is not given.
@@ -291,7 +295,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
             spec.split
         )
     })?;
-    let held_out = held_out(&spec, cfg.as_ref())?;
+    let held_out = held_out(&spec, cfg.as_ref(), o.validation)?;
 
     // Does it fit? (before building, from the formula and memory.x)
     let map = o.board.memory(fw).map_err(|e| anyhow!(e))?;
@@ -353,7 +357,11 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
 /// fine-tuning samples when they come from it; scaled as the firmware
 /// scales them (pixel · [`fw_config::SCALE`]), which must be how the run
 /// was trained.
-fn held_out(spec: &StreamSpec, cfg: Option<&TrainConfig>) -> Result<(Vec<f32>, Vec<u32>, String)> {
+fn held_out(
+    spec: &StreamSpec,
+    cfg: Option<&TrainConfig>,
+    validation: bool,
+) -> Result<(Vec<f32>, Vec<u32>, String)> {
     let raw = data::load(
         &spec.data,
         &DataOptions {
@@ -363,12 +371,19 @@ fn held_out(spec: &StreamSpec, cfg: Option<&TrainConfig>) -> Result<(Vec<f32>, V
         },
     )?;
     let f = raw.features;
-    let skip = if spec.split == "test" { spec.count } else { 0 };
-    let x: Vec<f32> = raw.test.x[skip * f..]
+    // validation: the train split (to tune the device's hyper-parameters
+    // without looking at the test split)
+    let (part, name) = if validation {
+        (&raw.train, "train")
+    } else {
+        (&raw.test, "test")
+    };
+    let skip = if spec.split == name { spec.count } else { 0 };
+    let x: Vec<f32> = part.x[skip * f..]
         .iter()
         .map(|&v| v * fw_config::SCALE)
         .collect();
-    let y = raw.test.y[skip..].to_vec();
+    let y = part.y[skip..].to_vec();
     if y.is_empty() {
         bail!(
             "--samples {}:{}:{}: no test samples are left to measure held-out accuracy on",
@@ -399,8 +414,9 @@ fn held_out(spec: &StreamSpec, cfg: Option<&TrainConfig>) -> Result<(Vec<f32>, V
         }
     }
     let what = format!(
-        "{} test split{}, {} samples",
+        "{} {name} split{}{}, {} samples",
         spec.data,
+        if validation { " (validation)" } else { "" },
         if skip > 0 {
             format!(" without the {skip} fine-tuning samples")
         } else {

@@ -106,6 +106,11 @@ pub struct RunArgs {
     /// Learning rate on the device [default: the optimizer's]
     #[arg(long)]
     pub lr: Option<f32>,
+    /// Held-out accuracy on the samples' train split (without the samples
+    /// streamed) instead of its test split: a validation split to tune
+    /// --lr, --method and --opt on
+    #[arg(long)]
+    pub validation: bool,
     /// The samples streamed to the device, DATA:SPLIT:N (the first N of the
     /// split, split as the run split it) [default: the run's data, test
     /// split, 64]
@@ -256,6 +261,7 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
         timeout: Duration::from_secs(a.timeout),
         live: a.live,
         lr: a.lr,
+        validation: a.validation,
     };
     let p = dev::prepare(&o).map_err(bad_input)?;
     header(&p);
@@ -497,6 +503,7 @@ fn power_cuts(a: &VerifyArgs, n: usize) -> Result<()> {
         timeout: Duration::from_secs(120),
         live: true,
         lr: None,
+        validation: false,
     };
     let p = dev::prepare(&o).map_err(bad_input)?;
     let b = dev::build(&p).map_err(|e| {

@@ -74,11 +74,62 @@ impl Answer {
     }
 }
 
+/// A byte transport to the device: QEMU's UART socket, or a serial port.
+trait Port: Send {
+    /// Sends all of `b`.
+    fn send(&mut self, b: &[u8]) -> std::io::Result<()>;
+    /// Receives some bytes (at least one), or fails when none come in time.
+    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+impl Port for UnixStream {
+    fn send(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.write_all(b)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.read(buf)
+    }
+}
+
+/// A serial port (a board's UART through a USB adapter or a probe's
+/// virtual COM port): written directly, read by a thread.
+struct Serial {
+    file: std::fs::File,
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    pending: Vec<u8>,
+    timeout: Duration,
+}
+
+impl Port for Serial {
+    fn send(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(b)?;
+        self.file.flush()
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pending.is_empty() {
+            match self.rx.recv_timeout(self.timeout) {
+                Ok(b) => self.pending = b,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no bytes from the serial port in time",
+                    ))
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = self.pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.pending.drain(..n);
+        Ok(n)
+    }
+}
+
 /// A live device on the other end of the link.
 pub struct Session {
-    child: Child,
-    sock: UnixStream,
-    sock_path: PathBuf,
+    child: Option<Child>,
+    port: Box<dyn Port>,
+    sock_path: Option<PathBuf>,
     dec: Box<Decoder<{ link::MAX_FRAME }>>,
     seq: u16,
     out: Vec<u8>,
@@ -177,9 +228,9 @@ impl Session {
             })
         });
         Ok(Session {
-            child,
-            sock,
-            sock_path,
+            child: Some(child),
+            port: Box::new(sock),
+            sock_path: Some(sock_path),
             dec: Box::new(Decoder::new()),
             seq: 0,
             out: vec![0u8; link::MAX_FRAME],
@@ -197,15 +248,15 @@ impl Session {
         let n = r
             .encode(seq, &mut self.out)
             .map_err(|e| format!("cannot encode the request: {e:?}"))?;
-        self.sock
-            .write_all(&self.out[..n])
+        self.port
+            .send(&self.out[..n])
             .map_err(|e| format!("link: {e}"))?;
         self.traffic.0 += n as u64;
         let mut b = [0u8; 512];
         loop {
             let got = self
-                .sock
-                .read(&mut b)
+                .port
+                .recv(&mut b)
                 .map_err(|e| format!("link: no reply to {:?} request {seq}: {e}", r.kind()))?;
             if got == 0 {
                 return Err(format!("link: the device closed the link (request {seq})"));
@@ -240,8 +291,8 @@ impl Session {
         let n = r
             .encode(self.seq, &mut self.out)
             .map_err(|e| format!("cannot encode the request: {e:?}"))?;
-        self.sock
-            .write_all(&self.out[..n])
+        self.port
+            .send(&self.out[..n])
             .map_err(|e| format!("link: {e}"))?;
         self.traffic.0 += n as u64;
         Ok(())
@@ -321,35 +372,108 @@ impl Session {
     }
 
     /// Stops QEMU in order (SIGTERM: its plugins write their results);
-    /// returns the defmt bytes logged.
+    /// returns the defmt bytes logged. A serial port is just closed.
     pub fn stop(mut self) -> Vec<u8> {
-        let pid = self.child.id().to_string();
-        let termed = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if termed {
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
+        if let Some(child) = self.child.as_mut() {
+            let pid = child.id().to_string();
+            let termed = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if termed {
+                let t0 = Instant::now();
+                while t0.elapsed() < Duration::from_secs(10) {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                std::thread::sleep(Duration::from_millis(10));
             }
         }
         self.kill()
     }
 
     /// Cuts the power: kills QEMU at once; returns the defmt bytes logged.
+    /// A serial port is just closed (the board runs on).
     pub fn kill(mut self) -> Vec<u8> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.end();
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
-        let _ = std::fs::remove_file(&self.sock_path);
         self.log()
+    }
+
+    fn end(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(p) = self.sock_path.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// A device already running at the other end of a serial port (a
+    /// board flashed with the live image; its log goes its own way, e.g.
+    /// RTT through probe-rs): the port is set to `baud`, raw, with `stty`.
+    pub fn serial(port: &Path, baud: u32, timeout: Duration) -> Result<Session, String> {
+        let st = std::process::Command::new("stty")
+            .arg("-F")
+            .arg(port)
+            .args([
+                &baud.to_string(),
+                "raw",
+                "-echo",
+                "-ixon",
+                "-ixoff",
+                "-crtscts",
+                "clocal",
+            ])
+            .output()
+            .map_err(|e| format!("stty: cannot run it: {e}"))?;
+        if !st.status.success() {
+            return Err(format!(
+                "{}: cannot set it to {baud} baud, raw: {}",
+                port.display(),
+                String::from_utf8_lossy(&st.stderr).trim()
+            ));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(port)
+            .map_err(|e| format!("{}: {e}", port.display()))?;
+        let mut rd = file
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", port.display()))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut b = [0u8; 512];
+            while let Ok(n) = rd.read(&mut b) {
+                if n == 0 || tx.send(b[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        // the reader thread ends with the port; it is not joined
+        drop(reader);
+        Ok(Session {
+            child: None,
+            port: Box::new(Serial {
+                file,
+                rx,
+                pending: vec![],
+                timeout,
+            }),
+            sock_path: None,
+            dec: Box::new(Decoder::new()),
+            seq: 0,
+            out: vec![0u8; link::MAX_FRAME],
+            log: std::sync::Arc::new(std::sync::Mutex::new(Vec::new())),
+            reader: None,
+            traffic: (0, 0),
+        })
     }
 
     /// The request type of `kind`, for messages.
@@ -368,8 +492,6 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.sock_path);
+        self.end();
     }
 }

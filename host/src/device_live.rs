@@ -23,8 +23,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// What `device run --live` was asked for beyond [`Prepared`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct LiveOptions {
+    /// A device already running the live image at the other end of this
+    /// serial port (a board), instead of booting QEMU.
+    pub port: Option<PathBuf>,
+    /// The serial port's baud rate.
+    pub baud: u32,
     /// Start again from the factory model (the history is cleared).
     pub factory_reset: bool,
     /// Replay the whole history on the host and require bit-identical
@@ -214,6 +219,10 @@ pub fn run(
         .join("counts.txt");
     let _ = std::fs::remove_file(&counts);
     let (extra, count_note) = match (crate::device::plugin(p), b.info.marker) {
+        _ if o.port.is_some() => (
+            vec![],
+            Some("instructions not counted: a device over a serial port".into()),
+        ),
         (Ok(plugin), Some(marker)) => (
             vec![
                 "-plugin".to_string(),
@@ -227,7 +236,11 @@ pub fn run(
             Some("instructions not counted: no marker symbol".into()),
         ),
     };
-    let mut s = boot_with(p, b, &extra)?;
+    let mut s = match &o.port {
+        Some(port) => Session::serial(port, o.baud, p.timeout.min(Duration::from_secs(60)))
+            .map_err(|e| anyhow!(e))?,
+        None => boot_with(p, b, &extra)?,
+    };
     let (start_step, history) = start(&mut s, p, o)?;
     // the events the marks will bracket: a factory reset saves, each step,
     // a save every DEFAULT_SAVE_EVERY steps, the save at the end
@@ -469,7 +482,7 @@ pub fn power_cuts(p: &Prepared, b: &Built, cuts: usize, seed: u64) -> Result<Pow
         p,
         &LiveOptions {
             factory_reset: true,
-            verify: false,
+            ..Default::default()
         },
     )?;
     let mut history: Vec<u8> = vec![];

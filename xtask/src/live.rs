@@ -91,6 +91,20 @@ pub(crate) fn device_live(out: &Path) -> Result<Vec<Step>, String> {
             }
         }
         if run_spec.ckpt == MLP_RUN.ckpt {
+            // the serial transport a board is driven through: the same
+            // image on its flash, its UART on a pseudo-terminal
+            let start = 2 * n + n / 2;
+            let (v, st) = over_serial(&ckpt, &ck)?;
+            steps.push(st);
+            if v["start_step"] != serde_json::json!(start)
+                || v["end_step"] != serde_json::json!(start + 16)
+                || v["verified"] != serde_json::json!(true)
+            {
+                return Err(format!(
+                    "fdgr device run --live --port: expected steps {start} -> {}, verified: {v}",
+                    start + 16
+                ));
+            }
             let (v, st) = device_json(
                 "fdgr device verify --power-cuts 12 (MLP, live image)",
                 &[
@@ -112,4 +126,69 @@ pub(crate) fn device_live(out: &Path) -> Result<Vec<Step>, String> {
         }
     }
     Ok(steps)
+}
+
+/// Boots the MLP's live image (its board state) under QEMU with UART0 on a
+/// pseudo-terminal and runs `fdgr device run --live --port PTY` on it: the
+/// serial transport a board uses, here against QEMU.
+fn over_serial(ckpt: &Path, ck: &str) -> Result<(serde_json::Value, Step), String> {
+    use std::io::Read as _;
+    let dir = ckpt.join("device-qemu-m4").join("board");
+    let mut q = std::process::Command::new("qemu-system-arm");
+    for a in fdgr_device::qemu::QEMU_M4_ARGS {
+        q.arg(if a == "null" { "pty" } else { a });
+    }
+    let mut child = q
+        .arg("-kernel")
+        .arg("image.elf")
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("qemu-system-arm: {e}"))?;
+    // QEMU names the pseudo-terminal first: "char device redirected to
+    // /dev/pts/N (label serial0)"
+    let mut out = child.stdout.take().ok_or("no QEMU stdout")?;
+    let mut seen = Vec::new();
+    let mut b = [0u8; 1];
+    let pty = loop {
+        if seen.len() > 4096 || out.read(&mut b).map_err(|e| e.to_string())? == 0 {
+            let _ = child.kill();
+            return Err("QEMU did not name its pseudo-terminal".into());
+        }
+        seen.push(b[0]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(i) = text.find("/dev/pts/") {
+            let rest = &text[i..];
+            if let Some(end) = rest.find(|c: char| c.is_whitespace()) {
+                break rest[..end].to_string();
+            }
+        }
+    };
+    // keep draining QEMU's output (the device's log) so it never blocks
+    let drain = std::thread::spawn(move || {
+        let mut b = [0u8; 4096];
+        while matches!(out.read(&mut b), Ok(n) if n > 0) {}
+    });
+    let r = device_json(
+        "fdgr device run --live --port (MLP over a serial port)",
+        &[
+            "run",
+            "--board",
+            "qemu-m4",
+            "--from",
+            ck,
+            "--live",
+            "--port",
+            &pty,
+            "--samples",
+            "digits:train:16",
+            "--verify",
+        ],
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = drain.join();
+    r
 }

@@ -135,6 +135,14 @@ pub struct RunArgs {
     /// With --live: start again from the factory model
     #[arg(long, requires = "live")]
     pub factory_reset: bool,
+    /// With --live: the device already runs the live image at the other
+    /// end of this serial port (a board flashed with `cargo run --release
+    /// --features live` in its folder); fdgr does not boot or flash it
+    #[arg(long, requires = "live")]
+    pub port: Option<PathBuf>,
+    /// The serial port's baud rate
+    #[arg(long, default_value_t = 115_200, requires = "port")]
+    pub baud: u32,
     /// With --live: print one JSON line (start_step, end_step,
     /// image_sha256, acc_before, acc_after, prequential_acc, ram_bytes,
     /// flash_bytes, ...)
@@ -406,6 +414,8 @@ fn verify(a: &VerifyArgs) -> Result<()> {
 fn live(a: &RunArgs, p: &Prepared, b: &dev::Built) -> Result<()> {
     use fdgr::device_live as lv;
     let o = lv::LiveOptions {
+        port: a.port.clone(),
+        baud: a.baud,
         factory_reset: a.factory_reset,
         verify: a.verify,
     };

@@ -137,6 +137,18 @@ pub struct Session {
     reader: Option<std::thread::JoinHandle<()>>,
     /// Bytes sent and received.
     pub traffic: (u64, u64),
+    /// Sends of a request before giving up (each waits [`ATTEMPT`]).
+    attempts: u32,
+}
+
+/// How long one send of a request waits for its reply before the request
+/// is sent again (same sequence number: a repeated learn request is
+/// answered from the device's replay record, not learned twice). A board
+/// reads nothing while it erases flash, so a request sent then is lost.
+pub const ATTEMPT: Duration = Duration::from_secs(4);
+
+fn attempts(timeout: Duration) -> u32 {
+    (timeout.as_secs_f64() / ATTEMPT.as_secs_f64()).ceil().max(1.0) as u32
 }
 
 static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -209,7 +221,7 @@ impl Session {
                 }
             }
         };
-        sock.set_read_timeout(Some(timeout))
+        sock.set_read_timeout(Some(ATTEMPT.min(timeout)))
             .map_err(|e| e.to_string())?;
         // the defmt log (semihosting stdout), collected as it comes
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -237,6 +249,7 @@ impl Session {
             log,
             reader,
             traffic: (0, 0),
+            attempts: attempts(timeout),
         })
     }
 
@@ -253,11 +266,31 @@ impl Session {
             .map_err(|e| format!("link: {e}"))?;
         self.traffic.0 += n as u64;
         let mut b = [0u8; 512];
+        let mut sent = 1;
         loop {
-            let got = self
-                .port
-                .recv(&mut b)
-                .map_err(|e| format!("link: no reply to {:?} request {seq}: {e}", r.kind()))?;
+            let got = match self.port.recv(&mut b) {
+                Ok(g) => g,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                    ) && sent < self.attempts =>
+                {
+                    // lost (the device was busy): the same frame again
+                    self.port
+                        .send(&self.out[..n])
+                        .map_err(|e| format!("link: {e}"))?;
+                    self.traffic.0 += n as u64;
+                    sent += 1;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "link: no reply to {:?} request {seq} after {sent} sends: {e}",
+                        r.kind()
+                    ))
+                }
+            };
             if got == 0 {
                 return Err(format!("link: the device closed the link (request {seq})"));
             }
@@ -464,7 +497,7 @@ impl Session {
                 file,
                 rx,
                 pending: vec![],
-                timeout,
+                timeout: ATTEMPT.min(timeout),
             }),
             sock_path: None,
             dec: Box::new(Decoder::new()),
@@ -473,6 +506,7 @@ impl Session {
             log: std::sync::Arc::new(std::sync::Mutex::new(Vec::new())),
             reader: None,
             traffic: (0, 0),
+            attempts: attempts(timeout),
         })
     }
 

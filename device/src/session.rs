@@ -148,7 +148,9 @@ pub struct Session {
 pub const ATTEMPT: Duration = Duration::from_secs(4);
 
 fn attempts(timeout: Duration) -> u32 {
-    (timeout.as_secs_f64() / ATTEMPT.as_secs_f64()).ceil().max(1.0) as u32
+    (timeout.as_secs_f64() / ATTEMPT.as_secs_f64())
+        .ceil()
+        .max(1.0) as u32
 }
 
 static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -640,6 +640,177 @@ pub struct Loaded {
     pub tracked: u64,
 }
 
+/// Weights to start training from (`fdgr train --init FILE`).
+#[derive(Clone, Debug)]
+pub struct InitWeights {
+    /// Parameters, in the network's order.
+    pub theta: Vec<f32>,
+    /// Batch-norm running statistics.
+    pub state: Vec<f32>,
+    /// `num_batches_tracked`.
+    pub tracked: u64,
+    /// Which file tensor each of the network's tensors came from, where
+    /// its name differed.
+    pub renamed: Vec<(String, String)>,
+}
+
+/// The names a tensor of the network may have in a file written by other
+/// code: its own (fdgr's, which are PyTorch's `nn.Sequential` and CIFAR
+/// ResNet names), with a `module.` or `model.` prefix, torchvision's
+/// `downsample` for `shortcut`, and for the last layer `fc`, `linear`,
+/// `classifier` or `head`.
+fn aliases(name: &str, last: Option<&str>) -> Vec<String> {
+    let (base, suffix) = name.rsplit_once('.').unwrap_or((name, ""));
+    let mut bases = vec![base.to_string()];
+    if base.contains("shortcut") {
+        bases.push(base.replace("shortcut", "downsample"));
+    }
+    if last == Some(base) {
+        for b in ["fc", "linear", "classifier", "head"] {
+            if b != base {
+                bases.push(b.to_string());
+            }
+        }
+    }
+    let mut out = vec![];
+    for prefix in ["", "module.", "model."] {
+        for b in &bases {
+            out.push(format!("{prefix}{b}.{suffix}"));
+        }
+    }
+    out
+}
+
+/// Reads initial weights for `arch` from a safetensors file written by
+/// fdgr or by PyTorch (`safetensors.torch.save_file(model.state_dict())`):
+/// every parameter and running statistic by its name or an alias
+/// ([`aliases`]), F32 (F64 and F16 are converted), of exactly the
+/// network's shape. Every missing, extra or mis-shaped tensor is named in
+/// one error.
+pub fn load_init(path: &Path, arch: &Arch) -> Result<InitWeights> {
+    let name = path.display().to_string();
+    if let Ok(m) = std::fs::metadata(path) {
+        crate::memory::check(&format!("{name}: reading the file"), Some(m.len()))?;
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("{name}: cannot read"))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow!("{name}: not a valid safetensors file ({e})"))?;
+    let last = arch.params().last().map(|t| {
+        t.name
+            .rsplit_once('.')
+            .map_or(t.name.clone(), |(b, _)| b.to_string())
+    });
+    let (bufs, counters) = arch.buffers();
+    let mut theta = vec![0.0f32; arch.param_count()];
+    let mut state = vec![0.0f32; arch.model.sizes.state];
+    let mut used = std::collections::BTreeSet::new();
+    let (mut problems, mut renamed) = (vec![], vec![]);
+    let wanted = arch
+        .params()
+        .into_iter()
+        .map(|t| (t, true))
+        .chain(bufs.into_iter().map(|t| (t, false)));
+    for (t, is_param) in wanted {
+        let found = aliases(&t.name, last.as_deref())
+            .into_iter()
+            .find(|n| st.tensor(n).is_ok());
+        let Some(fname) = found else {
+            problems.push(format!("{} {:?} missing", t.name, t.shape));
+            continue;
+        };
+        let tv = st
+            .tensor(&fname)
+            .map_err(|e| anyhow!("{name}: {fname}: {e}"))?;
+        if tv.shape() != t.shape.as_slice() {
+            problems.push(format!(
+                "{fname} has shape {:?}, expected {:?}",
+                tv.shape(),
+                t.shape
+            ));
+            used.insert(fname);
+            continue;
+        }
+        let out = if is_param {
+            &mut theta[t.offset..t.offset + t.len]
+        } else {
+            &mut state[t.offset..t.offset + t.len]
+        };
+        let data = tv.data();
+        match tv.dtype() {
+            Dtype::F32 => {
+                for (o, c) in out.iter_mut().zip(data.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            Dtype::F64 => {
+                for (o, c) in out.iter_mut().zip(data.chunks_exact(8)) {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(c);
+                    *o = f64::from_le_bytes(b) as f32;
+                }
+            }
+            d => {
+                problems.push(format!("{fname} has dtype {d:?}, expected F32 or F64"));
+            }
+        }
+        if fname != t.name {
+            renamed.push((t.name.clone(), fname.clone()));
+        }
+        used.insert(fname);
+    }
+    let mut tracked = 0u64;
+    for c in &counters {
+        if let Some(fname) = aliases(c, None).into_iter().find(|n| st.tensor(n).is_ok()) {
+            if let Ok(tv) = st.tensor(&fname) {
+                if tv.dtype() == Dtype::I64 && tv.data().len() == 8 {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(tv.data());
+                    tracked = u64::try_from(i64::from_le_bytes(b)).unwrap_or(0);
+                }
+            }
+            used.insert(fname);
+        }
+    }
+    let extra: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter(|n| !used.contains(*n) && !n.ends_with("num_batches_tracked"))
+        .map(str::to_string)
+        .collect();
+    if !extra.is_empty() {
+        let mut e = extra;
+        e.sort();
+        problems.push(format!("not in model {}: {}", arch.spec, e.join(", ")));
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{name}: does not fit model {} ({} problem(s)): {}",
+            arch.spec,
+            problems.len(),
+            problems.join("; ")
+        );
+    }
+    if let Some(bad) = theta.iter().chain(&state).position(|v| !v.is_finite()) {
+        bail!("{name}: value {bad} is NaN or infinite");
+    }
+    for t in arch
+        .buffers()
+        .0
+        .iter()
+        .filter(|t| t.name.ends_with("running_var"))
+    {
+        if state[t.offset..t.offset + t.len].iter().any(|&v| v < 0.0) {
+            bail!("{name}: {} holds a negative variance", t.name);
+        }
+    }
+    Ok(InitWeights {
+        theta,
+        state,
+        tracked,
+        renamed,
+    })
+}
+
 /// Reads `dir/checkpoint.safetensors`.
 pub fn load_checkpoint(dir: &Path) -> Result<Loaded> {
     let path = dir.join("checkpoint.safetensors");

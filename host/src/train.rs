@@ -50,6 +50,9 @@ pub struct RunOptions {
     /// Every process runs [`run`] alike; rank 0 alone prints and writes
     /// `out`.
     pub dist: Arc<Dist>,
+    /// Start from these weights instead of a random initialisation
+    /// (`--init`).
+    pub init: Option<checkpoint::InitWeights>,
 }
 
 /// What a finished run returns.
@@ -320,7 +323,13 @@ pub fn run_on(
         }
         None => {
             let mut theta = crate::memory::zeros("parameters", p)?;
-            init_params(arch.model.nodes(), &mut theta, &mut Rng::new(cfg.seed));
+            match &opts.init {
+                Some(w) => {
+                    theta.copy_from_slice(&w.theta);
+                    backend.set_state(&w.state, w.tracked)?;
+                }
+                None => init_params(arch.model.nodes(), &mut theta, &mut Rng::new(cfg.seed)),
+            }
             let st = TrainState {
                 config: cfg.clone(),
                 epoch: 0,

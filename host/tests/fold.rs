@@ -95,3 +95,141 @@ fn mnist8_is_mnist_in_the_uci_digits_format() {
         assert_eq!(a.iter().sum::<f32>(), on);
     }
 }
+
+/// `bytes` (a safetensors file) with tensors renamed by `f`.
+fn rename(bytes: &[u8], f: impl Fn(&str) -> Option<String>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let h: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let mut out = serde_json::Map::new();
+    for (k, v) in h {
+        if k == "__metadata__" {
+            continue; // a PyTorch file has no fdgr metadata
+        }
+        if let Some(k2) = f(&k) {
+            out.insert(k2, v);
+        }
+    }
+    let mut hb = serde_json::to_vec(&out).expect("json");
+    while hb.len() % 8 != 0 {
+        hb.push(b' ');
+    }
+    let mut v = (hb.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(&hb);
+    v.extend_from_slice(&bytes[8 + n..]);
+    v
+}
+
+/// `--init` imports a PyTorch-style state_dict (no fdgr metadata, the last
+/// layer named `fc`), batch-norm statistics included: with `--epochs 0`
+/// the run evaluates to the source run's accuracy; a file that does not
+/// fit names every missing, extra and mis-shaped tensor (exit 2).
+#[test]
+fn init_imports_pytorch_names() {
+    let d = dir("init");
+    let src = d.join("src");
+    let spec = "conv:4:3:p1,bn,relu,maxpool:2,flatten,linear";
+    let o = run(&[
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        spec,
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        &src.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(src.join("model.safetensors")).expect("model");
+    let file = d.join("torch.safetensors");
+    std::fs::write(
+        &file,
+        rename(&bytes, |k| {
+            Some(match k {
+                "5.weight" => "fc.weight".into(),
+                "5.bias" => "fc.bias".into(),
+                _ => format!("module.{k}"),
+            })
+        }),
+    )
+    .expect("write");
+    let imp = d.join("imported");
+    let o = run(&[
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        spec,
+        "--init",
+        &file.display().to_string(),
+        "--epochs",
+        "0",
+        "--out",
+        &imp.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("fc.weight as 5.weight"),
+        "{}",
+        stderr(&o)
+    );
+    let acc = |p: &std::path::Path| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(p.join("summary.json")).expect("summary"))
+                .expect("json");
+        v["last"]["test_acc"].as_f64().expect("acc")
+    };
+    assert_eq!(acc(&src), acc(&imp));
+    // a file that does not fit: every problem named, exit 2, nothing written
+    std::fs::write(
+        &file,
+        rename(&bytes, |k| match k {
+            "1.running_var" => Some("1.var".into()),
+            "0.weight" => Some("0.kernel".into()),
+            _ => Some(k.to_string()),
+        }),
+    )
+    .expect("write");
+    let bad = d.join("bad");
+    common::assert_rejected(
+        &[
+            "train",
+            "--data",
+            "digits",
+            "--model",
+            spec,
+            "--init",
+            &file.display().to_string(),
+            "--epochs",
+            "0",
+            "--out",
+            &bad.display().to_string(),
+        ],
+        &[
+            "0.weight [4, 1, 3, 3] missing",
+            "1.running_var [4] missing",
+            "not in model",
+            "0.kernel",
+        ],
+    );
+    assert!(!bad.exists());
+    // a different architecture: shapes named
+    common::assert_rejected(
+        &[
+            "train",
+            "--data",
+            "digits",
+            "--model",
+            "conv:8:3:p1,bn,relu,maxpool:2,flatten,linear",
+            "--init",
+            &src.join("model.safetensors").display().to_string(),
+            "--epochs",
+            "0",
+            "--out",
+            &bad.display().to_string(),
+        ],
+        &["0.weight has shape [4, 1, 3, 3], expected [8, 1, 3, 3]"],
+    );
+}

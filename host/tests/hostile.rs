@@ -418,12 +418,13 @@ fn mutated_safetensors_never_panic_or_abort() {
     let mut r = Rng::new(2027);
     let work = root.join("mutated");
     std::fs::create_dir_all(&work).expect("dir");
-    let (mut ok, mut refused, mut negative) = ([0usize; 2], [0usize; 2], 0usize);
+    let (mut ok, mut refused, mut negative) = ([0usize; 3], [0usize; 3], 0usize);
     let per = 400;
     for run_name in ["mlp", "bn", "resnet"] {
         let src = root.join(run_name);
         let model = std::fs::read(src.join("model.safetensors")).expect("model");
         let ckpt = std::fs::read(src.join("checkpoint.safetensors")).expect("checkpoint");
+        let arch = fdgr::checkpoint::load_net(&src).expect("source").arch;
         for _ in 0..per {
             let m = mutate(&model, &mut r);
             let p = work.join("model.safetensors");
@@ -448,6 +449,19 @@ fn mutated_safetensors_never_panic_or_abort() {
                     refused[0] += 1;
                 }
             }
+            // the same file as initial weights (`--init`, the loader of
+            // PyTorch state dicts, which ignores fdgr's metadata)
+            match fdgr::checkpoint::load_init(&p, &arch) {
+                Ok(w) => {
+                    ok[2] += 1;
+                    assert!(w.theta.iter().all(|v| v.is_finite()));
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    assert!(msg.contains("model.safetensors"), "{msg}");
+                    refused[2] += 1;
+                }
+            }
             let c = mutate(&ckpt, &mut r);
             std::fs::write(work.join("checkpoint.safetensors"), &c).expect("write");
             match fdgr::checkpoint::load_checkpoint(&work) {
@@ -461,17 +475,19 @@ fn mutated_safetensors_never_panic_or_abort() {
         }
     }
     println!(
-        "hostile: {} mutated model files ({} loaded, {} refused; {negative} negative variances), \
-         {} mutated checkpoints ({} loaded, {} refused)",
+        "hostile: {} mutated model files ({} loaded, {} refused; {negative} negative variances; \
+         as --init: {} loaded, {} refused), {} mutated checkpoints ({} loaded, {} refused)",
         3 * per,
         ok[0],
         refused[0],
+        ok[2],
+        refused[2],
         3 * per,
         ok[1],
         refused[1]
     );
-    assert!(refused[0] > 100 && refused[1] > 100 && negative > 0);
-    assert!(ok[0] > 0 && ok[1] > 0);
+    assert!(refused[0] > 100 && refused[1] > 100 && refused[2] > 100 && negative > 0);
+    assert!(ok[0] > 0 && ok[1] > 0 && ok[2] > 0);
 }
 
 /// The binary itself on mutated files under the cap: `eval` and

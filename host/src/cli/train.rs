@@ -74,6 +74,15 @@ pub struct TrainArgs {
     /// mini-batches, at θ before each step, as a PyTorch loop logs them
     #[arg(long, help_heading = "Run")]
     pub eval_train: bool,
+    /// Start from the weights in this safetensors file instead of a random
+    /// initialisation: fdgr's own model files, or a PyTorch state_dict saved
+    /// with safetensors (nn.Sequential names; the CIFAR ResNet and
+    /// torchvision names: conv1/bn1/layerN.M.…/shortcut|downsample/fc|linear;
+    /// a module. prefix); batch-norm running statistics are taken from it.
+    /// With --epochs 0 this imports a model: the run directory holds its
+    /// weights, evaluated
+    #[arg(long, conflicts_with = "resume", help_heading = "Run")]
+    pub init: Option<PathBuf>,
     /// Output directory [default: runs/<time>-<data>-<method>]
     #[arg(long, help_heading = "Run")]
     pub out: Option<PathBuf>,
@@ -176,6 +185,7 @@ struct Job {
     data: Dataset,
     resume: Option<Loaded>,
     out: PathBuf,
+    init: Option<checkpoint::InitWeights>,
 }
 
 /// Reads and checks everything the run needs, for a run over `processes`
@@ -227,11 +237,37 @@ fn prepare(a: &TrainArgs, processes: usize) -> Result<Job> {
     };
     let arch = train::arch_for(&cfg, &data)?;
     train::check_data_parallel(&cfg, &arch, data.train.len(), processes)?;
+    let init = match &a.init {
+        Some(p) => {
+            let w = checkpoint::load_init(p, &arch)?;
+            if !a.quiet {
+                eprintln!(
+                    "init: {} tensors of model {} from {}{}",
+                    arch.params().len() + arch.buffers().0.len(),
+                    arch.spec,
+                    p.display(),
+                    if w.renamed.is_empty() {
+                        String::new()
+                    } else {
+                        let r: Vec<String> = w
+                            .renamed
+                            .iter()
+                            .map(|(a, b)| format!("{b} as {a}"))
+                            .collect();
+                        format!(" ({})", r.join(", "))
+                    }
+                );
+            }
+            Some(w)
+        }
+        None => None,
+    };
     Ok(Job {
         cfg,
         data,
         resume,
         out,
+        init,
     })
 }
 
@@ -265,6 +301,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         out: Some(job.out.clone()),
         verbose: !a.quiet,
         dist,
+        init: job.init.clone(),
     };
     let s = train::run(&job.cfg, &job.data, job.resume, &opts)?;
     print_summary(&s, Some(&job.out));
@@ -306,6 +343,7 @@ fn run_parallel(a: &TrainArgs, dist: Arc<Dist>) -> Result<()> {
         out: Some(job.out.clone()),
         verbose: !a.quiet,
         dist: dist.clone(),
+        init: job.init.clone(),
     };
     match train::run(&job.cfg, &job.data, job.resume, &opts) {
         Ok(s) => {

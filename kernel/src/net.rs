@@ -60,7 +60,8 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
     /// same buffer a previous objective trained (fine-tuning step after
     /// step). The count of batches tracked starts at 0.
     pub fn resume(model: Model<N>, exec: E, ws: W) -> Result<Self, Error> {
-        let need = model.workspace_len(1, false);
+        // planned: one sample's workspace is addressable (plain arithmetic)
+        let need = crate::model::workspace_len(&model.sizes, 1, false);
         if ws.as_ref().len() < need {
             return Err(Error::ShapeMismatch {
                 what: "workspace",
@@ -98,8 +99,9 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
     /// Largest batch the workspace holds (with or without HVP buffers).
     pub fn capacity(&self, hvp: bool) -> usize {
         let avail = self.ws.as_ref().len();
-        let per = self.model.workspace_len(2, hvp) - self.model.workspace_len(1, hvp);
-        let base = self.model.workspace_len(1, hvp);
+        let s = &self.model.sizes;
+        let per = crate::model::workspace_len(s, 2, hvp) - crate::model::workspace_len(s, 1, hvp);
+        let base = crate::model::workspace_len(s, 1, hvp);
         if avail < base {
             0
         } else {
@@ -202,7 +204,7 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
     fn ready(&self, theta: &[F], hvp: bool, mode: Mode) -> Result<(Batch<'b, F>, usize), Error> {
         let (batch, b) = self.batch.ok_or(Error::NoBatch)?;
         check_len("theta", self.model.param_count(), theta.len())?;
-        let need = self.model.workspace_len(b, hvp);
+        let need = crate::model::workspace_len(&self.model.sizes, b, hvp);
         if self.ws.as_ref().len() < need {
             return Err(Error::ShapeMismatch {
                 what: "workspace",

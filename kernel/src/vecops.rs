@@ -70,6 +70,11 @@ pub fn pairwise<F: Real>(n: usize, leaf: &impl Fn(usize) -> F) -> F {
 #[inline]
 pub fn dot<F: Real>(x: &[F], y: &[F]) -> F {
     let n = x.len().min(y.len());
+    if n <= DOT_BLOCK {
+        // one block: no tree (the short dot products of a GEMM's inner
+        // loops pay nothing for it)
+        return dot_lanes(&x[..n], &y[..n]);
+    }
     pairwise(n.div_ceil(DOT_BLOCK), &|b| {
         let r = b * DOT_BLOCK..((b + 1) * DOT_BLOCK).min(n);
         dot_lanes(&x[r.clone()], &y[r])

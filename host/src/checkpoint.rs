@@ -683,9 +683,10 @@ fn aliases(name: &str, last: Option<&str>) -> Vec<String> {
 
 /// Reads initial weights for `arch` from a safetensors file written by
 /// fdgr or by PyTorch (`safetensors.torch.save_file(model.state_dict())`):
-/// every parameter and running statistic by its name or an alias
-/// ([`aliases`]), F32 (F64 and F16 are converted), of exactly the
-/// network's shape. Every missing, extra or mis-shaped tensor is named in
+/// every parameter and running statistic by its name or an alias (a
+/// `module.`/`model.` prefix, `downsample` for `shortcut`, the last layer
+/// as `fc`, `linear`, `classifier` or `head`), F32 (F64 is converted), of
+/// exactly the network's shape. Every missing, extra or mis-shaped tensor is named in
 /// one error.
 pub fn load_init(path: &Path, arch: &Arch) -> Result<InitWeights> {
     let name = path.display().to_string();

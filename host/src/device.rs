@@ -72,6 +72,8 @@ pub struct RunOptions {
     /// fine-tuning samples) instead of its test split: a validation split
     /// to tune the device's hyper-parameters on.
     pub validation: bool,
+    /// Stream the samples in the order of this seeded shuffle.
+    pub order_seed: Option<u64>,
 }
 
 /// Samples fine-tuned on when `--samples` is not given.
@@ -273,8 +275,18 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
             o.from.display()
         ),
     };
-    let stream = firmware::stream_bytes(&spec)
+    let mut stream = firmware::stream_bytes(&spec)
         .with_context(|| format!("--samples {}:{}:{}", spec.data, spec.split, spec.count))?;
+    if let Some(seed) = o.order_seed {
+        // the same samples in another order (a seeded shuffle)
+        let rec = fdgr_kernel::stream::record_len(stream.features);
+        let mut order: Vec<u32> = (0..(stream.bytes.len() / rec) as u32).collect();
+        fdgr_kernel::Rng::new(seed).shuffle(&mut order);
+        stream.bytes = order
+            .iter()
+            .flat_map(|&i| stream.bytes[i as usize * rec..(i as usize + 1) * rec].to_vec())
+            .collect();
+    }
     if stream.features != models.inputs() {
         bail!(
             "--samples {}:{}:{}: its samples have {} values, the model takes {} (the firmware \

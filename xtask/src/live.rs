@@ -63,7 +63,9 @@ pub(crate) fn device_live(out: &Path) -> Result<Vec<Step>, String> {
         for (i, (args, start, verify)) in [
             (with(&["--factory-reset"], &train), 0, false),
             (with(&[], &train), n, false),
-            (with(&["--verify"], &test), 2 * n, true),
+            // the same samples in a seeded order: what the device learns
+            // and what the host replays follow it
+            (with(&["--verify", "--order-seed", "7"], &test), 2 * n, true),
         ]
         .into_iter()
         .enumerate()

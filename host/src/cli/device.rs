@@ -111,6 +111,10 @@ pub struct RunArgs {
     /// --lr, --method and --opt on
     #[arg(long)]
     pub validation: bool,
+    /// Stream the same samples in a seeded random order (the seeds of a
+    /// mean ± sd over sample orders)
+    #[arg(long)]
+    pub order_seed: Option<u64>,
     /// The samples streamed to the device, DATA:SPLIT:N (the first N of the
     /// split, split as the run split it) [default: the run's data, test
     /// split, 64]
@@ -270,6 +274,7 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
         live: a.live,
         lr: a.lr,
         validation: a.validation,
+        order_seed: a.order_seed,
     };
     let p = dev::prepare(&o).map_err(bad_input)?;
     header(&p);
@@ -514,6 +519,7 @@ fn power_cuts(a: &VerifyArgs, n: usize) -> Result<()> {
         live: true,
         lr: None,
         validation: false,
+        order_seed: None,
     };
     let p = dev::prepare(&o).map_err(bad_input)?;
     let b = dev::build(&p).map_err(|e| {

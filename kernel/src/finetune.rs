@@ -330,33 +330,7 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
         // layer on the features the frozen layers compute from x.
         let inputs: &[F] = match self.mode {
             Mode::Full => x,
-            Mode::LastLayer => {
-                let nf = models.features;
-                if feats.len() < b * nf {
-                    return Err(Error::MissingBuffer("features"));
-                }
-                let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
-                crate::error::check_len("frozen", models.params(), frozen.len())?;
-                let feats = &mut feats[..b * nf];
-                let full = models.full.borrowed();
-                // Where the last layer's input lives in the workspace.
-                let at = match full.last().input {
-                    Ref::Node(j) => match full.nodes()[j].val {
-                        Slot::Ws(o) => full.layout(b, false).vals + b * o,
-                        Slot::Input => return Err(Error::BadShape),
-                    },
-                    Ref::Input => return Err(Error::BadShape),
-                };
-                {
-                    // Forward through the frozen layers (the last layer's
-                    // output is computed too, and ignored).
-                    let mut net = Net::resume(full, Serial, &mut *ws)?;
-                    net.set_batch(x, Targets::Classes(y))?;
-                    net.forward_outputs(frozen)?;
-                }
-                feats.copy_from_slice(&ws[at..at + b * nf]);
-                &*feats
-            }
+            Mode::LastLayer => frozen_features(models, frozen, x, y, ws, feats)?,
         };
         let mut net = Net::resume(models.trained().borrowed(), Serial, ws)?;
         net.set_batch(inputs, Targets::Classes(y))?;
@@ -379,6 +353,43 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
     }
 }
 
+/// Last-layer mode: the features the frozen layers (at `frozen`, eval mode)
+/// compute from the batch `x` (labels `y`), copied into `feats`: the
+/// inputs of the trained last layer. The last layer's own output is
+/// computed too, and ignored.
+fn frozen_features<'f, F: Real>(
+    models: &Models,
+    frozen: Option<&[F]>,
+    x: &[F],
+    y: &[u32],
+    ws: &mut [F],
+    feats: &'f mut [F],
+) -> Result<&'f [F], Error> {
+    let (b, nf) = (y.len(), models.features);
+    if feats.len() < b * nf {
+        return Err(Error::MissingBuffer("features"));
+    }
+    let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
+    crate::error::check_len("frozen", models.params(), frozen.len())?;
+    let feats = &mut feats[..b * nf];
+    let full = models.full.borrowed();
+    // Where the last layer's input lives in the workspace.
+    let at = match full.last().input {
+        Ref::Node(j) => match full.nodes()[j].val {
+            Slot::Ws(o) => full.layout(b, false).vals + b * o,
+            Slot::Input => return Err(Error::BadShape),
+        },
+        Ref::Input => return Err(Error::BadShape),
+    };
+    {
+        let mut net = Net::resume(full, Serial, &mut *ws)?;
+        net.set_batch(x, Targets::Classes(y))?;
+        net.forward_outputs(frozen)?;
+    }
+    feats.copy_from_slice(&ws[at..at + b * nf]);
+    Ok(feats)
+}
+
 /// The outputs (`models.outputs` scores) of the model on one sample's
 /// scaled inputs `x`, into `out`: the frozen layers at `frozen` then, in
 /// last-layer mode, the trained last layer at `theta` (in full mode θ is
@@ -398,34 +409,12 @@ pub fn outputs_planned<F: Real>(
     let k = models.outputs;
     crate::error::check_len("outputs", k, out.len())?;
     let label = [0u32];
-    let y = Targets::Classes(&label);
     let inputs: &[F] = match models.mode {
         Mode::Full => x,
-        Mode::LastLayer => {
-            let nf = models.features;
-            let feats = feats
-                .get_mut(..nf)
-                .ok_or(Error::MissingBuffer("features"))?;
-            let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
-            let full = models.full.borrowed();
-            let at = match full.last().input {
-                Ref::Node(j) => match full.nodes()[j].val {
-                    Slot::Ws(o) => full.layout(1, false).vals + o,
-                    Slot::Input => return Err(Error::BadShape),
-                },
-                Ref::Input => return Err(Error::BadShape),
-            };
-            {
-                let mut net = Net::resume(full, Serial, &mut *ws)?;
-                net.set_batch(x, y)?;
-                net.forward_outputs(frozen)?;
-            }
-            feats.copy_from_slice(&ws[at..at + nf]);
-            &*feats
-        }
+        Mode::LastLayer => frozen_features(models, frozen, x, &label, ws, feats)?,
     };
     let mut net = Net::resume(models.trained().borrowed(), Serial, ws)?;
-    net.set_batch(inputs, y)?;
+    net.set_batch(inputs, Targets::Classes(&label))?;
     out.copy_from_slice(net.forward_outputs(theta)?);
     Ok(())
 }

@@ -19,6 +19,8 @@
 
 pub mod config;
 #[cfg(feature = "live")]
+pub mod flash;
+#[cfg(feature = "live")]
 pub mod live;
 pub mod probe;
 pub mod stack;

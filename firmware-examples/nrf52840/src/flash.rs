@@ -9,9 +9,8 @@
 //! reads are in place. The CPU halts while the NVMC works (about 85 ms per
 //! page erase, 41 µs per word).
 
-use embedded_storage::nor_flash::{
-    ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
-};
+use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
+use fdgr_firmware::flash::{check, FlashError};
 use nrf52840_pac::NVMC;
 
 /// Address of the reserved region.
@@ -29,24 +28,6 @@ const _: () = assert!(
     4 * (fdgr_firmware::TP + 2 * fdgr_firmware::NSTATE) + 128 <= CAPACITY / 2,
     "the learned state does not fit half of the reserved flash: reserve more in memory.x and src/flash.rs"
 );
-
-/// What went wrong.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlashError {
-    /// Outside the reserved pages.
-    Bounds,
-    /// Offset or length not a multiple of the word or page.
-    Align,
-}
-
-impl NorFlashError for FlashError {
-    fn kind(&self) -> NorFlashErrorKind {
-        match self {
-            FlashError::Bounds => NorFlashErrorKind::OutOfBounds,
-            FlashError::Align => NorFlashErrorKind::NotAligned,
-        }
-    }
-}
 
 extern "C" {
     // The reserved region's bounds, from `memory.x`.
@@ -82,17 +63,6 @@ impl Pages {
     }
 }
 
-fn check(offset: u32, len: usize, align: usize) -> Result<usize, FlashError> {
-    let at = offset as usize;
-    if at.checked_add(len).is_none_or(|end| end > CAPACITY) {
-        return Err(FlashError::Bounds);
-    }
-    if at % align != 0 || len % align != 0 {
-        return Err(FlashError::Align);
-    }
-    Ok(at)
-}
-
 impl ErrorType for Pages {
     type Error = FlashError;
 }
@@ -101,7 +71,7 @@ impl ReadNorFlash for Pages {
     const READ_SIZE: usize = 1;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
-        let at = check(offset, bytes.len(), 1)?;
+        let at = check(offset, bytes.len(), 1, CAPACITY)?;
         // SAFETY: [BASE + at, BASE + at + len) lies inside the reserved
         // pages (checked above), memory-mapped flash that is always
         // readable and only changes through this driver's `&mut self`.
@@ -123,7 +93,7 @@ impl NorFlash for Pages {
         if from > to {
             return Err(FlashError::Bounds);
         }
-        let at = check(from, (to - from) as usize, PAGE)?;
+        let at = check(from, (to - from) as usize, PAGE, CAPACITY)?;
         self.wait();
         self.nvmc.config.write(|w| w.wen().een());
         for page in (BASE + at..BASE + to as usize).step_by(PAGE) {
@@ -139,7 +109,7 @@ impl NorFlash for Pages {
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
-        let at = check(offset, bytes.len(), WORD)?;
+        let at = check(offset, bytes.len(), WORD, CAPACITY)?;
         self.wait();
         self.nvmc.config.write(|w| w.wen().wen());
         for (i, word) in bytes.chunks_exact(WORD).enumerate() {

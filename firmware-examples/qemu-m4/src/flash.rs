@@ -12,9 +12,8 @@
 //!   each its own host `write`, so a cut tears a record between pieces.
 
 use cortex_m_semihosting::{nr, syscall};
-use embedded_storage::nor_flash::{
-    ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
-};
+use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
+use fdgr_firmware::flash::{check, FlashError};
 
 /// Program granularity (bytes).
 pub const WRITE_SIZE: usize = 16;
@@ -24,24 +23,6 @@ pub const ERASE_SIZE: usize = 64 * 1024;
 pub const CAPACITY: usize = 2 * ERASE_SIZE;
 /// Bytes per host write while erasing.
 pub const ERASE_PIECE: usize = 256;
-
-/// A failed host call, or an access outside the flash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlashError {
-    /// Outside [0, CAPACITY) or misaligned.
-    Bounds,
-    /// The host refused a semihosting call.
-    Host,
-}
-
-impl NorFlashError for FlashError {
-    fn kind(&self) -> NorFlashErrorKind {
-        match self {
-            FlashError::Bounds => NorFlashErrorKind::OutOfBounds,
-            FlashError::Host => NorFlashErrorKind::Other,
-        }
-    }
-}
 
 /// The flash file, open for reading and writing.
 pub struct HostFlash {
@@ -127,10 +108,7 @@ impl ReadNorFlash for HostFlash {
     const READ_SIZE: usize = 1;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
-        let at = offset as usize;
-        if at.checked_add(bytes.len()).is_none_or(|e| e > CAPACITY) {
-            return Err(FlashError::Bounds);
-        }
+        let at = check(offset, bytes.len(), 1, CAPACITY)?;
         self.get(at, bytes)
     }
 
@@ -144,21 +122,15 @@ impl NorFlash for HostFlash {
     const ERASE_SIZE: usize = ERASE_SIZE;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
-        let (from, to) = (from as usize, to as usize);
-        if from > to || to > CAPACITY || from % ERASE_SIZE != 0 || to % ERASE_SIZE != 0 {
+        if from > to {
             return Err(FlashError::Bounds);
         }
-        self.fill(from, to, 0xFF)
+        let at = check(from, (to - from) as usize, ERASE_SIZE, CAPACITY)?;
+        self.fill(at, to as usize, 0xFF)
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
-        let at = offset as usize;
-        if at % WRITE_SIZE != 0
-            || bytes.len() % WRITE_SIZE != 0
-            || at.checked_add(bytes.len()).is_none_or(|e| e > CAPACITY)
-        {
-            return Err(FlashError::Bounds);
-        }
+        let at = check(offset, bytes.len(), WRITE_SIZE, CAPACITY)?;
         let mut old = [0u8; WRITE_SIZE];
         for (i, chunk) in bytes.chunks(WRITE_SIZE).enumerate() {
             let a = at + i * WRITE_SIZE;

@@ -15,9 +15,8 @@
 //! which leaves those bytes as they are (programming only clears bits).
 //! Reads are through XIP, whose cache is flushed after every operation.
 
-use embedded_storage::nor_flash::{
-    ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
-};
+use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
+use fdgr_firmware::flash::{check, FlashError};
 
 /// Where the flash is memory-mapped (XIP, cached).
 const XIP_BASE: usize = 0x1000_0000;
@@ -42,24 +41,6 @@ const _: () = assert!(
     4 * (fdgr_firmware::TP + 2 * fdgr_firmware::NSTATE) + 128 <= CAPACITY / 2,
     "the learned state does not fit half of the reserved flash: reserve more in memory.x and src/flash.rs"
 );
-
-/// What went wrong.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlashError {
-    /// Outside the reserved sectors.
-    Bounds,
-    /// Offset or length not a multiple of the word or sector.
-    Align,
-}
-
-impl NorFlashError for FlashError {
-    fn kind(&self) -> NorFlashErrorKind {
-        match self {
-            FlashError::Bounds => NorFlashErrorKind::OutOfBounds,
-            FlashError::Align => NorFlashErrorKind::NotAligned,
-        }
-    }
-}
 
 /// A boot ROM function without arguments.
 type RomFn = unsafe extern "C" fn();
@@ -198,17 +179,6 @@ impl Sectors {
     }
 }
 
-fn check(offset: u32, len: usize, align: usize) -> Result<usize, FlashError> {
-    let at = offset as usize;
-    if at.checked_add(len).is_none_or(|end| end > CAPACITY) {
-        return Err(FlashError::Bounds);
-    }
-    if at % align != 0 || len % align != 0 {
-        return Err(FlashError::Align);
-    }
-    Ok(at)
-}
-
 impl ErrorType for Sectors {
     type Error = FlashError;
 }
@@ -217,7 +187,7 @@ impl ReadNorFlash for Sectors {
     const READ_SIZE: usize = 1;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
-        let at = check(offset, bytes.len(), 1)?;
+        let at = check(offset, bytes.len(), 1, CAPACITY)?;
         let src = XIP_BASE + OFFSET + at;
         // SAFETY: [src, src + len) lies inside the reserved sectors as
         // mapped by XIP (checked above), always readable outside
@@ -240,7 +210,7 @@ impl NorFlash for Sectors {
         if from > to {
             return Err(FlashError::Bounds);
         }
-        let at = check(from, (to - from) as usize, SECTOR)?;
+        let at = check(from, (to - from) as usize, SECTOR, CAPACITY)?;
         // One sector per operation, so interrupts stay off for one sector
         // erase at a time (45 ms typical, 400 ms at most).
         for s in (OFFSET + at..OFFSET + to as usize).step_by(SECTOR) {
@@ -250,7 +220,7 @@ impl NorFlash for Sectors {
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
-        let at = check(offset, bytes.len(), WORD)?;
+        let at = check(offset, bytes.len(), WORD, CAPACITY)?;
         let mut done = 0;
         while done < bytes.len() {
             let a = OFFSET + at + done;

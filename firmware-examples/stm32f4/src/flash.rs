@@ -9,9 +9,8 @@
 //! stalls on flash fetches while an operation runs (one bank), so the
 //! waits below also hold the program: 1 to 2 s per 128 KiB sector erase.
 
-use embedded_storage::nor_flash::{
-    ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
-};
+use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
+use fdgr_firmware::flash::{check, FlashError};
 use stm32f4::stm32f411::FLASH;
 
 /// Address of sector 6, the first reserved one.
@@ -34,30 +33,6 @@ const _: () = assert!(
     4 * (fdgr_firmware::TP + 2 * fdgr_firmware::NSTATE) + 128 <= CAPACITY / 2,
     "the learned state does not fit half of the reserved flash"
 );
-
-/// What went wrong.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlashError {
-    /// Outside the reserved sectors.
-    Bounds,
-    /// Offset or length not a multiple of the word or sector.
-    Align,
-    /// The controller stayed locked after the key sequence.
-    Locked,
-    /// FLASH_SR's error bits after an operation (PGSERR, PGPERR, PGAERR,
-    /// WRPERR, OPERR, RDERR).
-    Status(u32),
-}
-
-impl NorFlashError for FlashError {
-    fn kind(&self) -> NorFlashErrorKind {
-        match self {
-            FlashError::Bounds => NorFlashErrorKind::OutOfBounds,
-            FlashError::Align => NorFlashErrorKind::NotAligned,
-            FlashError::Locked | FlashError::Status(_) => NorFlashErrorKind::Other,
-        }
-    }
-}
 
 /// FLASH_SR's error flags (bits 1, 4 to 8).
 const SR_ERRORS: u32 = 0b1_1111_0010;
@@ -184,17 +159,6 @@ impl Sectors {
     }
 }
 
-fn check(offset: u32, len: usize, align: usize) -> Result<usize, FlashError> {
-    let at = offset as usize;
-    if at.checked_add(len).is_none_or(|end| end > CAPACITY) {
-        return Err(FlashError::Bounds);
-    }
-    if at % align != 0 || len % align != 0 {
-        return Err(FlashError::Align);
-    }
-    Ok(at)
-}
-
 impl ErrorType for Sectors {
     type Error = FlashError;
 }
@@ -203,7 +167,7 @@ impl ReadNorFlash for Sectors {
     const READ_SIZE: usize = 1;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
-        let at = check(offset, bytes.len(), 1)?;
+        let at = check(offset, bytes.len(), 1, CAPACITY)?;
         // SAFETY: [BASE + at, BASE + at + len) lies inside the reserved
         // sectors (checked above), memory-mapped flash that is always
         // readable and only changes through this driver's `&mut self`.
@@ -225,7 +189,7 @@ impl NorFlash for Sectors {
         if from > to {
             return Err(FlashError::Bounds);
         }
-        let at = check(from, (to - from) as usize, SECTOR)?;
+        let at = check(from, (to - from) as usize, SECTOR, CAPACITY)?;
         self.unlock()?;
         let first = FIRST_SECTOR + (at / SECTOR) as u8;
         let n = ((to - from) as usize / SECTOR) as u8;
@@ -242,7 +206,7 @@ impl NorFlash for Sectors {
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
-        let at = check(offset, bytes.len(), WORD)?;
+        let at = check(offset, bytes.len(), WORD, CAPACITY)?;
         self.unlock()?;
         let r = self.program(at, bytes);
         self.lock();

@@ -98,9 +98,7 @@ fn mnist8_is_mnist_in_the_uci_digits_format() {
 
 /// `bytes` (a safetensors file) with tensors renamed by `f`.
 fn rename(bytes: &[u8], f: impl Fn(&str) -> Option<String>) -> Vec<u8> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let h: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let (h, data) = common::safetensors_parts(bytes);
     let mut out = serde_json::Map::new();
     for (k, v) in h {
         if k == "__metadata__" {
@@ -110,14 +108,7 @@ fn rename(bytes: &[u8], f: impl Fn(&str) -> Option<String>) -> Vec<u8> {
             out.insert(k2, v);
         }
     }
-    let mut hb = serde_json::to_vec(&out).expect("json");
-    while hb.len() % 8 != 0 {
-        hb.push(b' ');
-    }
-    let mut v = (hb.len() as u64).to_le_bytes().to_vec();
-    v.extend_from_slice(&hb);
-    v.extend_from_slice(&bytes[8 + n..]);
-    v
+    common::safetensors_join(&out, &data)
 }
 
 /// `--init` imports a PyTorch-style state_dict (no fdgr metadata, the last

@@ -244,10 +244,7 @@ fn make_run(root: &Path, name: &str, args: &[&str]) -> PathBuf {
 /// (extreme numbers and shapes, other specs, a corrupted training state),
 /// its tensors' shapes, dtypes and offsets, or the values of a tensor.
 fn mutate(bytes: &[u8], r: &mut Rng) -> Vec<u8> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let mut h: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[8..8 + n]).expect("a header");
-    let mut data = bytes[8 + n..].to_vec();
+    let (mut h, mut data) = common::safetensors_parts(bytes);
     let extreme = |r: &mut Rng| -> serde_json::Value {
         let vals = [
             serde_json::json!(u64::MAX),
@@ -370,14 +367,7 @@ fn mutate(bytes: &[u8], r: &mut Rng) -> Vec<u8> {
             }
         }
     }
-    let mut hb = serde_json::to_vec(&h).expect("serializes");
-    while hb.len() % 8 != 0 {
-        hb.push(b' ');
-    }
-    let mut out = (hb.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&hb);
-    out.extend_from_slice(&data);
-    out
+    common::safetensors_join(&h, &data)
 }
 
 /// ≥ 1,000 structurally mutated files per loader (model files and
@@ -562,17 +552,10 @@ fn cli_on_mutated_files_exits_cleanly() {
 
 /// `bytes` with metadata `key` set to `value`.
 fn set_meta(bytes: &[u8], key: &str, value: &str) -> Vec<u8> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let mut h: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("a header");
-    h["__metadata__"][key] = serde_json::Value::String(value.into());
-    let mut hb = serde_json::to_vec(&h).expect("serializes");
-    while hb.len() % 8 != 0 {
-        hb.push(b' ');
-    }
-    let mut out = (hb.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&hb);
-    out.extend_from_slice(&bytes[8 + n..]);
-    out
+    let (mut h, data) = common::safetensors_parts(bytes);
+    h.entry("__metadata__")
+        .or_insert_with(|| serde_json::json!({}))[key] = serde_json::Value::String(value.into());
+    common::safetensors_join(&h, &data)
 }
 
 /// Exit 2 with one error line naming `needles`, no panic, and no `--out`

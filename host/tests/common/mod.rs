@@ -326,3 +326,23 @@ pub fn cifar10_dir(name: &str, per_batch: usize) -> PathBuf {
     }
     d
 }
+
+/// A safetensors file's header (JSON object) and data.
+pub fn safetensors_parts(bytes: &[u8]) -> (serde_json::Map<String, serde_json::Value>, Vec<u8>) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let h = serde_json::from_slice(&bytes[8..8 + n]).expect("a JSON header");
+    (h, bytes[8 + n..].to_vec())
+}
+
+/// A safetensors file from a header and data (the header padded with
+/// spaces to a multiple of 8 bytes, as safetensors writes it).
+pub fn safetensors_join(h: &serde_json::Map<String, serde_json::Value>, data: &[u8]) -> Vec<u8> {
+    let mut hb = serde_json::to_vec(h).expect("serializes");
+    while hb.len() % 8 != 0 {
+        hb.push(b' ');
+    }
+    let mut out = (hb.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&hb);
+    out.extend_from_slice(data);
+    out
+}

@@ -324,25 +324,7 @@ fn check_tensors(st: &SafeTensors<'_>, arch: &Arch, prefixes: &[String], name: &
         })
         .chain(bufs.iter().map(|t| (t.name.clone(), &t.shape)));
     for (tname, dims) in all {
-        let t = st.tensor(&tname).with_context(|| {
-            format!(
-                "{name}: tensor {tname} missing (expected for model {})",
-                arch.spec
-            )
-        })?;
-        if t.dtype() != Dtype::F32 {
-            bail!(
-                "{name}: tensor {tname} has dtype {:?}, expected F32",
-                t.dtype()
-            );
-        }
-        if t.shape() != dims.as_slice() {
-            bail!(
-                "{name}: tensor {tname} has shape {:?}, expected {dims:?} for model {}",
-                t.shape(),
-                arch.spec
-            );
-        }
+        f32_tensor(st, &tname, dims, arch, name)?;
     }
     Ok(())
 }
@@ -371,14 +353,14 @@ fn read_params(
     Ok(())
 }
 
-fn read_f32(
-    st: &SafeTensors<'_>,
+/// Tensor `tname` of the file, checked: present, F32, of shape `dims`.
+fn f32_tensor<'a>(
+    st: &'a SafeTensors<'_>,
     tname: &str,
     dims: &[usize],
     arch: &Arch,
     name: &str,
-    out: &mut [f32],
-) -> Result<()> {
+) -> Result<safetensors::tensor::TensorView<'a>> {
     let t = st.tensor(tname).with_context(|| {
         format!(
             "{name}: tensor {tname} missing (expected for model {})",
@@ -398,6 +380,18 @@ fn read_f32(
             arch.spec
         );
     }
+    Ok(t)
+}
+
+fn read_f32(
+    st: &SafeTensors<'_>,
+    tname: &str,
+    dims: &[usize],
+    arch: &Arch,
+    name: &str,
+    out: &mut [f32],
+) -> Result<()> {
+    let t = f32_tensor(st, tname, dims, arch, name)?;
     for (o, c) in out.iter_mut().zip(t.data().chunks_exact(4)) {
         *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
     }

@@ -43,3 +43,34 @@ pub fn check(offset: u32, len: usize, align: usize, capacity: usize) -> Result<u
     }
     Ok(at)
 }
+
+/// The erase range `from..to` of a region of `capacity` bytes: inside it,
+/// in whole erase units of `unit` bytes; the start as an index.
+pub fn check_erase(from: u32, to: u32, unit: usize, capacity: usize) -> Result<usize, FlashError> {
+    if from > to {
+        return Err(FlashError::Bounds);
+    }
+    check(from, (to - from) as usize, unit, capacity)
+}
+
+/// Reads `bytes.len()` bytes at `offset` of memory-mapped flash whose
+/// reserved region of `capacity` bytes starts at address `base`, checking
+/// the bounds first.
+///
+/// # Safety
+///
+/// `[base, base + capacity)` must be readable memory (mapped flash) that
+/// only changes through the caller's `&mut` driver.
+pub unsafe fn read_mapped(
+    base: usize,
+    capacity: usize,
+    offset: u32,
+    bytes: &mut [u8],
+) -> Result<(), FlashError> {
+    let at = check(offset, bytes.len(), 1, capacity)?;
+    // SAFETY: [base + at, base + at + len) lies inside the region (checked
+    // above), which the caller guarantees readable and unchanged meanwhile.
+    let src = unsafe { core::slice::from_raw_parts((base + at) as *const u8, bytes.len()) };
+    bytes.copy_from_slice(src);
+    Ok(())
+}

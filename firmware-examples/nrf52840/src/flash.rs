@@ -10,7 +10,7 @@
 //! page erase, 41 µs per word).
 
 use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
-use fdgr_firmware::flash::{check, FlashError};
+use fdgr_firmware::flash::{check, check_erase, read_mapped, FlashError};
 use nrf52840_pac::NVMC;
 
 /// Address of the reserved region.
@@ -71,13 +71,9 @@ impl ReadNorFlash for Pages {
     const READ_SIZE: usize = 1;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
-        let at = check(offset, bytes.len(), 1, CAPACITY)?;
-        // SAFETY: [BASE + at, BASE + at + len) lies inside the reserved
-        // pages (checked above), memory-mapped flash that is always
+        // SAFETY: the reserved pages are memory-mapped flash that is always
         // readable and only changes through this driver's `&mut self`.
-        let src = unsafe { core::slice::from_raw_parts((BASE + at) as *const u8, bytes.len()) };
-        bytes.copy_from_slice(src);
-        Ok(())
+        unsafe { read_mapped(BASE, CAPACITY, offset, bytes) }
     }
 
     fn capacity(&self) -> usize {
@@ -90,10 +86,7 @@ impl NorFlash for Pages {
     const ERASE_SIZE: usize = PAGE;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
-        if from > to {
-            return Err(FlashError::Bounds);
-        }
-        let at = check(from, (to - from) as usize, PAGE, CAPACITY)?;
+        let at = check_erase(from, to, PAGE, CAPACITY)?;
         self.wait();
         self.nvmc.config.write(|w| w.wen().een());
         for page in (BASE + at..BASE + to as usize).step_by(PAGE) {

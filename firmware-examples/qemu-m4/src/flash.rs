@@ -13,7 +13,7 @@
 
 use cortex_m_semihosting::{nr, syscall};
 use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
-use fdgr_firmware::flash::{check, FlashError};
+use fdgr_firmware::flash::{check, check_erase, FlashError};
 
 /// Program granularity (bytes).
 pub const WRITE_SIZE: usize = 16;
@@ -122,10 +122,7 @@ impl NorFlash for HostFlash {
     const ERASE_SIZE: usize = ERASE_SIZE;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
-        if from > to {
-            return Err(FlashError::Bounds);
-        }
-        let at = check(from, (to - from) as usize, ERASE_SIZE, CAPACITY)?;
+        let at = check_erase(from, to, ERASE_SIZE, CAPACITY)?;
         self.fill(at, to as usize, 0xFF)
     }
 

@@ -16,7 +16,7 @@
 //! Reads are through XIP, whose cache is flushed after every operation.
 
 use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
-use fdgr_firmware::flash::{check, FlashError};
+use fdgr_firmware::flash::{check, check_erase, read_mapped, FlashError};
 
 /// Where the flash is memory-mapped (XIP, cached).
 const XIP_BASE: usize = 0x1000_0000;
@@ -187,14 +187,10 @@ impl ReadNorFlash for Sectors {
     const READ_SIZE: usize = 1;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
-        let at = check(offset, bytes.len(), 1, CAPACITY)?;
-        let src = XIP_BASE + OFFSET + at;
-        // SAFETY: [src, src + len) lies inside the reserved sectors as
-        // mapped by XIP (checked above), always readable outside
-        // `flash_op`, and only changed through this driver's `&mut self`.
-        let src = unsafe { core::slice::from_raw_parts(src as *const u8, bytes.len()) };
-        bytes.copy_from_slice(src);
-        Ok(())
+        // SAFETY: the reserved sectors as mapped by XIP, always readable
+        // outside `flash_op`, and only changed through this driver's
+        // `&mut self`.
+        unsafe { read_mapped(XIP_BASE + OFFSET, CAPACITY, offset, bytes) }
     }
 
     fn capacity(&self) -> usize {
@@ -207,10 +203,7 @@ impl NorFlash for Sectors {
     const ERASE_SIZE: usize = SECTOR;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
-        if from > to {
-            return Err(FlashError::Bounds);
-        }
-        let at = check(from, (to - from) as usize, SECTOR, CAPACITY)?;
+        let at = check_erase(from, to, SECTOR, CAPACITY)?;
         // One sector per operation, so interrupts stay off for one sector
         // erase at a time (45 ms typical, 400 ms at most).
         for s in (OFFSET + at..OFFSET + to as usize).step_by(SECTOR) {

@@ -10,7 +10,7 @@
 //! waits below also hold the program: 1 to 2 s per 128 KiB sector erase.
 
 use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
-use fdgr_firmware::flash::{check, FlashError};
+use fdgr_firmware::flash::{check, check_erase, read_mapped, FlashError};
 use stm32f4::stm32f411::FLASH;
 
 /// Address of sector 6, the first reserved one.
@@ -167,13 +167,9 @@ impl ReadNorFlash for Sectors {
     const READ_SIZE: usize = 1;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
-        let at = check(offset, bytes.len(), 1, CAPACITY)?;
-        // SAFETY: [BASE + at, BASE + at + len) lies inside the reserved
-        // sectors (checked above), memory-mapped flash that is always
+        // SAFETY: the reserved sectors are memory-mapped flash that is always
         // readable and only changes through this driver's `&mut self`.
-        let src = unsafe { core::slice::from_raw_parts((BASE + at) as *const u8, bytes.len()) };
-        bytes.copy_from_slice(src);
-        Ok(())
+        unsafe { read_mapped(BASE, CAPACITY, offset, bytes) }
     }
 
     fn capacity(&self) -> usize {
@@ -186,10 +182,7 @@ impl NorFlash for Sectors {
     const ERASE_SIZE: usize = SECTOR;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
-        if from > to {
-            return Err(FlashError::Bounds);
-        }
-        let at = check(from, (to - from) as usize, SECTOR, CAPACITY)?;
+        let at = check_erase(from, to, SECTOR, CAPACITY)?;
         self.unlock()?;
         let first = FIRST_SECTOR + (at / SECTOR) as u8;
         let n = ((to - from) as usize / SECTOR) as u8;

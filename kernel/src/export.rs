@@ -435,7 +435,7 @@ pub fn decode_layer(b: &[u8]) -> Result<Layer, ExportError> {
         8 => Op::Add { other: u16_at(6) },
         _ => return Err(ExportError::BadLayer),
     };
-    let canonical = Layer { op, src };
+    let canonical = Layer::new(op).from(src);
     let mut again = [0u8; LAYER_BYTES];
     encode_layer(&canonical, &mut again)?;
     if again[..] != b[..LAYER_BYTES] {

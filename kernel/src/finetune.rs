@@ -3,20 +3,26 @@
 //! most recent ones. The firmware and the host's cross-check both run this
 //! code, so their results can be compared bit for bit.
 //!
-//! Two modes:
-//! * full: every parameter is trained (θ, d, point in RAM: 3P scalars);
-//! * last layer only: the frozen layers compute features, and only
-//!   W_L, b_L (the contiguous tail of θ) are trained, as on-device systems
-//!   such as MIT's Tiny Training Engine do to fit small SRAM. The frozen
-//!   weights are read from an immutable slice, so they can stay in flash:
-//!   RAM is 3·P_L scalars plus the workspace.
+//! What is trained ([`Mode`]): every parameter, the last K layers, every
+//! bias, or a list of layers (sparse updates, as on-device systems such
+//! as MIT's Tiny Training Engine do to fit small SRAM). The model is split
+//! at the first trained layer:
+//! * the frozen prefix (the layers before it) runs forward only, in eval
+//!   mode, on weights read from an immutable slice that may stay in flash:
+//!   no gradient, direction, optimizer state or saved activation is kept
+//!   for it; its output is the trained part's input (the *features*);
+//! * the trained part (the layers from it on) is planned with the layers
+//!   it does not train marked [`Train::Frozen`] (or [`Train::Bias`]): θ,
+//!   the direction, the perturbed point and the optimizer state hold only
+//!   the trained parameters, so F-GR and SAM perturb only those; frozen
+//!   weights inside it are read from the same immutable slice.
 
 use crate::error::Error;
 use crate::loss::Loss;
 use crate::loss::Targets;
 use crate::method::{step, Buffers, Method};
 use crate::mlp::{self, Mlp};
-use crate::model::{plan, Dims, Layer, Model, Node, Op, Ref, Slot};
+use crate::model::{plan, Dims, Layer, Model, Node, Op, Src, Train};
 use crate::net::Net;
 use crate::objective::Serial;
 #[allow(unused_imports)]
@@ -30,22 +36,71 @@ use crate::shape::Shape;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Mode {
-    /// All layers.
+    /// Every parameter.
     Full,
-    /// The last dense layer only.
-    LastLayer,
+    /// The last K layers that have parameters (K ≥ 1; `Last(1)`: the last
+    /// layer alone), and every layer after the first of them.
+    Last(u8),
+    /// Every bias (linear and convolution layers with one); the weights
+    /// stay frozen.
+    Bias,
+    /// The layers whose bits are set (bit i: layer i of the layer list,
+    /// which must have parameters); the others stay frozen.
+    Layers(u32),
 }
 
-/// The shape trained in `mode`: the model itself, or its last layer alone
-/// (inputs n_{L−1}, outputs n_L, same loss).
-pub const fn trained_shape(shape: &Shape, mode: Mode) -> Shape {
-    match mode {
-        Mode::Full => *shape,
-        Mode::LastLayer => {
-            let l = shape.layers();
-            match Shape::try_new(&[shape.dim(l - 1), shape.dim(l)], shape.act, shape.loss) {
-                Ok(s) => s,
-                Err(_) => *shape,
+impl Mode {
+    /// The last layer alone (`Last(1)`).
+    pub const LAST_LAYER: Mode = Mode::Last(1);
+
+    /// Parses `full`, `last` (= `last:1`), `last:K`, `bias` or
+    /// `layers:I,J,…` (layer indices of the layer list, below 32).
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "full" => return Some(Mode::Full),
+            "last" | "last-layer" => return Some(Mode::LAST_LAYER),
+            "bias" => return Some(Mode::Bias),
+            _ => {}
+        }
+        if let Some(k) = s.strip_prefix("last:") {
+            return match k.parse::<u8>() {
+                Ok(k) if k > 0 => Some(Mode::Last(k)),
+                _ => None,
+            };
+        }
+        let list = s.strip_prefix("layers:")?;
+        let mut bits = 0u32;
+        for i in list.split(',') {
+            match i.trim().parse::<u32>() {
+                Ok(i) if i < 32 && bits & (1 << i) == 0 => bits |= 1 << i,
+                _ => return None,
+            }
+        }
+        (bits != 0).then_some(Mode::Layers(bits))
+    }
+}
+
+impl core::fmt::Display for Mode {
+    /// The form [`Mode::parse`] reads: `full`, `last:K`, `bias`,
+    /// `layers:I,J`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Mode::Full => f.write_str("full"),
+            Mode::Last(k) => write!(f, "last:{k}"),
+            Mode::Bias => f.write_str("bias"),
+            Mode::Layers(bits) => {
+                f.write_str("layers:")?;
+                let mut first = true;
+                for i in 0..32 {
+                    if bits & (1 << i) != 0 {
+                        if !first {
+                            f.write_str(",")?;
+                        }
+                        write!(f, "{i}")?;
+                        first = false;
+                    }
+                }
+                Ok(())
             }
         }
     }
@@ -74,28 +129,32 @@ pub struct FineTuner<F, P, const N: usize, const D: usize> {
 
 /// Memory the caller provides for one fine-tuning step.
 pub struct Memory<'a, F> {
-    /// The trained parameters: all of θ in `Full` mode; in `LastLayer`
-    /// mode only the last layer (W_L then b_L, P_L scalars).
+    /// The trained parameters ([`Models::trained_params`] scalars: all of
+    /// θ in `Full` mode; otherwise the trained ones in layer order, see
+    /// [`Models::gather`]).
     pub theta: &'a mut [F],
-    /// `LastLayer` mode: the whole model θ, read-only (its first layers
-    /// compute the features; its last-layer part is not used). May live in
-    /// flash. Ignored in `Full` mode.
+    /// Every parameter of the model as it was loaded, read-only (the
+    /// frozen ones are read from here; it may live in flash). Needed
+    /// unless the mode is `Full`.
     pub frozen: Option<&'a [F]>,
-    /// Direction, sized for the trained shape.
+    /// Direction, sized for the trained parameters.
     pub dir: &'a mut [F],
-    /// Perturbed point (methods that need one), sized for the trained shape.
+    /// Perturbed point (methods that need one), sized for the trained
+    /// parameters.
     pub point: Option<&'a mut [F]>,
     /// Second perturbed point (`cgr`).
     pub point2: Option<&'a mut [F]>,
     /// The optimizer's state vectors (SGD with μ > 0: the momentum in
-    /// `state[0]`; Adam: its two moments), sized for the trained shape.
+    /// `state[0]`; Adam: its two moments), sized for the trained
+    /// parameters.
     pub state: [Option<&'a mut [F]>; 2],
-    /// Workspace: `shape.workspace_len(batch, hvp)` scalars.
+    /// Workspace: [`Models::workspace_len`] scalars.
     pub ws: &'a mut [F],
     /// Batch inputs: batch·n₀ scalars.
     pub x: &'a mut [F],
-    /// Batch features for `LastLayer`: batch·n_{L−1} scalars (may be empty
-    /// in `Full` mode).
+    /// Batch features (the trained part's inputs, when a frozen prefix
+    /// computes them): batch·[`Models::features`] scalars (may be empty
+    /// when there is no frozen prefix).
     pub feats: &'a mut [F],
     /// Batch labels: batch entries.
     pub y: &'a mut [u32],
@@ -103,7 +162,7 @@ pub struct Memory<'a, F> {
 
 /// Most layers a fine-tuned model may have (nodes held inline in
 /// [`Nodes`]).
-pub const MAX_NODES: usize = 16;
+pub const MAX_NODES: usize = 24;
 
 /// The nodes of a model planned for fine-tuning, held inline (no heap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,27 +177,46 @@ impl AsRef<[Node]> for Nodes {
     }
 }
 
-/// The planned models a fine-tuning step runs: the whole model (its
-/// frozen forward pass in last-layer mode) and the trained one (the model
-/// itself, or its last layer). Plan them once, e.g. in a `const`.
+/// The planned models a fine-tuning step runs: the whole model (for
+/// reference), its frozen prefix and its trained part. Plan them once,
+/// e.g. in a `const`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Models {
-    /// The whole model.
+    /// The whole model, every parameter trained.
     pub full: Model<Nodes>,
-    /// The trained model in last-layer mode (in full mode it is `full`).
-    pub last: Option<Model<Nodes>>,
+    /// The frozen prefix (the layers before the first trained one), when
+    /// there is one.
+    pub prefix: Option<Model<Nodes>>,
+    /// The trained part (the layers from the first trained one on, the
+    /// others among them frozen), unless the mode is `Full` (then it is
+    /// `full`).
+    pub tail: Option<Model<Nodes>>,
     /// Which parameters are trained.
     pub mode: Mode,
-    /// Inputs of the last layer (the features last-layer mode trains on).
+    /// Index of the first layer of the trained part.
+    pub split: usize,
+    /// Inputs of the trained part (per sample).
     pub features: usize,
     /// Outputs of the model (classes).
     pub outputs: usize,
 }
 
+/// One contiguous block of trained parameters: where it is in θ (the
+/// trained parameters) and in the whole parameter vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// Offset in θ.
+    pub trained: usize,
+    /// Offset in the whole parameter vector.
+    pub whole: usize,
+    /// Length.
+    pub len: usize,
+}
+
 impl Models {
     /// The model that is trained.
     pub fn trained(&self) -> &Model<Nodes> {
-        match &self.last {
+        match &self.tail {
             Some(m) => m,
             None => &self.full,
         }
@@ -149,12 +227,76 @@ impl Models {
         self.full.sizes.params
     }
 
-    /// Trained parameters: P, or the last layer's P_L.
+    /// Parameters of the frozen prefix (the first ones of the whole
+    /// parameter vector).
+    pub const fn prefix_params(&self) -> usize {
+        match &self.prefix {
+            Some(m) => m.sizes.all_params,
+            None => 0,
+        }
+    }
+
+    /// Trained parameters: the length of θ.
     pub const fn trained_params(&self) -> usize {
-        match &self.last {
+        match &self.tail {
             Some(m) => m.sizes.params,
             None => self.full.sizes.params,
         }
+    }
+
+    /// Trained block `i` (in θ order), if there is one: every trained
+    /// parameter of the whole model lies in exactly one block.
+    pub fn block(&self, i: usize) -> Option<Block> {
+        let skip = self.prefix_params();
+        self.trained()
+            .nodes()
+            .iter()
+            .filter(|n| n.param_len > 0)
+            .nth(i)
+            .map(|n| Block {
+                trained: n.param_off,
+                whole: skip + n.frozen_off + (n.all_len - n.param_len),
+                len: n.param_len,
+            })
+    }
+
+    /// θ (the trained parameters) from the whole parameter vector `whole`
+    /// (e.g. the loaded model).
+    pub fn gather<F: Copy>(&self, whole: &[F], theta: &mut [F]) -> Result<(), Error> {
+        crate::error::check_len("whole parameters", self.params(), whole.len())?;
+        crate::error::check_len("trained parameters", self.trained_params(), theta.len())?;
+        let mut i = 0;
+        while let Some(b) = self.block(i) {
+            theta[b.trained..b.trained + b.len].copy_from_slice(&whole[b.whole..b.whole + b.len]);
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes θ (the trained parameters) into the whole parameter vector
+    /// `whole` (which holds the frozen ones).
+    pub fn scatter<F: Copy>(&self, theta: &[F], whole: &mut [F]) -> Result<(), Error> {
+        crate::error::check_len("whole parameters", self.params(), whole.len())?;
+        crate::error::check_len("trained parameters", self.trained_params(), theta.len())?;
+        let mut i = 0;
+        while let Some(b) = self.block(i) {
+            whole[b.whole..b.whole + b.len].copy_from_slice(&theta[b.trained..b.trained + b.len]);
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Parameter `i` of the whole model, from θ where it is trained and
+    /// from `frozen` (the whole vector as loaded) where not.
+    pub fn whole_param<F: Copy>(&self, theta: &[F], frozen: &[F], i: usize) -> F {
+        let mut k = 0;
+        while let Some(b) = self.block(k) {
+            if i >= b.whole && i < b.whole + b.len {
+                return theta[b.trained + (i - b.whole)];
+            }
+            k += 1;
+        }
+        frozen[i]
     }
 
     /// Whether the model has convolution or pooling layers (a firmware
@@ -177,27 +319,37 @@ impl Models {
         self.full.input.len()
     }
 
+    /// Feature scalars a batch of `b` needs (0 without a frozen prefix).
+    pub const fn features_len(&self, b: usize) -> usize {
+        match &self.prefix {
+            Some(_) => b * self.features,
+            None => 0,
+        }
+    }
+
     /// Workspace scalars a step needs for a batch of `b` (with the
-    /// Hessian-vector product's buffers when `hvp`): the trained model's,
-    /// and in last-layer mode at least the whole model's forward pass.
+    /// Hessian-vector product's buffers when `hvp`): the trained part's,
+    /// and at least the frozen prefix's forward pass.
     pub const fn workspace_len(&self, b: usize, hvp: bool) -> usize {
-        match &self.last {
-            Some(m) => {
-                let (a, t) = (self.full.ws_len_const(b, false), m.ws_len_const(b, hvp));
-                if a > t {
-                    a
-                } else {
-                    t
-                }
-            }
+        let t = match &self.tail {
+            Some(m) => m.ws_len_const(b, hvp),
             None => self.full.ws_len_const(b, hvp),
+        };
+        let a = match &self.prefix {
+            Some(m) => m.ws_len_const(b, false),
+            None => 0,
+        };
+        if a > t {
+            a
+        } else {
+            t
         }
     }
 }
 
 const fn plan_nodes(layers: &[Layer], input: Dims, loss: Loss) -> Result<Model<Nodes>, Error> {
     if layers.len() > MAX_NODES {
-        return Err(Error::BadModel("too many layers to fine-tune (at most 16)"));
+        return Err(Error::BadModel("too many layers to fine-tune (at most 24)"));
     }
     let mut nodes = [Node::EMPTY; MAX_NODES];
     let (used, _) = nodes.split_at_mut(layers.len());
@@ -215,11 +367,100 @@ const fn plan_nodes(layers: &[Layer], input: Dims, loss: Loss) -> Result<Model<N
     }
 }
 
+const fn has_params(l: &Layer) -> bool {
+    matches!(l.op, Op::Linear { .. } | Op::Conv2d { .. } | Op::BatchNorm)
+}
+
+const fn has_bias(l: &Layer) -> bool {
+    matches!(
+        l.op,
+        Op::Linear { bias: true, .. } | Op::Conv2d { bias: true, .. }
+    )
+}
+
+/// The first trained layer of `layers` in `mode`, and how each layer from
+/// it on is trained.
+const fn split_of(layers: &[Layer], mode: Mode) -> Result<usize, Error> {
+    let n = layers.len();
+    match mode {
+        Mode::Full => Ok(0),
+        Mode::Last(k) => {
+            if k == 0 {
+                return Err(Error::BadModel("last:K needs K of at least 1"));
+            }
+            let mut left = k as usize;
+            let mut i = n;
+            while i > 0 {
+                i -= 1;
+                if has_params(&layers[i]) {
+                    left -= 1;
+                    if left == 0 {
+                        return Ok(i);
+                    }
+                }
+            }
+            Err(Error::BadModel(
+                "last:K: the model has fewer than K layers with parameters",
+            ))
+        }
+        Mode::Bias => {
+            let mut i = 0;
+            while i < n {
+                if has_bias(&layers[i]) {
+                    return Ok(i);
+                }
+                i += 1;
+            }
+            Err(Error::BadModel("bias mode: the model has no bias"))
+        }
+        Mode::Layers(bits) => {
+            let mut i = 0;
+            let mut first = n;
+            while i < 32 {
+                if bits & (1 << i) != 0 {
+                    if i >= n {
+                        return Err(Error::BadModel("layers: a listed layer is beyond the model"));
+                    }
+                    if !has_params(&layers[i]) {
+                        return Err(Error::BadModel(
+                            "layers: a listed layer has no parameters",
+                        ));
+                    }
+                    if first == n {
+                        first = i;
+                    }
+                }
+                i += 1;
+            }
+            if first == n {
+                return Err(Error::BadModel("layers: no layer listed"));
+            }
+            Ok(first)
+        }
+    }
+}
+
+/// How layer `i` (at or after the split) is trained in `mode`.
+const fn train_of(i: usize, mode: Mode) -> Train {
+    match mode {
+        Mode::Full | Mode::Last(_) => Train::All,
+        Mode::Bias => Train::Bias,
+        Mode::Layers(bits) => {
+            if i < 32 && bits & (1 << i) != 0 {
+                Train::All
+            } else {
+                Train::Frozen
+            }
+        }
+    }
+}
+
 /// Plans the models of fine-tuning the layer list `layers` (on inputs of
-/// shape `input`) in `mode` (a `const fn`). Last-layer mode needs a last
-/// layer that is `Linear` on the previous layer's output; batch norm is
-/// not fine-tuned on a device (its running statistics would live in the
-/// workspace), so a model with batch norm is refused.
+/// shape `input`) in `mode` (a `const fn`). The trained part's layers may
+/// read only layers of the trained part (a residual connection may not
+/// cross the split); batch norm is not fine-tuned on a device (its running
+/// statistics would live in the workspace), so a model with batch norm is
+/// refused: fold it into the convolution first.
 pub const fn models_of(
     layers: &[Layer],
     input: Dims,
@@ -240,33 +481,79 @@ pub const fn models_of(
         Err(e) => return Err(e),
     };
     let n = full.storage().len;
-    let lastn = full.storage().nodes[n - 1];
-    let features = lastn.in_dims.len();
-    let outputs = lastn.out_dims.len();
-    let last = match mode {
-        Mode::Full => None,
-        Mode::LastLayer => {
-            let bias = match lastn.op {
-                Op::Linear { bias, .. } => bias,
-                _ => return Err(Error::BadModel("last-layer mode needs a linear last layer")),
-            };
-            if n < 2 || !matches!(layers[n - 1].src, crate::model::Src::Prev) {
+    let outputs = full.storage().nodes[n - 1].out_dims.len();
+    let split = match split_of(layers, mode) {
+        Ok(s) => s,
+        Err(e) => return Err(e),
+    };
+    if matches!(mode, Mode::Full) {
+        return Ok(Models {
+            full,
+            prefix: None,
+            tail: None,
+            mode,
+            split: 0,
+            features: input.len(),
+            outputs,
+        });
+    }
+    let tail_in = if split == 0 {
+        input
+    } else {
+        full.storage().nodes[split - 1].out_dims
+    };
+    // The trained part, re-indexed to start at the split.
+    let mut tail = [Layer::flatten(); MAX_NODES];
+    let mut i = split;
+    while i < n {
+        let l = layers[i];
+        let src = match l.src {
+            Src::Prev => Src::Prev,
+            Src::Input if split == 0 => Src::Input,
+            Src::Node(j) if j >= split => Src::Node(j - split),
+            _ => {
                 return Err(Error::BadModel(
-                    "last-layer mode needs a linear last layer after at least one other",
-                ));
+                    "a trained layer reads a layer before the trained part (a connection \
+                     crosses the split): train from an earlier layer",
+                ))
             }
-            let head = [Layer::new(Op::Linear { out: outputs, bias })];
-            match plan_nodes(&head, Dims::flat(features), loss) {
-                Ok(m) => Some(m),
-                Err(e) => return Err(e),
+        };
+        let op = match l.op {
+            Op::Add { other } if other >= split => Op::Add {
+                other: other - split,
+            },
+            Op::Add { .. } => {
+                return Err(Error::BadModel(
+                    "a residual join adds a layer before the trained part: train from an \
+                     earlier layer",
+                ))
             }
+            op => op,
+        };
+        tail[i - split] = Layer::new(op).from(src).trained(train_of(i, mode));
+        i += 1;
+    }
+    let (tail, _) = tail.split_at(n - split);
+    let tail = match plan_nodes(tail, tail_in, loss) {
+        Ok(m) => m,
+        Err(e) => return Err(e),
+    };
+    let prefix = if split == 0 {
+        None
+    } else {
+        let (head, _) = layers.split_at(split);
+        match plan_nodes(head, input, loss) {
+            Ok(m) => Some(m),
+            Err(e) => return Err(e),
         }
     };
     Ok(Models {
         full,
-        last,
+        prefix,
+        tail: Some(tail),
         mode,
-        features,
+        split,
+        features: tail_in.len(),
         outputs,
     })
 }
@@ -326,13 +613,16 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
         } = mem;
         let b = self.ring.fill_batch(self.batch, self.scale, x, y);
         let (x, y) = (&x[..b * D], &y[..b]);
-        // What is trained, on which inputs: the model on x, or its last
-        // layer on the features the frozen layers compute from x.
-        let inputs: &[F] = match self.mode {
-            Mode::Full => x,
-            Mode::LastLayer => frozen_features(models, frozen, x, y, ws, feats)?,
-        };
+        // What is trained, on which inputs: the model on x, or its
+        // trained part on the features the frozen prefix computes from x.
+        let inputs: &[F] = frozen_features(models, frozen, x, ws, feats)?;
         let mut net = Net::resume(models.trained().borrowed(), Serial, ws)?;
+        if let Some(tail) = &models.tail {
+            if tail.sizes.params != tail.sizes.all_params {
+                let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
+                net.set_frozen(&frozen[models.prefix_params()..])?;
+            }
+        }
         net.set_batch(inputs, Targets::Classes(y))?;
         let bufs = Buffers {
             theta,
@@ -353,50 +643,40 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
     }
 }
 
-/// Last-layer mode: the features the frozen layers (at `frozen`, eval mode)
-/// compute from the batch `x` (labels `y`), copied into `feats`: the
-/// inputs of the trained last layer. The last layer's own output is
-/// computed too, and ignored.
+/// The inputs of the trained part for the batch `x`: `x` itself without a
+/// frozen prefix; otherwise the features the prefix (at `frozen`, eval
+/// mode) computes from `x`, copied into `feats`.
 fn frozen_features<'f, F: Real>(
     models: &Models,
     frozen: Option<&[F]>,
-    x: &[F],
-    y: &[u32],
+    x: &'f [F],
     ws: &mut [F],
     feats: &'f mut [F],
 ) -> Result<&'f [F], Error> {
-    let (b, nf) = (y.len(), models.features);
+    let Some(prefix) = &models.prefix else {
+        return Ok(x);
+    };
+    let b = x.len() / models.inputs().max(1);
+    let nf = models.features;
     if feats.len() < b * nf {
         return Err(Error::MissingBuffer("features"));
     }
     let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
     crate::error::check_len("frozen", models.params(), frozen.len())?;
     let feats = &mut feats[..b * nf];
-    let full = models.full.borrowed();
-    // Where the last layer's input lives in the workspace.
-    let at = match full.last().input {
-        Ref::Node(j) => match full.nodes()[j].val {
-            Slot::Ws(o) => full.layout(b, false).vals + b * o,
-            Slot::Input => return Err(Error::BadShape),
-        },
-        Ref::Input => return Err(Error::BadShape),
-    };
-    {
-        let mut net = Net::resume(full, Serial, &mut *ws)?;
-        net.set_batch(x, Targets::Classes(y))?;
-        net.forward_outputs(frozen)?;
-    }
-    feats.copy_from_slice(&ws[at..at + b * nf]);
+    let mut net = Net::resume(prefix.borrowed(), Serial, &mut *ws)?;
+    net.set_inputs(x)?;
+    feats.copy_from_slice(net.forward_outputs(&frozen[..models.prefix_params()])?);
     Ok(feats)
 }
 
 /// The outputs (`models.outputs` scores) of the model on one sample's
-/// scaled inputs `x`, into `out`: the frozen layers at `frozen` then, in
-/// last-layer mode, the trained last layer at `theta` (in full mode θ is
-/// the whole model); batch norm, if any, on its running statistics. The
-/// same forward pass a fine-tuning step starts with, so a device predicts
-/// what it is about to learn from (prequential accuracy). `ws` and `feats`
-/// as for [`FineTuner::push_and_step_planned`] with a batch of one.
+/// scaled inputs `x`, into `out`: the frozen prefix at `frozen`, if any,
+/// then the trained part at `theta` (and `frozen` for its frozen layers);
+/// batch norm, if any, on its running statistics. The same forward pass a
+/// fine-tuning step starts with, so a device predicts what it is about to
+/// learn from (prequential accuracy). `ws` and `feats` as for
+/// [`FineTuner::push_and_step_planned`] with a batch of one.
 pub fn outputs_planned<F: Real>(
     models: &Models,
     frozen: Option<&[F]>,
@@ -408,13 +688,15 @@ pub fn outputs_planned<F: Real>(
 ) -> Result<(), Error> {
     let k = models.outputs;
     crate::error::check_len("outputs", k, out.len())?;
-    let label = [0u32];
-    let inputs: &[F] = match models.mode {
-        Mode::Full => x,
-        Mode::LastLayer => frozen_features(models, frozen, x, &label, ws, feats)?,
-    };
+    let inputs: &[F] = frozen_features(models, frozen, x, ws, feats)?;
     let mut net = Net::resume(models.trained().borrowed(), Serial, ws)?;
-    net.set_batch(inputs, Targets::Classes(&label))?;
+    if let Some(tail) = &models.tail {
+        if tail.sizes.params != tail.sizes.all_params {
+            let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
+            net.set_frozen(&frozen[models.prefix_params()..])?;
+        }
+    }
+    net.set_inputs(inputs)?;
     out.copy_from_slice(net.forward_outputs(theta)?);
     Ok(())
 }
@@ -448,8 +730,7 @@ mod tests {
 
     const S: Shape = Shape::new(&[4, 6, 3], Act::Tanh, Loss::SoftmaxCe);
     const P: usize = S.param_count();
-    const H: Shape = trained_shape(&S, Mode::LastLayer);
-    const PL: usize = H.param_count();
+    const PL: usize = 6 * 3 + 3;
 
     fn tuner(mode: Mode) -> FineTuner<f32, crate::optim::Sgd<f32>, 4, 4> {
         FineTuner {
@@ -476,7 +757,7 @@ mod tests {
         let (mut dir, mut pt) = ([0.0f32; PL], [0.0f32; PL]);
         let mut ws = [0.0f32; 64];
         let (mut x, mut feats, mut y) = ([0.0f32; 8], [0.0f32; 12], [0u32; 2]);
-        let mut t = tuner(Mode::LastLayer);
+        let mut t = tuner(Mode::LAST_LAYER);
         let mut losses = [0.0f32; 12];
         for (i, l) in losses.iter_mut().enumerate() {
             let s = Sample {
@@ -523,5 +804,151 @@ mod tests {
             t.push_and_step(&S, s, mem),
             Err(Error::MissingBuffer("frozen"))
         );
+    }
+
+    const S4: Shape = Shape::new(&[4, 6, 5, 3], Act::Tanh, Loss::SoftmaxCe);
+
+    #[test]
+    fn modes_parse_and_print() {
+        for (s, m) in [
+            ("full", Mode::Full),
+            ("last", Mode::Last(1)),
+            ("last:2", Mode::Last(2)),
+            ("bias", Mode::Bias),
+            ("layers:0,4", Mode::Layers(0b10001)),
+        ] {
+            assert_eq!(Mode::parse(s), Some(m), "{s}");
+            let shown = std::format!("{m}");
+            assert_eq!(Mode::parse(&shown), Some(m), "{shown}");
+        }
+        for bad in ["last:0", "last:x", "layers:", "layers:1,1", "layers:32", "sparse"] {
+            assert_eq!(Mode::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn splits_and_trained_counts() {
+        // layers: linear 0, tanh 1, linear 2, tanh 3, linear 4
+        let p = S4.param_count();
+        let n = |m| models(&S4, m).unwrap();
+        assert_eq!(n(Mode::Full).trained_params(), p);
+        let last = n(Mode::Last(1));
+        assert_eq!((last.split, last.features, last.trained_params()), (4, 5, 5 * 3 + 3));
+        let two = n(Mode::Last(2));
+        assert_eq!((two.split, two.features, two.trained_params()), (2, 6, 6 * 5 + 5 + 5 * 3 + 3));
+        let bias = n(Mode::Bias);
+        assert_eq!((bias.split, bias.trained_params()), (0, 6 + 5 + 3));
+        assert!(bias.prefix.is_none());
+        let some = n(Mode::Layers(0b10100));
+        assert_eq!((some.split, some.trained_params()), (2, 6 * 5 + 5 + 5 * 3 + 3));
+        let skip = n(Mode::Layers(0b10001));
+        assert_eq!((skip.split, skip.trained_params()), (0, 4 * 6 + 6 + 5 * 3 + 3));
+        assert!(models(&S4, Mode::Last(4)).is_err());
+        assert!(models(&S4, Mode::Layers(0b10)).is_err(), "tanh has no parameters");
+        assert!(models(&S4, Mode::Layers(1 << 7)).is_err());
+    }
+
+    /// In every mode the trained part's gradient is, bit for bit, the
+    /// trained entries of the whole model's gradient; gather and scatter
+    /// invert each other; the frozen entries are never written.
+    #[test]
+    fn sparse_gradients_are_the_whole_gradients_trained_entries() {
+        use crate::objective::Objective;
+        let p = S4.param_count();
+        let mut whole = std::vec![0.0f64; p];
+        init_mlp(&S4, &mut whole, &mut Rng::new(9));
+        let x: std::vec::Vec<f64> = (0..12).map(|i| ((i * 7 % 11) as f64 - 5.0) / 4.0).collect();
+        let y = [2u32, 0, 1];
+        let full = models(&S4, Mode::Full).unwrap();
+        let mut ws = std::vec![0.0f64; full.workspace_len(3, false)];
+        let mut g = std::vec![0.0f64; p];
+        {
+            let mut net = Net::resume(full.full.borrowed(), Serial, &mut ws[..]).unwrap();
+            net.set_batch(&x, Targets::Classes(&y)).unwrap();
+            net.loss_grad(&whole, &mut g, 1.0, 0.0, crate::objective::Pass::Train)
+                .unwrap();
+        }
+        for mode in [
+            Mode::Last(1),
+            Mode::Last(2),
+            Mode::Bias,
+            Mode::Layers(0b10001),
+            Mode::Layers(0b00100),
+        ] {
+            let m = models(&S4, mode).unwrap();
+            let tp = m.trained_params();
+            let mut theta = std::vec![0.0f64; tp];
+            m.gather(&whole, &mut theta).unwrap();
+            let mut back = std::vec![f64::NAN; p];
+            back.copy_from_slice(&whole);
+            m.scatter(&theta, &mut back).unwrap();
+            assert_eq!(back, whole, "{mode}: scatter(gather) is the identity");
+            let mut ws = std::vec![0.0f64; m.workspace_len(3, false)];
+            let mut feats = std::vec![0.0f64; m.features_len(3)];
+            let inputs = frozen_features(&m, Some(&whole), &x, &mut ws, &mut feats).unwrap();
+            let inputs = inputs.to_vec();
+            let mut gt = std::vec![0.0f64; tp];
+            let mut net = Net::resume(m.trained().borrowed(), Serial, &mut ws[..]).unwrap();
+            if let Some(t) = &m.tail {
+                if t.sizes.params != t.sizes.all_params {
+                    net.set_frozen(&whole[m.prefix_params()..]).unwrap();
+                }
+            }
+            net.set_batch(&inputs, Targets::Classes(&y)).unwrap();
+            net.loss_grad(&theta, &mut gt, 1.0, 0.0, crate::objective::Pass::Train)
+                .unwrap();
+            let mut want = std::vec![0.0f64; tp];
+            m.gather(&g, &mut want).unwrap();
+            let bits = |v: &[f64]| v.iter().map(|z| z.to_bits()).collect::<std::vec::Vec<_>>();
+            assert_eq!(bits(&gt), bits(&want), "{mode}");
+            assert!(gt.iter().any(|&v| v != 0.0), "{mode}: a gradient");
+        }
+    }
+
+    /// A bias-mode F-GR step moves biases only; the weights stay as loaded.
+    #[test]
+    fn bias_mode_moves_only_biases() {
+        let p = S4.param_count();
+        let mut whole = [0.0f32; 6 * 4 + 6 + 5 * 6 + 5 + 3 * 5 + 3];
+        assert_eq!(whole.len(), p);
+        init_mlp(&S4, &mut whole, &mut Rng::new(5));
+        let m = models(&S4, Mode::Bias).unwrap();
+        let mut theta = [0.0f32; 14];
+        m.gather(&whole, &mut theta).unwrap();
+        let (mut dir, mut pt) = ([0.0f32; 14], [0.0f32; 14]);
+        let mut ws = [0.0f32; 256];
+        assert!(m.workspace_len(2, false) <= ws.len());
+        let (mut x, mut y) = ([0.0f32; 8], [0u32; 2]);
+        let mut t = tuner(Mode::Bias);
+        for i in 0..10 {
+            let s = Sample {
+                x: [i as u8 % 5, 3, (i * 7 % 4) as u8, 1],
+                label: (i % 3) as u8,
+            };
+            let mem = Memory {
+                theta: &mut theta,
+                frozen: Some(&whole),
+                dir: &mut dir,
+                point: Some(&mut pt),
+                point2: None,
+                state: [None, None],
+                ws: &mut ws,
+                x: &mut x,
+                feats: &mut [],
+                y: &mut y,
+            };
+            let l = t.push_and_step_planned(&m, s, mem).unwrap();
+            assert!(l.is_finite());
+        }
+        let mut after = whole;
+        m.scatter(&theta, &mut after).unwrap();
+        let biases = [24..30, 60..65, 80..83];
+        for i in 0..p {
+            let moved = after[i] != whole[i];
+            let is_bias = biases.iter().any(|r| r.contains(&i));
+            assert!(!moved || is_bias, "weight {i} moved");
+            assert_eq!(m.whole_param(&theta, &whole, i), after[i]);
+        }
+        assert!(biases.iter().all(|r| r.clone().any(|i| after[i] != whole[i])));
     }
 }

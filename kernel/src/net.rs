@@ -42,6 +42,12 @@ pub struct Net<'b, F, E, N, W> {
     /// Correct predictions of the current batch's first unperturbed
     /// training pass (see [`Net::count_correct`]).
     correct: Option<usize>,
+    /// The frozen parameters (a model that freezes some; see
+    /// [`Net::set_frozen`]).
+    frozen: &'b [F],
+    /// The batch has inputs only ([`Net::set_inputs`]): forward passes
+    /// only.
+    inputs_only: bool,
 }
 
 impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<'b, F, E, N, W> {
@@ -78,7 +84,19 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
             tracked: 0,
             count: false,
             correct: None,
+            frozen: &[],
+            inputs_only: false,
         })
+    }
+
+    /// Sets the frozen parameters a model planned with frozen layers
+    /// reads ([`crate::model::Train`]): every parameter of the model in
+    /// layer order (`sizes.all_params` scalars; the trained ones among
+    /// them are not read, θ holds them). They may live in flash.
+    pub fn set_frozen(&mut self, frozen: &'b [F]) -> Result<(), Error> {
+        check_len("frozen parameters", self.model.sizes.all_params, frozen.len())?;
+        self.frozen = frozen;
+        Ok(())
     }
 
     /// The workspace (with the state at its end), giving up the objective.
@@ -178,6 +196,40 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
         self.batch = Some((Batch { x, targets }, b));
         self.pending = None;
         self.correct = None;
+        self.inputs_only = false;
+        Ok(())
+    }
+
+    /// Sets a mini-batch of inputs without targets, for forward passes
+    /// only ([`Net::forward_outputs`]; a loss or gradient is then refused):
+    /// e.g. the frozen layers of a fine-tuned model computing features.
+    pub fn set_inputs(&mut self, x: &'b [F]) -> Result<(), Error> {
+        let n0 = self.model.input.len();
+        let b = x.len() / n0;
+        if b == 0 || b * n0 != x.len() {
+            return Err(Error::ShapeMismatch {
+                what: "batch inputs",
+                expected: n0 * b.max(1),
+                got: x.len(),
+            });
+        }
+        if b > self.capacity(false) {
+            return Err(Error::ShapeMismatch {
+                what: "workspace",
+                expected: self.model.workspace_len(b, false),
+                got: self.ws.as_ref().len(),
+            });
+        }
+        self.batch = Some((
+            Batch {
+                x,
+                targets: Targets::Values(&[]),
+            },
+            b,
+        ));
+        self.pending = None;
+        self.correct = None;
+        self.inputs_only = true;
         Ok(())
     }
 
@@ -201,9 +253,34 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
         self.batch.map_or(0, |(_, b)| b)
     }
 
+    /// The batch for a pass with a loss (targets needed).
     fn ready(&self, theta: &[F], hvp: bool, mode: Mode) -> Result<(Batch<'b, F>, usize), Error> {
+        if self.inputs_only {
+            return Err(Error::NoBatch);
+        }
+        self.ready_inputs(theta, hvp, mode)
+    }
+
+    /// The batch for a forward pass (inputs suffice).
+    fn ready_inputs(
+        &self,
+        theta: &[F],
+        hvp: bool,
+        mode: Mode,
+    ) -> Result<(Batch<'b, F>, usize), Error> {
         let (batch, b) = self.batch.ok_or(Error::NoBatch)?;
         check_len("theta", self.model.param_count(), theta.len())?;
+        let sizes = &self.model.sizes;
+        if sizes.params != sizes.all_params {
+            if self.frozen.len() != sizes.all_params {
+                return Err(Error::MissingBuffer("frozen parameters"));
+            }
+            if hvp {
+                return Err(Error::Unsupported(
+                    "exact Hessian-vector product of a model with frozen parameters",
+                ));
+            }
+        }
         let need = crate::model::workspace_len(&self.model.sizes, b, hvp);
         if self.ws.as_ref().len() < need {
             return Err(Error::ShapeMismatch {
@@ -256,6 +333,7 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
                 ws: pass_area,
                 state: rest,
                 targets,
+                frozen: self.frozen,
             },
         };
         let ctx = Ctx {
@@ -269,7 +347,7 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
     /// running statistics; no state update) and returns the outputs
     /// (B × outputs).
     pub fn forward_outputs_mode(&mut self, theta: &[F], mode: Mode) -> Result<&[F], Error> {
-        let (batch, b) = self.ready(theta, false, mode)?;
+        let (batch, b) = self.ready_inputs(theta, false, mode)?;
         self.with_ops(
             b,
             false,

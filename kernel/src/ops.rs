@@ -40,6 +40,10 @@ pub enum Mem {
     Ws,
     /// Non-θ state (batch-norm running statistics).
     State,
+    /// The frozen parameters (read-only): every parameter of the model in
+    /// layer order, of which the layers read the ones they do not train
+    /// (see [`crate::model::Train`]). Empty unless the model freezes some.
+    Frozen,
 }
 
 /// A position in one of the memories of a pass (in scalars).
@@ -240,6 +244,8 @@ pub struct Bound<'a, F> {
     pub ws: &'a mut [F],
     /// The running statistics.
     pub state: &'a mut [F],
+    /// The frozen parameters (see [`Mem::Frozen`]; empty when none).
+    pub frozen: &'a [F],
     /// The batch's targets.
     pub targets: Targets<'a, F>,
 }
@@ -337,6 +343,7 @@ impl<F: Real> Bound<'_, F> {
         let w = w.map(|(l, n)| (norm(l), n));
         let x: &[F] = self.x;
         let theta: &[F] = self.theta;
+        let frozen: &[F] = self.frozen;
         let v: Option<&[F]> = self.v;
         let mut outs: [Option<&mut [F]>; W] = [const { None }; W];
         let ws = carve(&mut *self.ws, Mem::Ws, &w, &mut outs);
@@ -351,6 +358,7 @@ impl<F: Real> Bound<'_, F> {
             match l.mem {
                 Mem::X if l.off + n <= whole(x) => &x[l.off..l.off + n],
                 Mem::Theta if l.off + n <= whole(theta) => &theta[l.off..l.off + n],
+                Mem::Frozen if l.off + n <= whole(frozen) => &frozen[l.off..l.off + n],
                 Mem::V => match v {
                     Some(v) if l.off + n <= v.len() => &v[l.off..l.off + n],
                     _ => layout_bug("direction read out of range"),

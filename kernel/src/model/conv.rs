@@ -70,12 +70,12 @@ pub fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
     o.conv(
         &g,
         c.value_of(n.input),
-        c.param(n, Mem::Theta, 0),
+        c.theta(n, 0),
         y,
         F::ONE,
         F::ZERO,
     );
-    let bl = bias.then(|| c.param(n, Mem::Theta, g.w_len()));
+    let bl = bias.then(|| c.theta(n, g.w_len()));
     if bl.is_some() || n.fuse.is_some() {
         o.bias_act(y, bl, g.n, g.k_out, g.oh * g.ow, c.fused(n));
     }
@@ -87,15 +87,16 @@ pub fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, grad: Opti
     let dy = c.dlt(n);
     if let Some((alpha, beta)) = grad {
         let x = c.value_of(n.input);
-        o.conv_backward_filter(&g, x, dy, c.param(n, Mem::Out, 0), alpha, beta);
-        if bias {
-            let gb = c.param(n, Mem::Out, g.w_len());
+        if let Some(gw) = c.trained(n, Mem::Out, 0) {
+            o.conv_backward_filter(&g, x, dy, gw, alpha, beta);
+        }
+        if let Some(gb) = c.trained(n, Mem::Out, g.w_len()).filter(|_| bias) {
             o.chan_sum(gb, dy, g.n, g.k_out, g.oh * g.ow, alpha, beta);
         }
     }
     if let Some(inp) = c.active_input(n) {
         let beta = if n.acc_in { F::ONE } else { F::ZERO };
-        let w = c.param(n, Mem::Theta, 0);
+        let w = c.theta(n, 0);
         o.conv_backward_data(&g, dy, w, c.dlt(inp), F::ONE, beta);
     }
 }

@@ -25,7 +25,7 @@ pub fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
     let (ni, no, bias) = dims(n);
     let b = c.b();
     let z = c.val(n);
-    let w = c.param(n, Mem::Theta, 0);
+    let w = c.theta(n, 0);
     o.gemm(
         false,
         true,
@@ -38,7 +38,7 @@ pub fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
         F::ZERO,
         z,
     );
-    let bl = bias.then(|| c.param(n, Mem::Theta, no * ni));
+    let bl = bias.then(|| c.theta(n, no * ni));
     if bl.is_some() || n.fuse.is_some() {
         o.bias_act(z, bl, b, no, 1, c.fused(n));
     }
@@ -51,15 +51,16 @@ pub fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, grad: Opti
     let dz = c.dlt(n);
     let x = c.value_of(n.input);
     if let Some((alpha, beta)) = grad {
-        let gw = c.param(n, Mem::Out, 0);
-        o.gemm(true, false, no, ni, b, alpha, dz, x, beta, gw);
-        if bias {
-            o.chan_sum(c.param(n, Mem::Out, no * ni), dz, b, no, 1, alpha, beta);
+        if let Some(gw) = c.trained(n, Mem::Out, 0) {
+            o.gemm(true, false, no, ni, b, alpha, dz, x, beta, gw);
+        }
+        if let Some(gb) = c.trained(n, Mem::Out, no * ni).filter(|_| bias) {
+            o.chan_sum(gb, dz, b, no, 1, alpha, beta);
         }
     }
     if let Some(inp) = c.active_input(n) {
         let beta = if n.acc_in { F::ONE } else { F::ZERO };
-        let w = c.param(n, Mem::Theta, 0);
+        let w = c.theta(n, 0);
         o.gemm(false, false, b, ni, no, F::ONE, dz, w, beta, c.dlt(inp));
     }
 }

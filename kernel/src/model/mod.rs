@@ -191,6 +191,22 @@ pub enum Src {
     Node(usize),
 }
 
+/// Which of a layer's parameters are trained (sparse updates): the rest
+/// are read from a separate, read-only parameter vector (which may stay in
+/// flash on a device) and get no gradient, direction, perturbation or
+/// optimizer state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Train {
+    /// Every parameter of the layer (the default).
+    All,
+    /// The bias only (a linear or convolution layer with a bias; on any
+    /// other layer the same as [`Train::Frozen`]).
+    Bias,
+    /// None: the layer is frozen.
+    Frozen,
+}
+
 /// One entry of a model's layer list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -199,12 +215,26 @@ pub struct Layer {
     pub op: Op,
     /// Where it reads its input.
     pub src: Src,
+    /// Which of its parameters are trained.
+    pub train: Train,
 }
 
 impl Layer {
     /// A layer reading the previous output.
     pub const fn new(op: Op) -> Layer {
-        Layer { op, src: Src::Prev }
+        Layer {
+            op,
+            src: Src::Prev,
+            train: Train::All,
+        }
+    }
+    /// The same layer with its parameters trained as `t`.
+    pub const fn trained(self, t: Train) -> Layer {
+        Layer {
+            op: self.op,
+            src: self.src,
+            train: t,
+        }
     }
     /// `Linear(in, out)` with bias.
     pub const fn linear(out: usize) -> Layer {
@@ -279,7 +309,7 @@ impl Layer {
             Op::AvgPool { k, pad, .. } => Op::AvgPool { k, stride: s, pad },
             op => op,
         };
-        Layer { op, src: self.src }
+        Layer { op, ..self }
     }
     /// The same layer with padding `p` (convolution and pooling).
     pub const fn pad(self, p: usize) -> Layer {
@@ -303,7 +333,7 @@ impl Layer {
             Op::AvgPool { k, stride, .. } => Op::AvgPool { k, stride, pad: p },
             op => op,
         };
-        Layer { op, src: self.src }
+        Layer { op, ..self }
     }
     /// The same convolution with `g` groups.
     pub const fn groups(self, g: usize) -> Layer {
@@ -325,7 +355,7 @@ impl Layer {
             },
             op => op,
         };
-        Layer { op, src: self.src }
+        Layer { op, ..self }
     }
     /// The same linear or convolution layer without a bias.
     pub const fn no_bias(self) -> Layer {
@@ -348,11 +378,11 @@ impl Layer {
             },
             op => op,
         };
-        Layer { op, src: self.src }
+        Layer { op, ..self }
     }
     /// The same layer reading its input from `src`.
     pub const fn from(self, src: Src) -> Layer {
-        Layer { op: self.op, src }
+        Layer { src, ..self }
     }
 }
 
@@ -390,10 +420,23 @@ pub struct Node {
     pub in_dims: Dims,
     /// Output shape per sample.
     pub out_dims: Dims,
-    /// First parameter in θ.
+    /// First trained parameter in θ (the trained parameters: all of the
+    /// layer's, or its bias alone; see [`Node::train`]).
     pub param_off: usize,
-    /// Number of parameters.
+    /// Number of trained parameters.
     pub param_len: usize,
+    /// Which of its parameters are trained ([`Train::All`] unless the
+    /// layer list asked otherwise; [`Train::Bias`] only on a layer with a
+    /// bias).
+    pub train: Train,
+    /// First parameter in the whole parameter vector (every parameter,
+    /// trained or not, in layer order): where the frozen ones are read
+    /// ([`crate::ops::Mem::Frozen`]). Equals `param_off` in a model
+    /// without frozen parameters.
+    pub frozen_off: usize,
+    /// Number of parameters, trained or not (the layer's block in the
+    /// whole parameter vector; the trained ones are its last `param_len`).
+    pub all_len: usize,
     /// First non-θ state entry (batch norm: running mean, then running
     /// variance, C each).
     pub state_off: usize,
@@ -432,6 +475,9 @@ impl Node {
         out_dims: Dims::flat(0),
         param_off: 0,
         param_len: 0,
+        train: Train::All,
+        frozen_off: 0,
+        all_len: 0,
         state_off: 0,
         val: Slot::Input,
         rval: 0,
@@ -449,8 +495,12 @@ impl Node {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Sizes {
-    /// Parameters P.
+    /// Trained parameters P (the length of θ; every parameter unless the
+    /// layer list freezes some).
     pub params: usize,
+    /// Every parameter, trained or frozen (the length of the frozen
+    /// parameter vector a model with frozen parameters reads).
+    pub all_params: usize,
     /// Non-θ state (batch-norm running statistics).
     pub state: usize,
     /// Value (and delta) scalars per sample.
@@ -798,6 +848,7 @@ pub const fn plan(layers: &[Layer], input: Dims, nodes: &mut [Node]) -> Result<S
     }
     let mut s = Sizes {
         params: 0,
+        all_params: 0,
         state: 0,
         vals: 0,
         rvals: 0,
@@ -858,6 +909,19 @@ pub const fn plan(layers: &[Layer], input: Dims, nodes: &mut [Node]) -> Result<S
             ));
         }
         let np = tri!(checked_param_len(&l.op, in_dims));
+        let bias_len = match l.op {
+            Op::Linear { out, bias: true } | Op::Conv2d { out, bias: true, .. } => out,
+            _ => 0,
+        };
+        let train = match l.train {
+            Train::Bias if bias_len == 0 => Train::Frozen,
+            t => t,
+        };
+        let trained = match train {
+            Train::All => np,
+            Train::Bias => bias_len,
+            Train::Frozen => 0,
+        };
         let mut n = Node::EMPTY;
         n.op = l.op;
         n.input = input_ref;
@@ -865,8 +929,11 @@ pub const fn plan(layers: &[Layer], input: Dims, nodes: &mut [Node]) -> Result<S
         n.in_dims = in_dims;
         n.out_dims = out;
         n.param_off = s.params;
-        n.param_len = np;
-        n.active = np > 0 || in_active || other_active;
+        n.param_len = trained;
+        n.train = train;
+        n.frozen_off = s.all_params;
+        n.all_len = np;
+        n.active = trained > 0 || in_active || other_active;
         n.acc_in = match input_ref {
             Ref::Node(j) => read_after(layers, i, j),
             Ref::Input => false,
@@ -875,7 +942,8 @@ pub const fn plan(layers: &[Layer], input: Dims, nodes: &mut [Node]) -> Result<S
             Ref::Node(j) => read_after(layers, i, j) || matches!(input_ref, Ref::Node(k) if k == j),
             Ref::Input => false,
         };
-        s.params = tri!(cadd(s.params, np));
+        s.params = tri!(cadd(s.params, trained));
+        s.all_params = tri!(cadd(s.all_params, np));
         s.macs = s.macs.saturating_add(macs(&l.op, in_dims, out));
         // Where the value lives.
         let mut own = true;

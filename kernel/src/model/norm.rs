@@ -41,7 +41,7 @@ pub fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, mode: Mode,
     let a = BnFwd {
         x: c.value_of(n.input),
         y: c.val(n),
-        gb: c.param(n, Mem::Theta, 0),
+        gb: c.theta(n, 0),
         stats: c.ext(n, 0),
         mode,
         running: running(n),
@@ -57,10 +57,10 @@ pub fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, grad: Opti
     let a = BnBwd {
         x: c.value_of(n.input),
         dy: c.dlt(n),
-        gb: c.param(n, Mem::Theta, 0),
+        gb: c.theta(n, 0),
         stats: c.ext(n, 0),
         dx: c.active_input(n).map(|i| (c.dlt(i), n.acc_in)),
-        dp: grad.map(|(alpha, beta)| (c.param(n, Mem::Out, 0), alpha, beta)),
+        dp: grad.and_then(|(alpha, beta)| Some((c.trained(n, Mem::Out, 0)?, alpha, beta))),
     };
     o.bn_backward(&g, &a);
 }

@@ -4,7 +4,7 @@
 //! memory: every buffer is a [`Loc`] of the pass, resolved by the
 //! backend's [`Ops`].
 
-use super::{add, linear, Layout, Mode, Node, Op, Ref, Slot};
+use super::{add, linear, Layout, Mode, Node, Op, Ref, Slot, Train};
 #[cfg(feature = "conv")]
 use super::{conv, norm, pool};
 use crate::act::Act;
@@ -98,11 +98,38 @@ impl<'m> Ctx<'m> {
         Loc::new(Mem::Ws, self.lay.ext_hvp + n.ext_hvp + k * n.in_dims.c)
     }
 
-    /// Node `n`'s parameters (offset `off` within them) in memory `mem`
-    /// (θ, the direction V, or the output vector).
+    /// Where node `n` reads its parameter block at `off` (0: the weight,
+    /// or batch norm's γ and β; the weight's length: the bias): in θ when
+    /// it is trained, in the frozen parameters when not.
+    #[inline]
+    pub fn theta(&self, n: &Node, off: usize) -> Loc {
+        match n.train {
+            Train::All => Loc::new(Mem::Theta, n.param_off + off),
+            Train::Bias if off > 0 => Loc::new(Mem::Theta, n.param_off),
+            Train::Bias | Train::Frozen => Loc::new(Mem::Frozen, n.frozen_off + off),
+        }
+    }
+
+    /// Node `n`'s parameter entry `off` in the parameter-sized memory
+    /// `mem` (θ, V or the output vector) of a model whose parameters are
+    /// all trained: the R-operator passes, which such models alone run
+    /// (see [`crate::net::Net`]'s Hessian-vector products).
     #[inline]
     pub fn param(&self, n: &Node, mem: Mem, off: usize) -> Loc {
         Loc::new(mem, n.param_off + off)
+    }
+
+    /// The entry of node `n`'s parameter block at `off` (as for
+    /// [`Ctx::theta`]) in the parameter-sized memory `mem` (the direction
+    /// V, or the output vector), when that block is trained; `None` for a
+    /// frozen block, which has no gradient, direction or output.
+    #[inline]
+    pub fn trained(&self, n: &Node, mem: Mem, off: usize) -> Option<Loc> {
+        match n.train {
+            Train::All => Some(Loc::new(mem, n.param_off + off)),
+            Train::Bias if off > 0 => Some(Loc::new(mem, n.param_off)),
+            Train::Bias | Train::Frozen => None,
+        }
     }
 
     /// The activation fused into node `n`'s forward (identity if none).

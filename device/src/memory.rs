@@ -146,7 +146,13 @@ mod tests {
                 "{b}"
             );
             // Its last layer alone fits everywhere.
-            let l = estimate(&models(&wide, Mode::LastLayer).unwrap(), fgr, 0, 64 * 65, b);
+            let l = estimate(
+                &models(&wide, Mode::LAST_LAYER).unwrap(),
+                fgr,
+                0,
+                64 * 65,
+                b,
+            );
             assert!(check_estimate(&l, &map, b).is_ok(), "{b}");
         }
         let e = ElfInfo {

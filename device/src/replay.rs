@@ -76,10 +76,11 @@ fn replay_with<P: fdgr_kernel::Optim<f32> + Copy>(
     let mut frozen = vec![0.0f32; models.params()];
     export::decode_theta(model, &mut frozen).map_err(|e| format!("model: {e}"))?;
     let lens = fw_config::buffer_lens(&models, method, opt_state);
-    let tp = models.trained_params();
-    // The trained parameters: all of θ, or the last layer (θ's tail).
-    let head = frozen.len() - tp;
-    let mut theta = frozen[head..].to_vec();
+    // The trained parameters (all of θ, or the mode's subset).
+    let mut theta = vec![0.0f32; models.trained_params()];
+    models
+        .gather(&frozen, &mut theta)
+        .map_err(|e| format!("model: {e}"))?;
     let b = fw_config::BATCH;
     let mut dir = vec![0.0f32; lens.trained];
     let mut point = vec![0.0f32; lens.point];
@@ -118,8 +119,11 @@ fn replay_with<P: fdgr_kernel::Optim<f32> + Copy>(
         losses.push(loss.to_bits());
         i += 1;
     }
-    let full = frozen[..head].iter().chain(&theta);
-    Ok((losses, full.map(|t| t.to_bits()).collect()))
+    let mut full = frozen.clone();
+    models
+        .scatter(&theta, &mut full)
+        .map_err(|e| format!("host replay: {e}"))?;
+    Ok((losses, full.iter().map(|t| t.to_bits()).collect()))
 }
 
 /// The device's losses and weights against the host's, bit for bit.
@@ -261,7 +265,7 @@ mod tests {
             replay(&model, &stream, fgr, Mode::Full, 0).unwrap(),
             (l, t.clone())
         );
-        let (_, t2) = replay(&model, &stream, fgr, Mode::LastLayer, 0).unwrap();
+        let (_, t2) = replay(&model, &stream, fgr, Mode::LAST_LAYER, 0).unwrap();
         let mut th = vec![0.0f32; 2410];
         export::decode(&model, None, &mut th).unwrap();
         assert!(t2[..2080].iter().zip(&th).all(|(a, b)| *a == b.to_bits()));

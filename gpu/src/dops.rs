@@ -111,6 +111,8 @@ impl<'a, D: Device> DeviceOps<'a, D> {
             Mem::Out => m.out,
             Mem::Ws => Some(m.ws),
             Mem::State => Some(m.state),
+            // models with frozen parameters are planned for the CPU only
+            Mem::Frozen => None,
         };
         match region {
             Some(r) if l.off + n <= r.len => Ok(r.ptr.at(l.off)),

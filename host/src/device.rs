@@ -170,6 +170,17 @@ pub fn describe_method(m: &Method<f32>) -> String {
     }
 }
 
+/// What `mode` trains, for people (`trained` parameters).
+pub fn describe_mode(mode: Mode, trained: usize) -> String {
+    match mode {
+        Mode::Full => format!("all {trained} parameters"),
+        Mode::Last(1) => format!("the last layer ({trained} parameters)"),
+        Mode::Last(k) => format!("the last {k} layers with parameters ({trained} parameters)"),
+        Mode::Bias => format!("every bias ({trained} parameters; the weights frozen in flash)"),
+        Mode::Layers(_) => format!("{mode} ({trained} parameters)"),
+    }
+}
+
 /// The run's configuration, from its `summary.json`.
 fn run_config(from: &Path) -> Result<Option<TrainConfig>> {
     let p = from.join("summary.json");
@@ -237,8 +248,13 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
             names.join(", ")
         )
     })?;
-    let mode = fw_config::parse_mode(&o.mode)
-        .ok_or_else(|| anyhow!("--mode {}: expected full or last", o.mode))?;
+    let mode = fw_config::parse_mode(&o.mode).ok_or_else(|| {
+        anyhow!(
+            "--mode {}: expected full, last (the last layer), last:K (the last K layers \
+                 with parameters), bias (every bias) or layers:I,J,… (layer indices)",
+            o.mode
+        )
+    })?;
     let opt = fw_config::optimizer_index(&o.opt).ok_or_else(|| {
         anyhow!(
             "--opt {}: the firmware offers {}",
@@ -254,7 +270,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
             "{}: model {} ({} mode): {e}",
             checkpoint::model_path(&o.from).display(),
             net.arch.spec,
-            fw_config::mode_name(mode)
+            mode
         )
     })?;
 
@@ -313,7 +329,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
     let map = o.board.memory(fw).map_err(|e| anyhow!(e))?;
     let estimate = memory::estimate(&models, method, opt, stream.bytes.len(), o.board);
     if let Err(why) = memory::check_estimate(&estimate, &map, o.board) {
-        let last = fw_config::plan(&model, Mode::LastLayer)
+        let last = fw_config::plan(&model, Mode::LAST_LAYER)
             .ok()
             .map(|m| memory::estimate(&m, method, opt, stream.bytes.len(), o.board));
         let hint = if let Some(last) =
@@ -331,7 +347,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
             net.arch.spec,
             models.params(),
             method.name(),
-            fw_config::mode_name(mode),
+            mode,
             o.board,
             o.board.memory_x(fw).display(),
         );
@@ -479,7 +495,7 @@ fn build_vars(p: &Prepared, model: &Path, stream: &Path) -> Vec<(&'static str, S
         ("FDGR_MODEL", model.display().to_string()),
         ("FDGR_METHOD", p.method.name().to_string()),
         ("FDGR_OPT", p.opt_name().to_string()),
-        ("FDGR_MODE", fw_config::mode_name(p.mode).to_string()),
+        ("FDGR_MODE", p.mode.to_string()),
     ];
     if let Some(lr) = p.lr {
         v.push(("FDGR_LR", lr.to_string()));
@@ -778,7 +794,7 @@ pub fn summary(
         "model": p.net.arch.spec,
         "params": p.models.params(),
         "method": p.method.name(),
-        "mode": fw_config::mode_name(p.mode),
+        "mode": p.mode.to_string(),
         "optimizer": p.opt_name(),
         "lr": p.lr(),
         "gamma": fw_config::GAMMA,

@@ -56,8 +56,14 @@ pub struct LiveRun {
     pub prequential_acc: f64,
     /// Per sample: label, class predicted before learning, loss.
     pub steps: Vec<(u32, u16, f32)>,
-    /// Static RAM of the image (bytes).
+    /// RAM in use: the image's static RAM plus the stack's measured peak
+    /// (bytes).
     pub ram_bytes: u64,
+    /// Static RAM of the image (.data + .bss, bytes).
+    pub static_ram_bytes: u64,
+    /// The stack's peak since boot, as the device measured it (painted
+    /// stack; `None` when it left the painted window).
+    pub stack_peak_bytes: Option<u64>,
     /// Flash of the image (bytes).
     pub flash_bytes: u64,
     /// Mean time of one learn request, round trip (ms).
@@ -90,8 +96,16 @@ pub fn state_dir(p: &Prepared) -> PathBuf {
     p.out.join("board")
 }
 
+/// The samples the device has learned in this mode (the device saves
+/// each mode's state apart).
 fn history_path(p: &Prepared) -> PathBuf {
-    state_dir(p).join("history.bin")
+    match p.mode {
+        fdgr_kernel::finetune::Mode::Full => state_dir(p).join("history.bin"),
+        m => state_dir(p).join(format!(
+            "history-{}.bin",
+            m.to_string().replace([':', ','], "-")
+        )),
+    }
 }
 
 /// Pixels of a held-out sample as the device receives them (the host
@@ -286,6 +300,7 @@ pub fn run(
     let st = s.save().map_err(|e| anyhow!(e))?;
     events.push(true);
     let end_step = st.seen;
+    let stack_peak = (st.stack_peak > 0).then_some(u64::from(st.stack_peak));
     if end_step != start_step + n as u64 {
         bail!(
             "the device reports {end_step} samples learned, expected {} + {n}",
@@ -335,7 +350,9 @@ pub fn run(
         held_out: p.held_out.1.len(),
         prequential_acc: ok as f64 / n.max(1) as f64,
         steps,
-        ram_bytes: b.info.ram,
+        ram_bytes: b.info.ram + stack_peak.unwrap_or(0),
+        static_ram_bytes: b.info.ram,
+        stack_peak_bytes: stack_peak,
         flash_bytes: b.info.flash,
         ms_per_sample: 1000.0 * secs / n.max(1) as f64,
         bytes_per_sample: traffic as f64 / n.max(1) as f64,
@@ -386,7 +403,7 @@ pub fn json_line(p: &Prepared, r: &LiveRun) -> serde_json::Value {
         "board": p.board.to_string(),
         "model": p.net.arch.spec,
         "method": p.method.name(),
-        "mode": fw_config::mode_name(p.mode),
+        "mode": p.mode.to_string(),
         "optimizer": p.opt_name(),
         "lr": p.lr(),
         "samples": format!("{}:{}:{}", p.spec.data, p.spec.split, p.spec.count),
@@ -398,6 +415,8 @@ pub fn json_line(p: &Prepared, r: &LiveRun) -> serde_json::Value {
         "held_out": r.held_out,
         "prequential_acc": r.prequential_acc,
         "ram_bytes": r.ram_bytes,
+        "static_ram_bytes": r.static_ram_bytes,
+        "stack_peak_bytes": r.stack_peak_bytes,
         "flash_bytes": r.flash_bytes,
         "ms_per_sample": r.ms_per_sample,
         "bytes_per_sample": r.bytes_per_sample,

@@ -139,7 +139,7 @@ pub fn fold(arch: &Arch, theta: &[f32], state: &[f32]) -> Result<Option<(Arch, V
                     },
                     _ => Op::Linear { out, bias: true },
                 };
-                layers.push(Layer { op, src: Src::Prev });
+                layers.push(Layer::new(op));
                 i += 2;
             }
             (Op::BatchNorm, _) => bail!(
@@ -149,10 +149,7 @@ pub fn fold(arch: &Arch, theta: &[f32], state: &[f32]) -> Result<Option<(Arch, V
             ),
             _ => {
                 out_theta.extend_from_slice(&theta[n.param_off..n.param_off + n.param_len]);
-                layers.push(Layer {
-                    op: n.op,
-                    src: Src::Prev,
-                });
+                layers.push(Layer::new(n.op));
                 i += 1;
             }
         }

@@ -250,7 +250,7 @@ fn replayed_device_dir(d: &Path) -> PathBuf {
     assert!(o.status.success(), "{}", stderr(&o));
     let (model, stream) = (std::fs::read(&m).unwrap(), std::fs::read(&s).unwrap());
     let sam = fw_config::method("sam").unwrap();
-    let mode = fdgr_kernel::finetune::Mode::LastLayer;
+    let mode = fdgr_kernel::finetune::Mode::LAST_LAYER;
     let (losses, theta) = fdgr_device::replay::replay(&model, &stream, sam, mode, 1).unwrap();
     let metrics: String = losses
         .iter()

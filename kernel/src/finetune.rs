@@ -419,12 +419,12 @@ const fn split_of(layers: &[Layer], mode: Mode) -> Result<usize, Error> {
             while i < 32 {
                 if bits & (1 << i) != 0 {
                     if i >= n {
-                        return Err(Error::BadModel("layers: a listed layer is beyond the model"));
+                        return Err(Error::BadModel(
+                            "layers: a listed layer is beyond the model",
+                        ));
                     }
                     if !has_params(&layers[i]) {
-                        return Err(Error::BadModel(
-                            "layers: a listed layer has no parameters",
-                        ));
+                        return Err(Error::BadModel("layers: a listed layer has no parameters"));
                     }
                     if first == n {
                         first = i;
@@ -821,7 +821,14 @@ mod tests {
             let shown = std::format!("{m}");
             assert_eq!(Mode::parse(&shown), Some(m), "{shown}");
         }
-        for bad in ["last:0", "last:x", "layers:", "layers:1,1", "layers:32", "sparse"] {
+        for bad in [
+            "last:0",
+            "last:x",
+            "layers:",
+            "layers:1,1",
+            "layers:32",
+            "sparse",
+        ] {
             assert_eq!(Mode::parse(bad), None, "{bad}");
         }
     }
@@ -833,18 +840,33 @@ mod tests {
         let n = |m| models(&S4, m).unwrap();
         assert_eq!(n(Mode::Full).trained_params(), p);
         let last = n(Mode::Last(1));
-        assert_eq!((last.split, last.features, last.trained_params()), (4, 5, 5 * 3 + 3));
+        assert_eq!(
+            (last.split, last.features, last.trained_params()),
+            (4, 5, 5 * 3 + 3)
+        );
         let two = n(Mode::Last(2));
-        assert_eq!((two.split, two.features, two.trained_params()), (2, 6, 6 * 5 + 5 + 5 * 3 + 3));
+        assert_eq!(
+            (two.split, two.features, two.trained_params()),
+            (2, 6, 6 * 5 + 5 + 5 * 3 + 3)
+        );
         let bias = n(Mode::Bias);
         assert_eq!((bias.split, bias.trained_params()), (0, 6 + 5 + 3));
         assert!(bias.prefix.is_none());
         let some = n(Mode::Layers(0b10100));
-        assert_eq!((some.split, some.trained_params()), (2, 6 * 5 + 5 + 5 * 3 + 3));
+        assert_eq!(
+            (some.split, some.trained_params()),
+            (2, 6 * 5 + 5 + 5 * 3 + 3)
+        );
         let skip = n(Mode::Layers(0b10001));
-        assert_eq!((skip.split, skip.trained_params()), (0, 4 * 6 + 6 + 5 * 3 + 3));
+        assert_eq!(
+            (skip.split, skip.trained_params()),
+            (0, 4 * 6 + 6 + 5 * 3 + 3)
+        );
         assert!(models(&S4, Mode::Last(4)).is_err());
-        assert!(models(&S4, Mode::Layers(0b10)).is_err(), "tanh has no parameters");
+        assert!(
+            models(&S4, Mode::Layers(0b10)).is_err(),
+            "tanh has no parameters"
+        );
         assert!(models(&S4, Mode::Layers(1 << 7)).is_err());
     }
 
@@ -949,6 +971,8 @@ mod tests {
             assert!(!moved || is_bias, "weight {i} moved");
             assert_eq!(m.whole_param(&theta, &whole, i), after[i]);
         }
-        assert!(biases.iter().all(|r| r.clone().any(|i| after[i] != whole[i])));
+        assert!(biases
+            .iter()
+            .all(|r| r.clone().any(|i| after[i] != whole[i])));
     }
 }

@@ -41,7 +41,7 @@
 //! | 0x80 | Nack           | reason u8 ([`Reason`]), detail u32                    |
 //! | 0x81 | Ack            | class u16 predicted before the step, loss f32 of it   |
 //! | 0x82 | Prediction     | class u16, scores f32 × K (K = (L − 2) / 4)           |
-//! | 0x83 | Report         | [`Status`]: 47 bytes, see [`Status`]                  |
+//! | 0x83 | Report         | [`Status`]: 51 bytes, see [`Status`]                  |
 //! | 0x84 | Weights        | offset u32, total u32, values f32 × n (n = (L − 8) / 4)|
 //!
 //! The inputs x of Learn and Predict are D = [`LinkModel::inputs`] values in
@@ -187,7 +187,7 @@ pub const MAX_FRAME: usize = OVERHEAD + MAX_PAYLOAD;
 /// The most weights one Weights frame holds.
 pub const MAX_WEIGHTS: usize = (MAX_PAYLOAD - WEIGHTS_HEAD) / 4;
 /// The version of this protocol, sent in [`Status::version`].
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The default bound on |x| of f32 inputs ([`LinkModel::limit`]).
 pub const DEFAULT_LIMIT: f32 = 1.0e6;
 
@@ -196,7 +196,7 @@ const ACK_LEN: usize = 6;
 const NACK_LEN: usize = 5;
 const WEIGHTS_HEAD: usize = 8;
 /// Bytes of a [`Status`] payload.
-pub const STATUS_LEN: usize = 47;
+pub const STATUS_LEN: usize = 51;
 
 /// The bytes a frame with a payload of `payload` bytes takes.
 pub const fn frame_len(payload: usize) -> usize {
@@ -841,6 +841,9 @@ pub struct Status {
     pub saves: u32,
     /// f32: the loss of the last step (NaN before the first).
     pub last_loss: f32,
+    /// u32: the deepest the stack has been since boot, in bytes (from a
+    /// painted stack; 0 where the device does not measure it).
+    pub stack_peak: u32,
 }
 
 /// A reply, as the device sends it ([`Reply::encode`]) and the host reads
@@ -910,7 +913,7 @@ impl Reply<'_> {
                 w.u8(s.version).u16(s.capacity);
                 w.u32(s.inputs).u32(s.classes).u32(s.params);
                 w.u64(s.model_id).u64(s.step).u64(s.seen);
-                w.u32(s.saves).f32(s.last_loss);
+                w.u32(s.saves).f32(s.last_loss).u32(s.stack_peak);
             }
             Reply::Weights {
                 offset,
@@ -1424,6 +1427,7 @@ pub fn parse_reply<'a>(frame: &Frame<'a>) -> Result<Reply<'a>, Nack> {
                     seen: r.u64()?,
                     saves: r.u32()?,
                     last_loss: r.f32()?,
+                    stack_peak: r.u32()?,
                 })
             })()
             .ok_or_else(bad)?;
@@ -1742,6 +1746,7 @@ mod tests {
             seen: 12345,
             saves: 3,
             last_loss: 0.693,
+            stack_peak: 2048,
         };
         let mut replies = vec![
             Reply::Ack {
@@ -1986,7 +1991,7 @@ mod tests {
         assert_eq!(reply(Kind::Prediction, &[0]), n(Reason::Length, 1));
         assert_eq!(
             reply(Kind::Report, &[0; STATUS_LEN - 1]),
-            n(Reason::Length, 46)
+            n(Reason::Length, STATUS_LEN as u32 - 1)
         );
         assert_eq!(reply(Kind::Weights, &[0; 7]), n(Reason::Length, 7));
         assert_eq!(reply(Kind::Weights, &[0; 10]), n(Reason::Length, 10));
@@ -2307,6 +2312,7 @@ mod tests {
                 seen: rng.next_u64(),
                 saves: 0,
                 last_loss: f32::NAN,
+                stack_peak: 0,
             }),
             _ => Reply::Weights {
                 offset: 0,

@@ -94,7 +94,11 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
     /// layer order (`sizes.all_params` scalars; the trained ones among
     /// them are not read, θ holds them). They may live in flash.
     pub fn set_frozen(&mut self, frozen: &'b [F]) -> Result<(), Error> {
-        check_len("frozen parameters", self.model.sizes.all_params, frozen.len())?;
+        check_len(
+            "frozen parameters",
+            self.model.sizes.all_params,
+            frozen.len(),
+        )?;
         self.frozen = frozen;
         Ok(())
     }

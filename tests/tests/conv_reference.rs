@@ -154,7 +154,7 @@ fn parse_layer(l: &Value) -> Layer {
         Value::String(s) if s == "input" => Src::Input,
         v => Src::Node(v.as_u64().expect("src") as usize),
     };
-    Layer { op, src }
+    Layer::new(op).from(src)
 }
 
 /// ‖a − b‖ / ‖b‖.

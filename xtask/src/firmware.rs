@@ -114,6 +114,8 @@ struct Variant {
     triple: &'static str,
     /// The conv net (built with the `conv` feature), not the MLP.
     conv: bool,
+    /// Parameters the mode trains.
+    trained: usize,
 }
 
 impl Variant {
@@ -127,7 +129,7 @@ impl Variant {
             } else {
                 format!("-{}", fw_config::OPTIMIZER_NAMES[self.opt])
             },
-            fw_config::mode_name(self.mode),
+            self.mode.to_string().replace([':', ','], "-"),
             if self.micromath { "-micromath" } else { "" },
             if self.triple == V6M { "-thumbv6m" } else { "" }
         )
@@ -342,15 +344,20 @@ pub fn steps() -> Result<Vec<Step>, String> {
         ("sam", "sgd", Mode::Full, false, M4F, false),
         ("sgd", "adam", Mode::Full, false, M4F, false),
         ("fgr", "adam", Mode::Full, false, M4F, false),
-        ("fgr", "sgd", Mode::LastLayer, false, M4F, false),
+        ("fgr", "sgd", Mode::LAST_LAYER, false, M4F, false),
         ("fgr", "sgd", Mode::Full, false, V6M, false),
         ("fgr", "sgd", Mode::Full, true, M4F, false),
         // the conv net: every layer, and the head alone on the frozen
         // conv stack (read from flash)
         ("sgd", "sgd", Mode::Full, false, M4F, true),
         ("fgr", "sgd", Mode::Full, false, M4F, true),
-        ("sgd", "sgd", Mode::LastLayer, false, M4F, true),
-        ("fgr", "sgd", Mode::LastLayer, false, M4F, true),
+        ("sgd", "sgd", Mode::LAST_LAYER, false, M4F, true),
+        ("fgr", "sgd", Mode::LAST_LAYER, false, M4F, true),
+        // sparse updates: every bias (weights in flash), the last two
+        // layers with parameters
+        ("fgr", "sgd", Mode::Bias, false, M4F, false),
+        ("fgr", "sgd", Mode::Bias, false, M4F, true),
+        ("fgr", "sgd", Mode::Last(2), false, M4F, true),
     ];
     let mut results: Vec<Measured> = vec![];
     for (name, opt_name, mode, micromath, triple, conv) in variants {
@@ -370,6 +377,9 @@ pub fn steps() -> Result<Vec<Step>, String> {
             micromath,
             triple,
             conv,
+            trained: fw_config::plan(model, mode)
+                .map_err(|e| format!("{}: {mode}: {e}", model_path.display()))?
+                .trained_params(),
         };
         let t = Instant::now();
         let m = build_and_run(v, model_path, &stream_path, &plugin, &out)?;
@@ -468,9 +478,9 @@ pub fn profile(args: &[String]) -> Result<(), String> {
         }
     }
     let mode = fw_config::parse_mode(&mode).ok_or_else(|| format!("no mode {mode}"))?;
-    let conv = fw_config::plan(&read(&model_path)?, mode)
-        .map_err(|e| format!("{}: {e}", model_path.display()))?
-        .uses_conv();
+    let planned = fw_config::plan(&read(&model_path)?, mode)
+        .map_err(|e| format!("{}: {e}", model_path.display()))?;
+    let (conv, trained) = (planned.uses_conv(), planned.trained_params());
     let v = Variant {
         method: fw_config::method(&method).ok_or_else(|| format!("no method {method}"))?,
         opt: fw_config::optimizer_index(&opt).ok_or_else(|| format!("no optimizer {opt}"))?,
@@ -478,6 +488,7 @@ pub fn profile(args: &[String]) -> Result<(), String> {
         micromath: false,
         triple: M4F,
         conv,
+        trained,
     };
     fw::ensure_qemu()?;
     let (qmaj, _) = qemu_version()?;
@@ -852,6 +863,7 @@ fn build_and_run(
     let fw_dir = fw::fw_dir();
     let model_s = model.display().to_string();
     let stream_s = stream.display().to_string();
+    let mode_s = v.mode.to_string();
     let mut c = fw_cargo(
         "build",
         "qemu-m4",
@@ -860,7 +872,7 @@ fn build_and_run(
             ("FDGR_STREAM", &stream_s),
             ("FDGR_METHOD", v.method.name()),
             ("FDGR_OPT", fw_config::OPTIMIZER_NAMES[v.opt]),
-            ("FDGR_MODE", fw_config::mode_name(v.mode)),
+            ("FDGR_MODE", &mode_s),
         ],
         &v.features(),
     );
@@ -1121,8 +1133,10 @@ fn results_table(
         };
         let trained = match (r.v.mode, r.v.conv) {
             (Mode::Full, _) => format!("all {np}"),
-            (Mode::LastLayer, false) => "last layer".to_string(),
-            (Mode::LastLayer, true) => "head (650; conv stack frozen in flash)".to_string(),
+            (Mode::LAST_LAYER, false) => "last layer".to_string(),
+            (Mode::LAST_LAYER, true) => "head (650; conv stack frozen in flash)".to_string(),
+            (Mode::Bias, _) => format!("biases ({}; weights frozen in flash)", r.v.trained),
+            (m, _) => format!("{m} ({})", r.v.trained),
         };
         let _ = writeln!(
             s,
@@ -1312,6 +1326,7 @@ mod tests {
                 micromath: false,
                 triple: M4F,
                 conv: false,
+                trained: 2410,
             },
             elf: ElfInfo {
                 flash: 0,

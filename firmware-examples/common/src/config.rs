@@ -92,21 +92,10 @@ pub fn method(name: &str) -> Option<Method<f32>> {
     method_index(name).map(|i| METHODS[i])
 }
 
-/// Parses `full` / `last` (last layer only).
+/// Parses a mode: `full`, `last` (= `last:1`), `last:K`, `bias` or
+/// `layers:I,J,…` (see [`Mode::parse`]).
 pub fn parse_mode(s: &str) -> Option<Mode> {
-    match s {
-        "full" => Some(Mode::Full),
-        "last" | "last-layer" => Some(Mode::LastLayer),
-        _ => None,
-    }
-}
-
-/// Short name of a mode: `full` or `last`.
-pub const fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Full => "full",
-        Mode::LastLayer => "last",
-    }
+    Mode::parse(s)
 }
 
 /// The fine-tuner both sides start from: an empty ring, the optimizer
@@ -158,10 +147,7 @@ pub const fn buffer_lens(models: &Models, method: Method<f32>, opt_state: usize)
         point: if method.scratch_vectors() > 0 { tp } else { 0 },
         state: if opt_state != 0 { tp } else { 0 },
         ws: models.workspace_len(BATCH, method.needs_hvp()),
-        feats: match models.mode {
-            Mode::Full => 0,
-            Mode::LastLayer => BATCH * models.features,
-        },
+        feats: models.features_len(BATCH),
     }
 }
 

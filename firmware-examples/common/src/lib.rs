@@ -38,7 +38,7 @@ use config::{BATCH, INPUTS, RING};
 use fdgr_kernel::finetune::{self, FineTuner, Memory};
 #[cfg(not(feature = "live"))]
 use fdgr_kernel::ring::LossHistory;
-pub use generated::{Opt, FROZEN, METHOD, MODE, OPT, OPT_LR, OPT_STATE, STEPS, STREAM};
+pub use generated::{Opt, FROZEN, METHOD, MODE, MODE_NAME, OPT, OPT_LR, OPT_STATE, STEPS, STREAM};
 
 /// The planned models (the whole net and the trained part), planned at
 /// compile time from the weight file's layer list, so a step does no
@@ -314,7 +314,7 @@ fn fine_tune<B: Board>(board: &mut B) -> Result<(), Failure> {
         PLANNED.outputs,
         P,
         METHOD.name(),
-        config::mode_name(MODE),
+        generated::MODE_NAME,
         TP,
         STEPS,
         RING,
@@ -339,8 +339,10 @@ fn fine_tune<B: Board>(board: &mut B) -> Result<(), Failure> {
         ram::TOTAL_BYTES
     );
     // Start from the model in flash (decoded and checked by the kernel's
-    // reader at build time): all of θ, or its last layer.
-    m.theta.copy_from_slice(&FROZEN[P - TP..]);
+    // reader at build time): its trained parameters.
+    MODELS
+        .gather(&FROZEN[..], &mut m.theta[..])
+        .map_err(Failure::Step)?;
     let mut first: LossHistory<f32, 16> = LossHistory::new();
     let mut last: LossHistory<f32, 16> = LossHistory::new();
     for i in 0..STEPS {
@@ -385,11 +387,8 @@ fn fine_tune<B: Board>(board: &mut B) -> Result<(), Failure> {
         first.mean().unwrap_or(f32::NAN),
         last.mean().unwrap_or(f32::NAN)
     );
-    // The whole model: frozen layers (flash) then the trained part (RAM).
-    let value = |i: usize| match i.checked_sub(P - TP) {
-        Some(j) => m.theta[j],
-        None => FROZEN[i],
-    };
+    // The whole model: trained parameters from RAM, the others from flash.
+    let value = |i: usize| MODELS.whole_param(&m.theta[..], &FROZEN[..], i);
     defmt::info!(
         "theta fnv1a {=u32:#010x} over {=usize} parameters",
         bits_fnv1a((0..P).map(value)),

@@ -17,16 +17,17 @@
 //!
 //! The state saved (`fdgr_kernel::store`, power-fail-safe) is: a meta
 //! block (samples learned, optimizer steps, last loss), the trained
-//! parameters, and the optimizer's state vectors, under the factory
-//! model's identity ([`crate::generated::MODEL_ID`]), so a different
-//! model flashed later never loads it.
+//! parameters, and the optimizer's state vectors, under the identity of
+//! the factory model and the mode ([`crate::generated::STORE_ID`]), so a
+//! different model, or the same one trained in another mode, flashed
+//! later never loads it.
 
 use embedded_storage::nor_flash::NorFlash;
 use fdgr_kernel::link::{self, Command, Decoder, Frame, LinkModel, Nack, Reason, Replay, Reply};
 use fdgr_kernel::store::{self, Restore, Store};
 
 use crate::config::{BATCH, INPUTS, SCALE};
-use crate::generated::{MODEL_ID, SAVE_EVERY};
+use crate::generated::{MODEL_ID, SAVE_EVERY, STORE_ID};
 use crate::{fdgr_mark, Board, Buffers, Failure, FROZEN, MODELS, P, PLANNED, TP};
 
 /// A byte transport to the host: a UART, an RTT channel.
@@ -63,6 +64,8 @@ struct Counters {
     saves: u32,
     /// Loss of the last step.
     last_loss: f32,
+    /// The stack painted at boot, for its peak.
+    painted: crate::stack::Painted,
 }
 
 fn bytes(v: &[f32]) -> &[u8] {
@@ -78,7 +81,10 @@ fn bytes_mut(v: &mut [f32]) -> &mut [u8] {
 
 /// The factory model: θ from flash, optimizer state zero, no steps.
 fn factory(m: &mut Buffers, c: &mut Counters) {
-    m.theta.copy_from_slice(&FROZEN[P - TP..]);
+    // the lengths are the planned ones, so this cannot fail
+    if let Err(e) = crate::MODELS.gather(&FROZEN[..], &mut m.theta[..]) {
+        defmt::error!("factory weights: {}", e);
+    }
     m.s0.fill(0.0);
     m.s1.fill(0.0);
     m.tuner.state.steps = 0;
@@ -105,7 +111,7 @@ fn save<F: NorFlash>(
     fdgr_mark();
     let r = st.save(
         flash,
-        MODEL_ID,
+        STORE_ID,
         c.seen,
         &[
             &head,
@@ -146,7 +152,7 @@ fn restore<F: NorFlash>(flash: &mut F, st: &mut Store, m: &mut Buffers, c: &mut 
     let mut head = [0u8; META];
     let r = st.restore_parts(
         flash,
-        MODEL_ID,
+        STORE_ID,
         &mut [
             &mut head,
             bytes_mut(&mut m.theta[..]),
@@ -255,6 +261,7 @@ pub fn run_live<B: Board, L: Link, F: NorFlash>(
         seen: 0,
         saves: 0,
         last_loss: f32::NAN,
+        painted: crate::stack::paint(),
     };
     defmt::info!(
         "fdgr live on {=str}: model {=u64:#018x}, P={=usize}, trained {=usize}, method {=str}, mode {=str}, save every {=u64} steps, flash {=usize} bytes in 2 slots",
@@ -263,7 +270,7 @@ pub fn run_live<B: Board, L: Link, F: NorFlash>(
         P,
         TP,
         crate::METHOD.name(),
-        crate::config::mode_name(crate::MODE),
+        crate::MODE_NAME,
         SAVE_EVERY,
         2 * region
     );
@@ -380,10 +387,7 @@ pub fn run_live<B: Board, L: Link, F: NorFlash>(
                 let mut vals = [0.0f32; PULL_CHUNK];
                 for (j, v) in vals.iter_mut().take(n).enumerate() {
                     let i = offset + j;
-                    *v = match i.checked_sub(P - TP) {
-                        Some(t) => m.theta[t],
-                        None => FROZEN[i],
-                    };
+                    *v = crate::MODELS.whole_param(&m.theta[..], &FROZEN[..], i);
                 }
                 out.send(
                     seq,
@@ -410,5 +414,7 @@ fn status(c: &Counters) -> link::Status {
         seen: c.seen,
         saves: c.saves,
         last_loss: c.last_loss,
+        // 0: the peak left the painted window (unknown)
+        stack_peak: crate::stack::peak(&c.painted).map_or(0, |b| b as u32),
     }
 }

@@ -97,7 +97,10 @@ pub struct RunArgs {
     /// Fine-tuning method: sgd | fgr | db | sam (γ, ε, ρ as the firmware sets them)
     #[arg(long, default_value = "fgr")]
     pub method: String,
-    /// Trained parameters: full | last (the last layer only; the others stay in flash)
+    /// Trained parameters: full | last (the last layer; the others stay in
+    /// flash) | last:K (the last K layers with parameters) | bias (every
+    /// bias; the weights stay in flash) | layers:I,J,… (those layers of the
+    /// layer list)
     #[arg(long, default_value = "full")]
     pub mode: String,
     /// Optimizer on the device: sgd (plain, lr 0.01) | adam (lr 0.001)
@@ -185,6 +188,12 @@ pub struct VerifyArgs {
     /// With --power-cuts: print one JSON line (cuts, torn, recovered, ...)
     #[arg(long, requires = "power_cuts")]
     pub json: bool,
+    /// With --power-cuts: the fine-tuning method (as for `device run`)
+    #[arg(long, default_value = "fgr", requires = "power_cuts")]
+    pub method: String,
+    /// With --power-cuts: the trained parameters (as for `device run`)
+    #[arg(long, default_value = "full", requires = "power_cuts")]
+    pub mode: String,
 }
 
 /// `fdgr device`.
@@ -231,11 +240,7 @@ fn header(p: &Prepared) {
     println!(
         "fine-tuning: {}, {}, {} lr {}, batch {}, {} steps",
         dev::describe_method(&p.method),
-        match p.mode {
-            fdgr_kernel::finetune::Mode::Full => format!("all {} parameters", p.trained()),
-            fdgr_kernel::finetune::Mode::LastLayer =>
-                format!("the last layer ({} parameters)", p.trained()),
-        },
+        dev::describe_mode(p.mode, p.trained()),
         if p.opt == 0 { "SGD" } else { "Adam" },
         p.lr(),
         fdgr_device::fw_config::BATCH,
@@ -455,7 +460,7 @@ fn live(a: &RunArgs, p: &Prepared, b: &dev::Built) -> Result<()> {
         println!(
             "device: steps {} -> {}; prequential accuracy {:.2} %; held-out accuracy ({} samples, \
              through predict) {:.2} % -> {:.2} %; {:.2} ms and {:.0} link bytes per sample; \
-             static RAM {} B, flash {} B",
+             RAM {} B (static {} B + stack peak {}), flash {} B",
             r.start_step,
             r.end_step,
             100.0 * r.prequential_acc,
@@ -465,6 +470,9 @@ fn live(a: &RunArgs, p: &Prepared, b: &dev::Built) -> Result<()> {
             r.ms_per_sample,
             r.bytes_per_sample,
             kb(r.ram_bytes),
+            kb(r.static_ram_bytes),
+            r.stack_peak_bytes
+                .map_or("not measured".to_string(), |b| format!("{} B", kb(b))),
             kb(r.flash_bytes)
         );
         if let Some(v) = r.verified {
@@ -508,8 +516,8 @@ fn power_cuts(a: &VerifyArgs, n: usize) -> Result<()> {
     let o = RunOptions {
         board: board.board(),
         from: from.clone(),
-        method: "fgr".into(),
-        mode: "full".into(),
+        method: a.method.clone(),
+        mode: a.mode.clone(),
         opt: "sgd".into(),
         samples: a.samples.clone(),
         firmware: std::env::var_os("FDGR_FIRMWARE_DIR")

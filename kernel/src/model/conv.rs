@@ -67,14 +67,7 @@ pub fn geom(n: &Node, b: usize) -> (ConvGeom, bool) {
 pub fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
     let (g, bias) = geom(n, c.b());
     let y = c.val(n);
-    o.conv(
-        &g,
-        c.value_of(n.input),
-        c.theta(n, 0),
-        y,
-        F::ONE,
-        F::ZERO,
-    );
+    o.conv(&g, c.value_of(n.input), c.theta(n, 0), y, F::ONE, F::ZERO);
     let bl = bias.then(|| c.theta(n, g.w_len()));
     if bl.is_some() || n.fuse.is_some() {
         o.bias_act(y, bl, g.n, g.k_out, g.oh * g.ow, c.fused(n));

@@ -910,7 +910,10 @@ pub const fn plan(layers: &[Layer], input: Dims, nodes: &mut [Node]) -> Result<S
         }
         let np = tri!(checked_param_len(&l.op, in_dims));
         let bias_len = match l.op {
-            Op::Linear { out, bias: true } | Op::Conv2d { out, bias: true, .. } => out,
+            Op::Linear { out, bias: true }
+            | Op::Conv2d {
+                out, bias: true, ..
+            } => out,
             _ => 0,
         };
         let train = match l.train {

@@ -174,6 +174,17 @@ pub struct CpuBackend {
     /// could not count its predictions).
     metrics: Option<StepMetrics>,
     dp: Option<CpuParallel>,
+    /// Training a subset of the parameters (`--train-layers`): θ and the
+    /// vectors above hold the trained ones only.
+    partial: Option<Partial>,
+}
+
+/// What a backend that trains a subset of the parameters keeps besides θ.
+struct Partial {
+    /// The model with every parameter trained (evaluation).
+    full: Model<Vec<Node>>,
+    /// Every parameter as set (the frozen ones are read from here).
+    whole: Vec<f32>,
 }
 
 /// A CPU backend's part in data-parallel training.
@@ -234,9 +245,44 @@ impl CpuBackend {
             last_loss: f32::NAN,
             metrics: Some(StepMetrics::default()),
             dp: None,
+            partial: None,
             ws,
             model,
         })
+    }
+
+    /// A backend that trains only the parameters `mode` names
+    /// (`--train-layers`) of `full`, the others frozen at the values
+    /// [`Backend::set_params`] gives: θ, the direction, the perturbed
+    /// points and the optimizer state hold the trained parameters only;
+    /// the frozen prefix has no delta or gradient. Otherwise as
+    /// [`CpuBackend::new`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn partial(
+        full: Model<Vec<Node>>,
+        layers: &[fdgr_kernel::Layer],
+        mode: fdgr_kernel::finetune::Mode,
+        exec: Par,
+        train_x: Vec<f32>,
+        train_y: Vec<u32>,
+        max_batch: usize,
+        method: &Method<f32>,
+        opt: &Optimizer<f32>,
+        amortized: bool,
+    ) -> Result<Self> {
+        let mut marked = layers.to_vec();
+        fdgr_kernel::finetune::mark_trained(&mut marked, mode)
+            .map_err(|e| anyhow!("--train-layers {mode}: {e}"))?;
+        let mut nodes = vec![Node::EMPTY; marked.len()];
+        let sizes = fdgr_kernel::model::plan(&marked, full.input, &mut nodes)
+            .map_err(|e| anyhow!("--train-layers {mode}: {e}"))?;
+        let model = Model::from_plan(nodes, full.input, full.loss, sizes);
+        let whole = crate::memory::zeros("parameters", sizes.all_params)?;
+        let mut b = CpuBackend::new(
+            model, exec, train_x, train_y, max_batch, method, opt, amortized,
+        )?;
+        b.partial = Some(Partial { full, whole });
+        Ok(b)
     }
 
     /// θ on the host (no copy).
@@ -259,6 +305,36 @@ impl Backend for CpuBackend {
     }
 
     fn set_params(&mut self, theta: &[f32], opt_state: Option<&[f32]>) -> Result<()> {
+        if let Some(part) = &mut self.partial {
+            // the whole vectors in, the trained parts kept
+            let all = part.whole.len();
+            if theta.len() != all {
+                return Err(anyhow!("θ has {} values, model needs {all}", theta.len()));
+            }
+            part.whole.copy_from_slice(theta);
+            self.model
+                .gather(theta, &mut self.theta)
+                .map_err(|e| anyhow!("{e}"))?;
+            let k = self.opt_state.iter().filter(|v| !v.is_empty()).count();
+            match opt_state {
+                Some(m) if m.len() == k * all => {
+                    for (v, w) in self.opt_state.iter_mut().zip(m.chunks(all)) {
+                        if !v.is_empty() {
+                            self.model.gather(w, v).map_err(|e| anyhow!("{e}"))?;
+                        }
+                    }
+                }
+                Some(m) => {
+                    return Err(anyhow!(
+                        "optimizer state has {} values, expected {}",
+                        m.len(),
+                        k * all
+                    ))
+                }
+                None => self.opt_state.iter_mut().for_each(|v| v.fill(0.0)),
+            }
+            return Ok(());
+        }
         if theta.len() != self.theta.len() {
             return Err(anyhow!(
                 "θ has {} values, model needs {}",
@@ -286,6 +362,27 @@ impl Backend for CpuBackend {
     }
 
     fn params(&mut self, theta: &mut [f32], opt_state: Option<&mut [f32]>) -> Result<()> {
+        if let Some(part) = &self.partial {
+            // the frozen parameters as set, the trained ones as trained;
+            // the optimizer state of a frozen parameter is zero
+            let all = part.whole.len();
+            theta.copy_from_slice(&part.whole);
+            self.model
+                .scatter(&self.theta, theta)
+                .map_err(|e| anyhow!("{e}"))?;
+            if let Some(m) = opt_state {
+                m.fill(0.0);
+                for (v, w) in self
+                    .opt_state
+                    .iter()
+                    .filter(|v| !v.is_empty())
+                    .zip(m.chunks_mut(all))
+                {
+                    self.model.scatter(v, w).map_err(|e| anyhow!("{e}"))?;
+                }
+            }
+            return Ok(());
+        }
         theta.copy_from_slice(&self.theta);
         if let Some(m) = opt_state {
             let n0 = self.opt_state[0].len();
@@ -348,6 +445,9 @@ impl Backend for CpuBackend {
             a.skip(rng, b - hi);
         }
         let mut net = Net::resume(self.model.borrowed(), self.exec, &mut self.ws[..])?;
+        if let Some(part) = &self.partial {
+            net.set_frozen(&part.whole)?;
+        }
         net.set_batch(&self.bx, Targets::Classes(&self.by))?;
         net.count_correct(true);
         let p = self.theta.len();
@@ -401,6 +501,13 @@ impl Backend for CpuBackend {
     }
 
     fn evaluate(&mut self, x: &[f32], y: &[u32]) -> Result<(f64, usize)> {
+        if let Some(part) = &self.partial {
+            let mut whole = part.whole.clone();
+            self.model
+                .scatter(&self.theta, &mut whole)
+                .map_err(|e| anyhow!("{e}"))?;
+            return evaluate_cpu(&part.full, self.exec, &whole, x, y, &mut self.ws);
+        }
         evaluate_cpu(&self.model, self.exec, &self.theta, x, y, &mut self.ws)
     }
 

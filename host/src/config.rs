@@ -4,6 +4,7 @@
 use crate::arch::Arch;
 use crate::data::{DataOptions, Normalize};
 use anyhow::{bail, Context, Result};
+use fdgr_kernel::finetune::Mode;
 use fdgr_kernel::{
     Act, Adam, Ascent, Dims, Loss, Method, Optimizer, Schedule, ScheduleKind, Sgd, Shape,
     StepOptions,
@@ -141,6 +142,10 @@ fn default_beta2() -> f64 {
 fn default_adam_eps() -> f64 {
     1e-8
 }
+fn default_train_layers() -> String {
+    "full".into()
+}
+
 fn default_gr_every() -> u64 {
     1
 }
@@ -244,6 +249,10 @@ pub struct TrainConfig {
     /// Clip the step direction to this Euclidean norm.
     #[serde(default)]
     pub clip_norm: Option<f64>,
+    /// Which parameters are trained (`--train-layers`: full, last:K, bias,
+    /// layers:I,J).
+    #[serde(default = "default_train_layers")]
+    pub train_layers: String,
     /// Amortized GR: a fresh ascent every k-th step (1: every step).
     #[serde(default = "default_gr_every")]
     pub gr_every: u64,
@@ -456,6 +465,17 @@ impl TrainConfig {
         }
     }
 
+    /// Which parameters are trained (`--train-layers`).
+    pub fn train_layers(&self) -> Result<Mode> {
+        Mode::parse(&self.train_layers).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--train-layers {}: expected full, last, last:K, bias or layers:I,J,… (layer \
+                 indices below 32)",
+                self.train_layers
+            )
+        })
+    }
+
     /// Checks every value; errors name the flag.
     pub fn validate(&self) -> Result<()> {
         self.act()?;
@@ -474,6 +494,17 @@ impl TrainConfig {
         }
         if self.gr_every == 0 {
             bail!("--gr-every must be at least 1");
+        }
+        let train = self.train_layers()?;
+        if train != Mode::Full && self.backend == BackendName::Gpu {
+            bail!("--train-layers {train}: runs on the CPU backend only");
+        }
+        if train != Mode::Full && self.method().needs_hvp() {
+            bail!(
+                "--train-layers {train} with --method {}: the exact Hessian-vector product is not \
+                 offered with frozen parameters (use fgr, the finite-difference GR)",
+                self.method.as_str()
+            );
         }
         if let Some(p) = self.gr_prob {
             if !(p > 0.0 && p <= 1.0) {

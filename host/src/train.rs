@@ -186,6 +186,10 @@ pub fn check_data_parallel(
 pub fn arch_for(cfg: &TrainConfig, data: &Dataset) -> Result<Arch> {
     let arch = cfg.arch(data.dims, data.classes)?;
     check_fit(&arch, data, "--model")?;
+    // the subset --train-layers names exists in this layer list
+    let mode = cfg.train_layers()?;
+    fdgr_kernel::finetune::mark_trained(&mut arch.layers.clone(), mode)
+        .map_err(|e| anyhow::anyhow!("--train-layers {mode}: {e} (model {})", arch.spec))?;
     Ok(arch)
 }
 
@@ -229,16 +233,30 @@ pub fn make_backend(
     let method = cfg.method();
     let opt = cfg.optimizer();
     Ok(match cfg.backend {
-        BackendName::Cpu => Box::new(CpuBackend::new(
-            arch.model.clone(),
-            Par { threads },
-            data.train.x.clone(),
-            data.train.y.clone(),
-            cfg.batch,
-            &method,
-            &opt,
-            cfg.amortized(),
-        )?),
+        BackendName::Cpu => match cfg.train_layers()? {
+            fdgr_kernel::finetune::Mode::Full => Box::new(CpuBackend::new(
+                arch.model.clone(),
+                Par { threads },
+                data.train.x.clone(),
+                data.train.y.clone(),
+                cfg.batch,
+                &method,
+                &opt,
+                cfg.amortized(),
+            )?),
+            mode => Box::new(CpuBackend::partial(
+                arch.model.clone(),
+                &arch.layers,
+                mode,
+                Par { threads },
+                data.train.x.clone(),
+                data.train.y.clone(),
+                cfg.batch,
+                &method,
+                &opt,
+                cfg.amortized(),
+            )?),
+        },
         BackendName::Gpu => crate::gpu::backend(
             arch,
             data,

@@ -107,7 +107,15 @@ fn refusals_before_building() {
     );
     rejected(
         &with("qemu-m4", &["--mode", "half"]),
-        &["--mode half", "full or last"],
+        &["--mode half", "last:K", "bias", "layers:I,J"],
+    );
+    rejected(
+        &with("qemu-m4", &["--mode", "last:3"]),
+        &["last:3", "fewer than K layers with parameters"],
+    );
+    rejected(
+        &with("qemu-m4", &["--mode", "layers:1"]),
+        &["layers:1", "has no parameters"],
     );
     rejected(
         &with("qemu-m4", &["--opt", "lion"]),

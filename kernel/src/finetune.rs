@@ -201,18 +201,6 @@ pub struct Models {
     pub outputs: usize,
 }
 
-/// One contiguous block of trained parameters: where it is in θ (the
-/// trained parameters) and in the whole parameter vector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Block {
-    /// Offset in θ.
-    pub trained: usize,
-    /// Offset in the whole parameter vector.
-    pub whole: usize,
-    /// Length.
-    pub len: usize,
-}
-
 impl Models {
     /// The model that is trained.
     pub fn trained(&self) -> &Model<Nodes> {
@@ -244,57 +232,29 @@ impl Models {
         }
     }
 
-    /// Trained block `i` (in θ order), if there is one: every trained
-    /// parameter of the whole model lies in exactly one block.
-    pub fn block(&self, i: usize) -> Option<Block> {
-        let skip = self.prefix_params();
-        self.trained()
-            .nodes()
-            .iter()
-            .filter(|n| n.param_len > 0)
-            .nth(i)
-            .map(|n| Block {
-                trained: n.param_off,
-                whole: skip + n.frozen_off + (n.all_len - n.param_len),
-                len: n.param_len,
-            })
-    }
-
     /// θ (the trained parameters) from the whole parameter vector `whole`
     /// (e.g. the loaded model).
     pub fn gather<F: Copy>(&self, whole: &[F], theta: &mut [F]) -> Result<(), Error> {
         crate::error::check_len("whole parameters", self.params(), whole.len())?;
-        crate::error::check_len("trained parameters", self.trained_params(), theta.len())?;
-        let mut i = 0;
-        while let Some(b) = self.block(i) {
-            theta[b.trained..b.trained + b.len].copy_from_slice(&whole[b.whole..b.whole + b.len]);
-            i += 1;
-        }
-        Ok(())
+        self.trained().gather(&whole[self.prefix_params()..], theta)
     }
 
     /// Writes θ (the trained parameters) into the whole parameter vector
     /// `whole` (which holds the frozen ones).
     pub fn scatter<F: Copy>(&self, theta: &[F], whole: &mut [F]) -> Result<(), Error> {
         crate::error::check_len("whole parameters", self.params(), whole.len())?;
-        crate::error::check_len("trained parameters", self.trained_params(), theta.len())?;
-        let mut i = 0;
-        while let Some(b) = self.block(i) {
-            whole[b.whole..b.whole + b.len].copy_from_slice(&theta[b.trained..b.trained + b.len]);
-            i += 1;
-        }
-        Ok(())
+        let skip = self.prefix_params();
+        self.trained().scatter(theta, &mut whole[skip..])
     }
 
     /// Parameter `i` of the whole model, from θ where it is trained and
     /// from `frozen` (the whole vector as loaded) where not.
     pub fn whole_param<F: Copy>(&self, theta: &[F], frozen: &[F], i: usize) -> F {
-        let mut k = 0;
-        while let Some(b) = self.block(k) {
-            if i >= b.whole && i < b.whole + b.len {
-                return theta[b.trained + (i - b.whole)];
+        let skip = self.prefix_params();
+        for (t, w, n) in self.trained().trained_blocks() {
+            if i >= skip + w && i < skip + w + n {
+                return theta[t + (i - skip - w)];
             }
-            k += 1;
         }
         frozen[i]
     }
@@ -438,6 +398,24 @@ const fn split_of(layers: &[Layer], mode: Mode) -> Result<usize, Error> {
             Ok(first)
         }
     }
+}
+
+/// Marks each layer of `layers` with how `mode` trains it ([`Layer::train`]):
+/// the layers before the first trained one frozen, the others as the mode
+/// says. For a host that plans the whole model at once (the frozen prefix
+/// then has no delta or gradient: its nodes are inactive); a device plans
+/// the prefix apart ([`models_of`]). Fails as [`models_of`] does for a
+/// mode that does not fit the layer list.
+pub fn mark_trained(layers: &mut [Layer], mode: Mode) -> Result<(), Error> {
+    let split = split_of(layers, mode)?;
+    for (i, l) in layers.iter_mut().enumerate() {
+        l.train = if i < split {
+            Train::Frozen
+        } else {
+            train_of(i, mode)
+        };
+    }
+    Ok(())
 }
 
 /// How layer `i` (at or after the split) is trained in `mode`.

@@ -138,6 +138,12 @@ pub struct OptimArgs {
     /// formed it, as clip_grad_norm_ after SAM's second pass)
     #[arg(long)]
     pub clip_norm: Option<f64>,
+    /// Train only these parameters (as `fdgr device run --mode`): full |
+    /// last (the last layer) | last:K (the last K layers with parameters) |
+    /// bias (every bias) | layers:I,J,… (layer indices, below 32); the
+    /// others stay as initialized (--init) or loaded
+    #[arg(long, default_value = "full")]
+    pub train_layers: String,
     /// Base learning rate
     #[arg(long, default_value_t = 0.1)]
     pub lr: f64,

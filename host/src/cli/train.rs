@@ -148,6 +148,7 @@ impl TrainArgs {
             beta2: o.beta2,
             adam_eps: o.adam_eps,
             clip_norm: o.clip_norm,
+            train_layers: o.train_layers.clone(),
             gr_every: m.gr_every,
             gr_prob: m.gr_prob,
             gamma_warmup: m.gamma_warmup,

@@ -1121,6 +1121,40 @@ impl<N: AsRef<[Node]>> Model<N> {
         self.sizes.params
     }
 
+    /// The trained parameters' blocks: for each layer with trained
+    /// parameters, (offset in θ, offset in the whole parameter vector,
+    /// length). In a model without frozen parameters both offsets agree.
+    pub fn trained_blocks(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        self.nodes().iter().filter(|n| n.param_len > 0).map(|n| {
+            (
+                n.param_off,
+                n.frozen_off + (n.all_len - n.param_len),
+                n.param_len,
+            )
+        })
+    }
+
+    /// θ (the trained parameters) from the whole parameter vector.
+    pub fn gather<F: Copy>(&self, whole: &[F], theta: &mut [F]) -> Result<(), Error> {
+        crate::error::check_len("whole parameters", self.sizes.all_params, whole.len())?;
+        crate::error::check_len("trained parameters", self.sizes.params, theta.len())?;
+        for (t, w, n) in self.trained_blocks() {
+            theta[t..t + n].copy_from_slice(&whole[w..w + n]);
+        }
+        Ok(())
+    }
+
+    /// Writes θ (the trained parameters) into the whole parameter vector,
+    /// whose other entries (the frozen parameters) are left as they are.
+    pub fn scatter<F: Copy>(&self, theta: &[F], whole: &mut [F]) -> Result<(), Error> {
+        crate::error::check_len("whole parameters", self.sizes.all_params, whole.len())?;
+        crate::error::check_len("trained parameters", self.sizes.params, theta.len())?;
+        for (t, w, n) in self.trained_blocks() {
+            whole[w..w + n].copy_from_slice(&theta[t..t + n]);
+        }
+        Ok(())
+    }
+
     /// Layouts and totals do not depend on the storage.
     pub fn layout(&self, b: usize, hvp: bool) -> Layout {
         layout(&self.sizes, b, hvp)

@@ -15,7 +15,14 @@
 //!   `wrn-28-10`). Names follow the usual PyTorch definitions:
 //!   `conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.shortcut.0` (ResNets),
 //!   `block1.layer.0.bn1`, `block1.layer.0.convShortcut` (WRN), `linear` /
-//!   `fc`; `bench/torch_models.py` defines each of them.
+//!   `fc`; `bench/torch_models.py` defines each of them. `dscnn` /
+//!   `dscnn-W`: a depthwise-separable CNN for microcontrollers (DS-CNN /
+//!   MobileNet style; stem width W, default 8): a 3×3 stem, four
+//!   depthwise-3×3 + pointwise-1×1 blocks (widths 2W, 4W, 8W, 8W; two of
+//!   them stride 2), global average pooling and a linear layer, each
+//!   convolution followed by batch norm and ReLU (folded into the
+//!   convolutions for a device); the stem has stride 2 on inputs of 16
+//!   pixels or more. A layer list, so named as one (`0`, `1`, …).
 //! * **A layer list**, comma-separated (PyTorch: `nn.Sequential` with one
 //!   module per entry, names `0`, `1`, …):
 //!
@@ -70,7 +77,24 @@ pub struct TensorInfo {
 }
 
 /// Names of the presets, for help texts and errors.
-pub const PRESETS: &str = "lenet5 | resnet20 | resnet32 | resnet44 | resnet56 | resnet110 | resnet18 | wrn-D-K (e.g. wrn-16-4, wrn-28-10)";
+pub const PRESETS: &str = "lenet5 | resnet20 | resnet32 | resnet44 | resnet56 | resnet110 | resnet18 | wrn-D-K (e.g. wrn-16-4, wrn-28-10) | dscnn | dscnn-W (stem width W)";
+
+/// The most stem width of `dscnn-W`.
+pub const MAX_DSCNN_WIDTH: usize = 256;
+
+/// The layer list of `dscnn-W` on inputs of shape `input` (see the module
+/// docs).
+pub fn dscnn_spec(w: usize, input: Dims) -> String {
+    let stem = if input.h.min(input.w) >= 16 { 2 } else { 1 };
+    let mut s = format!("conv:{w}:3:s{stem}:p1,bn,relu");
+    for (out, stride) in [(2 * w, 1), (4 * w, 2), (8 * w, 2), (8 * w, 1)] {
+        s.push_str(&format!(
+            ",dwconv:3:s{stride}:p1,bn,relu,conv:{out}:1,bn,relu"
+        ));
+    }
+    s.push_str(",gap,flatten,linear");
+    s
+}
 
 /// Parses MLP widths `784-512-10`.
 pub fn parse_dims(s: &str) -> Option<Vec<usize>> {
@@ -541,6 +565,17 @@ impl Arch {
             }
         } else if s == "lenet5" || s == "lenet" {
             lenet5(input, classes, act)
+        } else if let Some(w) = s.strip_prefix("dscnn") {
+            let w = match w.strip_prefix('-').map(str::parse::<usize>) {
+                None if w.is_empty() => 8,
+                Some(Ok(w)) if (1..=MAX_DSCNN_WIDTH).contains(&w) => w,
+                _ => {
+                    return Err(err(anyhow!(
+                        "expected dscnn or dscnn-W with a stem width W from 1 to {MAX_DSCNN_WIDTH}"
+                    )))
+                }
+            };
+            layer_list(&dscnn_spec(w, input), input, classes).map_err(err)?
         } else if s.contains(':') || s.contains(',') || is_layer_word(s) {
             layer_list(s, input, classes).map_err(err)?
         } else {
@@ -762,6 +797,41 @@ mod tests {
 
     /// Parameter counts equal PyTorch's for the same modules (counted with
     /// `sum(p.numel() for p in m.parameters())` on `bench/torch_models.py`).
+    #[test]
+    fn dscnn_is_sized_to_the_input() {
+        let mnist = Arch::parse("dscnn", Act::Relu, Dims::new(1, 28, 28), 10).unwrap();
+        let cifar = Arch::parse("dscnn", Act::Relu, Dims::new(3, 32, 32), 10).unwrap();
+        let digits = Arch::parse("dscnn-4", Act::Relu, Dims::new(1, 8, 8), 10).unwrap();
+        // the stem: stride 2 from 16 pixels on; then 14 → 7 → 4, 16 → 8 → 4
+        assert!(mnist.spec.starts_with("dscnn"));
+        let gap_in = |a: &Arch| {
+            let n = a.model.nodes();
+            n.iter()
+                .find(|n| matches!(n.op, Op::GlobalAvgPool))
+                .unwrap()
+                .in_dims
+        };
+        assert_eq!(gap_in(&mnist), Dims::new(64, 4, 4));
+        assert_eq!(gap_in(&cifar), Dims::new(64, 4, 4));
+        assert_eq!(gap_in(&digits), Dims::new(32, 2, 2));
+        // 4 depthwise convolutions; every convolution followed by batch norm
+        let dw = |a: &Arch| {
+            a.layers
+                .iter()
+                .filter(|l| matches!(l.op, Op::Conv2d { groups, .. } if groups > 1))
+                .count()
+        };
+        assert_eq!((dw(&mnist), dw(&cifar)), (4, 4));
+        assert_eq!(mnist.param_count(), 9_498);
+        assert_eq!(cifar.param_count() - mnist.param_count(), 2 * 8 * 9);
+        for bad in ["dscnn-0", "dscnn-x", "dscnn-", "dscnn-257"] {
+            assert!(
+                Arch::parse(bad, Act::Relu, Dims::new(1, 28, 28), 10).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
     #[test]
     fn preset_parameter_counts() {
         assert_eq!(cifar("resnet20", 10).param_count(), 272_474);

@@ -66,6 +66,9 @@ pub struct RunOptions {
     /// The live image (samples over the link, state in flash) instead of
     /// the image with the samples built in.
     pub live: bool,
+    /// Only build (`fdgr device build`): the runner (QEMU, probe-rs and a
+    /// probe) is not needed.
+    pub build_only: bool,
     /// The learning rate, where not the optimizer's default (`FDGR_LR`).
     pub lr: Option<f32>,
     /// Measure held-out accuracy on the samples' train split (without the
@@ -329,18 +332,30 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
     let map = o.board.memory(fw).map_err(|e| anyhow!(e))?;
     let estimate = memory::estimate(&models, method, opt, stream.bytes.len(), o.board);
     if let Err(why) = memory::check_estimate(&estimate, &map, o.board) {
-        let last = fw_config::plan(&model, Mode::LAST_LAYER)
-            .ok()
-            .map(|m| memory::estimate(&m, method, opt, stream.bytes.len(), o.board));
-        let hint = if let Some(last) =
-            last.filter(|l| mode == Mode::Full && memory::check_estimate(l, &map, o.board).is_ok())
-        {
-            format!(
-                "; --mode last (the last layer only: about {} B of RAM) fits",
-                last.ram
-            )
+        // the sparser modes that would fit
+        let fits: Vec<String> = [
+            (Mode::LAST_LAYER, "the last layer"),
+            (Mode::Bias, "every bias"),
+        ]
+        .into_iter()
+        .filter(|(m, _)| *m != mode)
+        .filter_map(|(m, what)| {
+            let e = memory::estimate(
+                &fw_config::plan(&model, m).ok()?,
+                method,
+                opt,
+                stream.bytes.len(),
+                o.board,
+            );
+            memory::check_estimate(&e, &map, o.board)
+                .is_ok()
+                .then(|| format!("--mode {m} ({what}: about {} B of RAM)", e.ram))
+        })
+        .collect();
+        let hint = if fits.is_empty() {
+            "; use a smaller model".to_string()
         } else {
-            "; use a smaller model".into()
+            format!("; {} fits", fits.join(" or "))
         };
         bail!(
             "model {} ({} parameters, {} {}) is too large for the {} ({}): it needs {why}{hint}",
@@ -354,7 +369,12 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
     }
 
     // The tools, last: a missing probe is the most likely thing to fix.
-    let probes = fdgr_device::tools::check(o.board).map_err(|e| anyhow!(e))?;
+    let probes = if o.build_only {
+        fdgr_device::tools::check_target(o.board.triple()).map_err(|e| anyhow!(e))?;
+        vec![]
+    } else {
+        fdgr_device::tools::check(o.board).map_err(|e| anyhow!(e))?
+    };
 
     Ok(Prepared {
         board: o.board,

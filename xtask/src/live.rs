@@ -92,6 +92,9 @@ pub(crate) fn device_live(out: &Path) -> Result<Vec<Step>, String> {
                 ));
             }
         }
+        if run_spec.ckpt == CONV_RUN.ckpt {
+            steps.extend(sparse_modes(&ck)?);
+        }
         if run_spec.ckpt == MLP_RUN.ckpt {
             // the serial transport a board is driven through: the same
             // image on its flash, its UART on a pseudo-terminal
@@ -127,6 +130,68 @@ pub(crate) fn device_live(out: &Path) -> Result<Vec<Step>, String> {
             }
         }
     }
+    Ok(steps)
+}
+
+/// Sparse updates on the conv net: `--mode bias` and `--mode last:1`
+/// learn on the live image and replay bit for bit on the host, bias mode
+/// takes less RAM than full (static + measured stack peak), and `fdgr
+/// device build` builds the live image for stm32f4 in bias mode and
+/// nrf52840 in full mode without a probe.
+fn sparse_modes(ck: &str) -> Result<Vec<Step>, String> {
+    let mut steps = vec![];
+    let mut ram = vec![];
+    for mode in ["full", "bias", "last:1"] {
+        let (v, st) = device_json(
+            &format!("fdgr device run --live --mode {mode} --verify (conv net)"),
+            &[
+                "run",
+                "--board",
+                "qemu-m4",
+                "--from",
+                ck,
+                "--live",
+                "--factory-reset",
+                "--samples",
+                "digits:train:16",
+                "--mode",
+                mode,
+                "--verify",
+            ],
+        )?;
+        steps.push(st);
+        let peak = v["stack_peak_bytes"].as_u64().unwrap_or(0);
+        if v["verified"] != serde_json::json!(true)
+            || v["end_step"] != serde_json::json!(16)
+            || peak == 0
+            || v["ram_bytes"].as_u64() != v["static_ram_bytes"].as_u64().map(|s| s + peak)
+        {
+            return Err(format!(
+                "--mode {mode}: expected 0 -> 16 steps, verified, RAM = static + stack peak: {v}"
+            ));
+        }
+        ram.push((mode, v["ram_bytes"].as_u64().unwrap_or(0)));
+    }
+    println!("RAM (static + stack peak) by mode: {ram:?}");
+    if ram[1].1 >= ram[0].1 {
+        return Err(format!("bias mode should take less RAM than full: {ram:?}"));
+    }
+    let mut built = vec![];
+    for (board, mode) in [("stm32f4", "bias"), ("nrf52840", "full")] {
+        let (v, st) = device_json(
+            &format!("fdgr device build --board {board} --mode {mode} (conv net)"),
+            &["build", "--board", board, "--from", ck, "--mode", mode],
+        )?;
+        steps.push(st);
+        let (r, avail) = (v["ram_bytes"].as_u64(), v["ram_available"].as_u64());
+        if v["mode"] != serde_json::json!(mode)
+            || !matches!((r, avail), (Some(r), Some(a)) if r > 0 && r < a)
+        {
+            return Err(format!("fdgr device build --board {board}: {v}"));
+        }
+        built.push((board, mode, r));
+    }
+    println!("device build: {built:?}");
     Ok(steps)
 }
 

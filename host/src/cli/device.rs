@@ -47,6 +47,38 @@ pub enum DeviceCmd {
     /// Replay RUN/device-<board>/ on the host kernel: are every loss and
     /// every weight bit-identical?
     Verify(VerifyArgs),
+    /// Build the live image (the on-device learner) for a board with the
+    /// run's model, without flashing it: print its RAM and flash against the
+    /// board's (exit 2, with the numbers, when it does not fit)
+    Build(BuildArgs),
+}
+
+/// `fdgr device build`.
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The board
+    #[arg(long, value_enum)]
+    pub board: BoardName,
+    /// The run directory (`fdgr train --out`)
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Fine-tuning method (as for `device run`)
+    #[arg(long, default_value = "fgr")]
+    pub method: String,
+    /// Trained parameters (as for `device run`): full | last | last:K |
+    /// bias | layers:I,J,…
+    #[arg(long, default_value = "full")]
+    pub mode: String,
+    /// Optimizer on the device: sgd | adam
+    #[arg(long, default_value = "sgd")]
+    pub opt: String,
+    /// The firmware workspace [default: the firmware-examples folder next to
+    /// this build's sources]
+    #[arg(long)]
+    pub firmware: Option<PathBuf>,
+    /// Print one JSON line (board, mode, ram_bytes, flash_bytes, ...)
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The boards (`firmware-examples/<board>/`).
@@ -201,6 +233,7 @@ pub fn run(a: &DeviceArgs) -> Result<()> {
     match &a.cmd {
         DeviceCmd::Run(r) => run_on_device(r),
         DeviceCmd::Verify(v) => verify(v),
+        DeviceCmd::Build(b) => build_only(b),
     }
 }
 
@@ -262,6 +295,75 @@ fn header(p: &Prepared) {
     );
 }
 
+fn build_only(a: &BuildArgs) -> Result<()> {
+    let o = RunOptions {
+        board: a.board.board(),
+        from: a.from.clone(),
+        method: a.method.clone(),
+        mode: a.mode.clone(),
+        opt: a.opt.clone(),
+        samples: None,
+        firmware: a
+            .firmware
+            .clone()
+            .or_else(|| std::env::var_os("FDGR_FIRMWARE_DIR").map(PathBuf::from))
+            .unwrap_or_else(dev::default_firmware_dir),
+        timeout: Duration::from_secs(1),
+        live: true,
+        lr: None,
+        validation: false,
+        order_seed: None,
+        build_only: true,
+    };
+    // refuses (exit 2) a model the estimate says does not fit
+    let p = dev::prepare(&o).map_err(bad_input)?;
+    if !a.json {
+        header(&p);
+        eprint!(
+            "building the live image ({}, {}) ... ",
+            p.board.package(),
+            p.board.triple()
+        );
+    }
+    let b = dev::build(&p).map_err(|e| {
+        if e.is::<dev::Refused>() {
+            bad_input(e)
+        } else {
+            e
+        }
+    })?;
+    let e = &p.estimate;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "board": p.board.name(), "mode": p.mode.to_string(), "method": p.method.name(),
+                "params": p.models.params(), "trained_params": p.trained(),
+                "ram_bytes": b.info.ram, "ram_available": p.map.ram,
+                "ram_estimate_with_stack": e.ram, "fdgr_buffers_bytes": e.fdgr.total,
+                "flash_bytes": b.info.flash, "flash_available": p.map.flash,
+                "image_sha256": fdgr::device_live::sha256(&b.elf),
+            })
+        );
+    } else {
+        eprintln!("{:.1} s", b.seconds);
+        println!(
+            "built the live image for {}: static RAM {} of {} B (with the stack, about {} B), \
+             flash {} of {} B; {} mode trains {} of {} parameters",
+            p.board,
+            kb(b.info.ram),
+            kb(p.map.ram),
+            kb(e.ram.max(b.info.ram)),
+            kb(b.info.flash),
+            kb(p.map.flash),
+            p.mode,
+            p.trained(),
+            p.models.params()
+        );
+    }
+    Ok(())
+}
+
 fn run_on_device(a: &RunArgs) -> Result<()> {
     let o = RunOptions {
         board: a.board.board(),
@@ -280,6 +382,7 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
         lr: a.lr,
         validation: a.validation,
         order_seed: a.order_seed,
+        build_only: false,
     };
     let p = dev::prepare(&o).map_err(bad_input)?;
     header(&p);
@@ -528,6 +631,7 @@ fn power_cuts(a: &VerifyArgs, n: usize) -> Result<()> {
         lr: None,
         validation: false,
         order_seed: None,
+        build_only: false,
     };
     let p = dev::prepare(&o).map_err(bad_input)?;
     let b = dev::build(&p).map_err(|e| {

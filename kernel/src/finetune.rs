@@ -160,37 +160,36 @@ pub struct Memory<'a, F> {
     pub y: &'a mut [u32],
 }
 
-/// Most layers a fine-tuned model may have (nodes held inline in
-/// [`Nodes`]).
+/// Most layers a fine-tuned model planned with the default capacity may
+/// have (nodes held inline in [`Nodes`]; a firmware plans with exactly its
+/// model's number of layers).
 pub const MAX_NODES: usize = 24;
 
-/// The nodes of a model planned for fine-tuning, held inline (no heap).
+/// The nodes of a model planned for fine-tuning, held inline (no heap):
+/// at most `N`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Nodes {
-    nodes: [Node; MAX_NODES],
+pub struct Nodes<const N: usize = MAX_NODES> {
+    nodes: [Node; N],
     len: usize,
 }
 
-impl AsRef<[Node]> for Nodes {
+impl<const N: usize> AsRef<[Node]> for Nodes<N> {
     fn as_ref(&self) -> &[Node] {
         &self.nodes[..self.len]
     }
 }
 
-/// The planned models a fine-tuning step runs: the whole model (for
-/// reference), its frozen prefix and its trained part. Plan them once,
+/// The planned models a fine-tuning step runs: the frozen prefix (if any)
+/// and the trained part, each with at most `N` layers. Plan them once,
 /// e.g. in a `const`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Models {
-    /// The whole model, every parameter trained.
-    pub full: Model<Nodes>,
+pub struct Models<const N: usize = MAX_NODES> {
     /// The frozen prefix (the layers before the first trained one), when
     /// there is one.
-    pub prefix: Option<Model<Nodes>>,
-    /// The trained part (the layers from the first trained one on, the
-    /// others among them frozen), unless the mode is `Full` (then it is
-    /// `full`).
-    pub tail: Option<Model<Nodes>>,
+    pub prefix: Option<Model<Nodes<N>>>,
+    /// The trained part: the layers from the first trained one on (the
+    /// others among them frozen); the whole model in `Full` mode.
+    pub tail: Model<Nodes<N>>,
     /// Which parameters are trained.
     pub mode: Mode,
     /// Index of the first layer of the trained part.
@@ -199,20 +198,23 @@ pub struct Models {
     pub features: usize,
     /// Outputs of the model (classes).
     pub outputs: usize,
+    /// Parameters of the whole model.
+    params: usize,
+    /// Values per input sample.
+    inputs: usize,
+    /// Convolution, batch-norm or pooling layers.
+    conv: bool,
 }
 
-impl Models {
+impl<const N: usize> Models<N> {
     /// The model that is trained.
-    pub fn trained(&self) -> &Model<Nodes> {
-        match &self.tail {
-            Some(m) => m,
-            None => &self.full,
-        }
+    pub fn trained(&self) -> &Model<Nodes<N>> {
+        &self.tail
     }
 
     /// Parameters of the whole model P.
     pub const fn params(&self) -> usize {
-        self.full.sizes.params
+        self.params
     }
 
     /// Parameters of the frozen prefix (the first ones of the whole
@@ -226,17 +228,14 @@ impl Models {
 
     /// Trained parameters: the length of θ.
     pub const fn trained_params(&self) -> usize {
-        match &self.tail {
-            Some(m) => m.sizes.params,
-            None => self.full.sizes.params,
-        }
+        self.tail.sizes.params
     }
 
     /// θ (the trained parameters) from the whole parameter vector `whole`
     /// (e.g. the loaded model).
     pub fn gather<F: Copy>(&self, whole: &[F], theta: &mut [F]) -> Result<(), Error> {
         crate::error::check_len("whole parameters", self.params(), whole.len())?;
-        self.trained().gather(&whole[self.prefix_params()..], theta)
+        self.tail.gather(&whole[self.prefix_params()..], theta)
     }
 
     /// Writes θ (the trained parameters) into the whole parameter vector
@@ -244,14 +243,14 @@ impl Models {
     pub fn scatter<F: Copy>(&self, theta: &[F], whole: &mut [F]) -> Result<(), Error> {
         crate::error::check_len("whole parameters", self.params(), whole.len())?;
         let skip = self.prefix_params();
-        self.trained().scatter(theta, &mut whole[skip..])
+        self.tail.scatter(theta, &mut whole[skip..])
     }
 
     /// Parameter `i` of the whole model, from θ where it is trained and
     /// from `frozen` (the whole vector as loaded) where not.
     pub fn whole_param<F: Copy>(&self, theta: &[F], frozen: &[F], i: usize) -> F {
         let skip = self.prefix_params();
-        for (t, w, n) in self.trained().trained_blocks() {
+        for (t, w, n) in self.tail.trained_blocks() {
             if i >= skip + w && i < skip + w + n {
                 return theta[t + (i - skip - w)];
             }
@@ -259,24 +258,15 @@ impl Models {
         frozen[i]
     }
 
-    /// Whether the model has convolution or pooling layers (a firmware
-    /// then needs the kernel's `conv` feature).
-    pub fn uses_conv(&self) -> bool {
-        self.full.nodes().iter().any(|n| {
-            matches!(
-                n.op,
-                Op::Conv2d { .. }
-                    | Op::BatchNorm
-                    | Op::MaxPool { .. }
-                    | Op::AvgPool { .. }
-                    | Op::GlobalAvgPool
-            )
-        })
+    /// Whether the model has convolution, batch-norm or pooling layers (a
+    /// firmware then needs the kernel's `conv` feature).
+    pub const fn uses_conv(&self) -> bool {
+        self.conv
     }
 
     /// Values per input sample.
     pub const fn inputs(&self) -> usize {
-        self.full.input.len()
+        self.inputs
     }
 
     /// Feature scalars a batch of `b` needs (0 without a frozen prefix).
@@ -291,10 +281,7 @@ impl Models {
     /// Hessian-vector product's buffers when `hvp`): the trained part's,
     /// and at least the frozen prefix's forward pass.
     pub const fn workspace_len(&self, b: usize, hvp: bool) -> usize {
-        let t = match &self.tail {
-            Some(m) => m.ws_len_const(b, hvp),
-            None => self.full.ws_len_const(b, hvp),
-        };
+        let t = self.tail.ws_len_const(b, hvp);
         let a = match &self.prefix {
             Some(m) => m.ws_len_const(b, false),
             None => 0,
@@ -307,11 +294,17 @@ impl Models {
     }
 }
 
-const fn plan_nodes(layers: &[Layer], input: Dims, loss: Loss) -> Result<Model<Nodes>, Error> {
-    if layers.len() > MAX_NODES {
-        return Err(Error::BadModel("too many layers to fine-tune (at most 24)"));
+const fn plan_nodes<const N: usize>(
+    layers: &[Layer],
+    input: Dims,
+    loss: Loss,
+) -> Result<Model<Nodes<N>>, Error> {
+    if layers.len() > N {
+        return Err(Error::BadModel(
+            "too many layers to fine-tune (more than the node capacity)",
+        ));
     }
-    let mut nodes = [Node::EMPTY; MAX_NODES];
+    let mut nodes = [Node::EMPTY; N];
     let (used, _) = nodes.split_at_mut(layers.len());
     match plan(layers, input, used) {
         Ok(sizes) => Ok(Model::from_plan(
@@ -439,12 +432,21 @@ const fn train_of(i: usize, mode: Mode) -> Train {
 /// cross the split); batch norm is not fine-tuned on a device (its running
 /// statistics would live in the workspace), so a model with batch norm is
 /// refused: fold it into the convolution first.
-pub const fn models_of(
+pub const fn models_of<const N: usize>(
     layers: &[Layer],
     input: Dims,
     loss: Loss,
     mode: Mode,
-) -> Result<Models, Error> {
+) -> Result<Models<N>, Error> {
+    if layers.is_empty() {
+        return Err(Error::BadModel("the model has no layers"));
+    }
+    if layers.len() > N {
+        return Err(Error::BadModel(
+            "too many layers to fine-tune (more than the node capacity)",
+        ));
+    }
+    let mut conv = false;
     let mut i = 0;
     while i < layers.len() {
         if matches!(layers[i].op, Op::BatchNorm) {
@@ -452,36 +454,33 @@ pub const fn models_of(
                 "batch norm is not fine-tuned on a device (fold it into the convolution)",
             ));
         }
+        conv |= matches!(
+            layers[i].op,
+            Op::Conv2d { .. } | Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool
+        );
         i += 1;
     }
-    let full = match plan_nodes(layers, input, loss) {
-        Ok(m) => m,
-        Err(e) => return Err(e),
-    };
-    let n = full.storage().len;
-    let outputs = full.storage().nodes[n - 1].out_dims.len();
+    let n = layers.len();
     let split = match split_of(layers, mode) {
         Ok(s) => s,
         Err(e) => return Err(e),
     };
-    if matches!(mode, Mode::Full) {
-        return Ok(Models {
-            full,
-            prefix: None,
-            tail: None,
-            mode,
-            split: 0,
-            features: input.len(),
-            outputs,
-        });
-    }
-    let tail_in = if split == 0 {
-        input
+    // The frozen prefix, then the trained part re-indexed to start at the
+    // split (Full: the whole model).
+    let prefix = if split == 0 {
+        None
     } else {
-        full.storage().nodes[split - 1].out_dims
+        let (head, _) = layers.split_at(split);
+        match plan_nodes::<N>(head, input, loss) {
+            Ok(m) => Some(m),
+            Err(e) => return Err(e),
+        }
     };
-    // The trained part, re-indexed to start at the split.
-    let mut tail = [Layer::flatten(); MAX_NODES];
+    let tail_in = match &prefix {
+        Some(p) => p.storage().nodes[split - 1].out_dims,
+        None => input,
+    };
+    let mut tail = [Layer::flatten(); N];
     let mut i = split;
     while i < n {
         let l = layers[i];
@@ -512,27 +511,25 @@ pub const fn models_of(
         i += 1;
     }
     let (tail, _) = tail.split_at(n - split);
-    let tail = match plan_nodes(tail, tail_in, loss) {
+    let tail = match plan_nodes::<N>(tail, tail_in, loss) {
         Ok(m) => m,
         Err(e) => return Err(e),
     };
-    let prefix = if split == 0 {
-        None
-    } else {
-        let (head, _) = layers.split_at(split);
-        match plan_nodes(head, input, loss) {
-            Ok(m) => Some(m),
-            Err(e) => return Err(e),
-        }
+    let prefix_params = match &prefix {
+        Some(p) => p.sizes.all_params,
+        None => 0,
     };
+    let outputs = tail.storage().nodes[n - split - 1].out_dims.len();
     Ok(Models {
-        full,
         prefix,
-        tail: Some(tail),
+        tail,
         mode,
         split,
         features: tail_in.len(),
         outputs,
+        params: prefix_params + tail.sizes.all_params,
+        inputs: input.len(),
+        conv,
     })
 }
 
@@ -560,9 +557,9 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
     /// [`FineTuner::push_and_step`] with models planned beforehand by
     /// [`models`] (for this tuner's mode): the same arithmetic, without
     /// planning on every step.
-    pub fn push_and_step_planned(
+    pub fn push_and_step_planned<const M: usize>(
         &mut self,
-        models: &Models,
+        models: &Models<M>,
         sample: Sample<D>,
         mem: Memory<'_, F>,
     ) -> Result<F, Error> {
@@ -595,11 +592,10 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
         // trained part on the features the frozen prefix computes from x.
         let inputs: &[F] = frozen_features(models, frozen, x, ws, feats)?;
         let mut net = Net::resume(models.trained().borrowed(), Serial, ws)?;
-        if let Some(tail) = &models.tail {
-            if tail.sizes.params != tail.sizes.all_params {
-                let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
-                net.set_frozen(&frozen[models.prefix_params()..])?;
-            }
+        let tail = &models.tail;
+        if tail.sizes.params != tail.sizes.all_params {
+            let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
+            net.set_frozen(&frozen[models.prefix_params()..])?;
         }
         net.set_batch(inputs, Targets::Classes(y))?;
         let bufs = Buffers {
@@ -624,8 +620,8 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
 /// The inputs of the trained part for the batch `x`: `x` itself without a
 /// frozen prefix; otherwise the features the prefix (at `frozen`, eval
 /// mode) computes from `x`, copied into `feats`.
-fn frozen_features<'f, F: Real>(
-    models: &Models,
+fn frozen_features<'f, F: Real, const M: usize>(
+    models: &Models<M>,
     frozen: Option<&[F]>,
     x: &'f [F],
     ws: &mut [F],
@@ -655,8 +651,8 @@ fn frozen_features<'f, F: Real>(
 /// fine-tuning step starts with, so a device predicts what it is about to
 /// learn from (prequential accuracy). `ws` and `feats` as for
 /// [`FineTuner::push_and_step_planned`] with a batch of one.
-pub fn outputs_planned<F: Real>(
-    models: &Models,
+pub fn outputs_planned<F: Real, const M: usize>(
+    models: &Models<M>,
     frozen: Option<&[F]>,
     theta: &[F],
     x: &[F],
@@ -668,11 +664,10 @@ pub fn outputs_planned<F: Real>(
     crate::error::check_len("outputs", k, out.len())?;
     let inputs: &[F] = frozen_features(models, frozen, x, ws, feats)?;
     let mut net = Net::resume(models.trained().borrowed(), Serial, ws)?;
-    if let Some(tail) = &models.tail {
-        if tail.sizes.params != tail.sizes.all_params {
-            let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
-            net.set_frozen(&frozen[models.prefix_params()..])?;
-        }
+    let tail = &models.tail;
+    if tail.sizes.params != tail.sizes.all_params {
+        let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
+        net.set_frozen(&frozen[models.prefix_params()..])?;
     }
     net.set_inputs(inputs)?;
     out.copy_from_slice(net.forward_outputs(theta)?);
@@ -863,7 +858,7 @@ mod tests {
         let mut ws = std::vec![0.0f64; full.workspace_len(3, false)];
         let mut g = std::vec![0.0f64; p];
         {
-            let mut net = Net::resume(full.full.borrowed(), Serial, &mut ws[..]).unwrap();
+            let mut net = Net::resume(full.tail.borrowed(), Serial, &mut ws[..]).unwrap();
             net.set_batch(&x, Targets::Classes(&y)).unwrap();
             net.loss_grad(&whole, &mut g, 1.0, 0.0, crate::objective::Pass::Train)
                 .unwrap();
@@ -889,10 +884,8 @@ mod tests {
             let inputs = inputs.to_vec();
             let mut gt = std::vec![0.0f64; tp];
             let mut net = Net::resume(m.trained().borrowed(), Serial, &mut ws[..]).unwrap();
-            if let Some(t) = &m.tail {
-                if t.sizes.params != t.sizes.all_params {
-                    net.set_frozen(&whole[m.prefix_params()..]).unwrap();
-                }
+            if m.tail.sizes.params != m.tail.sizes.all_params {
+                net.set_frozen(&whole[m.prefix_params()..]).unwrap();
             }
             net.set_batch(&inputs, Targets::Classes(&y)).unwrap();
             net.loss_grad(&theta, &mut gt, 1.0, 0.0, crate::objective::Pass::Train)

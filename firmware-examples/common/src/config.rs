@@ -140,7 +140,11 @@ pub struct BufferLens {
 /// The buffer lengths for fine-tuning the planned `models` (full or last
 /// layer) with `method`, with an optimizer that keeps `opt_state` state
 /// vectors (0 or 2).
-pub const fn buffer_lens(models: &Models, method: Method<f32>, opt_state: usize) -> BufferLens {
+pub const fn buffer_lens<const N: usize>(
+    models: &Models<N>,
+    method: Method<f32>,
+    opt_state: usize,
+) -> BufferLens {
     let tp = models.trained_params();
     BufferLens {
         trained: tp,
@@ -286,7 +290,7 @@ pub fn plan(model: &[u8], mode: Mode) -> Result<Models, Unfit> {
 
 /// Checks that the firmware can fine-tune the planned `models` on
 /// `stream`; returns the number of samples (= steps).
-pub fn check(models: &Models, stream: &[u8]) -> Result<usize, Unfit> {
+pub fn check<const N: usize>(models: &Models<N>, stream: &[u8]) -> Result<usize, Unfit> {
     if models.inputs() != INPUTS {
         return Err(Unfit::Inputs(models.inputs()));
     }

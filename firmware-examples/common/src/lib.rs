@@ -43,13 +43,13 @@ pub use generated::{Opt, FROZEN, METHOD, MODE, MODE_NAME, OPT, OPT_LR, OPT_STATE
 /// The planned models (the whole net and the trained part), planned at
 /// compile time from the weight file's layer list, so a step does no
 /// planning.
-pub const PLANNED: finetune::Models =
+pub const PLANNED: finetune::Models<{ generated::LAYERS.len() }> =
     match finetune::models_of(&generated::LAYERS, generated::INPUT, generated::LOSS, MODE) {
         Ok(m) => m,
         Err(_) => panic!("the model file's layer list cannot be planned"),
     };
 /// [`PLANNED`] in flash, what each step reads.
-pub static MODELS: finetune::Models = PLANNED;
+pub static MODELS: finetune::Models<{ generated::LAYERS.len() }> = PLANNED;
 /// Parameters of the model.
 pub const P: usize = PLANNED.params();
 /// Trained parameters: P, or the last layer's.

@@ -210,8 +210,19 @@ pub fn r_act_backward<F: Real>(rd: &mut [F], rz: &[F], a: &[F], dz: &[F], act: A
 /// β = 0 overwrites `out`.
 #[inline]
 pub fn col_sum<F: Real>(out: &mut [F], m: &[F], alpha: F, beta: F) {
-    crate::vecops::scale_or_zero(out, beta);
-    for row in m.chunks_exact(out.len()) {
+    let mut rows = m.chunks_exact(out.len());
+    if beta != F::ZERO {
+        crate::vecops::scale(out, beta);
+    } else if let Some(first) = rows.next() {
+        // 0 + α·v in one pass, as zeroing then adding gives it (−0 + 0
+        // is +0, so the 0 + stays)
+        for (o, v) in out.iter_mut().zip(first) {
+            *o = F::ZERO + alpha * *v;
+        }
+    } else {
+        out.fill(F::ZERO);
+    }
+    for row in rows {
         for (o, v) in out.iter_mut().zip(row) {
             *o += alpha * *v;
         }
@@ -235,6 +246,43 @@ mod tests {
                     (act.kappa(a) * act.df(a) - num2).abs() < 1e-4,
                     "{act:?} σ'' at {z}"
                 );
+            }
+        }
+    }
+
+    /// Column sums as zeroing (or scaling) and then adding each row give
+    /// them, bit for bit: −0 terms, NaN in the output when β = 0.
+    #[test]
+    fn col_sum_is_zero_then_add() {
+        let m: [f32; 12] = [
+            -0.0, 1.5, 0.0, -2.0, -0.0, 0.25, 3.0, -0.0, -1e-3, 0.0, 7.0, -0.0,
+        ];
+        for (cols, alpha, beta) in [
+            (4, 1.0f32, 0.0f32),
+            (4, -0.5, 0.0),
+            (3, 2.0, 1.0),
+            (6, 1.0, 0.3),
+            (12, -1.0, -0.0),
+        ] {
+            let start: [f32; 12] = core::array::from_fn(|i| {
+                if beta == 0.0 {
+                    f32::NAN
+                } else {
+                    i as f32 - 4.0
+                }
+            });
+            let mut want = start;
+            let want = &mut want[..cols];
+            crate::vecops::scale_or_zero(want, beta);
+            for row in m.chunks_exact(cols) {
+                for (o, v) in want.iter_mut().zip(row) {
+                    *o += alpha * *v;
+                }
+            }
+            let mut got = start;
+            col_sum(&mut got[..cols], &m, alpha, beta);
+            for (w, g) in want.iter().zip(&got[..cols]) {
+                assert_eq!(w.to_bits(), g.to_bits(), "{cols} cols, α {alpha}, β {beta}");
             }
         }
     }

@@ -96,8 +96,12 @@ fn target_of<F: Real>(t: &Targets<'_, F>, row: usize, k: usize, j: usize) -> F {
     }
 }
 
-/// max_j z_j and log Σ_j e^{z_j − max}.
-#[inline]
+/// max_j z_j and log Σ_j e^{z_j − max}. On a microcontroller (bare-metal
+/// ARM) one copy, out of line, serves the loss, its gradient and its
+/// Hessian-vector product, and its e^x calls libm's function instead of
+/// an inlined copy: that keeps kilobytes of flash; inlined elsewhere.
+#[cfg_attr(all(target_arch = "arm", target_os = "none"), inline(never))]
+#[cfg_attr(not(all(target_arch = "arm", target_os = "none")), inline)]
 fn log_sum_exp<F: Real>(z: &[F]) -> (F, F) {
     let mut m = z[0];
     for &v in &z[1..] {
@@ -174,14 +178,16 @@ pub fn loss_hvp<F: Real>(loss: Loss, out: &[F], k: usize, r: &[F], h_out: &mut [
                 .zip(r.chunks_exact(k))
                 .zip(h_out.chunks_exact_mut(k))
             {
+                // p once per output, kept in h until pᵀr is known
                 let (m, ls) = log_sum_exp(z);
                 let mut pr = F::ZERO;
-                for (zj, rj) in z.iter().zip(rr) {
-                    pr += ((*zj - m) - ls).exp() * *rj;
-                }
                 for ((hj, zj), rj) in h.iter_mut().zip(z).zip(rr) {
                     let p = ((*zj - m) - ls).exp();
-                    *hj = p * (*rj - pr) * inv_b;
+                    *hj = p;
+                    pr += p * *rj;
+                }
+                for (hj, rj) in h.iter_mut().zip(rr) {
+                    *hj = *hj * (*rj - pr) * inv_b;
                 }
             }
         }

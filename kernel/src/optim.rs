@@ -441,11 +441,38 @@ pub fn sgd_slices<F: Real>(theta: &mut [F], d: &[F], momentum: Option<&mut [F]>,
                 *t = sgd_elem(*t, *di, Some(vi), h);
             }
         }
+        _ if h.weight_decay == F::ZERO => plain_sgd(theta, d, h.lr),
         _ => {
             for (t, di) in theta.iter_mut().zip(d) {
                 *t = sgd_elem(*t, *di, None, h);
             }
         }
+    }
+}
+
+/// θ ← θ − η·d: [`sgd_elem`] without weight decay and momentum, bit for
+/// bit, 32 elements per iteration (a core without vector instructions
+/// spends less on the loop itself; one at a time without
+/// [`crate::vecops::WIDE`]). Out of line, so that the other rules' loops
+/// are optimized as they were.
+#[inline(never)]
+fn plain_sgd<F: Real>(theta: &mut [F], d: &[F], lr: F) {
+    if !crate::vecops::WIDE {
+        for (t, g) in theta.iter_mut().zip(d) {
+            *t -= lr * *g;
+        }
+        return;
+    }
+    let n = theta.len().min(d.len());
+    let mut tc = theta[..n].chunks_exact_mut(32);
+    let mut dc = d[..n].chunks_exact(32);
+    for (t, g) in (&mut tc).zip(&mut dc) {
+        for l in 0..32 {
+            t[l] -= lr * g[l];
+        }
+    }
+    for (t, g) in tc.into_remainder().iter_mut().zip(dc.remainder()) {
+        *t -= lr * *g;
     }
 }
 

@@ -136,7 +136,7 @@ mod tests {
                 helps.push(subsub.render_long_help().to_string());
             }
         }
-        assert_eq!(helps.len(), 13);
+        assert_eq!(helps.len(), 14);
         for h in &helps {
             for code in [
                 fdgr::exit::SUCCESS,

@@ -55,6 +55,11 @@ pub enum DeviceCmd {
 
 /// `fdgr device build`.
 #[derive(Args, Debug)]
+#[command(after_help = concat!(
+    "Examples:\n  fdgr device build --board stm32f4 --from runs/src --mode bias\n  \
+    fdgr device build --board nrf52840 --from runs/src --mode full --json\n\n",
+    device_exit_codes!()
+))]
 pub struct BuildArgs {
     /// The board
     #[arg(long, value_enum)]

@@ -101,13 +101,13 @@ pub struct RunArgs {
     /// Trained parameters: full | last (the last layer only; the others stay in flash)
     #[arg(long, default_value = "full")]
     pub mode: String,
-    /// Optimizer on the device: sgd (plain, lr 0.01) | adam (lr 0.001)
+    /// Optimizer on the device: sgd (plain, lr 0.02) | adam (lr 0.001)
     #[arg(long, default_value = "sgd")]
     pub opt: String,
     /// Learning rate on the device [default: the optimizer's]
     #[arg(long)]
     pub lr: Option<f32>,
-    /// GR strength γ of fgr and db [default: the firmware's, 0.05]
+    /// GR strength γ of fgr and db [default: the firmware's, 0.01]
     #[arg(long)]
     pub gamma: Option<f32>,
     /// Finite-difference step ε of fgr [default: the firmware's, 0.1]

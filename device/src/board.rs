@@ -263,6 +263,9 @@ pub fn cargo(
         "FDGR_FAULT",
         "FDGR_SAVE_EVERY",
         "FDGR_LR",
+        "FDGR_GAMMA",
+        "FDGR_EPS",
+        "FDGR_RHO",
         "FDGR_FLASH",
     ] {
         c.env_remove(v);

@@ -10,7 +10,10 @@
 //!   `firmware-examples/models/digits-stream.bin`);
 //! * `FDGR_METHOD`: `sgd`, `fgr` (default), `db` or `sam`;
 //! * `FDGR_OPT`: `sgd` (default: plain SGD) or `adam`;
-//! * `FDGR_MODE`: `full` (default) or `last` (last layer only).
+//! * `FDGR_MODE`: `full` (default) or `last` (last layer only);
+//! * `FDGR_LR`: the learning rate (default: the optimizer's);
+//! * `FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`: the method's γ (`fgr`, `db`),
+//!   ε (`fgr`) and ρ (`sam`) (default: `src/config.rs`'s).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -207,9 +210,33 @@ fn run() -> Result<(), String> {
         "/// The identity of the saved state: [`MODEL_ID`] and the mode (`FDGR_MODE`).\npub const STORE_ID: u64 = {:#018x};",
         fdgr_kernel::link::model_id(&model) ^ fdgr_kernel::link::model_id(mode.to_string().as_bytes()).rotate_left(1)
     );
+    // `FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`: other hyper-parameters than
+    // the configuration's
+    let mut hyper = vec![];
+    for (var, zero_ok) in [
+        ("FDGR_GAMMA", true),
+        ("FDGR_EPS", false),
+        ("FDGR_RHO", false),
+    ] {
+        let s = choice(var, "");
+        hyper.push(if s.is_empty() {
+            "None".to_string()
+        } else {
+            let v: f32 = s
+                .parse()
+                .ok()
+                .filter(|v: &f32| v.is_finite() && (*v > 0.0 || (zero_ok && *v == 0.0)))
+                .ok_or_else(|| {
+                    let what = if zero_ok { "≥ 0" } else { "> 0" };
+                    format!("{var}={s}: expected a finite number {what}")
+                })?;
+            format!("Some(f32::from_bits({:#010x}))", v.to_bits())
+        });
+    }
     let _ = writeln!(
         g,
-        "/// Training method (`FDGR_METHOD`={method}).\npub const METHOD: fdgr_kernel::Method<f32> = crate::config::METHODS[{method_index}];"
+        "/// Training method (`FDGR_METHOD`={method}; `FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`).\npub const METHOD: fdgr_kernel::Method<f32> = crate::config::with_hyper(crate::config::METHODS[{method_index}], {});",
+        hyper.join(", ")
     );
     let (ty, val, lr, nstate) = match opt_index {
         0 => ("Sgd", "SGD", "LR", 0),

@@ -71,6 +71,12 @@ pub struct RunOptions {
     pub build_only: bool,
     /// The learning rate, where not the optimizer's default (`FDGR_LR`).
     pub lr: Option<f32>,
+    /// The method's γ (`fgr`, `db`), where not the firmware's (`FDGR_GAMMA`).
+    pub gamma: Option<f32>,
+    /// The method's ε (`fgr`), where not the firmware's (`FDGR_EPS`).
+    pub eps: Option<f32>,
+    /// The method's ρ (`sam`), where not the firmware's (`FDGR_RHO`).
+    pub rho: Option<f32>,
     /// Measure held-out accuracy on the samples' train split (without the
     /// fine-tuning samples) instead of its test split: a validation split
     /// to tune the device's hyper-parameters on.
@@ -105,8 +111,10 @@ pub struct Prepared {
     pub stream: Vec<u8>,
     /// Steps (= samples).
     pub steps: usize,
-    /// Method, as the firmware names it.
+    /// Method, as the firmware runs it (its γ, ε, ρ included).
     pub method: Method<f32>,
+    /// γ, ε, ρ where given (the build's `FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`).
+    pub hyper: [Option<f32>; 3],
     /// Trained parameters.
     pub mode: Mode,
     /// Optimizer: index in [`fw_config::OPTIMIZER_NAMES`].
@@ -184,6 +192,36 @@ pub fn describe_mode(mode: Mode, trained: usize) -> String {
     }
 }
 
+/// `method` with the γ, ε, ρ given (`--gamma`, `--eps`, `--rho`), each
+/// checked (finite; γ ≥ 0, ε and ρ > 0) and refused for a method without it.
+pub fn with_hyper(method: Method<f32>, [gamma, eps, rho]: [Option<f32>; 3]) -> Result<Method<f32>> {
+    let has = match method {
+        Method::Fgr { .. } => [true, true, false],
+        Method::Db { .. } => [true, false, false],
+        Method::Sam { .. } => [false, false, true],
+        _ => [false; 3],
+    };
+    for (i, (name, v)) in [("gamma", gamma), ("eps", eps), ("rho", rho)]
+        .into_iter()
+        .enumerate()
+    {
+        let Some(v) = v else { continue };
+        if !has[i] {
+            bail!(
+                "--{name}: method {} has no {name} (γ: fgr, db; ε: fgr; ρ: sam)",
+                method.name()
+            );
+        }
+        if !v.is_finite() || v < 0.0 || (v == 0.0 && i > 0) {
+            bail!(
+                "--{name} {v}: expected a finite number {}",
+                if i == 0 { "≥ 0" } else { "> 0" }
+            );
+        }
+    }
+    Ok(fw_config::with_hyper(method, gamma, eps, rho))
+}
+
 /// The run's configuration, from its `summary.json`.
 fn run_config(from: &Path) -> Result<Option<TrainConfig>> {
     let p = from.join("summary.json");
@@ -251,6 +289,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
             names.join(", ")
         )
     })?;
+    let method = with_hyper(method, [o.gamma, o.eps, o.rho])?;
     let mode = fw_config::parse_mode(&o.mode).ok_or_else(|| {
         anyhow!(
             "--mode {}: expected full, last (the last layer), last:K (the last K layers \
@@ -388,6 +427,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
         stream: stream.bytes,
         steps,
         method,
+        hyper: [o.gamma, o.eps, o.rho],
         mode,
         opt,
         map,
@@ -519,6 +559,14 @@ fn build_vars(p: &Prepared, model: &Path, stream: &Path) -> Vec<(&'static str, S
     ];
     if let Some(lr) = p.lr {
         v.push(("FDGR_LR", lr.to_string()));
+    }
+    for (var, h) in ["FDGR_GAMMA", "FDGR_EPS", "FDGR_RHO"]
+        .into_iter()
+        .zip(p.hyper)
+    {
+        if let Some(h) = h {
+            v.push((var, h.to_string()));
+        }
     }
     // the live image carries no samples: one image for any stream
     if !p.live {
@@ -817,9 +865,9 @@ pub fn summary(
         "mode": p.mode.to_string(),
         "optimizer": p.opt_name(),
         "lr": p.lr(),
-        "gamma": fw_config::GAMMA,
-        "eps": fw_config::EPS,
-        "rho": fw_config::RHO,
+        "gamma": fw_config::hyper(p.method).0,
+        "eps": fw_config::hyper(p.method).1,
+        "rho": fw_config::hyper(p.method).2,
         "batch": fw_config::BATCH,
         "ring": fw_config::RING,
         "trained_params": p.trained(),
@@ -948,6 +996,9 @@ pub fn verify(dir: &Path) -> Result<(Comparison, serde_json::Value)> {
     };
     let method = fw_config::method(&field("method")?)
         .ok_or_else(|| anyhow!("{}: unknown method", dir.join("summary.json").display()))?;
+    // the γ, ε, ρ the firmware was built with (where recorded)
+    let h = |k: &str| s[k].as_f64().map(|v| v as f32);
+    let method = fw_config::with_hyper(method, h("gamma"), h("eps"), h("rho"));
     let mode = fw_config::parse_mode(&field("mode")?)
         .ok_or_else(|| anyhow!("{}: unknown mode", dir.join("summary.json").display()))?;
     let opt = fw_config::optimizer_index(&field("optimizer")?)

@@ -144,6 +144,25 @@ fn refusals_before_building() {
         ),
         &["--from /nonexistent/run", "not a run directory"],
     );
+    // γ, ε, ρ only where the method has them, and in range.
+    rejected(
+        &with("qemu-m4", &["--method", "sam", "--gamma", "0.1"]),
+        &["--gamma", "method sam has no gamma"],
+    );
+    rejected(&with("qemu-m4", &["--eps", "0"]), &["--eps 0", "> 0"]);
+    // --json reports the live image's run: with --samples on qemu-m4 (or
+    // --live), not with the samples built into the image.
+    rejected(
+        &with("qemu-m4", &["--json"]),
+        &["--json", "--samples DATA:SPLIT:N"],
+    );
+    rejected(
+        &with(
+            "qemu-m4",
+            &["--samples", "digits:train:8", "--built-in", "--json"],
+        ),
+        &["--built-in", "--json"],
+    );
     // Fine-tuning on every test sample leaves none to measure on.
     rejected(
         &with("qemu-m4", &["--samples", "digits:test:359"]),

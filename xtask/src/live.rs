@@ -39,8 +39,10 @@ fn device_json(name: &str, args: &[&str]) -> Result<(serde_json::Value, Step), S
 /// two runs continue one from the other through the device's flash (0 → N
 /// → 2N, the same image), a third on other samples replays the whole
 /// history on the host bit for bit, a factory reset starts again from 0;
-/// and for the MLP, power cuts at random moments while it learns and
-/// saves, each restart bit-identical to the host replay (0 torn).
+/// for the conv net, `--samples` without `--live` runs the same image from
+/// the run's model, twice alike; and for the MLP, power cuts at random
+/// moments while it learns and saves, each restart bit-identical to the
+/// host replay (0 torn).
 pub(crate) fn device_live(out: &Path) -> Result<Vec<Step>, String> {
     let mut steps = vec![];
     for (run_spec, n) in [(&MLP_RUN, 64u64), (&CONV_RUN, 32)] {
@@ -59,6 +61,7 @@ pub(crate) fn device_live(out: &Path) -> Result<Vec<Step>, String> {
         };
         let model = run_spec.file;
         let mut sha = None;
+        let mut first = serde_json::Value::Null;
         let test = format!("digits:test:{}", n / 2);
         for (i, (args, start, verify)) in [
             (with(&["--factory-reset"], &train), 0, false),
@@ -90,6 +93,50 @@ pub(crate) fn device_live(out: &Path) -> Result<Vec<Step>, String> {
                 return Err(format!(
                     "fdgr device run --live {model}: the image changed between runs"
                 ));
+            }
+            if i == 0 {
+                first = v;
+            }
+        }
+        if run_spec.ckpt == CONV_RUN.ckpt {
+            // without --live, --samples on qemu-m4 streams them to the same
+            // live image from the run's model, every time: twice the first
+            // run (--live --factory-reset) again, held-out accuracy included
+            let args: Vec<String> = [
+                "run",
+                "--board",
+                "qemu-m4",
+                "--from",
+                &ck,
+                "--samples",
+                &train,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            for i in 1..=2 {
+                let name = format!("fdgr device run --samples {train} {model} (no --live, {i})");
+                let (v, st) = device_json(&name, &a)?;
+                steps.push(st);
+                let same = [
+                    "image_sha256",
+                    "acc_before",
+                    "acc_after",
+                    "prequential_acc",
+                    "held_out",
+                ]
+                .iter()
+                .all(|k| v[k] == first[k] && v[k] != serde_json::Value::Null);
+                if v["start_step"] != serde_json::json!(0)
+                    || v["end_step"] != serde_json::json!(n)
+                    || !same
+                {
+                    return Err(format!(
+                        "{name}: expected the live image's steps 0 -> {n} and the accuracies of \
+                         the first --live --factory-reset run ({first}): {v}"
+                    ));
+                }
             }
         }
         if run_spec.ckpt == CONV_RUN.ckpt {

@@ -322,10 +322,10 @@ fn fine_tune<B: Board>(board: &mut B) -> Result<(), Failure> {
     );
     defmt::info!(
         "hyper-parameters: lr {=f32} gamma {=f32} eps {=f32} rho {=f32} scale {=f32}",
-        config::LR,
-        config::GAMMA,
-        config::EPS,
-        config::RHO,
+        OPT_LR,
+        config::hyper(METHOD).0,
+        config::hyper(METHOD).1,
+        config::hyper(METHOD).2,
         config::SCALE
     );
     defmt::info!(

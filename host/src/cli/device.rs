@@ -121,7 +121,8 @@ impl BoardName {
     the firmware was built with. MLPs only for now: the firmware does not fine-tune layer-list \
     (conv) models yet.\n\n\
     Examples:\n  fdgr device run --board qemu-m4 --from runs/digits --verify\n  \
-    fdgr device run --board nrf52840 --from runs/digits --method fgr --mode last --samples digits:test:128\n\n",
+    fdgr device run --board nrf52840 --from runs/digits --method fgr --mode last --samples digits:test:128\n  \
+    fdgr device run --board qemu-m4 --from runs/src --samples digits:train:256 --json\n\n",
     device_exit_codes!()
 ))]
 pub struct RunArgs {
@@ -140,26 +141,44 @@ pub struct RunArgs {
     /// layer list)
     #[arg(long, default_value = "full")]
     pub mode: String,
-    /// Optimizer on the device: sgd (plain, lr 0.01) | adam (lr 0.001)
+    /// Optimizer on the device: sgd (plain, lr 0.02) | adam (lr 0.001)
     #[arg(long, default_value = "sgd")]
     pub opt: String,
     /// Learning rate on the device [default: the optimizer's]
     #[arg(long)]
     pub lr: Option<f32>,
+    /// GR strength γ of fgr and db [default: the firmware's, 0.01]
+    #[arg(long)]
+    pub gamma: Option<f32>,
+    /// Finite-difference step ε of fgr [default: the firmware's, 0.1]
+    #[arg(long)]
+    pub eps: Option<f32>,
+    /// SAM's radius ρ [default: the firmware's, 0.05]
+    #[arg(long)]
+    pub rho: Option<f32>,
     /// Held-out accuracy on the samples' train split (without the samples
     /// streamed) instead of its test split: a validation split to tune
-    /// --lr, --method and --opt on
+    /// --lr, --gamma, --eps, --rho, --method and --opt on
     #[arg(long)]
     pub validation: bool,
     /// Stream the same samples in a seeded random order (the seeds of a
     /// mean ± sd over sample orders)
     #[arg(long)]
     pub order_seed: Option<u64>,
-    /// The samples streamed to the device, DATA:SPLIT:N (the first N of the
-    /// split, split as the run split it) [default: the run's data, test
-    /// split, 64]
+    /// The samples the device learns, DATA:SPLIT:N (the first N of the
+    /// split, split as the run split it). On qemu-m4 they are streamed to
+    /// the live image, which starts from the run's model (a factory reset of
+    /// the emulated board; --live continues from what it learned), and the
+    /// device measures held-out accuracy before and after; --built-in builds
+    /// them into the image instead, as without --samples [default: the
+    /// run's data, test split, 64, built into the image]
     #[arg(long)]
     pub samples: Option<String>,
+    /// With --samples on qemu-m4: build the samples into the image (the
+    /// image the boards run without --live) instead of streaming them to
+    /// the live image
+    #[arg(long, requires = "samples", conflicts_with = "live")]
+    pub built_in: bool,
     /// Also replay the fine-tuning on the host kernel and require every loss
     /// and weight to be bit-identical
     #[arg(long)]
@@ -187,11 +206,21 @@ pub struct RunArgs {
     /// The serial port's baud rate
     #[arg(long, default_value_t = 115_200, requires = "port")]
     pub baud: u32,
-    /// With --live: print one JSON line (start_step, end_step,
-    /// image_sha256, acc_before, acc_after, prequential_acc, ram_bytes,
-    /// flash_bytes, ...)
-    #[arg(long, requires = "live")]
+    /// With the live image (--live, or --samples on qemu-m4): print one
+    /// JSON line (start_step, end_step, image_sha256, acc_before,
+    /// acc_after, prequential_acc, ram_bytes, flash_bytes, ...)
+    #[arg(long, conflicts_with = "built_in")]
     pub json: bool,
+}
+
+impl RunArgs {
+    /// Whether the run streams its samples to the live image: with
+    /// `--live`, and on qemu-m4 (which fdgr boots itself) when `--samples`
+    /// names them, unless `--built-in`. Otherwise the samples are built
+    /// into the image.
+    pub fn streams(&self) -> bool {
+        self.live || (self.board == BoardName::QemuM4 && self.samples.is_some() && !self.built_in)
+    }
 }
 
 /// `fdgr device verify`.
@@ -316,6 +345,9 @@ fn build_only(a: &BuildArgs) -> Result<()> {
         timeout: Duration::from_secs(1),
         live: true,
         lr: None,
+        gamma: None,
+        eps: None,
+        rho: None,
         validation: false,
         order_seed: None,
         build_only: true,
@@ -370,6 +402,11 @@ fn build_only(a: &BuildArgs) -> Result<()> {
 }
 
 fn run_on_device(a: &RunArgs) -> Result<()> {
+    if a.json && !a.streams() {
+        return Err(bad_input(anyhow!(
+            "--json reports a run of the live image: give --samples DATA:SPLIT:N (qemu-m4) or --live"
+        )));
+    }
     let o = RunOptions {
         board: a.board.board(),
         from: a.from.clone(),
@@ -383,8 +420,11 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
             .or_else(|| std::env::var_os("FDGR_FIRMWARE_DIR").map(PathBuf::from))
             .unwrap_or_else(dev::default_firmware_dir),
         timeout: Duration::from_secs(a.timeout),
-        live: a.live,
+        live: a.streams(),
         lr: a.lr,
+        gamma: a.gamma,
+        eps: a.eps,
+        rho: a.rho,
         validation: a.validation,
         order_seed: a.order_seed,
         build_only: false,
@@ -440,7 +480,7 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
             eprintln!("  step {n:>4}/{total}  loss {:.4}{cyc}", s.loss);
         }
     };
-    if a.live {
+    if p.live {
         return live(a, &p, &b);
     }
     let d = dev::run(&p, &b, &mut on_step)?;
@@ -531,17 +571,24 @@ fn verify(a: &VerifyArgs) -> Result<()> {
 
 fn live(a: &RunArgs, p: &Prepared, b: &dev::Built) -> Result<()> {
     use fdgr::device_live as lv;
+    // without --live the run starts from the run's model, as the image
+    // with the samples built in does: a factory reset of the emulated board
     let o = lv::LiveOptions {
         port: a.port.clone(),
         baud: a.baud,
-        factory_reset: a.factory_reset,
+        factory_reset: a.factory_reset || !a.live,
         verify: a.verify,
     };
     eprintln!(
-        "live image {} on {}: streaming {} samples over the link ...",
+        "live image {} on {}: streaming {} samples over the link{} ...",
         &lv::sha256(&b.elf)[..12],
         p.board.describe(),
-        p.steps
+        p.steps,
+        if a.live {
+            ""
+        } else {
+            ", from the run's model (factory reset; --live continues from the board's flash)"
+        }
     );
     let tty = std::io::stderr().is_terminal();
     let mut on_sample = |i: usize, n: usize, preq: f64| {
@@ -634,6 +681,9 @@ fn power_cuts(a: &VerifyArgs, n: usize) -> Result<()> {
         timeout: Duration::from_secs(120),
         live: true,
         lr: None,
+        gamma: None,
+        eps: None,
+        rho: None,
         validation: false,
         order_seed: None,
         build_only: false,

@@ -15,20 +15,21 @@ use crate::real::Real;
 /// Number of partial sums in reductions.
 pub const LANES: usize = 8;
 
-/// Whether the loops that share loads between several outputs (and do
-/// more per iteration) are used: on every target but soft-float ARM
-/// (ARMv6-M, the RP2040), where each arithmetic operation is a call and
-/// such loops would take several times the flash of the plain ones. The
-/// bits are the same either way.
+/// Whether the loops that do more per iteration (eight rows of B per pass
+/// over a row of C, the plain SGD update 32 elements at a time) are used:
+/// everywhere but soft-float ARM (ARMv6-M, the RP2040), where each
+/// arithmetic operation is a call and such loops would take several times
+/// the flash of the plain ones. The bits are the same either way.
 pub(crate) const WIDE: bool = !cfg!(all(target_arch = "arm", not(target_abi = "eabihf")));
 
-/// Whether the weight gradient's outer products run eight rows of C per
-/// pass over a row of B: on a microcontroller with a floating-point unit
-/// and no vector instructions (hard-float bare-metal ARM: Cortex-M4F, M7,
-/// M33), where that saves loads and loop instructions. Elsewhere a row at
-/// a time, which vector units run faster. The bits are the same either
-/// way.
-const ROWS8: bool = cfg!(all(
+/// Whether the loops that share loads between several outputs of a
+/// product run (two dot products per pass over a row of A, eight rows of
+/// C per pass over a row of B, eight columns per iteration): on a
+/// microcontroller with a floating-point unit and no vector instructions
+/// (hard-float bare-metal ARM: Cortex-M4F, M7, M33), where each load and
+/// each loop instruction counts. Vector units run the plain loops faster.
+/// The bits are the same either way.
+const MCU_FPU: bool = cfg!(all(
     target_arch = "arm",
     target_abi = "eabihf",
     target_os = "none"
@@ -292,14 +293,37 @@ fn all_finite_exact<F: Real>(x: &[F]) -> bool {
 /// (weight gradient) and `A·B` (input gradient) as rows of axpy.
 ///
 /// Every element is the same sum, in the same order, as one dot product
-/// ([`dot`]) or one run of axpy over p: the loops only share loads
-/// between independent elements (two dot products with one row of A,
-/// eight rows of C per pass over a row of B, eight rows of B per pass
-/// over a row of C), so that a core without vector instructions (a
-/// Cortex-M4F) loads each operand fewer times and spends less on the
-/// loops themselves. The bits do not depend on it.
+/// ([`dot`]) or one run of axpy over p. The loops may share loads between
+/// independent elements: eight rows of B per pass over a row of C (except
+/// with soft float, for flash); on a microcontroller with a
+/// floating-point unit and no vector instructions (a Cortex-M4F) also two
+/// dot products per pass over a row of A and eight rows of C per pass
+/// over a row of B, so that each operand is loaded fewer times and less
+/// is spent on the loops themselves. The bits do not depend on it.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm<F: Real>(
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: F,
+    a: &[F],
+    b: &[F],
+    beta: F,
+    c: &mut [F],
+) {
+    gemm_loops(MCU_FPU, WIDE, ta, tb, m, n, k, alpha, a, b, beta, c)
+}
+
+/// [`gemm`] with the loops that [`MCU_FPU`] (`mcu`) and [`WIDE`] (`wide`)
+/// choose: the same bits for every choice (the tests run each of them on
+/// any machine).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn gemm_loops<F: Real>(
+    mcu: bool,
+    wide: bool,
     ta: bool,
     tb: bool,
     m: usize,
@@ -319,7 +343,7 @@ pub fn gemm<F: Real>(
                 *cij = out_elem(alpha * F::ZERO, *cij, beta);
             }
         }
-        (false, true) if WIDE && k <= DOT_BLOCK => {
+        (false, true) if mcu && k <= DOT_BLOCK => {
             // one block per dot product: two at a time
             let b = &b[..n * k];
             for (crow, arow) in c.chunks_exact_mut(n).zip(a.chunks_exact(k)) {
@@ -336,7 +360,7 @@ pub fn gemm<F: Real>(
             }
         }
         (true, false) if k == 0 => scale_or_zero(c, beta),
-        (true, false) if ROWS8 => {
+        (true, false) if mcu => {
             // the first product row is written (β = 0) or scaled into C in
             // the same pass, eight rows of C at a time, then the others
             // added
@@ -377,13 +401,13 @@ pub fn gemm<F: Real>(
                 first_row(crow, beta, alpha * arow[0], b0);
                 let mut bq = bs.chunks_exact(8 * n);
                 let mut aq = arow[1..].chunks_exact(8);
-                if WIDE {
+                if wide {
                     for (bb, aa) in (&mut bq).zip(&mut aq) {
                         let s: [F; 8] = core::array::from_fn(|r| alpha * aa[r]);
                         lincomb8(crow, s, bb);
                     }
                 }
-                let (br, ar) = if WIDE {
+                let (br, ar) = if wide {
                     (bq.remainder(), aq.remainder())
                 } else {
                     (bs, &arow[1..])
@@ -440,7 +464,7 @@ fn dots_row<F: Real>(c: &mut [F], a: &[F], b: &[F], alpha: F, beta: F) {
 
 /// The first product row of `Aᵀ·B` into C: c_i ← α·a_i·b (β = 0) or
 /// β·c_i + α·a_i·b for the `a.len()` rows of `c` (each `b.len()` long),
-/// eight rows per pass over b ([`ROWS8`]).
+/// eight rows per pass over b ([`MCU_FPU`]).
 #[inline(never)]
 fn outer_first<F: Real>(c: &mut [F], a: &[F], alpha: F, b: &[F], beta: F) {
     let n = b.len();
@@ -763,7 +787,8 @@ mod tests {
 
     /// Every shape class (odd and even sizes, fewer rows than a group,
     /// dot products of one block and of several, tails), β ∈ {0, 1, other},
-    /// NaN in C when β = 0: the bits of one element at a time.
+    /// NaN in C when β = 0, every choice of loops (a microcontroller's
+    /// included): the bits of one element at a time.
     #[test]
     fn gemm_is_bit_for_bit_one_element_at_a_time() {
         let mut seed = 0;
@@ -796,15 +821,20 @@ mod tests {
                     } else {
                         with_zeros(m * n, seed + 2000)
                     };
-                    let (mut want, mut got) = (c0.clone(), c0);
+                    let mut want = c0.clone();
                     gemm_one_at_a_time(ta, tb, m, n, k, alpha, &a, &b, beta, &mut want);
-                    gemm(ta, tb, m, n, k, alpha, &a, &b, beta, &mut got);
-                    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-                        assert_eq!(
-                            w.to_bits(),
-                            g.to_bits(),
-                            "{ta} {tb} m {m} n {n} k {k} α {alpha} β {beta}: element {i}"
-                        );
+                    for (mcu, wide) in [(false, false), (false, true), (true, false), (true, true)]
+                    {
+                        let mut got = c0.clone();
+                        gemm_loops(mcu, wide, ta, tb, m, n, k, alpha, &a, &b, beta, &mut got);
+                        for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+                            assert_eq!(
+                                w.to_bits(),
+                                g.to_bits(),
+                                "{ta} {tb} m {m} n {n} k {k} α {alpha} β {beta} mcu {mcu} \
+                                 wide {wide}: element {i}"
+                            );
+                        }
                     }
                 }
             }

@@ -59,10 +59,11 @@ const RAM_SLACK: u64 = 8 * 1024;
 /// layer-list kernel (one implementation for MLPs and conv nets, layers
 /// over buffer locations) costs about 8 KB more code.
 const FLASH_BUDGET: u64 = 72 * 1024;
-/// Budget: instructions per plain SGD step (measured 48,185 since the
-/// GEMM writes the first product row instead of zeroing C first; was
-/// 72,000, and the target of 35,000 is not met: see RESULTS.md).
-const SGD_BUDGET: f64 = 52_000.0;
+/// Budget: instructions per plain SGD step: the issue's ≤ 40,000 for the
+/// M4F update loop (measured 38,910 since the kernel's loops share loads
+/// between outputs; was 52,000 at 48,255, and 72,000 before; the earlier
+/// target of 35,000 is not met: see RESULTS.md).
+const SGD_BUDGET: f64 = 40_000.0;
 /// Budget: F-GR step ≤ 2.05 × SGD step.
 const FGR_RATIO_BUDGET: f64 = 2.05;
 /// AIfES 2.2.0 on the same net (the peer to beat).

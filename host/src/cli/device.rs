@@ -118,9 +118,10 @@ impl BoardName {
     model.safetensors (the fine-tuned weights, same names as the run's: `fdgr eval --ckpt \
     RUN/device-<board>` and PyTorch load it), summary.json (RAM, flash, instructions or cycles \
     per step, held-out accuracy before and after), device.log, and the model.fdgr and stream.bin \
-    the firmware was built with. MLPs only for now: the firmware does not fine-tune layer-list \
-    (conv) models yet.\n\n\
+    the firmware was built with. MLPs and plain layer lists (conv nets; batch norm folded into \
+    the layer before it) with 64 inputs.\n\n\
     Examples:\n  fdgr device run --board qemu-m4 --from runs/digits --verify\n  \
+    fdgr device run --board qemu-m4 --from runs/src --live --samples digits:train:64 --mode bias --verify\n  \
     fdgr device run --board nrf52840 --from runs/digits --method fgr --mode last --samples digits:test:128\n  \
     fdgr device run --board qemu-m4 --from runs/src --samples digits:train:256 --json\n\n",
     device_exit_codes!()

@@ -591,12 +591,7 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
         // What is trained, on which inputs: the model on x, or its
         // trained part on the features the frozen prefix computes from x.
         let inputs: &[F] = frozen_features(models, frozen, x, ws, feats)?;
-        let mut net = Net::resume(models.trained().borrowed(), Serial, ws)?;
-        let tail = &models.tail;
-        if tail.sizes.params != tail.sizes.all_params {
-            let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
-            net.set_frozen(&frozen[models.prefix_params()..])?;
-        }
+        let mut net = trained_net(models, frozen, ws)?;
         net.set_batch(inputs, Targets::Classes(y))?;
         let bufs = Buffers {
             theta,
@@ -615,6 +610,25 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
             bufs,
         )
     }
+}
+
+/// A planned model's objective on a borrowed workspace (serial loops).
+type TrainedNet<'w, F> = Net<'w, F, Serial, &'w [Node], &'w mut [F]>;
+
+/// The objective of the trained part on the workspace `ws`, reading its
+/// frozen layers (if any) from `frozen` (the whole model's parameters).
+fn trained_net<'w, F: Real, const M: usize>(
+    models: &'w Models<M>,
+    frozen: Option<&'w [F]>,
+    ws: &'w mut [F],
+) -> Result<TrainedNet<'w, F>, Error> {
+    let mut net = Net::resume(models.tail.borrowed(), Serial, ws)?;
+    let tail = &models.tail;
+    if tail.sizes.params != tail.sizes.all_params {
+        let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
+        net.set_frozen(&frozen[models.prefix_params()..])?;
+    }
+    Ok(net)
 }
 
 /// The inputs of the trained part for the batch `x`: `x` itself without a
@@ -663,12 +677,7 @@ pub fn outputs_planned<F: Real, const M: usize>(
     let k = models.outputs;
     crate::error::check_len("outputs", k, out.len())?;
     let inputs: &[F] = frozen_features(models, frozen, x, ws, feats)?;
-    let mut net = Net::resume(models.trained().borrowed(), Serial, ws)?;
-    let tail = &models.tail;
-    if tail.sizes.params != tail.sizes.all_params {
-        let frozen = frozen.ok_or(Error::MissingBuffer("frozen"))?;
-        net.set_frozen(&frozen[models.prefix_params()..])?;
-    }
+    let mut net = trained_net(models, frozen, ws)?;
     net.set_inputs(inputs)?;
     out.copy_from_slice(net.forward_outputs(theta)?);
     Ok(())

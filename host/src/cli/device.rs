@@ -53,6 +53,64 @@ pub enum DeviceCmd {
     Build(BuildArgs),
 }
 
+/// The flags that choose the firmware image: board, run, method, mode,
+/// optimizer and firmware workspace (`device run` and `device build`).
+#[derive(Args, Debug)]
+pub struct ImageArgs {
+    /// The board
+    #[arg(long, value_enum)]
+    pub board: BoardName,
+    /// The run directory (`fdgr train --out`)
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Fine-tuning method: sgd | fgr | db | sam (γ, ε, ρ as the firmware sets them)
+    #[arg(long, default_value = "fgr")]
+    pub method: String,
+    /// Trained parameters: full | last (the last layer; the others stay in
+    /// flash) | last:K (the last K layers with parameters) | bias (every
+    /// bias; the weights stay in flash) | layers:I,J,… (those layers of the
+    /// layer list)
+    #[arg(long, default_value = "full")]
+    pub mode: String,
+    /// Optimizer on the device: sgd (plain, lr 0.02) | adam (lr 0.001)
+    #[arg(long, default_value = "sgd")]
+    pub opt: String,
+    /// The firmware workspace [default: the firmware-examples folder next to
+    /// this build's sources]
+    #[arg(long)]
+    pub firmware: Option<PathBuf>,
+}
+
+impl ImageArgs {
+    /// The device options these flags give, the others at their defaults
+    /// (no samples, the image with the samples built in, the firmware's
+    /// hyper-parameters).
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            board: self.board.board(),
+            from: self.from.clone(),
+            method: self.method.clone(),
+            mode: self.mode.clone(),
+            opt: self.opt.clone(),
+            samples: None,
+            firmware: self
+                .firmware
+                .clone()
+                .or_else(|| std::env::var_os("FDGR_FIRMWARE_DIR").map(PathBuf::from))
+                .unwrap_or_else(dev::default_firmware_dir),
+            timeout: Duration::from_secs(300),
+            live: false,
+            lr: None,
+            gamma: None,
+            eps: None,
+            rho: None,
+            validation: false,
+            order_seed: None,
+            build_only: false,
+        }
+    }
+}
+
 /// `fdgr device build`.
 #[derive(Args, Debug)]
 #[command(after_help = concat!(
@@ -61,26 +119,9 @@ pub enum DeviceCmd {
     device_exit_codes!()
 ))]
 pub struct BuildArgs {
-    /// The board
-    #[arg(long, value_enum)]
-    pub board: BoardName,
-    /// The run directory (`fdgr train --out`)
-    #[arg(long)]
-    pub from: PathBuf,
-    /// Fine-tuning method (as for `device run`)
-    #[arg(long, default_value = "fgr")]
-    pub method: String,
-    /// Trained parameters (as for `device run`): full | last | last:K |
-    /// bias | layers:I,J,…
-    #[arg(long, default_value = "full")]
-    pub mode: String,
-    /// Optimizer on the device: sgd | adam
-    #[arg(long, default_value = "sgd")]
-    pub opt: String,
-    /// The firmware workspace [default: the firmware-examples folder next to
-    /// this build's sources]
-    #[arg(long)]
-    pub firmware: Option<PathBuf>,
+    /// The board, the run and what the image trains.
+    #[command(flatten)]
+    pub image: ImageArgs,
     /// Print one JSON line (board, mode, ram_bytes, flash_bytes, ...)
     #[arg(long)]
     pub json: bool,
@@ -127,24 +168,9 @@ impl BoardName {
     device_exit_codes!()
 ))]
 pub struct RunArgs {
-    /// The board
-    #[arg(long, value_enum)]
-    pub board: BoardName,
-    /// The run directory (`fdgr train --out`)
-    #[arg(long)]
-    pub from: PathBuf,
-    /// Fine-tuning method: sgd | fgr | db | sam (γ, ε, ρ as the firmware sets them)
-    #[arg(long, default_value = "fgr")]
-    pub method: String,
-    /// Trained parameters: full | last (the last layer; the others stay in
-    /// flash) | last:K (the last K layers with parameters) | bias (every
-    /// bias; the weights stay in flash) | layers:I,J,… (those layers of the
-    /// layer list)
-    #[arg(long, default_value = "full")]
-    pub mode: String,
-    /// Optimizer on the device: sgd (plain, lr 0.02) | adam (lr 0.001)
-    #[arg(long, default_value = "sgd")]
-    pub opt: String,
+    /// The board, the run and what the image trains.
+    #[command(flatten)]
+    pub image: ImageArgs,
     /// Learning rate on the device [default: the optimizer's]
     #[arg(long)]
     pub lr: Option<f32>,
@@ -184,10 +210,6 @@ pub struct RunArgs {
     /// and weight to be bit-identical
     #[arg(long)]
     pub verify: bool,
-    /// The firmware workspace [default: the firmware-examples folder next to
-    /// this build's sources]
-    #[arg(long)]
-    pub firmware: Option<PathBuf>,
     /// Longest the device may run, in seconds
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -220,7 +242,8 @@ impl RunArgs {
     /// names them, unless `--built-in`. Otherwise the samples are built
     /// into the image.
     pub fn streams(&self) -> bool {
-        self.live || (self.board == BoardName::QemuM4 && self.samples.is_some() && !self.built_in)
+        self.live
+            || (self.image.board == BoardName::QemuM4 && self.samples.is_some() && !self.built_in)
     }
 }
 
@@ -332,26 +355,9 @@ fn header(p: &Prepared) {
 
 fn build_only(a: &BuildArgs) -> Result<()> {
     let o = RunOptions {
-        board: a.board.board(),
-        from: a.from.clone(),
-        method: a.method.clone(),
-        mode: a.mode.clone(),
-        opt: a.opt.clone(),
-        samples: None,
-        firmware: a
-            .firmware
-            .clone()
-            .or_else(|| std::env::var_os("FDGR_FIRMWARE_DIR").map(PathBuf::from))
-            .unwrap_or_else(dev::default_firmware_dir),
-        timeout: Duration::from_secs(1),
         live: true,
-        lr: None,
-        gamma: None,
-        eps: None,
-        rho: None,
-        validation: false,
-        order_seed: None,
         build_only: true,
+        ..a.image.options()
     };
     // refuses (exit 2) a model the estimate says does not fit
     let p = dev::prepare(&o).map_err(bad_input)?;
@@ -409,17 +415,7 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
         )));
     }
     let o = RunOptions {
-        board: a.board.board(),
-        from: a.from.clone(),
-        method: a.method.clone(),
-        mode: a.mode.clone(),
-        opt: a.opt.clone(),
         samples: a.samples.clone(),
-        firmware: a
-            .firmware
-            .clone()
-            .or_else(|| std::env::var_os("FDGR_FIRMWARE_DIR").map(PathBuf::from))
-            .unwrap_or_else(dev::default_firmware_dir),
         timeout: Duration::from_secs(a.timeout),
         live: a.streams(),
         lr: a.lr,
@@ -428,7 +424,7 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
         rho: a.rho,
         validation: a.validation,
         order_seed: a.order_seed,
-        build_only: false,
+        ..a.image.options()
     };
     let p = dev::prepare(&o).map_err(bad_input)?;
     header(&p);

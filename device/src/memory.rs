@@ -49,7 +49,7 @@ pub fn estimate(
 ) -> Estimate {
     let opt_state = if opt == 0 { 0 } else { 2 };
     let lens = fw_config::buffer_lens(models, method, opt_state);
-    let fdgr = fw_config::ram_bytes(&lens, fw_config::TUNER_BYTES_MAX);
+    let fdgr = fw_config::ram_bytes(&lens, fw_config::tuner_bytes_max(models.inputs()));
     let code = if models.uses_conv() {
         CONV_CODE_BYTES
     } else {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use fdgr_kernel::finetune::{Memory, Mode};
+use fdgr_kernel::finetune::{Learner, Memory, Mode};
 use fdgr_kernel::{export, stream, Method};
 
 use crate::fw_config;
@@ -17,10 +17,11 @@ pub fn fnv1a_bits(bits: &[u32]) -> u32 {
 
 /// The host's run of the device's fine-tuning: same model file, same
 /// stream, same configuration, same
-/// [`fdgr_kernel::finetune::FineTuner::push_and_step_planned`] on the
-/// models the firmware plans from the same file; `opt` is the index
-/// of the optimizer in [`fw_config::OPTIMIZER_NAMES`]. Returns the loss bits
-/// of every step and the final θ's bits.
+/// [`fdgr_kernel::finetune::Learner::step_planned`] on the models the
+/// firmware plans from the same file; `opt` is the index of the optimizer
+/// in [`fw_config::OPTIMIZER_NAMES`]; pixels divided by
+/// [`fw_config::DEFAULT_PIXEL_MAX`]. Returns the loss bits of every step and
+/// the final θ's bits.
 pub fn replay(
     model: &[u8],
     samples: &[u8],
@@ -28,11 +29,20 @@ pub fn replay(
     mode: Mode,
     opt: usize,
 ) -> Result<(Vec<u32>, Vec<u32>), String> {
-    replay_lr(model, samples, method, mode, opt, None)
+    replay_lr(
+        model,
+        samples,
+        method,
+        mode,
+        opt,
+        None,
+        fw_config::DEFAULT_PIXEL_MAX,
+    )
 }
 
 /// [`replay`] with the learning rate `lr` where the firmware was built
-/// with one (`FDGR_LR`) instead of the optimizer's default.
+/// with one (`FDGR_LR`) instead of the optimizer's default, and pixels
+/// divided by `pixel_max` (`FDGR_PIXEL_MAX`).
 pub fn replay_lr(
     model: &[u8],
     samples: &[u8],
@@ -40,24 +50,31 @@ pub fn replay_lr(
     mode: Mode,
     opt: usize,
     lr: Option<f32>,
+    pixel_max: f32,
 ) -> Result<(Vec<u32>, Vec<u32>), String> {
     match opt {
         0 => replay_with(
             model,
             samples,
-            method,
-            mode,
-            fw_config::SGD,
-            lr.unwrap_or(fw_config::LR),
+            fw_config::learner(
+                method,
+                mode,
+                fw_config::SGD,
+                lr.unwrap_or(fw_config::LR),
+                pixel_max,
+            ),
             0,
         ),
         _ => replay_with(
             model,
             samples,
-            method,
-            mode,
-            fw_config::ADAM,
-            lr.unwrap_or(fw_config::ADAM_LR),
+            fw_config::learner(
+                method,
+                mode,
+                fw_config::ADAM,
+                lr.unwrap_or(fw_config::ADAM_LR),
+                pixel_max,
+            ),
             2,
         ),
     }
@@ -66,12 +83,11 @@ pub fn replay_lr(
 fn replay_with<P: fdgr_kernel::Optim<f32> + Copy>(
     model: &[u8],
     samples: &[u8],
-    method: Method<f32>,
-    mode: Mode,
-    opt: P,
-    lr: f32,
+    mut learner: Learner<f32, P>,
     opt_state: usize,
 ) -> Result<(Vec<u32>, Vec<u32>), String> {
+    let mode = learner.mode;
+    let method = learner.method;
     let models = fw_config::plan(model, mode).map_err(|e| format!("model: {e}"))?;
     let mut frozen = vec![0.0f32; models.params()];
     export::decode_theta(model, &mut frozen).map_err(|e| format!("model: {e}"))?;
@@ -81,18 +97,32 @@ fn replay_with<P: fdgr_kernel::Optim<f32> + Copy>(
     models
         .gather(&frozen, &mut theta)
         .map_err(|e| format!("model: {e}"))?;
+    let d = models.inputs();
+    let rec = stream::record_len(d);
+    if samples.len() % rec != 0 {
+        return Err(format!(
+            "samples: {} bytes, not whole samples of {rec} bytes (the model's {d} inputs and a label)",
+            samples.len()
+        ));
+    }
     let b = fw_config::BATCH;
     let mut dir = vec![0.0f32; lens.trained];
     let mut point = vec![0.0f32; lens.point];
     let mut ws = vec![0.0f32; lens.ws];
-    let mut x = vec![0.0f32; b * fw_config::INPUTS];
+    let mut x = vec![0.0f32; lens.x];
     let mut feats = vec![0.0f32; lens.feats];
     let mut y = vec![0u32; b];
-    let mut tuner = fw_config::tuner(method, mode, opt, lr);
     let (mut s0, mut s1) = (vec![0.0f32; lens.state], vec![0.0f32; lens.state]);
     let mut losses = vec![];
-    let mut i = 0;
-    while let Some(sample) = stream::sample(samples, i) {
+    let records: Vec<&[u8]> = samples.chunks_exact(rec).collect();
+    for (i, _) in records.iter().enumerate() {
+        // The batch: the most recent samples, oldest first, as the
+        // device's ring gives them.
+        let window = &records[(i + 1).saturating_sub(learner.batch.min(b))..=i];
+        for (k, r) in window.iter().enumerate() {
+            fdgr_kernel::ring::pixels_into(&r[..d], learner.pixel_max, &mut x[k * d..(k + 1) * d]);
+            y[k] = u32::from(r[d]);
+        }
         let mem = Memory {
             theta: &mut theta,
             frozen: Some(&frozen),
@@ -113,11 +143,10 @@ fn replay_with<P: fdgr_kernel::Optim<f32> + Copy>(
             feats: &mut feats,
             y: &mut y,
         };
-        let loss = tuner
-            .push_and_step_planned(&models, sample, mem)
+        let loss = learner
+            .step_planned(&models, window.len(), mem)
             .map_err(|e| format!("host replay, step {i}: {e}"))?;
         losses.push(loss.to_bits());
-        i += 1;
     }
     let mut full = frozen.clone();
     models

@@ -5,9 +5,11 @@
 //! Environment (all optional):
 //! * `FDGR_MODEL`: a weight file written by `fdgr export`
 //!   (default `firmware-examples/models/digits-64-32-10.fdgr`);
-//! * `FDGR_STREAM`: the sample stream (`fdgr_kernel::stream`: 65 bytes per
-//!   sample, 64 pixels then the label; default
+//! * `FDGR_STREAM`: the sample stream (`fdgr_kernel::stream`: the model's
+//!   input count of pixels then the label per sample; default
 //!   `firmware-examples/models/digits-stream.bin`);
+//! * `FDGR_PIXEL_MAX`: what pixels are divided by (default 16, the UCI
+//!   digits' 0..=16; 255 for 8-bit images);
 //! * `FDGR_METHOD`: `sgd`, `fgr` (default), `db` or `sam`;
 //! * `FDGR_OPT`: `sgd` (default: plain SGD) or `adam`;
 //! * `FDGR_MODE`: `full` (default) or `last` (last layer only);
@@ -107,6 +109,18 @@ fn run() -> Result<(), String> {
         input("FDGR_STREAM", "../models/digits-stream.bin")?
     };
 
+    let pixel_max_s = choice("FDGR_PIXEL_MAX", "");
+    let pixel_max = if pixel_max_s.is_empty() {
+        config::DEFAULT_PIXEL_MAX
+    } else {
+        pixel_max_s
+            .parse()
+            .ok()
+            .filter(|v| config::pixel_max_ok(*v))
+            .ok_or_else(|| {
+                format!("FDGR_PIXEL_MAX={pixel_max_s}: expected a number from 1 to 255")
+            })?
+    };
     let mode_s = choice("FDGR_MODE", "full");
     let mode = config::parse_mode(&mode_s).ok_or_else(|| {
         format!("FDGR_MODE={mode_s}: expected full, last, last:K, bias or layers:I,J,…")
@@ -123,7 +137,7 @@ fn run() -> Result<(), String> {
     let n = if live {
         0
     } else {
-        config::check(&models, &stream).map_err(|e| {
+        config::check(&models, &stream, pixel_max).map_err(|e| {
             format!(
                 "{} with {}: {e}",
                 model_path.display(),
@@ -179,6 +193,16 @@ fn run() -> Result<(), String> {
         g,
         "/// Shape of one input sample.\npub const INPUT: fdgr_kernel::Dims = fdgr_kernel::Dims::new({}, {}, {});",
         input.c, input.h, input.w
+    );
+    let _ = writeln!(
+        g,
+        "/// Inputs per sample: the model's.\npub const INPUTS: usize = {};",
+        input.len()
+    );
+    let _ = writeln!(
+        g,
+        "/// Pixels are divided by this (`FDGR_PIXEL_MAX`).\npub const PIXEL_MAX: f32 = f32::from_bits({:#010x});",
+        pixel_max.to_bits()
     );
     let _ = writeln!(
         g,

@@ -133,6 +133,9 @@ pub struct Prepared {
     pub live: bool,
     /// The learning rate, where not the optimizer's default.
     pub lr: Option<f32>,
+    /// What the device divides pixels by: the run's (its data set's pixel
+    /// maximum, `FDGR_PIXEL_MAX`).
+    pub pixel_max: f32,
 }
 
 impl Prepared {
@@ -347,17 +350,16 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
     }
     if stream.features != models.inputs() {
         bail!(
-            "--samples {}:{}:{}: its samples have {} values, the model takes {} (the firmware \
-             streams {}-pixel samples)",
+            "--samples {}:{}:{}: its samples have {} values, the model takes {}",
             spec.data,
             spec.split,
             spec.count,
             stream.features,
             models.inputs(),
-            fw_config::INPUTS
         );
     }
-    let steps = fw_config::check(&models, &stream.bytes).map_err(|e| {
+    let pixel_max = pixel_max_of(&net, &o.from)?;
+    let steps = fw_config::check(&models, &stream.bytes, pixel_max).map_err(|e| {
         anyhow!(
             "model {} on {} ({} split): {e}",
             net.arch.spec,
@@ -365,7 +367,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
             spec.split
         )
     })?;
-    let held_out = held_out(&spec, cfg.as_ref(), o.validation)?;
+    let held_out = held_out(&spec, cfg.as_ref(), o.validation, pixel_max)?;
 
     // Does it fit? (before building, from the formula and memory.x)
     let map = o.board.memory(fw).map_err(|e| anyhow!(e))?;
@@ -437,18 +439,47 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
         timeout: o.timeout,
         live: o.live,
         lr: o.lr,
+        pixel_max,
     })
+}
+
+/// What the device divides a sample's pixels by: the pixel maximum the run
+/// divided its inputs by (`--normalize auto` on images: 16 for the UCI
+/// digits, 255 for 8-bit images; 1 for `none`). A run without stored
+/// preprocessing gets [`fw_config::DEFAULT_PIXEL_MAX`] (the held-out check
+/// then tells whether that is how it was trained).
+fn pixel_max_of(net: &NetFile, from: &Path) -> Result<f32> {
+    let Some(pre) = &net.pre else {
+        return Ok(fw_config::DEFAULT_PIXEL_MAX);
+    };
+    let m = match (pre.normalize, pre.scale.as_slice()) {
+        (Normalize::Auto, [m]) => *m,
+        (Normalize::None, _) => 1.0,
+        _ => f32::NAN,
+    };
+    if !fw_config::pixel_max_ok(m) {
+        bail!(
+            "{}: the run scaled its inputs with --normalize {:?} (scale {:?}); the device divides \
+             8-bit pixels by one maximum from 1 to 255: fine-tune a run trained with \
+             --normalize auto on image data",
+            checkpoint::model_path(from).display(),
+            pre.normalize,
+            pre.scale
+        );
+    }
+    Ok(m)
 }
 
 /// The samples held out from pre-training and from fine-tuning: the test
 /// split of the samples' data set (split as the run split it), without the
 /// fine-tuning samples when they come from it; scaled as the firmware
-/// scales them (pixel · [`fw_config::SCALE`]), which must be how the run
-/// was trained.
+/// scales them (pixel / `pixel_max`), which must be how the run was
+/// trained.
 fn held_out(
     spec: &StreamSpec,
     cfg: Option<&TrainConfig>,
     validation: bool,
+    pixel_max: f32,
 ) -> Result<(Vec<f32>, Vec<u32>, String)> {
     let raw = data::load(
         &spec.data,
@@ -467,10 +498,7 @@ fn held_out(
         (&raw.test, "test")
     };
     let skip = if spec.split == name { spec.count } else { 0 };
-    let x: Vec<f32> = part.x[skip * f..]
-        .iter()
-        .map(|&v| v * fw_config::SCALE)
-        .collect();
+    let x: Vec<f32> = part.x[skip * f..].iter().map(|&v| v / pixel_max).collect();
     let y = part.y[skip..].to_vec();
     if y.is_empty() {
         bail!(
@@ -489,15 +517,14 @@ fn held_out(
                 .x
                 .iter()
                 .zip(&raw.test.x)
-                .all(|(n, r)| *n == r * fw_config::SCALE);
+                .all(|(n, r)| *n == r / pixel_max);
         if !same {
             bail!(
                 "the run was trained on {} with --normalize {:?}, which is not how the firmware \
-                 scales inputs (pixel × {}): fine-tune a run trained on 0..16 pixels with \
-                 --normalize auto (e.g. --data digits)",
+                 scales inputs (pixel / {pixel_max}): fine-tune a run trained with --normalize \
+                 auto on data of the same pixel range as the samples",
                 spec.data,
                 c.normalize,
-                fw_config::SCALE
             );
         }
     }
@@ -568,6 +595,7 @@ fn build_vars(p: &Prepared, model: &Path, stream: &Path) -> Vec<(&'static str, S
             v.push((var, h.to_string()));
         }
     }
+    v.push(("FDGR_PIXEL_MAX", p.pixel_max.to_string()));
     // the live image carries no samples: one image for any stream
     if !p.live {
         v.push(("FDGR_STREAM", stream.display().to_string()));
@@ -790,7 +818,7 @@ pub fn verify_bits(p: &Prepared, losses: &[u32], theta: &[u32]) -> Result<Compar
     compare_replay(
         &p.model,
         &p.stream,
-        (p.method, p.mode, p.opt, p.lr),
+        (p.method, p.mode, p.opt, p.lr, p.pixel_max),
         losses,
         theta,
     )
@@ -799,12 +827,12 @@ pub fn verify_bits(p: &Prepared, losses: &[u32], theta: &[u32]) -> Result<Compar
 fn compare_replay(
     model: &[u8],
     stream: &[u8],
-    (method, mode, opt, lr): (Method<f32>, Mode, usize, Option<f32>),
+    (method, mode, opt, lr, pixel_max): (Method<f32>, Mode, usize, Option<f32>, f32),
     losses: &[u32],
     theta: &[u32],
 ) -> Result<Comparison> {
-    let (hl, ht) =
-        replay::replay_lr(model, stream, method, mode, opt, lr).map_err(|e| anyhow!(e))?;
+    let (hl, ht) = replay::replay_lr(model, stream, method, mode, opt, lr, pixel_max)
+        .map_err(|e| anyhow!(e))?;
     replay::compare(losses, theta, &hl, &ht).map_err(|e| anyhow!(e))
 }
 
@@ -870,6 +898,7 @@ pub fn summary(
         "rho": fw_config::hyper(p.method).2,
         "batch": fw_config::BATCH,
         "ring": fw_config::RING,
+        "pixel_max": p.pixel_max,
         "trained_params": p.trained(),
         "samples": {"data": p.spec.data, "split": p.spec.split, "count": p.spec.count,
                     "seed": p.spec.seed, "test_frac": p.spec.test_frac},
@@ -1028,7 +1057,17 @@ pub fn verify(dir: &Path) -> Result<(Comparison, serde_json::Value)> {
     let theta: Vec<u32> = net.theta.iter().map(|t| t.to_bits()).collect();
     // the learning rate the firmware was built with (where recorded)
     let lr = s["lr"].as_f64().map(|v| v as f32);
-    let c = compare_replay(&model, &stream, (method, mode, opt, lr), &losses, &theta)?;
+    // what the firmware divided pixels by (older records: the default)
+    let pixel_max = s["pixel_max"]
+        .as_f64()
+        .map_or(fw_config::DEFAULT_PIXEL_MAX, |v| v as f32);
+    let c = compare_replay(
+        &model,
+        &stream,
+        (method, mode, opt, lr, pixel_max),
+        &losses,
+        &theta,
+    )?;
     Ok((c, s))
 }
 

@@ -109,19 +109,21 @@ fn history_path(p: &Prepared) -> PathBuf {
 }
 
 /// Pixels of a held-out sample as the device receives them (the host
-/// scaled them by the firmware's scale, a power of two: exact).
-fn pixels(x: &[f32]) -> Vec<u8> {
+/// divided them by `pixel_max`; the nearest byte undoes it).
+fn pixels(x: &[f32], pixel_max: f32) -> Vec<u8> {
     x.iter()
-        .map(|v| (v / fw_config::SCALE).round().clamp(0.0, 255.0) as u8)
+        .map(|v| (v * pixel_max).round().clamp(0.0, 255.0) as u8)
         .collect()
 }
 
 fn accuracy(s: &mut Session, p: &Prepared) -> Result<f64> {
     let (x, y, _) = &p.held_out;
-    let f = fw_config::INPUTS;
+    let f = p.models.inputs();
     let mut ok = 0usize;
     for (xi, yi) in x.chunks_exact(f).zip(y) {
-        let (class, _) = s.predict(&pixels(xi)).map_err(|e| anyhow!(e))?;
+        let (class, _) = s
+            .predict(&pixels(xi, p.pixel_max))
+            .map_err(|e| anyhow!(e))?;
         ok += usize::from(u32::from(class) == *yi);
     }
     Ok(ok as f64 / y.len().max(1) as f64)
@@ -195,7 +197,7 @@ fn start(s: &mut Session, p: &Prepared, o: &LiveOptions) -> Result<(u64, Option<
             st.model_id
         );
     }
-    let rec = stream::record_len(fw_config::INPUTS);
+    let rec = stream::record_len(p.models.inputs());
     let mut history = std::fs::read(history_path(p)).unwrap_or_default();
     if o.factory_reset {
         st = s.factory_reset().map_err(|e| anyhow!(e))?;
@@ -270,7 +272,7 @@ pub fn run(
         );
     }
     let acc_before = accuracy(&mut s, p)?;
-    let rec = stream::record_len(fw_config::INPUTS);
+    let rec = stream::record_len(p.models.inputs());
     let n = p.stream.len() / rec;
     let mut steps = Vec::with_capacity(n);
     let (mut ok, t0, bytes0) = (0usize, Instant::now(), s.traffic);
@@ -385,9 +387,16 @@ fn replay_matches(
     steps: &[(u32, u16, f32)],
     start: u64,
 ) -> Result<bool> {
-    let (losses, bits) =
-        fdgr_device::replay::replay_lr(&p.model, history, p.method, p.mode, p.opt, p.lr)
-            .map_err(|e| anyhow!(e))?;
+    let (losses, bits) = fdgr_device::replay::replay_lr(
+        &p.model,
+        history,
+        p.method,
+        p.mode,
+        p.opt,
+        p.lr,
+        p.pixel_max,
+    )
+    .map_err(|e| anyhow!(e))?;
     let same_theta =
         bits.len() == theta.len() && bits.iter().zip(theta).all(|(a, b)| *a == b.to_bits());
     let same_losses = steps
@@ -409,6 +418,7 @@ pub fn json_line(p: &Prepared, r: &LiveRun) -> serde_json::Value {
         "gamma": fw_config::hyper(p.method).0,
         "eps": fw_config::hyper(p.method).1,
         "rho": fw_config::hyper(p.method).2,
+        "pixel_max": p.pixel_max,
         "samples": format!("{}:{}:{}", p.spec.data, p.spec.split, p.spec.count),
         "start_step": r.start_step,
         "end_step": r.end_step,
@@ -491,7 +501,7 @@ pub struct PowerCuts {
 /// a mix).
 pub fn power_cuts(p: &Prepared, b: &Built, cuts: usize, seed: u64) -> Result<PowerCuts> {
     let mut rng = fdgr_kernel::Rng::new(seed);
-    let rec = stream::record_len(fw_config::INPUTS);
+    let rec = stream::record_len(p.models.inputs());
     let n = p.stream.len() / rec;
     if n == 0 {
         bail!("no samples to learn from");
@@ -558,9 +568,16 @@ pub fn power_cuts(p: &Prepared, b: &Built, cuts: usize, seed: u64) -> Result<Pow
         history.truncate(step * rec);
         out.learned = out.learned.max(step as u64);
         let theta = s.pull().map_err(|e| anyhow!(e))?;
-        let (_, bits) =
-            fdgr_device::replay::replay_lr(&p.model, &history, p.method, p.mode, p.opt, p.lr)
-                .map_err(|e| anyhow!(e))?;
+        let (_, bits) = fdgr_device::replay::replay_lr(
+            &p.model,
+            &history,
+            p.method,
+            p.mode,
+            p.opt,
+            p.lr,
+            p.pixel_max,
+        )
+        .map_err(|e| anyhow!(e))?;
         let same =
             bits.len() == theta.len() && bits.iter().zip(&theta).all(|(a, b)| *a == b.to_bits());
         if !same {

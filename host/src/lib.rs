@@ -4,6 +4,8 @@
 //! (`src/main.rs`) only parses and dispatches, to one module per command
 //! in `src/cli/` (its flags and its printing).
 
+#![recursion_limit = "256"]
+
 pub mod arch;
 pub mod augment;
 pub mod backend;

@@ -106,10 +106,22 @@ impl core::fmt::Display for Mode {
     }
 }
 
-/// Fine-tuning state: recent samples, method, optimizer and its state.
+/// Fine-tuning state: the `N` most recent samples of `D` raw inputs, and
+/// the [`Learner`] that steps on them.
 pub struct FineTuner<F, P, const N: usize, const D: usize> {
     /// The most recent samples.
     pub ring: SampleRing<N, D>,
+    /// Method, optimizer and its state, learning rate, batch, input scale,
+    /// mode.
+    pub learner: Learner<F, P>,
+}
+
+/// Everything a fine-tuning step uses but the samples: method, optimizer
+/// and its state, learning rate, batch, input scale and mode. It does not
+/// depend on the input size, so one host program replays a device's steps
+/// for any model ([`Learner::step_planned`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Learner<F, P> {
     /// Training method.
     pub method: Method<F>,
     /// Optimizer ([`crate::Sgd`], [`crate::Adam`] or [`Optimizer`]; a
@@ -119,10 +131,10 @@ pub struct FineTuner<F, P, const N: usize, const D: usize> {
     pub state: SgdState,
     /// Learning rate.
     pub lr: F,
-    /// Samples per step (the most recent ones, at most N).
+    /// Samples per step (the most recent ones, at most the ring's N).
     pub batch: usize,
-    /// Input scale: x = raw · scale.
-    pub scale: F,
+    /// Input scale: x = raw / pixel_max ([`crate::ring::pixels_into`]).
+    pub pixel_max: F,
     /// Which parameters are trained.
     pub mode: Mode,
 }
@@ -550,7 +562,7 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
         sample: Sample<D>,
         mem: Memory<'_, F>,
     ) -> Result<F, Error> {
-        let m = models(shape, self.mode)?;
+        let m = models(shape, self.learner.mode)?;
         self.push_and_step_planned(&m, sample, mem)
     }
 
@@ -570,10 +582,33 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
                 got: D,
             });
         }
-        if models.mode != self.mode {
+        if models.mode != self.learner.mode {
             return Err(Error::InvalidConfig("models planned for another mode"));
         }
         self.ring.push(sample);
+        let l = &mut self.learner;
+        let b = self.ring.fill_batch(l.batch, l.pixel_max, mem.x, mem.y);
+        l.step_planned(models, b, mem)
+    }
+}
+
+impl<F: Real, P: Optim<F>> Learner<F, P> {
+    /// One step on the batch already in `mem`: its first `b` samples
+    /// (`mem.x` holds b·[`Models::inputs`] values, scaled as
+    /// [`crate::ring::pixels_into`] scales them; `mem.y` b labels).
+    /// Returns the loss before the step. This is what
+    /// [`FineTuner::push_and_step_planned`] does once it has stored the
+    /// sample and filled the batch from its ring.
+    pub fn step_planned<const M: usize>(
+        &mut self,
+        models: &Models<M>,
+        b: usize,
+        mem: Memory<'_, F>,
+    ) -> Result<F, Error> {
+        if models.mode != self.mode {
+            return Err(Error::InvalidConfig("models planned for another mode"));
+        }
+        let d = models.inputs();
         let Memory {
             theta,
             frozen,
@@ -586,8 +621,17 @@ impl<F: Real, P: Optim<F>, const N: usize, const D: usize> FineTuner<F, P, N, D>
             feats,
             y,
         } = mem;
-        let b = self.ring.fill_batch(self.batch, self.scale, x, y);
-        let (x, y) = (&x[..b * D], &y[..b]);
+        let n = b
+            .checked_mul(d)
+            .ok_or(Error::InvalidConfig("batch too large"))?;
+        if b == 0 || x.len() < n || y.len() < b {
+            return Err(Error::ShapeMismatch {
+                what: "batch",
+                expected: n.max(d),
+                got: x.len(),
+            });
+        }
+        let (x, y) = (&x[..n], &y[..b]);
         // What is trained, on which inputs: the model on x, or its
         // trained part on the features the frozen prefix computes from x.
         let inputs: &[F] = frozen_features(models, frozen, x, ws, feats)?;
@@ -717,16 +761,18 @@ mod tests {
     fn tuner(mode: Mode) -> FineTuner<f32, crate::optim::Sgd<f32>, 4, 4> {
         FineTuner {
             ring: SampleRing::new(),
-            method: Method::Fgr {
-                gamma: 0.05,
-                eps: 0.1,
+            learner: Learner {
+                method: Method::Fgr {
+                    gamma: 0.05,
+                    eps: 0.1,
+                },
+                opt: crate::optim::Sgd::plain(),
+                state: SgdState::default(),
+                lr: 0.1,
+                batch: 2,
+                pixel_max: 4.0,
+                mode,
             },
-            opt: crate::optim::Sgd::plain(),
-            state: SgdState::default(),
-            lr: 0.1,
-            batch: 2,
-            scale: 0.25,
-            mode,
         }
     }
 

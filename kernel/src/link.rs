@@ -672,15 +672,16 @@ impl<'a> Query<'a> {
         self.x.is_empty()
     }
 
-    /// Writes the inputs into `out` as the model takes them: bytes times
-    /// `scale` (as the device scales stream samples), f32 values as they
-    /// are; returns the number written (the smaller of the two lengths).
-    pub fn fill(&self, scale: f32, out: &mut [f32]) -> usize {
+    /// Writes the inputs into `out` as the model takes them: bytes divided
+    /// by `pixel_max` (as [`crate::ring::pixels_into`] scales stream
+    /// samples), f32 values as they are; returns the number written (the
+    /// smaller of the two lengths).
+    pub fn fill(&self, pixel_max: f32, out: &mut [f32]) -> usize {
         let mut n = 0;
         for (i, o) in out.iter_mut().enumerate() {
             let Some(v) = self.x.get(i) else { break };
             *o = match self.x {
-                Input::U8(_) => v * scale,
+                Input::U8(_) => v / pixel_max,
                 Input::F32(_) => v,
             };
             n += 1;
@@ -2205,7 +2206,7 @@ mod tests {
         );
         assert_eq!(s.to_ring::<3>(), None);
         let mut out = [9.0f32; 5];
-        assert_eq!(s.x().fill(0.5, &mut out), 4);
+        assert_eq!(s.x().fill(2.0, &mut out), 4);
         assert_eq!(out, [0.0, 8.0, 127.5, 0.5, 9.0]);
         let x = [0.5f32, -1.0, 2.0, 0.0];
         let f = one(&req(
@@ -2218,7 +2219,7 @@ mod tests {
         let s = parse_learn(&f.frame(), &MODEL).unwrap();
         assert_eq!(s.to_ring::<4>(), None);
         let mut out = [0.0f32; 3];
-        assert_eq!(s.x().fill(0.5, &mut out), 3);
+        assert_eq!(s.x().fill(2.0, &mut out), 3);
         assert_eq!(out, [0.5, -1.0, 2.0]);
         let wide = LinkModel::new(4, 300, 1);
         let f = one(&req(
@@ -2507,7 +2508,7 @@ mod tests {
     fn check_query(q: &Query<'_>, m: &LinkModel) {
         assert_eq!(q.len(), m.inputs);
         let mut x = vec![f32::NAN; m.inputs];
-        assert_eq!(q.fill(1.0 / 255.0, &mut x), m.inputs);
+        assert_eq!(q.fill(255.0, &mut x), m.inputs);
         for v in x {
             assert!(v.is_finite() && v.abs() <= m.limit, "{v}");
         }

@@ -54,18 +54,27 @@ impl<const N: usize, const D: usize> SampleRing<N, D> {
     }
 
     /// Copies the `k` most recent samples (oldest first) into a batch:
-    /// inputs scaled by `scale` into `x` (k·D values) and labels into `y`.
-    /// Returns the number of samples copied (≤ k, ≤ len).
-    pub fn fill_batch<F: Real>(&self, k: usize, scale: F, x: &mut [F], y: &mut [u32]) -> usize {
+    /// inputs divided by `pixel_max` into `x` (k·D values, see
+    /// [`pixels_into`]) and labels into `y`. Returns the number of samples
+    /// copied (≤ k, ≤ len).
+    pub fn fill_batch<F: Real>(&self, k: usize, pixel_max: F, x: &mut [F], y: &mut [u32]) -> usize {
         let k = k.min(self.buf.len()).min(y.len()).min(x.len() / D.max(1));
         let skip = self.buf.len() - k;
         for (i, s) in self.buf.iter().skip(skip).enumerate() {
-            for (dst, &v) in x[i * D..(i + 1) * D].iter_mut().zip(s.x.iter()) {
-                *dst = F::from_usize(v as usize) * scale;
-            }
+            pixels_into(&s.x, pixel_max, &mut x[i * D..(i + 1) * D]);
             y[i] = s.label as u32;
         }
         k
+    }
+}
+
+/// A sample's inputs as the model sees them: x = raw / `pixel_max` (16
+/// for the UCI digits' 0..=16, 255 for 8-bit images), exactly as the host
+/// scales a data set's pixels, so both sides compute the same bits. Fills
+/// `min(raw.len(), out.len())` values.
+pub fn pixels_into<F: Real>(raw: &[u8], pixel_max: F, out: &mut [F]) {
+    for (dst, &v) in out.iter_mut().zip(raw) {
+        *dst = F::from_usize(v as usize) / pixel_max;
     }
 }
 
@@ -133,7 +142,7 @@ mod tests {
         assert_eq!(r.latest().map(|s| s.label), Some(4));
         let mut x = [0.0f32; 4];
         let mut y = [0u32; 2];
-        assert_eq!(r.fill_batch(2, 0.5, &mut x, &mut y), 2);
+        assert_eq!(r.fill_batch(2, 2.0, &mut x, &mut y), 2);
         assert_eq!(y, [3, 4]);
         assert_eq!(x, [1.5, 2.0, 2.0, 2.5]);
     }

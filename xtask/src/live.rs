@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::firmware::{fdgr_device, train_and_export, CONV_RUN, MLP_RUN};
+use crate::firmware::{fdgr_device, train_and_export, CONV_RUN, DSCNN_RUN, MLP_RUN};
 use crate::util::Step;
 
 /// Runs `fdgr device` with `args` and `--json`, echoing its standard
@@ -177,6 +177,76 @@ pub(crate) fn device_live(out: &Path) -> Result<Vec<Step>, String> {
             }
         }
     }
+    steps.extend(dscnn(out)?);
+    Ok(steps)
+}
+
+/// The 28×28 `dscnn` (784 inputs, pixels divided by 255): `fdgr device
+/// build` builds its live image for stm32f4 (128 KiB of RAM) in bias mode
+/// and for nrf52840 (256 KiB) in full mode, and on qemu-m4 it learns in
+/// bias mode bit-identically to the host replay.
+fn dscnn(out: &Path) -> Result<Vec<Step>, String> {
+    let (_, mut steps) = train_and_export(out, &DSCNN_RUN)?;
+    let ck = out.join(DSCNN_RUN.ckpt).display().to_string();
+    let mut built = vec![];
+    for (board, mode) in [("stm32f4", "bias"), ("nrf52840", "full")] {
+        let (v, st) = device_json(
+            &format!("fdgr device build --board {board} --mode {mode} (28x28 dscnn)"),
+            &["build", "--board", board, "--from", &ck, "--mode", mode],
+        )?;
+        steps.push(st);
+        let (r, avail) = (v["ram_bytes"].as_u64(), v["ram_available"].as_u64());
+        if v["mode"] != serde_json::json!(mode)
+            || !matches!((r, avail), (Some(r), Some(a)) if r > 0 && r < a)
+        {
+            return Err(format!("fdgr device build --board {board} (dscnn): {v}"));
+        }
+        built.push((board, mode, r));
+    }
+    println!("device build (dscnn): {built:?}");
+    let name = "fdgr device run --mode bias --verify (28x28 dscnn, built-in samples)";
+    println!("\n== {name} ==");
+    let t = Instant::now();
+    let o = fdgr_device(&[
+        "run",
+        "--board",
+        "qemu-m4",
+        "--from",
+        &ck,
+        "--samples",
+        "mnist5k:train:4",
+        "--built-in",
+        "--mode",
+        "bias",
+        "--verify",
+    ])
+    .stderr(std::process::Stdio::inherit())
+    .output()
+    .map_err(|e| format!("{name}: cannot start: {e}"))?;
+    print!("{}", String::from_utf8_lossy(&o.stdout));
+    if !o.status.success() {
+        return Err(format!("{name} ({})", o.status));
+    }
+    let summary = out
+        .join(DSCNN_RUN.ckpt)
+        .join("device-qemu-m4")
+        .join("summary.json");
+    let v: serde_json::Value = std::fs::read(&summary)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| format!("{name}: no {}", summary.display()))?;
+    if v["verified"]["bit_identical"] != serde_json::json!(true)
+        || v["pixel_max"] != serde_json::json!(255.0)
+        || v["steps"] != serde_json::json!(4)
+    {
+        return Err(format!(
+            "{name}: expected 4 steps, pixels / 255, bit-identical to the host: {v}"
+        ));
+    }
+    steps.push(Step {
+        name: name.to_string(),
+        seconds: t.elapsed().as_secs_f64(),
+    });
     Ok(steps)
 }
 

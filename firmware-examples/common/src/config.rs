@@ -15,20 +15,26 @@
 //! Only `core` and `fdgr_kernel` may be used here.
 
 use fdgr_kernel::export::{self, ExportError};
-use fdgr_kernel::finetune::{self, FineTuner, Mode, Models};
+use fdgr_kernel::finetune::{self, FineTuner, Learner, Mode, Models};
 use fdgr_kernel::ring::SampleRing;
 use fdgr_kernel::stream::{self, StreamError};
-use fdgr_kernel::{Adam, Layer, Method, Sample, Sgd, SgdState};
+use fdgr_kernel::{Adam, Layer, Method, Sgd, SgdState};
 
-/// Inputs per sample (8×8 digits pixels, 0..=16); the sample stream's
-/// format is [`fdgr_kernel::stream`].
-pub const INPUTS: usize = 64;
-/// Recent samples kept in the ring buffer.
-pub const RING: usize = 8;
 /// Samples per training step (the most recent ones).
 pub const BATCH: usize = 1;
-/// Input scale: x = pixel · 1/16.
-pub const SCALE: f32 = 1.0 / 16.0;
+/// Recent samples kept in the ring buffer: the batch, no more (a sample
+/// holds the model's input count of bytes, 784 for 28×28).
+pub const RING: usize = BATCH;
+/// The inputs' scale when none is given (`FDGR_PIXEL_MAX`): x = pixel /
+/// 16, the UCI digits' 0..=16. `fdgr device` passes the run's own (255 for
+/// 8-bit images). The number of inputs is the model's (generated).
+pub const DEFAULT_PIXEL_MAX: f32 = 16.0;
+
+/// Whether `v` can scale pixels: finite, 1 to 255 (a stream's pixel is a
+/// byte).
+pub fn pixel_max_ok(v: f32) -> bool {
+    v.is_finite() && (1.0..=255.0).contains(&v)
+}
 /// Learning rate (constant). With [`GAMMA`] and [`EPS`] tuned for F-GR
 /// at batch 1 on a validation split (docs/domain-shift.md: a conv net
 /// pretrained on MNIST learning the UCI digits on the device).
@@ -140,24 +146,39 @@ pub fn parse_mode(s: &str) -> Option<Mode> {
     Mode::parse(s)
 }
 
-/// The fine-tuner both sides start from: an empty ring, the optimizer
-/// `opt` (its type picks the update code that is linked), constant
-/// learning rate `lr`.
-pub const fn tuner<P: Copy>(
+/// The learner both sides start from: the optimizer `opt` (its type
+/// picks the update code that is linked), constant learning rate `lr`,
+/// inputs divided by `pixel_max`.
+pub const fn learner<P: Copy>(
     method: Method<f32>,
     mode: Mode,
     opt: P,
     lr: f32,
-) -> FineTuner<f32, P, RING, INPUTS> {
-    FineTuner {
-        ring: SampleRing::new(),
+    pixel_max: f32,
+) -> Learner<f32, P> {
+    Learner {
         method,
         opt,
         state: SgdState { steps: 0 },
         lr,
         batch: BATCH,
-        scale: SCALE,
+        pixel_max,
         mode,
+    }
+}
+
+/// The firmware's fine-tuner: an empty ring of samples of `D` inputs and
+/// [`learner`].
+pub const fn tuner<P: Copy, const D: usize>(
+    method: Method<f32>,
+    mode: Mode,
+    opt: P,
+    lr: f32,
+    pixel_max: f32,
+) -> FineTuner<f32, P, RING, D> {
+    FineTuner {
+        ring: SampleRing::new(),
+        learner: learner(method, mode, opt, lr, pixel_max),
     }
 }
 
@@ -177,6 +198,8 @@ pub struct BufferLens {
     pub ws: usize,
     /// Last-layer mode: the features of the batch (inputs of the last layer).
     pub feats: usize,
+    /// The batch's inputs: [`BATCH`] · the model's inputs.
+    pub x: usize,
 }
 
 /// The buffer lengths for fine-tuning the planned `models` (full or last
@@ -194,6 +217,7 @@ pub const fn buffer_lens<const N: usize>(
         state: if opt_state != 0 { tp } else { 0 },
         ws: models.workspace_len(BATCH, method.needs_hvp()),
         feats: models.features_len(BATCH),
+        x: BATCH * models.inputs(),
     }
 }
 
@@ -220,14 +244,14 @@ pub struct RamBytes {
 
 /// The RAM of the buffers `b`, with a fine-tuner of `tuner` bytes (the
 /// firmware passes its exact size; the host, which cannot know the
-/// target's layout, [`TUNER_BYTES_MAX`]).
+/// target's layout, [`tuner_bytes_max`]).
 pub const fn ram_bytes(b: &BufferLens, tuner: usize) -> RamBytes {
     let theta = 4 * b.trained;
     let dir = 4 * b.trained;
     let point = 4 * b.point;
     let state = 2 * 4 * b.state;
     let ws = 4 * b.ws;
-    let batch = 4 * (BATCH * INPUTS + b.feats + BATCH);
+    let batch = 4 * (b.x + b.feats + BATCH);
     RamBytes {
         theta,
         dir,
@@ -240,10 +264,12 @@ pub const fn ram_bytes(b: &BufferLens, tuner: usize) -> RamBytes {
     }
 }
 
-/// An upper bound of the fine-tuner's size on a 32-bit target (its ring
-/// of [`RING`] samples of [`INPUTS`] + 1 bytes and a few words; 584 bytes
-/// with SGD on Cortex-M). The firmware asserts it at compile time.
-pub const TUNER_BYTES_MAX: usize = RING * (INPUTS + 1) + 128;
+/// An upper bound of the fine-tuner's size on a 32-bit target for a model
+/// of `inputs` inputs (its ring of [`RING`] samples of `inputs` + 1 bytes
+/// and a few words). The firmware asserts it at compile time.
+pub const fn tuner_bytes_max(inputs: usize) -> usize {
+    RING * (inputs + 1) + 128
+}
 
 /// Why a model or a sample stream cannot be fine-tuned by the firmware.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -254,9 +280,8 @@ pub enum Unfit {
     /// batch norm, no linear last layer for last-layer mode), or does not
     /// plan.
     Model(&'static str),
-    /// The model does not take [`INPUTS`] inputs.
-    Inputs(usize),
-    /// The stream is not whole samples of [`INPUTS`] bytes and a label.
+    /// The stream is not whole samples of the model's input count of bytes
+    /// and a label.
     Stream(StreamError),
     /// The stream holds no sample.
     Empty,
@@ -269,22 +294,20 @@ pub enum Unfit {
         /// The model's classes.
         classes: usize,
     },
-    /// A sample has a pixel above 16 (the firmware scales by [`SCALE`]).
+    /// A sample has a pixel above the pixel maximum the firmware divides by.
     Pixel {
         /// The sample.
         index: usize,
         /// The value.
         value: u8,
+        /// The pixel maximum.
+        max: f32,
     },
 }
 
 impl core::fmt::Display for Unfit {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
-            Unfit::Inputs(n) => write!(
-                f,
-                "the model has {n} inputs; the firmware streams {INPUTS}-pixel samples"
-            ),
             Unfit::File(e) => write!(f, "not a valid fdgr weight file: {e}"),
             Unfit::Model(why) => write!(f, "the firmware cannot fine-tune this model: {why}"),
             Unfit::Stream(e) => write!(f, "not a sample stream: {e}"),
@@ -297,9 +320,9 @@ impl core::fmt::Display for Unfit {
                 f,
                 "sample {index} has label {label}; the model has {classes} classes"
             ),
-            Unfit::Pixel { index, value } => write!(
+            Unfit::Pixel { index, value, max } => write!(
                 f,
-                "sample {index} has a pixel of {value}; the firmware expects 0..=16 (it scales by 1/16)"
+                "sample {index} has a pixel of {value}; the firmware expects 0..={max} (it divides by {max})"
             ),
         }
     }
@@ -331,29 +354,35 @@ pub fn plan(model: &[u8], mode: Mode) -> Result<Models, Unfit> {
 }
 
 /// Checks that the firmware can fine-tune the planned `models` on
-/// `stream`; returns the number of samples (= steps).
-pub fn check<const N: usize>(models: &Models<N>, stream: &[u8]) -> Result<usize, Unfit> {
-    if models.inputs() != INPUTS {
-        return Err(Unfit::Inputs(models.inputs()));
-    }
-    let n = stream::count(stream, INPUTS).map_err(Unfit::Stream)?;
+/// `stream`, whose pixels it divides by `pixel_max`; returns the number of
+/// samples (= steps).
+pub fn check<const N: usize>(
+    models: &Models<N>,
+    stream: &[u8],
+    pixel_max: f32,
+) -> Result<usize, Unfit> {
+    let d = models.inputs();
+    let n = stream::count(stream, d).map_err(Unfit::Stream)?;
     if n == 0 {
         return Err(Unfit::Empty);
     }
-    for index in 0..n {
-        let s: Sample<INPUTS> = match stream::sample(stream, index) {
-            Some(s) => s,
-            None => return Err(Unfit::Empty),
-        };
-        if s.label as usize >= models.outputs {
+    let rec = stream::record_len(d);
+    for (index, s) in stream.chunks_exact(rec).enumerate() {
+        let (x, label) = s.split_at(d);
+        let label = label[0];
+        if label as usize >= models.outputs {
             return Err(Unfit::Label {
                 index,
-                label: s.label,
+                label,
                 classes: models.outputs,
             });
         }
-        if let Some(&value) = s.x.iter().find(|&&p| p > 16) {
-            return Err(Unfit::Pixel { index, value });
+        if let Some(&value) = x.iter().find(|&&p| p as f32 > pixel_max) {
+            return Err(Unfit::Pixel {
+                index,
+                value,
+                max: pixel_max,
+            });
         }
     }
     Ok(n)

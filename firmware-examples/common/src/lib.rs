@@ -34,11 +34,12 @@ pub mod generated {
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use config::{BATCH, INPUTS, RING};
+use config::{BATCH, RING};
 use fdgr_kernel::finetune::{self, FineTuner, Memory};
 #[cfg(not(feature = "live"))]
 use fdgr_kernel::ring::LossHistory;
 pub use generated::{Opt, FROZEN, METHOD, MODE, MODE_NAME, OPT, OPT_LR, OPT_STATE, STEPS, STREAM};
+pub use generated::{INPUTS, PIXEL_MAX};
 
 /// The planned models (the whole net and the trained part), planned at
 /// compile time from the weight file's layer list, so a step does no
@@ -79,7 +80,7 @@ pub type Tuner = FineTuner<f32, Opt, RING, INPUTS>;
 pub mod ram {
     use super::*;
 
-    pub(crate) static mut TUNER: Tuner = config::tuner(METHOD, MODE, OPT, OPT_LR);
+    pub(crate) static mut TUNER: Tuner = config::tuner(METHOD, MODE, OPT, OPT_LR, PIXEL_MAX);
     pub(crate) static mut THETA: [f32; TP] = [0.0; TP];
     pub(crate) static mut DIR: [f32; TP] = [0.0; TP];
     pub(crate) static mut POINT: [f32; NPOINT] = [0.0; NPOINT];
@@ -94,7 +95,7 @@ pub mod ram {
     /// host uses, with the fine-tuner's exact size).
     pub const BYTES: config::RamBytes = config::ram_bytes(&LENS, core::mem::size_of::<Tuner>());
     // The host's estimate bounds the fine-tuner's size.
-    const _: () = assert!(core::mem::size_of::<Tuner>() <= config::TUNER_BYTES_MAX);
+    const _: () = assert!(core::mem::size_of::<Tuner>() <= config::tuner_bytes_max(INPUTS));
     /// Bytes of the trained parameters in RAM: all P in full mode, the
     /// last layer's P_L in last-layer mode (the frozen layers are read from
     /// [`FROZEN`] in flash).
@@ -321,12 +322,12 @@ fn fine_tune<B: Board>(board: &mut B) -> Result<(), Failure> {
         BATCH
     );
     defmt::info!(
-        "hyper-parameters: lr {=f32} gamma {=f32} eps {=f32} rho {=f32} scale {=f32}",
+        "hyper-parameters: lr {=f32} gamma {=f32} eps {=f32} rho {=f32} pixel_max {=f32}",
         OPT_LR,
         config::hyper(METHOD).0,
         config::hyper(METHOD).1,
         config::hyper(METHOD).2,
-        config::SCALE
+        PIXEL_MAX
     );
     defmt::info!(
         "static RAM for fdgr: theta {=usize} + dir {=usize} + point {=usize} + workspace {=usize} + batch {=usize} + tuner/ring {=usize} = {=usize} bytes",

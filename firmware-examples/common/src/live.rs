@@ -26,7 +26,8 @@ use embedded_storage::nor_flash::NorFlash;
 use fdgr_kernel::link::{self, Command, Decoder, Frame, LinkModel, Nack, Reason, Replay, Reply};
 use fdgr_kernel::store::{self, Restore, Store};
 
-use crate::config::{BATCH, INPUTS, SCALE};
+use crate::config::BATCH;
+use crate::generated::{INPUTS, PIXEL_MAX};
 use crate::generated::{MODEL_ID, SAVE_EVERY, STORE_ID};
 use crate::{fdgr_mark, Board, Buffers, Failure, FROZEN, MODELS, P, PLANNED, TP};
 
@@ -87,7 +88,7 @@ fn factory(m: &mut Buffers, c: &mut Counters) {
     }
     m.s0.fill(0.0);
     m.s1.fill(0.0);
-    m.tuner.state.steps = 0;
+    m.tuner.learner.state.steps = 0;
     m.tuner.ring = fdgr_kernel::ring::SampleRing::new();
     c.seen = 0;
     c.last_loss = f32::NAN;
@@ -96,7 +97,7 @@ fn factory(m: &mut Buffers, c: &mut Counters) {
 fn meta(m: &Buffers, c: &Counters) -> [u8; META] {
     let mut b = [0u8; META];
     b[..8].copy_from_slice(&c.seen.to_le_bytes());
-    b[8..16].copy_from_slice(&m.tuner.state.steps.to_le_bytes());
+    b[8..16].copy_from_slice(&m.tuner.learner.state.steps.to_le_bytes());
     b[16..20].copy_from_slice(&c.last_loss.to_bits().to_le_bytes());
     b
 }
@@ -169,7 +170,7 @@ fn restore<F: NorFlash>(flash: &mut F, st: &mut Store, m: &mut Buffers, c: &mut 
                 u64::from_le_bytes(b)
             };
             c.seen = u(0);
-            m.tuner.state.steps = u(8);
+            m.tuner.learner.state.steps = u(8);
             let mut lb = [0u8; 4];
             lb.copy_from_slice(&head[16..20]);
             c.last_loss = f32::from_bits(u32::from_le_bytes(lb));
@@ -320,7 +321,7 @@ pub fn run_live<B: Board, L: Link, F: NorFlash>(
                     out.nack(seq, Nack::new(Reason::Encoding, 1));
                     continue;
                 };
-                s.x().fill(SCALE, &mut m.x[..INPUTS]);
+                s.x().fill(PIXEL_MAX, &mut m.x[..INPUTS]);
                 let class = match predict(&mut m, &mut scores) {
                     Ok(k) => k,
                     Err(_) => {
@@ -348,7 +349,7 @@ pub fn run_live<B: Board, L: Link, F: NorFlash>(
                 }
             }
             Command::Predict(q) => {
-                q.fill(SCALE, &mut m.x[..INPUTS]);
+                q.fill(PIXEL_MAX, &mut m.x[..INPUTS]);
                 match predict(&mut m, &mut scores) {
                     Ok(class) => out.send(
                         seq,

@@ -38,8 +38,14 @@
 //! | `linear[:OUT][:nobias]` (or `fc`) | `Linear(in, OUT)`; OUT defaults to the number of classes |
 //! | `block:OUT[:sS]` | ResNet basic block (conv-bn-relu-conv-bn + shortcut, relu) |
 //! | `wblock:OUT[:sS]` | wide-ResNet pre-activation block (bn-relu-conv-bn-relu-conv + shortcut) |
+//! | `add:I` | adds layer I's output to its input (a residual join) |
+//! | `ENTRY@I`, `ENTRY@in` | the entry reads layer I's output (or the network input), not the previous layer's |
 //!
-//! e.g. `conv:8:3:p1,relu,maxpool:2,conv:16:3:p1,relu,maxpool:2,flatten,linear`.
+//! Layers are counted from 0 as planned (a block is 7 to 9 layers). e.g.
+//! `conv:8:3:p1,relu,maxpool:2,conv:16:3:p1,relu,maxpool:2,flatten,linear`;
+//! with a residual join, `conv:8:3:p1,relu,conv:8:3:p1,add:1,relu,gap,linear`
+//! (layer 3 adds layer 1's output to layer 2's). Folding batch norm writes
+//! residual nets this way.
 
 use anyhow::{anyhow, bail, Context, Result};
 use fdgr_kernel::model::{plan, Dims, Layer, Model, Node, Op, Src};
@@ -437,10 +443,21 @@ fn layer_list(spec: &str, input: Dims, classes: usize) -> Result<Builder> {
             toks.len()
         );
     }
-    for (i, tok) in toks.iter().enumerate() {
+    for (i, full) in toks.iter().enumerate() {
+        // `ENTRY@I` / `ENTRY@in`: the layer reads layer I's output (or the
+        // network input) instead of the previous layer's
+        let (tok, src) = match full.split_once('@') {
+            None => (*full, None),
+            Some((t, at)) => (t, Some(source(full, at, b.layers.len())?)),
+        };
         let (name, rest) = fields(tok);
         let idx = i.to_string();
-        let cur = || dims_so_far(&b.layers, input);
+        let cur = || match src {
+            None | Some(Src::Prev) => dims_so_far(&b.layers, input),
+            Some(Src::Input) => Ok(input),
+            Some(Src::Node(j)) => dims_so_far(&b.layers[..=j], input),
+        };
+        let before = b.layers.len();
         match name {
             "conv" => {
                 let out = num(tok, rest.first(), "output channels")?;
@@ -526,13 +543,49 @@ fn layer_list(spec: &str, input: Dims, classes: usize) -> Result<Builder> {
                     b.wide_block(&p, x, cin, out, s);
                 }
             }
+            "add" => {
+                let other = rest
+                    .first()
+                    .with_context(|| format!("'{full}': missing the layer to add (add:I)"))?;
+                if rest.len() > 1 {
+                    bail!("'{full}': add takes one layer index (add:I)");
+                }
+                let j = match source(full, other, b.layers.len())? {
+                    Src::Node(j) => j,
+                    _ => bail!("'{full}': add:I takes a layer index I, not the input"),
+                };
+                b.push(Layer::add(j), "");
+            }
             "" => bail!("empty entry in the layer list"),
             _ => bail!(
-                "'{tok}': unknown layer (expected conv, dwconv, bn, relu, tanh, sigmoid, identity, maxpool, avgpool, gap, flatten, linear, block, wblock)"
+                "'{tok}': unknown layer (expected conv, dwconv, bn, relu, tanh, sigmoid, identity, maxpool, avgpool, gap, flatten, linear, add, block, wblock)"
             ),
+        }
+        if let Some(src) = src {
+            if b.layers.len() != before + 1 {
+                bail!("'{full}': @ applies to single layers, not to '{name}'");
+            }
+            if let Some(l) = b.layers.last_mut() {
+                l.src = src;
+            }
         }
     }
     Ok(b)
+}
+
+/// The layer an entry reads (`@I`, `@in`) or adds (`add:I`): `in` is the
+/// network input, `I` a layer before the entry (`count` layers so far).
+fn source(tok: &str, at: &str, count: usize) -> Result<Src> {
+    if at == "in" {
+        return Ok(Src::Input);
+    }
+    if at.is_empty() || !at.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("'{tok}': '{at}' is not a layer index (or 'in' for the network input)");
+    }
+    match at.parse::<usize>() {
+        Ok(j) if j < count => Ok(Src::Node(j)),
+        _ => bail!("'{tok}': layer {at} is not before this entry (layers 0 to {count} come first)"),
+    }
 }
 
 impl Arch {

@@ -7,17 +7,33 @@
 //! of training mode are gone: one sample at a time has none worth using).
 //!
 //! Folded here: a batch norm whose input is a convolution or linear layer
-//! that nothing else reads, in a plain layer list (no residual joins). The
-//! folded network is described by a layer list again (`conv:…,relu,…`), so
-//! its model file re-plans from its metadata like any other.
+//! that nothing else reads, in any layer list, residual nets included
+//! (ResNets' `conv → bn`, shortcut `conv → bn`). The folded network is
+//! described by a layer list again (`conv:…,relu,…`, residual joins as
+//! `add:I` and `@I`), so its model file re-plans from its metadata like any
+//! other. A batch norm after anything else (pre-activation blocks: after
+//! an add) cannot be folded, and is refused.
 
 use crate::arch::Arch;
 use anyhow::{bail, Result};
 use fdgr_kernel::model::{Layer, Node, Op, Ref, Src, BN_EPS};
 
-/// A layer-list entry for `l` (the grammar of `--model`).
-fn entry(l: &Layer) -> Result<String> {
-    Ok(match l.op {
+/// A layer-list entry for `l`, layer `i` of the list (the grammar of
+/// `--model`, residual joins and other sources included).
+fn entry(i: usize, l: &Layer) -> String {
+    let mut e = op_entry(l);
+    match l.src {
+        Src::Prev => {}
+        Src::Input if i == 0 => {}
+        Src::Input => e.push_str("@in"),
+        Src::Node(j) if j + 1 == i => {}
+        Src::Node(j) => e.push_str(&format!("@{j}")),
+    }
+    e
+}
+
+fn op_entry(l: &Layer) -> String {
+    match l.op {
         Op::Linear { out, bias } => format!("linear:{out}{}", if bias { "" } else { ":nobias" }),
         Op::Conv2d {
             out,
@@ -61,8 +77,8 @@ fn entry(l: &Layer) -> Result<String> {
         Op::GlobalAvgPool => "gap".into(),
         Op::Flatten => "flatten".into(),
         Op::BatchNorm => "bn".into(),
-        Op::Add { .. } => bail!("residual joins cannot be written as a plain layer list"),
-    })
+        Op::Add { other } => format!("add:{other}"),
+    }
 }
 
 /// `arch` with θ and the running statistics `state`, its batch norms
@@ -72,18 +88,19 @@ pub fn fold(arch: &Arch, theta: &[f32], state: &[f32]) -> Result<Option<(Arch, V
     if !nodes.iter().any(|n| matches!(n.op, Op::BatchNorm)) {
         return Ok(None);
     }
-    if nodes.iter().any(|n| matches!(n.op, Op::Add { .. }))
-        || arch
-            .layers
-            .iter()
-            .enumerate()
-            .any(|(i, l)| !(matches!(l.src, Src::Prev) || i == 0 && l.src == Src::Input))
-    {
-        bail!(
-            "model {}: batch norm is folded in plain layer lists only (not residual nets) for now",
-            arch.spec
-        );
+    // Which nodes read each node (their input, or the other term of an add).
+    let mut readers = vec![0usize; nodes.len()];
+    for n in nodes {
+        if let Ref::Node(j) = n.input {
+            readers[j] += 1;
+        }
+        if let Op::Add { other } = n.op {
+            readers[other] += 1;
+        }
     }
+    // Where each node is in the folded list (a folded batch norm is its
+    // convolution).
+    let mut at = vec![0usize; nodes.len()];
     let mut layers: Vec<Layer> = vec![];
     let mut out_theta: Vec<f32> = vec![];
     let mut i = 0;
@@ -91,7 +108,14 @@ pub fn fold(arch: &Arch, theta: &[f32], state: &[f32]) -> Result<Option<(Arch, V
         let n = &nodes[i];
         let next_bn = nodes
             .get(i + 1)
-            .is_some_and(|m| matches!(m.op, Op::BatchNorm) && m.input == Ref::Node(i));
+            .is_some_and(|m| matches!(m.op, Op::BatchNorm) && m.input == Ref::Node(i))
+            && readers[i] == 1;
+        let src = |layers: &Vec<Layer>| match n.input {
+            Ref::Input if layers.is_empty() => Src::Prev,
+            Ref::Input => Src::Input,
+            Ref::Node(j) if at[j] + 1 == layers.len() => Src::Prev,
+            Ref::Node(j) => Src::Node(at[j]),
+        };
         match (n.op, next_bn) {
             (Op::Conv2d { out, bias, .. } | Op::Linear { out, bias }, true) => {
                 let bn = &nodes[i + 1];
@@ -139,25 +163,35 @@ pub fn fold(arch: &Arch, theta: &[f32], state: &[f32]) -> Result<Option<(Arch, V
                     },
                     _ => Op::Linear { out, bias: true },
                 };
-                layers.push(Layer::new(op));
+                let l = Layer::new(op).from(src(&layers));
+                at[i] = layers.len();
+                at[i + 1] = layers.len();
+                layers.push(l);
                 i += 2;
             }
             (Op::BatchNorm, _) => bail!(
-                "model {}: layer {i} (batch norm) does not follow a convolution or linear layer: \
-                 it cannot be folded",
+                "model {}: layer {i} (batch norm) does not follow a convolution or linear layer \
+                 that only it reads: it cannot be folded",
                 arch.spec
             ),
-            _ => {
+            (op, _) => {
                 out_theta.extend_from_slice(&theta[n.param_off..n.param_off + n.param_len]);
-                layers.push(Layer::new(n.op));
+                let op = match op {
+                    Op::Add { other } => Op::Add { other: at[other] },
+                    op => op,
+                };
+                let l = Layer::new(op).from(src(&layers));
+                at[i] = layers.len();
+                layers.push(l);
                 i += 1;
             }
         }
     }
     let spec = layers
         .iter()
-        .map(entry)
-        .collect::<Result<Vec<_>>>()?
+        .enumerate()
+        .map(|(i, l)| entry(i, l))
+        .collect::<Vec<_>>()
         .join(",");
     let d = arch.model.input;
     let mut folded = Arch::parse(&spec, arch.act, d, arch.outputs())?;

@@ -6,17 +6,24 @@ mod common;
 
 use common::{dir, run, stderr};
 
-/// A trained conv net with batch norm, folded: logits within 1e-5
-/// (relative to the largest), the same predictions, the same accuracy;
-/// its FDGR export holds the folded list (no batch norm).
-#[test]
-fn folded_batch_norm_computes_the_same_outputs() {
-    let d = dir("fold");
+/// `model` trained briefly on mnist8, folded: logits within 1e-5
+/// (relative to the largest), the same predictions, hence the same
+/// accuracy; its FDGR export holds the folded list (no batch norm).
+/// Returns the layers folded away.
+fn folds_to_the_same_outputs(name: &str, model: &str) -> usize {
+    let d = dir(name);
     let out = d.join("run");
     let o = run(&[
-        "train", "--data", "mnist8", "--model",
-        "conv:8:3:p1,bn,relu,maxpool:2,conv:16:3:p1:nobias,bn,relu,maxpool:2,flatten,linear:32,bn,relu,linear",
-        "--epochs", "3", "--quiet", "--out", &out.display().to_string(),
+        "train",
+        "--data",
+        "mnist8",
+        "--model",
+        model,
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        &out.display().to_string(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let net = fdgr::checkpoint::load_net(&out).expect("model");
@@ -24,7 +31,6 @@ fn folded_batch_norm_computes_the_same_outputs() {
         .expect("folds")
         .expect("has batch norm");
     assert!(!folded.has_state());
-    assert_eq!(folded.layers.len(), net.arch.layers.len() - 3);
     let data = fdgr::data::load("digits", &Default::default()).expect("digits");
     let exec = fdgr::cpu::Par { threads: 1 };
     let mut ws = fdgr::backend::eval_workspace(&net.arch, &net.state);
@@ -39,14 +45,14 @@ fn folded_batch_norm_computes_the_same_outputs() {
         .zip(&b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max);
-    assert!(worst <= 1e-5 * scale, "worst {worst} of {scale}");
+    assert!(worst <= 1e-5 * scale, "{model}: worst {worst} of {scale}");
     let k = net.arch.outputs();
     let argmax = |v: &[f32]| {
         v.chunks_exact(k)
             .map(fdgr_kernel::loss::argmax)
             .collect::<Vec<_>>()
     };
-    assert_eq!(argmax(&a), argmax(&b));
+    assert_eq!(argmax(&a), argmax(&b), "{model}");
     // the export folds it: no batch norm left for the firmware
     let f = d.join("m.fdgr");
     let o = run(&[
@@ -58,11 +64,76 @@ fn folded_batch_norm_computes_the_same_outputs() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let bytes = std::fs::read(&f).expect("export");
-    let mut layers = vec![fdgr_kernel::Layer::flatten(); 64];
+    let mut layers = vec![fdgr_kernel::Layer::flatten(); 256];
     let h = fdgr_kernel::export::decode_layers(&bytes, &mut layers).expect("decodes");
+    assert_eq!(h.layers, folded.layers.len());
     assert!(layers[..h.layers]
         .iter()
         .all(|l| !matches!(l.op, fdgr_kernel::Op::BatchNorm)));
+    net.arch.layers.len() - folded.layers.len()
+}
+
+/// A plain conv net with batch norm after convolutions and a linear layer.
+#[test]
+fn folded_batch_norm_computes_the_same_outputs() {
+    let gone = folds_to_the_same_outputs(
+        "fold",
+        "conv:8:3:p1,bn,relu,maxpool:2,conv:16:3:p1:nobias,bn,relu,maxpool:2,flatten,linear:32,bn,relu,linear",
+    );
+    assert_eq!(gone, 3);
+}
+
+/// Residual nets: a CIFAR ResNet (projection shortcuts: conv → bn on both
+/// paths of a join) and residual blocks in a layer list fold to a layer
+/// list with `add:I` / `@I` that computes the same outputs.
+#[test]
+fn folded_residual_nets_compute_the_same_outputs() {
+    // resnet8: 7 convolutions, each with its batch norm, 2 shortcut pairs
+    assert_eq!(folds_to_the_same_outputs("fold-resnet8", "resnet8"), 9);
+    assert_eq!(
+        folds_to_the_same_outputs(
+            "fold-blocks",
+            "conv:8:3:p1,bn,relu,block:8,block:16:s2,gap,linear"
+        ),
+        1 + 2 + 3
+    );
+}
+
+/// A batch norm after a residual join (pre-activation blocks) has no
+/// convolution to fold into: `fdgr device build` refuses the run before
+/// building, naming the layer (`fdgr export` keeps batch norm for the host).
+#[test]
+fn unfoldable_batch_norm_is_refused() {
+    let d = dir("fold-wrn");
+    let out = d.join("run");
+    let o = run(&[
+        "train",
+        "--data",
+        "mnist8",
+        "--model",
+        "conv:8:3:p1,wblock:8,bn,relu,gap,linear",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[
+        "device",
+        "build",
+        "--board",
+        "stm32f4",
+        "--from",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("layer 1 (batch norm)") && e.contains("cannot be folded"),
+        "{e}"
+    );
+    assert!(!out.join("device-stm32f4").exists());
 }
 
 /// `mnist8`: 8×8 images with values 0..16, as the UCI digits; the same

@@ -795,6 +795,28 @@ pub(crate) const DSCNN_RUN: Pretrained = Pretrained {
     ),
 };
 
+/// A residual net with batch norm (ResNet basic blocks, one with a
+/// projection shortcut): folded into a layer list with residual joins for
+/// the device.
+pub(crate) const RESIDUAL_RUN: Pretrained = Pretrained {
+    ckpt: "digits-residual-ckpt",
+    file: "digits-residual.fdgr",
+    train: &[
+        "--data",
+        "digits",
+        "--model",
+        "conv:8:3:p1,bn,relu,block:8,block:16:s2,gap,linear",
+        "--epochs",
+        "2",
+        "--seed",
+        "1",
+    ],
+    steps: (
+        "fdgr train (digits residual net with batch norm)",
+        "fdgr export (residual net, folded)",
+    ),
+};
+
 /// `fdgr train` and `fdgr export` of `net` into `out`.
 pub(crate) fn train_and_export(
     out: &Path,

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::firmware::{fdgr_device, train_and_export, CONV_RUN, DSCNN_RUN, MLP_RUN};
+use crate::firmware::{
+    fdgr_device, train_and_export, Pretrained, CONV_RUN, DSCNN_RUN, MLP_RUN, RESIDUAL_RUN,
+};
 use crate::util::Step;
 
 /// Runs `fdgr device` with `args` and `--json`, echoing its standard
@@ -177,15 +179,16 @@ pub(crate) fn device_live(out: &Path) -> Result<Vec<Step>, String> {
             }
         }
     }
-    steps.extend(dscnn(out)?);
+    steps.extend(real_models(out)?);
     Ok(steps)
 }
 
-/// The 28×28 `dscnn` (784 inputs, pixels divided by 255): `fdgr device
-/// build` builds its live image for stm32f4 (128 KiB of RAM) in bias mode
-/// and for nrf52840 (256 KiB) in full mode, and on qemu-m4 it learns in
-/// bias mode bit-identically to the host replay.
-fn dscnn(out: &Path) -> Result<Vec<Step>, String> {
+/// Real models: the 28×28 `dscnn` (784 inputs, pixels divided by 255):
+/// `fdgr device build` builds its live image for stm32f4 (128 KiB of RAM)
+/// in bias mode and for nrf52840 (256 KiB) in full mode, and on qemu-m4
+/// it learns in bias mode bit-identically to the host replay; a residual
+/// net with batch norm, folded, learns bit-identically too.
+fn real_models(out: &Path) -> Result<Vec<Step>, String> {
     let (_, mut steps) = train_and_export(out, &DSCNN_RUN)?;
     let ck = out.join(DSCNN_RUN.ckpt).display().to_string();
     let mut built = vec![];
@@ -204,7 +207,40 @@ fn dscnn(out: &Path) -> Result<Vec<Step>, String> {
         built.push((board, mode, r));
     }
     println!("device build (dscnn): {built:?}");
-    let name = "fdgr device run --mode bias --verify (28x28 dscnn, built-in samples)";
+    steps.push(built_in_verify(
+        out,
+        &DSCNN_RUN,
+        "mnist5k:train:4",
+        "bias",
+        255.0,
+    )?);
+    // a residual net with batch norm, folded (joins as `add:I` / `@I`)
+    steps.extend(train_and_export(out, &RESIDUAL_RUN)?.1);
+    steps.push(built_in_verify(
+        out,
+        &RESIDUAL_RUN,
+        "digits:train:4",
+        "full",
+        16.0,
+    )?);
+    Ok(steps)
+}
+
+/// `fdgr device run --board qemu-m4 --built-in --verify` on `net`'s run
+/// with `samples` in `mode`: 4 steps, pixels divided by `pixel_max`, every
+/// loss and weight bit-identical to the host replay.
+fn built_in_verify(
+    out: &Path,
+    net: &Pretrained,
+    samples: &str,
+    mode: &str,
+    pixel_max: f64,
+) -> Result<Step, String> {
+    let ck = out.join(net.ckpt).display().to_string();
+    let name = format!(
+        "fdgr device run --mode {mode} --verify ({}, built-in samples)",
+        net.ckpt
+    );
     println!("\n== {name} ==");
     let t = Instant::now();
     let o = fdgr_device(&[
@@ -214,10 +250,10 @@ fn dscnn(out: &Path) -> Result<Vec<Step>, String> {
         "--from",
         &ck,
         "--samples",
-        "mnist5k:train:4",
+        samples,
         "--built-in",
         "--mode",
-        "bias",
+        mode,
         "--verify",
     ])
     .stderr(std::process::Stdio::inherit())
@@ -228,7 +264,7 @@ fn dscnn(out: &Path) -> Result<Vec<Step>, String> {
         return Err(format!("{name} ({})", o.status));
     }
     let summary = out
-        .join(DSCNN_RUN.ckpt)
+        .join(net.ckpt)
         .join("device-qemu-m4")
         .join("summary.json");
     let v: serde_json::Value = std::fs::read(&summary)
@@ -236,18 +272,17 @@ fn dscnn(out: &Path) -> Result<Vec<Step>, String> {
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| format!("{name}: no {}", summary.display()))?;
     if v["verified"]["bit_identical"] != serde_json::json!(true)
-        || v["pixel_max"] != serde_json::json!(255.0)
+        || v["pixel_max"] != serde_json::json!(pixel_max)
         || v["steps"] != serde_json::json!(4)
     {
         return Err(format!(
-            "{name}: expected 4 steps, pixels / 255, bit-identical to the host: {v}"
+            "{name}: expected 4 steps, pixels / {pixel_max}, bit-identical to the host: {v}"
         ));
     }
-    steps.push(Step {
-        name: name.to_string(),
+    Ok(Step {
+        name,
         seconds: t.elapsed().as_secs_f64(),
-    });
-    Ok(steps)
+    })
 }
 
 /// Sparse updates on the conv net: `--mode bias` and `--mode last:1`

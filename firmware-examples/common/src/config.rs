@@ -328,6 +328,11 @@ impl core::fmt::Display for Unfit {
     }
 }
 
+/// Why a model with more than [`finetune::MAX_NODES`] layers is refused.
+const TOO_MANY_LAYERS: &str = "too many layers (the firmware plans at most 24)";
+// The message above names the capacity.
+const _: () = assert!(finetune::MAX_NODES == 24);
+
 /// The layer list of a weight file (either version), its input shape and
 /// loss, in `layers` (at most [`finetune::MAX_NODES`]); returns the count.
 pub fn layers_of(
@@ -336,9 +341,7 @@ pub fn layers_of(
 ) -> Result<(usize, fdgr_kernel::Dims, fdgr_kernel::Loss), Unfit> {
     match export::decode_model(model, layers) {
         Ok(r) => Ok(r),
-        Err(ExportError::BufferTooSmall) => Err(Unfit::Model(
-            "too many layers (the firmware plans at most 16)",
-        )),
+        Err(ExportError::BufferTooSmall) => Err(Unfit::Model(TOO_MANY_LAYERS)),
         Err(e) => Err(Unfit::File(e)),
     }
 }

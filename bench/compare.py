@@ -13,6 +13,7 @@ AVX-512 or AVX2 as the CPU allows), then a markdown table.
 
     cargo build --release && python3 bench/compare.py --threads 2
     python3 bench/compare.py --configs resnet20,lenet5 --methods sgd,fgr,db
+    python3 bench/compare.py --threads 2 --rounds 2 --methods sgd,fgr --json out.json
 """
 import argparse
 import json
@@ -128,6 +129,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=0, help="timed steps (default: per config)")
     ap.add_argument("--rounds", type=int, default=1, help="alternations per method")
     ap.add_argument("--fdgr", default=str(ROOT / "target" / "release" / "fdgr"))
+    ap.add_argument("--json", metavar="FILE", default="",
+                    help="also write the rows, with the CPU and SIMD level, as JSON to FILE")
     a = ap.parse_args()
     model, simd = cpu_info()
     import torch  # only for its version; the steps run in their own processes
@@ -144,6 +147,7 @@ def main():
     want = set(filter(None, a.configs.split(",")))
     methods = a.methods.split(",")
     t0 = time.time()
+    rows = []
     for name, inp, batch, warmup, repeats in CONFIGS:
         if want and name not in want:
             continue
@@ -172,11 +176,24 @@ def main():
             label = f"{name} {inp}" if inp else name
             print(f"| {label} | {batch} | {m} | {fm:.2f} | {tm:.2f} | {tm / fm:.2f} | {fm / fsgd:.2f} "
                   f"| {tm / tsgd:.2f} | {fr:.0f} | {tr:.0f} | {busy:.0f} |", flush=True)
+            rows.append({"model": name, "input": inp or None, "batch": batch, "method": m,
+                         "fdgr_ms": fm, "torch_ms": tm, "torch_over_fdgr": tm / fm,
+                         "fdgr_over_sgd": fm / fsgd, "torch_over_sgd": tm / tsgd,
+                         "fdgr_rss_mib": fr, "torch_rss_mib": tr, "others_cpu_pct": busy})
     print()
     print(f"load average at end: {load():.2f}; {time.time() - t0:.0f} s. PyTorch/fdgr > 1: fdgr "
           "is faster. RSS: peak resident memory of each side's process (one method per process). "
           "Others' CPU: the share of the cores other processes used while the row ran (above a "
           "few percent the row is disturbed; PyTorch's OpenMP threads suffer more from it).")
+    if a.json:
+        out = {"date": time.strftime("%Y-%m-%d"), "cpu": model, "simd": simd,
+               "logical_cores": os.cpu_count(), "threads": a.threads, "rounds": a.rounds,
+               "torch": torch.__version__,
+               "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "seconds": round(time.time() - t0, 1), "rows": rows}
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+        print(f"wrote {a.json}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Prints a Markdown table: static RAM (.data + .bss), the estimate with the
 stack, flash, the trained parameters, against each board's memory; and
 instructions per fine-tuning step counted exactly by QEMU on the
 Cortex-M4F build of the same run and mode (`fdgr device run --board
-qemu-m4 --built-in` on 4 samples of the run's own data): the code the
+qemu-m4 --built-in`, the mean of 4 steps on the run's own data): the code the
 M4F boards (stm32f4, nrf52840) run, without their drivers. The RP2040
 (Cortex-M0+, no FPU) runs other code: its instructions need hardware.
 """
@@ -29,7 +29,7 @@ def instructions(fdgr, run, mode, method):
     if r.returncode != 0:
         return "failed: " + (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
     v = json.load(open(os.path.join(run, "device-qemu-m4", "summary.json")))
-    return f"{round(v['instructions_per_step']):,}"
+    return f"{round(v['instructions_per_step']['mean']):,}"
 
 
 def main():

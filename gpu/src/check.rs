@@ -202,9 +202,27 @@ pub struct CrossCheckConfig {
     pub seed: u64,
     /// Bound on `max_rel_diff`.
     pub tolerance: f64,
+    /// Gradient clipping (`--clip-norm`): both sides clip d to this norm.
+    pub clip_norm: Option<f32>,
+    /// Amortized GR (`--gr-every`): a fresh ascent on every k-th step
+    /// (steps 0, k, 2k, …), the stored one reused on the others; 1: every
+    /// step fresh, no stored correction.
+    pub gr_every: usize,
 }
 
 impl CrossCheckConfig {
+    /// The kernel's step options of step `i`.
+    fn step_options(&self, i: usize) -> fdgr_kernel::StepOptions<f32> {
+        fdgr_kernel::StepOptions {
+            clip_norm: self.clip_norm,
+            ascent: if i % self.gr_every.max(1) == 0 {
+                fdgr_kernel::Ascent::Fresh
+            } else {
+                fdgr_kernel::Ascent::Reuse
+            },
+        }
+    }
+
     /// The defaults of `fdgr crosscheck`: the paper's optimizer (momentum
     /// 0.9, weight decay 1e-4), lr 0.05, seed 1, tolerance 1e-4 in f32
     /// (1e-2 with TF32, 5e-2 with bf16 products).
@@ -220,6 +238,8 @@ impl CrossCheckConfig {
                 Precision::Tf32 => 1e-2,
                 Precision::Bf16 => 5e-2,
             },
+            clip_norm: None,
+            gr_every: 1,
         }
     }
 }
@@ -276,7 +296,9 @@ fn crosscheck_impl<D: Device, E: Exec<f32> + Clone>(
     let mut st = SgdState::default();
     let mut cpu_losses = vec![];
     let mut fresh = true;
-    for (xb, yb) in &host_batches {
+    let amortized = cfg.gr_every > 1;
+    let mut corr = vec![0.0f32; if amortized { p } else { 0 }];
+    for (i, (xb, yb)) in host_batches.iter().enumerate() {
         let mut cpu = if fresh {
             Net::from_model(model.borrowed(), exec.clone(), &mut ws[..])?
         } else {
@@ -290,10 +312,16 @@ fn crosscheck_impl<D: Device, E: Exec<f32> + Clone>(
             state: [Some(&mut mom[..]), None],
             point: Some(&mut pt[..]),
             point2: Some(&mut pt2[..]),
-            correction: None,
+            correction: if amortized { Some(&mut corr[..]) } else { None },
         };
-        cpu_losses.push(fdgr_kernel::step(
-            &mut cpu, method, &cfg.opt, &mut st, cfg.lr, bufs,
+        cpu_losses.push(fdgr_kernel::step_with(
+            &mut cpu,
+            method,
+            &cfg.opt,
+            &mut st,
+            cfg.lr,
+            &cfg.step_options(i),
+            bufs,
         )?);
     }
     let cpu_state = ws[ws.len() - model.sizes.state..].to_vec();
@@ -302,10 +330,12 @@ fn crosscheck_impl<D: Device, E: Exec<f32> + Clone>(
     let mut t = Trainer::new(dev, model.clone(), b, method, &cfg.opt)?;
     t.set_data(&x, &y)?;
     t.set_params(&theta0, None)?;
+    t.set_amortized(amortized)?;
     let mut gst = SgdState::default();
     let mut loss_rel = 0.0f64;
-    for (idx, cl) in batches.iter().zip(&cpu_losses) {
-        let gl = t.step(idx, method, &cfg.opt, &mut gst, cfg.lr)?;
+    for (i, (idx, cl)) in batches.iter().zip(&cpu_losses).enumerate() {
+        let x = cfg.step_options(i);
+        let gl = t.step_with(idx, None, method, &cfg.opt, &x, &mut gst, cfg.lr)?;
         let rel = (gl as f64 - *cl as f64).abs() / (*cl as f64).abs().max(1e-30);
         loss_rel = if rel.is_nan() {
             f64::NAN

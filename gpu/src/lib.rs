@@ -278,6 +278,45 @@ impl GpuTrainer {
         self.run(|t| t.step_async(indices, method, opt, state, lr))
     }
 
+    /// One step with the kernel's step options (gradient clipping, a fresh
+    /// or reused ascent: `fdgr_kernel::step_with`, as on the CPU), the
+    /// samples cropped and flipped as `crops` says; returns L(θ) before the
+    /// step (waits for the device). See [`Trainer::step_with`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_with(
+        &mut self,
+        indices: &[u32],
+        crops: Option<&[CropDraw]>,
+        method: &Method<f32>,
+        opt: &(impl Optim<f32> + ?Sized),
+        x: &fdgr_kernel::StepOptions<f32>,
+        state: &mut SgdState,
+        lr: f32,
+    ) -> Result<f32, GpuError> {
+        self.run(|t| t.step_with(indices, crops, method, opt, x, state, lr))
+    }
+
+    /// Amortized GR's stored correction on or off
+    /// ([`Trainer::set_amortized`]).
+    pub fn set_amortized(&mut self, on: bool) -> Result<(), GpuError> {
+        self.run(|t| t.set_amortized(on))
+    }
+
+    /// Whether the trainer keeps amortized GR's correction.
+    pub fn is_amortized(&self) -> bool {
+        self.t.correction.is_some()
+    }
+
+    /// The stored correction (empty when not amortized).
+    pub fn correction(&mut self) -> Result<Vec<f32>, GpuError> {
+        self.run(|t| t.correction())
+    }
+
+    /// Restores the stored correction.
+    pub fn set_correction(&mut self, v: &[f32]) -> Result<(), GpuError> {
+        self.run(|t| t.set_correction(v))
+    }
+
     /// Waits for queued steps; returns L(θ) of the last one (before its
     /// update), or [`GpuError::NonFinite`] with `state.steps` set back to
     /// the updates applied (the rejected step and every later queued step

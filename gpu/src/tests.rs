@@ -120,6 +120,54 @@ fn cfg(batch: usize, steps: usize, opt: Sgd<f32>) -> CrossCheckConfig {
         lr: 0.1,
         seed: 3,
         tolerance: 1e-6,
+        clip_norm: None,
+        gr_every: 1,
+    }
+}
+
+/// The step options the CPU accepts run on the device through the same
+/// kernel step (`fdgr_kernel::step_with`): gradient clipping and amortized
+/// GR (a fresh ascent every 3rd step, the stored correction or
+/// perturbation reused in between), every method, an MLP and a small
+/// ResNet, on the CUDA C run on the CPU, step for step as the CPU kernel.
+#[test]
+fn clipping_and_amortized_gr_match_cpu_kernel() {
+    for s in [
+        shape(&[6, 8, 7, 3], Act::Relu, Loss::SoftmaxCe),
+        small_resnet(),
+    ] {
+        // the MLP each option alone and both; the ResNet both (it is slow)
+        let options: &[(Option<f32>, usize)] = if s.name == "resnet-small" {
+            &[(Some(0.05), 3)]
+        } else {
+            &[(Some(0.05), 1), (None, 3), (Some(0.05), 3)]
+        };
+        for &(clip, every) in options {
+            for m in crosscheck_methods() {
+                if matches!(m, Method::Flood { .. }) {
+                    continue;
+                }
+                let mut c = CrossCheckConfig {
+                    clip_norm: clip,
+                    gr_every: every,
+                    ..cfg(4, 7, Sgd::paper())
+                };
+                if s.name == "resnet-small" {
+                    // as for conv nets without options (reordered sums)
+                    c.tolerance = 1e-5;
+                    c.lr = 0.05;
+                }
+                let r = crosscheck_on(Emu::new(), &s, &m, &c, Serial).unwrap();
+                assert!(
+                    r.passed && r.loss_rel_diff < 1e-5,
+                    "{} {} clip {clip:?} every {every}: θ rel diff {:e}, loss rel diff {:e}",
+                    s.name,
+                    m.name(),
+                    r.max_rel_diff,
+                    r.loss_rel_diff
+                );
+            }
+        }
     }
 }
 

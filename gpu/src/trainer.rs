@@ -5,7 +5,7 @@
 
 use fdgr_kernel::method::{direction, Buffers};
 use fdgr_kernel::model::{Mode, Model, Node};
-use fdgr_kernel::{Error, Loss, Method, Objective, Optim, SgdState};
+use fdgr_kernel::{Error, Loss, Method, Objective, Optim, SgdState, StepOptions};
 
 use crate::device::Device;
 use crate::error::GpuError;
@@ -68,6 +68,8 @@ pub struct Trainer<D: Device> {
     pub(crate) opt_state: [Option<D::Buf>; 2],
     pub(crate) point: Option<D::Buf>,
     pub(crate) point2: Option<D::Buf>,
+    /// Amortized GR's stored correction ([`Trainer::set_amortized`]).
+    pub(crate) correction: Option<D::Buf>,
     idx: D::IBuf,
     data: Option<Resident<D>>,
     aug: Option<AugState<D>>,
@@ -129,6 +131,7 @@ impl<D: Device> Trainer<D> {
             opt_state: [None, None],
             point: None,
             point2: None,
+            correction: None,
             idx,
             data: None,
             aug: None,
@@ -399,6 +402,73 @@ impl<D: Device> Trainer<D> {
         state: &mut SgdState,
         lr: f32,
     ) -> Result<f32, GpuError> {
+        let x = StepOptions::default();
+        self.step_with(indices, crops, method, opt, &x, state, lr)
+    }
+
+    /// Keeps amortized GR's correction (`--gr-every`, `--gr-prob`): a
+    /// parameter-sized buffer on the device, zeros at first, that steps with
+    /// a fresh ascent store and the others reuse ([`Trainer::step_with`]);
+    /// `false` frees it.
+    pub fn set_amortized(&mut self, on: bool) -> Result<(), GpuError> {
+        if on && self.correction.is_none() {
+            let p = self.param_count();
+            self.correction = Some(self.obj.dev.alloc(p)?);
+        } else if !on {
+            self.correction = None;
+        }
+        Ok(())
+    }
+
+    /// The stored correction (empty when not amortized; waits for the
+    /// device).
+    pub fn correction(&mut self) -> Result<Vec<f32>, GpuError> {
+        let Some(c) = &self.correction else {
+            return Ok(vec![]);
+        };
+        let mut v = vec![0.0f32; self.param_count()];
+        let cp = self.obj.dev.ptr(c);
+        self.obj.dev.download(cp, &mut v)?;
+        Ok(v)
+    }
+
+    /// Restores the stored correction (P values; amortized GR must be on).
+    pub fn set_correction(&mut self, v: &[f32]) -> Result<(), GpuError> {
+        let p = self.param_count();
+        match &self.correction {
+            None if v.is_empty() => Ok(()),
+            None => Err(input(
+                "a stored GR correction, but amortized GR is off".into(),
+            )),
+            Some(_) if v.len() != p => Err(Error::ShapeMismatch {
+                what: "GR correction",
+                expected: p,
+                got: v.len(),
+            }
+            .into()),
+            Some(c) => {
+                let cp = self.obj.dev.ptr(c);
+                self.obj.dev.upload(cp, v)
+            }
+        }
+    }
+
+    /// One training step with every option the kernel's step takes
+    /// (`fdgr_kernel::step_with`, the same function the CPU and the
+    /// firmware run): gradient clipping and a fresh or reused ascent
+    /// (amortized GR needs [`Trainer::set_amortized`]). Returns L(θ)
+    /// before the step; waits for the device as [`Trainer::step`] does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_with(
+        &mut self,
+        indices: &[u32],
+        crops: Option<&[CropDraw]>,
+        method: &Method<f32>,
+        opt: &(impl Optim<f32> + ?Sized),
+        x: &StepOptions<f32>,
+        state: &mut SgdState,
+        lr: f32,
+    ) -> Result<f32, GpuError> {
         if self.pending {
             self.finish(state)?;
         }
@@ -414,9 +484,9 @@ impl<D: Device> Trainer<D> {
             },
             point: self.point.as_mut(),
             point2: self.point2.as_mut(),
-            correction: None,
+            correction: self.correction.as_mut(),
         };
-        let r = fdgr_kernel::step(&mut self.obj, method, opt, state, lr, bufs);
+        let r = fdgr_kernel::step_with(&mut self.obj, method, opt, state, lr, x, bufs);
         if let Some(e) = self.obj.take_error() {
             return Err(e);
         }

@@ -39,6 +39,9 @@ pub struct GpuBackend {
     aug: Option<(CropFlip, Rng)>,
     crops: Vec<CropDraw>,
     dp: Option<GpuParallel>,
+    /// L(θ) of the last step when it ran synchronously (with step
+    /// options), for [`Backend::flush`].
+    last_loss: Option<f32>,
 }
 
 /// A GPU backend's part in data-parallel training: one GPU per process,
@@ -74,9 +77,11 @@ impl Backend for GpuBackend {
         state: &mut SgdState,
         lr: f32,
     ) -> std::result::Result<(), StepError> {
-        if *x != StepOptions::default() {
+        let with_options = *x != StepOptions::default() || self.t.is_amortized();
+        if with_options && self.dp.is_some() {
             return Err(StepError::Other(anyhow!(
-                "--clip-norm, --gr-every and --gr-prob run on the CPU backend only"
+                "--clip-norm, --gr-every and --gr-prob with data-parallel GPU training are not \
+                 offered yet (they run on one GPU and on the CPU backend, with or without MPI)"
             )));
         }
         let crops = match self.aug.as_mut() {
@@ -123,15 +128,35 @@ impl Backend for GpuBackend {
             dp.dist.record_step_traffic(calls, calls * 4 * (p + 2));
             return Ok(());
         }
+        if with_options {
+            // the kernel's step with its options, waiting for the device
+            // (the queued path has no clipping or stored correction)
+            let l = self
+                .t
+                .step_with(indices, crops, method, opt, x, state, lr)
+                .map_err(step_err)?;
+            self.last_loss = Some(l);
+            return Ok(());
+        }
+        self.last_loss = None;
         self.t
             .step_async_aug(indices, crops, method, opt, state, lr)
             .map_err(step_err)
     }
 
+    fn correction(&mut self) -> Result<Vec<f32>> {
+        self.t.correction().map_err(|e| anyhow!("{e}"))
+    }
+
+    fn set_correction(&mut self, c: &[f32]) -> Result<()> {
+        self.t.set_correction(c).map_err(|e| anyhow!("{e}"))
+    }
+
     fn flush(&mut self, state: &mut SgdState) -> std::result::Result<f32, StepError> {
-        match &self.dp {
-            Some(dp) => Ok(dp.last_loss),
-            None => self.t.finish(state).map_err(step_err),
+        match (&self.dp, self.last_loss) {
+            (Some(dp), _) => Ok(dp.last_loss),
+            (None, Some(l)) => Ok(l),
+            (None, None) => self.t.finish(state).map_err(step_err),
         }
     }
 
@@ -208,7 +233,9 @@ fn has_conv(arch: &Arch) -> bool {
         .any(|n| matches!(n.op, fdgr_kernel::Op::Conv2d { .. }))
 }
 
-/// A GPU backend for `arch` holding the training split of `data`.
+/// A GPU backend for `arch` holding the training split of `data`; with
+/// `amortized`, it keeps amortized GR's correction (`--gr-every`,
+/// `--gr-prob`).
 pub fn backend(
     arch: &Arch,
     data: &Dataset,
@@ -216,6 +243,7 @@ pub fn backend(
     method: &Method<f32>,
     opt: &Optimizer<f32>,
     precision: Precision,
+    amortized: bool,
 ) -> Result<Box<dyn Backend>> {
     probe()?;
     let mut t = GpuTrainer::new(
@@ -229,11 +257,13 @@ pub fn backend(
     announce(&t, precision, has_conv(arch));
     t.set_data(&data.train.x, &data.train.y)
         .map_err(|e| anyhow!("{e}"))?;
+    t.set_amortized(amortized).map_err(|e| anyhow!("{e}"))?;
     Ok(Box::new(GpuBackend {
         t,
         aug: None,
         crops: Vec::with_capacity(max_batch),
         dp: None,
+        last_loss: None,
     }))
 }
 

@@ -264,6 +264,7 @@ pub fn make_backend(
             &method,
             &opt,
             cfg.precision.gpu(cfg.tf32),
+            cfg.amortized(),
         )?,
     })
 }

@@ -13,7 +13,7 @@ qemu-m4 --built-in`, the mean of 4 steps on the run's own data): the code the
 M4F boards (stm32f4, nrf52840) run, without their drivers. The RP2040
 (Cortex-M0+, no FPU) runs other code: its instructions need hardware.
 """
-import argparse, json, os, subprocess, sys
+import argparse, json, os, re, subprocess, sys
 
 BOARDS = ["stm32f4", "nrf52840", "rp2040"]
 MODES = ["full", "last", "bias"]
@@ -50,7 +50,12 @@ def main():
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 if r.returncode != 0:
                     err = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"
-                    print(f"| {name} | {board} | {mode} | refused: {err} | | | | | | |")
+                    need = re.search(r"needs about (\d+) B of RAM.*?the board has (\d+) B", err)
+                    if need:
+                        err = (f"needs about {int(need[1]):,} B of RAM, the board has "
+                               f"{int(need[2]):,} B")
+                    print(f"| {name} | {board} | {mode} | refused (exit {r.returncode}): {err} "
+                          f"| | | | | | |")
                     continue
                 v = json.loads(r.stdout.strip().splitlines()[-1])
                 if board in M4F:

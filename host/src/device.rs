@@ -14,9 +14,12 @@
 //! replays the fine-tuning on the host kernel and compares every loss and
 //! weight bit for bit.
 //!
-//! The model file is whatever `fdgr export` writes (the layer list); the
-//! firmware decides what it can fine-tune. Today that is MLPs: a layer-list
-//! (conv) model is refused before building, with a clear message.
+//! The model file is whatever `fdgr export` writes (the layer list, batch
+//! norm folded); the firmware fine-tunes any layer list of at most 24
+//! layers (MLPs, conv nets, residual joins) with the model's own input
+//! size; what it cannot take (too many layers, a batch norm that cannot be
+//! folded, a board too small) is refused before building, with a clear
+//! message.
 
 use crate::arch::Arch;
 use crate::checkpoint::{self, NetFile, Weights};

@@ -155,7 +155,8 @@ impl GpuTrainer {
     /// global batch, a share `weight` of it; `crops`: their augmentation,
     /// as [`crate::trainer::Trainer::step_aug`] takes it), the gradients summed over
     /// the processes of `nccl` (see [`fdgr_kernel::dist`]), the kernel's
-    /// own `step`. `root` on exactly one process. Waits for the device;
+    /// own `step_with` with the step options `x` (clipping, amortized GR:
+    /// [`GpuTrainer::set_amortized`]). `root` on exactly one process. Waits for the device;
     /// returns the global batch's loss.
     #[allow(clippy::too_many_arguments)]
     pub fn step_data_parallel(
@@ -164,6 +165,7 @@ impl GpuTrainer {
         crops: Option<&[CropDraw]>,
         method: &Method<f32>,
         opt: &(impl Optim<f32> + ?Sized),
+        x: &fdgr_kernel::StepOptions<f32>,
         state: &mut SgdState,
         lr: f32,
         nccl: &mut Nccl,
@@ -198,10 +200,10 @@ impl GpuTrainer {
             },
             point: t.point.as_mut(),
             point2,
-            correction: None,
+            correction: t.correction.as_mut(),
         };
         let mut o = DataParallel::new(&mut t.obj, nccl, weight, root, mode, scratch);
-        let r = fdgr_kernel::step(&mut o, method, opt, state, lr, bufs);
+        let r = fdgr_kernel::step_with(&mut o, method, opt, state, lr, x, bufs);
         if let Some(e) = t.obj.take_error() {
             return Err(e);
         }

@@ -78,12 +78,6 @@ impl Backend for GpuBackend {
         lr: f32,
     ) -> std::result::Result<(), StepError> {
         let with_options = *x != StepOptions::default() || self.t.is_amortized();
-        if with_options && self.dp.is_some() {
-            return Err(StepError::Other(anyhow!(
-                "--clip-norm, --gr-every and --gr-prob with data-parallel GPU training are not \
-                 offered yet (they run on one GPU and on the CPU backend, with or without MPI)"
-            )));
-        }
         let crops = match self.aug.as_mut() {
             Some((a, rng)) => {
                 // the CPU backend's draws, in the same order (augment.rs)
@@ -112,6 +106,7 @@ impl Backend for GpuBackend {
                     crops.map(|c| &c[lo..hi]),
                     method,
                     opt,
+                    x,
                     state,
                     lr,
                     &mut dp.nccl,
@@ -120,9 +115,12 @@ impl Backend for GpuBackend {
                     dp.mode,
                 )
                 .map_err(step_err)?;
-            let calls = match dp.mode {
-                AscentMode::Global => method.gradient_evals() as u64,
-                AscentMode::Local => 1,
+            // gradients summed over NCCL: every one of the step's (a reused
+            // ascent takes one), or the direction once (local ascent)
+            let calls = match (dp.mode, x.ascent) {
+                (AscentMode::Global, fdgr_kernel::Ascent::Fresh) => method.gradient_evals() as u64,
+                (AscentMode::Global, fdgr_kernel::Ascent::Reuse) => 1,
+                (AscentMode::Local, _) => 1,
             };
             let p = self.t.param_count() as u64;
             dp.dist.record_step_traffic(calls, calls * 4 * (p + 2));

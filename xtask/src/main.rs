@@ -95,6 +95,9 @@ fn test(args: &[String]) -> Result<(), String> {
     let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--features", "fdgr/mpi"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
     steps.push(run("rustdoc -D warnings", doc)?);
+    let mut doc = cargo(&["doc", "-p", "fdgr", "--no-deps"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    steps.push(run("rustdoc -D warnings (host without mpi)", doc)?);
     // The NVRTC wheel that the GPU crate's PTX test compiles with (under CI
     // that test fails without it, by design).
     if !quick {

@@ -3,7 +3,7 @@
 //! all-reduces (see [`fdgr_kernel::dist`] for the maths).
 //!
 //! A [`Comm`] is what the processes talk through: [`Single`] (one
-//! process, nothing to talk to), MPI ([`mpi`], feature `mpi`: `fdgr train`
+//! process, nothing to talk to), MPI (the `mpi` module, feature `mpi`: `fdgr train`
 //! launched by `mpirun -np N`), NCCL between GPUs (the GPU backend's
 //! communicator, see [`crate::gpu`]). [`Dist`] is a communicator with the
 //! buffers and counters of a run; [`init`] finds out how the process was

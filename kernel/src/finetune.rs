@@ -175,7 +175,7 @@ pub struct Memory<'a, F> {
 /// Most layers a fine-tuned model planned with the default capacity may
 /// have (nodes held inline in [`Nodes`]; a firmware plans with exactly its
 /// model's number of layers).
-pub const MAX_NODES: usize = 24;
+pub const MAX_NODES: usize = 64;
 
 /// The nodes of a model planned for fine-tuning, held inline (no heap):
 /// at most `N`.

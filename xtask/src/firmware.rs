@@ -817,6 +817,21 @@ pub(crate) const RESIDUAL_RUN: Pretrained = Pretrained {
     ),
 };
 
+/// A CIFAR-style ResNet on the 8×8 digits: `resnet14`, 34 layers once
+/// its batch norms are folded (more than the 24 a firmware planned with
+/// at first), fine-tuned in bias mode.
+pub(crate) const RESNET_RUN: Pretrained = Pretrained {
+    ckpt: "digits-resnet14-ckpt",
+    file: "digits-resnet14.fdgr",
+    train: &[
+        "--data", "digits", "--model", "resnet14", "--epochs", "1", "--seed", "1",
+    ],
+    steps: (
+        "fdgr train (digits resnet14, 1 epoch)",
+        "fdgr export (resnet14, folded)",
+    ),
+};
+
 /// `fdgr train` and `fdgr export` of `net` into `out`.
 pub(crate) fn train_and_export(
     out: &Path,

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::firmware::{
     fdgr_device, train_and_export, Pretrained, CONV_RUN, DSCNN_RUN, MLP_RUN, RESIDUAL_RUN,
+    RESNET_RUN,
 };
 use crate::util::Step;
 
@@ -187,7 +188,8 @@ pub(crate) fn device_live(out: &Path) -> Result<Vec<Step>, String> {
 /// `fdgr device build` builds its live image for stm32f4 (128 KiB of RAM)
 /// in bias mode and for nrf52840 (256 KiB) in full mode, and on qemu-m4
 /// it learns in bias mode bit-identically to the host replay; a residual
-/// net with batch norm, folded, learns bit-identically too.
+/// net with batch norm, folded, learns bit-identically too, and so does a
+/// folded ResNet-14 (34 layers) in bias mode.
 fn real_models(out: &Path) -> Result<Vec<Step>, String> {
     let (_, mut steps) = train_and_export(out, &DSCNN_RUN)?;
     let ck = out.join(DSCNN_RUN.ckpt).display().to_string();
@@ -221,6 +223,15 @@ fn real_models(out: &Path) -> Result<Vec<Step>, String> {
         &RESIDUAL_RUN,
         "digits:train:4",
         "full",
+        16.0,
+    )?);
+    // a ResNet, folded to more layers than the first firmware planned
+    steps.extend(train_and_export(out, &RESNET_RUN)?.1);
+    steps.push(built_in_verify(
+        out,
+        &RESNET_RUN,
+        "digits:train:4",
+        "bias",
         16.0,
     )?);
     Ok(steps)

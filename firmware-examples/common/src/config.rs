@@ -329,9 +329,9 @@ impl core::fmt::Display for Unfit {
 }
 
 /// Why a model with more than [`finetune::MAX_NODES`] layers is refused.
-const TOO_MANY_LAYERS: &str = "too many layers (the firmware plans at most 24)";
+const TOO_MANY_LAYERS: &str = "too many layers (the firmware plans at most 64)";
 // The message above names the capacity.
-const _: () = assert!(finetune::MAX_NODES == 24);
+const _: () = assert!(finetune::MAX_NODES == 64);
 
 /// The layer list of a weight file (either version), its input shape and
 /// loss, in `layers` (at most [`finetune::MAX_NODES`]); returns the count.

@@ -7,7 +7,7 @@
 // Kernel enums the device path uses: NVRTC programs, PTX entry names,
 // launch configurations) and by gpu/cpu-runtime/build.rs (one CPU launcher
 // per kernel). Adding a kernel: write it in its .cu file, add its line
-// here, call it from gpu/src/ops.rs, and compare it with the Rust it
+// here, call it from gpu/src/launchers.rs, and compare it with the Rust it
 // mirrors in gpu/src/cuda_c_tests.rs (every_kernel_is_compared fails
 // until it is).
 kernel_table! {

@@ -19,7 +19,7 @@
 
 use crate::device::{ConvKind, ConvOp, DPtr, Device};
 use crate::error::GpuError;
-use crate::ops;
+use crate::launchers;
 use fdgr_kernel::serial::ConvGeom;
 
 type R = Result<(), GpuError>;
@@ -59,32 +59,32 @@ pub fn run<D: Device>(d: &mut D, op: &ConvOp, scratch: DPtr, len: usize) -> R {
             ConvKind::Forward => {
                 let (col, tmp) = (scratch, scratch.at(cgkk * cols));
                 for grp in 0..g.groups {
-                    ops::im2col(d, g, op.a, col, n0, nc, grp)?;
+                    launchers::im2col(d, g, op.a, col, n0, nc, grp)?;
                     let w = op.b.at(grp * kg * cgkk);
                     let t = tmp.at(grp * kg * cols);
-                    ops::gemm(d, false, false, kg, cols, cgkk, op.alpha, w, col, 0.0, t)?;
+                    launchers::gemm(d, false, false, kg, cols, cgkk, op.alpha, w, col, 0.0, t)?;
                 }
-                ops::from_cnp(d, tmp, op.out, n0, nc, g.k_out, ohw, op.beta)?;
+                launchers::from_cnp(d, tmp, op.out, n0, nc, g.k_out, ohw, op.beta)?;
             }
             ConvKind::BackwardData => {
                 let (dyt, dcol) = (scratch, scratch.at(g.k_out * cols));
-                ops::to_cnp(d, op.a, dyt, n0, nc, g.k_out, ohw)?;
+                launchers::to_cnp(d, op.a, dyt, n0, nc, g.k_out, ohw)?;
                 for grp in 0..g.groups {
                     let w = op.b.at(grp * kg * cgkk);
                     let dy = dyt.at(grp * kg * cols);
-                    ops::gemm(d, true, false, cgkk, cols, kg, op.alpha, w, dy, 0.0, dcol)?;
-                    ops::col2im(d, g, dcol, op.out, n0, nc, grp, op.beta)?;
+                    launchers::gemm(d, true, false, cgkk, cols, kg, op.alpha, w, dy, 0.0, dcol)?;
+                    launchers::col2im(d, g, dcol, op.out, n0, nc, grp, op.beta)?;
                 }
             }
             ConvKind::BackwardFilter => {
                 let (dyt, col) = (scratch, scratch.at(g.k_out * cols));
-                ops::to_cnp(d, op.b, dyt, n0, nc, g.k_out, ohw)?;
+                launchers::to_cnp(d, op.b, dyt, n0, nc, g.k_out, ohw)?;
                 let beta = if n0 == 0 { op.beta } else { 1.0 };
                 for grp in 0..g.groups {
-                    ops::im2col(d, g, op.a, col, n0, nc, grp)?;
+                    launchers::im2col(d, g, op.a, col, n0, nc, grp)?;
                     let dy = dyt.at(grp * kg * cols);
                     let dw = op.out.at(grp * kg * cgkk);
-                    ops::gemm(d, false, true, kg, cgkk, cols, op.alpha, dy, col, beta, dw)?;
+                    launchers::gemm(d, false, true, kg, cgkk, cols, op.alpha, dy, col, beta, dw)?;
                 }
             }
         }

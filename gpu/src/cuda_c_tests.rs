@@ -1,6 +1,6 @@
 //! Every kernel of `gpu/kernels/`, as compiled for the CPU from the same
 //! `.cu` source NVRTC compiles (gpu/cpu-runtime), launched through
-//! `ops.rs` with the grid and block the device path uses, against the
+//! `launchers.rs` with the grid and block the device path uses, against the
 //! `fdgr_kernel` function it mirrors, on random inputs (and the awkward
 //! ones: confident logits far from 0, ties, NaN, ±∞, β = 0 over NaN).
 //! Each test runs twice: with the device's grids, and with elementwise
@@ -28,7 +28,7 @@ use fdgr_kernel::{act, loss, mlp, vecops, Act, Loss, Rng, Targets};
 use crate::emu::Emu;
 use crate::kernels::Kernel;
 use crate::launch::DOT_BLOCKS;
-use crate::ops;
+use crate::launchers;
 
 mod convnet;
 mod dense;

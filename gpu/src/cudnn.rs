@@ -313,7 +313,7 @@ impl CudnnConv {
         let al = &alpha as *const f32 as *const c_void;
         let be = &beta as *const f32 as *const c_void;
         // SAFETY: the operands lie in live device allocations of the sizes
-        // of `op.g` (the objective's layout, checked by DeviceOps); the
+        // of `op.g` (the objective's layout, checked by GpuOps); the
         // descriptors and workspace belong to this plan; all on one stream.
         unsafe {
             match algo {

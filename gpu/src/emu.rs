@@ -409,7 +409,7 @@ impl Device for Emu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops;
+    use crate::launchers;
 
     /// The CPU build holds exactly the table's kernels, in its order, each
     /// from its file.
@@ -489,7 +489,7 @@ mod tests {
         let x = e.alloc(10).unwrap();
         let xp = e.ptr(&x);
         e.upload(xp, &[1.5; 10]).unwrap();
-        ops::scale(&mut e, xp, 2.0, 10).unwrap();
+        launchers::scale(&mut e, xp, 2.0, 10).unwrap();
         assert_eq!(e.f(xp, 10), [3.0; 10]);
         assert_eq!(e.launches, [Kernel::Scale]);
         assert_eq!(e.cpu.threads, 256);

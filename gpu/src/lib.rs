@@ -11,7 +11,7 @@
 //! ResNets with batch norm and residual adds, wide ResNets), and
 //! `fdgr_kernel::step` / `fdgr_kernel::method::direction` run on it
 //! unchanged. Its gradients, Hessian products and losses are the kernel's
-//! own pass functions (`fdgr_kernel::model::pass`) over [`dops::DeviceOps`],
+//! own pass functions (`fdgr_kernel::model::pass`) over [`prims::GpuOps`],
 //! the device binding of the kernel's primitives (`fdgr_kernel::ops::Ops`):
 //! dense products on cuBLAS SGEMM (row-major through the transpose mapping
 //! of [`gemm`]), convolutions on cuDNN when it is present ([`cudnn`]) or
@@ -49,15 +49,15 @@ pub mod conv;
 pub mod cuda;
 pub mod cudnn;
 pub mod device;
-pub mod dops;
 pub mod error;
 pub mod gemm;
 pub mod kernels;
 pub mod launch;
+pub mod launchers;
 pub mod nccl;
 pub mod net;
-pub mod ops;
 pub mod plan;
+pub mod prims;
 pub mod trainer;
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! `fdgr_kernel::Objective<f32>` with device buffers as vectors, so the
 //! kernel's `step` / `direction` run unchanged; every gradient, Hessian
 //! product and loss is the kernel's own pass function
-//! (`fdgr_kernel::model::pass`) running on [`DeviceOps`], the device
+//! (`fdgr_kernel::model::pass`) running on [`GpuOps`], the device
 //! binding of the kernel's primitives. Nothing of a layer or a model is
 //! written here: this file holds buffers and the bookkeeping of
 //! `fdgr_kernel::Net` (the pending / commit rule of the batch-norm running
@@ -21,10 +21,10 @@ use fdgr_kernel::optim::OptElem;
 use fdgr_kernel::{Error, Objective, Pass, Shape, VecSpace};
 
 use crate::device::{DPtr, Device};
-use crate::dops::{DeviceOps, Mems, Region, Scratch};
 use crate::error::GpuError;
-use crate::ops;
+use crate::launchers;
 use crate::plan::{flags, ScalarPlan};
+use crate::prims::{GpuOps, Mems, Region, Scratch};
 
 /// What a device error turns into at the `fdgr_kernel` interface; the
 /// [`GpuError`] itself is kept (see [`DeviceNet::take_error`]).
@@ -388,7 +388,7 @@ impl<D: Device> DeviceNet<D> {
         v: Option<DPtr>,
         out: Option<DPtr>,
         slot: usize,
-        f: impl FnOnce(&Ctx<'_>, &mut DeviceOps<'_, D>) -> T,
+        f: impl FnOnce(&Ctx<'_>, &mut GpuOps<'_, D>) -> T,
     ) -> Result<T, GpuError> {
         let lay = self.model.layout(b, hvp);
         let p = self.model.param_count();
@@ -412,7 +412,7 @@ impl<D: Device> DeviceNet<D> {
             nodes: self.model.nodes(),
             lay,
         };
-        let mut o = DeviceOps::new(&mut self.dev, mem, labels, scratch);
+        let mut o = GpuOps::new(&mut self.dev, mem, labels, scratch);
         let r = f(&ctx, &mut o);
         o.finish().map(|()| r)
     }
@@ -450,7 +450,7 @@ impl<D: Device> DeviceNet<D> {
                 let p = ctx.ext(n, BN_PENDING);
                 let (dst, src) = (st.at(n.state_off), ws.at(p.off));
                 match skip {
-                    Some(_) => ops::copy_unless(&mut self.dev, dst, src, c, skip)?,
+                    Some(_) => launchers::copy_unless(&mut self.dev, dst, src, c, skip)?,
                     None => self.dev.copy(dst, src, c)?,
                 }
             }
@@ -517,21 +517,21 @@ impl<D: Device> VecSpace<f32> for DeviceNet<D> {
     fn axpy(&mut self, y: &mut D::Buf, a: f32, x: &D::Buf) {
         let n = self.dev.len(y).min(self.dev.len(x));
         let (yp, xp) = (self.dev.ptr(y), self.dev.ptr(x));
-        let r = ops::axpy(&mut self.dev, yp, a, xp, n);
+        let r = launchers::axpy(&mut self.dev, yp, a, xp, n);
         self.note(r);
     }
 
     fn waxpy(&mut self, w: &mut D::Buf, x: &D::Buf, a: f32, y: &D::Buf) {
         let n = self.dev.len(w).min(self.dev.len(x)).min(self.dev.len(y));
         let (wp, xp, yp) = (self.dev.ptr(w), self.dev.ptr(x), self.dev.ptr(y));
-        let r = ops::waxpy(&mut self.dev, wp, xp, a, yp, n);
+        let r = launchers::waxpy(&mut self.dev, wp, xp, a, yp, n);
         self.note(r);
     }
 
     fn scale(&mut self, x: &mut D::Buf, a: f32) {
         let n = self.dev.len(x);
         let xp = self.dev.ptr(x);
-        let r = ops::scale(&mut self.dev, xp, a, n);
+        let r = launchers::scale(&mut self.dev, xp, a, n);
         self.note(r);
     }
 
@@ -543,7 +543,7 @@ impl<D: Device> VecSpace<f32> for DeviceNet<D> {
         let partials = self.scal_ptr(ScalarPlan::PARTIALS);
         let out = self.scal_ptr(ScalarPlan::DOT);
         let mut v = [0.0f32];
-        let r = ops::dot(&mut self.dev, xp, yp, n, partials, out)
+        let r = launchers::dot(&mut self.dev, xp, yp, n, partials, out)
             .and_then(|()| self.dev.download(out, &mut v));
         match r {
             Ok(()) => v[0],
@@ -563,7 +563,7 @@ impl<D: Device> VecSpace<f32> for DeviceNet<D> {
         let r = self
             .dev
             .fill_u32(flag, 0, 1)
-            .and_then(|()| ops::nonfinite(&mut self.dev, xp, n, None, flag))
+            .and_then(|()| launchers::nonfinite(&mut self.dev, xp, n, None, flag))
             .and_then(|()| self.dev.download_u32(flag, &mut f));
         match r {
             Ok(()) => f[0] == 0,
@@ -586,7 +586,7 @@ impl<D: Device> VecSpace<f32> for DeviceNet<D> {
         let (tp, dp) = (self.dev.ptr(theta), self.dev.ptr(d));
         let p0 = s0.map(|v| self.dev.ptr(v));
         let p1 = s1.map(|v| self.dev.ptr(v));
-        let r = ops::opt_update(&mut self.dev, tp, dp, p0, p1, n, h, None);
+        let r = launchers::opt_update(&mut self.dev, tp, dp, p0, p1, n, h, None);
         self.note(r);
     }
 }

@@ -326,7 +326,7 @@ fn objective_vs_net(s: &Subject, b: usize, seed: u64) -> [f64; 6] {
 }
 
 /// The whole objective on the emulated device (the kernel's passes over
-/// DeviceOps, the .cu kernels, im2col + GEMM convolutions) against the
+/// GpuOps, the .cu kernels, im2col + GEMM convolutions) against the
 /// kernel's Net. Tolerances: the products and reductions are the same
 /// terms summed in other orders (the emulator's SGEMM accumulates in f64,
 /// the batch-norm sums run in block trees), so two correct f32

@@ -9,8 +9,8 @@ use fdgr_kernel::{Error, Loss, Method, Objective, Optim, SgdState, StepOptions};
 
 use crate::device::Device;
 use crate::error::GpuError;
+use crate::launchers;
 use crate::net::DeviceNet;
-use crate::ops;
 use crate::plan::{flags, ScalarPlan};
 
 struct Resident<D: Device> {
@@ -346,7 +346,7 @@ impl<D: Device> Trainer<D> {
         let (x, y) = (d.ptr(&data.x), d.iptr(&data.y));
         let (xb, yb) = (d.ptr(&self.obj.xb), d.iptr(&self.obj.yb));
         match (crops, &self.aug) {
-            (None, _) => ops::gather_rows(d, x, y, idx, b, n0, xb, yb)?,
+            (None, _) => launchers::gather_rows(d, x, y, idx, b, n0, xb, yb)?,
             (Some(c), Some(a)) => {
                 if c.len() != b {
                     return Err(input(format!("{} crops for {b} samples", c.len())));
@@ -362,7 +362,7 @@ impl<D: Device> Trainer<D> {
                 d.stage_u32(cp, &packed)?;
                 let fill = d.ptr(&a.fill);
                 let (dims, pad) = (a.spec.dims, a.spec.pad);
-                ops::gather_crop(d, x, y, idx, cp, b, dims, pad, Some(fill), xb, yb)?;
+                launchers::gather_crop(d, x, y, idx, cp, b, dims, pad, Some(fill), xb, yb)?;
             }
             (Some(_), None) => {
                 return Err(input("crops given but augmentation is off".into()));
@@ -562,13 +562,13 @@ impl<D: Device> Trainer<D> {
         let p0 = self.opt_state[0].as_ref().map(|v| d.ptr(v));
         let p1 = self.opt_state[1].as_ref().map(|v| d.ptr(v));
         let h = opt.rule_elem(lr, state.steps);
-        ops::nonfinite(d, dp, p, Some(loss), f.at(flags::BAD))?;
-        ops::opt_update(d, tp, dp, p0, p1, p, &h, Some(f))?;
+        launchers::nonfinite(d, dp, p, Some(loss), f.at(flags::BAD))?;
+        launchers::opt_update(d, tp, dp, p0, p1, p, &h, Some(f))?;
         // the running statistics of an accepted step (before commit_step
         // clears the verdict)
         self.obj.commit_on_device(Some(f))?;
         let d = &mut self.obj.dev;
-        ops::commit_step(d, f, state.steps)?;
+        launchers::commit_step(d, f, state.steps)?;
         state.steps += 1;
         self.pending = true;
         Ok(())
@@ -630,8 +630,8 @@ impl<D: Device> Trainer<D> {
             self.obj.set_batch_len(b);
             let out = self.obj.forward_outputs(theta, Mode::Eval)?;
             let d = &mut self.obj.dev;
-            ops::loss(d, loss_kind, out, yb, b, k, None, row_loss, 1.0, true, acc)?;
-            ops::count_correct(d, out, yb, b, k, correct)?;
+            launchers::loss(d, loss_kind, out, yb, b, k, None, row_loss, 1.0, true, acc)?;
+            launchers::count_correct(d, out, yb, b, k, correct)?;
             start += b;
         }
         let mut total = [0.0f32];

@@ -43,7 +43,7 @@ pub(super) fn check_im2col(e: &mut Emu, out: &mut Vec<Cmp>) {
         for (n0, nc) in [(0, g.n), (1, g.n - 1)] {
             for grp in 0..g.groups {
                 let cp = e.put(&vec![f32::NAN; rows * nc * ohw]);
-                ops::im2col(e, &g, xp, cp, n0, nc, grp).unwrap();
+                launchers::im2col(e, &g, xp, cp, n0, nc, grp).unwrap();
                 let got = e.get(cp, rows * nc * ohw);
                 for j in 0..nc {
                     let mut want = vec![f32::NAN; rows * ohw];
@@ -75,7 +75,7 @@ pub(super) fn check_col2im(e: &mut Emu, out: &mut Vec<Cmp>) {
                     rand(g.x_len(), 95, -1.0, 1.0)
                 };
                 let dxp = e.put(&dx0);
-                ops::col2im(e, &g, colp, dxp, n0, nc, grp, beta).unwrap();
+                launchers::col2im(e, &g, colp, dxp, n0, nc, grp, beta).unwrap();
                 let mut want = dx0.clone();
                 let hw = g.h * g.w;
                 for j in 0..nc {
@@ -104,7 +104,7 @@ pub(super) fn check_layouts(e: &mut Emu, out: &mut Vec<Cmp>) {
     let (n0, nc) = (1, 3);
     let sp = e.put(&src);
     let dp = e.put(&vec![f32::NAN; kk * nc * np]);
-    ops::to_cnp(e, sp, dp, n0, nc, kk, np).unwrap();
+    launchers::to_cnp(e, sp, dp, n0, nc, kk, np).unwrap();
     let mut want = vec![0.0; kk * nc * np];
     for c in 0..kk {
         for j in 0..nc {
@@ -126,7 +126,7 @@ pub(super) fn check_layouts(e: &mut Emu, out: &mut Vec<Cmp>) {
             src.clone()
         };
         let yp = e.put(&y0);
-        ops::from_cnp(e, tp, yp, n0, nc, kk, np, beta).unwrap();
+        launchers::from_cnp(e, tp, yp, n0, nc, kk, np, beta).unwrap();
         let mut want = y0.clone();
         for c in 0..kk {
             for j in 0..nc {
@@ -268,7 +268,7 @@ pub(super) fn check_bn_stats(e: &mut Emu, out: &mut Vec<Cmp>) {
         let (xp, rp) = (e.put(&x), e.put(&running));
         let sp = e.put(&vec![f32::NAN; 2 * g.c]);
         let pp = e.put(&vec![f32::NAN; 2 * g.c]);
-        ops::bn_stats(e, &g, xp, eps, sp, Some(rp), Some(pp), momentum).unwrap();
+        launchers::bn_stats(e, &g, xp, eps, sp, Some(rp), Some(pp), momentum).unwrap();
         let (stats, pending) = (e.get(sp, 2 * g.c), e.get(pp, 2 * g.c));
         let m = g.m();
         let (d1, d2) = (m, chan_depth(m));
@@ -297,7 +297,7 @@ pub(super) fn check_bn_stats(e: &mut Emu, out: &mut Vec<Cmp>) {
         }
         // without a pending update: the same statistics, nothing else
         let sp2 = e.put(&vec![f32::NAN; 2 * g.c]);
-        ops::bn_stats(e, &g, xp, eps, sp2, None, None, momentum).unwrap();
+        launchers::bn_stats(e, &g, xp, eps, sp2, None, None, momentum).unwrap();
         let mut c = Cmp::ulp(Kernel::BnStats, "same stats without pending", 0.0);
         c.ulps(&e.get(sp2, 2 * g.c), &stats);
         out.push(c);
@@ -320,7 +320,7 @@ pub(super) fn check_bn_apply(e: &mut Emu, out: &mut Vec<Cmp>) {
             for eval in [false, true] {
                 let (xp, gp, sp) = (e.put(&x), e.put(&gb), e.put(&stats));
                 let yp = e.put(&vec![f32::NAN; g.len()]);
-                ops::bn_apply(e, &g, xp, yp, gp, sp, eval, eps, a).unwrap();
+                launchers::bn_apply(e, &g, xp, yp, gp, sp, eval, eps, a).unwrap();
                 let mut want = vec![0.0; g.len()];
                 if eval {
                     norm::forward_eval(&g, &x, &mut want, &gb, &stats, eps, a);
@@ -380,7 +380,7 @@ pub(super) fn check_bn_backward(e: &mut Emu, out: &mut Vec<Cmp>) {
                 rand(2 * g.c, 163, -1.0, 1.0)
             };
             let pp = e.put(&p0);
-            ops::bn_bwd_sums(e, &g, xp, dyp, sp, sm, Some((pp, alpha, beta))).unwrap();
+            launchers::bn_bwd_sums(e, &g, xp, dyp, sp, sm, Some((pp, alpha, beta))).unwrap();
             let got = e.get(sm, 2 * g.c);
             let d2 = chan_depth(g.m());
             for ch in 0..g.c {
@@ -404,7 +404,7 @@ pub(super) fn check_bn_backward(e: &mut Emu, out: &mut Vec<Cmp>) {
                     vec![f32::NAN; g.len()]
                 };
                 let dxp = e.put(&d0);
-                ops::bn_bwd_dx(e, &g, xp, dyp, dxp, gp, sp, sm, acc).unwrap();
+                launchers::bn_bwd_dx(e, &g, xp, dyp, dxp, gp, sp, sm, acc).unwrap();
                 let mut want = d0.clone();
                 for ch in 0..g.c {
                     for n in 0..g.n {
@@ -447,7 +447,7 @@ pub(super) fn check_bn_r_forward(e: &mut Emu, out: &mut Vec<Cmp>) {
         for with_rx in [true, false] {
             let rxo = with_rx.then_some(rxp);
             let rs = e.put(&vec![f32::NAN; 2 * g.c]);
-            ops::bn_rfwd_sums(e, &g, xp, rxo, sp, rs).unwrap();
+            launchers::bn_rfwd_sums(e, &g, xp, rxo, sp, rs).unwrap();
             let got = e.get(rs, 2 * g.c);
             let m = g.m() as f64;
             for ch in 0..g.c {
@@ -466,7 +466,7 @@ pub(super) fn check_bn_r_forward(e: &mut Emu, out: &mut Vec<Cmp>) {
                 sums.bounded(g.c + ch, got[g.c + ch], mb, b1);
             }
             let ryp = e.put(&vec![f32::NAN; g.len()]);
-            ops::bn_rfwd_apply(e, &g, xp, rxo, ryp, gp, vp, sp, rs).unwrap();
+            launchers::bn_rfwd_apply(e, &g, xp, rxo, ryp, gp, vp, sp, rs).unwrap();
             let mut want = vec![0.0; g.len()];
             for ch in 0..g.c {
                 for n in 0..g.n {
@@ -511,7 +511,7 @@ pub(super) fn check_bn_r_backward(e: &mut Emu, out: &mut Vec<Cmp>) {
         let vgb = rand(2 * c, 185, -1.0, 1.0);
         let st = bn_stats_of(&g, &x);
         let rst = rand(2 * c, 186, -0.3, 0.3);
-        let b = ops::BnRBack {
+        let b = launchers::BnRBack {
             x: e.put(&x),
             rx: Some(e.put(&rx)),
             dy: e.put(&dy),
@@ -522,13 +522,13 @@ pub(super) fn check_bn_r_backward(e: &mut Emu, out: &mut Vec<Cmp>) {
             rstats: e.put(&rst),
         };
         for with_rx in [true, false] {
-            let b = ops::BnRBack {
+            let b = launchers::BnRBack {
                 rx: if with_rx { b.rx } else { None },
                 ..b
             };
             let s5 = e.put(&vec![f32::NAN; 5 * c]);
             let rs = e.put(&vec![f32::NAN; 2 * c]);
-            ops::bn_rbwd_sums(e, &g, &b, s5, rs).unwrap();
+            launchers::bn_rbwd_sums(e, &g, &b, s5, rs).unwrap();
             let got = e.get(s5, 5 * c);
             let a = norm::RBack {
                 x: &x,
@@ -581,7 +581,7 @@ pub(super) fn check_bn_r_backward(e: &mut Emu, out: &mut Vec<Cmp>) {
                     vec![f32::NAN; g.len()]
                 };
                 let dp = e.put(&d0);
-                ops::bn_rbwd_dx(e, &g, &b, dp, s5, acc).unwrap();
+                launchers::bn_rbwd_dx(e, &g, &b, dp, s5, acc).unwrap();
                 let mut want = d0.clone();
                 for ch in 0..c {
                     let s = norm::RSums {
@@ -663,12 +663,12 @@ pub(super) fn check_pool(e: &mut Emu, out: &mut Vec<Cmp>) {
         let dy = rand(g.y_len(), 192, -1.0, 1.0);
         let (xp, rxp, dyp) = (e.put(&x), e.put(&rx), e.put(&dy));
         let yp = e.put(&vec![f32::NAN; g.y_len()]);
-        ops::pool_fwd(e, &g, xp, yp).unwrap();
+        launchers::pool_fwd(e, &g, xp, yp).unwrap();
         let mut want = vec![0.0; g.y_len()];
         pool::forward(&g, &x, &mut want);
         f.ulps(&e.get(yp, g.y_len()), &want);
         let ryp = e.put(&vec![f32::NAN; g.y_len()]);
-        ops::pool_r(e, &g, xp, rxp, ryp).unwrap();
+        launchers::pool_r(e, &g, xp, rxp, ryp).unwrap();
         pool::r_forward(&g, &x, &rx, &mut want);
         r.ulps(&e.get(ryp, g.y_len()), &want);
         for acc in [false, true] {
@@ -678,7 +678,7 @@ pub(super) fn check_pool(e: &mut Emu, out: &mut Vec<Cmp>) {
                 vec![f32::NAN; g.x_len()]
             };
             let dxp = e.put(&d0);
-            ops::pool_bwd(e, &g, xp, dyp, dxp, acc).unwrap();
+            launchers::pool_bwd(e, &g, xp, dyp, dxp, acc).unwrap();
             let mut want = d0.clone();
             pool::backward(&g, &x, &dy, &mut want, acc);
             b.ulps(&e.get(dxp, g.x_len()), &want);
@@ -756,7 +756,7 @@ pub(super) fn check_gather_crop(e: &mut Emu, out: &mut Vec<Cmp>) {
         e.put(&fill),
     );
     let (xb, yb) = (e.put(&vec![f32::NAN; rows * f]), e.put_u32(&vec![0; rows]));
-    ops::gather_crop(e, xp, yp, ip, cp, rows, dims, pad, Some(fp), xb, yb).unwrap();
+    launchers::gather_crop(e, xp, yp, ip, cp, rows, dims, pad, Some(fp), xb, yb).unwrap();
     let mut want = vec![];
     for (j, &i) in idx.iter().enumerate() {
         let img = &x[i as usize * f..(i as usize + 1) * f];

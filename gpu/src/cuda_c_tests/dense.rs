@@ -15,7 +15,7 @@ pub(super) fn check_bias_act(e: &mut Emu, out: &mut Vec<Cmp>) {
             let bias = rand(c, 20 + i as u64, -1.0, 1.0);
             let zp = e.put(&z);
             let bp = with_bias.then(|| e.put(&bias));
-            ops::bias_act(e, zp, bp, len, c, hw, a).unwrap();
+            launchers::bias_act(e, zp, bp, len, c, hw, a).unwrap();
             let mut want = z.clone();
             act::bias_act_chw(&mut want, with_bias.then_some(&bias[..]), c, hw, a);
             let case = format!(
@@ -35,7 +35,7 @@ pub(super) fn check_act_map(e: &mut Emu, out: &mut Vec<Cmp>) {
     for a in ACTS {
         let x = rand(n, 3, -4.0, 4.0);
         let (yp, xp) = (e.put(&vec![f32::NAN; n]), e.put(&x));
-        ops::act_map(e, yp, xp, n, a).unwrap();
+        launchers::act_map(e, yp, xp, n, a).unwrap();
         let mut want = vec![0.0; n];
         act::act_map(&mut want, &x, a);
         let mut c = Cmp::ulp(Kernel::ActMap, a.name(), 0.0);
@@ -50,7 +50,7 @@ pub(super) fn check_r_act(e: &mut Emu, out: &mut Vec<Cmp>) {
         let rz = rand(n, 3, -2.0, 2.0);
         let av = activations(n, 5, a);
         let (rap, rzp, ap) = (e.put(&vec![f32::NAN; n]), e.put(&rz), e.put(&av));
-        ops::r_act(e, rap, rzp, ap, n, a).unwrap();
+        launchers::r_act(e, rap, rzp, ap, n, a).unwrap();
         let mut want = vec![0.0; n];
         act::r_act(&mut want, &rz, &av, a);
         let mut c = Cmp::ulp(Kernel::RAct, a.name(), 0.0);
@@ -75,7 +75,7 @@ pub(super) fn check_chan_sum(e: &mut Emu, out: &mut Vec<Cmp>) {
                 rand(ch, 61, -1.0, 1.0)
             };
             let (op, mp) = (e.put(&o), e.put(&m));
-            ops::chan_sum(e, op, mp, n, ch, hw, alpha, beta).unwrap();
+            launchers::chan_sum(e, op, mp, n, ch, hw, alpha, beta).unwrap();
             let mut want = o.clone();
             act::chan_sum(&mut want, &m, ch, hw, alpha, beta);
             c.ulps(&e.get(op, ch), &want);
@@ -90,7 +90,7 @@ pub(super) fn check_act_backward(e: &mut Emu, out: &mut Vec<Cmp>) {
         let av = activations(n, 1, a);
         let d = rand(n, 2, -2.0, 2.0);
         let (dp, ap) = (e.put(&d), e.put(&av));
-        ops::act_backward(e, dp, ap, n, a).unwrap();
+        launchers::act_backward(e, dp, ap, n, a).unwrap();
         let mut want = d.clone();
         act::act_backward(&mut want, &av, a);
         let mut c = Cmp::ulp(Kernel::ActBackward, a.name(), 0.0);
@@ -107,7 +107,7 @@ pub(super) fn check_r_act_backward(e: &mut Emu, out: &mut Vec<Cmp>) {
         let av = activations(n, 8, a);
         let dz = rand(n, 9, -2.0, 2.0);
         let (rdp, rzp, ap, dzp) = (e.put(&rd), e.put(&rz), e.put(&av), e.put(&dz));
-        ops::r_act_backward(e, rdp, rzp, ap, dzp, n, a).unwrap();
+        launchers::r_act_backward(e, rdp, rzp, ap, dzp, n, a).unwrap();
         let mut want = rd.clone();
         act::r_act_backward(&mut want, &rz, &av, &dz, a);
         let mut c = Cmp::ulp(Kernel::RActBackward, a.name(), 0.0);
@@ -133,7 +133,7 @@ pub(super) fn check_col_sum(e: &mut Emu, out: &mut Vec<Cmp>) {
                 rand(cols, 40 + i as u64, -1.0, 1.0)
             };
             let (op, mp) = (e.put(&o), e.put(&m));
-            ops::col_sum(e, op, mp, rows, cols, alpha, beta).unwrap();
+            launchers::col_sum(e, op, mp, rows, cols, alpha, beta).unwrap();
             let got = e.get(op, cols);
             let mut want = o.clone();
             act::col_sum(&mut want, &m, alpha, beta);
@@ -207,12 +207,12 @@ pub(super) fn check_loss_rows(e: &mut Emu, out: &mut Vec<Cmp>) {
             e.put(&vec![f32::NAN; rows]),
             e.put(&[f32::NAN]),
         );
-        let scale = ops::mean_scale(l, rows, k);
-        ops::loss(e, l, zp, yp, rows, k, Some(dp), rlp, scale, false, lp).unwrap();
+        let scale = launchers::mean_scale(l, rows, k);
+        launchers::loss(e, l, zp, yp, rows, k, Some(dp), rlp, scale, false, lp).unwrap();
         let row_loss = e.get(rlp, rows);
         // each row's term: the kernel's loss of that row alone (times 1/K
         // for MSE, the kernel's mean over one row)
-        let one = ops::mean_scale(l, 1, k);
+        let one = launchers::mean_scale(l, 1, k);
         for r in 0..rows {
             let zr = &z[r * k..(r + 1) * k];
             let want = loss::loss_grad(l, zr, &Targets::Classes(&y[r..r + 1]), k, None);
@@ -229,7 +229,7 @@ pub(super) fn check_loss_rows(e: &mut Emu, out: &mut Vec<Cmp>) {
         mean.bounded(i, e.get(lp, 1)[0], want_l, bound);
         // the same without δ: same terms, δ untouched
         let (dp2, rlp2) = (e.put(&vec![f32::NAN; rows * k]), e.put(&vec![0.0; rows]));
-        ops::loss(e, l, zp, yp, rows, k, None, rlp2, scale, false, lp).unwrap();
+        launchers::loss(e, l, zp, yp, rows, k, None, rlp2, scale, false, lp).unwrap();
         no_delta.ulps(&e.get(rlp2, rows), &row_loss);
         assert!(e.get(dp2, rows * k).iter().all(|v| v.is_nan()));
     }
@@ -242,7 +242,7 @@ pub(super) fn check_loss_hvp(e: &mut Emu, out: &mut Vec<Cmp>) {
         let z = logits(rows, k, &y, 80 + i as u64);
         let r = rand(rows * k, 90 + i as u64, -1.0, 1.0);
         let (zp, rp, hp) = (e.put(&z), e.put(&r), e.put(&vec![f32::NAN; rows * k]));
-        ops::loss_hvp(e, l, zp, rows, k, rp, hp).unwrap();
+        launchers::loss_hvp(e, l, zp, rows, k, rp, hp).unwrap();
         let mut want = vec![0.0; rows * k];
         loss::loss_hvp(l, &z, k, &r, &mut want);
         let mut c = Cmp::ulp(Kernel::LossHvp, format!("{} {rows}x{k}", l.name()), 0.0);
@@ -261,7 +261,7 @@ pub(super) fn check_count_correct(e: &mut Emu, out: &mut Vec<Cmp>) {
             .collect();
         let y = labels(rows, k, 12);
         let (zp, yp, cp) = (e.put(&z), e.put_u32(&y), e.put_u32(&[7]));
-        ops::count_correct(e, zp, yp, rows, k, cp).unwrap();
+        launchers::count_correct(e, zp, yp, rows, k, cp).unwrap();
         let want = 7 + mlp::correct(&z, k, &y) as u32;
         c.exact(&e.get_u32(cp, 1), &[want]);
     }
@@ -275,7 +275,7 @@ pub(super) fn check_vecops(e: &mut Emu, out: &mut Vec<Cmp>) {
     let a = -0.37f32;
 
     let (yp, xp) = (e.put(&y), e.put(&x));
-    ops::axpy(e, yp, a, xp, n).unwrap();
+    launchers::axpy(e, yp, a, xp, n).unwrap();
     let mut want = y.clone();
     vecops::axpy(&mut want, a, &x);
     let mut c = Cmp::ulp(Kernel::Axpy, "y + a x", 0.0);
@@ -283,7 +283,7 @@ pub(super) fn check_vecops(e: &mut Emu, out: &mut Vec<Cmp>) {
     out.push(c);
 
     let (wp, xp, yp) = (e.put(&vec![f32::NAN; n]), e.put(&x), e.put(&y));
-    ops::waxpy(e, wp, xp, a, yp, n).unwrap();
+    launchers::waxpy(e, wp, xp, a, yp, n).unwrap();
     let mut want = vec![0.0; n];
     vecops::waxpy(&mut want, &x, a, &y);
     let mut c = Cmp::ulp(Kernel::Waxpy, "x + a y", 0.0);
@@ -291,7 +291,7 @@ pub(super) fn check_vecops(e: &mut Emu, out: &mut Vec<Cmp>) {
     out.push(c);
 
     let xp = e.put(&x);
-    ops::scale(e, xp, a, n).unwrap();
+    launchers::scale(e, xp, a, n).unwrap();
     let mut want = x.clone();
     vecops::scale(&mut want, a);
     let mut c = Cmp::ulp(Kernel::Scale, "a x", 0.0);
@@ -309,7 +309,7 @@ pub(super) fn check_dot(e: &mut Emu, out: &mut Vec<Cmp>) {
         let x = rand(n, 15 + i as u64, -1.0, 1.0);
         let y = rand(n, 25 + i as u64, -1.0, 1.0);
         let (xp, yp, op) = (e.put(&x), e.put(&y), e.put(&[f32::NAN]));
-        ops::dot(e, xp, yp, n, partials, op).unwrap();
+        launchers::dot(e, xp, yp, n, partials, op).unwrap();
         let want = vecops::dot(&x, &y);
         let terms: f64 = x.iter().zip(&y).map(|(a, b)| (a * b).abs() as f64).sum();
         // kernel: blocks of DOT_BLOCK products (8 lanes of DOT_BLOCK/8, a
@@ -341,7 +341,7 @@ pub(super) fn check_reduce_sum(e: &mut Emu, out: &mut Vec<Cmp>) {
         for acc in [false, true] {
             let (vp, op) = (e.put(&v), e.put(&[1.5]));
             let scale = 0.37f32;
-            ops::reduce_sum(e, vp, n as u32, scale, acc, op).unwrap();
+            launchers::reduce_sum(e, vp, n as u32, scale, acc, op).unwrap();
             // the kernel's mean: a plain sum, times the scale
             let total: f32 = v.iter().sum();
             let want = if acc { 1.5 } else { 0.0 } + total * scale;
@@ -375,7 +375,7 @@ pub(super) fn check_nonfinite(e: &mut Emu, out: &mut Vec<Cmp>) {
                 let xp = e.put(&x);
                 let sp = scalar.map(|s| e.put(&[s]));
                 let fp = e.put_u32(&[0]);
-                ops::nonfinite(e, xp, len, sp, fp).unwrap();
+                launchers::nonfinite(e, xp, len, sp, fp).unwrap();
                 let want = !vecops::all_finite(&x[..len]) || scalar.is_some_and(|s| !s.is_finite());
                 c.exact(&e.get_u32(fp, 1), &[u32::from(want)]);
             }
@@ -435,7 +435,7 @@ pub(super) fn check_opt_update(e: &mut Emu, out: &mut Vec<Cmp>) {
             let p0 = with_state.then(|| e.put(&v0));
             let p1 = (with_state && adam).then(|| e.put(&sq0));
             let sp = skip.map(|s| e.put_u32(&s));
-            ops::opt_update(e, tp, dp, p0, p1, n, &h, sp).unwrap();
+            launchers::opt_update(e, tp, dp, p0, p1, n, &h, sp).unwrap();
             let (mut wt, mut w0, mut w1) = (theta.clone(), v0.clone(), sq0.clone());
             if skip.is_none_or(|s| s == [0, 0]) {
                 update_slices(
@@ -470,7 +470,7 @@ pub(super) fn check_commit_step(e: &mut Emu, out: &mut Vec<Cmp>) {
         ([0, 1, 5, 6], [0, 1, 5, 6]),       // halted stays halted
     ] {
         let fp = e.put_u32(&before);
-        ops::commit_step(e, fp, step).unwrap();
+        launchers::commit_step(e, fp, step).unwrap();
         c.exact(&e.get_u32(fp, 4), &after);
     }
     out.push(c);
@@ -485,7 +485,7 @@ pub(super) fn check_gather_rows(e: &mut Emu, out: &mut Vec<Cmp>) {
     let idx = labels(rows, s, 57);
     let (xp, yp, ip) = (e.put(&x), e.put_u32(&y), e.put_u32(&idx));
     let (xb, yb) = (e.put(&vec![f32::NAN; rows * n0]), e.put_u32(&vec![0; rows]));
-    ops::gather_rows(e, xp, yp, ip, rows, n0, xb, yb).unwrap();
+    launchers::gather_rows(e, xp, yp, ip, rows, n0, xb, yb).unwrap();
     let want_x: Vec<f32> = idx
         .iter()
         .flat_map(|&i| x[i as usize * n0..(i as usize + 1) * n0].to_vec())
@@ -508,14 +508,14 @@ pub(super) fn check_axpby_add_copy(e: &mut Emu, out: &mut Vec<Cmp>) {
             y.clone()
         };
         let (yp, xp) = (e.put(&init), e.put(&x));
-        ops::axpby(e, yp, xp, n, alpha, beta).unwrap();
+        launchers::axpby(e, yp, xp, n, alpha, beta).unwrap();
         let mut want = init.clone();
         vecops::axpby(&mut want, &x, alpha, beta);
         c.ulps(&e.get(yp, n), &want);
     }
     out.push(c);
     let (wp, ap, bp) = (e.put(&vec![f32::NAN; n]), e.put(&x), e.put(&y));
-    ops::add(e, wp, ap, bp, n).unwrap();
+    launchers::add(e, wp, ap, bp, n).unwrap();
     let mut want = vec![0.0; n];
     vecops::add(&mut want, &x, &y);
     let mut c = Cmp::ulp(Kernel::Add, "a + b", 0.0);
@@ -527,7 +527,7 @@ pub(super) fn check_axpby_add_copy(e: &mut Emu, out: &mut Vec<Cmp>) {
     for skip in [None, Some([0u32, 0]), Some([1, 0]), Some([0, 1])] {
         let (dp, sp) = (e.put(&y), e.put(&x));
         let fp = skip.map(|f| e.put_u32(&f));
-        ops::copy_unless(e, dp, sp, n, fp).unwrap();
+        launchers::copy_unless(e, dp, sp, n, fp).unwrap();
         let want = if skip.is_none_or(|f| f == [0, 0]) {
             &x
         } else {

@@ -8,7 +8,7 @@
 //! Nothing waits for the device: the loss goes to a device scalar, whose
 //! location [`Ops::loss_grad`] returns ([`Ops::Scalar`] = [`DPtr`]).
 //! Errors are sticky: the first one is kept and every later primitive of
-//! the pass is skipped ([`DeviceOps::finish`] returns it).
+//! the pass is skipped ([`GpuOps::finish`] returns it).
 
 use fdgr_kernel::act::Act;
 use fdgr_kernel::model::{Mode, BN_EPS, BN_MOMENTUM};
@@ -19,7 +19,7 @@ use fdgr_kernel::Loss;
 use crate::conv;
 use crate::device::{ConvKind, ConvOp, DPtr, Device};
 use crate::error::GpuError;
-use crate::ops;
+use crate::launchers;
 
 /// A device memory of a pass: where it starts and how many scalars it has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub struct Scratch {
 }
 
 /// [`Ops`] on device `D` for one pass.
-pub struct DeviceOps<'a, D: Device> {
+pub struct GpuOps<'a, D: Device> {
     dev: &'a mut D,
     mem: Mems,
     labels: DPtr,
@@ -79,11 +79,11 @@ pub struct DeviceOps<'a, D: Device> {
 
 type R = Result<(), GpuError>;
 
-impl<'a, D: Device> DeviceOps<'a, D> {
+impl<'a, D: Device> GpuOps<'a, D> {
     /// The primitives over `mem` on `dev`; `labels`: the batch's class
     /// labels (u32).
     pub fn new(dev: &'a mut D, mem: Mems, labels: DPtr, scratch: Scratch) -> Self {
-        DeviceOps {
+        GpuOps {
             dev,
             mem,
             labels,
@@ -145,14 +145,14 @@ impl<'a, D: Device> DeviceOps<'a, D> {
 }
 
 fn opt_ptr<D: Device>(
-    o: &DeviceOps<'_, D>,
+    o: &GpuOps<'_, D>,
     l: Option<Loc>,
     n: usize,
 ) -> Result<Option<DPtr>, GpuError> {
     l.map(|l| o.ptr(l, n)).transpose()
 }
 
-impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
+impl<D: Device> Ops<f32> for GpuOps<'_, D> {
     type Scalar = DPtr;
 
     fn gemm(
@@ -170,7 +170,7 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
     ) {
         self.go(|s| {
             let (a, b, c) = (s.ptr(a, m * k)?, s.ptr(b, k * n)?, s.ptr(c, m * n)?);
-            ops::gemm(s.dev, ta, tb, m, n, k, alpha, a, b, beta, c)
+            launchers::gemm(s.dev, ta, tb, m, n, k, alpha, a, b, beta, c)
         });
     }
 
@@ -178,28 +178,28 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
         self.go(|s| {
             let len = n * c * hw;
             let (z, b) = (s.ptr(z, len)?, opt_ptr(s, bias, c)?);
-            ops::bias_act(s.dev, z, b, len, c, hw, act)
+            launchers::bias_act(s.dev, z, b, len, c, hw, act)
         });
     }
 
     fn act_map(&mut self, y: Loc, x: Loc, len: usize, act: Act) {
         self.go(|s| {
             let (y, x) = (s.ptr(y, len)?, s.ptr(x, len)?);
-            ops::act_map(s.dev, y, x, len, act)
+            launchers::act_map(s.dev, y, x, len, act)
         });
     }
 
     fn act_backward(&mut self, delta: Loc, a: Loc, len: usize, act: Act) {
         self.go(|s| {
             let (d, a) = (s.ptr(delta, len)?, s.ptr(a, len)?);
-            ops::act_backward(s.dev, d, a, len, act)
+            launchers::act_backward(s.dev, d, a, len, act)
         });
     }
 
     fn r_act(&mut self, ra: Loc, rz: Loc, a: Loc, len: usize, act: Act) {
         self.go(|s| {
             let (ra, rz, a) = (s.ptr(ra, len)?, s.ptr(rz, len)?, s.ptr(a, len)?);
-            ops::r_act(s.dev, ra, rz, a, len, act)
+            launchers::r_act(s.dev, ra, rz, a, len, act)
         });
     }
 
@@ -207,14 +207,14 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
         self.go(|s| {
             let (rd, rz) = (s.ptr(rd, len)?, s.ptr(rz, len)?);
             let (a, dz) = (s.ptr(a, len)?, s.ptr(dz, len)?);
-            ops::r_act_backward(s.dev, rd, rz, a, dz, len, act)
+            launchers::r_act_backward(s.dev, rd, rz, a, dz, len, act)
         });
     }
 
     fn chan_sum(&mut self, out: Loc, m: Loc, n: usize, c: usize, hw: usize, alpha: f32, beta: f32) {
         self.go(|s| {
             let (o, m) = (s.ptr(out, c)?, s.ptr(m, n * c * hw)?);
-            ops::chan_sum(s.dev, o, m, n, c, hw, alpha, beta)
+            launchers::chan_sum(s.dev, o, m, n, c, hw, alpha, beta)
         });
     }
 
@@ -287,7 +287,7 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
             match a.mode {
                 Mode::Eval => {
                     let run = s.ptr(a.running, 2 * c)?;
-                    ops::bn_apply(s.dev, g, x, y, gb, run, true, eps, a.act)
+                    launchers::bn_apply(s.dev, g, x, y, gb, run, true, eps, a.act)
                 }
                 Mode::Train => {
                     let stats = s.ptr(a.stats, 2 * c)?;
@@ -296,8 +296,8 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
                         None => (None, None),
                     };
                     let m = BN_MOMENTUM as f32;
-                    ops::bn_stats(s.dev, g, x, eps, stats, run, pend, m)?;
-                    ops::bn_apply(s.dev, g, x, y, gb, stats, false, eps, a.act)
+                    launchers::bn_stats(s.dev, g, x, eps, stats, run, pend, m)?;
+                    launchers::bn_apply(s.dev, g, x, y, gb, stats, false, eps, a.act)
                 }
             }
         });
@@ -316,10 +316,10 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
                 Some((p, alpha, beta)) => Some((s.ptr(p, 2 * c)?, alpha, beta)),
                 None => None,
             };
-            ops::bn_bwd_sums(s.dev, g, x, dy, stats, sums, dp)?;
+            launchers::bn_bwd_sums(s.dev, g, x, dy, stats, sums, dp)?;
             if let Some((dx, acc)) = a.dx {
                 let dx = s.ptr(dx, len)?;
-                ops::bn_bwd_dx(s.dev, g, x, dy, dx, gb, stats, sums, acc)?;
+                launchers::bn_bwd_dx(s.dev, g, x, dy, dx, gb, stats, sums, acc)?;
             }
             Ok(())
         });
@@ -332,15 +332,15 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
             let (gb, vgb) = (s.ptr(a.gb, 2 * c)?, s.ptr(a.vgb, 2 * c)?);
             let (stats, ry) = (s.ptr(a.stats, 2 * c)?, s.ptr(a.ry, len)?);
             let rstats = s.ptr(a.rstats, 2 * c)?;
-            ops::bn_rfwd_sums(s.dev, g, x, rx, stats, rstats)?;
-            ops::bn_rfwd_apply(s.dev, g, x, rx, ry, gb, vgb, stats, rstats)
+            launchers::bn_rfwd_sums(s.dev, g, x, rx, stats, rstats)?;
+            launchers::bn_rfwd_apply(s.dev, g, x, rx, ry, gb, vgb, stats, rstats)
         });
     }
 
     fn bn_r_backward(&mut self, g: &BnGeom, a: &BnRBwd) {
         self.go(|s| {
             let (len, c) = (g.len(), g.c);
-            let b = ops::BnRBack {
+            let b = launchers::BnRBack {
                 x: s.ptr(a.x, len)?,
                 rx: opt_ptr(s, a.rx, len)?,
                 dy: s.ptr(a.dy, len)?,
@@ -352,10 +352,10 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
             };
             let sums5 = s.sums(5 * c)?;
             let rsums = s.ptr(a.rsums, 2 * c)?;
-            ops::bn_rbwd_sums(s.dev, g, &b, sums5, rsums)?;
+            launchers::bn_rbwd_sums(s.dev, g, &b, sums5, rsums)?;
             if let Some((rdx, acc)) = a.rdx {
                 let rdx = s.ptr(rdx, len)?;
-                ops::bn_rbwd_dx(s.dev, g, &b, rdx, sums5, acc)?;
+                launchers::bn_rbwd_dx(s.dev, g, &b, rdx, sums5, acc)?;
             }
             Ok(())
         });
@@ -364,7 +364,7 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
     fn pool(&mut self, g: &PoolGeom, x: Loc, y: Loc) {
         self.go(|s| {
             let (x, y) = (s.ptr(x, g.x_len())?, s.ptr(y, g.y_len())?);
-            ops::pool_fwd(s.dev, g, x, y)
+            launchers::pool_fwd(s.dev, g, x, y)
         });
     }
 
@@ -372,7 +372,7 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
         self.go(|s| {
             let (x, dy) = (s.ptr(x, g.x_len())?, s.ptr(dy, g.y_len())?);
             let dx = s.ptr(dx, g.x_len())?;
-            ops::pool_bwd(s.dev, g, x, dy, dx, acc)
+            launchers::pool_bwd(s.dev, g, x, dy, dx, acc)
         });
     }
 
@@ -380,14 +380,14 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
         self.go(|s| {
             let (x, rx) = (s.ptr(x, g.x_len())?, s.ptr(rx, g.x_len())?);
             let ry = s.ptr(ry, g.y_len())?;
-            ops::pool_r(s.dev, g, x, rx, ry)
+            launchers::pool_r(s.dev, g, x, rx, ry)
         });
     }
 
     fn add(&mut self, y: Loc, a: Loc, b: Loc, len: usize) {
         self.go(|s| {
             let (y, a, b) = (s.ptr(y, len)?, s.ptr(a, len)?, s.ptr(b, len)?);
-            ops::add(s.dev, y, a, b, len)
+            launchers::add(s.dev, y, a, b, len)
         });
     }
 
@@ -395,7 +395,7 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
         self.go(|s| {
             let (d, x) = (s.ptr(dst, len)?, s.ptr(src, len)?);
             if acc {
-                ops::axpy(s.dev, d, 1.0, x, len)
+                launchers::axpy(s.dev, d, 1.0, x, len)
             } else {
                 s.dev.copy(d, x, len)
             }
@@ -405,7 +405,7 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
     fn axpby(&mut self, out: Loc, src: Loc, len: usize, alpha: f32, beta: f32) {
         self.go(|s| {
             let (o, x) = (s.ptr(out, len)?, s.ptr(src, len)?);
-            ops::axpby(s.dev, o, x, len, alpha, beta)
+            launchers::axpby(s.dev, o, x, len, alpha, beta)
         });
     }
 
@@ -421,9 +421,9 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
         self.go(|s| {
             let o = s.ptr(out, rows * k)?;
             let d = opt_ptr(s, delta, rows * k)?;
-            let scale = ops::mean_scale(loss, rows, k);
+            let scale = launchers::mean_scale(loss, rows, k);
             let (labels, row_loss) = (s.labels, s.scratch.row_loss);
-            ops::loss(
+            launchers::loss(
                 s.dev, loss, o, labels, rows, k, d, row_loss, scale, false, slot,
             )
         });
@@ -434,12 +434,12 @@ impl<D: Device> Ops<f32> for DeviceOps<'_, D> {
         self.go(|s| {
             let n = rows * k;
             let (o, r, h) = (s.ptr(out, n)?, s.ptr(r, n)?, s.ptr(h, n)?);
-            ops::loss_hvp(s.dev, loss, o, rows, k, r, h)
+            launchers::loss_hvp(s.dev, loss, o, rows, k, r, h)
         });
     }
 }
 
-impl<D: Device> DeviceOps<'_, D> {
+impl<D: Device> GpuOps<'_, D> {
     fn sums(&self, n: usize) -> Result<DPtr, GpuError> {
         if n <= self.scratch.sums.len {
             Ok(self.scratch.sums.ptr)

@@ -328,33 +328,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
 
     // The samples: by default the run's own held-out split.
     let cfg = run_config(&o.from)?;
-    let (seed, test_frac) = cfg.as_ref().map_or((1, 0.2), |c| (c.seed, c.test_frac));
-    let spec = match (&o.samples, &cfg) {
-        (Some(s), _) => parse_samples(s, seed, test_frac)?,
-        (None, Some(c)) => StreamSpec {
-            data: c.data.clone(),
-            split: "test".into(),
-            count: DEFAULT_SAMPLES,
-            seed,
-            test_frac,
-        },
-        (None, None) => bail!(
-            "{}: no summary.json to take the data set from: pass --samples DATA:SPLIT:N",
-            o.from.display()
-        ),
-    };
-    let mut stream = firmware::stream_bytes(&spec)
-        .with_context(|| format!("--samples {}:{}:{}", spec.data, spec.split, spec.count))?;
-    if let Some(seed) = o.order_seed {
-        // the same samples in another order (a seeded shuffle)
-        let rec = fdgr_kernel::stream::record_len(stream.features);
-        let mut order: Vec<u32> = (0..(stream.bytes.len() / rec) as u32).collect();
-        fdgr_kernel::Rng::new(seed).shuffle(&mut order);
-        stream.bytes = order
-            .iter()
-            .flat_map(|&i| stream.bytes[i as usize * rec..(i as usize + 1) * rec].to_vec())
-            .collect();
-    }
+    let (spec, stream) = samples(o, cfg.as_ref())?;
     if stream.features != models.inputs() {
         bail!(
             "--samples {}:{}:{}: its samples have {} values, the model takes {}",
@@ -378,43 +352,15 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
 
     // Does it fit? (before building, from the formula and memory.x)
     let map = o.board.memory(fw).map_err(|e| anyhow!(e))?;
-    let estimate = memory::estimate(&models, method, opt, stream.bytes.len(), o.board);
-    if let Err(why) = memory::check_estimate(&estimate, &map, o.board) {
-        // the sparser modes that would fit
-        let fits: Vec<String> = [
-            (Mode::LAST_LAYER, "the last layer"),
-            (Mode::Bias, "every bias"),
-        ]
-        .into_iter()
-        .filter(|(m, _)| *m != mode)
-        .filter_map(|(m, what)| {
-            let e = memory::estimate(
-                &fw_config::plan(&model, m).ok()?,
-                method,
-                opt,
-                stream.bytes.len(),
-                o.board,
-            );
-            memory::check_estimate(&e, &map, o.board)
-                .is_ok()
-                .then(|| format!("--mode {m} ({what}: about {} B of RAM)", e.ram))
-        })
-        .collect();
-        let hint = if fits.is_empty() {
-            "; use a smaller model".to_string()
-        } else {
-            format!("; {} fits", fits.join(" or "))
-        };
-        bail!(
-            "model {} ({} parameters, {} {}) is too large for the {} ({}): it needs {why}{hint}",
-            net.arch.spec,
-            models.params(),
-            method.name(),
-            mode,
-            o.board,
-            o.board.memory_x(fw).display(),
-        );
-    }
+    let fit = Fit {
+        model: &model,
+        models: &models,
+        method,
+        mode,
+        opt,
+        stream_bytes: stream.bytes.len(),
+    };
+    let estimate = fit.check(o, &map, &net.arch.spec)?;
 
     // The tools, last: a missing probe is the most likely thing to fix.
     let probes = if o.build_only {
@@ -448,6 +394,93 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
         lr: o.lr,
         pixel_max,
     })
+}
+
+/// The samples of `--samples` (by default the run's own test split, the
+/// first [`DEFAULT_SAMPLES`]), as a stream, in `--order-seed`'s order.
+fn samples(o: &RunOptions, cfg: Option<&TrainConfig>) -> Result<(StreamSpec, firmware::Stream)> {
+    let (seed, test_frac) = cfg.map_or((1, 0.2), |c| (c.seed, c.test_frac));
+    let spec = match (&o.samples, cfg) {
+        (Some(s), _) => parse_samples(s, seed, test_frac)?,
+        (None, Some(c)) => StreamSpec {
+            data: c.data.clone(),
+            split: "test".into(),
+            count: DEFAULT_SAMPLES,
+            seed,
+            test_frac,
+        },
+        (None, None) => bail!(
+            "{}: no summary.json to take the data set from: pass --samples DATA:SPLIT:N",
+            o.from.display()
+        ),
+    };
+    let mut stream = firmware::stream_bytes(&spec)
+        .with_context(|| format!("--samples {}:{}:{}", spec.data, spec.split, spec.count))?;
+    if let Some(seed) = o.order_seed {
+        // the same samples in another order (a seeded shuffle)
+        let rec = fdgr_kernel::stream::record_len(stream.features);
+        let mut order: Vec<u32> = (0..(stream.bytes.len() / rec) as u32).collect();
+        fdgr_kernel::Rng::new(seed).shuffle(&mut order);
+        stream.bytes = order
+            .iter()
+            .flat_map(|&i| stream.bytes[i as usize * rec..(i as usize + 1) * rec].to_vec())
+            .collect();
+    }
+    Ok((spec, stream))
+}
+
+/// What [`prepare`] checks against a board's memory before building.
+struct Fit<'a> {
+    model: &'a [u8],
+    models: &'a Models,
+    method: Method<f32>,
+    mode: Mode,
+    opt: usize,
+    stream_bytes: usize,
+}
+
+impl Fit<'_> {
+    /// The estimate when it fits the board's memory map `map`; else an
+    /// error with the numbers and the sparser modes that would fit.
+    fn check(&self, o: &RunOptions, map: &MemoryMap, spec: &str) -> Result<Estimate> {
+        let (method, opt, board) = (self.method, self.opt, o.board);
+        let estimate = memory::estimate(self.models, method, opt, self.stream_bytes, board);
+        let Err(why) = memory::check_estimate(&estimate, map, board) else {
+            return Ok(estimate);
+        };
+        // the sparser modes that would fit
+        let fits: Vec<String> = [
+            (Mode::LAST_LAYER, "the last layer"),
+            (Mode::Bias, "every bias"),
+        ]
+        .into_iter()
+        .filter(|(m, _)| *m != self.mode)
+        .filter_map(|(m, what)| {
+            let e = memory::estimate(
+                &fw_config::plan(self.model, m).ok()?,
+                method,
+                opt,
+                self.stream_bytes,
+                board,
+            );
+            memory::check_estimate(&e, map, board)
+                .is_ok()
+                .then(|| format!("--mode {m} ({what}: about {} B of RAM)", e.ram))
+        })
+        .collect();
+        let hint = if fits.is_empty() {
+            "; use a smaller model".to_string()
+        } else {
+            format!("; {} fits", fits.join(" or "))
+        };
+        bail!(
+            "model {spec} ({} parameters, {} {}) is too large for the {board} ({}): it needs {why}{hint}",
+            self.models.params(),
+            method.name(),
+            self.mode,
+            board.memory_x(&o.firmware).display(),
+        );
+    }
 }
 
 /// What the device divides a sample's pixels by: the pixel maximum the run

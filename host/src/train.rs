@@ -323,18 +323,99 @@ pub fn run_on(
             eprintln!("{n}");
         }
     }
-    let p = arch.param_count();
-    let n_train = data.train.len();
-    let spe = n_train.div_ceil(cfg.batch) as u64;
-    let sched = cfg.schedule(spe);
-    let opt = cfg.optimizer();
+    let spe = data.train.len().div_ceil(cfg.batch) as u64;
     check_memory(cfg, &arch, data, threads)?;
     let mut backend = make_backend(cfg, &arch, data, threads)?;
     if par {
         backend.set_data_parallel(dist.clone(), cfg.ascent.mode())?;
     }
+    let (mut st, theta, mom) = start(cfg, &arch, &mut *backend, resume, opts)?;
+    if let Some(out) = &out_dir {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("{}: cannot create directory", out.display()))?;
+    }
+    if verbose {
+        announce(cfg, &arch, &dist, &*backend, threads, spe, &st);
+    }
+    let pb = progress_bar(verbose, cfg.epochs * spe, st.step);
+    let mut run = Run {
+        cfg,
+        data,
+        arch: &arch,
+        dist: &dist,
+        out: out_dir.as_deref(),
+        last_good: opts.out.as_deref(),
+        pb: &pb,
+        verbose,
+        spe,
+        started: Instant::now(),
+        base_seconds: st.seconds,
+        theta,
+        mom,
+    };
+    let mut timed = (0.0f64, 0u64);
+    let traffic0 = dist.step_traffic();
+    let comm0 = dist.step_seconds();
+    let mut order: Vec<u32> = (0..data.train.len() as u32).collect();
+    while st.epoch < cfg.epochs {
+        let epoch = st.epoch + 1;
+        let t0 = Instant::now();
+        let (rng, sgd, step, lr) = run.epoch(&mut *backend, &st, &mut order)?;
+        timed.0 += t0.elapsed().as_secs_f64();
+        timed.1 += step - st.step;
+        if par {
+            average_state(&mut *backend, &dist)?;
+        }
+        let rec = run.record(&mut *backend, (epoch, step, lr as f64))?;
+        st.epoch = epoch;
+        st.step = step;
+        st.sgd_steps = sgd.steps;
+        st.rng = rng.state;
+        st.seconds = rec.seconds;
+        st.history.push(rec);
+        if par {
+            run.check_identical(&mut *backend)?;
+        }
+        run.save(&mut *backend, &st)?;
+    }
+    if st.history.is_empty() {
+        // --epochs 0: the initial (or given) weights, evaluated and
+        // written as a finished run of no steps
+        let lr = cfg.schedule(spe).lr(st.step);
+        let rec = run.record(&mut *backend, (0, st.step, lr as f64))?;
+        st.history.push(rec);
+        run.save(&mut *backend, &st)?;
+    }
+    pb.finish_and_clear();
+    let comm = Comm {
+        traffic0,
+        comm0,
+        steps: timed.1,
+    };
+    let summary = run.summary(&mut *backend, &st, threads, timed, comm)?;
+    if let Some(out) = &out_dir {
+        checkpoint::atomic_write(
+            &out.join("summary.json"),
+            serde_json::to_string_pretty(&summary)?.as_bytes(),
+        )?;
+        let title = format!("{} {} on {}", summary.model, cfg.method.as_str(), cfg.data);
+        crate::plot::curves(&out.join("curves.png"), &title, &st.history)?;
+    }
+    Ok(summary)
+}
 
-    let (mut st, mut theta, mut mom) = match resume {
+/// The state a run starts from: the resumed checkpoint's, or step 0 with
+/// `--init`'s weights or fresh ones; θ and the optimizer state are on the
+/// backend, and returned as the host's copies.
+fn start(
+    cfg: &TrainConfig,
+    arch: &Arch,
+    backend: &mut dyn Backend,
+    resume: Option<Loaded>,
+    opts: &RunOptions,
+) -> Result<(TrainState, Vec<f32>, Vec<f32>)> {
+    let p = arch.param_count();
+    let (st, theta, mom) = match resume {
         Some(l) => {
             backend.set_state(&l.bn_state, l.tracked)?;
             backend.set_correction(&l.correction)?;
@@ -360,79 +441,124 @@ pub fn run_on(
             };
             let mom = crate::memory::zeros(
                 "optimizer state",
-                p * fdgr_kernel::Optim::state_vectors(&opt),
+                p * fdgr_kernel::Optim::state_vectors(&cfg.optimizer()),
             )?;
             (st, theta, mom)
         }
     };
     backend.set_params(&theta, if mom.is_empty() { None } else { Some(&mom) })?;
+    Ok((st, theta, mom))
+}
 
-    if let Some(out) = &out_dir {
-        std::fs::create_dir_all(out)
-            .with_context(|| format!("{}: cannot create directory", out.display()))?;
-    }
-    if verbose {
-        if par {
-            eprintln!(
-                "data-parallel: {} processes over {}, {threads} thread(s) each; each takes its slice \
-                 of every global batch of {} ({}..{} samples); ascent {}",
-                dist.size(),
-                dist.describe(),
-                cfg.batch,
-                cfg.batch / dist.size(),
-                cfg.batch.div_ceil(dist.size()),
-                cfg.ascent.as_str()
-            );
-        }
+/// The start-up lines: data parallelism, model, method, backend, batch,
+/// augmentation, where a resumed run continues.
+fn announce(
+    cfg: &TrainConfig,
+    arch: &Arch,
+    dist: &Dist,
+    backend: &dyn Backend,
+    threads: usize,
+    spe: u64,
+    st: &TrainState,
+) {
+    if dist.is_parallel() {
         eprintln!(
-            "model {} ({p} parameters), method {} ({}), {} backend, {threads} thread(s), batch {}, {} steps/epoch{}",
-            arch.describe(),
-            cfg.method.as_str(),
-            describe_method(cfg),
-            backend.name(),
+            "data-parallel: {} processes over {}, {threads} thread(s) each; each takes its slice \
+             of every global batch of {} ({}..{} samples); ascent {}",
+            dist.size(),
+            dist.describe(),
             cfg.batch,
-            spe,
-            match cfg.augment {
-                Augment::None => String::new(),
-                Augment::Crop => format!(", augmentation: random crop ({}-pixel zero padding)", cfg.augment_pad),
-                Augment::CropFlip => format!(
-                    ", augmentation: random crop ({}-pixel zero padding) + horizontal flip",
-                    cfg.augment_pad
-                ),
-            }
+            cfg.batch / dist.size(),
+            cfg.batch.div_ceil(dist.size()),
+            cfg.ascent.as_str()
         );
-        if st.epoch > 0 {
-            eprintln!(
-                "resuming at epoch {}/{} (step {})",
-                st.epoch, cfg.epochs, st.step
-            );
-        }
     }
-    let pb = if verbose {
-        let pb =
-            ProgressBar::with_draw_target(Some(cfg.epochs * spe), ProgressDrawTarget::stderr());
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{bar:30}] {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+    eprintln!(
+        "model {} ({} parameters), method {} ({}), {} backend, {threads} thread(s), batch {}, {} steps/epoch{}",
+        arch.describe(),
+        arch.param_count(),
+        cfg.method.as_str(),
+        describe_method(cfg),
+        backend.name(),
+        cfg.batch,
+        spe,
+        match cfg.augment {
+            Augment::None => String::new(),
+            Augment::Crop => format!(", augmentation: random crop ({}-pixel zero padding)", cfg.augment_pad),
+            Augment::CropFlip => format!(
+                ", augmentation: random crop ({}-pixel zero padding) + horizontal flip",
+                cfg.augment_pad
+            ),
+        }
+    );
+    if st.epoch > 0 {
+        eprintln!(
+            "resuming at epoch {}/{} (step {})",
+            st.epoch, cfg.epochs, st.step
         );
-        pb.set_position(st.step);
-        pb
-    } else {
-        ProgressBar::hidden()
-    };
+    }
+}
 
-    let started = Instant::now();
-    let base_seconds = st.seconds;
-    let mut train_time = 0.0f64;
-    let mut train_steps = 0u64;
-    let traffic0 = dist.step_traffic();
-    let comm0 = dist.step_seconds();
-    let mut order: Vec<u32> = (0..n_train as u32).collect();
-    while st.epoch < cfg.epochs {
+/// The progress bar of `total` steps at `pos` (hidden unless `verbose`).
+fn progress_bar(verbose: bool, total: u64, pos: u64) -> ProgressBar {
+    if !verbose {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{bar:30}] {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_position(pos);
+    pb
+}
+
+/// What the epochs of one run share.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    data: &'a Dataset,
+    arch: &'a Arch,
+    dist: &'a Dist,
+    /// Where rank 0 writes.
+    out: Option<&'a Path>,
+    /// The run directory named in a divergence message.
+    last_good: Option<&'a Path>,
+    pb: &'a ProgressBar,
+    verbose: bool,
+    /// Steps per epoch.
+    spe: u64,
+    started: Instant,
+    base_seconds: f64,
+    /// The host's copies of θ and the optimizer state (for checkpoints).
+    theta: Vec<f32>,
+    mom: Vec<f32>,
+}
+
+/// The data-parallel traffic counters at the start and the timed steps.
+struct Comm {
+    traffic0: (u64, u64),
+    comm0: f64,
+    steps: u64,
+}
+
+impl Run<'_> {
+    /// One epoch's steps over a fresh shuffle of `order` from `st`: the
+    /// epoch's order generator, the SGD state, the step count and the last
+    /// learning rate after it. A non-finite step stops the run
+    /// ([`Diverged`]).
+    fn epoch(
+        &self,
+        backend: &mut dyn Backend,
+        st: &TrainState,
+        order: &mut [u32],
+    ) -> Result<(Rng, SgdState, u64, f32)> {
+        let (cfg, data) = (self.cfg, self.data);
         let epoch = st.epoch + 1;
+        let sched = cfg.schedule(self.spe);
+        let opt = cfg.optimizer();
         let mut rng = Rng { state: st.rng };
         if cfg.augment != Augment::None {
             let a = CropFlip::new(data.dims, cfg.augment_pad)
@@ -448,18 +574,17 @@ pub fn run_on(
             .iter_mut()
             .enumerate()
             .for_each(|(i, o)| *o = i as u32);
-        rng.shuffle(&mut order);
+        rng.shuffle(order);
         let mut sgd = SgdState {
             steps: st.sgd_steps,
         };
         let mut step = st.step;
         let mut shown = f32::NAN;
         let mut lr = sched.lr(step);
-        let t0 = Instant::now();
         let n_batches = order.len().div_ceil(cfg.batch);
         for (k, idx) in order.chunks(cfg.batch).enumerate() {
             lr = sched.lr(step);
-            let method = cfg.method_at(step, spe);
+            let method = cfg.method_at(step, self.spe);
             let mut r = backend.step(idx, &method, &opt, &cfg.step_options(step), &mut sgd, lr);
             // Read the loss (a device round trip on a GPU) only every few
             // steps and at the end of the epoch.
@@ -469,8 +594,8 @@ pub fn run_on(
             match r {
                 Ok(()) => {}
                 Err(StepError::NonFinite) => {
-                    pb.abandon();
-                    let last = match &opts.out {
+                    self.pb.abandon();
+                    let last = match self.last_good {
                         Some(o) if st.epoch > 0 => format!(
                             "; the last good checkpoint {} (epoch {}) is intact",
                             o.join("checkpoint.safetensors").display(),
@@ -487,132 +612,119 @@ pub fn run_on(
                 Err(StepError::Other(e)) => return Err(e),
             }
             step += 1;
-            pb.inc(1);
+            self.pb.inc(1);
             if k % FLUSH_EVERY == FLUSH_EVERY - 1 {
                 let acc = st.history.last().map_or(String::new(), |r| {
                     format!(" test acc {:.2}%", 100.0 * r.test_acc)
                 });
-                pb.set_message(format!("epoch {epoch}/{} loss {shown:.4}{acc}", cfg.epochs));
+                self.pb
+                    .set_message(format!("epoch {epoch}/{} loss {shown:.4}{acc}", cfg.epochs));
             }
         }
-        train_time += t0.elapsed().as_secs_f64();
-        train_steps += step - st.step;
-        if par {
-            average_state(&mut *backend, &dist)?;
-        }
+        Ok((rng, sgd, step, lr))
+    }
+
+    /// The epoch's record (evaluated now), printed.
+    fn record(&self, backend: &mut dyn Backend, at: (u64, u64, f64)) -> Result<EpochRecord> {
         let rec = record(
-            &mut *backend,
-            data,
-            &dist,
-            (epoch, step, lr as f64),
-            base_seconds + started.elapsed().as_secs_f64(),
-            cfg.eval_train,
+            backend,
+            self.data,
+            self.dist,
+            at,
+            self.base_seconds + self.started.elapsed().as_secs_f64(),
+            self.cfg.eval_train,
         )?;
-        say(&pb, verbose, describe_record(&rec, cfg.epochs));
-        st.epoch = epoch;
-        st.step = step;
-        st.sgd_steps = sgd.steps;
-        st.rng = rng.state;
-        st.seconds = rec.seconds;
-        st.history.push(rec);
-        if par {
-            backend.params(
-                &mut theta,
-                if mom.is_empty() { None } else { Some(&mut mom) },
-            )?;
-            let (bn, _) = backend.state()?;
-            dist.check_identical(
-                "θ, optimizer state or running statistics",
-                &[&theta, &mom, &bn],
-            )?;
-        }
-        if let Some(out) = &out_dir {
-            save_epoch(
+        say(
+            self.pb,
+            self.verbose,
+            describe_record(&rec, self.cfg.epochs),
+        );
+        Ok(rec)
+    }
+
+    /// Data parallel: θ, the optimizer state and the running statistics
+    /// are the same on every process.
+    fn check_identical(&mut self, backend: &mut dyn Backend) -> Result<()> {
+        let mom = &mut self.mom;
+        backend.params(
+            &mut self.theta,
+            if mom.is_empty() { None } else { Some(mom) },
+        )?;
+        let (bn, _) = backend.state()?;
+        self.dist.check_identical(
+            "θ, optimizer state or running statistics",
+            &[&self.theta, &self.mom, &bn],
+        )
+    }
+
+    /// The epoch's checkpoint, model file and metrics (rank 0).
+    fn save(&mut self, backend: &mut dyn Backend, st: &TrainState) -> Result<()> {
+        match self.out {
+            Some(out) => save_epoch(
                 out,
-                &st,
-                &arch,
-                &mut *backend,
-                &mut theta,
-                &mut mom,
-                &data.pre,
-            )?;
+                st,
+                self.arch,
+                backend,
+                &mut self.theta,
+                &mut self.mom,
+                &self.data.pre,
+            ),
+            None => Ok(()),
         }
     }
-    if st.history.is_empty() {
-        // --epochs 0: the initial (or given) weights, evaluated and
-        // written as a finished run of no steps
-        let rec = record(
-            &mut *backend,
-            data,
-            &dist,
-            (0, st.step, sched.lr(st.step) as f64),
-            base_seconds + started.elapsed().as_secs_f64(),
-            cfg.eval_train,
+
+    /// The run's summary, θ read back from the backend.
+    fn summary(
+        &mut self,
+        backend: &mut dyn Backend,
+        st: &TrainState,
+        threads: usize,
+        (train_time, train_steps): (f64, u64),
+        comm: Comm,
+    ) -> Result<Summary> {
+        let (cfg, dist) = (self.cfg, self.dist);
+        let mom = &mut self.mom;
+        backend.params(
+            &mut self.theta,
+            if mom.is_empty() { None } else { Some(mom) },
         )?;
-        say(&pb, verbose, describe_record(&rec, cfg.epochs));
-        st.history.push(rec);
-        if let Some(out) = &out_dir {
-            save_epoch(
-                out,
-                &st,
-                &arch,
-                &mut *backend,
-                &mut theta,
-                &mut mom,
-                &data.pre,
-            )?;
-        }
+        let last = st.history.last().cloned().context("no epoch completed")?;
+        let (best_epoch, best_test_acc) = st
+            .history
+            .iter()
+            .map(|r| (r.epoch, r.test_acc))
+            .fold((0, f64::NEG_INFINITY), |b, x| if x.1 > b.1 { x } else { b });
+        Ok(Summary {
+            config: cfg.clone(),
+            model: self.arch.spec.clone(),
+            params: self.arch.param_count(),
+            data: self.data.notes.clone(),
+            train_samples: self.data.train.len(),
+            test_samples: self.data.test.len(),
+            backend: backend.name().into(),
+            threads,
+            last,
+            best_test_acc,
+            best_epoch,
+            steps_per_sec: if train_time > 0.0 {
+                train_steps as f64 / train_time
+            } else {
+                0.0
+            },
+            processes: dist.size(),
+            allreduce_per_step: per_step(comm.traffic0.0, dist.step_traffic().0, comm.steps),
+            allreduce_bytes_per_step: per_step(comm.traffic0.1, dist.step_traffic().1, comm.steps),
+            allreduce_seconds_per_step: if comm.steps > 0 {
+                (dist.step_seconds() - comm.comm0) / comm.steps as f64
+            } else {
+                0.0
+            },
+            steps: st.step,
+            fresh_ascents: (0..st.step).filter(|&s| cfg.fresh_ascent(s)).count() as u64,
+            seconds: st.seconds,
+            history: st.history.clone(),
+        })
     }
-    pb.finish_and_clear();
-    backend.params(
-        &mut theta,
-        if mom.is_empty() { None } else { Some(&mut mom) },
-    )?;
-    let last = st.history.last().cloned().context("no epoch completed")?;
-    let (best_epoch, best_test_acc) = st
-        .history
-        .iter()
-        .map(|r| (r.epoch, r.test_acc))
-        .fold((0, f64::NEG_INFINITY), |b, x| if x.1 > b.1 { x } else { b });
-    let summary = Summary {
-        config: cfg.clone(),
-        model: arch.spec.clone(),
-        params: p,
-        data: data.notes.clone(),
-        train_samples: n_train,
-        test_samples: data.test.len(),
-        backend: backend.name().into(),
-        threads,
-        last,
-        best_test_acc,
-        best_epoch,
-        steps_per_sec: if train_time > 0.0 {
-            train_steps as f64 / train_time
-        } else {
-            0.0
-        },
-        processes: dist.size(),
-        allreduce_per_step: per_step(traffic0.0, dist.step_traffic().0, train_steps),
-        allreduce_bytes_per_step: per_step(traffic0.1, dist.step_traffic().1, train_steps),
-        allreduce_seconds_per_step: if train_steps > 0 {
-            (dist.step_seconds() - comm0) / train_steps as f64
-        } else {
-            0.0
-        },
-        steps: st.step,
-        fresh_ascents: (0..st.step).filter(|&s| cfg.fresh_ascent(s)).count() as u64,
-        seconds: st.seconds,
-        history: st.history.clone(),
-    };
-    if let Some(out) = &out_dir {
-        checkpoint::atomic_write(
-            &out.join("summary.json"),
-            serde_json::to_string_pretty(&summary)?.as_bytes(),
-        )?;
-        let title = format!("{} {} on {}", summary.model, cfg.method.as_str(), cfg.data);
-        crate::plot::curves(&out.join("curves.png"), &title, &st.history)?;
-    }
-    Ok(summary)
 }
 
 fn per_step(before: u64, after: u64, steps: u64) -> f64 {

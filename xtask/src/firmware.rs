@@ -187,6 +187,163 @@ fn mean(x: &[u64]) -> f64 {
     x.iter().sum::<u64>() as f64 / x.len().max(1) as f64
 }
 
+/// What a board build took: the board, its target, whether it is the conv
+/// net's, and the ELF's sizes.
+type BoardSize = (&'static str, &'static str, bool, ElfInfo);
+
+/// Every board's example built with the committed defaults: the MLP and
+/// the conv net (`conv_file`), with their sizes.
+fn board_builds(fw_dir: &Path, conv_file: &Path) -> Result<(Vec<Step>, Vec<BoardSize>), String> {
+    let mut steps = vec![];
+    let mut board_sizes = vec![];
+    let conv_s = conv_file.display().to_string();
+    for (board, triple, bin) in BOARDS {
+        let c = fw_cargo("build", board, &[], &[]);
+        steps.push(run(&format!("firmware build {board} ({triple})"), c)?);
+        let elf = read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
+        board_sizes.push((board, triple, false, elf_info(&elf)?));
+        // the conv net's example: the committed conv net, `conv` feature
+        let c = fw_cargo("build", board, &[("FDGR_MODEL", &conv_s)], &["conv"]);
+        steps.push(run(
+            &format!("firmware build {board} ({triple}), conv net"),
+            c,
+        )?);
+        let elf = read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
+        board_sizes.push((board, triple, true, elf_info(&elf)?));
+    }
+    Ok((steps, board_sizes))
+}
+
+/// What the cross-checks run on: the MLP and the conv net (file, bytes),
+/// the sample stream, the QEMU plugin and the output folder.
+struct Inputs<'a> {
+    model: (&'a Path, &'a [u8]),
+    conv: (&'a Path, &'a [u8]),
+    stream: (&'a Path, &'a [u8]),
+    plugin: &'a Path,
+    out: &'a Path,
+}
+
+/// Every firmware variant built and run on QEMU, its losses and weights
+/// against the host replay (bit for bit; micromath: the difference
+/// reported), the host's RAM formula against the firmware's.
+fn cross_checks(inputs: &Inputs<'_>) -> Result<(Vec<Step>, Vec<Measured>), String> {
+    let mut steps = vec![];
+    let variants = [
+        ("sgd", "sgd", Mode::Full, false, M4F, false),
+        ("fgr", "sgd", Mode::Full, false, M4F, false),
+        ("db", "sgd", Mode::Full, false, M4F, false),
+        ("sam", "sgd", Mode::Full, false, M4F, false),
+        ("sgd", "adam", Mode::Full, false, M4F, false),
+        ("fgr", "adam", Mode::Full, false, M4F, false),
+        ("fgr", "sgd", Mode::LAST_LAYER, false, M4F, false),
+        ("fgr", "sgd", Mode::Full, false, V6M, false),
+        ("fgr", "sgd", Mode::Full, true, M4F, false),
+        // the conv net: every layer, and the head alone on the frozen
+        // conv stack (read from flash)
+        ("sgd", "sgd", Mode::Full, false, M4F, true),
+        ("fgr", "sgd", Mode::Full, false, M4F, true),
+        ("sgd", "sgd", Mode::LAST_LAYER, false, M4F, true),
+        ("fgr", "sgd", Mode::LAST_LAYER, false, M4F, true),
+        // sparse updates: every bias (weights in flash), the last two
+        // layers with parameters
+        ("fgr", "sgd", Mode::Bias, false, M4F, false),
+        ("fgr", "sgd", Mode::Bias, false, M4F, true),
+        ("fgr", "sgd", Mode::Last(2), false, M4F, true),
+    ];
+    let mut results: Vec<Measured> = vec![];
+    for (name, opt_name, mode, micromath, triple, conv) in variants {
+        let (model_path, model) = if conv { inputs.conv } else { inputs.model };
+        let (stream_path, stream) = inputs.stream;
+        let method = fw_config::method(name)
+            .ok_or_else(|| format!("the firmware configuration offers no method {name}"))?;
+        let opt = fw_config::optimizer_index(opt_name)
+            .ok_or_else(|| format!("the firmware configuration offers no optimizer {opt_name}"))?;
+        let v = Variant {
+            method,
+            opt,
+            mode,
+            micromath,
+            triple,
+            conv,
+            trained: fw_config::plan(model, mode)
+                .map_err(|e| format!("{}: {mode}: {e}", model_path.display()))?
+                .trained_params(),
+        };
+        let t = Instant::now();
+        let m = build_and_run(v, model_path, stream_path, inputs.plugin, inputs.out)?;
+        check_ram_formula(&m, model, stream.len())?;
+        if micromath {
+            report_micromath(&m, &results)?;
+        } else {
+            let (losses, theta) = replay(model, stream, method, mode, opt)?;
+            compare(&m, &losses, &theta)?;
+        }
+        steps.push(step(
+            &format!(
+                "qemu-m4 {} {}",
+                v.name(),
+                if micromath {
+                    "(difference reported)"
+                } else {
+                    "bit-identical to host"
+                }
+            ),
+            t,
+        ));
+        results.push(m);
+    }
+    Ok((steps, results))
+}
+
+/// `rustfmt` and `clippy -D warnings` of the firmware workspace, for
+/// every board (the benchmark and the live image; the boards' live images
+/// linked), and of the QEMU plugin for `plugin_version`.
+fn lints(fw_dir: &Path, plugin_version: &str) -> Result<Vec<Step>, String> {
+    let mut steps = vec![];
+    let mut c = Command::new(cargo_bin());
+    // Packages by name: `--all` would also take in the kernel's workspace.
+    c.current_dir(fw_dir).args(["fmt", "--check"]);
+    for p in [
+        "fdgr-firmware",
+        "fdgr-qemu-m4",
+        "fdgr-stm32f4",
+        "fdgr-nrf52840",
+        "fdgr-rp2040",
+    ] {
+        c.args(["-p", p]);
+    }
+    steps.push(run("rustfmt firmware-examples", c)?);
+    let mut c = Command::new(cargo_bin());
+    c.current_dir(fw_dir)
+        .args(["fmt", "--check", "--manifest-path"])
+        .arg(fw_dir.join("qemu-icount").join("Cargo.toml"));
+    steps.push(run("rustfmt firmware-examples/qemu-icount", c)?);
+    for board in ["qemu-m4", "stm32f4", "nrf52840", "rp2040"] {
+        let mut c = fw_cargo("clippy", board, &[], &[]);
+        c.args(["--", "-D", "warnings"]);
+        steps.push(run(&format!("clippy -D warnings {board}"), c)?);
+        // the live image: the link, the flash store and the board's drivers
+        let mut c = fw_cargo("clippy", board, &[], &["live"]);
+        c.args(["--", "-D", "warnings"]);
+        steps.push(run(&format!("clippy -D warnings {board} (live)"), c)?);
+        if board != "qemu-m4" {
+            // linked too: the board's UART and flash drivers, its STORE
+            let c = fw_cargo("build", board, &[], &["live"]);
+            steps.push(run(&format!("build {board} (live image)"), c)?);
+        }
+    }
+    let mut c = Command::new(cargo_bin());
+    c.args(["clippy", "--release", "--manifest-path"])
+        .arg(fw_dir.join("qemu-icount").join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(fw_dir.join("target").join("host"))
+        .args(["--", "-D", "warnings"])
+        .env("FDGR_QEMU_PLUGIN_VERSION", plugin_version);
+    steps.push(run("clippy -D warnings qemu-icount", c)?);
+    Ok(steps)
+}
+
 /// The firmware checks of `cargo xtask test`.
 pub fn steps() -> Result<Vec<Step>, String> {
     println!("\n== firmware ==");
@@ -286,133 +443,22 @@ pub fn steps() -> Result<Vec<Step>, String> {
     steps.extend(s);
 
     // Formatting and lints of the firmware workspace, per target.
-    let mut c = Command::new(cargo_bin());
-    // Packages by name: `--all` would also take in the kernel's workspace.
-    c.current_dir(&fw_dir).args(["fmt", "--check"]);
-    for p in [
-        "fdgr-firmware",
-        "fdgr-qemu-m4",
-        "fdgr-stm32f4",
-        "fdgr-nrf52840",
-        "fdgr-rp2040",
-    ] {
-        c.args(["-p", p]);
-    }
-    steps.push(run("rustfmt firmware-examples", c)?);
-    let mut c = Command::new(cargo_bin());
-    c.current_dir(&fw_dir)
-        .args(["fmt", "--check", "--manifest-path"])
-        .arg(fw_dir.join("qemu-icount").join("Cargo.toml"));
-    steps.push(run("rustfmt firmware-examples/qemu-icount", c)?);
-    for board in ["qemu-m4", "stm32f4", "nrf52840", "rp2040"] {
-        let mut c = fw_cargo("clippy", board, &[], &[]);
-        c.args(["--", "-D", "warnings"]);
-        steps.push(run(&format!("clippy -D warnings {board}"), c)?);
-        // the live image: the link, the flash store and the board's drivers
-        let mut c = fw_cargo("clippy", board, &[], &["live"]);
-        c.args(["--", "-D", "warnings"]);
-        steps.push(run(&format!("clippy -D warnings {board} (live)"), c)?);
-        if board != "qemu-m4" {
-            // linked too: the board's UART and flash drivers, its STORE
-            let c = fw_cargo("build", board, &[], &["live"]);
-            steps.push(run(&format!("build {board} (live image)"), c)?);
-        }
-    }
-    let mut c = Command::new(cargo_bin());
-    c.args(["clippy", "--release", "--manifest-path"])
-        .arg(fw_dir.join("qemu-icount").join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(fw_dir.join("target").join("host"))
-        .args(["--", "-D", "warnings"])
-        .env("FDGR_QEMU_PLUGIN_VERSION", &plugin_version);
-    steps.push(run("clippy -D warnings qemu-icount", c)?);
+    steps.extend(lints(&fw_dir, &plugin_version)?);
 
     // Board examples, with the committed defaults.
-    let mut board_sizes = vec![];
-    let conv_s = committed_conv.display().to_string();
-    for (board, triple, bin) in BOARDS {
-        let c = fw_cargo("build", board, &[], &[]);
-        steps.push(run(&format!("firmware build {board} ({triple})"), c)?);
-        let elf = read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
-        board_sizes.push((board, triple, false, elf_info(&elf)?));
-        // the conv net's example: the committed conv net, `conv` feature
-        let c = fw_cargo("build", board, &[("FDGR_MODEL", &conv_s)], &["conv"]);
-        steps.push(run(
-            &format!("firmware build {board} ({triple}), conv net"),
-            c,
-        )?);
-        let elf = read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
-        board_sizes.push((board, triple, true, elf_info(&elf)?));
-    }
+    let (s, board_sizes) = board_builds(&fw_dir, &committed_conv)?;
+    steps.extend(s);
 
     // The cross-checks.
-    let variants = [
-        ("sgd", "sgd", Mode::Full, false, M4F, false),
-        ("fgr", "sgd", Mode::Full, false, M4F, false),
-        ("db", "sgd", Mode::Full, false, M4F, false),
-        ("sam", "sgd", Mode::Full, false, M4F, false),
-        ("sgd", "adam", Mode::Full, false, M4F, false),
-        ("fgr", "adam", Mode::Full, false, M4F, false),
-        ("fgr", "sgd", Mode::LAST_LAYER, false, M4F, false),
-        ("fgr", "sgd", Mode::Full, false, V6M, false),
-        ("fgr", "sgd", Mode::Full, true, M4F, false),
-        // the conv net: every layer, and the head alone on the frozen
-        // conv stack (read from flash)
-        ("sgd", "sgd", Mode::Full, false, M4F, true),
-        ("fgr", "sgd", Mode::Full, false, M4F, true),
-        ("sgd", "sgd", Mode::LAST_LAYER, false, M4F, true),
-        ("fgr", "sgd", Mode::LAST_LAYER, false, M4F, true),
-        // sparse updates: every bias (weights in flash), the last two
-        // layers with parameters
-        ("fgr", "sgd", Mode::Bias, false, M4F, false),
-        ("fgr", "sgd", Mode::Bias, false, M4F, true),
-        ("fgr", "sgd", Mode::Last(2), false, M4F, true),
-    ];
-    let mut results: Vec<Measured> = vec![];
-    for (name, opt_name, mode, micromath, triple, conv) in variants {
-        let (model_path, model) = if conv {
-            (&conv_path, &conv_model)
-        } else {
-            (&model_path, &model)
-        };
-        let method = fw_config::method(name)
-            .ok_or_else(|| format!("the firmware configuration offers no method {name}"))?;
-        let opt = fw_config::optimizer_index(opt_name)
-            .ok_or_else(|| format!("the firmware configuration offers no optimizer {opt_name}"))?;
-        let v = Variant {
-            method,
-            opt,
-            mode,
-            micromath,
-            triple,
-            conv,
-            trained: fw_config::plan(model, mode)
-                .map_err(|e| format!("{}: {mode}: {e}", model_path.display()))?
-                .trained_params(),
-        };
-        let t = Instant::now();
-        let m = build_and_run(v, model_path, &stream_path, &plugin, &out)?;
-        check_ram_formula(&m, model, stream.len())?;
-        if micromath {
-            report_micromath(&m, &results)?;
-        } else {
-            let (losses, theta) = replay(model, &stream, method, mode, opt)?;
-            compare(&m, &losses, &theta)?;
-        }
-        steps.push(step(
-            &format!(
-                "qemu-m4 {} {}",
-                v.name(),
-                if micromath {
-                    "(difference reported)"
-                } else {
-                    "bit-identical to host"
-                }
-            ),
-            t,
-        ));
-        results.push(m);
-    }
+    let inputs = Inputs {
+        model: (&model_path, &model),
+        conv: (&conv_path, &conv_model),
+        stream: (&stream_path, &stream),
+        plugin: &plugin,
+        out: &out,
+    };
+    let (s, results) = cross_checks(&inputs)?;
+    steps.extend(s);
 
     // The user's path: `fdgr device run` and `fdgr device verify`.
     steps.extend(device_cli(&out, &model)?);

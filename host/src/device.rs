@@ -27,14 +27,14 @@ use crate::config::TrainConfig;
 use crate::data::{self, DataOptions, Normalize};
 use crate::firmware::{self, StreamSpec};
 use anyhow::{anyhow, bail, Context, Result};
-use fdgr_device::board::{self, Board, MemoryMap, Runner};
-use fdgr_device::elf::ElfInfo;
-use fdgr_device::fw_config;
-use fdgr_device::log::{self, DeviceLog, LogLine, StepLine};
-use fdgr_device::memory::{self, Estimate};
-use fdgr_device::replay::{self, Comparison};
 use fdgr_kernel::finetune::{Mode, Models};
 use fdgr_kernel::Method;
+use fdgr_mcu::board::{self, Board, MemoryMap, Runner};
+use fdgr_mcu::elf::ElfInfo;
+use fdgr_mcu::fw_config;
+use fdgr_mcu::log::{self, DeviceLog, LogLine, StepLine};
+use fdgr_mcu::memory::{self, Estimate};
+use fdgr_mcu::replay::{self, Comparison};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -364,10 +364,10 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
 
     // The tools, last: a missing probe is the most likely thing to fix.
     let probes = if o.build_only {
-        fdgr_device::tools::check_target(o.board.triple()).map_err(|e| anyhow!(e))?;
+        fdgr_mcu::tools::check_target(o.board.triple()).map_err(|e| anyhow!(e))?;
         vec![]
     } else {
-        fdgr_device::tools::check(o.board).map_err(|e| anyhow!(e))?
+        fdgr_mcu::tools::check(o.board).map_err(|e| anyhow!(e))?
     };
 
     Ok(Prepared {
@@ -656,7 +656,7 @@ pub fn build(p: &Prepared) -> Result<Built> {
     let vars = build_vars(p, &model, &stream);
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let c = board::cargo(&p.fw, "build", p.board.name(), &vars, &p.features());
-    let r = fdgr_device::process::run_limited(c, Duration::from_secs(1800))
+    let r = fdgr_mcu::process::run_limited(c, Duration::from_secs(1800))
         .map_err(|e| anyhow!("firmware build for {}: {e}", p.board))?;
     if r.code != Some(0) {
         let err = String::from_utf8_lossy(&r.stderr);
@@ -673,9 +673,8 @@ pub fn build(p: &Prepared) -> Result<Built> {
         );
     }
     let elf_path = p.board.elf(&p.fw, p.board.triple());
-    let elf = fdgr_device::read(&elf_path).map_err(|e| anyhow!(e))?;
-    let info =
-        fdgr_device::elf::elf_info(&elf).map_err(|e| anyhow!("{}: {e}", elf_path.display()))?;
+    let elf = fdgr_mcu::read(&elf_path).map_err(|e| anyhow!(e))?;
+    let info = fdgr_mcu::elf::elf_info(&elf).map_err(|e| anyhow!("{}: {e}", elf_path.display()))?;
     if let Err(why) = memory::check_elf(&info, &p.map) {
         return Err(Refused(format!(
             "the firmware built for {} does not fit it ({}): {why}",
@@ -709,9 +708,9 @@ pub struct DeviceRun {
 /// Builds the QEMU instruction-count plugin if it can (quietly; the run
 /// goes on without counts otherwise, and says why).
 pub fn plugin(p: &Prepared) -> Result<PathBuf, String> {
-    let (major, _) = fdgr_device::qemu::qemu_version()?;
-    let built = fdgr_device::qemu::build_plugin(&p.fw, major, &mut |name, c| {
-        let r = fdgr_device::process::run_limited(c, Duration::from_secs(600))?;
+    let (major, _) = fdgr_mcu::qemu::qemu_version()?;
+    let built = fdgr_mcu::qemu::build_plugin(&p.fw, major, &mut |name, c| {
+        let r = fdgr_mcu::process::run_limited(c, Duration::from_secs(600))?;
         if r.code == Some(0) {
             Ok(())
         } else {
@@ -743,7 +742,7 @@ pub fn run(p: &Prepared, b: &Built, on_step: &mut dyn FnMut(&StepLine)) -> Resul
         Runner::Qemu => match (plugin(p), b.info.marker) {
             (Ok(plugin), Some(marker)) => {
                 c.args(["--", "-plugin"])
-                    .arg(fdgr_device::qemu::plugin_arg(&plugin, marker, &counts));
+                    .arg(fdgr_mcu::qemu::plugin_arg(&plugin, marker, &counts));
                 counting = true;
             }
             (Err(e), _) => note = Some(format!("instructions not counted: {e}")),
@@ -779,7 +778,7 @@ pub fn run(p: &Prepared, b: &Built, on_step: &mut dyn FnMut(&StepLine)) -> Resul
         }
         Ok(())
     };
-    let r = fdgr_device::process::run_streaming(c, p.timeout, &mut feed)
+    let r = fdgr_mcu::process::run_streaming(c, p.timeout, &mut feed)
         .map_err(|e| anyhow!("running on {}: {e}", p.board))?;
     if runner == Runner::ProbeRs {
         lines.extend(log::parse_text_line(&text));
@@ -832,7 +831,7 @@ pub fn run(p: &Prepared, b: &Built, on_step: &mut dyn FnMut(&StepLine)) -> Resul
     let instructions = if counting {
         match std::fs::read_to_string(&counts)
             .map_err(|e| e.to_string())
-            .and_then(|c| fdgr_device::qemu::step_instructions(&c, p.steps))
+            .and_then(|c| fdgr_mcu::qemu::step_instructions(&c, p.steps))
         {
             Ok(v) => v,
             Err(e) => {

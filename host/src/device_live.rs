@@ -13,10 +13,10 @@
 use crate::checkpoint::{self, Weights};
 use crate::device::{Built, Prepared};
 use anyhow::{anyhow, bail, Context, Result};
-use fdgr_device::fw_config;
-use fdgr_device::session::{Answer, Session};
 use fdgr_kernel::link;
 use fdgr_kernel::stream;
+use fdgr_mcu::fw_config;
+use fdgr_mcu::session::{Answer, Session};
 use serde_json::json;
 use sha2::Digest as _;
 use std::path::{Path, PathBuf};
@@ -242,7 +242,7 @@ pub fn run(
         (Ok(plugin), Some(marker)) => (
             vec![
                 "-plugin".to_string(),
-                fdgr_device::qemu::plugin_arg(&plugin, marker, &counts),
+                fdgr_mcu::qemu::plugin_arg(&plugin, marker, &counts),
             ],
             None,
         ),
@@ -340,8 +340,8 @@ pub fn run(
         (Some(h), true) => Some(replay_matches(p, h, &theta, &steps, start_step)?),
         _ => None,
     };
-    let log = fdgr_device::log::decode_defmt(&b.elf, &log_bytes)
-        .map(|l| fdgr_device::log::to_text(&l))
+    let log = fdgr_mcu::log::decode_defmt(&b.elf, &log_bytes)
+        .map(|l| fdgr_mcu::log::to_text(&l))
         .unwrap_or_else(|e| format!("(log not decoded: {e})"));
     Ok(LiveRun {
         start_step,
@@ -387,7 +387,7 @@ fn replay_matches(
     steps: &[(u32, u16, f32)],
     start: u64,
 ) -> Result<bool> {
-    let (losses, bits) = fdgr_device::replay::replay_lr(
+    let (losses, bits) = fdgr_mcu::replay::replay_lr(
         &p.model,
         history,
         p.method,
@@ -568,7 +568,7 @@ pub fn power_cuts(p: &Prepared, b: &Built, cuts: usize, seed: u64) -> Result<Pow
         history.truncate(step * rec);
         out.learned = out.learned.max(step as u64);
         let theta = s.pull().map_err(|e| anyhow!(e))?;
-        let (_, bits) = fdgr_device::replay::replay_lr(
+        let (_, bits) = fdgr_mcu::replay::replay_lr(
             &p.model,
             &history,
             p.method,

@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use fdgr::checkpoint::{self, Weights};
-use fdgr_device::fw_config;
+use fdgr_mcu::fw_config;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -278,7 +278,7 @@ fn replayed_device_dir(d: &Path) -> PathBuf {
     let (model, stream) = (std::fs::read(&m).unwrap(), std::fs::read(&s).unwrap());
     let sam = fw_config::method("sam").unwrap();
     let mode = fdgr_kernel::finetune::Mode::LAST_LAYER;
-    let (losses, theta) = fdgr_device::replay::replay(&model, &stream, sam, mode, 1).unwrap();
+    let (losses, theta) = fdgr_mcu::replay::replay(&model, &stream, sam, mode, 1).unwrap();
     let metrics: String = losses
         .iter()
         .enumerate()

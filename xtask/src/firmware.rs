@@ -38,14 +38,14 @@ use std::time::{Duration, Instant};
 use fdgr_kernel::finetune::Mode;
 use fdgr_kernel::Method;
 
-use fdgr_device::board::Board;
-use fdgr_device::elf::{elf_info, ElfInfo};
-use fdgr_device::fw_config;
-use fdgr_device::log::{decode_defmt, parse_log};
-use fdgr_device::process::run_limited;
-use fdgr_device::qemu::{qemu_m4, qemu_version, step_instructions};
-use fdgr_device::read;
-use fdgr_device::replay::{fnv1a_bits, replay};
+use fdgr_mcu::board::Board;
+use fdgr_mcu::elf::{elf_info, ElfInfo};
+use fdgr_mcu::fw_config;
+use fdgr_mcu::log::{decode_defmt, parse_log};
+use fdgr_mcu::process::run_limited;
+use fdgr_mcu::qemu::{qemu_m4, qemu_version, step_instructions};
+use fdgr_mcu::read;
+use fdgr_mcu::replay::{fnv1a_bits, replay};
 
 use crate::fw_util as fw;
 use crate::util::{cargo, run, Step};
@@ -175,7 +175,7 @@ struct Measured {
     losses: Vec<u32>,
     theta: Vec<u32>,
     /// Instructions per function over all steps (the plugin's profile).
-    profile: Vec<fdgr_device::profile::Entry>,
+    profile: Vec<fdgr_mcu::profile::Entry>,
 }
 
 /// The last loss as a float (NaN when there is none).
@@ -483,7 +483,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
             println!(
                 "instructions per function, qemu-m4 {} (per step):\n{}",
                 r.v.name(),
-                fdgr_device::profile::table(&r.profile, STREAM_SAMPLES)
+                fdgr_mcu::profile::table(&r.profile, STREAM_SAMPLES)
             );
         }
     }
@@ -560,10 +560,7 @@ pub fn profile(args: &[String]) -> Result<(), String> {
         m.stack,
         m.elf.flash
     );
-    println!(
-        "{}",
-        fdgr_device::profile::table(&m.profile, STREAM_SAMPLES)
-    );
+    println!("{}", fdgr_mcu::profile::table(&m.profile, STREAM_SAMPLES));
     Ok(())
 }
 
@@ -579,20 +576,20 @@ fn write(p: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 fn cargo_bin() -> String {
-    fdgr_device::board::cargo_bin()
+    fdgr_mcu::board::cargo_bin()
 }
 
 /// `cargo <sub> --release` in a board's folder
-/// ([`fdgr_device::board::cargo`]).
+/// ([`fdgr_mcu::board::cargo`]).
 fn fw_cargo(sub: &str, board: &str, vars: &[(&str, &str)], features: &[&str]) -> Command {
-    fdgr_device::board::cargo(&fw::fw_dir(), sub, board, vars, features)
+    fdgr_mcu::board::cargo(&fw::fw_dir(), sub, board, vars, features)
 }
 
 /// Builds the plugin and checks that QEMU loads it
-/// ([`fdgr_device::qemu::build_plugin`]).
+/// ([`fdgr_mcu::qemu::build_plugin`]).
 fn build_plugin(qemu_major: u32) -> Result<(PathBuf, String, Vec<Step>), String> {
     let mut steps = vec![];
-    let plugin = fdgr_device::qemu::build_plugin(&fw::fw_dir(), qemu_major, &mut |name, c| {
+    let plugin = fdgr_mcu::qemu::build_plugin(&fw::fw_dir(), qemu_major, &mut |name, c| {
         steps.push(run(name, c)?);
         Ok(())
     })?;
@@ -733,11 +730,10 @@ fn build_and_run(
     let instr = step_instructions(&counts, STREAM_SAMPLES)?;
     let prof_text =
         std::fs::read_to_string(&prof).map_err(|e| format!("{}: {e}", prof.display()))?;
-    let profile =
-        fdgr_device::profile::per_function(&elf, &fdgr_device::profile::parse(&prof_text)?)?;
+    let profile = fdgr_mcu::profile::per_function(&elf, &fdgr_mcu::profile::parse(&prof_text)?)?;
     write(
         &out.join(format!("qemu-m4-{}.profile.md", v.name())),
-        fdgr_device::profile::table(&profile, STREAM_SAMPLES).as_bytes(),
+        fdgr_mcu::profile::table(&profile, STREAM_SAMPLES).as_bytes(),
     )?;
     println!(
         "  {} steps in {:.2} s of QEMU; {:.0} guest instructions per step (min {}, max {})",
@@ -761,7 +757,7 @@ fn build_and_run(
 
 fn compare(m: &Measured, losses: &[u32], theta: &[u32]) -> Result<(), String> {
     let name = m.v.name();
-    let c = fdgr_device::replay::compare(&m.losses, &m.theta, losses, theta)
+    let c = fdgr_mcu::replay::compare(&m.losses, &m.theta, losses, theta)
         .map_err(|e| format!("{name}: {e}"))?;
     if !c.identical() {
         return Err(format!("{name}: {c}"));
@@ -781,12 +777,12 @@ fn compare(m: &Measured, losses: &[u32], theta: &[u32]) -> Result<(), String> {
 /// but for the fine-tuner, which the host bounds by `tuner_bytes_max`.
 fn check_ram_formula(m: &Measured, model: &[u8], stream: usize) -> Result<(), String> {
     let models = fw_config::plan(model, m.v.mode).map_err(|e| e.to_string())?;
-    let e = fdgr_device::memory::estimate(
+    let e = fdgr_mcu::memory::estimate(
         &models,
         m.v.method,
         m.v.opt,
         stream,
-        fdgr_device::board::Board::QemuM4,
+        fdgr_mcu::board::Board::QemuM4,
     );
     let d = models.inputs();
     let slack = fw_config::tuner_bytes_max(d) - fw_config::RING * (d + 1);

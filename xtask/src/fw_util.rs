@@ -1,7 +1,7 @@
 //! What only the xtask needs around the firmware cross-check: where it
 //! keeps its outputs and installing QEMU. Everything the `fdgr device`
 //! command shares with it (boards, defmt, ELF sizes, QEMU and its plugin,
-//! the host replay) is in the `fdgr-device` crate.
+//! the host replay) is in the `fdgr-mcu` crate.
 
 use std::path::PathBuf;
 

@@ -365,7 +365,7 @@ fn over_serial(ckpt: &Path, ck: &str) -> Result<(serde_json::Value, Step), Strin
     use std::io::Read as _;
     let dir = ckpt.join("device-qemu-m4").join("board");
     let mut q = std::process::Command::new("qemu-system-arm");
-    for a in fdgr_device::qemu::QEMU_M4_ARGS {
+    for a in fdgr_mcu::qemu::QEMU_M4_ARGS {
         q.arg(if a == "null" { "pty" } else { a });
     }
     let mut child = q

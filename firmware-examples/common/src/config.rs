@@ -1,7 +1,7 @@
 //! The fine-tuning configuration, in one file that three programs compile:
 //! the firmware (`fdgr-firmware`), its build script (which checks the model
 //! and the sample stream against it), and the host side in the
-//! `fdgr-device` crate (through `#[path]`), whose replay `fdgr device` and
+//! `fdgr-mcu` crate (through `#[path]`), whose replay `fdgr device` and
 //! `cargo xtask firmware` check the device against. So the device and the host
 //! run the very same numbers through the very same
 //! [`fdgr_kernel::finetune::FineTuner::push_and_step`].

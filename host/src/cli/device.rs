@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use fdgr::device::{self as dev, Prepared, RunOptions};
 use fdgr::exit::bad_input;
-use fdgr_device::board::{Board, Runner};
+use fdgr_mcu::board::{Board, Runner};
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -334,7 +334,7 @@ fn header(p: &Prepared) {
         dev::describe_mode(p.mode, p.trained()),
         if p.opt == 0 { "SGD" } else { "Adam" },
         p.lr(),
-        fdgr_device::fw_config::BATCH,
+        fdgr_mcu::fw_config::BATCH,
         p.steps
     );
     println!(
@@ -462,7 +462,7 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
     let tty = std::io::stderr().is_terminal();
     let total = p.steps;
     let every = total.div_ceil(4).max(1);
-    let mut on_step = |s: &fdgr_device::log::StepLine| {
+    let mut on_step = |s: &fdgr_mcu::log::StepLine| {
         let n = s.step + 1;
         let cyc = s
             .cycles

@@ -126,7 +126,7 @@ pub(super) fn device_cli(out: &Path, model: &[u8]) -> Result<Vec<Step>, String> 
         let want = format!(
             "run\n--chip\n{chip}\n{}\n--log-format\n{}\n",
             elf.display(),
-            fdgr_device::log::PROBE_RS_LOG_FORMAT
+            fdgr_mcu::log::PROBE_RS_LOG_FORMAT
         );
         if got != want {
             return Err(format!(

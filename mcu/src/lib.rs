@@ -1,4 +1,4 @@
-//! # fdgr-device
+//! # fdgr-mcu
 //!
 //! The host side of on-device fine-tuning, shared by `fdgr device` (the
 //! command that takes a trained run onto a board and brings the fine-tuned

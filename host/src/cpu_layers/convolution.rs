@@ -43,6 +43,14 @@ enum Path {
     Pointwise,
     /// Shifted rows of the pixel-major input ([`shifted`]).
     Shifted,
+    /// Shifted runs of the zero-bordered channel planes
+    /// ([`padded_planes`]), for the forward products of [`shifted`]
+    /// convolutions with fewer than 32 output channels per group: one GEMM
+    /// per tap, the pixels in the vector lanes, the result already in
+    /// channel planes (no transposes). With few output channels the
+    /// pixel-major product's lanes (output channels) would fill at most a
+    /// vector or two of registers per pixel row.
+    Planes,
     /// Materialized pixel rows of the pixel-major input ([`patches`]).
     Patches,
     /// Channel-major im2col rows (`im2col_ld`): for windows of few values
@@ -56,6 +64,8 @@ fn path(g: &ConvGeom) -> Path {
         Path::Pointwise
     } else if g.k == 1 || g.k * g.cg() < 16 {
         Path::Im2col
+    } else if shifted(g) && g.kg() < 32 {
+        Path::Planes
     } else if shifted(g) {
         Path::Shifted
     } else {
@@ -149,14 +159,16 @@ pub fn conv_forward<T: Scratch>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], alp
     let g1 = one(g);
     let ld = col_ld(ohw);
     let mut wp = Buf::<T>::take(if pixel_rows(pth) { g.w_len() } else { 0 });
-    if pixel_rows(pth) {
+    if pth == Path::Planes {
+        tap_major_filter(g, w, &mut wp);
+    } else if pixel_rows(pth) {
         permute_filter(g, w, &mut wp);
     }
     let wp: &[T] = &wp;
     let wide = g.w + 2 * g.pad;
     let kc = g.k * cg;
     // scratch: pixel-major input, patches or im2col rows, GEMM output
-    let rows = if pth == Path::Shifted {
+    let rows = if matches!(pth, Path::Shifted | Path::Planes) {
         g.oh * wide
     } else {
         ohw
@@ -165,6 +177,7 @@ pub fn conv_forward<T: Scratch>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], alp
         Path::Pointwise => (0, 0, 0),
         Path::Im2col => (0, ckk * ld, 0),
         Path::Shifted => (xp_len(g), 0, rows * kg),
+        Path::Planes => (g.cg() * plane_len(g), 0, rows * kg),
         Path::Patches => (xp_len(g), ohw * ckk, ohw * kg),
     };
     y[..g.y_len()]
@@ -188,6 +201,25 @@ pub fn conv_forward<T: Scratch>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], alp
                             im2col_ld(&g1, xn, 0, grp, colt, ld);
                             let (a, b) = ((wg, ckk, 1), (&colt[..], ld, 1));
                             gemm_s(kg, ohw, ckk, alpha, a, b, beta, yg, ohw);
+                        }
+                        Path::Planes => {
+                            let (q, yw) = (&mut *xp, &mut *yt);
+                            padded_planes(g, xn, grp, q);
+                            let plane = plane_len(g);
+                            let k2 = g.k * g.k;
+                            for t in 0..k2 {
+                                let off = (t / g.k) * wide + t % g.k;
+                                let a = (&wpg[t * kg * cg..], cg, 1);
+                                let b = (&q[off..], plane, 1);
+                                let b0 = if t == 0 { T::ZERO } else { T::ONE };
+                                gemm_s(kg, rows, cg, alpha, a, b, b0, yw, rows);
+                            }
+                            for (src, dst) in yw.chunks_exact(rows).zip(yg.chunks_exact_mut(ohw)) {
+                                for (s, d) in src.chunks_exact(wide).zip(dst.chunks_exact_mut(g.ow))
+                                {
+                                    vecops::axpby(d, &s[..g.ow], T::ONE, beta);
+                                }
+                            }
                         }
                         Path::Shifted => {
                             pixel_major(g, xn, grp, xp);
@@ -215,10 +247,12 @@ pub fn conv_forward<T: Scratch>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], alp
         );
 }
 
-/// Whether `p` works on pixel rows with the filter in [`permute_filter`]'s
-/// tap order.
+/// Whether `p` permutes the filter: into [`tap_major_filter`]'s order for
+/// a [`Path::Planes`] forward, into [`permute_filter`]'s tap order on the
+/// pixel rows of the others (and of every weight gradient but the
+/// channel-major ones: a Planes convolution's is formed as a Shifted one's).
 fn pixel_rows(p: Path) -> bool {
-    matches!(p, Path::Shifted | Path::Patches)
+    matches!(p, Path::Shifted | Path::Planes | Path::Patches)
 }
 
 /// dx ← β·dx + α·convᵀ(dy, w), one sample per task. A stride-1
@@ -364,7 +398,7 @@ pub fn conv_backward_filter<T: Scratch>(
     let (lx, lc) = match pth {
         Path::Pointwise => (0, 0),
         Path::Im2col => (0, ckk * ld),
-        Path::Shifted => (xp_len(g), kg * rows),
+        Path::Shifted | Path::Planes => (xp_len(g), kg * rows),
         Path::Patches => (xp_len(g), ohw * ckk),
     };
     let mut partials = Buf::<T>::take(chunks * wl);
@@ -396,14 +430,9 @@ pub fn conv_backward_filter<T: Scratch>(
                             let (a, c) = ((dyg, ohw, 1), (&colt[..], 1, ld));
                             gemm_s(kg, ckk, ohw, T::ONE, a, c, b, pg, ckk);
                         }
-                        Path::Shifted => {
+                        Path::Shifted | Path::Planes => {
                             pixel_major(g, xn, grp, xp);
-                            let dyw = &mut colt[..kg * rows];
-                            for (dw, d) in dyw.chunks_exact_mut(wide).zip(dyg.chunks_exact(g.ow)) {
-                                dw[..g.ow].copy_from_slice(d);
-                                dw[g.ow..].fill(T::ZERO);
-                            }
-                            let dyw: &[T] = dyw;
+                            let dyw = wide_rows(g, dyg, &mut colt[..kg * rows]);
                             for ky in 0..g.k {
                                 let a = (dyw, rows, 1);
                                 let c = (&xp[ky * wide * cg..], cg, 1);
@@ -436,5 +465,98 @@ pub fn conv_backward_filter<T: Scratch>(
                 }
             }
         }
+    }
+}
+
+/// The values of one channel's zero-bordered plane in [`padded_planes`]:
+/// (H + 2·pad + 1) rows of Wp (one row of slack for the shifted reads).
+fn plane_len(g: &ConvGeom) -> usize {
+    (g.h + 2 * g.pad + 1) * (g.w + 2 * g.pad)
+}
+
+/// Group `grp` of one sample's input `xn` as zero-bordered planes:
+/// q\[ic·P + (iy + pad)·Wp + ix + pad\] = x\[ic\]\[iy\]\[ix\], P = [`plane_len`].
+fn padded_planes<T: Real>(g: &ConvGeom, xn: &[T], grp: usize, q: &mut [T]) {
+    let (cg, p, w) = (g.cg(), g.pad, g.w);
+    let wp = w + 2 * p;
+    let hw = g.h * w;
+    let plane = plane_len(g);
+    let src = &xn[grp * cg * hw..(grp + 1) * cg * hw];
+    for (dst, sp) in q[..cg * plane]
+        .chunks_exact_mut(plane)
+        .zip(src.chunks_exact(hw))
+    {
+        dst[..p * wp].fill(T::ZERO);
+        for (row, sr) in dst[p * wp..(p + g.h) * wp]
+            .chunks_exact_mut(wp)
+            .zip(sp.chunks_exact(w))
+        {
+            row[..p].fill(T::ZERO);
+            row[p..p + w].copy_from_slice(sr);
+            row[p + w..].fill(T::ZERO);
+        }
+        dst[(p + g.h) * wp..].fill(T::ZERO);
+    }
+}
+
+/// The filter tap-major per group: wt\[grp\]\[t\]\[oc\]\[ic\] = w\[oc\]\[ic\]\[t\].
+fn tap_major_filter<T: Real>(g: &ConvGeom, w: &[T], wt: &mut [T]) {
+    let (cg, kg, k2) = (g.cg(), g.kg(), g.k * g.k);
+    let per = kg * cg * k2;
+    for (src, dst) in w[..g.w_len()]
+        .chunks_exact(per)
+        .zip(wt.chunks_exact_mut(per))
+    {
+        for oc in 0..kg {
+            for ic in 0..cg {
+                for t in 0..k2 {
+                    dst[(t * kg + oc) * cg + ic] = src[(oc * cg + ic) * k2 + t];
+                }
+            }
+        }
+    }
+}
+
+/// dy of one group (kg planes of OH×OW) on rows of Wp values, zero past
+/// OW, in `dyw` (kg × OH·Wp): the layout of a shifted product's output.
+fn wide_rows<'a, T: Real>(g: &ConvGeom, dyg: &[T], dyw: &'a mut [T]) -> &'a [T] {
+    let wide = g.w + 2 * g.pad;
+    for (dw, d) in dyw.chunks_exact_mut(wide).zip(dyg.chunks_exact(g.ow)) {
+        dw[..g.ow].copy_from_slice(d);
+        dw[g.ow..].fill(T::ZERO);
+    }
+    dyw
+}
+
+#[cfg(test)]
+mod paths {
+    use super::*;
+
+    fn geom(c: usize, k_out: usize, h: usize, stride: usize, groups: usize) -> ConvGeom {
+        let oh = (h + 2 - 3) / stride + 1;
+        ConvGeom {
+            n: 2,
+            c,
+            h,
+            w: h,
+            k_out,
+            k: 3,
+            stride,
+            pad: 1,
+            groups,
+            oh,
+            ow: oh,
+        }
+    }
+
+    /// The geometries of `convolution_matches_serial_loops` take the paths
+    /// they are there to check.
+    #[test]
+    fn geometries_take_the_paths_the_tests_check() {
+        assert_eq!(path(&geom(16, 16, 16, 1, 1)), Path::Planes);
+        assert_eq!(path(&geom(16, 16, 16, 1, 2)), Path::Planes);
+        assert_eq!(path(&geom(16, 32, 16, 1, 1)), Path::Shifted);
+        assert_eq!(path(&geom(12, 12, 9, 2, 2)), Path::Patches);
+        assert_eq!(path(&geom(3, 16, 32, 1, 1)), Path::Im2col);
     }
 }

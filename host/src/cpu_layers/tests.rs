@@ -55,8 +55,9 @@ fn conv(
 }
 
 /// Every convolution path (im2col with and without a padded leading
-/// dimension, 1×1, strided, grouped, the transposed-forward input
-/// gradient and the col2im one) against the kernel's direct loops.
+/// dimension, 1×1, strided, grouped, shifted pixel rows and channel
+/// planes, the transposed-forward input gradient and the col2im one)
+/// against the kernel's direct loops.
 #[test]
 fn convolution_matches_serial_loops() {
     let p = pool2();
@@ -74,6 +75,8 @@ fn convolution_matches_serial_loops() {
         conv(2, 16, 16, (16, 16), 3, 1, 1, 2),
         conv(2, 12, 12, (9, 9), 3, 2, 1, 2),
         conv(2, 8, 4, (12, 12), 3, 1, 1, 1),
+        conv(2, 16, 32, (16, 16), 3, 1, 1, 1),
+        conv(2, 8, 24, (16, 20), 3, 1, 1, 1),
     ] {
         let x = data(g.x_len(), 1);
         let w = data(g.w_len(), 2);

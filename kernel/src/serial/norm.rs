@@ -525,16 +525,29 @@ fn blocked<F: Real, A: Real, const M: usize, const K: usize>(
     })
 }
 
-/// [`channel_stats`] with blocked sums (see [`LANES`]), in f64 as there.
+/// [`channel_stats`] with blocked sums (see [`LANES`]), in f64 as there,
+/// in one pass over the channel's values instead of two: Σd and Σd² of
+/// d = x − K around a pilot mean K (the mean of the first sample's plane),
+/// so μ = K + Σd/M and Σ(x − μ)² = Σd² − (Σd)²/M. Shifting by K keeps the
+/// subtraction from cancelling (the sums' size is set by the spread of x
+/// around K, not by x's offset), so the results agree with the two-pass
+/// sums to within f64 rounding before they are rounded to `F`.
 #[inline]
 pub fn channel_stats_blocked<F: Real>(g: &BnGeom, x: &[F], ch: usize, eps: F) -> (F, F, F) {
-    let [s] = blocked(g, ch, [x], |[v]| [v.to_f64()]);
-    let mu = s / g.m() as f64;
-    let [v] = blocked(g, ch, [x], |[v]| {
-        let d = v.to_f64() - mu;
-        [d * d]
+    let m = g.m();
+    if m == 0 {
+        return finish_stats(g, 0.0, 0.0, eps);
+    }
+    let o = ch * g.hw;
+    let first = &x[o..o + g.hw];
+    let k = first.iter().fold(0.0f64, |a, v| a + v.to_f64()) / g.hw as f64;
+    let [s1, s2] = blocked(g, ch, [x], |[v]| {
+        let d = v.to_f64() - k;
+        [d, d * d]
     });
-    finish_stats(g, mu, v, eps)
+    let m = m as f64;
+    let m2 = s2 - s1 * (s1 / m);
+    finish_stats(g, k + s1 / m, m2.max(0.0), eps)
 }
 
 /// [`backward_sums`] with blocked sums (see [`LANES`]).
@@ -670,6 +683,33 @@ mod tests {
             let (a1, b1) = backward_sums(&g, &x, &dy, ch, 0.25, 1.5);
             let (a2, b2) = backward_sums_blocked(&g, &x, &dy, ch, 0.25, 1.5);
             assert_eq!((a1.to_bits(), b1.to_bits()), (a2.to_bits(), b2.to_bits()));
+        }
+    }
+
+    /// The one-pass statistics keep the two-pass ones' accuracy where a
+    /// single pass around zero would cancel: values sharing a large
+    /// offset, and a first plane (the pilot mean) far from the rest.
+    #[test]
+    fn one_pass_stats_match_two_pass_under_offsets() {
+        let g = BnGeom {
+            n: 64,
+            c: 2,
+            hw: 37,
+        };
+        for (offset, outlier) in [(1e6, 0.0), (1e3, 0.0), (0.0, 1e3), (1e6, -1e4)] {
+            let mut x: Vec<f64> = data(g.len(), 8).iter().map(|v| v + offset).collect();
+            for v in &mut x[..g.hw] {
+                *v += outlier;
+            }
+            for ch in 0..2 {
+                let (m1, i1, v1) = channel_stats(&g, &x, ch, 1e-5);
+                let (m2, i2, v2) = channel_stats_blocked(&g, &x, ch, 1e-5);
+                let rel = |a: f64, b: f64| (a - b).abs() / a.abs().max(1e-300);
+                assert!(
+                    rel(m1, m2) <= 1e-14 && rel(i1, i2) <= 1e-9 && rel(v1, v2) <= 1e-9,
+                    "offset {offset} outlier {outlier}: {m1} {m2} {i1} {i2} {v1} {v2}"
+                );
+            }
         }
     }
 

@@ -35,8 +35,8 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// Scalars with a pool of reusable scratch buffers (so a training step
-/// allocates nothing once the buffers have grown to their sizes), and a
-/// tuned transpose.
+/// allocates nothing once the buffers have grown to their sizes), a tuned
+/// transpose and tuned batch-norm sums.
 pub trait Scratch: Real {
     /// The pool.
     fn pool() -> &'static Mutex<Vec<Vec<Self>>>;
@@ -55,9 +55,59 @@ pub trait Scratch: Real {
     ) {
         transpose_scalar(src, ls, dst, ld, rows, cols, beta)
     }
+
+    /// The batch statistics of channel `ch`
+    /// ([`norm::channel_stats_blocked`], bit for bit).
+    #[inline]
+    fn bn_stats(g: &BnGeom, x: &[Self], ch: usize, eps: Self) -> (Self, Self, Self) {
+        norm::channel_stats_blocked(g, x, ch, eps)
+    }
+
+    /// The backward sums of channel `ch` (Σdy, Σdy·x̂:
+    /// [`norm::backward_sums_blocked`], bit for bit).
+    #[inline]
+    fn bn_backward_sums(
+        g: &BnGeom,
+        x: &[Self],
+        dy: &[Self],
+        ch: usize,
+        mu: Self,
+        is: Self,
+    ) -> (Self, Self) {
+        norm::backward_sums_blocked(g, x, dy, ch, mu, is)
+    }
 }
 
 impl Scratch for f32 {
+    #[cfg(target_arch = "x86_64")]
+    fn bn_stats(g: &BnGeom, x: &[f32], ch: usize, eps: f32) -> (f32, f32, f32) {
+        if batchnorm::lanes_fit(g, x.len()) && std::arch::is_x86_feature_detected!("avx2") {
+            let k = norm::pilot_mean(g, x, ch);
+            // SAFETY: the CPU has AVX2 (detected just above).
+            let [s1, s2] = unsafe { batchnorm::stats_lanes_avx2(g, x, ch, k) };
+            return norm::shifted_stats(g, k, norm::reduce_lanes(s1), norm::reduce_lanes(s2), eps);
+        }
+        norm::channel_stats_blocked(g, x, ch, eps)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn bn_backward_sums(
+        g: &BnGeom,
+        x: &[f32],
+        dy: &[f32],
+        ch: usize,
+        mu: f32,
+        is: f32,
+    ) -> (f32, f32) {
+        let n = x.len().min(dy.len());
+        if batchnorm::lanes_fit(g, n) && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (detected just above).
+            let [a, b] = unsafe { batchnorm::backward_lanes_avx2(g, x, dy, ch, mu, is) };
+            return (norm::reduce_lanes(a), norm::reduce_lanes(b));
+        }
+        norm::backward_sums_blocked(g, x, dy, ch, mu, is)
+    }
+
     fn pool() -> &'static Mutex<Vec<Vec<f32>>> {
         static P: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
         &P

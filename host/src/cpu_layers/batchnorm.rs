@@ -4,10 +4,104 @@
 use super::*;
 
 simd_fn! {
-    /// The batch statistics of channel `ch` ([`norm::channel_stats_blocked`]).
-    fn stats_ch<T: Real>(g: &BnGeom, x: &[T], ch: usize, eps: T) -> (T, T, T) {
-        norm::channel_stats_blocked(g, x, ch, eps)
+    /// The batch statistics of channel `ch` ([`Scratch::bn_stats`]).
+    fn stats_ch<T: Scratch>(g: &BnGeom, x: &[T], ch: usize, eps: T) -> (T, T, T) {
+        T::bn_stats(g, x, ch, eps)
     }
+}
+
+/// Whether the lane loops below apply: planes of whole lane blocks
+/// ([`norm::LANES`] values), and `len` values to read.
+pub(super) fn lanes_fit(g: &BnGeom, len: usize) -> bool {
+    g.hw >= norm::LANES && g.hw % norm::LANES == 0 && g.m() > 0 && len >= g.len()
+}
+
+/// The lane sums of [`norm::channel_stats_blocked`] for f32 in AVX2
+/// registers: lane l of s1 and s2 sums d and d² of d = x − k over the
+/// values j ≡ l (mod [`norm::LANES`]) of channel `ch`'s planes, in the
+/// same order and with the same roundings (no fused multiply-add) as the
+/// kernel's loop, which compilers leave scalar. Needs [`lanes_fit`].
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn stats_lanes_avx2(
+    g: &BnGeom,
+    x: &[f32],
+    ch: usize,
+    k: f64,
+) -> [[f64; norm::LANES]; 2] {
+    use std::arch::x86_64::*;
+    let kv = _mm256_set1_pd(k);
+    let (mut s1, mut s2) = ([_mm256_setzero_pd(); 4], [_mm256_setzero_pd(); 4]);
+    for n in 0..g.n {
+        let o = (n * g.c + ch) * g.hw;
+        for c in x[o..o + g.hw].chunks_exact(norm::LANES) {
+            for q in 0..4 {
+                // SAFETY: lanes 4q..4q + 4 of a chunk of LANES = 16 values.
+                let v = _mm256_cvtps_pd(unsafe { _mm_loadu_ps(c.as_ptr().add(4 * q)) });
+                let d = _mm256_sub_pd(v, kv);
+                s1[q] = _mm256_add_pd(s1[q], d);
+                s2[q] = _mm256_add_pd(s2[q], _mm256_mul_pd(d, d));
+            }
+        }
+    }
+    let mut out = [[0.0; norm::LANES]; 2];
+    for (o, s) in out.iter_mut().zip([s1, s2]) {
+        for (q, v) in s.into_iter().enumerate() {
+            // SAFETY: 4 values at 4q < LANES.
+            unsafe { _mm256_storeu_pd(o.as_mut_ptr().add(4 * q), v) };
+        }
+    }
+    out
+}
+
+/// The lane sums of [`norm::backward_sums_blocked`] for f32 in AVX2
+/// registers (Σdy and Σdy·((x − μ)·s) per lane, as
+/// [`stats_lanes_avx2`] does for the statistics). Needs [`lanes_fit`].
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn backward_lanes_avx2(
+    g: &BnGeom,
+    x: &[f32],
+    dy: &[f32],
+    ch: usize,
+    mu: f32,
+    is: f32,
+) -> [[f32; norm::LANES]; 2] {
+    use std::arch::x86_64::*;
+    let (muv, isv) = (_mm256_set1_ps(mu), _mm256_set1_ps(is));
+    let (mut a, mut b) = ([_mm256_setzero_ps(); 2], [_mm256_setzero_ps(); 2]);
+    for n in 0..g.n {
+        let o = (n * g.c + ch) * g.hw;
+        let planes = x[o..o + g.hw].chunks_exact(norm::LANES);
+        for (xc, dc) in planes.zip(dy[o..o + g.hw].chunks_exact(norm::LANES)) {
+            for q in 0..2 {
+                // SAFETY: lanes 8q..8q + 8 of chunks of LANES = 16 values.
+                let (xv, dv) = unsafe {
+                    (
+                        _mm256_loadu_ps(xc.as_ptr().add(8 * q)),
+                        _mm256_loadu_ps(dc.as_ptr().add(8 * q)),
+                    )
+                };
+                a[q] = _mm256_add_ps(a[q], dv);
+                let xh = _mm256_mul_ps(_mm256_sub_ps(xv, muv), isv);
+                b[q] = _mm256_add_ps(b[q], _mm256_mul_ps(dv, xh));
+            }
+        }
+    }
+    let mut out = [[0.0; norm::LANES]; 2];
+    for (o, s) in out.iter_mut().zip([a, b]) {
+        for (q, v) in s.into_iter().enumerate() {
+            // SAFETY: 8 values at 8q < LANES.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * q), v) };
+        }
+    }
+    out
 }
 
 simd_fn! {
@@ -130,9 +224,9 @@ fn per_sample<T: Send>(g: &BnGeom, y: &mut [T], f: impl Fn(usize, &mut [T]) + Sy
 }
 
 simd_fn! {
-    /// The backward sums of channel `ch` ([`norm::backward_sums_blocked`]).
-    fn backward_sums_ch<T: Real>(g: &BnGeom, x: &[T], dy: &[T], ch: usize, stats: &[T]) -> (T, T) {
-        norm::backward_sums_blocked(g, x, dy, ch, stats[ch], stats[g.c + ch])
+    /// The backward sums of channel `ch` ([`Scratch::bn_backward_sums`]).
+    fn backward_sums_ch<T: Scratch>(g: &BnGeom, x: &[T], dy: &[T], ch: usize, stats: &[T]) -> (T, T) {
+        T::bn_backward_sums(g, x, dy, ch, stats[ch], stats[g.c + ch])
     }
 }
 

@@ -285,3 +285,44 @@ fn transpose_matches_scalar() {
         }
     }
 }
+
+/// The f32 batch-norm sums in vector registers are the kernel's blocked
+/// sums bit for bit (planes of whole lane blocks, and the fallback for
+/// the others), offsets included.
+#[test]
+fn f32_batch_norm_sums_are_the_kernels_bit_for_bit() {
+    for (n, c, hw) in [
+        (3, 2, 16),
+        (5, 3, 64),
+        (2, 2, 1024),
+        (4, 2, 48),
+        (3, 2, 20),
+        (6, 2, 1),
+    ] {
+        let g = BnGeom { n, c, hw };
+        for offset in [0.0, 300.0] {
+            let x: Vec<f32> = data(g.len(), 1)
+                .iter()
+                .map(|v| (v + offset) as f32)
+                .collect();
+            let dy: Vec<f32> = data(g.len(), 2).iter().map(|v| *v as f32).collect();
+            for ch in 0..c {
+                let want = norm::channel_stats_blocked(&g, &x, ch, 1e-5f32);
+                let got = <f32 as Scratch>::bn_stats(&g, &x, ch, 1e-5);
+                assert_eq!(
+                    [want.0, want.1, want.2].map(f32::to_bits),
+                    [got.0, got.1, got.2].map(f32::to_bits),
+                    "stats {g:?} offset {offset} channel {ch}"
+                );
+                let (mu, is) = (want.0, want.1);
+                let want = norm::backward_sums_blocked(&g, &x, &dy, ch, mu, is);
+                let got = <f32 as Scratch>::bn_backward_sums(&g, &x, &dy, ch, mu, is);
+                assert_eq!(
+                    [want.0, want.1].map(f32::to_bits),
+                    [got.0, got.1].map(f32::to_bits),
+                    "backward sums {g:?} offset {offset} channel {ch}"
+                );
+            }
+        }
+    }
+}

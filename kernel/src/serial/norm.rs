@@ -513,16 +513,21 @@ fn blocked<F: Real, A: Real, const M: usize, const K: usize>(
             }
         }
     }
-    acc.map(|mut a| {
-        let mut w = LANES;
-        while w > 1 {
-            w /= 2;
-            for l in 0..w {
-                a[l] += a[l + w];
-            }
+    acc.map(reduce_lanes)
+}
+
+/// The sum of [`LANES`] partial sums, added pairwise (lane l + lane
+/// l + w for w = 8, 4, 2, 1): how every blocked sum ends.
+#[inline]
+pub fn reduce_lanes<A: Real>(mut a: [A; LANES]) -> A {
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            a[l] += a[l + w];
         }
-        a[0]
-    })
+    }
+    a[0]
 }
 
 /// [`channel_stats`] with blocked sums (see [`LANES`]), in f64 as there,
@@ -534,18 +539,30 @@ fn blocked<F: Real, A: Real, const M: usize, const K: usize>(
 /// sums to within f64 rounding before they are rounded to `F`.
 #[inline]
 pub fn channel_stats_blocked<F: Real>(g: &BnGeom, x: &[F], ch: usize, eps: F) -> (F, F, F) {
-    let m = g.m();
-    if m == 0 {
+    if g.m() == 0 {
         return finish_stats(g, 0.0, 0.0, eps);
     }
-    let o = ch * g.hw;
-    let first = &x[o..o + g.hw];
-    let k = first.iter().fold(0.0f64, |a, v| a + v.to_f64()) / g.hw as f64;
+    let k = pilot_mean(g, x, ch);
     let [s1, s2] = blocked(g, ch, [x], |[v]| {
         let d = v.to_f64() - k;
         [d, d * d]
     });
-    let m = m as f64;
+    shifted_stats(g, k, s1, s2, eps)
+}
+
+/// The pilot mean K of [`channel_stats_blocked`]: the mean of channel
+/// `ch`'s values in the first sample, summed in order in f64.
+#[inline]
+pub fn pilot_mean<F: Real>(g: &BnGeom, x: &[F], ch: usize) -> f64 {
+    let o = ch * g.hw;
+    x[o..o + g.hw].iter().fold(0.0f64, |a, v| a + v.to_f64()) / g.hw as f64
+}
+
+/// The statistics of [`channel_stats_blocked`] from its sums around the
+/// pilot mean `k`: s1 = Σ(x − K), s2 = Σ(x − K)².
+#[inline]
+pub fn shifted_stats<F: Real>(g: &BnGeom, k: f64, s1: f64, s2: f64, eps: F) -> (F, F, F) {
+    let m = g.m() as f64;
     let m2 = s2 - s1 * (s1 / m);
     finish_stats(g, k + s1 / m, m2.max(0.0), eps)
 }

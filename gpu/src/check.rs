@@ -396,7 +396,7 @@ pub fn crosscheck_all<E: Exec<f32> + Clone>(
     exec: E,
 ) -> Result<Vec<CrossCheck>, GpuError> {
     let dev = Cuda::new(0, &options, cfg.batch)?;
-    crate::cuda::guarded("cross-check", || {
+    crate::error::guarded("cross-check", || {
         crosscheck_all_on(dev, subject, &crosscheck_methods(), cfg, exec)
     })
 }
@@ -410,7 +410,7 @@ pub fn crosscheck<E: Exec<f32> + Clone>(
     exec: E,
 ) -> Result<CrossCheck, GpuError> {
     let dev = Cuda::new(0, &options, cfg.batch)?;
-    crate::cuda::guarded("cross-check", || {
+    crate::error::guarded("cross-check", || {
         crosscheck_on(dev, subject, method, cfg, exec)
     })
 }

@@ -7,7 +7,7 @@
 //! [`GpuError`] otherwise; CUDA calls are then wrapped in `catch_unwind`
 //! as a last line of defence.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use crate::error::guarded;
 use std::sync::Arc;
 
 use cudarc::cublas::sys::{cublasMath_t, cublasOperation_t};
@@ -48,24 +48,6 @@ pub(crate) fn check_libraries() -> Result<(), GpuError> {
         return Err(GpuError::MissingLibrary("NVRTC (libnvrtc.so)".into()));
     }
     Ok(())
-}
-
-/// Runs `f`, turning a panic inside cudarc into an error.
-pub(crate) fn guarded<T>(
-    what: &str,
-    f: impl FnOnce() -> Result<T, GpuError>,
-) -> Result<T, GpuError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(GpuError::Cuda(format!("{what}: {msg}")))
-        }
-    }
 }
 
 /// The device's name, compute capability and memory, e.g.

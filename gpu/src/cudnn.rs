@@ -105,7 +105,7 @@ impl CudnnConv {
         if !unsafe { sys::is_culib_present() } {
             return (None, "libcudnn not found".into());
         }
-        let opened = crate::cuda::guarded("cuDNN initialisation", || {
+        let opened = crate::error::guarded("cuDNN initialisation", || {
             let handle = cr::create_handle().map_err(|e| err("handle", e))?;
             // SAFETY: a valid handle and the context's stream.
             unsafe { cr::set_stream(handle, stream.cu_stream() as sys::cudaStream_t) }

@@ -76,6 +76,24 @@ impl From<fdgr_kernel::Error> for GpuError {
     }
 }
 
+/// Runs `f`, turning a panic inside cudarc into an error.
+pub(crate) fn guarded<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, GpuError>,
+) -> Result<T, GpuError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(GpuError::Cuda(format!("{what}: {msg}")))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

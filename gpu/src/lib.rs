@@ -87,7 +87,7 @@ pub type GpuNet = DeviceNet<Cuda>;
 /// `e` (one line) and exit non-zero.
 pub fn probe() -> Result<String, GpuError> {
     let ctx = cuda::open_context(0)?;
-    cuda::guarded("CUDA device query", || cuda::describe(&ctx))
+    crate::error::guarded("CUDA device query", || cuda::describe(&ctx))
 }
 
 /// The arithmetic of the products (GEMMs and convolutions) on the GPU.
@@ -156,7 +156,7 @@ impl GpuTrainer {
         options: GpuOptions,
     ) -> Result<Self, GpuError> {
         let dev = Cuda::new(0, &options, max_batch)?;
-        cuda::guarded("GPU trainer setup", || {
+        crate::error::guarded("GPU trainer setup", || {
             Ok(GpuTrainer {
                 t: Trainer::new(dev, model, max_batch, method, opt)?,
             })
@@ -196,7 +196,7 @@ impl GpuTrainer {
     ) -> Result<T, GpuError> {
         self.t.obj.dev.bind()?;
         let t = &mut self.t;
-        cuda::guarded("GPU call", || f(t))
+        crate::error::guarded("GPU call", || f(t))
     }
 
     /// The batch-norm running statistics and the batches they tracked

@@ -24,7 +24,7 @@ use fdgr_kernel::dist::{AllReduce, AscentMode, DataParallel};
 use fdgr_kernel::method::Buffers;
 use fdgr_kernel::{Error, Method, Optim, SgdState};
 
-use crate::cuda::guarded;
+use crate::error::guarded;
 use crate::error::GpuError;
 use crate::trainer::CropDraw;
 use crate::GpuTrainer;

@@ -143,10 +143,7 @@ pub trait Backend {
     }
 }
 
-/// Evaluation batch size (when its workspace fits [`EVAL_WS_MAX`]).
-pub const EVAL_BATCH: usize = 512;
-/// Largest workspace (scalars) grown for evaluation batches.
-pub const EVAL_WS_MAX: usize = 1 << 26;
+pub use crate::memory::{EVAL_BATCH, EVAL_WS_MAX};
 
 /// The CPU backend: the kernel's layer maths on [`Par`] (all cores, a
 /// tuned GEMM), for any network.

@@ -10,7 +10,7 @@
 use crate::cpu_layers as cl;
 use fdgr_kernel::act::Act;
 use fdgr_kernel::serial::{norm, BnGeom, ConvGeom, PoolGeom};
-use fdgr_kernel::{vecops, Exec, OptElem, Real};
+use fdgr_kernel::{vecops, Exec, OptElem};
 use rayon::prelude::*;
 
 /// Elements per parallel chunk of a vector operation.
@@ -18,8 +18,6 @@ const CHUNK: usize = 1 << 14;
 // A chunk is 2^k of dot's blocks: an aligned subtree of its pairwise sum.
 const _: () =
     assert!(CHUNK % vecops::DOT_BLOCK == 0 && (CHUNK / vecops::DOT_BLOCK).is_power_of_two());
-/// Below this many multiply-adds a product runs on the kernel's serial loops.
-const SMALL_GEMM: usize = 1 << 15;
 
 /// Parallel executor for `threads` threads (run inside a rayon pool of
 /// that size).
@@ -29,65 +27,7 @@ pub struct Par {
     pub threads: usize,
 }
 
-/// A row-major GEMM (the kernel's convention, C ← α·op(A)·op(B) + β·C)
-/// on the `gemm` crate with `threads` threads; small products run on the
-/// kernel's serial loops.
-#[allow(clippy::too_many_arguments)]
-pub fn fast_gemm<T: Real>(
-    threads: usize,
-    ta: bool,
-    tb: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: T,
-    a: &[T],
-    b: &[T],
-    beta: T,
-    c: &mut [T],
-) {
-    assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-        "gemm operand sizes"
-    );
-    if m * n * k < SMALL_GEMM || k == 0 {
-        return vecops::gemm(ta, tb, m, n, k, alpha, a, b, beta, c);
-    }
-    let (lhs_rs, lhs_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (rhs_rs, rhs_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the assert above bounds every index the strides reach: C is
-    // m×n row-major in c, op(A) is m×k over a, op(B) is k×n over b; c does
-    // not alias a or b (distinct borrows). The crate computes
-    // dst ← α'·dst + β'·lhs·rhs, so the kernel's (α, β) go in as (β, α).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            beta != T::ZERO,
-            a.as_ptr(),
-            lhs_cs,
-            lhs_rs,
-            b.as_ptr(),
-            rhs_cs,
-            rhs_rs,
-            beta,
-            alpha,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
+pub use crate::cpu_layers::fast_gemm;
 
 macro_rules! par_exec {
     ($t:ty) => {

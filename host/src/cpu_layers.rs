@@ -302,7 +302,70 @@ pub fn gemm1<T: Real>(
     beta: T,
     c: &mut [T],
 ) {
-    crate::cpu::fast_gemm(1, ta, tb, m, n, k, alpha, a, b, beta, c)
+    fast_gemm(1, ta, tb, m, n, k, alpha, a, b, beta, c)
+}
+
+/// Below this many multiply-adds a product runs on the kernel's serial loops.
+const SMALL_GEMM: usize = 1 << 15;
+
+/// A row-major GEMM (the kernel's convention, C ← α·op(A)·op(B) + β·C)
+/// on the `gemm` crate with `threads` threads; small products run on the
+/// kernel's serial loops.
+#[allow(clippy::too_many_arguments)]
+pub fn fast_gemm<T: Real>(
+    threads: usize,
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: &[T],
+    b: &[T],
+    beta: T,
+    c: &mut [T],
+) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "gemm operand sizes"
+    );
+    if m * n * k < SMALL_GEMM || k == 0 {
+        return vecops::gemm(ta, tb, m, n, k, alpha, a, b, beta, c);
+    }
+    let (lhs_rs, lhs_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rhs_rs, rhs_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assert above bounds every index the strides reach: C is
+    // m×n row-major in c, op(A) is m×k over a, op(B) is k×n over b; c does
+    // not alias a or b (distinct borrows). The crate computes
+    // dst ← α'·dst + β'·lhs·rhs, so the kernel's (α, β) go in as (β, α).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            beta != T::ZERO,
+            a.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            b.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
 }
 
 /// A matrix operand of [`gemm_s`]: values, row stride, column stride.

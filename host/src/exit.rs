@@ -14,7 +14,6 @@
 //! gives 3; everything else gives 1. (Errors of clap's own flag parsing
 //! exit with 2 from clap.)
 
-use crate::train::Diverged;
 use std::fmt;
 
 /// Success.
@@ -24,7 +23,20 @@ pub const FAILURE: u8 = 1;
 /// Bad input: a flag, or a data, model or checkpoint file.
 pub const BAD_INPUT: u8 = 2;
 /// Training diverged (non-finite loss or gradient).
-pub const DIVERGED: u8 = crate::train::EXIT_DIVERGED;
+pub const DIVERGED: u8 = 3;
+
+/// A run that stopped because a step was non-finite (exit code
+/// [`DIVERGED`]).
+#[derive(Debug)]
+pub struct Diverged(pub String);
+
+impl fmt::Display for Diverged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Diverged {}
 
 /// An error caused by the command's input (exit code [`BAD_INPUT`]).
 ///

@@ -6,7 +6,7 @@
 //! The budget is the smallest of: the machine's available memory
 //! (`MemAvailable` in `/proc/meminfo`), the room left under the process's
 //! address-space limit (`ulimit -v`), and the room left in the process's
-//! cgroup ([`crate::data::available_memory`]). `--max-memory SIZE`
+//! cgroup ([`available_memory`]). `--max-memory SIZE`
 //! replaces it (to run anyway where the estimate is too cautious, or
 //! to cap a run below what the machine has).
 //!
@@ -16,7 +16,13 @@
 //! Small allocations (names, metrics) are not counted.
 
 use anyhow::{anyhow, Result};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+/// Evaluation batch size (when its workspace fits [`EVAL_WS_MAX`]).
+pub const EVAL_BATCH: usize = 512;
+/// Largest workspace (scalars) grown for evaluation batches.
+pub const EVAL_WS_MAX: usize = 1 << 26;
 
 static LIMIT: OnceLock<u64> = OnceLock::new();
 
@@ -71,14 +77,14 @@ pub fn human(b: u64) -> String {
 
 /// What this process may still allocate, and where that figure comes
 /// from: `--max-memory`, else the system's figure
-/// ([`crate::data::available_memory`]: the smallest of `MemAvailable`, the
+/// ([`available_memory`]: the smallest of `MemAvailable`, the
 /// room under `ulimit -v` and under the cgroup's limit); `None` where
 /// nothing could be read (then nothing is refused).
 pub fn available() -> Option<(u64, &'static str)> {
     if let Some(&b) = LIMIT.get() {
         return Some((b, "--max-memory"));
     }
-    crate::data::available_memory().map(|b| (b, "MemAvailable, ulimit -v and cgroup limits"))
+    available_memory().map(|b| (b, "MemAvailable, ulimit -v and cgroup limits"))
 }
 
 /// Refuses (as bad input, exit code 2) to go on when `what` needs more
@@ -156,11 +162,11 @@ pub fn train_bytes(
     threads: usize,
 ) -> Option<u64> {
     let m = &arch.model;
-    let eval_b = crate::backend::EVAL_BATCH;
+    let eval_b = EVAL_BATCH;
     let ws = fdgr_kernel::model::checked_workspace_len(&m.sizes, batch.max(1), hvp)?;
     let ws_eval =
         fdgr_kernel::model::checked_workspace_len(&m.sizes, eval_b, hvp).unwrap_or(usize::MAX);
-    let ws = if ws_eval <= crate::backend::EVAL_WS_MAX {
+    let ws = if ws_eval <= EVAL_WS_MAX {
         ws.max(ws_eval)
     } else {
         ws
@@ -181,9 +187,9 @@ pub fn train_bytes(
 /// statistics, and the evaluation workspace.
 pub fn eval_bytes(arch: &crate::arch::Arch) -> Option<u64> {
     let m = &arch.model;
-    let b = crate::backend::EVAL_BATCH;
+    let b = EVAL_BATCH;
     let ws = match fdgr_kernel::model::checked_workspace_len(&m.sizes, b, false) {
-        Some(w) if w <= crate::backend::EVAL_WS_MAX => w,
+        Some(w) if w <= EVAL_WS_MAX => w,
         _ => fdgr_kernel::model::checked_workspace_len(&m.sizes, 32, false)?,
     };
     f32s(&[
@@ -192,6 +198,104 @@ pub fn eval_bytes(arch: &crate::arch::Arch) -> Option<u64> {
         Some(ws),
         conv_scratch(m)?.checked_mul(32),
     ])
+}
+
+/// Bytes of memory this process can still allocate, as far as the system
+/// tells: the smallest of the kernel's estimate of available memory
+/// (`MemAvailable` in `/proc/meminfo`), the room left under the process's
+/// address-space limit (`ulimit -v`), and the room left under its control
+/// group's memory limit (cgroup v2 `memory.max` or v1
+/// `memory.limit_in_bytes`, its page cache counted as free).
+/// `None` where none of these can be read (not Linux).
+pub fn available_memory() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let mem = read("/proc/meminfo").and_then(|t| kib_field(&t, "MemAvailable:"));
+    let address_space = read("/proc/self/limits")
+        .and_then(|t| address_space_limit(&t))
+        .map(|lim| {
+            let used = read("/proc/self/status")
+                .and_then(|t| kib_field(&t, "VmSize:"))
+                .unwrap_or(0);
+            lim.saturating_sub(used)
+        });
+    let cgroup =
+        read("/proc/self/cgroup").and_then(|t| cgroup_room(&t, Path::new("/sys/fs/cgroup")));
+    [mem, address_space, cgroup].into_iter().flatten().min()
+}
+
+/// `key   N kB` of `/proc/meminfo` or `/proc/self/status`, in bytes.
+pub(crate) fn kib_field(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The soft address-space limit of `/proc/self/limits`, in bytes; `None`
+/// when unlimited.
+pub(crate) fn address_space_limit(text: &str) -> Option<u64> {
+    let key = "Max address space";
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// The room left under the memory limit of this process's control group
+/// (`/proc/self/cgroup`'s text): limit − (usage − page cache), the page
+/// cache (active and inactive file pages) being reclaimable.
+/// `None` when there is no limit or it cannot be read. `mount`: where the
+/// control groups are mounted (`/sys/fs/cgroup`).
+pub(crate) fn cgroup_room(cgroups: &str, mount: &Path) -> Option<u64> {
+    let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).ok();
+    let stat = |d: &Path, key: &str| {
+        read(d, "memory.stat").and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+        })
+    };
+    // the process's own group, else the root of the mount (a container's
+    // view of its own group)
+    let dirs = |root: PathBuf, rel: &str| [root.join(rel.trim_start_matches('/')), root];
+    // limit, usage and page cache of a group directory (v2 or v1 names)
+    let room = |d: &Path, [max, used, active, inactive]: [&str; 4]| -> Option<u64> {
+        // no limit: "max" (v2), a huge number (v1)
+        let max: u64 = read(d, max)?.trim().parse().ok().filter(|&m| m < 1 << 60)?;
+        let used: u64 = read(d, used)?.trim().parse().ok()?;
+        let cache = stat(d, active)
+            .unwrap_or(0)
+            .saturating_add(stat(d, inactive).unwrap_or(0));
+        Some(max.saturating_sub(used.saturating_sub(cache)))
+    };
+    let v2 = [
+        "memory.max",
+        "memory.current",
+        "active_file ",
+        "inactive_file ",
+    ];
+    let v1 = [
+        "memory.limit_in_bytes",
+        "memory.usage_in_bytes",
+        "total_active_file ",
+        "total_inactive_file ",
+    ];
+    let mut found = None;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(ctrl), Some(rel)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (root, names) = if id == "0" && ctrl.is_empty() {
+            (mount.to_path_buf(), v2)
+        } else if ctrl.split(',').any(|c| c == "memory") {
+            (mount.join("memory"), v1)
+        } else {
+            continue;
+        };
+        let r = dirs(root, rel)
+            .into_iter()
+            .find(|d| d.join(names[0]).is_file())
+            .and_then(|d| room(&d, names));
+        found = found.into_iter().chain(r).min();
+    }
+    found
 }
 
 #[cfg(test)]

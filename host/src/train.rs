@@ -25,19 +25,9 @@ use std::time::Instant;
 const FLUSH_EVERY: usize = 8;
 
 /// Exit code of a run stopped by a non-finite loss or gradient.
-pub const EXIT_DIVERGED: u8 = 3;
+pub const EXIT_DIVERGED: u8 = crate::exit::DIVERGED;
 
-/// A run that stopped because a step was non-finite.
-#[derive(Debug)]
-pub struct Diverged(pub String);
-
-impl std::fmt::Display for Diverged {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Diverged {}
+pub use crate::exit::Diverged;
 
 /// How a run reports and where it writes.
 #[derive(Clone, Debug, Default)]

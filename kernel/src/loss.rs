@@ -210,3 +210,12 @@ pub fn argmax<F: Real>(z: &[F]) -> usize {
     }
     best
 }
+
+/// Accuracy helper: number of rows of `out` (B × k) whose arg-max equals the
+/// class label.
+pub fn correct<F: Real>(out: &[F], k: usize, labels: &[u32]) -> usize {
+    out.chunks_exact(k)
+        .zip(labels)
+        .filter(|(z, &y)| argmax(z) == y as usize)
+        .count()
+}

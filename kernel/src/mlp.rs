@@ -10,13 +10,14 @@
 
 use crate::act::Act;
 use crate::error::Error;
-use crate::loss;
 use crate::model::{plan, Dims, Layer, Model, Node};
 use crate::net::Net;
 use crate::objective::Serial;
 use crate::real::Real;
 use crate::shape::{Shape, MAX_LAYERS};
 
+/// Accuracy helper, defined with the losses.
+pub use crate::loss::correct;
 pub use crate::net::Batch;
 
 /// Most nodes an MLP plans into: L linear layers and L − 1 activations.
@@ -134,13 +135,4 @@ pub fn layer<'a, F>(s: &Shape, theta: &'a [F], l: usize) -> (&'a [F], &'a [F]) {
     let nw = s.dim(l) * s.dim(l - 1);
     let (w, rest) = theta[o..].split_at(nw);
     (w, &rest[..s.dim(l)])
-}
-
-/// Accuracy helper: number of rows of `out` (B × k) whose arg-max equals the
-/// class label.
-pub fn correct<F: Real>(out: &[F], k: usize, labels: &[u32]) -> usize {
-    out.chunks_exact(k)
-        .zip(labels)
-        .filter(|(z, &y)| loss::argmax(z) == y as usize)
-        .count()
 }

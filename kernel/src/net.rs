@@ -420,7 +420,7 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
                     crate::ops::Mem::X => &batch.x[..b * k],
                     _ => &self.ws.as_ref()[loc.off..loc.off + b * k],
                 };
-                self.correct = Some(crate::mlp::correct(out, k, y));
+                self.correct = Some(loss::correct(out, k, y));
             }
         }
         loss

@@ -17,10 +17,9 @@
 
 use crate::act::Act;
 use crate::loss::{self, Loss, Targets};
-use crate::model::Mode;
 use crate::objective::Exec;
 use crate::real::Real;
-use crate::serial::norm::{Dp, Dx, Pending, RBack};
+use crate::serial::norm::{self, Dp, Dx, Mode, Pending, RBack};
 use crate::serial::{BnGeom, ConvGeom, PoolGeom};
 
 /// The memories of a pass.
@@ -470,7 +469,7 @@ impl<F: Real, E: Exec<F>> Ops<F> for CpuOps<'_, F, E> {
 
     fn bn_forward(&mut self, g: &BnGeom, a: &BnFwd) {
         let (len, c) = (g.len(), g.c);
-        let eps = F::from_f64(crate::model::BN_EPS);
+        let eps = F::from_f64(norm::BN_EPS);
         match a.mode {
             Mode::Eval => {
                 let ([x, gb, run], [y]) = self.mem.bind(
@@ -480,7 +479,7 @@ impl<F: Real, E: Exec<F>> Ops<F> for CpuOps<'_, F, E> {
                 self.exec.bn_forward_eval(g, x, y, gb, run, eps, a.act);
             }
             Mode::Train => {
-                let momentum = F::from_f64(crate::model::BN_MOMENTUM);
+                let momentum = F::from_f64(norm::BN_MOMENTUM);
                 match a.pending {
                     Some(p) => {
                         let ([x, gb, run], [y, stats, out]) = self.mem.bind(

@@ -51,6 +51,7 @@ use crate::fw_util as fw;
 use crate::util::{cargo, run, Step};
 
 mod cli;
+mod live;
 mod pretrained;
 mod report;
 
@@ -462,7 +463,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
 
     // The user's path: `fdgr device run` and `fdgr device verify`.
     steps.extend(device_cli(&out, &model)?);
-    steps.extend(crate::live::device_live(&out)?);
+    steps.extend(live::device_live(&out)?);
     steps.extend(device_cli_conv(&out)?);
 
     // Failures must exit with 1, not hang.

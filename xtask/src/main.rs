@@ -13,7 +13,7 @@
 
 mod firmware;
 mod fw_util;
-mod live;
+mod modules;
 mod mutants;
 mod nvrtc;
 mod util;
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         "firmware" => firmware::check(),
         "fw-profile" => firmware::profile(&args[1..]),
         "nvrtc" => nvrtc::check(),
+        "modules" => modules::check().map(drop),
         "mutants" => mutants::check(args.get(1).map(String::as_str)),
         _ => {
             eprintln!(
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
                  fw-profile one qemu-m4 build: instructions per step and per function\n             \
                  (`--method M --mode full|last --opt sgd|adam --model F --stream F`)\n  \
                  nvrtc      compile every CUDA kernel to PTX with NVRTC only\n  \
+                 modules    the module dependency cycles check only\n  \
                  mutants    break one line of each CUDA source in turn; the GPU tests must fail\n             \
                  (`mutants FILTER`: only those whose file or description contains FILTER)"
             );
@@ -67,6 +69,7 @@ fn test(args: &[String]) -> Result<(), String> {
     util::ensure_cxx()?;
     util::ensure_mpi()?;
     steps.push(run("rustfmt", cargo(&["fmt", "--all", "--check"]))?);
+    steps.push(modules::check()?);
     steps.push(run(
         "clippy -D warnings",
         cargo(&[

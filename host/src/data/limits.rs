@@ -3,6 +3,7 @@
 //! ([`available_memory`], [`check_alloc`]).
 
 use super::*;
+pub use crate::memory::available_memory;
 
 /// Reads a file fully, un-gzipping it when it starts with the gzip magic
 /// (at most [`inflate_limit`] bytes).
@@ -137,104 +138,6 @@ impl<R: Read> Read for Capped<R> {
             }
         }
     }
-}
-
-/// Bytes of memory this process can still allocate, as far as the system
-/// tells: the smallest of the kernel's estimate of available memory
-/// (`MemAvailable` in `/proc/meminfo`), the room left under the process's
-/// address-space limit (`ulimit -v`), and the room left under its control
-/// group's memory limit (cgroup v2 `memory.max` or v1
-/// `memory.limit_in_bytes`, its page cache counted as free).
-/// `None` where none of these can be read (not Linux).
-pub fn available_memory() -> Option<u64> {
-    let read = |p: &str| std::fs::read_to_string(p).ok();
-    let mem = read("/proc/meminfo").and_then(|t| kib_field(&t, "MemAvailable:"));
-    let address_space = read("/proc/self/limits")
-        .and_then(|t| address_space_limit(&t))
-        .map(|lim| {
-            let used = read("/proc/self/status")
-                .and_then(|t| kib_field(&t, "VmSize:"))
-                .unwrap_or(0);
-            lim.saturating_sub(used)
-        });
-    let cgroup =
-        read("/proc/self/cgroup").and_then(|t| cgroup_room(&t, Path::new("/sys/fs/cgroup")));
-    [mem, address_space, cgroup].into_iter().flatten().min()
-}
-
-/// `key   N kB` of `/proc/meminfo` or `/proc/self/status`, in bytes.
-pub(super) fn kib_field(text: &str, key: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    let kib: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
-    kib.checked_mul(1024)
-}
-
-/// The soft address-space limit of `/proc/self/limits`, in bytes; `None`
-/// when unlimited.
-pub(super) fn address_space_limit(text: &str) -> Option<u64> {
-    let key = "Max address space";
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..].split_whitespace().next()?.parse().ok()
-}
-
-/// The room left under the memory limit of this process's control group
-/// (`/proc/self/cgroup`'s text): limit − (usage − page cache), the page
-/// cache (active and inactive file pages) being reclaimable.
-/// `None` when there is no limit or it cannot be read. `mount`: where the
-/// control groups are mounted (`/sys/fs/cgroup`).
-pub(super) fn cgroup_room(cgroups: &str, mount: &Path) -> Option<u64> {
-    let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).ok();
-    let stat = |d: &Path, key: &str| {
-        read(d, "memory.stat").and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
-        })
-    };
-    // the process's own group, else the root of the mount (a container's
-    // view of its own group)
-    let dirs = |root: PathBuf, rel: &str| [root.join(rel.trim_start_matches('/')), root];
-    // limit, usage and page cache of a group directory (v2 or v1 names)
-    let room = |d: &Path, [max, used, active, inactive]: [&str; 4]| -> Option<u64> {
-        // no limit: "max" (v2), a huge number (v1)
-        let max: u64 = read(d, max)?.trim().parse().ok().filter(|&m| m < 1 << 60)?;
-        let used: u64 = read(d, used)?.trim().parse().ok()?;
-        let cache = stat(d, active)
-            .unwrap_or(0)
-            .saturating_add(stat(d, inactive).unwrap_or(0));
-        Some(max.saturating_sub(used.saturating_sub(cache)))
-    };
-    let v2 = [
-        "memory.max",
-        "memory.current",
-        "active_file ",
-        "inactive_file ",
-    ];
-    let v1 = [
-        "memory.limit_in_bytes",
-        "memory.usage_in_bytes",
-        "total_active_file ",
-        "total_inactive_file ",
-    ];
-    let mut found = None;
-    for line in cgroups.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(ctrl), Some(rel)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let (root, names) = if id == "0" && ctrl.is_empty() {
-            (mount.to_path_buf(), v2)
-        } else if ctrl.split(',').any(|c| c == "memory") {
-            (mount.join("memory"), v1)
-        } else {
-            continue;
-        };
-        let r = dirs(root, rel)
-            .into_iter()
-            .find(|d| d.join(names[0]).is_file())
-            .and_then(|d| room(&d, names));
-        found = found.into_iter().chain(r).min();
-    }
-    found
 }
 
 /// `bytes` in GiB (MiB below 1 GiB), for messages.

@@ -2,6 +2,7 @@
 //! limits and memory checks.
 
 use super::*;
+use crate::memory::{address_space_limit, cgroup_room, kib_field};
 
 #[test]
 fn builtin_sets_load_and_split_as_documented() {

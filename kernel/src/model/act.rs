@@ -11,7 +11,7 @@
 //! R-backward  R{δz} = κ(a)·R{z}⊙δz + σ'(a)⊙R{δa}     (κ = σ''/σ')
 //! ```
 
-use super::pass::Ctx;
+use super::ctx::Ctx;
 use super::Node;
 use crate::act::Act;
 use crate::ops::Ops;

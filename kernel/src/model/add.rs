@@ -3,7 +3,7 @@
 //! linear: their R-passes are their forward and backward passes on
 //! R-values.
 
-use super::pass::Ctx;
+use super::ctx::Ctx;
 use super::Node;
 use crate::ops::Ops;
 use crate::real::Real;

@@ -11,7 +11,7 @@
 //!             R{∇W} = x ⋆ R{δy} + R{x} ⋆ δy,  R{∇b} = Σ R{δy}
 //! ```
 
-use super::pass::Ctx;
+use super::ctx::Ctx;
 use super::{Node, Op};
 use crate::act::Act;
 use crate::ops::{Mem, Ops};

@@ -9,7 +9,7 @@
 //!             R{∇W} = R{δz}ᵀ·x + δzᵀ·R{x},  R{∇b} = Σ R{δz}
 //! ```
 
-use super::pass::Ctx;
+use super::ctx::Ctx;
 use super::{Node, Op};
 use crate::ops::{Mem, Ops};
 use crate::real::Real;

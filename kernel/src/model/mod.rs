@@ -38,6 +38,7 @@ pub mod act;
 pub mod add;
 #[cfg(feature = "conv")]
 pub mod conv;
+pub mod ctx;
 pub mod linear;
 #[cfg(feature = "conv")]
 pub mod norm;
@@ -502,20 +503,9 @@ pub(crate) const BN_EXT: usize = 4;
 /// The same in `ext_hvp`.
 pub(crate) const BN_EXT_HVP: usize = 4;
 
-/// How a batch-norm layer normalizes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Mode {
-    /// With the batch's own statistics (training).
-    Train,
-    /// With the running statistics (evaluation, and batch 1 on a device).
-    Eval,
-}
-
-/// Batch norm's ε (PyTorch's default).
-pub const BN_EPS: f64 = 1e-5;
-/// Batch norm's running-statistics momentum (PyTorch's default).
-pub const BN_MOMENTUM: f64 = 0.1;
+// How batch norm normalizes, and its constants: defined with its maths
+// (the primitives use them too).
+pub use crate::serial::norm::{Mode, BN_EPS, BN_MOMENTUM};
 
 /// The largest count of scalars any size of a planned model may reach: a
 /// buffer of that many `f64` values still fits in the address space, so

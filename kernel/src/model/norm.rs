@@ -10,7 +10,7 @@
 //! accepted. Gradients at perturbed points use their own batch statistics
 //! and leave the running statistics alone.
 
-use super::pass::Ctx;
+use super::ctx::Ctx;
 use super::{Mode, Node};
 use crate::ops::{BnBwd, BnFwd, BnRBwd, BnRFwd, Loc, Mem, Ops};
 use crate::real::Real;

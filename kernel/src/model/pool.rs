@@ -3,7 +3,7 @@
 //! the R-forward pools R{x} (at the arg-max of x) and the R-backward is
 //! the backward pass applied to R-deltas.
 
-use super::pass::Ctx;
+use super::ctx::Ctx;
 use super::{Node, Op};
 use crate::ops::Ops;
 use crate::real::Real;

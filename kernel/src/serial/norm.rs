@@ -25,6 +25,21 @@
 use crate::act::Act;
 use crate::real::Real;
 
+/// How a batch-norm layer normalizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Mode {
+    /// With the batch's own statistics (training).
+    Train,
+    /// With the running statistics (evaluation, and batch 1 on a device).
+    Eval,
+}
+
+/// Batch norm's ε (PyTorch's default).
+pub const BN_EPS: f64 = 1e-5;
+/// Batch norm's running-statistics momentum (PyTorch's default).
+pub const BN_MOMENTUM: f64 = 0.1;
+
 /// The geometry of one batch-norm layer on a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::firmware::{
+use super::{
     fdgr_device, train_and_export, Pretrained, CONV_RUN, DSCNN_RUN, MLP_RUN, RESIDUAL_RUN,
     RESNET_RUN,
 };

@@ -100,32 +100,19 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
     let (pool, threads) = pool(spec.threads)?;
     pool.install(|| {
         let arch = &spec.arch;
-        let (n0, k) = (arch.inputs(), arch.outputs());
-        let d = arch.model.input;
         let b = spec.batch;
-        let mut rng = Rng::new(7);
-        let data = Dataset {
-            name: "random".into(),
-            features: n0,
-            dims: (d.c, d.h, d.w),
-            classes: k,
-            train: Split {
-                x: (0..b * n0).map(|_| rng.normal() as f32).collect(),
-                y: (0..b).map(|_| rng.below(k) as u32).collect(),
-            },
-            test: Split::default(),
-            notes: vec![],
-            zero: vec![0.0; d.c],
-            pre: Default::default(),
-        };
-        let p = arch.param_count();
-        let mut theta0 = vec![0.0f32; p];
+        let data = random_batch(arch, b);
+        let mut theta0 = vec![0.0f32; arch.param_count()];
         init_params(arch.model.nodes(), &mut theta0, &mut Rng::new(1));
-        let act = match &arch.mlp {
-            Some(s) => s.act.name().to_string(),
-            None => String::new(),
+        let head = RowHead {
+            model: arch.spec.clone(),
+            act: match &arch.mlp {
+                Some(s) => s.act.name().to_string(),
+                None => String::new(),
+            },
+            batch: b,
+            threads,
         };
-        let idx: Vec<u32> = (0..b as u32).collect();
         let opt: Optimizer<f32> = Sgd::paper().into();
         let mut rows = vec![];
         let mut cpu: Vec<Timed> = vec![];
@@ -134,24 +121,7 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
             if spec.backend == BackendName::Gpu {
                 let g =
                     crate::gpu::bench(arch, b, &method, spec.repeats, spec.warmup, spec.precision)?;
-                let row = BenchRow {
-                    method: m.as_str().into(),
-                    backend: "gpu".into(),
-                    model: arch.spec.clone(),
-                    act: act.clone(),
-                    batch: b,
-                    threads,
-                    ascent: "1".into(),
-                    median_ms: g.ms_median,
-                    mean_ms: f64::NAN,
-                    fresh_frac: 1.0,
-                    fresh_median_ms: g.ms_median,
-                    reuse_median_ms: f64::NAN,
-                    min_ms: g.ms_min,
-                    max_ms: f64::NAN,
-                    repeats: g.steps,
-                    gpu: Some(g.to_json()),
-                };
+                let row = head.gpu_row(m, g);
                 each(&row);
                 rows.push(row);
                 continue;
@@ -184,64 +154,95 @@ pub fn run(spec: &BenchSpec, mut each: impl FnMut(&BenchRow) + Send) -> Result<V
                 });
             }
         }
-        for k in 0..spec.warmup + spec.repeats {
-            for c in cpu.iter_mut() {
-                let ascent = match c.a {
-                    Some(a) if !a.fresh(1, k as u64) => Ascent::Reuse,
-                    _ => Ascent::Fresh,
-                };
-                let so = StepOptions {
-                    ascent,
-                    ..StepOptions::default()
-                };
-                let t = Instant::now();
-                c.be.step(&idx, &c.method, &opt, &so, &mut c.st, 1e-3)
-                    .and_then(|()| c.be.flush(&mut c.st).map(|_| ()))
-                    .map_err(|e| anyhow!("{} step failed: {e}", c.m.as_str()))?;
-                if k >= spec.warmup {
-                    c.times.push(t.elapsed().as_secs_f64() * 1e3);
-                    c.fresh.push(ascent == Ascent::Fresh);
-                }
-            }
-        }
+        round_robin(&mut cpu, spec, b, &opt)?;
         for c in cpu.iter_mut() {
-            let n = c.times.len().max(1) as f64;
-            let mean = c.times.iter().sum::<f64>() / n;
-            let kind = |fresh: bool| {
-                let mut v: Vec<f64> = (c.times.iter().zip(&c.fresh))
-                    .filter(|(_, f)| **f == fresh)
-                    .map(|(t, _)| *t)
-                    .collect();
-                v.sort_by(f64::total_cmp);
-                (v.len() as f64 / n, median(&v))
-            };
-            let (ff, fm) = kind(true);
-            let (fr, rm) = kind(false);
-            let weighted = if fr > 0.0 { ff * fm + fr * rm } else { fm };
-            c.times.sort_by(f64::total_cmp);
-            let row = BenchRow {
-                method: c.m.as_str().into(),
-                backend: c.be.name().into(),
-                model: arch.spec.clone(),
-                act: act.clone(),
-                batch: b,
-                threads,
-                ascent: c.a.map_or_else(|| "-".into(), |a| a.label()),
-                median_ms: weighted,
-                mean_ms: mean,
-                fresh_frac: ff,
-                fresh_median_ms: fm,
-                reuse_median_ms: rm,
-                min_ms: c.times.first().copied().unwrap_or(f64::NAN),
-                max_ms: c.times.last().copied().unwrap_or(f64::NAN),
-                repeats: c.times.len(),
-                gpu: None,
-            };
+            let row = c.row(&head);
             each(&row);
             rows.push(row);
         }
         Ok(rows)
     })
+}
+
+/// One batch of `b` random inputs (normal) and labels for `arch`.
+fn random_batch(arch: &Arch, b: usize) -> Dataset {
+    let (n0, k) = (arch.inputs(), arch.outputs());
+    let d = arch.model.input;
+    let mut rng = Rng::new(7);
+    Dataset {
+        name: "random".into(),
+        features: n0,
+        dims: (d.c, d.h, d.w),
+        classes: k,
+        train: Split {
+            x: (0..b * n0).map(|_| rng.normal() as f32).collect(),
+            y: (0..b).map(|_| rng.below(k) as u32).collect(),
+        },
+        test: Split::default(),
+        notes: vec![],
+        zero: vec![0.0; d.c],
+        pre: Default::default(),
+    }
+}
+
+/// Times every CPU configuration, one step of each in turn, `spec.warmup`
+/// untimed rounds then `spec.repeats` timed ones, on the batch's `b`
+/// samples.
+fn round_robin(cpu: &mut [Timed], spec: &BenchSpec, b: usize, opt: &Optimizer<f32>) -> Result<()> {
+    let idx: Vec<u32> = (0..b as u32).collect();
+    for k in 0..spec.warmup + spec.repeats {
+        for c in cpu.iter_mut() {
+            let ascent = match c.a {
+                Some(a) if !a.fresh(1, k as u64) => Ascent::Reuse,
+                _ => Ascent::Fresh,
+            };
+            let so = StepOptions {
+                ascent,
+                ..StepOptions::default()
+            };
+            let t = Instant::now();
+            c.be.step(&idx, &c.method, opt, &so, &mut c.st, 1e-3)
+                .and_then(|()| c.be.flush(&mut c.st).map(|_| ()))
+                .map_err(|e| anyhow!("{} step failed: {e}", c.m.as_str()))?;
+            if k >= spec.warmup {
+                c.times.push(t.elapsed().as_secs_f64() * 1e3);
+                c.fresh.push(ascent == Ascent::Fresh);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The fields every row of one benchmark shares.
+struct RowHead {
+    model: String,
+    act: String,
+    batch: usize,
+    threads: usize,
+}
+
+impl RowHead {
+    /// The row of a GPU measurement.
+    fn gpu_row(&self, m: MethodName, g: fdgr_gpu::Bench) -> BenchRow {
+        BenchRow {
+            method: m.as_str().into(),
+            backend: "gpu".into(),
+            model: self.model.clone(),
+            act: self.act.clone(),
+            batch: self.batch,
+            threads: self.threads,
+            ascent: "1".into(),
+            median_ms: g.ms_median,
+            mean_ms: f64::NAN,
+            fresh_frac: 1.0,
+            fresh_median_ms: g.ms_median,
+            reuse_median_ms: f64::NAN,
+            min_ms: g.ms_min,
+            max_ms: f64::NAN,
+            repeats: g.steps,
+            gpu: Some(g.to_json()),
+        }
+    }
 }
 
 /// One CPU configuration being timed.
@@ -253,6 +254,45 @@ struct Timed {
     st: SgdState,
     times: Vec<f64>,
     fresh: Vec<bool>,
+}
+
+impl Timed {
+    /// The row of its timed steps: the median of fresh and reused ascent
+    /// steps weighted by their shares, the mean, the extremes.
+    fn row(&mut self, head: &RowHead) -> BenchRow {
+        let n = self.times.len().max(1) as f64;
+        let mean = self.times.iter().sum::<f64>() / n;
+        let kind = |fresh: bool| {
+            let mut v: Vec<f64> = (self.times.iter().zip(&self.fresh))
+                .filter(|(_, f)| **f == fresh)
+                .map(|(t, _)| *t)
+                .collect();
+            v.sort_by(f64::total_cmp);
+            (v.len() as f64 / n, median(&v))
+        };
+        let (ff, fm) = kind(true);
+        let (fr, rm) = kind(false);
+        let weighted = if fr > 0.0 { ff * fm + fr * rm } else { fm };
+        self.times.sort_by(f64::total_cmp);
+        BenchRow {
+            method: self.m.as_str().into(),
+            backend: self.be.name().into(),
+            model: head.model.clone(),
+            act: head.act.clone(),
+            batch: head.batch,
+            threads: head.threads,
+            ascent: self.a.map_or_else(|| "-".into(), |a| a.label()),
+            median_ms: weighted,
+            mean_ms: mean,
+            fresh_frac: ff,
+            fresh_median_ms: fm,
+            reuse_median_ms: rm,
+            min_ms: self.times.first().copied().unwrap_or(f64::NAN),
+            max_ms: self.times.last().copied().unwrap_or(f64::NAN),
+            repeats: self.times.len(),
+            gpu: None,
+        }
+    }
 }
 
 /// Median of sorted values.

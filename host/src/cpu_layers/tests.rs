@@ -77,6 +77,8 @@ fn convolution_matches_serial_loops() {
         conv(2, 8, 4, (12, 12), 3, 1, 1, 1),
         conv(2, 16, 32, (16, 16), 3, 1, 1, 1),
         conv(2, 8, 24, (16, 20), 3, 1, 1, 1),
+        conv(2, 8, 4, (16, 16), 3, 1, 1, 1),
+        conv(2, 16, 8, (16, 16), 3, 1, 1, 2),
     ] {
         let x = data(g.x_len(), 1);
         let w = data(g.w_len(), 2);

@@ -234,24 +234,7 @@ pub fn run(
         .with_context(|| format!("{}", dir.display()))?
         .join("counts.txt");
     let _ = std::fs::remove_file(&counts);
-    let (extra, count_note) = match (crate::device::plugin(p), b.info.marker) {
-        _ if o.port.is_some() => (
-            vec![],
-            Some("instructions not counted: a device over a serial port".into()),
-        ),
-        (Ok(plugin), Some(marker)) => (
-            vec![
-                "-plugin".to_string(),
-                fdgr_mcu::qemu::plugin_arg(&plugin, marker, &counts),
-            ],
-            None,
-        ),
-        (Err(e), _) => (vec![], Some(format!("instructions not counted: {e}"))),
-        (_, None) => (
-            vec![],
-            Some("instructions not counted: no marker symbol".into()),
-        ),
-    };
+    let (extra, count_note) = counting(p, b, o, &counts);
     let mut s = match &o.port {
         Some(port) => Session::serial(port, o.baud, p.timeout.min(Duration::from_secs(60)))
             .map_err(|e| anyhow!(e))?,
@@ -274,29 +257,8 @@ pub fn run(
     let acc_before = accuracy(&mut s, p)?;
     let rec = stream::record_len(p.models.inputs());
     let n = p.stream.len() / rec;
-    let mut steps = Vec::with_capacity(n);
-    let (mut ok, t0, bytes0) = (0usize, Instant::now(), s.traffic);
-    for i in 0..n {
-        let r = &p.stream[i * rec..(i + 1) * rec];
-        let (x, y) = (&r[..rec - 1], r[rec - 1]);
-        match s.learn(x, u16::from(y)).map_err(|e| anyhow!(e))? {
-            Answer::Ack { class, loss } => {
-                ok += usize::from(class == u16::from(y));
-                steps.push((u32::from(y), class, loss));
-                events.push(false);
-                if (start_step + steps.len() as u64) % DEFAULT_SAVE_EVERY as u64 == 0 {
-                    events.push(true);
-                }
-            }
-            Answer::Nack(nack) => bail!(
-                "sample {i}: the device refused it ({} {})",
-                nack.reason.name(),
-                nack.detail
-            ),
-            a => bail!("sample {i}: unexpected reply {a:?}"),
-        }
-        on_sample(i + 1, n, ok as f64 / (i + 1) as f64);
-    }
+    let (t0, bytes0) = (Instant::now(), s.traffic);
+    let (steps, ok) = learn_stream(&mut s, p, start_step, &mut events, on_sample)?;
     let secs = t0.elapsed().as_secs_f64();
     let traffic = (s.traffic.0 - bytes0.0) + (s.traffic.1 - bytes0.1);
     let st = s.save().map_err(|e| anyhow!(e))?;
@@ -320,22 +282,10 @@ pub fn run(
     let acc_after = accuracy(&mut s, p)?;
     let theta = s.pull().map_err(|e| anyhow!(e))?;
     let log_bytes = s.stop();
-    let (mut instructions_per_step, mut instructions_per_save, mut count_note) =
-        (None, None, count_note);
-    if count_note.is_none() {
-        match std::fs::read_to_string(&counts)
-            .map_err(|e| format!("{}: {e}", counts.display()))
-            .and_then(|c| event_instructions(&c, &events))
-        {
-            Ok((st, sv)) => {
-                let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
-                instructions_per_step = (!st.is_empty()).then(|| mean(&st));
-                instructions_per_save =
-                    (!sv.is_empty()).then(|| (mean(&sv), sv.iter().copied().max().unwrap_or(0)));
-            }
-            Err(e) => count_note = Some(format!("instructions not counted: {e}")),
-        }
-    }
+    let (instructions_per_step, instructions_per_save, count_note) = match count_note {
+        None => instruction_counts(&counts, &events),
+        note => (None, None, note),
+    };
     let verified = match (&history, o.verify) {
         (Some(h), true) => Some(replay_matches(p, h, &theta, &steps, start_step)?),
         _ => None,
@@ -367,6 +317,99 @@ pub fn run(
         theta,
         log,
     })
+}
+
+/// The QEMU arguments that count the guest's instructions between the
+/// image's marks into `counts`, or why there are none (a serial port, no
+/// plugin, no marker symbol).
+fn counting(
+    p: &Prepared,
+    b: &Built,
+    o: &LiveOptions,
+    counts: &Path,
+) -> (Vec<String>, Option<String>) {
+    match (crate::device::plugin(p), b.info.marker) {
+        _ if o.port.is_some() => (
+            vec![],
+            Some("instructions not counted: a device over a serial port".into()),
+        ),
+        (Ok(plugin), Some(marker)) => (
+            vec![
+                "-plugin".to_string(),
+                fdgr_mcu::qemu::plugin_arg(&plugin, marker, counts),
+            ],
+            None,
+        ),
+        (Err(e), _) => (vec![], Some(format!("instructions not counted: {e}"))),
+        (_, None) => (
+            vec![],
+            Some("instructions not counted: no marker symbol".into()),
+        ),
+    }
+}
+
+/// One learned sample: (label, predicted class before learning, loss).
+type Learned = (u32, u16, f32);
+
+/// Streams `p`'s samples to the device (predict, then learn), noting each
+/// step and each periodic save in `events`; returns the steps and how
+/// many the device predicted right before learning them.
+fn learn_stream(
+    s: &mut Session,
+    p: &Prepared,
+    start_step: u64,
+    events: &mut Vec<bool>,
+    on_sample: &mut dyn FnMut(usize, usize, f64),
+) -> Result<(Vec<Learned>, usize)> {
+    let rec = stream::record_len(p.models.inputs());
+    let n = p.stream.len() / rec;
+    let mut steps = Vec::with_capacity(n);
+    let mut ok = 0usize;
+    for i in 0..n {
+        let r = &p.stream[i * rec..(i + 1) * rec];
+        let (x, y) = (&r[..rec - 1], r[rec - 1]);
+        match s.learn(x, u16::from(y)).map_err(|e| anyhow!(e))? {
+            Answer::Ack { class, loss } => {
+                ok += usize::from(class == u16::from(y));
+                steps.push((u32::from(y), class, loss));
+                events.push(false);
+                if (start_step + steps.len() as u64) % DEFAULT_SAVE_EVERY as u64 == 0 {
+                    events.push(true);
+                }
+            }
+            Answer::Nack(nack) => bail!(
+                "sample {i}: the device refused it ({} {})",
+                nack.reason.name(),
+                nack.detail
+            ),
+            a => bail!("sample {i}: unexpected reply {a:?}"),
+        }
+        on_sample(i + 1, n, ok as f64 / (i + 1) as f64);
+    }
+    Ok((steps, ok))
+}
+
+/// Instructions per step (mean) and per save (mean, largest) from the
+/// QEMU counts file, or why not.
+#[allow(clippy::type_complexity)]
+fn instruction_counts(
+    counts: &Path,
+    events: &[bool],
+) -> (Option<f64>, Option<(f64, u64)>, Option<String>) {
+    match std::fs::read_to_string(counts)
+        .map_err(|e| format!("{}: {e}", counts.display()))
+        .and_then(|c| event_instructions(&c, events))
+    {
+        Ok((st, sv)) => {
+            let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+            (
+                (!st.is_empty()).then(|| mean(&st)),
+                (!sv.is_empty()).then(|| (mean(&sv), sv.iter().copied().max().unwrap_or(0))),
+                None,
+            )
+        }
+        Err(e) => (None, None, Some(format!("instructions not counted: {e}"))),
+    }
 }
 
 /// SHA-256 of `bytes`, hex.

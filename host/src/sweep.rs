@@ -9,7 +9,7 @@ use crate::checkpoint::atomic_write;
 use crate::config::{MethodName, TrainConfig};
 use crate::cpu::pool;
 use crate::data;
-use crate::train::{run_on, RunOptions};
+use crate::train::{run_on, RunOptions, Summary};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -181,8 +181,72 @@ pub fn run(
     std::fs::create_dir_all(out)
         .with_context(|| format!("{}: cannot create directory", out.display()))?;
     let jsonl = out.join("sweep.jsonl");
-    let mut rows: Vec<SweepRow> = vec![];
-    if let Ok(text) = std::fs::read_to_string(&jsonl) {
+    let mut rows = read_rows(&jsonl)?;
+    let done: std::collections::HashSet<String> = rows
+        .iter()
+        .map(|r| key(&r.method, r.gamma, r.eps, r.seed, &r.ascent))
+        .collect();
+    let plan = plan(grid, &done);
+    eprintln!(
+        "sweep: {} runs to do ({} already in {})",
+        plan.len(),
+        rows.len(),
+        jsonl.display()
+    );
+    let (pool, threads) = pool(base.threads)?;
+    let mut data_cache = data;
+    for (i, (m, g, e, s, a)) in plan.iter().enumerate() {
+        let mut cfg = base.clone();
+        a.apply(&mut cfg);
+        cfg.method = *m;
+        if m.uses_gamma() {
+            cfg.gamma = *g;
+        }
+        if m.uses_eps() {
+            cfg.eps = *e;
+        }
+        cfg.seed = *s;
+        cfg.validate()?;
+        if !data_cache.contains_key(s) {
+            data_cache.insert(*s, data::load(&cfg.data, &cfg.data_options())?);
+        }
+        let data = &data_cache[s];
+        let res = pool.install(|| run_on(&cfg, data, None, &RunOptions::default(), threads));
+        let row = match res {
+            Ok(sum) => SweepRow::finished(m.as_str(), (*g, *e, *s), &a.label(), &sum),
+            Err(err) if err.downcast_ref::<crate::train::Diverged>().is_some() => {
+                SweepRow::diverged(m.as_str(), (*g, *e, *s), &a.label())
+            }
+            Err(err) => return Err(err),
+        };
+        eprintln!(
+            "[{}/{}] {} γ={} ε={} ascent {} seed {}: test acc {:.2}%{}",
+            i + 1,
+            plan.len(),
+            row.method,
+            row.gamma,
+            row.eps,
+            row.ascent,
+            row.seed,
+            100.0 * row.test_acc,
+            if row.diverged { " (diverged)" } else { "" }
+        );
+        rows.push(row);
+        let text: String = rows
+            .iter()
+            .map(|r| serde_json::to_string(r).map(|s| s + "\n"))
+            .collect::<Result<_, _>>()?;
+        atomic_write(&jsonl, text.as_bytes())?;
+    }
+    report(&rows, grid, out)?;
+    Ok(rows)
+}
+
+/// The rows of an earlier, interrupted sweep (none when `jsonl` is
+/// absent); a corrupt row is bad input naming its line.
+fn read_rows(jsonl: &Path) -> Result<Vec<SweepRow>> {
+    let mut rows = vec![];
+    if let Ok(text) = std::fs::read_to_string(jsonl) {
         for (i, line) in text
             .lines()
             .enumerate()
@@ -195,10 +259,16 @@ pub fn run(
             );
         }
     }
-    let done: std::collections::HashSet<String> = rows
-        .iter()
-        .map(|r| key(&r.method, r.gamma, r.eps, r.seed, &r.ascent))
-        .collect();
+    Ok(rows)
+}
+
+/// One run of the grid: method, γ, ε, seed, ascent.
+type Planned = (MethodName, f64, f64, u64, Amortize);
+
+/// The grid's runs not in `done` (their [`key`]s), in grid order: γ and
+/// ε only for the methods that use them, amortization only for those
+/// with an ascent.
+fn plan(grid: &Grid, done: &std::collections::HashSet<String>) -> Vec<Planned> {
     let mut plan = vec![];
     for &m in &grid.methods {
         let gs = if m.uses_gamma() {
@@ -228,85 +298,52 @@ pub fn run(
             }
         }
     }
-    eprintln!(
-        "sweep: {} runs to do ({} already in {})",
-        plan.len(),
-        rows.len(),
-        jsonl.display()
-    );
-    let (pool, threads) = pool(base.threads)?;
-    let mut data_cache = data;
-    for (i, (m, g, e, s, a)) in plan.iter().enumerate() {
-        let mut cfg = base.clone();
-        a.apply(&mut cfg);
-        cfg.method = *m;
-        if m.uses_gamma() {
-            cfg.gamma = *g;
+    plan
+}
+
+impl SweepRow {
+    /// The row of a finished run.
+    fn finished(
+        method: &str,
+        (gamma, eps, seed): (f64, f64, u64),
+        ascent: &str,
+        sum: &Summary,
+    ) -> Self {
+        SweepRow {
+            method: method.into(),
+            gamma,
+            eps,
+            seed,
+            test_acc: sum.last.test_acc,
+            test_loss: sum.last.test_loss,
+            train_acc: sum.last.train_acc,
+            train_loss: sum.last.train_loss,
+            seconds: sum.seconds,
+            diverged: false,
+            ascent: ascent.into(),
+            steps_per_sec: sum.steps_per_sec,
+            fresh_frac: (sum.steps > 0).then(|| sum.fresh_ascents as f64 / sum.steps as f64),
         }
-        if m.uses_eps() {
-            cfg.eps = *e;
-        }
-        cfg.seed = *s;
-        cfg.validate()?;
-        if !data_cache.contains_key(s) {
-            data_cache.insert(*s, data::load(&cfg.data, &cfg.data_options())?);
-        }
-        let data = &data_cache[s];
-        let res = pool.install(|| run_on(&cfg, data, None, &RunOptions::default(), threads));
-        let row = match res {
-            Ok(sum) => SweepRow {
-                method: m.as_str().into(),
-                gamma: *g,
-                eps: *e,
-                seed: *s,
-                test_acc: sum.last.test_acc,
-                test_loss: sum.last.test_loss,
-                train_acc: sum.last.train_acc,
-                train_loss: sum.last.train_loss,
-                seconds: sum.seconds,
-                diverged: false,
-                ascent: a.label(),
-                steps_per_sec: sum.steps_per_sec,
-                fresh_frac: (sum.steps > 0).then(|| sum.fresh_ascents as f64 / sum.steps as f64),
-            },
-            Err(err) if err.downcast_ref::<crate::train::Diverged>().is_some() => SweepRow {
-                method: m.as_str().into(),
-                gamma: *g,
-                eps: *e,
-                seed: *s,
-                test_acc: 0.0,
-                test_loss: f64::MAX,
-                train_acc: 0.0,
-                train_loss: f64::MAX,
-                seconds: 0.0,
-                diverged: true,
-                ascent: a.label(),
-                steps_per_sec: 0.0,
-                fresh_frac: None,
-            },
-            Err(err) => return Err(err),
-        };
-        eprintln!(
-            "[{}/{}] {} γ={} ε={} ascent {} seed {}: test acc {:.2}%{}",
-            i + 1,
-            plan.len(),
-            row.method,
-            row.gamma,
-            row.eps,
-            row.ascent,
-            row.seed,
-            100.0 * row.test_acc,
-            if row.diverged { " (diverged)" } else { "" }
-        );
-        rows.push(row);
-        let text: String = rows
-            .iter()
-            .map(|r| serde_json::to_string(r).map(|s| s + "\n"))
-            .collect::<Result<_, _>>()?;
-        atomic_write(&jsonl, text.as_bytes())?;
     }
-    report(&rows, grid, out)?;
-    Ok(rows)
+
+    /// The row of a run that diverged.
+    fn diverged(method: &str, (gamma, eps, seed): (f64, f64, u64), ascent: &str) -> Self {
+        SweepRow {
+            method: method.into(),
+            gamma,
+            eps,
+            seed,
+            test_acc: 0.0,
+            test_loss: f64::MAX,
+            train_acc: 0.0,
+            train_loss: f64::MAX,
+            seconds: 0.0,
+            diverged: true,
+            ascent: ascent.into(),
+            steps_per_sec: 0.0,
+            fresh_frac: None,
+        }
+    }
 }
 
 /// Runs of one (method index, γ, ε, ascent).
@@ -314,7 +351,27 @@ type Group<'a> = ((usize, f64, f64, String), Vec<&'a SweepRow>);
 
 /// Writes `table.md` and the heat-maps; prints the table.
 pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
-    // Groups of (method, γ, ε): method order, then γ and ε numerically.
+    let groups = groups(rows);
+    let sgd_rate = {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.method == "sgd" && !r.diverged && r.steps_per_sec > 0.0)
+            .map(|r| r.steps_per_sec)
+            .collect();
+        (!v.is_empty()).then(|| mean_std(&v).0)
+    };
+    let mut table = String::from("| method | γ | ε | ascent | fresh ascents | test accuracy (mean ± std) | time/step ÷ SGD's | seeds | diverged |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (_, rs) in &groups {
+        table.push_str(&table_line(rs, sgd_rate)?);
+    }
+    atomic_write(&out.join("table.md"), table.as_bytes())?;
+    println!("{table}");
+    heatmaps(rows, grid, out)
+}
+
+/// The runs grouped by (method, γ, ε, ascent): method order, then γ and ε
+/// numerically, then ascent by expected cost.
+fn groups(rows: &[SweepRow]) -> Vec<Group<'_>> {
     let mut groups: Vec<Group<'_>> = vec![];
     for r in rows {
         let mi = MethodName::ALL
@@ -333,75 +390,74 @@ pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
             .then(a.2.total_cmp(&b.2))
             .then(ascent_rank(&a.3).total_cmp(&ascent_rank(&b.3)))
     });
-    let sgd_rate = {
-        let v: Vec<f64> = rows
-            .iter()
-            .filter(|r| r.method == "sgd" && !r.diverged && r.steps_per_sec > 0.0)
-            .map(|r| r.steps_per_sec)
-            .collect();
-        (!v.is_empty()).then(|| mean_std(&v).0)
+    groups
+}
+
+/// The table line of one group: mean ± std test accuracy over its seeds,
+/// its time per step against SGD's (`sgd_rate`, steps/s), its fresh
+/// ascents.
+fn table_line(rs: &[&SweepRow], sgd_rate: Option<f64>) -> Result<String> {
+    let r0 = rs[0];
+    let m = MethodName::parse(&r0.method)?;
+    let ok: Vec<f64> = rs
+        .iter()
+        .filter(|r| !r.diverged)
+        .map(|r| 100.0 * r.test_acc)
+        .collect();
+    let (mean, sd) = if ok.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        mean_std(&ok)
     };
-    let mut table = String::from("| method | γ | ε | ascent | fresh ascents | test accuracy (mean ± std) | time/step ÷ SGD's | seeds | diverged |\n|---|---|---|---|---|---|---|---|---|\n");
-    for (_, rs) in &groups {
-        let r0 = rs[0];
-        let m = MethodName::parse(&r0.method)?;
-        let ok: Vec<f64> = rs
-            .iter()
-            .filter(|r| !r.diverged)
-            .map(|r| 100.0 * r.test_acc)
-            .collect();
-        let (mean, sd) = if ok.is_empty() {
-            (f64::NAN, f64::NAN)
-        } else {
-            mean_std(&ok)
-        };
-        let rate: Vec<f64> = rs
-            .iter()
-            .filter(|r| !r.diverged && r.steps_per_sec > 0.0)
-            .map(|r| r.steps_per_sec)
-            .collect();
-        let cost = match (sgd_rate, rate.is_empty()) {
-            (Some(sr), false) => format!("{:.2}", sr / mean_std(&rate).0),
-            _ => "-".into(),
-        };
-        let fr: Vec<f64> = rs
-            .iter()
-            .filter(|r| !r.diverged)
-            .filter_map(|r| r.fresh_frac)
-            .collect();
-        let fresh = if has_ascent(m) && !fr.is_empty() {
-            format!("{:.0}%", 100.0 * mean_std(&fr).0)
+    let rate: Vec<f64> = rs
+        .iter()
+        .filter(|r| !r.diverged && r.steps_per_sec > 0.0)
+        .map(|r| r.steps_per_sec)
+        .collect();
+    let cost = match (sgd_rate, rate.is_empty()) {
+        (Some(sr), false) => format!("{:.2}", sr / mean_std(&rate).0),
+        _ => "-".into(),
+    };
+    let fr: Vec<f64> = rs
+        .iter()
+        .filter(|r| !r.diverged)
+        .filter_map(|r| r.fresh_frac)
+        .collect();
+    let fresh = if has_ascent(m) && !fr.is_empty() {
+        format!("{:.0}%", 100.0 * mean_std(&fr).0)
+    } else {
+        "-".into()
+    };
+    Ok(format!(
+        "| {} | {} | {} | {} | {} | {:.2} ± {:.2} | {} | {} | {} |\n",
+        r0.method,
+        if m.uses_gamma() {
+            r0.gamma.to_string()
         } else {
             "-".into()
-        };
-        table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.2} ± {:.2} | {} | {} | {} |\n",
-            r0.method,
-            if m.uses_gamma() {
-                r0.gamma.to_string()
-            } else {
-                "-".into()
-            },
-            if m.uses_eps() {
-                r0.eps.to_string()
-            } else {
-                "-".into()
-            },
-            if has_ascent(m) {
-                r0.ascent.as_str()
-            } else {
-                "-"
-            },
-            fresh,
-            mean,
-            sd,
-            cost,
-            rs.len(),
-            rs.iter().filter(|r| r.diverged).count()
-        ));
-    }
-    atomic_write(&out.join("table.md"), table.as_bytes())?;
-    println!("{table}");
+        },
+        if m.uses_eps() {
+            r0.eps.to_string()
+        } else {
+            "-".into()
+        },
+        if has_ascent(m) {
+            r0.ascent.as_str()
+        } else {
+            "-"
+        },
+        fresh,
+        mean,
+        sd,
+        cost,
+        rs.len(),
+        rs.iter().filter(|r| r.diverged).count()
+    ))
+}
+
+/// One heat-map per method with an ε: mean test accuracy over γ × ε (runs
+/// with a fresh ascent every step), SGD's in the title.
+fn heatmaps(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
     let reference = |name: &str| -> Option<f64> {
         let v: Vec<f64> = rows
             .iter()

@@ -345,21 +345,21 @@ fn lints(fw_dir: &Path, plugin_version: &str) -> Result<Vec<Step>, String> {
     Ok(steps)
 }
 
-/// The firmware checks of `cargo xtask test`.
-pub fn steps() -> Result<Vec<Step>, String> {
-    println!("\n== firmware ==");
-    let t0 = Instant::now();
+/// The two models the firmware checks cross-check, each file and its
+/// bytes, with their parameter counts.
+struct Trained {
+    model_path: PathBuf,
+    model: Vec<u8>,
+    p: u64,
+    conv_path: PathBuf,
+    conv_model: Vec<u8>,
+    conv_p: u64,
+}
+
+/// The MLP and the conv net, trained and exported by the real CLI (or the
+/// files `FDGR_FIRMWARE_MODEL` / `FDGR_FIRMWARE_CONV_MODEL` name).
+fn trained(out: &Path) -> Result<(Trained, Vec<Step>), String> {
     let mut steps = vec![];
-    let fw_dir = fw::fw_dir();
-    let out = fw::out_dir();
-    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-
-    let t = Instant::now();
-    fw::ensure_qemu()?;
-    let (qmaj, qmin) = qemu_version()?;
-    println!("qemu-system-arm {qmaj}.{qmin}");
-    steps.push(step("qemu-system-arm present", t));
-
     // The model, from the real CLI (or a given exported file).
     let model_path = match std::env::var_os("FDGR_FIRMWARE_MODEL") {
         Some(p) if !p.is_empty() => {
@@ -371,7 +371,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
             p
         }
         _ => {
-            let (p, s) = train_and_export(&out, &MLP_RUN)?;
+            let (p, s) = train_and_export(out, &MLP_RUN)?;
             steps.extend(s);
             p
         }
@@ -388,7 +388,7 @@ pub fn steps() -> Result<Vec<Step>, String> {
     let conv_path = match std::env::var_os("FDGR_FIRMWARE_CONV_MODEL") {
         Some(c) if !c.is_empty() => PathBuf::from(c),
         _ => {
-            let (c, s) = train_and_export(&out, &CONV_RUN)?;
+            let (c, s) = train_and_export(out, &CONV_RUN)?;
             steps.extend(s);
             c
         }
@@ -402,18 +402,36 @@ pub fn steps() -> Result<Vec<Step>, String> {
         conv_path.display()
     );
 
-    // The stream: held-out digits (the test split the model was not trained
-    // on), written by `fdgr samples`; the committed default must match.
-    let stream_path = out.join("digits-stream.bin");
-    steps.push(samples(&stream_path)?);
-    let stream = read(&stream_path)?;
+    Ok((
+        Trained {
+            model_path,
+            model,
+            p,
+            conv_path,
+            conv_model,
+            conv_p,
+        },
+        steps,
+    ))
+}
+
+/// Compares the stream and models with the committed defaults the board
+/// builds use (`FDGR_UPDATE_MODELS=1` refreshes them first): a stream
+/// that differs is an error, a model that differs a note. Returns the
+/// committed conv net's path.
+fn check_committed(
+    fw_dir: &Path,
+    stream: &[u8],
+    model: &[u8],
+    conv_model: &[u8],
+) -> Result<PathBuf, String> {
     let committed_stream = fw_dir.join("models").join("digits-stream.bin");
     let committed_model = fw_dir.join("models").join("digits-64-32-10.fdgr");
     let committed_conv = fw_dir.join("models").join(CONV_FILE);
     if std::env::var("FDGR_UPDATE_MODELS").as_deref() == Ok("1") {
-        write(&committed_stream, &stream)?;
-        write(&committed_model, &model)?;
-        write(&committed_conv, &conv_model)?;
+        write(&committed_stream, stream)?;
+        write(&committed_model, model)?;
+        write(&committed_conv, conv_model)?;
         println!("FDGR_UPDATE_MODELS=1: updated the committed default models and stream");
     }
     if read(&committed_conv)? != conv_model {
@@ -438,6 +456,42 @@ pub fn steps() -> Result<Vec<Step>, String> {
         );
     }
 
+    Ok(committed_conv)
+}
+
+/// The firmware checks of `cargo xtask test`.
+pub fn steps() -> Result<Vec<Step>, String> {
+    println!("\n== firmware ==");
+    let t0 = Instant::now();
+    let mut steps = vec![];
+    let fw_dir = fw::fw_dir();
+    let out = fw::out_dir();
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+
+    let t = Instant::now();
+    fw::ensure_qemu()?;
+    let (qmaj, qmin) = qemu_version()?;
+    println!("qemu-system-arm {qmaj}.{qmin}");
+    steps.push(step("qemu-system-arm present", t));
+
+    let (
+        Trained {
+            model_path,
+            model,
+            p,
+            conv_path,
+            conv_model,
+            conv_p,
+        },
+        s,
+    ) = trained(&out)?;
+    steps.extend(s);
+    // The stream: held-out digits (the test split the model was not trained
+    // on), written by `fdgr samples`; the committed default must match.
+    let stream_path = out.join("digits-stream.bin");
+    steps.push(samples(&stream_path)?);
+    let stream = read(&stream_path)?;
+    let committed_conv = check_committed(&fw_dir, &stream, &model, &conv_model)?;
     // The instruction-counting plugin, built for the API version this QEMU
     // loads.
     let (plugin, plugin_version, s) = build_plugin(qmaj)?;

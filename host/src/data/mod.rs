@@ -448,6 +448,90 @@ fn finish(
             );
         }
     }
+    let classes = classes_of(name, &raw, test.as_ref())?;
+    let shape = if dims.1 * dims.2 > 1 {
+        format!(" ({})", shape_str(dims))
+    } else {
+        String::new()
+    };
+    let mut notes = vec![format!(
+        "data {name}: {source}; {} samples, {features} features{shape}, {classes} classes",
+        raw.y.len() + test.as_ref().map_or(0, |t| t.y.len())
+    )];
+    notes.append(&mut raw.notes);
+    if let Some(t) = &test {
+        notes.extend(t.notes.iter().cloned());
+    }
+    let pixel_max = raw.pixel_max;
+    let (mut train, mut test) = split(name, raw, test, classes, opt, &mut notes)?;
+    if train.is_empty() || test.is_empty() {
+        bail!(
+            "{name}: the split left an empty train or test set ({} / {})",
+            train.len(),
+            test.len()
+        );
+    }
+    let mode = match (given.map_or(opt.normalize, |g| g.normalize), pixel_max) {
+        (Normalize::Auto, Some(_)) => Normalize::Auto,
+        (Normalize::Auto, None) => Normalize::Standard,
+        (m, _) => m,
+    };
+    let mut pre = Preprocess {
+        data: name.to_string(),
+        normalize: mode,
+        seed: opt.seed,
+        test_frac: opt.test_frac,
+        shift: vec![],
+        scale: vec![],
+    };
+    debug_assert_eq!(train.x.len(), train.len() * features);
+    // what a stored 0 (a black pixel) becomes, per channel: the padding of
+    // a random crop
+    let mut zero = vec![0.0f32; dims.0];
+    let norm = Normalizer {
+        name,
+        dims,
+        features,
+        given,
+        pixel_max,
+    };
+    let splits = (&mut train, &mut test);
+    match mode {
+        Normalize::Auto => pre.scale = vec![norm.auto(splits, &mut notes)?],
+        Normalize::None => notes.push("normalisation: none (values as stored)".into()),
+        Normalize::Unit | Normalize::Standard => {
+            (pre.shift, pre.scale) = norm.per_feature(mode, splits, &mut notes)?;
+        }
+        Normalize::Channel => {
+            let (mean, std) = norm.per_channel(splits, &mut notes)?;
+            for ((z, m), sd) in zero.iter_mut().zip(&mean).zip(&std) {
+                *z = -m / sd;
+            }
+            (pre.shift, pre.scale) = (mean, std);
+        }
+    }
+    if let Some(g) = given {
+        notes.push(format!(
+            "normalisation statistics: the model's own (from the training split of {}, seed {})",
+            g.data, g.seed
+        ));
+    }
+    Ok(Dataset {
+        name: name.to_string(),
+        features,
+        dims,
+        classes,
+        train,
+        test,
+        notes,
+        zero,
+        pre,
+    })
+}
+
+/// The number of classes: the format's, or the largest label + 1; at
+/// least 2, and every label below it.
+fn classes_of(name: &str, raw: &Raw, test: Option<&Raw>) -> Result<usize> {
     let max_label = raw
         .y
         .iter()
@@ -466,21 +550,20 @@ fn finish(
     if classes < 2 {
         bail!("{name}: labels must span at least 2 classes (found only label {max_label})");
     }
-    let shape = if dims.1 * dims.2 > 1 {
-        format!(" ({})", shape_str(dims))
-    } else {
-        String::new()
-    };
-    let mut notes = vec![format!(
-        "data {name}: {source}; {} samples, {features} features{shape}, {classes} classes",
-        raw.y.len() + test.as_ref().map_or(0, |t| t.y.len())
-    )];
-    notes.append(&mut raw.notes);
-    if let Some(t) = &test {
-        notes.extend(t.notes.iter().cloned());
-    }
-    let pixel_max = raw.pixel_max;
-    let (mut train, mut test) = match test {
+    Ok(classes)
+}
+
+/// The train and test splits: the source's own, or a stratified split of
+/// `raw` (`opt`'s fraction and seed); says which in `notes`.
+fn split(
+    name: &str,
+    raw: Raw,
+    test: Option<Raw>,
+    classes: usize,
+    opt: &DataOptions,
+    notes: &mut Vec<String>,
+) -> Result<(Split, Split)> {
+    Ok(match test {
         Some(t) => {
             notes.push(format!(
                 "split: the source's own ({} train / {} test)",
@@ -506,38 +589,36 @@ fn finish(
             ));
             (tr, te)
         }
-    };
-    if train.is_empty() || test.is_empty() {
-        bail!(
-            "{name}: the split left an empty train or test set ({} / {})",
-            train.len(),
-            test.len()
-        );
-    }
-    let mode = match (given.map_or(opt.normalize, |g| g.normalize), pixel_max) {
-        (Normalize::Auto, Some(_)) => Normalize::Auto,
-        (Normalize::Auto, None) => Normalize::Standard,
-        (m, _) => m,
-    };
-    let mut pre = Preprocess {
-        data: name.to_string(),
-        normalize: mode,
-        seed: opt.seed,
-        test_frac: opt.test_frac,
-        shift: vec![],
-        scale: vec![],
-    };
-    // the stored statistics, checked against this data's shape
-    let stored = |want: usize| -> Result<Option<(Vec<f32>, Vec<f32>)>> {
-        let Some(g) = given else { return Ok(None) };
+    })
+}
+
+/// The normalisation of a data set's splits: its facts, and the model's
+/// stored statistics when given (`fdgr eval`, `--init`).
+struct Normalizer<'a> {
+    name: &'a str,
+    dims: (usize, usize, usize),
+    features: usize,
+    given: Option<&'a Preprocess>,
+    pixel_max: Option<f32>,
+}
+
+/// The training and test splits, normalised in place.
+type Splits<'a> = (&'a mut Split, &'a mut Split);
+
+impl Normalizer<'_> {
+    /// The stored statistics, checked against this data's shape (`want`
+    /// values each); `None` without a model.
+    fn stored(&self, want: usize) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+        let Some(g) = self.given else { return Ok(None) };
         let ok = g.shift.len() == want
             && g.scale.len() == want
             && g.shift.iter().chain(&g.scale).all(|v| v.is_finite())
             && g.scale.iter().all(|v| *v != 0.0);
         if !ok {
             bail!(
-                "{name}: the model's stored normalisation ({:?}, {} shifts, {} scales, from {}) does \
+                "{}: the model's stored normalisation ({:?}, {} shifts, {} scales, from {}) does \
                  not fit this data ({want} expected, finite, scales non-zero)",
+                self.name,
                 g.normalize,
                 g.shift.len(),
                 g.scale.len(),
@@ -545,145 +626,141 @@ fn finish(
             );
         }
         Ok(Some((g.shift.clone(), g.scale.clone())))
-    };
-    debug_assert_eq!(train.x.len(), train.len() * features);
-    // what a stored 0 (a black pixel) becomes, per channel: the padding of
-    // a random crop
-    let mut zero = vec![0.0f32; dims.0];
-    match mode {
-        Normalize::Auto => {
-            let m = match given {
-                Some(g) if g.scale.len() == 1 && g.scale[0].is_finite() && g.scale[0] > 0.0 => {
-                    g.scale[0]
-                }
-                Some(g) => bail!(
-                    "{name}: the model's stored normalisation (auto, scale {:?}) is not one positive pixel maximum",
-                    g.scale
-                ),
-                None => pixel_max.unwrap_or(1.0),
-            };
-            for v in train.x.iter_mut().chain(test.x.iter_mut()) {
-                *v /= m;
-            }
-            pre.scale = vec![m];
-            notes.push(format!("normalisation: pixels / {m} -> [0, 1]"));
-        }
-        Normalize::None => notes.push("normalisation: none (values as stored)".into()),
-        Normalize::Unit | Normalize::Standard => {
-            let (shift, scale) = match stored(features)? {
-                Some(st) => st,
-                None => feature_stats(&train.x, features, mode),
-            };
-            if let Some(j) = scale.iter().position(|s| !s.is_finite()) {
-                let (lo, hi) = column_range(&train.x, features, j);
-                bail!(
-                    "{name}: {}: the training values span {:e} .. {:e}, a range of {:.3e} that overflows f32 (--normalize unit divides by it); rescale the column or use --normalize none",
-                    feature_name(dims, j),
-                    lo as f32,
-                    hi as f32,
-                    hi - lo
-                );
-            }
-            for v in [&mut train.x, &mut test.x] {
-                for row in v.chunks_exact_mut(features) {
-                    for ((x, s), c) in row.iter_mut().zip(&shift).zip(&scale) {
-                        *x = (*x - s) / c;
-                    }
-                }
-            }
-            let flag = if mode == Normalize::Unit {
-                "unit"
-            } else {
-                "standard"
-            };
-            check_finite(name, flag, &train, &test, features, |j| {
-                let (s, c) = (shift[j], scale[j]);
-                let stats = if mode == Normalize::Unit {
-                    format!("minimum {s:e}, range {c:e}")
-                } else {
-                    format!("mean {s:e}, std {c:e}")
-                };
-                (feature_name(dims, j), stats)
-            })?;
-            notes.push(format!(
-                "normalisation: {} per feature, statistics from the training split",
-                if mode == Normalize::Unit {
-                    "min-max to [0, 1]"
-                } else {
-                    "standardised (x - mean) / std"
-                }
-            ));
-            (pre.shift, pre.scale) = (shift, scale);
-        }
-        Normalize::Channel => {
-            let (mean, std) = match stored(dims.0)? {
-                Some(st) => st,
-                None => channel_stats(&train.x, dims),
-            };
-            for ((z, m), sd) in zero.iter_mut().zip(&mean).zip(&std) {
-                *z = -m / sd;
-            }
-            let plane = dims.1 * dims.2;
-            for v in [&mut train.x, &mut test.x] {
-                for row in v.chunks_exact_mut(features) {
-                    for ((p, m), s) in row.chunks_exact_mut(plane).zip(&mean).zip(&std) {
-                        for x in p {
-                            *x = (*x - m) / s;
-                        }
-                    }
-                }
-            }
-            let plane = plane.max(1);
-            check_finite(name, "channel", &train, &test, features, |j| {
-                let c = j / plane;
-                let what = if plane == 1 {
-                    format!("column {}", c + 1)
-                } else {
-                    format!("channel {}", c + 1)
-                };
-                (what, format!("mean {:e}, std {:e}", mean[c], std[c]))
-            })?;
-            let stats = if dims.0 <= 4 {
-                let unit = pixel_max.unwrap_or(1.0);
-                let list = |v: &[f32]| {
-                    v.iter()
-                        .map(|x| format!("{:.4}", x / unit))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                format!(
-                    ": mean ({}), std ({}){}",
-                    list(&mean),
-                    list(&std),
-                    pixel_max.map_or(String::new(), |m| format!(" of pixels / {m}"))
-                )
-            } else {
-                String::new()
-            };
-            notes.push(format!(
-                "normalisation: standardised (x - mean) / std per channel ({} channels), statistics from the training split{stats}",
-                dims.0
-            ));
-            (pre.shift, pre.scale) = (mean, std);
-        }
     }
-    if let Some(g) = given {
+
+    /// Pixels divided by the pixel maximum (the model's stored one when
+    /// given); returns it.
+    fn auto(&self, (train, test): Splits<'_>, notes: &mut Vec<String>) -> Result<f32> {
+        let name = self.name;
+        let m = match self.given {
+            Some(g) if g.scale.len() == 1 && g.scale[0].is_finite() && g.scale[0] > 0.0 => {
+                g.scale[0]
+            }
+            Some(g) => bail!(
+                "{name}: the model's stored normalisation (auto, scale {:?}) is not one positive pixel maximum",
+                g.scale
+            ),
+            None => self.pixel_max.unwrap_or(1.0),
+        };
+        for v in train.x.iter_mut().chain(test.x.iter_mut()) {
+            *v /= m;
+        }
+        notes.push(format!("normalisation: pixels / {m} -> [0, 1]"));
+        Ok(m)
+    }
+
+    /// Per-feature min-max (`Unit`) or standardisation (`Standard`), with
+    /// the training split's statistics (or the stored ones); returns the
+    /// shifts and scales.
+    fn per_feature(
+        &self,
+        mode: Normalize,
+        (train, test): Splits<'_>,
+        notes: &mut Vec<String>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (name, dims, features) = (self.name, self.dims, self.features);
+        let (shift, scale) = match self.stored(features)? {
+            Some(st) => st,
+            None => feature_stats(&train.x, features, mode),
+        };
+        if let Some(j) = scale.iter().position(|s| !s.is_finite()) {
+            let (lo, hi) = column_range(&train.x, features, j);
+            bail!(
+                "{name}: {}: the training values span {:e} .. {:e}, a range of {:.3e} that overflows f32 (--normalize unit divides by it); rescale the column or use --normalize none",
+                feature_name(dims, j),
+                lo as f32,
+                hi as f32,
+                hi - lo
+            );
+        }
+        for v in [&mut train.x, &mut test.x] {
+            for row in v.chunks_exact_mut(features) {
+                for ((x, s), c) in row.iter_mut().zip(&shift).zip(&scale) {
+                    *x = (*x - s) / c;
+                }
+            }
+        }
+        let flag = if mode == Normalize::Unit {
+            "unit"
+        } else {
+            "standard"
+        };
+        check_finite(name, flag, train, test, features, |j| {
+            let (s, c) = (shift[j], scale[j]);
+            let stats = if mode == Normalize::Unit {
+                format!("minimum {s:e}, range {c:e}")
+            } else {
+                format!("mean {s:e}, std {c:e}")
+            };
+            (feature_name(dims, j), stats)
+        })?;
         notes.push(format!(
-            "normalisation statistics: the model's own (from the training split of {}, seed {})",
-            g.data, g.seed
+            "normalisation: {} per feature, statistics from the training split",
+            if mode == Normalize::Unit {
+                "min-max to [0, 1]"
+            } else {
+                "standardised (x - mean) / std"
+            }
         ));
+        Ok((shift, scale))
     }
-    Ok(Dataset {
-        name: name.to_string(),
-        features,
-        dims,
-        classes,
-        train,
-        test,
-        notes,
-        zero,
-        pre,
-    })
+
+    /// Per-channel standardisation with the training split's statistics
+    /// (or the stored ones); returns the means and standard deviations.
+    fn per_channel(
+        &self,
+        (train, test): Splits<'_>,
+        notes: &mut Vec<String>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (name, dims, features, pixel_max) =
+            (self.name, self.dims, self.features, self.pixel_max);
+        let (mean, std) = match self.stored(dims.0)? {
+            Some(st) => st,
+            None => channel_stats(&train.x, dims),
+        };
+        let plane = dims.1 * dims.2;
+        for v in [&mut train.x, &mut test.x] {
+            for row in v.chunks_exact_mut(features) {
+                for ((p, m), s) in row.chunks_exact_mut(plane).zip(&mean).zip(&std) {
+                    for x in p {
+                        *x = (*x - m) / s;
+                    }
+                }
+            }
+        }
+        let plane = plane.max(1);
+        check_finite(name, "channel", train, test, features, |j| {
+            let c = j / plane;
+            let what = if plane == 1 {
+                format!("column {}", c + 1)
+            } else {
+                format!("channel {}", c + 1)
+            };
+            (what, format!("mean {:e}, std {:e}", mean[c], std[c]))
+        })?;
+        let stats = if dims.0 <= 4 {
+            let unit = pixel_max.unwrap_or(1.0);
+            let list = |v: &[f32]| {
+                v.iter()
+                    .map(|x| format!("{:.4}", x / unit))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!(
+                ": mean ({}), std ({}){}",
+                list(&mean),
+                list(&std),
+                pixel_max.map_or(String::new(), |m| format!(" of pixels / {m}"))
+            )
+        } else {
+            String::new()
+        };
+        notes.push(format!(
+            "normalisation: standardised (x - mean) / std per channel ({} channels), statistics from the training split{stats}",
+            dims.0
+        ));
+        Ok((mean, std))
+    }
 }
 
 /// Feature `j` of samples of shape `dims`, for messages: a CSV column, or

@@ -720,70 +720,40 @@ pub fn plugin(p: &Prepared) -> Result<PathBuf, String> {
     Ok(built.path)
 }
 
-/// Runs the built firmware through the board's cargo runner (`cargo run
-/// --release` in its folder: QEMU for `qemu-m4`, `probe-rs run`, which
-/// flashes, for the boards), decoding its log as it arrives; `on_step` sees
-/// every step line. Fails unless the firmware finished (`fdgr done`, exit
-/// 0) with one loss per sample and all of θ.
-pub fn run(p: &Prepared, b: &Built, on_step: &mut dyn FnMut(&StepLine)) -> Result<DeviceRun> {
-    let (model, stream) = &b.inputs;
-    let vars = build_vars(p, model, stream);
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut c = board::cargo(&p.fw, "run", p.board.name(), &vars, &p.features());
-    let mut note = None;
-    let counts =
-        p.fw.join("target")
-            .join("fdgr-device")
-            .join(p.board.name())
-            .join("counts.txt");
-    let _ = std::fs::remove_file(&counts);
-    let mut counting = false;
+/// Adds to the board's runner command `c` the arguments that count
+/// instructions into `counts` (QEMU, with the plugin and the image's
+/// marker) or format the log (probe-rs); returns whether instructions are
+/// counted, or why not.
+fn runner_args(
+    p: &Prepared,
+    b: &Built,
+    c: &mut std::process::Command,
+    counts: &Path,
+) -> (bool, Option<String>) {
     match p.board.runner() {
         Runner::Qemu => match (plugin(p), b.info.marker) {
             (Ok(plugin), Some(marker)) => {
                 c.args(["--", "-plugin"])
-                    .arg(fdgr_mcu::qemu::plugin_arg(&plugin, marker, &counts));
-                counting = true;
+                    .arg(fdgr_mcu::qemu::plugin_arg(&plugin, marker, counts));
+                (true, None)
             }
-            (Err(e), _) => note = Some(format!("instructions not counted: {e}")),
-            (_, None) => note = Some("instructions not counted: no fdgr_mark in the ELF".into()),
+            (Err(e), _) => (false, Some(format!("instructions not counted: {e}"))),
+            (_, None) => (
+                false,
+                Some("instructions not counted: no fdgr_mark in the ELF".into()),
+            ),
         },
         Runner::ProbeRs => {
             c.args(["--", "--log-format", log::PROBE_RS_LOG_FORMAT]);
+            (false, None)
         }
     }
-    let defmt = log::Defmt::new(&b.elf).map_err(|e| anyhow!(e))?;
-    let mut frames = defmt.stream();
-    let mut text = String::new();
-    let mut lines: Vec<LogLine> = vec![];
-    let runner = p.board.runner();
-    let mut feed = |chunk: &[u8]| -> Result<(), String> {
-        let new = match runner {
-            Runner::Qemu => frames.received(chunk)?,
-            Runner::ProbeRs => {
-                text.push_str(&String::from_utf8_lossy(chunk));
-                let mut new = vec![];
-                while let Some(i) = text.find('\n') {
-                    let line: String = text.drain(..=i).collect();
-                    new.extend(log::parse_text_line(&line));
-                }
-                new
-            }
-        };
-        for l in new {
-            if let Some(s) = log::parse_step(&l)? {
-                on_step(&s);
-            }
-            lines.push(l);
-        }
-        Ok(())
-    };
-    let r = fdgr_mcu::process::run_streaming(c, p.timeout, &mut feed)
-        .map_err(|e| anyhow!("running on {}: {e}", p.board))?;
-    if runner == Runner::ProbeRs {
-        lines.extend(log::parse_text_line(&text));
-    }
-    let d = log::parse_log(&lines).map_err(|e| anyhow!("the {} log: {e}", p.board))?;
+}
+
+/// Fails unless the firmware finished (`fdgr done`, exit 0, no errors)
+/// with one loss per sample and all of θ under the device's hash; a
+/// rejected non-finite step is [`crate::train::Diverged`].
+fn check_finished(p: &Prepared, r: &fdgr_mcu::process::Finished, d: &log::DeviceLog) -> Result<()> {
     let stderr = String::from_utf8_lossy(&r.stderr);
     let tail = || {
         let t: Vec<&str> = stderr.lines().rev().take(8).collect();
@@ -828,6 +798,59 @@ pub fn run(p: &Prepared, b: &Built, on_step: &mut dyn FnMut(&StepLine)) -> Resul
             p.board
         );
     }
+    Ok(())
+}
+
+/// Runs the built firmware through the board's cargo runner (`cargo run
+/// --release` in its folder: QEMU for `qemu-m4`, `probe-rs run`, which
+/// flashes, for the boards), decoding its log as it arrives; `on_step` sees
+/// every step line. Fails unless the firmware finished (`fdgr done`, exit
+/// 0) with one loss per sample and all of θ.
+pub fn run(p: &Prepared, b: &Built, on_step: &mut dyn FnMut(&StepLine)) -> Result<DeviceRun> {
+    let (model, stream) = &b.inputs;
+    let vars = build_vars(p, model, stream);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut c = board::cargo(&p.fw, "run", p.board.name(), &vars, &p.features());
+    let counts =
+        p.fw.join("target")
+            .join("fdgr-device")
+            .join(p.board.name())
+            .join("counts.txt");
+    let _ = std::fs::remove_file(&counts);
+    let (counting, mut note) = runner_args(p, b, &mut c, &counts);
+    let defmt = log::Defmt::new(&b.elf).map_err(|e| anyhow!(e))?;
+    let mut frames = defmt.stream();
+    let mut text = String::new();
+    let mut lines: Vec<LogLine> = vec![];
+    let runner = p.board.runner();
+    let mut feed = |chunk: &[u8]| -> Result<(), String> {
+        let new = match runner {
+            Runner::Qemu => frames.received(chunk)?,
+            Runner::ProbeRs => {
+                text.push_str(&String::from_utf8_lossy(chunk));
+                let mut new = vec![];
+                while let Some(i) = text.find('\n') {
+                    let line: String = text.drain(..=i).collect();
+                    new.extend(log::parse_text_line(&line));
+                }
+                new
+            }
+        };
+        for l in new {
+            if let Some(s) = log::parse_step(&l)? {
+                on_step(&s);
+            }
+            lines.push(l);
+        }
+        Ok(())
+    };
+    let r = fdgr_mcu::process::run_streaming(c, p.timeout, &mut feed)
+        .map_err(|e| anyhow!("running on {}: {e}", p.board))?;
+    if runner == Runner::ProbeRs {
+        lines.extend(log::parse_text_line(&text));
+    }
+    let d = log::parse_log(&lines).map_err(|e| anyhow!("the {} log: {e}", p.board))?;
+    check_finished(p, &r, &d)?;
     let instructions = if counting {
         match std::fs::read_to_string(&counts)
             .map_err(|e| e.to_string())

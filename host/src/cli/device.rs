@@ -408,6 +408,54 @@ fn build_only(a: &BuildArgs) -> Result<()> {
     Ok(())
 }
 
+/// Builds the firmware for `p`, saying so; a refused build (the model
+/// does not fit the board) is bad input.
+fn build(p: &dev::Prepared) -> Result<dev::Built> {
+    eprint!(
+        "building the firmware ({}, {}) ... ",
+        p.board.package(),
+        p.board.triple()
+    );
+    let b = match dev::build(p) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!();
+            return Err(if e.is::<dev::Refused>() {
+                bad_input(e)
+            } else {
+                e
+            });
+        }
+    };
+    eprintln!("{:.1} s", b.seconds);
+    println!(
+        "built: flash {} B, static RAM {} B",
+        kb(b.info.flash),
+        kb(b.info.ram)
+    );
+
+    Ok(b)
+}
+
+/// What a run counted per step: exact instructions (QEMU), cycles (a
+/// board's counter), or why neither.
+fn per_step(d: &dev::DeviceRun) -> String {
+    if !d.instructions.is_empty() {
+        let mean = d.instructions.iter().sum::<u64>() as f64 / d.instructions.len() as f64;
+        format!(
+            "{} instructions per step (QEMU, counted exactly)",
+            kb(mean.round() as u64)
+        )
+    } else if !d.log.cycles.is_empty() {
+        let mean = d.log.cycles.iter().map(|&c| c as f64).sum::<f64>() / d.log.cycles.len() as f64;
+        format!("{} cycles per step", kb(mean.round() as u64))
+    } else {
+        d.note
+            .clone()
+            .unwrap_or_else(|| "no per-step counts".into())
+    }
+}
+
 fn run_on_device(a: &RunArgs) -> Result<()> {
     if a.json && !a.streams() {
         return Err(bad_input(anyhow!(
@@ -429,28 +477,7 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
     let p = dev::prepare(&o).map_err(bad_input)?;
     header(&p);
 
-    eprint!(
-        "building the firmware ({}, {}) ... ",
-        p.board.package(),
-        p.board.triple()
-    );
-    let b = match dev::build(&p) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!();
-            return Err(if e.is::<dev::Refused>() {
-                bad_input(e)
-            } else {
-                e
-            });
-        }
-    };
-    eprintln!("{:.1} s", b.seconds);
-    println!(
-        "built: flash {} B, static RAM {} B",
-        kb(b.info.flash),
-        kb(b.info.ram)
-    );
+    let b = build(&p)?;
 
     match p.board.runner() {
         Runner::Qemu => eprintln!("running on {} ...", p.board.describe()),
@@ -482,20 +509,7 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
     }
     let d = dev::run(&p, &b, &mut on_step)?;
     let (first, last) = dev::loss_means(&d.log.losses);
-    let per_step = if !d.instructions.is_empty() {
-        let mean = d.instructions.iter().sum::<u64>() as f64 / d.instructions.len() as f64;
-        format!(
-            "{} instructions per step (QEMU, counted exactly)",
-            kb(mean.round() as u64)
-        )
-    } else if !d.log.cycles.is_empty() {
-        let mean = d.log.cycles.iter().map(|&c| c as f64).sum::<f64>() / d.log.cycles.len() as f64;
-        format!("{} cycles per step", kb(mean.round() as u64))
-    } else {
-        d.note
-            .clone()
-            .unwrap_or_else(|| "no per-step counts".into())
-    };
+    let per_step = per_step(&d);
     println!(
         "device: {} steps in {:.1} s; mean loss {:.4} (first 16 steps) -> {:.4} (last 16); RAM {} B \
          (static {} + stack peak {}); flash {} B; {per_step}",

@@ -256,6 +256,79 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// Starts the `n` processes of a job: this executable with `args`, each
+/// told its rank, the job's size and the hub's address (`gpus`: each with
+/// one GPU of `CUDA_VISIBLE_DEVICES`, else of 0..n, visible). Kills those
+/// started when one fails to start.
+fn spawn(
+    n: usize,
+    gpus: bool,
+    exe: &std::path::Path,
+    args: &[String],
+    addr: &str,
+) -> Result<Vec<Child>> {
+    // the GPUs to hand out: CUDA_VISIBLE_DEVICES's list, else 0..n
+    let devices: Vec<String> = match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').map(|s| s.trim().to_string()).collect(),
+        _ => (0..n).map(|i| i.to_string()).collect(),
+    };
+    if gpus && devices.len() < n {
+        bail!(
+            "--gpus {n}: CUDA_VISIBLE_DEVICES lists {} device(s)",
+            devices.len()
+        );
+    }
+    let mut children: Vec<Child> = Vec::with_capacity(n);
+    for rank in 0..n {
+        let mut c = Command::new(exe);
+        c.args(args)
+            .env(ENV_RANK, rank.to_string())
+            .env(ENV_SIZE, n.to_string())
+            .env(ENV_HUB, addr)
+            .stdin(Stdio::null());
+        if let (true, Some(d)) = (gpus, devices.get(rank)) {
+            c.env("CUDA_VISIBLE_DEVICES", d);
+        }
+        match c.spawn() {
+            Ok(ch) => children.push(ch),
+            Err(e) => {
+                for ch in &mut children {
+                    let _ = ch.kill();
+                    let _ = ch.wait();
+                }
+                return Err(anyhow!("starting process {rank}: {e}"));
+            }
+        }
+    }
+    Ok(children)
+}
+
+/// The job's exit code from its failed processes (rank, status) in the
+/// order seen: 0 when none failed, else the code of the cause, 1 when it
+/// was killed.
+fn exit_code(failures: &[(usize, ExitStatus)], n: usize) -> u8 {
+    // The cause, not a consequence: a process killed by a signal (the
+    // launcher kills none before this point) comes first, since the
+    // others then fail on the closed hub, and may be seen to end first.
+    let cause = failures
+        .iter()
+        .find(|(_, st)| st.code().is_none())
+        .or(failures.first());
+    match cause {
+        None => 0,
+        Some(&(rank, st)) => match st.code() {
+            Some(c) if c > 0 && c < 256 => c as u8,
+            _ => {
+                eprintln!(
+                    "error: process {rank} of {n} {}; stopped the other processes of the job",
+                    describe(st)
+                );
+                crate::exit::FAILURE
+            }
+        },
+    }
+}
+
 /// Starts `n` copies of this command (`gpus`: each with its own GPU
 /// visible), serves their collectives and waits for them. Returns the
 /// exit code of the job: 0 when every process succeeded, else the code of
@@ -272,39 +345,7 @@ pub fn launch(n: usize, gpus: bool) -> Result<u8> {
     let addr = listener.local_addr()?.to_string();
     let exe = std::env::current_exe().context("the fdgr executable")?;
     let args = child_args(gpus);
-    // the GPUs to hand out: CUDA_VISIBLE_DEVICES's list, else 0..n
-    let devices: Vec<String> = match std::env::var("CUDA_VISIBLE_DEVICES") {
-        Ok(v) if !v.trim().is_empty() => v.split(',').map(|s| s.trim().to_string()).collect(),
-        _ => (0..n).map(|i| i.to_string()).collect(),
-    };
-    if gpus && devices.len() < n {
-        bail!(
-            "--gpus {n}: CUDA_VISIBLE_DEVICES lists {} device(s)",
-            devices.len()
-        );
-    }
-    let mut children: Vec<Child> = Vec::with_capacity(n);
-    for rank in 0..n {
-        let mut c = Command::new(&exe);
-        c.args(&args)
-            .env(ENV_RANK, rank.to_string())
-            .env(ENV_SIZE, n.to_string())
-            .env(ENV_HUB, &addr)
-            .stdin(Stdio::null());
-        if let (true, Some(d)) = (gpus, devices.get(rank)) {
-            c.env("CUDA_VISIBLE_DEVICES", d);
-        }
-        match c.spawn() {
-            Ok(ch) => children.push(ch),
-            Err(e) => {
-                for ch in &mut children {
-                    let _ = ch.kill();
-                    let _ = ch.wait();
-                }
-                return Err(anyhow!("starting process {rank}: {e}"));
-            }
-        }
-    }
+    let mut children = spawn(n, gpus, &exe, &args, &addr)?;
     // connections, by rank; the hub serves them on its own thread
     listener.set_nonblocking(true)?;
     let mut conns: Vec<Option<(BufReader<TcpStream>, BufWriter<TcpStream>)>> =
@@ -371,24 +412,5 @@ pub fn launch(n: usize, gpus: bool) -> Result<u8> {
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(hub_thread);
-    // The cause, not a consequence: a process killed by a signal (the
-    // launcher kills none before this point) comes first, since the
-    // others then fail on the closed hub, and may be seen to end first.
-    let cause = failures
-        .iter()
-        .find(|(_, st)| st.code().is_none())
-        .or(failures.first());
-    match cause {
-        None => Ok(0),
-        Some(&(rank, st)) => match st.code() {
-            Some(c) if c > 0 && c < 256 => Ok(c as u8),
-            _ => {
-                eprintln!(
-                    "error: process {rank} of {n} {}; stopped the other processes of the job",
-                    describe(st)
-                );
-                Ok(crate::exit::FAILURE)
-            }
-        },
-    }
+    Ok(exit_code(&failures, n))
 }

@@ -55,132 +55,168 @@ pub(crate) fn device_live(out: &Path) -> Result<Vec<Step>, String> {
         }
         let ck = ckpt.display().to_string();
         let train = format!("digits:train:{n}");
-        let base = ["run", "--board", "qemu-m4", "--from", &ck, "--live"];
-        let with = |extra: &[&'static str], samples: &str| -> Vec<String> {
-            let mut v: Vec<String> = base.iter().map(|s| s.to_string()).collect();
-            v.extend(["--samples".to_string(), samples.to_string()]);
-            v.extend(extra.iter().map(|s| s.to_string()));
-            v
-        };
         let model = run_spec.file;
-        let mut sha = None;
-        let mut first = serde_json::Value::Null;
-        let test = format!("digits:test:{}", n / 2);
-        for (i, (args, start, verify)) in [
-            (with(&["--factory-reset"], &train), 0, false),
-            (with(&[], &train), n, false),
-            // the same samples in a seeded order: what the device learns
-            // and what the host replays follow it
-            (with(&["--verify", "--order-seed", "7"], &test), 2 * n, true),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            let (v, st) = device_json(&format!("fdgr device run --live {model} ({})", i + 1), &a)?;
-            steps.push(st);
-            let end = if verify { start + n / 2 } else { start + n };
-            let ok = v["start_step"] == serde_json::json!(start)
-                && v["end_step"] == serde_json::json!(end)
-                && v["prequential_acc"].is_number()
-                && v["acc_before"].is_number()
-                && (!verify || v["verified"] == serde_json::json!(true));
-            if !ok {
-                return Err(format!(
-                    "fdgr device run --live {model}: expected steps {start} -> {end}{}: {v}",
-                    if verify { ", verified" } else { "" }
-                ));
-            }
-            let s = v["image_sha256"].as_str().unwrap_or("").to_string();
-            if *sha.get_or_insert(s.clone()) != s {
-                return Err(format!(
-                    "fdgr device run --live {model}: the image changed between runs"
-                ));
-            }
-            if i == 0 {
-                first = v;
-            }
-        }
+        let (s, first) = continued_runs(&ck, model, n, &train)?;
+        steps.extend(s);
         if run_spec.ckpt == CONV_RUN.ckpt {
-            // without --live, --samples on qemu-m4 streams them to the same
-            // live image from the run's model, every time: twice the first
-            // run (--live --factory-reset) again, held-out accuracy included
-            let args: Vec<String> = [
-                "run",
-                "--board",
-                "qemu-m4",
-                "--from",
-                &ck,
-                "--samples",
-                &train,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            for i in 1..=2 {
-                let name = format!("fdgr device run --samples {train} {model} (no --live, {i})");
-                let (v, st) = device_json(&name, &a)?;
-                steps.push(st);
-                let same = [
-                    "image_sha256",
-                    "acc_before",
-                    "acc_after",
-                    "prequential_acc",
-                    "held_out",
-                ]
-                .iter()
-                .all(|k| v[k] == first[k] && v[k] != serde_json::Value::Null);
-                if v["start_step"] != serde_json::json!(0)
-                    || v["end_step"] != serde_json::json!(n)
-                    || !same
-                {
-                    return Err(format!(
-                        "{name}: expected the live image's steps 0 -> {n} and the accuracies of \
-                         the first --live --factory-reset run ({first}): {v}"
-                    ));
-                }
-            }
-        }
-        if run_spec.ckpt == CONV_RUN.ckpt {
+            steps.extend(without_live(&ck, model, n, &train, &first)?);
             steps.extend(sparse_modes(&ck)?);
         }
         if run_spec.ckpt == MLP_RUN.ckpt {
-            // the serial transport a board is driven through: the same
-            // image on its flash, its UART on a pseudo-terminal
-            let start = 2 * n + n / 2;
-            let (v, st) = over_serial(&ckpt, &ck)?;
-            steps.push(st);
-            if v["start_step"] != serde_json::json!(start)
-                || v["end_step"] != serde_json::json!(start + 16)
-                || v["verified"] != serde_json::json!(true)
-            {
-                return Err(format!(
-                    "fdgr device run --live --port: expected steps {start} -> {}, verified: {v}",
-                    start + 16
-                ));
-            }
-            let (v, st) = device_json(
-                "fdgr device verify --power-cuts 12 (MLP, live image)",
-                &[
-                    "verify",
-                    "--board",
-                    "qemu-m4",
-                    "--from",
-                    &ck,
-                    "--power-cuts",
-                    "12",
-                    "--samples",
-                    "digits:train:200",
-                ],
-            )?;
-            steps.push(st);
-            if v["cuts"] != serde_json::json!(12) || v["torn"] != serde_json::json!(0) {
-                return Err(format!("power cuts: expected 12 cuts and 0 torn: {v}"));
-            }
+            steps.extend(serial_and_power_cuts(&ckpt, &ck, n)?);
         }
     }
     steps.extend(real_models(out)?);
+    Ok(steps)
+}
+
+/// Three live runs of `model` from the run at `ck`: 0 → n after a factory
+/// reset, n → 2n continuing from the flash, then n/2 held-out samples in a
+/// seeded order with `--verify`; one image throughout. Returns the first
+/// run's report.
+fn continued_runs(
+    ck: &str,
+    model: &str,
+    n: u64,
+    train: &str,
+) -> Result<(Vec<Step>, serde_json::Value), String> {
+    let mut steps = vec![];
+    let base = ["run", "--board", "qemu-m4", "--from", ck, "--live"];
+    let with = |extra: &[&'static str], samples: &str| -> Vec<String> {
+        let mut v: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        v.extend(["--samples".to_string(), samples.to_string()]);
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let mut sha = None;
+    let mut first = serde_json::Value::Null;
+    let test = format!("digits:test:{}", n / 2);
+    for (i, (args, start, verify)) in [
+        (with(&["--factory-reset"], train), 0, false),
+        (with(&[], train), n, false),
+        // the same samples in a seeded order: what the device learns
+        // and what the host replays follow it
+        (with(&["--verify", "--order-seed", "7"], &test), 2 * n, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (v, st) = device_json(&format!("fdgr device run --live {model} ({})", i + 1), &a)?;
+        steps.push(st);
+        let end = if verify { start + n / 2 } else { start + n };
+        let ok = v["start_step"] == serde_json::json!(start)
+            && v["end_step"] == serde_json::json!(end)
+            && v["prequential_acc"].is_number()
+            && v["acc_before"].is_number()
+            && (!verify || v["verified"] == serde_json::json!(true));
+        if !ok {
+            return Err(format!(
+                "fdgr device run --live {model}: expected steps {start} -> {end}{}: {v}",
+                if verify { ", verified" } else { "" }
+            ));
+        }
+        let s = v["image_sha256"].as_str().unwrap_or("").to_string();
+        if *sha.get_or_insert(s.clone()) != s {
+            return Err(format!(
+                "fdgr device run --live {model}: the image changed between runs"
+            ));
+        }
+        if i == 0 {
+            first = v;
+        }
+    }
+    Ok((steps, first))
+}
+
+/// Without `--live`, `--samples` on qemu-m4 streams them to the same live
+/// image from the run's model, every time: twice the `first` run
+/// (`--live --factory-reset`) again, held-out accuracy included.
+fn without_live(
+    ck: &str,
+    model: &str,
+    n: u64,
+    train: &str,
+    first: &serde_json::Value,
+) -> Result<Vec<Step>, String> {
+    let mut steps = vec![];
+    // without --live, --samples on qemu-m4 streams them to the same
+    // live image from the run's model, every time: twice the first
+    // run (--live --factory-reset) again, held-out accuracy included
+    let args: Vec<String> = [
+        "run",
+        "--board",
+        "qemu-m4",
+        "--from",
+        ck,
+        "--samples",
+        train,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    for i in 1..=2 {
+        let name = format!("fdgr device run --samples {train} {model} (no --live, {i})");
+        let (v, st) = device_json(&name, &a)?;
+        steps.push(st);
+        let same = [
+            "image_sha256",
+            "acc_before",
+            "acc_after",
+            "prequential_acc",
+            "held_out",
+        ]
+        .iter()
+        .all(|k| v[k] == first[k] && v[k] != serde_json::Value::Null);
+        if v["start_step"] != serde_json::json!(0) || v["end_step"] != serde_json::json!(n) || !same
+        {
+            return Err(format!(
+                "{name}: expected the live image's steps 0 -> {n} and the accuracies of \
+                 the first --live --factory-reset run ({first}): {v}"
+            ));
+        }
+    }
+    Ok(steps)
+}
+
+/// The serial transport a board is driven through (the same image on its
+/// flash, its UART on a pseudo-terminal) continuing the MLP's runs, and
+/// 12 power cuts while it learns and saves, 0 torn.
+fn serial_and_power_cuts(ckpt: &Path, ck: &str, n: u64) -> Result<Vec<Step>, String> {
+    let mut steps = vec![];
+    // the serial transport a board is driven through: the same
+    // image on its flash, its UART on a pseudo-terminal
+    let start = 2 * n + n / 2;
+    let (v, st) = over_serial(ckpt, ck)?;
+    steps.push(st);
+    if v["start_step"] != serde_json::json!(start)
+        || v["end_step"] != serde_json::json!(start + 16)
+        || v["verified"] != serde_json::json!(true)
+    {
+        return Err(format!(
+            "fdgr device run --live --port: expected steps {start} -> {}, verified: {v}",
+            start + 16
+        ));
+    }
+    let (v, st) = device_json(
+        "fdgr device verify --power-cuts 12 (MLP, live image)",
+        &[
+            "verify",
+            "--board",
+            "qemu-m4",
+            "--from",
+            ck,
+            "--power-cuts",
+            "12",
+            "--samples",
+            "digits:train:200",
+        ],
+    )?;
+    steps.push(st);
+    if v["cuts"] != serde_json::json!(12) || v["torn"] != serde_json::json!(0) {
+        return Err(format!("power cuts: expected 12 cuts and 0 torn: {v}"));
+    }
     Ok(steps)
 }
 

@@ -45,10 +45,30 @@ pub(super) fn device_cli(out: &Path, model: &[u8]) -> Result<Vec<Step>, String> 
         let _ = std::fs::remove_dir_all(ckpt.join(format!("device-{b}")));
     }
     let ck = ckpt.display().to_string();
+    let dev = ckpt.join("device-qemu-m4");
+    steps.extend(qemu_verified(&ckpt, &ck, model)?);
+    // The boards, up to the flashing command.
+    let path = fake_probe_rs_path(out)?;
+    steps.extend(boards_up_to_probe_rs(
+        out,
+        &ck,
+        &path,
+        &dev.join("device.log"),
+    )?);
+    silent_device(out, &ckpt, &ck, &path)?;
+    Ok(steps)
+}
+
+/// `fdgr device run --board qemu-m4 --verify` of the MLP's run at `ck`
+/// (bit-identical, with held-out accuracy and instruction counts, the
+/// weights `fdgr export` wrote), then `fdgr device verify` and `fdgr eval`
+/// of the weights that came back.
+fn qemu_verified(ckpt: &Path, ck: &str, model: &[u8]) -> Result<Vec<Step>, String> {
+    let mut steps = vec![];
     let t = Instant::now();
     run(
         "fdgr device run --board qemu-m4 --verify",
-        fdgr_device(&["run", "--board", "qemu-m4", "--from", &ck, "--verify"]),
+        fdgr_device(&["run", "--board", "qemu-m4", "--from", ck, "--verify"]),
     )?;
     let dev = ckpt.join("device-qemu-m4");
     let s = json(&dev.join("summary.json"))?;
@@ -73,7 +93,7 @@ pub(super) fn device_cli(out: &Path, model: &[u8]) -> Result<Vec<Step>, String> 
     let t = Instant::now();
     run(
         "fdgr device verify",
-        fdgr_device(&["verify", "--from", &ck, "--board", "qemu-m4"]),
+        fdgr_device(&["verify", "--from", ck, "--board", "qemu-m4"]),
     )?;
     let d = dev.display().to_string();
     run(
@@ -93,7 +113,11 @@ pub(super) fn device_cli(out: &Path, model: &[u8]) -> Result<Vec<Step>, String> 
     )?;
     steps.push(step("fdgr device verify, fdgr eval (device weights)", t));
 
-    // The boards, up to the flashing command.
+    Ok(steps)
+}
+
+/// A PATH with a stand-in `probe-rs` ([`FAKE_PROBE_RS`]) first.
+fn fake_probe_rs_path(out: &Path) -> Result<std::ffi::OsString, String> {
     let fake = out.join("fake-bin");
     std::fs::create_dir_all(&fake).map_err(|e| format!("{}: {e}", fake.display()))?;
     let probe_rs = fake.join("probe-rs");
@@ -103,19 +127,30 @@ pub(super) fn device_cli(out: &Path, model: &[u8]) -> Result<Vec<Step>, String> 
         std::fs::set_permissions(&probe_rs, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| format!("{}: {e}", probe_rs.display()))?;
     }
-    let path = std::env::join_paths(std::iter::once(fake.clone()).chain(std::env::split_paths(
+    std::env::join_paths(std::iter::once(fake.clone()).chain(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
     )))
-    .map_err(|e| e.to_string())?;
-    let qemu_log = dev.join("device.log");
+    .map_err(|e| e.to_string())
+}
+
+/// Each board up to its flashing command: `fdgr device run --verify`
+/// calls the stand-in probe-rs (on `path`) with the board's chip, ELF and
+/// log format, and decodes the log it replays (`qemu_log`).
+fn boards_up_to_probe_rs(
+    out: &Path,
+    ck: &str,
+    path: &std::ffi::OsStr,
+    qemu_log: &Path,
+) -> Result<Vec<Step>, String> {
+    let mut steps = vec![];
     for (board, chip) in CHIPS {
         let t = Instant::now();
         let record = out.join(format!("fake-probe-rs-{board}.txt"));
         let _ = std::fs::remove_file(&record);
-        let mut c = fdgr_device(&["run", "--board", board.name(), "--from", &ck, "--verify"]);
-        c.env("PATH", &path)
+        let mut c = fdgr_device(&["run", "--board", board.name(), "--from", ck, "--verify"]);
+        c.env("PATH", path)
             .env("FDGR_FAKE_RECORD", &record)
-            .env("FDGR_FAKE_LOG", &qemu_log);
+            .env("FDGR_FAKE_LOG", qemu_log);
         run(
             &format!("fdgr device run --board {board} (stand-in probe-rs)"),
             c,
@@ -139,14 +174,19 @@ pub(super) fn device_cli(out: &Path, model: &[u8]) -> Result<Vec<Step>, String> 
             t,
         ));
     }
-    // A device that stops early: exit 1, and the previous results stay whole.
+    Ok(steps)
+}
+
+/// A device that stops early: exit 1, and the previous results stay
+/// whole (no half-written run directory).
+fn silent_device(out: &Path, ckpt: &Path, ck: &str, path: &std::ffi::OsStr) -> Result<(), String> {
     let before = read(&ckpt.join("device-stm32f4").join("summary.json"))?;
-    let mut c = fdgr_device(&["run", "--board", "stm32f4", "--from", &ck]);
-    c.env("PATH", &path)
+    let mut c = fdgr_device(&["run", "--board", "stm32f4", "--from", ck]);
+    c.env("PATH", path)
         .env("FDGR_FAKE_RECORD", out.join("fake-probe-rs-silent.txt"))
         .env("FDGR_FAKE_LOG", "");
     let st = c.status().map_err(|e| e.to_string())?;
-    let leftovers: Vec<String> = std::fs::read_dir(&ckpt)
+    let leftovers: Vec<String> = std::fs::read_dir(ckpt)
         .map_err(|e| e.to_string())?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().to_string())
@@ -162,7 +202,7 @@ pub(super) fn device_cli(out: &Path, model: &[u8]) -> Result<Vec<Step>, String> 
         ));
     }
     println!("  a silent device: exit 1, previous device-stm32f4/ untouched");
-    Ok(steps)
+    Ok(())
 }
 
 /// `fdgr device run --board qemu-m4 --verify` on the conv net's run, in

@@ -281,6 +281,76 @@ pub fn load(spec: &str, opt: &DataOptions) -> Result<Dataset> {
     load_with(spec, opt, None)
 }
 
+/// A data set as read: training samples, the source's own test split if
+/// it has one, and a description of the source.
+type Loaded = (Raw, Option<Raw>, String);
+
+/// `--data mnist:DIR`: the four IDX files of an MNIST-format directory
+/// (gzipped or not), its own train/test split.
+fn mnist_dir(arg: &str) -> Result<Loaded> {
+    let dir = Path::new(arg);
+    if !dir.is_dir() {
+        bail!("{arg}: not a directory (expected MNIST IDX files train-images-idx3-ubyte etc.)");
+    }
+    let need =
+        |n: &str| find(dir, n).with_context(|| format!("{}: missing {n}[.gz]", dir.display()));
+    let train = idx::load_pair(
+        &need("train-images-idx3-ubyte")?,
+        &need("train-labels-idx1-ubyte")?,
+    )?;
+    let test = idx::load_pair(
+        &need("t10k-images-idx3-ubyte")?,
+        &need("t10k-labels-idx1-ubyte")?,
+    )?;
+    Ok((
+        train,
+        Some(test),
+        format!("MNIST-format IDX files in {arg} (own train/test split)"),
+    ))
+}
+
+/// `--data cifar10|cifar100|cifar100-coarse:PATH`: a directory of binary
+/// batches, the archive, or one binary file.
+fn cifar_files(kind: &str, arg: &str) -> Result<Loaded> {
+    let fmt = match kind {
+        "cifar10" => cifar::Cifar::Ten,
+        "cifar100" => cifar::Cifar::Hundred { coarse: false },
+        _ => cifar::Cifar::Hundred { coarse: true },
+    };
+    let p = Path::new(arg);
+    Ok(if p.is_dir() {
+        let (train, test) = cifar::load_dir(p, fmt)?;
+        (
+            train,
+            Some(test),
+            format!(
+                "{} binary files in {arg}{} (own train/test split)",
+                fmt.title(),
+                fmt.label_note()
+            ),
+        )
+    } else if cifar::is_archive(p) {
+        let (train, test) = cifar::load_archive(p, fmt)?;
+        (
+            train,
+            Some(test),
+            format!(
+                "{} archive {arg}{} (own train/test split)",
+                fmt.title(),
+                fmt.label_note()
+            ),
+        )
+    } else {
+        let mut train = Raw::default();
+        cifar::append(p, fmt, &mut train)?;
+        (
+            train,
+            None,
+            format!("{} binary file {arg}{}", fmt.title(), fmt.label_note()),
+        )
+    })
+}
+
 /// [`load`], scaling the inputs with `given` (a model's stored
 /// preprocessing: its mode and statistics) instead of statistics of this
 /// data's own training split; `opt.normalize` is then ignored.
@@ -307,7 +377,7 @@ pub fn load_with(spec: &str, opt: &DataOptions, given: Option<&Preprocess>) -> R
         }
         _ => (spec, ""),
     };
-    let (raw, test, source): (Raw, Option<Raw>, String) = match kind {
+    let (raw, test, source): Loaded = match kind {
         "digits" => (
             csv::parse(
                 &gunzip_if(DIGITS.to_vec(), "built-in digits")?,
@@ -344,28 +414,7 @@ pub fn load_with(spec: &str, opt: &DataOptions, given: Option<&Preprocess>) -> R
                     .into(),
             )
         }
-        "mnist" => {
-            let dir = Path::new(arg);
-            if !dir.is_dir() {
-                bail!("{arg}: not a directory (expected MNIST IDX files train-images-idx3-ubyte etc.)");
-            }
-            let need = |n: &str| {
-                find(dir, n).with_context(|| format!("{}: missing {n}[.gz]", dir.display()))
-            };
-            let train = idx::load_pair(
-                &need("train-images-idx3-ubyte")?,
-                &need("train-labels-idx1-ubyte")?,
-            )?;
-            let test = idx::load_pair(
-                &need("t10k-images-idx3-ubyte")?,
-                &need("t10k-labels-idx1-ubyte")?,
-            )?;
-            (
-                train,
-                Some(test),
-                format!("MNIST-format IDX files in {arg} (own train/test split)"),
-            )
-        }
+        "mnist" => mnist_dir(arg)?,
         "idx" => {
             let (img, lab) = arg
                 .split_once(',')
@@ -376,45 +425,7 @@ pub fn load_with(spec: &str, opt: &DataOptions, given: Option<&Preprocess>) -> R
                 format!("IDX images {img}, labels {lab}"),
             )
         }
-        "cifar10" | "cifar100" | "cifar100-coarse" => {
-            let fmt = match kind {
-                "cifar10" => cifar::Cifar::Ten,
-                "cifar100" => cifar::Cifar::Hundred { coarse: false },
-                _ => cifar::Cifar::Hundred { coarse: true },
-            };
-            let p = Path::new(arg);
-            if p.is_dir() {
-                let (train, test) = cifar::load_dir(p, fmt)?;
-                (
-                    train,
-                    Some(test),
-                    format!(
-                        "{} binary files in {arg}{} (own train/test split)",
-                        fmt.title(),
-                        fmt.label_note()
-                    ),
-                )
-            } else if cifar::is_archive(p) {
-                let (train, test) = cifar::load_archive(p, fmt)?;
-                (
-                    train,
-                    Some(test),
-                    format!(
-                        "{} archive {arg}{} (own train/test split)",
-                        fmt.title(),
-                        fmt.label_note()
-                    ),
-                )
-            } else {
-                let mut train = Raw::default();
-                cifar::append(p, fmt, &mut train)?;
-                (
-                    train,
-                    None,
-                    format!("{} binary file {arg}{}", fmt.title(), fmt.label_note()),
-                )
-            }
-        }
+        "cifar10" | "cifar100" | "cifar100-coarse" => cifar_files(kind, arg)?,
         "csv" => {
             let p = Path::new(arg);
             (

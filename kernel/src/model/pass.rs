@@ -1,7 +1,7 @@
 //! The passes over a planned model: forward, backward (after the loss has
 //! written the output's delta) and the two R-operator passes, each a walk
 //! over the nodes that calls the node's own maths. Nothing here touches
-//! memory: every buffer is a [`Loc`] of the pass, resolved by the
+//! memory: every buffer is a [`Loc`](crate::ops::Loc) of the pass, resolved by the
 //! backend's [`Ops`].
 
 use super::{add, linear, Mode, Op};
@@ -62,7 +62,7 @@ pub fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, grad: Option<(F, F)>
     }
 }
 
-/// The R-forward pass along the direction V (memory [`Mem::V`]): the
+/// The R-forward pass along the direction V (memory [`Mem::V`](crate::ops::Mem::V)): the
 /// R-value of every active node. Needs the values of [`forward`].
 pub fn r_forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O) {
     for n in c.nodes {

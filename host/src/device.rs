@@ -782,22 +782,8 @@ fn check_finished(p: &Prepared, r: &fdgr_mcu::process::Finished, d: &log::Device
             tail()
         );
     }
-    if d.losses.len() != p.steps || d.theta.len() != p.models.params() {
-        bail!(
-            "the firmware on {} logged {} losses and {} weights, expected {} and {}",
-            p.board,
-            d.losses.len(),
-            d.theta.len(),
-            p.steps,
-            p.models.params()
-        );
-    }
-    if d.hash != Some(replay::fnv1a_bits(&d.theta)) {
-        bail!(
-            "the weights logged by {} do not match the device's hash",
-            p.board
-        );
-    }
+    d.check_whole(p.steps, Some(p.models.params()))
+        .map_err(|e| anyhow!("the firmware on {}: {e}", p.board))?;
     Ok(())
 }
 

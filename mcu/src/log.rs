@@ -197,6 +197,27 @@ pub struct DeviceLog {
     pub errors: Vec<String>,
 }
 
+impl DeviceLog {
+    /// Whether a finished run logged all it should: one loss per step
+    /// (`steps`), `params` weights (when given; a replay on the host checks
+    /// them otherwise), and weights that hash to what the device computed.
+    /// Says what is missing when not.
+    pub fn check_whole(&self, steps: usize, params: Option<usize>) -> Result<(), String> {
+        let weights = params.unwrap_or(self.theta.len());
+        if self.losses.len() != steps || self.theta.len() != weights {
+            return Err(format!(
+                "logged {} losses and {} weights, expected {steps} and {weights}",
+                self.losses.len(),
+                self.theta.len()
+            ));
+        }
+        if self.hash != Some(crate::replay::fnv1a_bits(&self.theta)) {
+            return Err("the logged weights do not match the device's hash".into());
+        }
+        Ok(())
+    }
+}
+
 /// Extracts the values from the decoded log.
 pub fn parse_log(lines: &[LogLine]) -> Result<DeviceLog, String> {
     let mut d = DeviceLog::default();
@@ -308,5 +329,30 @@ mod tests {
         assert_eq!(parse_text_line("      Erasing ✔ 100% [####]"), None);
         assert_eq!(parse_text_line(""), None);
         assert_eq!(parse_text_line("INFORMATION"), None);
+    }
+
+    /// A whole log passes; a missing loss, a missing weight or a hash that
+    /// does not cover the weights fails, naming what.
+    #[test]
+    fn check_whole_names_what_is_missing() {
+        let theta = vec![1u32, 2, 3];
+        let whole = DeviceLog {
+            losses: vec![7, 8],
+            hash: Some(crate::replay::fnv1a_bits(&theta)),
+            theta,
+            done: true,
+            ..DeviceLog::default()
+        };
+        assert_eq!(whole.check_whole(2, Some(3)), Ok(()));
+        assert_eq!(whole.check_whole(2, None), Ok(()));
+        let e = whole.check_whole(3, Some(3)).unwrap_err();
+        assert!(e.contains("2 losses") && e.contains("expected 3"), "{e}");
+        let e = whole.check_whole(2, Some(4)).unwrap_err();
+        assert!(e.contains("3 weights"), "{e}");
+        let torn = DeviceLog {
+            hash: Some(0),
+            ..whole
+        };
+        assert!(torn.check_whole(2, Some(3)).unwrap_err().contains("hash"));
     }
 }

@@ -767,19 +767,8 @@ fn build_and_run(
             d.errors
         ));
     }
-    if d.losses.len() != STREAM_SAMPLES {
-        return Err(format!(
-            "qemu-m4 {}: {} losses logged, expected {STREAM_SAMPLES}",
-            v.name(),
-            d.losses.len()
-        ));
-    }
-    if d.hash != Some(fnv1a_bits(&d.theta)) {
-        return Err(format!(
-            "qemu-m4 {}: the logged weights do not match the device's hash",
-            v.name()
-        ));
-    }
+    d.check_whole(STREAM_SAMPLES, None)
+        .map_err(|e| format!("qemu-m4 {}: {e}", v.name()))?;
     let counts = std::fs::read_to_string(&counts)
         .map_err(|e| format!("{}: {e} (did the QEMU plugin load?)", counts.display()))?;
     let instr = step_instructions(&counts, STREAM_SAMPLES)?;

@@ -271,10 +271,10 @@ pub fn parse_samples(s: &str, seed: u64, test_frac: f64) -> Result<StreamSpec> {
     })
 }
 
-/// Reads and checks everything before building: every error here is the
-/// input's (a flag, the run, the samples, a missing tool or probe, a model
-/// that does not fit the board).
-pub fn prepare(o: &RunOptions) -> Result<Prepared> {
+/// Checks the firmware folder and the run directory of `o`, and parses
+/// the method (with its hyper-parameters), mode and optimizer it asks of
+/// the firmware.
+fn choices(o: &RunOptions) -> Result<(Method<f32>, Mode, usize)> {
     let fw = &o.firmware;
     if !fw.join("Cargo.toml").is_file() || !o.board.dir(fw).is_dir() {
         bail!(
@@ -314,6 +314,15 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
             fw_config::OPTIMIZER_NAMES.join(", ")
         )
     })?;
+    Ok((method, mode, opt))
+}
+
+/// Reads and checks everything before building: every error here is the
+/// input's (a flag, the run, the samples, a missing tool or probe, a model
+/// that does not fit the board).
+pub fn prepare(o: &RunOptions) -> Result<Prepared> {
+    let fw = &o.firmware;
+    let (method, mode, opt) = choices(o)?;
 
     // The model, exported as `fdgr export` does.
     let (net, model) = firmware::export_run(&o.from, true)?;

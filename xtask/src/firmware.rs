@@ -686,6 +686,52 @@ fn samples(path: &Path) -> Result<Step, String> {
     run("fdgr samples (digits test split)", c)
 }
 
+/// Writes a variant's decoded log to `qemu-m4-NAME.log` and prints it
+/// without the per-step and per-weight lines, with QEMU's standard error.
+fn show_log(
+    v: &Variant,
+    out: &Path,
+    lines: &[fdgr_mcu::log::LogLine],
+    stderr: &[u8],
+) -> Result<(), String> {
+    let mut log = String::new();
+    for l in lines {
+        let _ = writeln!(log, "{:<5} {}", l.level, l.text);
+    }
+    write(
+        &out.join(format!("qemu-m4-{}.log", v.name())),
+        log.as_bytes(),
+    )?;
+    // The per-step and per-weight lines go to the log file only.
+    for l in lines.iter().filter(|l| !l.is_bulky()) {
+        println!("  {:<5} {}", l.level, l.text);
+    }
+    let stderr = String::from_utf8_lossy(stderr);
+    if !stderr.trim().is_empty() {
+        println!("  (stderr) {}", stderr.trim());
+    }
+    Ok(())
+}
+
+/// Instructions per function of a variant's steps, from the QEMU plugin's
+/// profile `prof` and the ELF's symbols, also written as
+/// `qemu-m4-NAME.profile.md`.
+fn profile_table(
+    v: &Variant,
+    elf: &[u8],
+    prof: &Path,
+    out: &Path,
+) -> Result<Vec<fdgr_mcu::profile::Entry>, String> {
+    let prof_text =
+        std::fs::read_to_string(prof).map_err(|e| format!("{}: {e}", prof.display()))?;
+    let profile = fdgr_mcu::profile::per_function(elf, &fdgr_mcu::profile::parse(&prof_text)?)?;
+    write(
+        &out.join(format!("qemu-m4-{}.profile.md", v.name())),
+        fdgr_mcu::profile::table(&profile, STREAM_SAMPLES).as_bytes(),
+    )?;
+    Ok(profile)
+}
+
 fn build_and_run(
     v: Variant,
     model: &Path,
@@ -735,22 +781,7 @@ fn build_and_run(
     println!("\n== qemu-m4 {} under QEMU ==", v.name());
     let r = run_limited(q, QEMU_LIMIT)?;
     let lines = decode_defmt(&elf, &r.stdout)?;
-    let mut log = String::new();
-    for l in &lines {
-        let _ = writeln!(log, "{:<5} {}", l.level, l.text);
-    }
-    write(
-        &out.join(format!("qemu-m4-{}.log", v.name())),
-        log.as_bytes(),
-    )?;
-    // The per-step and per-weight lines go to the log file only.
-    for l in lines.iter().filter(|l| !l.is_bulky()) {
-        println!("  {:<5} {}", l.level, l.text);
-    }
-    let stderr = String::from_utf8_lossy(&r.stderr);
-    if !stderr.trim().is_empty() {
-        println!("  (stderr) {}", stderr.trim());
-    }
+    show_log(&v, out, &lines, &r.stderr)?;
     if r.code != Some(0) {
         return Err(format!(
             "qemu-m4 {} exited with {:?} (log: {})",
@@ -772,13 +803,7 @@ fn build_and_run(
     let counts = std::fs::read_to_string(&counts)
         .map_err(|e| format!("{}: {e} (did the QEMU plugin load?)", counts.display()))?;
     let instr = step_instructions(&counts, STREAM_SAMPLES)?;
-    let prof_text =
-        std::fs::read_to_string(&prof).map_err(|e| format!("{}: {e}", prof.display()))?;
-    let profile = fdgr_mcu::profile::per_function(&elf, &fdgr_mcu::profile::parse(&prof_text)?)?;
-    write(
-        &out.join(format!("qemu-m4-{}.profile.md", v.name())),
-        fdgr_mcu::profile::table(&profile, STREAM_SAMPLES).as_bytes(),
-    )?;
+    let profile = profile_table(&v, &elf, &prof, out)?;
     println!(
         "  {} steps in {:.2} s of QEMU; {:.0} guest instructions per step (min {}, max {})",
         d.losses.len(),

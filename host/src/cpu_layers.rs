@@ -332,40 +332,14 @@ pub fn fast_gemm<T: Real>(
     if m * n * k < SMALL_GEMM || k == 0 {
         return vecops::gemm(ta, tb, m, n, k, alpha, a, b, beta, c);
     }
-    let (lhs_rs, lhs_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (rhs_rs, rhs_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let lhs = if ta { (a, 1, m) } else { (a, k, 1) };
+    let rhs = if tb { (b, 1, k) } else { (b, n, 1) };
     let par = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the assert above bounds every index the strides reach: C is
-    // m×n row-major in c, op(A) is m×k over a, op(B) is k×n over b; c does
-    // not alias a or b (distinct borrows). The crate computes
-    // dst ← α'·dst + β'·lhs·rhs, so the kernel's (α, β) go in as (β, α).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            beta != T::ZERO,
-            a.as_ptr(),
-            lhs_cs,
-            lhs_rs,
-            b.as_ptr(),
-            rhs_cs,
-            rhs_rs,
-            beta,
-            alpha,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    strided(par, m, n, k, alpha, lhs, rhs, beta, c, n);
 }
 
 /// A matrix operand of [`gemm_s`]: values, row stride, column stride.
@@ -389,14 +363,44 @@ pub fn gemm_s<T: Real>(
     if m == 0 || n == 0 {
         return;
     }
-    let end =
-        |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs + 1;
     if k == 0 {
         for row in c.chunks_mut(ldc).take(m) {
             vecops::scale_or_zero(&mut row[..n], beta);
         }
         return;
     }
+    strided(
+        gemm::Parallelism::None,
+        m,
+        n,
+        k,
+        alpha,
+        (a, ars, acs),
+        (b, brs, bcs),
+        beta,
+        c,
+        ldc,
+    );
+}
+
+/// C ← α·A·B + β·C on the `gemm` crate with parallelism `par`, strided
+/// operands (A m×k, B k×n, C m×n with rows `ldc` apart; m, n, k > 0): the
+/// one call of the crate behind [`fast_gemm`] and [`gemm_s`].
+#[allow(clippy::too_many_arguments)]
+fn strided<T: Real>(
+    par: gemm::Parallelism,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    (a, ars, acs): Mat<'_, T>,
+    (b, brs, bcs): Mat<'_, T>,
+    beta: T,
+    c: &mut [T],
+    ldc: usize,
+) {
+    let end =
+        |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs + 1;
     assert!(
         a.len() >= end(m, k, ars, acs)
             && b.len() >= end(k, n, brs, bcs)
@@ -426,7 +430,7 @@ pub fn gemm_s<T: Real>(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         );
     }
 }

@@ -229,22 +229,7 @@ fn serial_and_power_cuts(ckpt: &Path, ck: &str, n: u64) -> Result<Vec<Step>, Str
 fn real_models(out: &Path) -> Result<Vec<Step>, String> {
     let (_, mut steps) = train_and_export(out, &DSCNN_RUN)?;
     let ck = out.join(DSCNN_RUN.ckpt).display().to_string();
-    let mut built = vec![];
-    for (board, mode) in [("stm32f4", "bias"), ("nrf52840", "full")] {
-        let (v, st) = device_json(
-            &format!("fdgr device build --board {board} --mode {mode} (28x28 dscnn)"),
-            &["build", "--board", board, "--from", &ck, "--mode", mode],
-        )?;
-        steps.push(st);
-        let (r, avail) = (v["ram_bytes"].as_u64(), v["ram_available"].as_u64());
-        if v["mode"] != serde_json::json!(mode)
-            || !matches!((r, avail), (Some(r), Some(a)) if r > 0 && r < a)
-        {
-            return Err(format!("fdgr device build --board {board} (dscnn): {v}"));
-        }
-        built.push((board, mode, r));
-    }
-    println!("device build (dscnn): {built:?}");
+    steps.extend(board_builds(&ck, "28x28 dscnn")?);
     steps.push(built_in_verify(
         out,
         &DSCNN_RUN,
@@ -375,22 +360,7 @@ fn sparse_modes(ck: &str) -> Result<Vec<Step>, String> {
     if ram[1].1 >= ram[0].1 {
         return Err(format!("bias mode should take less RAM than full: {ram:?}"));
     }
-    let mut built = vec![];
-    for (board, mode) in [("stm32f4", "bias"), ("nrf52840", "full")] {
-        let (v, st) = device_json(
-            &format!("fdgr device build --board {board} --mode {mode} (conv net)"),
-            &["build", "--board", board, "--from", ck, "--mode", mode],
-        )?;
-        steps.push(st);
-        let (r, avail) = (v["ram_bytes"].as_u64(), v["ram_available"].as_u64());
-        if v["mode"] != serde_json::json!(mode)
-            || !matches!((r, avail), (Some(r), Some(a)) if r > 0 && r < a)
-        {
-            return Err(format!("fdgr device build --board {board}: {v}"));
-        }
-        built.push((board, mode, r));
-    }
-    println!("device build: {built:?}");
+    steps.extend(board_builds(ck, "conv net")?);
     Ok(steps)
 }
 
@@ -457,4 +427,28 @@ fn over_serial(ckpt: &Path, ck: &str) -> Result<(serde_json::Value, Step), Strin
     let _ = child.wait();
     let _ = drain.join();
     r
+}
+
+/// `fdgr device build` of the run at `ck` (`what`, for the messages) for
+/// stm32f4 in bias mode and nrf52840 in full mode: each reports its mode
+/// and a static RAM above 0 and below the board's.
+fn board_builds(ck: &str, what: &str) -> Result<Vec<Step>, String> {
+    let mut steps = vec![];
+    let mut built = vec![];
+    for (board, mode) in [("stm32f4", "bias"), ("nrf52840", "full")] {
+        let (v, st) = device_json(
+            &format!("fdgr device build --board {board} --mode {mode} ({what})"),
+            &["build", "--board", board, "--from", ck, "--mode", mode],
+        )?;
+        steps.push(st);
+        let (r, avail) = (v["ram_bytes"].as_u64(), v["ram_available"].as_u64());
+        if v["mode"] != serde_json::json!(mode)
+            || !matches!((r, avail), (Some(r), Some(a)) if r > 0 && r < a)
+        {
+            return Err(format!("fdgr device build --board {board} ({what}): {v}"));
+        }
+        built.push((board, mode, r));
+    }
+    println!("device build ({what}): {built:?}");
+    Ok(steps)
 }

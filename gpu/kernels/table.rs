@@ -1,15 +1,16 @@
 // The kernels of gpu/kernels/*.cu, each declared once, here: its Rust name,
 // its C name, and the shape of its launch (gpu/src/launch.rs: LaunchShape),
 // grouped by the file that defines it. Its parameters are declared once too,
-// in the .cu file (the CPU build takes them from the C++ compiler).
+// in the .cu file: gpu/build.rs reads them from the C signature.
 //
 // Read, with a macro of their own, by gpu/src/kernels.rs (the Module and
 // Kernel enums the device path uses: NVRTC programs, PTX entry names,
-// launch configurations) and by gpu/cpu-runtime/build.rs (one CPU launcher
-// per kernel). Adding a kernel: write it in its .cu file, add its line
-// here, call it from gpu/src/launchers.rs, and compare it with the Rust it
-// mirrors in gpu/src/cuda_c_tests.rs (every_kernel_is_compared fails
-// until it is).
+// launch configurations), by gpu/build.rs (one typed launch function per
+// kernel, gpu/src/launchers.rs: `typed::<name>`) and by
+// gpu/cpu-runtime/build.rs (one CPU launcher per kernel). Adding a kernel:
+// write it in its .cu file and add its line here; call `typed::<name>` where
+// it is used, and compare it with the Rust it mirrors in
+// gpu/src/cuda_c_tests.rs (every_kernel_is_compared fails until it is).
 kernel_table! {
     "act.cu" as Act: "bias + activation, activation derivatives, R-operator terms, column and channel sums" {
         BiasAct = bias_act: Elementwise,

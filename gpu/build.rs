@@ -1,0 +1,186 @@
+//! Generates one typed launch function per kernel of the kernel table
+//! (`kernels/table.rs`), its parameters read from the kernel's
+//! `extern "C" __global__` signature in its `.cu` file.
+//!
+//! `float* x` / `const u32* x` become a pointer argument (`impl PtrArg`: a
+//! `DPtr`, or an `Option<DPtr>` for a nullable one), `u64` / `u32` / `int`
+//! / `float` become `u64` / `u32` / `i32` / `f32`. So a kernel is its `.cu`
+//! function and its table line: the Rust that launches it is written from
+//! the C, and a call with the wrong count or types of arguments does not
+//! compile. An unknown parameter type, or a kernel missing from its file,
+//! fails the build naming the file and the kernel.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// (file, [(Rust name, C name)]), in table order.
+type Table = &'static [(&'static str, &'static [(&'static str, &'static str)])];
+
+macro_rules! kernel_table {
+    ($( $file:literal as $module:ident : $doc:literal {
+        $( $kernel:ident = $cname:ident : $shape:ident ),* $(,)?
+    } )*) => {
+        const TABLE: Table = &[$( ($file, &[$( (stringify!($kernel), stringify!($cname)) ),*]) ),*];
+    };
+}
+include!("kernels/table.rs");
+
+/// A kernel parameter: its name and how Rust passes it.
+struct Param {
+    name: String,
+    /// `None` for a pointer; the Rust scalar type and `Arg` variant otherwise.
+    scalar: Option<(&'static str, &'static str)>,
+    c: String,
+}
+
+/// Removes `//` and `/* */` comments.
+fn strip_comments(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut rest = src;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("//") {
+            rest = r.find('\n').map_or("", |i| &r[i..]);
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.find("*/").map_or("", |i| &r[i + 2..]);
+        } else {
+            let c = rest.chars().next().unwrap_or(' ');
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
+}
+
+const KEYWORDS: &[&str] = &[
+    "as", "async", "await", "box", "break", "const", "continue", "crate", "do", "dyn", "else",
+    "enum", "extern", "false", "fn", "for", "if", "impl", "in", "let", "loop", "match", "mod",
+    "move", "mut", "priv", "pub", "ref", "return", "static", "struct", "super", "trait", "true",
+    "try", "type", "unsafe", "use", "where", "while", "yield",
+];
+
+/// The parameters of `extern "C" __global__ void <cname>(…)` in `src`.
+fn signature(file: &str, src: &str, cname: &str) -> Result<Vec<Param>, String> {
+    let head = format!("__global__ void {cname}(");
+    let start = src
+        .find(&head)
+        .ok_or_else(|| format!("kernels/{file}: no `{head}…)` for the table's kernel `{cname}`"))?
+        + head.len();
+    let len = src[start..]
+        .find(')')
+        .ok_or_else(|| format!("kernels/{file}: `{cname}`: unterminated parameter list"))?;
+    let list = &src[start..start + len];
+    let mut params = Vec::new();
+    for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let words: Vec<&str> = p
+            .split(|c: char| c.is_whitespace() || c == '*')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let (name, ty) = match words.split_last() {
+            Some((n, t)) => (*n, t),
+            None => return Err(format!("kernels/{file}: `{cname}`: empty parameter")),
+        };
+        let base: Vec<&str> = ty
+            .iter()
+            .copied()
+            .filter(|w| *w != "const" && *w != "__restrict__")
+            .collect();
+        let scalar = if p.contains('*') {
+            match base.as_slice() {
+                ["float"] | ["u32"] | ["u64"] | ["int"] => None,
+                _ => {
+                    return Err(format!(
+                        "kernels/{file}: `{cname}`: pointer parameter `{p}` of an unsupported type"
+                    ))
+                }
+            }
+        } else {
+            Some(match base.as_slice() {
+                ["u64"] => ("u64", "U64"),
+                ["u32"] => ("u32", "U32"),
+                ["int"] => ("i32", "I32"),
+                ["float"] => ("f32", "F32"),
+                _ => {
+                    return Err(format!(
+                        "kernels/{file}: `{cname}`: parameter `{p}` has a type the launcher cannot pass (u64, u32, int, float or a pointer)"
+                    ))
+                }
+            })
+        };
+        let name = if KEYWORDS.contains(&name) || name == "dev" || name == "work" {
+            format!("{name}_")
+        } else {
+            name.to_string()
+        };
+        params.push(Param {
+            name,
+            scalar,
+            c: p.split_whitespace().collect::<Vec<_>>().join(" "),
+        });
+    }
+    Ok(params)
+}
+
+fn generate(kernels: &Path) -> Result<String, String> {
+    let mut out = String::new();
+    let w = |out: &mut String, s: &str| out.push_str(s);
+    w(
+        &mut out,
+        "// generated by gpu/build.rs from kernels/table.rs and the kernels' signatures: do not edit\n",
+    );
+    for (file, list) in TABLE {
+        let path = kernels.join(file);
+        let src = std::fs::read_to_string(&path)
+            .map_err(|e| format!("kernels/{file}: cannot read it: {e}"))?;
+        let src = strip_comments(&src);
+        for (rust, cname) in *list {
+            let params = signature(file, &src, cname)?;
+            let c_sig: Vec<&str> = params.iter().map(|p| p.c.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "\n/// Launches `{cname}` ({file}): `{cname}({})`, with its table shape's\n/// configuration for `work` items; nothing when there is no work. Returns the\n/// configuration used.",
+                c_sig.join(", ")
+            );
+            let _ = writeln!(out, "#[allow(clippy::too_many_arguments)]");
+            let mut args = String::new();
+            let mut vals = String::new();
+            for p in &params {
+                match p.scalar {
+                    None => {
+                        let _ = write!(args, ", {}: impl PtrArg", p.name);
+                        let _ = write!(vals, "{}.arg(), ", p.name);
+                    }
+                    Some((ty, var)) => {
+                        let _ = write!(args, ", {}: {ty}", p.name);
+                        let _ = write!(vals, "Arg::{var}({}), ", p.name);
+                    }
+                }
+            }
+            let _ = writeln!(
+                out,
+                "pub fn {cname}<D: Device>(dev: &mut D, work: u64{args}) -> Result<Option<Launch>, GpuError> {{\n    launch(dev, Kernel::{rust}, work, &[{vals}])\n}}"
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn main() {
+    let dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let kernels = dir.join("kernels");
+    println!("cargo:rerun-if-changed=kernels");
+    println!("cargo:rerun-if-changed=build.rs");
+    let code = match generate(&kernels) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
+        .join("typed_launches.rs");
+    if let Err(e) = std::fs::write(&out, code) {
+        eprintln!("error: cannot write {}: {e}", out.display());
+        std::process::exit(1);
+    }
+}

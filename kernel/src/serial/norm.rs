@@ -79,6 +79,71 @@ fn each(g: &BnGeom, ch: usize, mut f: impl FnMut(usize)) {
     }
 }
 
+/// The order a channel's sums are added in: [`InOrder`] (the serial
+/// loops) or [`Blocked`] (interleaved lanes). Each batch-norm sum is
+/// written once, as its per-value terms (the `*_terms` functions below),
+/// and summed in either order.
+trait Order {
+    /// Σ over channel `ch` of `f` of the aligned values of the `M` arrays
+    /// in `src`, into `K` sums of type `A`.
+    fn sum<F: Real, A: Real, const M: usize, const K: usize>(
+        g: &BnGeom,
+        ch: usize,
+        src: [&[F]; M],
+        f: impl Fn([F; M]) -> [A; K],
+    ) -> [A; K];
+}
+
+/// The serial loops' order ([`in_order`]).
+struct InOrder;
+
+/// Interleaved lanes ([`blocked`]).
+struct Blocked;
+
+impl Order for InOrder {
+    #[inline(always)]
+    fn sum<F: Real, A: Real, const M: usize, const K: usize>(
+        g: &BnGeom,
+        ch: usize,
+        src: [&[F]; M],
+        f: impl Fn([F; M]) -> [A; K],
+    ) -> [A; K] {
+        in_order(g, ch, src, f)
+    }
+}
+
+impl Order for Blocked {
+    #[inline(always)]
+    fn sum<F: Real, A: Real, const M: usize, const K: usize>(
+        g: &BnGeom,
+        ch: usize,
+        src: [&[F]; M],
+        f: impl Fn([F; M]) -> [A; K],
+    ) -> [A; K] {
+        blocked(g, ch, src, f)
+    }
+}
+
+/// Σ over channel `ch`, in order (sample, then position), of `f` of the
+/// aligned values of the `M` arrays in `src`, into `K` sums of type `A`:
+/// the serial loops' order.
+#[inline(always)]
+fn in_order<F: Real, A: Real, const M: usize, const K: usize>(
+    g: &BnGeom,
+    ch: usize,
+    src: [&[F]; M],
+    f: impl Fn([F; M]) -> [A; K],
+) -> [A; K] {
+    let mut s = [A::ZERO; K];
+    each(g, ch, |i| {
+        let v = f(src.map(|a| a[i]));
+        for k in 0..K {
+            s[k] += v[k];
+        }
+    });
+    s
+}
+
 /// Running statistics to update from this batch: `running` holds the
 /// current mean (C) then variance (C); `out` receives the updated ones
 /// (PyTorch's rule: r ← (1 − m)·r + m·batch value, with the unbiased
@@ -103,13 +168,11 @@ pub struct Pending<'a, F> {
 /// firmware refuses such nets), where f64 costs little.
 #[inline]
 pub fn channel_stats<F: Real>(g: &BnGeom, x: &[F], ch: usize, eps: F) -> (F, F, F) {
-    let mut s = 0.0f64;
-    each(g, ch, |i| s += x[i].to_f64());
+    let [s] = in_order(g, ch, [x], |[v]| [v.to_f64()]);
     let mu = s / g.m() as f64;
-    let mut v = 0.0f64;
-    each(g, ch, |i| {
-        let d = x[i].to_f64() - mu;
-        v += d * d;
+    let [v] = in_order(g, ch, [x], |[v]| {
+        let d = v.to_f64() - mu;
+        [d * d]
     });
     finish_stats(g, mu, v, eps)
 }
@@ -250,14 +313,16 @@ pub fn put<F: Real>(o: &mut F, v: F, alpha: F, beta: F) {
     };
 }
 
+/// The terms of the backward sums at one (x, dy): (dy, dy·x̂).
+#[inline(always)]
+fn backward_terms<F: Real>(mu: F, is: F) -> impl Fn([F; 2]) -> [F; 2] {
+    move |[x, dy]| [dy, dy * ((x - mu) * is)]
+}
+
 /// Backward sums of channel `ch`: (Σ dy, Σ dy·x̂).
 #[inline]
 pub fn backward_sums<F: Real>(g: &BnGeom, x: &[F], dy: &[F], ch: usize, mu: F, is: F) -> (F, F) {
-    let (mut sdy, mut sdyx) = (F::ZERO, F::ZERO);
-    each(g, ch, |i| {
-        sdy += dy[i];
-        sdyx += dy[i] * ((x[i] - mu) * is);
-    });
+    let [sdy, sdyx] = in_order(g, ch, [x, dy], backward_terms(mu, is));
     (sdy, sdyx)
 }
 
@@ -331,12 +396,14 @@ pub fn backward<F: Real>(
 #[inline]
 pub fn r_forward_means<F: Real>(g: &BnGeom, x: &[F], rx: &[F], ch: usize, mu: F, is: F) -> (F, F) {
     let m = F::from_usize(g.m());
-    let (mut a, mut b) = (F::ZERO, F::ZERO);
-    each(g, ch, |i| {
-        a += rx[i];
-        b += ((x[i] - mu) * is) * rx[i];
-    });
+    let [a, b] = in_order(g, ch, [x, rx], r_forward_terms(mu, is));
     (a / m, b / m)
+}
+
+/// The terms of the R-forward sums at one (x, R{x}): (R{x}, x̂·R{x}).
+#[inline(always)]
+fn r_forward_terms<F: Real>(mu: F, is: F) -> impl Fn([F; 2]) -> [F; 2] {
+    move |[x, rx]| [rx, ((x - mu) * is) * rx]
 }
 
 /// R{y} over one plane: V_γ·x̂ + γ·R{x̂} + V_β (R{x̂} = 0 without R{x}).
@@ -448,27 +515,48 @@ fn rxh_at<F: Real>(rx: Option<&[F]>, i: usize, xh: F, is: F, ma: F, mb: F) -> F 
     }
 }
 
+/// The terms of the R-backward sums at one (x, R{x}, dy, R{dy}), in the
+/// order of [`RSums`].
+#[inline(always)]
+fn r_backward_terms<F: Real>((mu, is): (F, F), (ma, mb): (F, F)) -> impl Fn([F; 4]) -> [F; 5] {
+    move |[x, rx, dy, rdy]| {
+        let xh = (x - mu) * is;
+        let rxh = is * (rx - ma - xh * mb);
+        [dy, dy * xh, rdy, rdy * xh, dy * rxh]
+    }
+}
+
+/// [`r_backward_terms`] where R{x} = 0 (so R{x̂} = 0): the last sum is 0.
+#[inline(always)]
+fn r_backward_terms_no_rx<F: Real>((mu, is): (F, F)) -> impl Fn([F; 3]) -> [F; 5] {
+    move |[x, dy, rdy]| {
+        let xh = (x - mu) * is;
+        [dy, dy * xh, rdy, rdy * xh, F::ZERO]
+    }
+}
+
+/// The R-backward sums of channel `ch`, added in the order `O`.
+#[inline(always)]
+fn r_backward_sums_in<O: Order, F: Real>(g: &BnGeom, a: &RBack<'_, F>, ch: usize) -> RSums<F> {
+    let st = (a.stats[ch], a.stats[g.c + ch]);
+    let rst = (a.rstats[ch], a.rstats[g.c + ch]);
+    let [dy, dyx, rdy, rdyx, dyrxh] = match a.rx {
+        Some(rx) => O::sum(g, ch, [a.x, rx, a.dy, a.rdy], r_backward_terms(st, rst)),
+        None => O::sum(g, ch, [a.x, a.dy, a.rdy], r_backward_terms_no_rx(st)),
+    };
+    RSums {
+        dy,
+        dyx,
+        rdy,
+        rdyx,
+        dyrxh,
+    }
+}
+
 /// The R-backward sums of channel `ch`.
 #[inline]
 pub fn r_backward_sums<F: Real>(g: &BnGeom, a: &RBack<'_, F>, ch: usize) -> RSums<F> {
-    let (mu, is) = (a.stats[ch], a.stats[g.c + ch]);
-    let (ma, mb) = (a.rstats[ch], a.rstats[g.c + ch]);
-    let mut s = RSums {
-        dy: F::ZERO,
-        dyx: F::ZERO,
-        rdy: F::ZERO,
-        rdyx: F::ZERO,
-        dyrxh: F::ZERO,
-    };
-    each(g, ch, |i| {
-        let xh = (a.x[i] - mu) * is;
-        s.dy += a.dy[i];
-        s.dyx += a.dy[i] * xh;
-        s.rdy += a.rdy[i];
-        s.rdyx += a.rdy[i] * xh;
-        s.dyrxh += a.dy[i] * rxh_at(a.rx, i, xh, is, ma, mb);
-    });
-    s
+    r_backward_sums_in::<InOrder, F>(g, a, ch)
 }
 
 /// Interleaved partial sums of the blocked channel sums
@@ -592,7 +680,7 @@ pub fn backward_sums_blocked<F: Real>(
     mu: F,
     is: F,
 ) -> (F, F) {
-    let [a, b] = blocked(g, ch, [x, dy], |[x, dy]| [dy, dy * ((x - mu) * is)]);
+    let [a, b] = blocked(g, ch, [x, dy], backward_terms(mu, is));
     (a, b)
 }
 
@@ -607,33 +695,14 @@ pub fn r_forward_means_blocked<F: Real>(
     is: F,
 ) -> (F, F) {
     let m = F::from_usize(g.m());
-    let [a, b] = blocked(g, ch, [x, rx], |[x, rx]| [rx, ((x - mu) * is) * rx]);
+    let [a, b] = blocked(g, ch, [x, rx], r_forward_terms(mu, is));
     (a / m, b / m)
 }
 
 /// [`r_backward_sums`] with blocked sums (see [`LANES`]).
 #[inline]
 pub fn r_backward_sums_blocked<F: Real>(g: &BnGeom, a: &RBack<'_, F>, ch: usize) -> RSums<F> {
-    let (mu, is) = (a.stats[ch], a.stats[g.c + ch]);
-    let (ma, mb) = (a.rstats[ch], a.rstats[g.c + ch]);
-    let [dy, dyx, rdy, rdyx, dyrxh] = match a.rx {
-        Some(rx) => blocked(g, ch, [a.x, rx, a.dy, a.rdy], |[x, rx, dy, rdy]| {
-            let xh = (x - mu) * is;
-            let rxh = is * (rx - ma - xh * mb);
-            [dy, dy * xh, rdy, rdy * xh, dy * rxh]
-        }),
-        None => blocked(g, ch, [a.x, a.dy, a.rdy], |[x, dy, rdy]| {
-            let xh = (x - mu) * is;
-            [dy, dy * xh, rdy, rdy * xh, F::ZERO]
-        }),
-    };
-    RSums {
-        dy,
-        dyx,
-        rdy,
-        rdyx,
-        dyrxh,
-    }
+    r_backward_sums_in::<Blocked, F>(g, a, ch)
 }
 
 /// R{dx} over the plane starting at index `o` (H·W values) of channel `ch`.

@@ -16,7 +16,7 @@
 //! `dot`, i.e. SAM's ‖g‖).
 
 use fdgr_kernel::model::pass::{self, Ctx};
-use fdgr_kernel::model::{Mode, Model, Node, Op, BN_PENDING};
+use fdgr_kernel::model::{Mode, Model, Node, Op};
 use fdgr_kernel::optim::OptElem;
 use fdgr_kernel::{Error, Objective, Pass, Shape, VecSpace};
 
@@ -330,16 +330,7 @@ impl<D: Device> DeviceNet<D> {
         if hvp && !self.hvp || self.dev.len(&self.ws) < need {
             return Err(mismatch("workspace", need, self.dev.len(&self.ws)));
         }
-        if mode == Mode::Train && self.model.sizes.batch_norms > 0 {
-            for n in self.model.nodes() {
-                if matches!(n.op, Op::BatchNorm) && b * n.in_dims.hw() < 2 {
-                    return Err(Error::InvalidConfig(
-                        "batch norm in training mode needs more than one value per channel \
-                         (a batch of at least 2)",
-                    ));
-                }
-            }
-        }
+        self.model.check_batch(b, mode)?;
         Ok(b)
     }
 
@@ -438,21 +429,12 @@ impl<D: Device> DeviceNet<D> {
         let Some(b) = self.pending.take() else {
             return Ok(false);
         };
-        let lay = self.model.layout(b, false);
-        let ctx = Ctx {
-            nodes: self.model.nodes(),
-            lay,
-        };
         let (ws, st) = (self.dev.ptr(&self.ws), self.dev.ptr(&self.state));
-        for n in self.model.nodes() {
-            if let Op::BatchNorm = n.op {
-                let c = 2 * n.in_dims.c;
-                let p = ctx.ext(n, BN_PENDING);
-                let (dst, src) = (st.at(n.state_off), ws.at(p.off));
-                match skip {
-                    Some(_) => launchers::copy_unless(&mut self.dev, dst, src, c, skip)?,
-                    None => self.dev.copy(dst, src, c)?,
-                }
+        for (dst, src, c) in self.model.pending_copies(b) {
+            let (dst, src) = (st.at(dst), ws.at(src));
+            match skip {
+                Some(_) => launchers::copy_unless(&mut self.dev, dst, src, c, skip)?,
+                None => self.dev.copy(dst, src, c)?,
             }
         }
         self.tracked += 1;

@@ -11,9 +11,9 @@
 use crate::error::{check_len, Error};
 use crate::loss::{self, Targets};
 use crate::model::pass::{self, Ctx};
-use crate::model::{Mode, Model, Node, Op, BN_PENDING};
+use crate::model::{Mode, Model, Node, Op};
 use crate::objective::{Exec, Objective, Pass, SliceSpace};
-use crate::ops::{Bound, CpuOps, Loc};
+use crate::ops::{Bound, CpuOps};
 use crate::real::Real;
 
 /// A mini-batch: B inputs (row-major, one sample after the other) and
@@ -293,16 +293,7 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
                 got: self.ws.as_ref().len(),
             });
         }
-        if mode == Mode::Train && self.model.sizes.batch_norms > 0 {
-            for n in self.model.nodes() {
-                if matches!(n.op, Op::BatchNorm) && b * n.in_dims.hw() < 2 {
-                    return Err(Error::InvalidConfig(
-                        "batch norm in training mode needs more than one value per channel \
-                         (a batch of at least 2)",
-                    ));
-                }
-            }
-        }
+        self.model.check_batch(b, mode)?;
         Ok((batch, b))
     }
 
@@ -485,21 +476,12 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Obje
         let Some(b) = self.pending.take() else {
             return;
         };
-        let lay = self.model.layout(b, false);
         let nstate = self.model.sizes.state;
         let ws = self.ws.as_mut();
         let total = ws.len();
         let (area, state) = ws.split_at_mut(total - nstate);
-        let ctx = Ctx {
-            nodes: self.model.nodes(),
-            lay,
-        };
-        for n in self.model.nodes() {
-            if let Op::BatchNorm = n.op {
-                let c = 2 * n.in_dims.c;
-                let p: Loc = ctx.ext(n, BN_PENDING);
-                state[n.state_off..n.state_off + c].copy_from_slice(&area[p.off..p.off + c]);
-            }
+        for (dst, src, c) in self.model.pending_copies(b) {
+            state[dst..dst + c].copy_from_slice(&area[src..src + c]);
         }
         self.tracked += 1;
     }

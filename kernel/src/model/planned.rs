@@ -202,6 +202,39 @@ impl<N: AsRef<[Node]>> Model<N> {
     pub fn workspace_len(&self, b: usize, hvp: bool) -> usize {
         checked_workspace_len(&self.sizes, b, hvp).unwrap_or(usize::MAX)
     }
+
+    /// Whether a pass in `mode` on a batch of `b` samples is defined:
+    /// batch norm in training mode needs at least two values per channel.
+    /// Every backend's objective checks a batch with this.
+    pub fn check_batch(&self, b: usize, mode: Mode) -> Result<(), Error> {
+        if mode == Mode::Train && self.sizes.batch_norms > 0 {
+            for n in self.nodes() {
+                if matches!(n.op, Op::BatchNorm) && b * n.in_dims.hw() < 2 {
+                    return Err(Error::InvalidConfig(
+                        "batch norm in training mode needs more than one value per channel \
+                         (a batch of at least 2)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The copies that commit the running statistics computed by an
+    /// unperturbed gradient pass on a batch of `b` samples
+    /// ([`crate::Objective::commit`]): per batch-norm layer, (offset in
+    /// the state, offset of its pending statistics in the pass area,
+    /// length). Every backend's commit is these copies in its own memory.
+    pub fn pending_copies(&self, b: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let ctx = ctx::Ctx {
+            nodes: self.nodes(),
+            lay: self.layout(b, false),
+        };
+        self.nodes()
+            .iter()
+            .filter(|n| matches!(n.op, Op::BatchNorm))
+            .map(move |n| (n.state_off, ctx.ext(n, BN_PENDING).off, 2 * n.in_dims.c))
+    }
 }
 
 impl<const K: usize> Model<[Node; K]> {

@@ -36,13 +36,14 @@ fn shifted(g: &ConvGeom) -> bool {
 }
 
 /// The f32 lanes of the widest vectors the GEMM runs on this CPU: 16
-/// with AVX-512, 8 with AVX (2), 4 otherwise.
+/// with AVX-512 (when built with the `avx512` feature, as by default), 8
+/// with AVX (2), 4 otherwise.
 fn f32_lanes() -> usize {
     static LANES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *LANES.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
                 return 16;
             }
             if std::arch::is_x86_feature_detected!("avx") {

@@ -265,10 +265,25 @@ fn pooling_matches_serial_loops() {
 }
 
 /// The SSE transpose of f32 equals the element loop (bit for bit),
-/// edges and β included.
+/// edges, both tile orders and β included.
 #[test]
 fn transpose_matches_scalar() {
-    for (rows, cols) in [(4, 4), (7, 9), (16, 33), (3, 2), (1, 5), (12, 1)] {
+    let shapes = [
+        (4, 4),
+        (7, 9),
+        (16, 33),
+        (3, 2),
+        (1, 5),
+        (12, 1),
+        (8, 8),
+        (16, 64),
+        (24, 17),
+        (9, 40),
+        (40, 9),
+        (64, 8),
+        (21, 30),
+    ];
+    for (rows, cols) in shapes {
         let (ls, ld) = (cols + 3, rows + 5);
         let src: Vec<f32> = data(rows * ls, 1).iter().map(|v| *v as f32).collect();
         for beta in [0.0f32, 0.5] {

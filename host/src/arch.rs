@@ -450,119 +450,11 @@ fn layer_list(spec: &str, input: Dims, classes: usize) -> Result<Builder> {
             None => (*full, None),
             Some((t, at)) => (t, Some(source(full, at, b.layers.len())?)),
         };
-        let (name, rest) = fields(tok);
-        let idx = i.to_string();
-        let cur = || match src {
-            None | Some(Src::Prev) => dims_so_far(&b.layers, input),
-            Some(Src::Input) => Ok(input),
-            Some(Src::Node(j)) => dims_so_far(&b.layers[..=j], input),
-        };
         let before = b.layers.len();
-        match name {
-            "conv" => {
-                let out = num(tok, rest.first(), "output channels")?;
-                let k = num(tok, rest.get(1), "kernel size")?;
-                let o = opts(tok, rest.get(2..).unwrap_or(&[]), "spgb")?;
-                let mut l = Layer::conv(out, k)
-                    .stride(o.stride.unwrap_or(1))
-                    .pad(o.pad.unwrap_or(0))
-                    .groups(o.groups.unwrap_or(1));
-                if !o.bias {
-                    l = l.no_bias();
-                }
-                b.push(l, idx);
-            }
-            "dwconv" => {
-                let k = num(tok, rest.first(), "kernel size")?;
-                let o = opts(tok, rest.get(1..).unwrap_or(&[]), "spb")?;
-                let c = cur()?.c;
-                let mut l = Layer::conv(c, k)
-                    .stride(o.stride.unwrap_or(1))
-                    .pad(o.pad.unwrap_or(0))
-                    .groups(c);
-                if !o.bias {
-                    l = l.no_bias();
-                }
-                b.push(l, idx);
-            }
-            "bn" => {
-                no_opts(tok, &rest)?;
-                b.push(Layer::batch_norm(), idx);
-            }
-            "relu" | "tanh" | "sigmoid" | "identity" => {
-                no_opts(tok, &rest)?;
-                let a = Act::from_name(name).with_context(|| format!("'{tok}'"))?;
-                b.push(Layer::act(a), "");
-            }
-            "maxpool" | "avgpool" => {
-                let k = num(tok, rest.first(), "window size")?;
-                let o = opts(tok, rest.get(1..).unwrap_or(&[]), "sp")?;
-                let l = if name == "maxpool" {
-                    Layer::max_pool(k)
-                } else {
-                    Layer::avg_pool(k)
-                };
-                b.push(l.stride(o.stride.unwrap_or(k)).pad(o.pad.unwrap_or(0)), "");
-            }
-            "gap" => {
-                no_opts(tok, &rest)?;
-                b.push(Layer::global_avg_pool(), "");
-            }
-            "flatten" => {
-                no_opts(tok, &rest)?;
-                b.push(Layer::flatten(), "");
-            }
-            "linear" | "fc" => {
-                let (out, opt_start) = match rest.first() {
-                    Some(v) if *v != "nobias" => (num(tok, Some(v), "output features")?, 1),
-                    _ => (classes, 0),
-                };
-                let o = opts(tok, rest.get(opt_start..).unwrap_or(&[]), "b")?;
-                let l = if o.bias {
-                    Layer::linear(out)
-                } else {
-                    Layer::linear(out).no_bias()
-                };
-                b.push(l, idx);
-            }
-            "block" | "wblock" => {
-                let out = num(tok, rest.first(), "output channels")?;
-                let o = opts(tok, rest.get(1..).unwrap_or(&[]), "s")?;
-                let s = o.stride.unwrap_or(1);
-                let cin = cur()?.c;
-                let x = if b.layers.is_empty() {
-                    None
-                } else {
-                    Some(b.last())
-                };
-                let p = format!("{idx}.");
-                if name == "block" {
-                    b.basic_block(&p, x, cin, out, s);
-                } else {
-                    let x = x.context("'wblock' cannot be the first layer (it needs a layer to add to)")?;
-                    b.wide_block(&p, x, cin, out, s);
-                }
-            }
-            "add" => {
-                let other = rest
-                    .first()
-                    .with_context(|| format!("'{full}': missing the layer to add (add:I)"))?;
-                if rest.len() > 1 {
-                    bail!("'{full}': add takes one layer index (add:I)");
-                }
-                let j = match source(full, other, b.layers.len())? {
-                    Src::Node(j) => j,
-                    _ => bail!("'{full}': add:I takes a layer index I, not the input"),
-                };
-                b.push(Layer::add(j), "");
-            }
-            "" => bail!("empty entry in the layer list"),
-            _ => bail!(
-                "'{tok}': unknown layer (expected conv, dwconv, bn, relu, tanh, sigmoid, identity, maxpool, avgpool, gap, flatten, linear, add, block, wblock)"
-            ),
-        }
+        entry(&mut b, full, tok, src, input, classes, &i.to_string())?;
         if let Some(src) = src {
             if b.layers.len() != before + 1 {
+                let name = fields(tok).0;
                 bail!("'{full}': @ applies to single layers, not to '{name}'");
             }
             if let Some(l) = b.layers.last_mut() {
@@ -571,6 +463,130 @@ fn layer_list(spec: &str, input: Dims, classes: usize) -> Result<Builder> {
         }
     }
     Ok(b)
+}
+
+/// Appends the layers of entry `full` (`tok` without its `@I`; reading
+/// `src`, when given, instead of the previous layer; `idx` its index in
+/// the list) to `b`.
+fn entry(
+    b: &mut Builder,
+    full: &str,
+    tok: &str,
+    src: Option<Src>,
+    input: Dims,
+    classes: usize,
+    idx: &str,
+) -> Result<()> {
+    let (name, rest) = fields(tok);
+    let cur = |b: &Builder| match src {
+        None | Some(Src::Prev) => dims_so_far(&b.layers, input),
+        Some(Src::Input) => Ok(input),
+        Some(Src::Node(j)) => dims_so_far(&b.layers[..=j], input),
+    };
+    match name {
+        "conv" => {
+            let out = num(tok, rest.first(), "output channels")?;
+            let k = num(tok, rest.get(1), "kernel size")?;
+            let o = opts(tok, rest.get(2..).unwrap_or(&[]), "spgb")?;
+            let mut l = Layer::conv(out, k)
+                .stride(o.stride.unwrap_or(1))
+                .pad(o.pad.unwrap_or(0))
+                .groups(o.groups.unwrap_or(1));
+            if !o.bias {
+                l = l.no_bias();
+            }
+            b.push(l, idx);
+        }
+        "dwconv" => {
+            let k = num(tok, rest.first(), "kernel size")?;
+            let o = opts(tok, rest.get(1..).unwrap_or(&[]), "spb")?;
+            let c = cur(b)?.c;
+            let mut l = Layer::conv(c, k)
+                .stride(o.stride.unwrap_or(1))
+                .pad(o.pad.unwrap_or(0))
+                .groups(c);
+            if !o.bias {
+                l = l.no_bias();
+            }
+            b.push(l, idx);
+        }
+        "bn" => {
+            no_opts(tok, &rest)?;
+            b.push(Layer::batch_norm(), idx);
+        }
+        "relu" | "tanh" | "sigmoid" | "identity" => {
+            no_opts(tok, &rest)?;
+            let a = Act::from_name(name).with_context(|| format!("'{tok}'"))?;
+            b.push(Layer::act(a), "");
+        }
+        "maxpool" | "avgpool" => {
+            let k = num(tok, rest.first(), "window size")?;
+            let o = opts(tok, rest.get(1..).unwrap_or(&[]), "sp")?;
+            let l = if name == "maxpool" {
+                Layer::max_pool(k)
+            } else {
+                Layer::avg_pool(k)
+            };
+            b.push(l.stride(o.stride.unwrap_or(k)).pad(o.pad.unwrap_or(0)), "");
+        }
+        "gap" => {
+            no_opts(tok, &rest)?;
+            b.push(Layer::global_avg_pool(), "");
+        }
+        "flatten" => {
+            no_opts(tok, &rest)?;
+            b.push(Layer::flatten(), "");
+        }
+        "linear" | "fc" => {
+            let (out, opt_start) = match rest.first() {
+                Some(v) if *v != "nobias" => (num(tok, Some(v), "output features")?, 1),
+                _ => (classes, 0),
+            };
+            let o = opts(tok, rest.get(opt_start..).unwrap_or(&[]), "b")?;
+            let l = if o.bias {
+                Layer::linear(out)
+            } else {
+                Layer::linear(out).no_bias()
+            };
+            b.push(l, idx);
+        }
+        "block" | "wblock" => {
+            let out = num(tok, rest.first(), "output channels")?;
+            let o = opts(tok, rest.get(1..).unwrap_or(&[]), "s")?;
+            let s = o.stride.unwrap_or(1);
+            let cin = cur(b)?.c;
+            let x = if b.layers.is_empty() {
+                None
+            } else {
+                Some(b.last())
+            };
+            let p = format!("{idx}.");
+            if name == "block" {
+                b.basic_block(&p, x, cin, out, s);
+            } else {
+                let x = x.context("'wblock' cannot be the first layer (it needs a layer to add to)")?;
+                b.wide_block(&p, x, cin, out, s);
+            }
+        }
+        "add" => {
+            let other = rest
+                .first()
+                .with_context(|| format!("'{full}': missing the layer to add (add:I)"))?;
+            if rest.len() > 1 {
+                bail!("'{full}': add takes one layer index (add:I)");
+            }
+            let j = match source(full, other, b.layers.len())? {
+                Src::Node(j) => j,
+                _ => bail!("'{full}': add:I takes a layer index I, not the input"),
+            };
+            b.push(Layer::add(j), "");
+        }
+        "" => bail!("empty entry in the layer list"),
+        _ => bail!(
+            "'{tok}': unknown layer (expected conv, dwconv, bn, relu, tanh, sigmoid, identity, maxpool, avgpool, gap, flatten, linear, add, block, wblock)"
+        ),
+    }
+    Ok(())
 }
 
 /// The layer an entry reads (`@I`, `@in`) or adds (`add:I`): `in` is the

@@ -137,6 +137,11 @@ pub fn tensors(model: &Model<Vec<Node>>) -> Vec<std::ops::Range<usize>> {
         if n.param_len == 0 {
             continue;
         }
+        if n.param_len < n.all_len {
+            // a layer that trains its bias alone (`Train::Bias`)
+            v.push(o..o + n.param_len);
+            continue;
+        }
         v.push(o..o + w);
         if n.param_len > w {
             v.push(o + w..o + n.param_len);
@@ -273,7 +278,27 @@ fn crosscheck_impl<D: Device, E: Exec<f32> + Clone>(
     let (x, y) = synthetic_data(n, n0, k, cfg.seed);
     let mut rng = Rng::new(cfg.seed ^ 0x5EED);
     let mut theta0 = vec![0.0f32; p];
-    init_params(model.nodes(), &mut theta0, &mut rng);
+    // a model that trains some of its parameters (`Train`) reads the
+    // others from every parameter's vector: drawn whole, θ its trained part
+    let whole = if model.sizes.params == model.sizes.all_params {
+        init_params(model.nodes(), &mut theta0, &mut rng);
+        None
+    } else {
+        let all: Vec<_> = model
+            .nodes()
+            .iter()
+            .map(|n| {
+                let mut m = *n;
+                m.param_off = n.frozen_off;
+                m.param_len = n.all_len;
+                m
+            })
+            .collect();
+        let mut whole = vec![0.0f32; model.sizes.all_params];
+        init_params(&all, &mut whole, &mut rng);
+        model.gather(&whole, &mut theta0)?;
+        Some(whole)
+    };
     let batches: Vec<Vec<u32>> = (0..cfg.steps)
         .map(|_| (0..b).map(|_| rng.below(n) as u32).collect())
         .collect();
@@ -305,6 +330,9 @@ fn crosscheck_impl<D: Device, E: Exec<f32> + Clone>(
             Net::resume(model.borrowed(), exec.clone(), &mut ws[..])?
         };
         fresh = false;
+        if let Some(w) = &whole {
+            cpu.set_frozen(w)?;
+        }
         cpu.set_batch(xb, Targets::Classes(yb))?;
         let bufs = fdgr_kernel::Buffers {
             theta: &mut th[..],
@@ -329,6 +357,9 @@ fn crosscheck_impl<D: Device, E: Exec<f32> + Clone>(
     // device
     let mut t = Trainer::new(dev, model.clone(), b, method, &cfg.opt)?;
     t.set_data(&x, &y)?;
+    if let Some(w) = &whole {
+        t.set_frozen(w)?;
+    }
     t.set_params(&theta0, None)?;
     t.set_amortized(amortized)?;
     let mut gst = SgdState::default();

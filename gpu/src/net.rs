@@ -59,6 +59,9 @@ pub struct DeviceNet<D: Device> {
     pub(crate) yb: D::IBuf,
     pub(crate) scal: D::Buf,
     pub(crate) flags: D::IBuf,
+    /// Every parameter, for a model that trains some of them
+    /// ([`DeviceNet::set_frozen`]).
+    frozen: Option<D::Buf>,
     batch: usize,
     deferred: bool,
     losses: usize,
@@ -147,6 +150,7 @@ impl<D: Device> DeviceNet<D> {
             yb,
             scal,
             flags,
+            frozen: None,
             batch: 0,
             deferred: false,
             losses: 0,
@@ -275,6 +279,30 @@ impl<D: Device> DeviceNet<D> {
         self.batch
     }
 
+    /// Uploads every parameter of a model that trains some of them
+    /// (`fdgr_kernel::model::Train`; `fdgr_kernel::Net::set_frozen` on the
+    /// CPU): the layers read the ones they do not train from here, θ holds
+    /// the trained ones. Needed before a pass of such a model.
+    pub fn set_frozen(&mut self, whole: &[f32]) -> Result<(), GpuError> {
+        let all = self.model.sizes.all_params;
+        if self.model.sizes.params == all {
+            return Err(GpuError::Input(
+                "frozen parameters given for a model that trains every parameter".into(),
+            ));
+        }
+        if whole.len() != all {
+            return Err(mismatch("frozen parameters", all, whole.len()).into());
+        }
+        if self.frozen.is_none() {
+            self.frozen = Some(self.dev.alloc(all.max(1))?);
+        }
+        if let Some(f) = &self.frozen {
+            let p = self.dev.ptr(f);
+            self.dev.upload(p, whole)?;
+        }
+        Ok(())
+    }
+
     /// The first device error since the last call, if any. Device errors
     /// surface at the kernel interface as [`DEVICE_ERROR`] (or a NaN from
     /// `dot`, `false` from `all_finite`); this is the real error.
@@ -325,6 +353,18 @@ impl<D: Device> DeviceNet<D> {
         let p = self.model.param_count();
         if self.dev.len(theta) != p {
             return Err(mismatch("theta", p, self.dev.len(theta)));
+        }
+        let sizes = &self.model.sizes;
+        if sizes.params != sizes.all_params {
+            match &self.frozen {
+                Some(f) if self.dev.len(f) == sizes.all_params => {}
+                _ => return Err(Error::MissingBuffer("frozen parameters")),
+            }
+            if hvp {
+                return Err(Error::Unsupported(
+                    "exact Hessian-vector product of a model with frozen parameters",
+                ));
+            }
         }
         let need = pass_len(&self.model, b, hvp);
         if hvp && !self.hvp || self.dev.len(&self.ws) < need {
@@ -391,6 +431,10 @@ impl<D: Device> DeviceNet<D> {
             out: out.map(|o| Region::new(o, p)),
             ws: Region::new(d.ptr(&self.ws), lay.end),
             state: Region::new(d.ptr(&self.state), self.model.sizes.state),
+            frozen: self
+                .frozen
+                .as_ref()
+                .map(|f| Region::new(d.ptr(f), d.len(f))),
         };
         let scratch = Scratch {
             sums: Region::new(d.ptr(&self.sums), d.len(&self.sums)),

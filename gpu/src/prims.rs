@@ -52,6 +52,10 @@ pub struct Mems {
     pub ws: Region,
     /// The running statistics.
     pub state: Region,
+    /// Every parameter of a model that trains some of them, of which the
+    /// layers read the ones they do not train (`None`: the model trains
+    /// every parameter).
+    pub frozen: Option<Region>,
 }
 
 /// Device scratch the primitives use beyond the kernel's workspace.
@@ -111,8 +115,7 @@ impl<'a, D: Device> GpuOps<'a, D> {
             Mem::Out => m.out,
             Mem::Ws => Some(m.ws),
             Mem::State => Some(m.state),
-            // models with frozen parameters are planned for the CPU only
-            Mem::Frozen => None,
+            Mem::Frozen => m.frozen,
         };
         match region {
             Some(r) if l.off + n <= r.len => Ok(r.ptr.at(l.off)),

@@ -71,7 +71,16 @@ fn lenet_like() -> Subject {
 /// the shortcut, max pooling with padding, a depthwise convolution,
 /// global average pooling, a linear layer.
 fn small_resnet() -> Subject {
-    let layers = [
+    Subject {
+        model: planned(&small_resnet_layers(), Dims::new(3, 8, 8), Loss::SoftmaxCe),
+        name: "resnet-small".into(),
+        act: "relu",
+    }
+}
+
+/// The layer list of [`small_resnet`].
+fn small_resnet_layers() -> Vec<Layer> {
+    vec![
         // 0..2 stem
         Layer::conv(8, 3).pad(1).no_bias(),
         Layer::batch_norm(),
@@ -104,11 +113,73 @@ fn small_resnet() -> Subject {
         Layer::global_avg_pool(),
         Layer::flatten(),
         Layer::linear(4),
+    ]
+}
+
+/// `--train-layers` on the device: the layers read their frozen
+/// parameters from a device copy of every parameter, θ, the direction and
+/// the optimizer state hold the trained ones; step for step as the CPU
+/// kernel with the same frozen parameters, for every method without a
+/// Hessian-vector product, on the small ResNet (the last two layers with
+/// parameters, and chosen layers: a batch norm, a convolution of the
+/// strided block and the head) and an MLP (every bias).
+#[test]
+fn trained_subsets_match_cpu_kernel() {
+    use fdgr_kernel::finetune::{mark_trained, Mode};
+    let mlp = [
+        Layer::linear(8),
+        Layer::act(Act::Tanh),
+        Layer::linear(7),
+        Layer::act(Act::Tanh),
+        Layer::linear(3),
     ];
-    Subject {
-        model: planned(&layers, Dims::new(3, 8, 8), Loss::SoftmaxCe),
-        name: "resnet-small".into(),
-        act: "relu",
+    let cases: [(Vec<Layer>, Dims, Mode, &str); 3] = [
+        (
+            small_resnet_layers(),
+            Dims::new(3, 8, 8),
+            Mode::Last(2),
+            "resnet-small last:2",
+        ),
+        (
+            small_resnet_layers(),
+            Dims::new(3, 8, 8),
+            Mode::Layers((1 << 11) | (1 << 13) | (1 << 23)),
+            "resnet-small layers:11,13,23",
+        ),
+        (mlp.to_vec(), Dims::flat(6), Mode::Bias, "mlp bias"),
+    ];
+    for (mut layers, input, mode, name) in cases {
+        mark_trained(&mut layers, mode).unwrap();
+        let s = Subject {
+            model: planned(&layers, input, Loss::SoftmaxCe),
+            name: name.into(),
+            act: "relu",
+        };
+        let sz = s.model.sizes;
+        assert!(
+            sz.params > 0 && sz.params < sz.all_params,
+            "{name}: a proper subset"
+        );
+        for m in crosscheck_methods() {
+            if m.needs_hvp() {
+                continue;
+            }
+            let mut c = CrossCheckConfig {
+                clip_norm: Some(0.5),
+                ..cfg(4, 5, Sgd::paper())
+            };
+            c.tolerance = 1e-5;
+            c.lr = 0.05;
+            let r = crosscheck_on(Emu::new(), &s, &m, &c, Serial).unwrap();
+            assert!(
+                r.passed && r.loss_rel_diff < 1e-5,
+                "{name} {}: θ rel diff {:e}, loss rel diff {:e}, state {:e}",
+                m.name(),
+                r.max_rel_diff,
+                r.loss_rel_diff,
+                r.state_rel_diff
+            );
+        }
     }
 }
 

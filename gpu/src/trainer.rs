@@ -239,6 +239,13 @@ impl<D: Device> Trainer<D> {
         Ok(())
     }
 
+    /// Every parameter of a model that trains some of them (see
+    /// [`DeviceNet::set_frozen`]): θ, the direction and the optimizer's
+    /// state hold the trained parameters only.
+    pub fn set_frozen(&mut self, whole: &[f32]) -> Result<(), GpuError> {
+        self.obj.set_frozen(whole)
+    }
+
     /// Uploads θ and the optimizer's state (its vectors one after the
     /// other: P values for SGD's momentum, 2P for Adam's m and v; `None`:
     /// zeros).

@@ -235,6 +235,12 @@ impl GpuTrainer {
         self.run(|t| t.set_data(x, labels))
     }
 
+    /// Uploads every parameter of a model that trains some of them (its
+    /// layers read the frozen ones from there; θ holds the trained ones).
+    pub fn set_frozen(&mut self, whole: &[f32]) -> Result<(), GpuError> {
+        self.run(|t| t.set_frozen(whole))
+    }
+
     /// Uploads θ (P values, the kernel's layout) and the optimizer's
     /// state vectors, one after the other (`None`: zeros).
     pub fn set_params(&mut self, theta: &[f32], state: Option<&[f32]>) -> Result<(), GpuError> {

@@ -176,12 +176,93 @@ pub struct CpuBackend {
     partial: Option<Partial>,
 }
 
-/// What a backend that trains a subset of the parameters keeps besides θ.
-struct Partial {
+/// What a backend that trains a subset of the parameters
+/// (`--train-layers`) keeps besides θ; the CPU and the GPU backends move
+/// whole vectors in and out through it.
+pub(crate) struct Partial {
     /// The model with every parameter trained (evaluation).
-    full: Model<Vec<Node>>,
+    pub(crate) full: Model<Vec<Node>>,
     /// Every parameter as set (the frozen ones are read from here).
-    whole: Vec<f32>,
+    pub(crate) whole: Vec<f32>,
+}
+
+/// The model of `layers` (planned as `full`) that trains only the
+/// parameters `mode` names, the others frozen.
+pub(crate) fn marked_model(
+    full: &Model<Vec<Node>>,
+    layers: &[fdgr_kernel::Layer],
+    mode: fdgr_kernel::finetune::Mode,
+) -> Result<Model<Vec<Node>>> {
+    let mut marked = layers.to_vec();
+    fdgr_kernel::finetune::mark_trained(&mut marked, mode)
+        .map_err(|e| anyhow!("--train-layers {mode}: {e}"))?;
+    let mut nodes = vec![Node::EMPTY; marked.len()];
+    let sizes = fdgr_kernel::model::plan(&marked, full.input, &mut nodes)
+        .map_err(|e| anyhow!("--train-layers {mode}: {e}"))?;
+    Ok(Model::from_plan(nodes, full.input, full.loss, sizes))
+}
+
+impl Partial {
+    /// Every parameter in (`theta`: the whole vector; `opt_state`: whole
+    /// blocks, one per optimizer state vector; `None`: zeros), kept for
+    /// the frozen ones; the trained parts of `marked` out, into `trained`
+    /// and the blocks of `state` (one per state vector).
+    pub(crate) fn split(
+        &mut self,
+        marked: &Model<Vec<Node>>,
+        theta: &[f32],
+        opt_state: Option<&[f32]>,
+        trained: &mut [f32],
+        state: &mut [&mut [f32]],
+    ) -> Result<()> {
+        let all = self.whole.len();
+        if theta.len() != all {
+            return Err(anyhow!("θ has {} values, model needs {all}", theta.len()));
+        }
+        if let Some(m) = opt_state {
+            if m.len() != state.len() * all {
+                return Err(anyhow!(
+                    "optimizer state has {} values, expected {}",
+                    m.len(),
+                    state.len() * all
+                ));
+            }
+        }
+        self.whole.copy_from_slice(theta);
+        marked.gather(theta, trained).map_err(|e| anyhow!("{e}"))?;
+        match opt_state {
+            Some(m) => {
+                for (v, w) in state.iter_mut().zip(m.chunks(all)) {
+                    marked.gather(w, v).map_err(|e| anyhow!("{e}"))?;
+                }
+            }
+            None => state.iter_mut().for_each(|v| v.fill(0.0)),
+        }
+        Ok(())
+    }
+
+    /// The whole vectors out: θ the frozen parameters as set and the
+    /// trained ones of `marked` from `trained`; the optimizer state (one
+    /// whole block per block of `state`) zero for a frozen parameter.
+    pub(crate) fn join(
+        &self,
+        marked: &Model<Vec<Node>>,
+        trained: &[f32],
+        state: &[&[f32]],
+        theta: &mut [f32],
+        opt_state: Option<&mut [f32]>,
+    ) -> Result<()> {
+        let all = self.whole.len();
+        theta.copy_from_slice(&self.whole);
+        marked.scatter(trained, theta).map_err(|e| anyhow!("{e}"))?;
+        if let Some(m) = opt_state {
+            m.fill(0.0);
+            for (v, w) in state.iter().zip(m.chunks_mut(all)) {
+                marked.scatter(v, w).map_err(|e| anyhow!("{e}"))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A CPU backend's part in data-parallel training.
@@ -267,14 +348,8 @@ impl CpuBackend {
         opt: &Optimizer<f32>,
         amortized: bool,
     ) -> Result<Self> {
-        let mut marked = layers.to_vec();
-        fdgr_kernel::finetune::mark_trained(&mut marked, mode)
-            .map_err(|e| anyhow!("--train-layers {mode}: {e}"))?;
-        let mut nodes = vec![Node::EMPTY; marked.len()];
-        let sizes = fdgr_kernel::model::plan(&marked, full.input, &mut nodes)
-            .map_err(|e| anyhow!("--train-layers {mode}: {e}"))?;
-        let model = Model::from_plan(nodes, full.input, full.loss, sizes);
-        let whole = crate::memory::zeros("parameters", sizes.all_params)?;
+        let model = marked_model(&full, layers, mode)?;
+        let whole = crate::memory::zeros("parameters", model.sizes.all_params)?;
         let mut b = CpuBackend::new(
             model, exec, train_x, train_y, max_batch, method, opt, amortized,
         )?;
@@ -304,33 +379,13 @@ impl Backend for CpuBackend {
     fn set_params(&mut self, theta: &[f32], opt_state: Option<&[f32]>) -> Result<()> {
         if let Some(part) = &mut self.partial {
             // the whole vectors in, the trained parts kept
-            let all = part.whole.len();
-            if theta.len() != all {
-                return Err(anyhow!("θ has {} values, model needs {all}", theta.len()));
-            }
-            part.whole.copy_from_slice(theta);
-            self.model
-                .gather(theta, &mut self.theta)
-                .map_err(|e| anyhow!("{e}"))?;
-            let k = self.opt_state.iter().filter(|v| !v.is_empty()).count();
-            match opt_state {
-                Some(m) if m.len() == k * all => {
-                    for (v, w) in self.opt_state.iter_mut().zip(m.chunks(all)) {
-                        if !v.is_empty() {
-                            self.model.gather(w, v).map_err(|e| anyhow!("{e}"))?;
-                        }
-                    }
-                }
-                Some(m) => {
-                    return Err(anyhow!(
-                        "optimizer state has {} values, expected {}",
-                        m.len(),
-                        k * all
-                    ))
-                }
-                None => self.opt_state.iter_mut().for_each(|v| v.fill(0.0)),
-            }
-            return Ok(());
+            let mut state: Vec<&mut [f32]> = self
+                .opt_state
+                .iter_mut()
+                .filter(|v| !v.is_empty())
+                .map(|v| &mut v[..])
+                .collect();
+            return part.split(&self.model, theta, opt_state, &mut self.theta, &mut state);
         }
         if theta.len() != self.theta.len() {
             return Err(anyhow!(
@@ -362,23 +417,13 @@ impl Backend for CpuBackend {
         if let Some(part) = &self.partial {
             // the frozen parameters as set, the trained ones as trained;
             // the optimizer state of a frozen parameter is zero
-            let all = part.whole.len();
-            theta.copy_from_slice(&part.whole);
-            self.model
-                .scatter(&self.theta, theta)
-                .map_err(|e| anyhow!("{e}"))?;
-            if let Some(m) = opt_state {
-                m.fill(0.0);
-                for (v, w) in self
-                    .opt_state
-                    .iter()
-                    .filter(|v| !v.is_empty())
-                    .zip(m.chunks_mut(all))
-                {
-                    self.model.scatter(v, w).map_err(|e| anyhow!("{e}"))?;
-                }
-            }
-            return Ok(());
+            let state: Vec<&[f32]> = self
+                .opt_state
+                .iter()
+                .filter(|v| !v.is_empty())
+                .map(|v| &v[..])
+                .collect();
+            return part.join(&self.model, &self.theta, &state, theta, opt_state);
         }
         theta.copy_from_slice(&self.theta);
         if let Some(m) = opt_state {
@@ -631,4 +676,74 @@ pub fn outputs_cpu(
         out.extend_from_slice(net.forward_outputs(theta).map_err(|e| anyhow!("{e}"))?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fdgr_kernel::finetune::Mode;
+    use fdgr_kernel::model::{Dims, Layer};
+
+    /// Whole vectors in and out through a trained subset (the path of both
+    /// the CPU and the GPU backend for `--train-layers`): the trained parts
+    /// out are the whole vectors' trained entries, the whole θ comes back
+    /// with the trained entries replaced, and a frozen parameter's
+    /// optimizer state comes back zero.
+    #[test]
+    fn partial_split_and_join() {
+        let layers = [
+            Layer::linear(4),
+            Layer::act(fdgr_kernel::Act::Tanh),
+            Layer::linear(3),
+        ];
+        let input = Dims::flat(5);
+        let mut nodes = vec![Node::EMPTY; layers.len()];
+        let sizes = fdgr_kernel::model::plan(&layers, input, &mut nodes).unwrap();
+        let full = Model::from_plan(nodes, input, fdgr_kernel::Loss::SoftmaxCe, sizes);
+        let marked = marked_model(&full, &layers, Mode::Bias).unwrap();
+        let (all, p) = (marked.sizes.all_params, marked.param_count());
+        assert_eq!((all, p), (5 * 4 + 4 + 4 * 3 + 3, 4 + 3));
+        let mut part = Partial {
+            full,
+            whole: vec![0.0; all],
+        };
+        let theta: Vec<f32> = (0..all).map(|i| i as f32).collect();
+        let opt: Vec<f32> = (0..2 * all).map(|i| 1000.0 + i as f32).collect();
+        let (mut t, mut s0, mut s1) = (vec![0.0; p], vec![0.0; p], vec![0.0; p]);
+        part.split(&marked, &theta, Some(&opt), &mut t, &mut [&mut s0, &mut s1])
+            .unwrap();
+        // the biases: entries 20..24 and 36..39 of the whole vector
+        let bias: Vec<usize> = (20..24).chain(36..39).collect();
+        assert_eq!(t, bias.iter().map(|&i| i as f32).collect::<Vec<_>>());
+        assert_eq!(
+            s1,
+            bias.iter()
+                .map(|&i| 1000.0 + (all + i) as f32)
+                .collect::<Vec<_>>()
+        );
+        // trained values move; the whole vectors come back around them
+        t.iter_mut().for_each(|v| *v = -*v);
+        let (mut back, mut back_opt) = (vec![0.0; all], vec![7.0; 2 * all]);
+        part.join(&marked, &t, &[&s0, &s1], &mut back, Some(&mut back_opt))
+            .unwrap();
+        for i in 0..all {
+            let trained = bias.contains(&i);
+            assert_eq!(back[i], if trained { -(i as f32) } else { i as f32 });
+            let want = if trained { 1000.0 + i as f32 } else { 0.0 };
+            assert_eq!(back_opt[i], want, "state of parameter {i}");
+        }
+        // wrong lengths are errors, not panics
+        assert!(part
+            .split(&marked, &theta[1..], None, &mut t, &mut [])
+            .is_err());
+        assert!(part
+            .split(
+                &marked,
+                &theta,
+                Some(&opt[1..]),
+                &mut t,
+                &mut [&mut s0, &mut s1]
+            )
+            .is_err());
+    }
 }

@@ -496,9 +496,6 @@ impl TrainConfig {
             bail!("--gr-every must be at least 1");
         }
         let train = self.train_layers()?;
-        if train != Mode::Full && self.backend == BackendName::Gpu {
-            bail!("--train-layers {train}: runs on the CPU backend only");
-        }
         if train != Mode::Full && self.method().needs_hvp() {
             bail!(
                 "--train-layers {train} with --method {}: the exact Hessian-vector product is not \

@@ -9,7 +9,7 @@
 
 use crate::arch::Arch;
 use crate::augment::{Crop, CropFlip};
-use crate::backend::{Backend, StepError};
+use crate::backend::{marked_model, Backend, Partial, StepError};
 use crate::data::Dataset;
 use crate::dist::{self, Dist};
 use anyhow::{anyhow, Result};
@@ -17,6 +17,8 @@ use fdgr_gpu::check::Subject;
 use fdgr_gpu::nccl::Nccl;
 use fdgr_gpu::{Augment, CropDraw, GpuError, GpuOptions, GpuTrainer, Precision};
 use fdgr_kernel::dist::AscentMode;
+use fdgr_kernel::finetune::Mode;
+use fdgr_kernel::model::{Model, Node};
 use fdgr_kernel::{Method, Optimizer, Rng, SgdState, StepOptions};
 use std::sync::Arc;
 
@@ -42,6 +44,11 @@ pub struct GpuBackend {
     /// L(θ) of the last step when it ran synchronously (with step
     /// options), for [`Backend::flush`].
     last_loss: Option<f32>,
+    /// Training a subset of the parameters (`--train-layers`): the
+    /// trainer's model (its θ and optimizer state hold the trained ones),
+    /// and every parameter as set (on the device too, for the layers to
+    /// read the frozen ones).
+    partial: Option<(Partial, Model<Vec<Node>>)>,
 }
 
 /// A GPU backend's part in data-parallel training: one GPU per process,
@@ -59,13 +66,37 @@ impl Backend for GpuBackend {
     }
 
     fn set_params(&mut self, theta: &[f32], opt_state: Option<&[f32]>) -> Result<()> {
-        self.t
-            .set_params(theta, opt_state)
-            .map_err(|e| anyhow!("{e}"))
+        let Some((part, marked)) = &mut self.partial else {
+            return self
+                .t
+                .set_params(theta, opt_state)
+                .map_err(|e| anyhow!("{e}"));
+        };
+        // the whole vectors in: every parameter to the device (the frozen
+        // ones are read there), the trained parts as θ and its state
+        let (p, all) = (marked.param_count(), part.whole.len());
+        let k = opt_state.map_or(0, |m| m.len() / all.max(1));
+        let (mut trained, mut state) = (vec![0.0f32; p], vec![0.0f32; k * p]);
+        let mut blocks: Vec<&mut [f32]> = state.chunks_mut(p.max(1)).collect();
+        part.split(marked, theta, opt_state, &mut trained, &mut blocks)?;
+        self.t.set_frozen(&part.whole).map_err(|e| anyhow!("{e}"))?;
+        let st = opt_state.map(|_| &state[..]);
+        self.t.set_params(&trained, st).map_err(|e| anyhow!("{e}"))
     }
 
     fn params(&mut self, theta: &mut [f32], opt_state: Option<&mut [f32]>) -> Result<()> {
-        self.t.params(theta, opt_state).map_err(|e| anyhow!("{e}"))
+        let Some((part, marked)) = &self.partial else {
+            return self.t.params(theta, opt_state).map_err(|e| anyhow!("{e}"));
+        };
+        let (p, all) = (marked.param_count(), part.whole.len());
+        let k = opt_state.as_ref().map_or(0, |m| m.len() / all.max(1));
+        let (mut trained, mut state) = (vec![0.0f32; p], vec![0.0f32; k * p]);
+        let st = opt_state.as_ref().map(|_| &mut state[..]);
+        self.t
+            .params(&mut trained, st)
+            .map_err(|e| anyhow!("{e}"))?;
+        let blocks: Vec<&[f32]> = state.chunks(p.max(1)).collect();
+        part.join(marked, &trained, &blocks, theta, opt_state)
     }
 
     fn step(
@@ -231,9 +262,11 @@ fn has_conv(arch: &Arch) -> bool {
         .any(|n| matches!(n.op, fdgr_kernel::Op::Conv2d { .. }))
 }
 
-/// A GPU backend for `arch` holding the training split of `data`; with
-/// `amortized`, it keeps amortized GR's correction (`--gr-every`,
-/// `--gr-prob`).
+/// A GPU backend for `arch` holding the training split of `data`,
+/// training the parameters `mode` names (`--train-layers`; the others
+/// frozen at the values [`Backend::set_params`] gives); with `amortized`,
+/// it keeps amortized GR's correction (`--gr-every`, `--gr-prob`).
+#[allow(clippy::too_many_arguments)]
 pub fn backend(
     arch: &Arch,
     data: &Dataset,
@@ -242,16 +275,23 @@ pub fn backend(
     opt: &Optimizer<f32>,
     precision: Precision,
     amortized: bool,
+    mode: Mode,
 ) -> Result<Box<dyn Backend>> {
     probe()?;
-    let mut t = GpuTrainer::new(
-        arch.model.clone(),
-        max_batch,
-        method,
-        opt,
-        GpuOptions { precision },
-    )
-    .map_err(|e| anyhow!("{e}"))?;
+    let (model, partial) = match mode {
+        Mode::Full => (arch.model.clone(), None),
+        mode => {
+            let marked = marked_model(&arch.model, &arch.layers, mode)?;
+            let whole = vec![0.0f32; marked.sizes.all_params];
+            let part = Partial {
+                full: arch.model.clone(),
+                whole,
+            };
+            (marked.clone(), Some((part, marked)))
+        }
+    };
+    let mut t = GpuTrainer::new(model, max_batch, method, opt, GpuOptions { precision })
+        .map_err(|e| anyhow!("{e}"))?;
     announce(&t, precision, has_conv(arch));
     t.set_data(&data.train.x, &data.train.y)
         .map_err(|e| anyhow!("{e}"))?;
@@ -262,6 +302,7 @@ pub fn backend(
         crops: Vec::with_capacity(max_batch),
         dp: None,
         last_loss: None,
+        partial,
     }))
 }
 

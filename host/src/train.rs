@@ -255,6 +255,7 @@ pub fn make_backend(
             &opt,
             cfg.precision.gpu(cfg.tf32),
             cfg.amortized(),
+            cfg.train_layers()?,
         )?,
     })
 }

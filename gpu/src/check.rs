@@ -416,19 +416,20 @@ pub fn crosscheck_all_on<D: Device, E: Exec<f32> + Clone>(
     Ok(out)
 }
 
-/// The cross-check of `fdgr crosscheck`: [`crosscheck_methods`] (every
-/// method) on CUDA device 0, compiling the kernels once, against the CPU
-/// kernel on `exec`. The host prints each result's [`CrossCheck::to_json`]
-/// and exits non-zero unless all passed.
+/// The cross-check of `fdgr crosscheck`: `methods` (usually
+/// [`crosscheck_methods`], every method) on CUDA device 0, compiling the
+/// kernels once, against the CPU kernel on `exec`. The host prints each
+/// result's [`CrossCheck::to_json`] and exits non-zero unless all passed.
 pub fn crosscheck_all<E: Exec<f32> + Clone>(
     subject: &Subject,
+    methods: &[Method<f32>],
     cfg: &CrossCheckConfig,
     options: GpuOptions,
     exec: E,
 ) -> Result<Vec<CrossCheck>, GpuError> {
     let dev = Cuda::new(0, &options, cfg.batch)?;
     crate::error::guarded("cross-check", || {
-        crosscheck_all_on(dev, subject, &crosscheck_methods(), cfg, exec)
+        crosscheck_all_on(dev, subject, methods, cfg, exec)
     })
 }
 

@@ -188,7 +188,7 @@ pub(crate) struct Partial {
 
 /// The model of `layers` (planned as `full`) that trains only the
 /// parameters `mode` names, the others frozen.
-pub(crate) fn marked_model(
+pub fn marked_model(
     full: &Model<Vec<Node>>,
     layers: &[fdgr_kernel::Layer],
     mode: fdgr_kernel::finetune::Mode,

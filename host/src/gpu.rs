@@ -315,10 +315,13 @@ fn subject(arch: &Arch) -> Subject {
 }
 
 /// `fdgr crosscheck`: every method for `steps` steps on GPU and CPU kernel
-/// (the host's parallel executor) from the same θ and batches. Returns the
-/// JSON lines and whether all passed.
+/// (the host's parallel executor) from the same θ and batches, training the
+/// parameters `mode` names (the others frozen, drawn with θ; then without
+/// the methods that need an exact Hessian product). Returns the JSON lines
+/// and whether all passed.
 pub fn crosscheck(
     arch: &Arch,
+    mode: Mode,
     batch: usize,
     steps: usize,
     precision: Precision,
@@ -327,7 +330,14 @@ pub fn crosscheck(
     probe()?;
     let cfg = fdgr_gpu::check::CrossCheckConfig::new(batch, steps, precision);
     let exec = crate::cpu::Par { threads };
-    fdgr_gpu::check::crosscheck_all(&subject(arch), &cfg, GpuOptions { precision }, exec)
+    let mut s = subject(arch);
+    let mut methods = fdgr_gpu::check::crosscheck_methods().to_vec();
+    if mode != Mode::Full {
+        s.model = marked_model(&arch.model, &arch.layers, mode)?;
+        s.name = format!("{} --train-layers {mode}", s.name);
+        methods.retain(|m| !m.needs_hvp());
+    }
+    fdgr_gpu::check::crosscheck_all(&s, &methods, &cfg, GpuOptions { precision }, exec)
         .map_err(|e| anyhow!("{e}"))
 }
 

@@ -404,6 +404,15 @@ fn gpu_backend_without_driver_fails_cleanly() {
         &["bench", "--backend", "gpu", "--method", "fgr"][..],
         &["crosscheck", "--steps", "1"][..],
         &[
+            "crosscheck",
+            "--model",
+            "64-32-10",
+            "--steps",
+            "1",
+            "--train-layers",
+            "bias",
+        ][..],
+        &[
             "bench",
             "--backend",
             "gpu",

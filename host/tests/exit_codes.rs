@@ -352,3 +352,31 @@ fn resume_redraws_a_torn_plot() {
         &["already complete"],
     );
 }
+
+/// `fdgr crosscheck --train-layers`: a mode that is not one, or names a
+/// layer without parameters, is bad input (exit 2) found before any GPU is
+/// looked for, so it reads the same with or without one.
+#[test]
+fn crosscheck_refuses_a_bad_trained_subset() {
+    let base = ["crosscheck", "--model", "64-32-10", "--steps", "1"];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        a
+    };
+    expect(
+        &with(&["--train-layers", "half"]),
+        2,
+        &["--train-layers half", "expected full"],
+    );
+    expect(
+        &with(&["--train-layers", "layers:1"]),
+        2,
+        &["--train-layers layers:1", "no parameters"],
+    );
+    expect(
+        &with(&["--train-layers", "last:3"]),
+        2,
+        &["--train-layers last:3"],
+    );
+}

@@ -670,6 +670,41 @@ impl<D: Device> Objective<f32> for DeviceNet<D> {
         r.map_err(|e| self.fail(e))
     }
 
+    /// Synchronous steps: the kernel's check (one wait for the flag) and
+    /// update. Queued steps ([`crate::Trainer::step_async`]): on the device
+    /// without waiting — the finiteness check of the step's loss and of
+    /// `d` sets a flag that makes the update, the running-statistics commit
+    /// and every later queued step skip, and `commit_step` keeps the count
+    /// (the trainer reads the outcome when it finishes).
+    fn finish_step(
+        &mut self,
+        theta: &mut D::Buf,
+        d: &mut D::Buf,
+        s0: Option<&mut D::Buf>,
+        s1: Option<&mut D::Buf>,
+        loss: f32,
+        h: &OptElem<f32>,
+        step: u64,
+    ) -> Result<(), Error> {
+        if !self.deferred {
+            return fdgr_kernel::objective::finish_step(self, theta, d, s0, s1, loss, h);
+        }
+        let p = self.model.param_count();
+        let f = self.flags_ptr();
+        let lp = self.scal_ptr(ScalarPlan::STEP_LOSS);
+        let (tp, dp) = (self.dev.ptr(theta), self.dev.ptr(d));
+        let p0 = s0.map(|v| self.dev.ptr(v));
+        let p1 = s1.map(|v| self.dev.ptr(v));
+        let dev = &mut self.dev;
+        let r = launchers::nonfinite(dev, dp, p, Some(lp), f.at(flags::BAD))
+            .and_then(|()| launchers::opt_update(dev, tp, dp, p0, p1, p, h, Some(f)))
+            // the running statistics of an accepted step (before
+            // commit_step clears the verdict)
+            .and_then(|()| self.commit_on_device(Some(f)).map(drop))
+            .and_then(|()| launchers::commit_step(&mut self.dev, f, step));
+        r.map_err(|e| self.fail(e))
+    }
+
     fn loss(&mut self, theta: &D::Buf) -> Result<f32, Error> {
         let b = self.ready(theta, false, Mode::Train)?;
         let slot = self.next_loss_slot();

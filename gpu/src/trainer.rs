@@ -3,7 +3,7 @@
 //! `direction` plus an on-device update, for steps without a host round
 //! trip).
 
-use fdgr_kernel::method::{direction, Buffers};
+use fdgr_kernel::method::Buffers;
 use fdgr_kernel::model::{Mode, Model, Node};
 use fdgr_kernel::{Error, Loss, Method, Objective, Optim, SgdState, StepOptions};
 
@@ -536,24 +536,25 @@ impl<D: Device> Trainer<D> {
                 .step_aug(indices, crops, method, opt, state, lr)
                 .map(|_| ());
         }
-        method.validate()?;
-        opt.validate()?;
-        if !lr.is_finite() {
-            return Err(Error::InvalidConfig("learning rate must be finite").into());
-        }
         self.ensure(method, opt)?;
         self.load_batch(indices, crops)?;
+        // the kernel's step (checks, direction, the count in `state`) with
+        // the objective deferred: losses stay on the device and
+        // `DeviceNet::finish_step` queues the check and the update
         self.obj.begin_step(true);
-        let mut point = self.point.as_mut();
-        let mut point2 = self.point2.as_mut();
-        let r = direction(
-            &mut self.obj,
-            method,
-            &self.theta,
-            &mut self.dir,
-            &mut point,
-            &mut point2,
-        );
+        let bufs = Buffers {
+            theta: &mut self.theta,
+            dir: &mut self.dir,
+            state: {
+                let [a, b] = &mut self.opt_state;
+                [a.as_mut(), b.as_mut()]
+            },
+            point: self.point.as_mut(),
+            point2: self.point2.as_mut(),
+            correction: None,
+        };
+        let x = StepOptions::default();
+        let r = fdgr_kernel::step_with(&mut self.obj, method, opt, state, lr, &x, bufs);
         self.obj.end_step();
         if let Err(e) = r {
             return Err(self.device_error_or(e));
@@ -561,22 +562,6 @@ impl<D: Device> Trainer<D> {
         if let Some(e) = self.obj.take_error() {
             return Err(e);
         }
-        let p = self.param_count();
-        let d = &mut self.obj.dev;
-        let f = d.iptr(&self.obj.flags);
-        let loss = d.ptr(&self.obj.scal).at(ScalarPlan::STEP_LOSS);
-        let (tp, dp) = (d.ptr(&self.theta), d.ptr(&self.dir));
-        let p0 = self.opt_state[0].as_ref().map(|v| d.ptr(v));
-        let p1 = self.opt_state[1].as_ref().map(|v| d.ptr(v));
-        let h = opt.rule_elem(lr, state.steps);
-        launchers::nonfinite(d, dp, p, Some(loss), f.at(flags::BAD))?;
-        launchers::opt_update(d, tp, dp, p0, p1, p, &h, Some(f))?;
-        // the running statistics of an accepted step (before commit_step
-        // clears the verdict)
-        self.obj.commit_on_device(Some(f))?;
-        let d = &mut self.obj.dev;
-        launchers::commit_step(d, f, state.steps)?;
-        state.steps += 1;
         self.pending = true;
         Ok(())
     }

@@ -566,12 +566,8 @@ pub fn step_with<F: Real, O: Objective<F> + ?Sized, P: Optim<F> + ?Sized>(
             o.scale(dir, coef);
         }
     }
-    if !loss.is_finite() || !o.all_finite(dir) {
-        return Err(Error::NonFinite);
-    }
     let h = opt.rule_elem(lr, state.steps);
-    o.commit();
-    o.opt_update(theta, dir, s0, s1, &h);
+    o.finish_step(theta, dir, s0, s1, loss, &h, state.steps)?;
     state.steps += 1;
     Ok(loss)
 }

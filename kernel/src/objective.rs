@@ -130,6 +130,49 @@ pub trait Objective<F: Real>: VecSpace<F> {
         let _ = d;
         Ok(loss)
     }
+
+    /// The end of a step ([`crate::step_with`]), once the direction `d` is
+    /// formed and clipped: [`finish_step`] — refuse a non-finite loss or
+    /// direction ([`Error::NonFinite`], nothing changed), else commit the
+    /// pass's state ([`Objective::commit`]) and apply the optimizer's
+    /// update `h` (step number `step`). A GPU objective that queues steps
+    /// runs the same check and update on the device instead, without
+    /// waiting for the verdict.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_step(
+        &mut self,
+        theta: &mut Self::Vec,
+        d: &mut Self::Vec,
+        s0: Option<&mut Self::Vec>,
+        s1: Option<&mut Self::Vec>,
+        loss: F,
+        h: &OptElem<F>,
+        step: u64,
+    ) -> Result<(), Error> {
+        let _ = step;
+        finish_step(self, theta, d, s0, s1, loss, h)
+    }
+}
+
+/// The end of a step as [`Objective::finish_step`] does it by default:
+/// [`Error::NonFinite`] (nothing changed) unless the loss and every entry
+/// of `d` are finite; then [`Objective::commit`] and the optimizer's
+/// update.
+pub fn finish_step<F: Real, O: Objective<F> + ?Sized>(
+    o: &mut O,
+    theta: &mut O::Vec,
+    d: &mut O::Vec,
+    s0: Option<&mut O::Vec>,
+    s1: Option<&mut O::Vec>,
+    loss: F,
+    h: &OptElem<F>,
+) -> Result<(), Error> {
+    if !loss.is_finite() || !o.all_finite(d) {
+        return Err(Error::NonFinite);
+    }
+    o.commit();
+    o.opt_update(theta, d, s0, s1, h);
+    Ok(())
 }
 
 /// How dense maths is executed on CPU memory: the matrix product and the

@@ -379,10 +379,6 @@ impl<D: Device> Trainer<D> {
         Ok(())
     }
 
-    fn device_error_or(&mut self, e: Error) -> GpuError {
-        self.obj.take_error().unwrap_or_else(|| e.into())
-    }
-
     /// One training step with the kernel's own `fdgr_kernel::step`: the
     /// direction of `method` on samples `indices`, the finiteness check,
     /// the SGD update. Returns L(θ) before the step. Waits for the device
@@ -481,7 +477,26 @@ impl<D: Device> Trainer<D> {
         }
         self.ensure(method, opt)?;
         self.load_batch(indices, crops)?;
-        self.obj.begin_step(false);
+        self.kernel_step(false, method, opt, state, lr, x)
+    }
+
+    /// `fdgr_kernel::step_with` on the objective and the trainer's buffers.
+    /// Synchronous (`deferred` false): the step options as given, with the
+    /// amortized correction when the trainer keeps one; the losses are read
+    /// back. Deferred: the losses stay on the device and
+    /// `DeviceNet::finish_step` queues the check and the update (no stored
+    /// correction: the queued path takes no step options). A device error
+    /// comes before the kernel's.
+    fn kernel_step(
+        &mut self,
+        deferred: bool,
+        method: &Method<f32>,
+        opt: &(impl Optim<f32> + ?Sized),
+        state: &mut SgdState,
+        lr: f32,
+        x: &StepOptions<f32>,
+    ) -> Result<f32, GpuError> {
+        self.obj.begin_step(deferred);
         let bufs = Buffers {
             theta: &mut self.theta,
             dir: &mut self.dir,
@@ -491,9 +506,14 @@ impl<D: Device> Trainer<D> {
             },
             point: self.point.as_mut(),
             point2: self.point2.as_mut(),
-            correction: self.correction.as_mut(),
+            correction: if deferred {
+                None
+            } else {
+                self.correction.as_mut()
+            },
         };
         let r = fdgr_kernel::step_with(&mut self.obj, method, opt, state, lr, x, bufs);
+        self.obj.end_step();
         if let Some(e) = self.obj.take_error() {
             return Err(e);
         }
@@ -539,29 +559,8 @@ impl<D: Device> Trainer<D> {
         self.ensure(method, opt)?;
         self.load_batch(indices, crops)?;
         // the kernel's step (checks, direction, the count in `state`) with
-        // the objective deferred: losses stay on the device and
-        // `DeviceNet::finish_step` queues the check and the update
-        self.obj.begin_step(true);
-        let bufs = Buffers {
-            theta: &mut self.theta,
-            dir: &mut self.dir,
-            state: {
-                let [a, b] = &mut self.opt_state;
-                [a.as_mut(), b.as_mut()]
-            },
-            point: self.point.as_mut(),
-            point2: self.point2.as_mut(),
-            correction: None,
-        };
-        let x = StepOptions::default();
-        let r = fdgr_kernel::step_with(&mut self.obj, method, opt, state, lr, &x, bufs);
-        self.obj.end_step();
-        if let Err(e) = r {
-            return Err(self.device_error_or(e));
-        }
-        if let Some(e) = self.obj.take_error() {
-            return Err(e);
-        }
+        // the objective deferred
+        self.kernel_step(true, method, opt, state, lr, &StepOptions::default())?;
         self.pending = true;
         Ok(())
     }

@@ -128,12 +128,6 @@ pub fn tensors(model: &Model<Vec<Node>>) -> Vec<std::ops::Range<usize>> {
     let mut v = vec![];
     for n in model.nodes() {
         let o = n.param_off;
-        let (w, rest) = match n.op {
-            Op::Linear { out, bias } => (out * n.in_dims.c, if bias { out } else { 0 }),
-            Op::Conv2d { bias, out, .. } => (n.param_len - if bias { out } else { 0 }, 0),
-            Op::BatchNorm => (n.in_dims.c, n.in_dims.c),
-            _ => (0, 0),
-        };
         if n.param_len == 0 {
             continue;
         }
@@ -142,11 +136,17 @@ pub fn tensors(model: &Model<Vec<Node>>) -> Vec<std::ops::Range<usize>> {
             v.push(o..o + n.param_len);
             continue;
         }
+        // the weight, then the rest (bias; batch norm's β)
+        let w = match n.op {
+            Op::Linear { out, .. } => out * n.in_dims.c,
+            Op::Conv2d { bias, out, .. } => n.param_len - if bias { out } else { 0 },
+            Op::BatchNorm => n.in_dims.c,
+            _ => 0,
+        };
         v.push(o..o + w);
         if n.param_len > w {
             v.push(o + w..o + n.param_len);
         }
-        let _ = rest;
     }
     v
 }
@@ -614,7 +614,7 @@ mod tests {
     #[test]
     fn rel_diff_is_per_tensor_and_catches_nan() {
         let sh = fdgr_kernel::Shape::try_new(&[2, 2, 1], Act::Relu, Loss::Mse).unwrap();
-        let s = crate::net::mlp_model(&sh).unwrap();
+        let s = crate::memory::mlp_model(&sh).unwrap();
         let b: Vec<f32> = (0..s.param_count()).map(|i| i as f32 + 1.0).collect();
         let mut a = b.clone();
         assert_eq!(max_rel_diff(&s, &a, &b), 0.0);

@@ -4,12 +4,12 @@
 //! `usam`, `flood`, PyTorch's SGD) batched on an NVIDIA GPU, with the data
 //! set, θ and every buffer resident in device memory.
 //!
-//! Nothing of the methods, the models or their layers is written here:
-//! [`DeviceNet`] implements `fdgr_kernel::VecSpace<f32>` and
-//! `fdgr_kernel::Objective<f32>` with device buffers (cudarc
-//! `CudaSlice<f32>`) as vectors for any planned model (MLPs, LeNet,
-//! ResNets with batch norm and residual adds, wide ResNets), and
-//! `fdgr_kernel::step` / `fdgr_kernel::method::direction` run on it
+//! Nothing of the methods, the models, their layers or their objective is
+//! written here: [`DeviceNet`] is the kernel's own objective
+//! (`fdgr_kernel::Net`) on [`DeviceMem`], the device's memory — device
+//! buffers (cudarc `CudaSlice<f32>`) as vectors — for any planned model
+//! (MLPs, LeNet, ResNets with batch norm and residual adds, wide ResNets),
+//! and `fdgr_kernel::step` / `fdgr_kernel::method::direction` run on it
 //! unchanged. Its gradients, Hessian products and losses are the kernel's
 //! own pass functions (`fdgr_kernel::model::pass`) over [`prims::GpuOps`],
 //! the device binding of the kernel's primitives (`fdgr_kernel::ops::Ops`):
@@ -54,8 +54,8 @@ pub mod gemm;
 pub mod kernels;
 pub mod launch;
 pub mod launchers;
+pub mod memory;
 pub mod nccl;
-pub mod net;
 pub mod plan;
 pub mod prims;
 pub mod trainer;
@@ -70,7 +70,7 @@ mod tests;
 pub use check::{bench, crosscheck, Bench, CrossCheck, CrossCheckConfig};
 pub use cuda::Cuda;
 pub use error::GpuError;
-pub use net::{mlp_model, DeviceNet};
+pub use memory::{device_net, mlp_model, DeviceMem, DeviceNet, DeviceObjective};
 pub use trainer::{Augment, CropDraw, Trainer};
 
 use fdgr_kernel::model::{Model, Node};
@@ -166,12 +166,12 @@ impl GpuTrainer {
     /// How the device runs convolutions: `cuDNN <version>`, or the
     /// im2col + cuBLAS fallback when libcudnn is not present.
     pub fn conv_engine(&self) -> String {
-        self.t.obj.dev.conv_engine()
+        self.t.obj.memory().dev.conv_engine()
     }
 
     /// The device: name, compute capability, memory.
     pub fn device_name(&self) -> &str {
-        self.t.obj.dev.name()
+        self.t.obj.memory().dev.name()
     }
 
     /// Number of parameters P.
@@ -181,7 +181,7 @@ impl GpuTrainer {
 
     /// The CUDA device (for timing events, see [`bench()`]).
     pub fn cuda(&mut self) -> &mut Cuda {
-        &mut self.t.obj.dev
+        self.t.dev()
     }
 
     /// The objective (to run `fdgr_kernel` functions on it directly, with
@@ -194,7 +194,7 @@ impl GpuTrainer {
         &mut self,
         f: impl FnOnce(&mut Trainer<Cuda>) -> Result<T, GpuError>,
     ) -> Result<T, GpuError> {
-        self.t.obj.dev.bind()?;
+        self.t.dev().bind()?;
         let t = &mut self.t;
         crate::error::guarded("GPU call", || f(t))
     }

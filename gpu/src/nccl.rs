@@ -181,10 +181,10 @@ impl GpuTrainer {
         if method.needs_hvp() && mode == AscentMode::Global && t.point2.is_none() {
             // H·g of db at the global g
             let p = t.param_count();
-            t.point2 = Some(crate::device::Device::alloc(&mut t.obj.dev, p)?);
+            t.point2 = Some(crate::device::Device::alloc(t.dev(), p)?);
         }
         t.load_batch(indices, crops)?;
-        t.obj.begin_step(false);
+        t.obj.memory_mut().begin_step(false);
         // db has no perturbed points: its H·g goes to the second one
         let (point2, scratch) = if method.needs_hvp() {
             (None, t.point2.as_mut())
@@ -204,7 +204,7 @@ impl GpuTrainer {
         };
         let mut o = DataParallel::new(&mut t.obj, nccl, weight, root, mode, scratch);
         let r = fdgr_kernel::step_with(&mut o, method, opt, state, lr, x, bufs);
-        if let Some(e) = t.obj.take_error() {
+        if let Some(e) = t.obj.memory_mut().take_error() {
             return Err(e);
         }
         r.map_err(GpuError::from)

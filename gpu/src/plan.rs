@@ -14,7 +14,7 @@
 //! | workspace (the kernel's layout) | 2·B·V + E, plus E_R + B·(R + V) for `db` |
 //! | running statistics (batch norm) | 2 per channel |
 //! | batch-norm sums | 5·C of the widest batch norm |
-//! | im2col + GEMM scratch (no cuDNN) | ≤ [`crate::net::CONV_SCRATCH_CAP`] |
+//! | im2col + GEMM scratch (no cuDNN) | ≤ [`crate::memory::CONV_SCRATCH_CAP`] |
 //! | mini-batch inputs, labels | B·n₀ + B |
 //! | scalars (losses, partial sums, per-row losses, [`ScalarPlan`]) | 16 + 1024 + B |
 //! | resident data set | S·(n₀ + 1) for S samples |
@@ -159,7 +159,7 @@ mod tests {
         // (the first layer has no input gradient), db 9 per hidden layer
         // (4 for the input layer), fgr twice sgd
         let sh = fdgr_kernel::Shape::try_new(&[100, 100, 100], Act::Tanh, Loss::Mse).unwrap();
-        let s = crate::net::mlp_model(&sh).unwrap();
+        let s = crate::memory::mlp_model(&sh).unwrap();
         let mn = 100 * 100 * 8;
         assert_eq!(grad_macs(&s, 8), (2 + 3) * mn);
         assert_eq!(rpass_macs(&s, 8), (2 + 6) * mn);

@@ -24,7 +24,7 @@ use crate::check::{
 };
 use crate::emu::{Emu, Fault};
 use crate::error::GpuError;
-use crate::net::{mlp_model, DeviceNet};
+use crate::memory::{device_net, mlp_model, DeviceNet, DeviceObjective};
 use crate::plan;
 use crate::trainer::Trainer;
 
@@ -357,12 +357,12 @@ fn objective_vs_net(s: &Subject, b: usize, seed: u64) -> [f64; 6] {
     let l_only = cpu.loss(&theta).unwrap();
     let out_cpu = cpu.forward_outputs(&theta).unwrap().to_vec();
 
-    let mut g = DeviceNet::new(Emu::new(), m.clone(), b, true).unwrap();
+    let mut g = device_net(Emu::new(), m.clone(), b, true).unwrap();
     g.set_batch(&x, &y).unwrap();
     let up = |g: &mut DeviceNet<Emu>, h: &[f32]| {
         let buf = g.dev_alloc(h.len());
-        let ptr = crate::device::Device::ptr(&g.dev, &buf);
-        crate::device::Device::upload(&mut g.dev, ptr, h).unwrap();
+        let ptr = crate::device::Device::ptr(&g.memory().dev, &buf);
+        crate::device::Device::upload(&mut g.memory_mut().dev, ptr, h).unwrap();
         buf
     };
     let tg = up(&mut g, &theta);
@@ -379,11 +379,11 @@ fn objective_vs_net(s: &Subject, b: usize, seed: u64) -> [f64; 6] {
     let mut dg = up(&mut g, &vec![f32::NAN; p]);
     g.loss_grad_gr(&tg, &mut dg, 0.3).unwrap();
     let lo_g = g.loss(&tg).unwrap();
-    let tp = crate::device::Device::ptr(&g.dev, &tg);
+    let tp = crate::device::Device::ptr(&g.memory().dev, &tg);
     let op = g
         .forward_outputs(tp, fdgr_kernel::model::Mode::Eval)
         .unwrap();
-    let out_g = g.dev.get(op, out_cpu.len());
+    let out_g = g.memory().dev.get(op, out_cpu.len());
     let rel = |a: f32, b: f32| (a as f64 - b as f64).abs() / (b as f64).abs();
     let outs: Vec<std::ops::Range<usize>> = std::iter::once(0..out_cpu.len()).collect();
     [
@@ -476,15 +476,22 @@ fn conv_nets_every_method_matches_cpu() {
     }
 }
 
-impl DeviceNet<Emu> {
+/// Buffers of the emulated device, for the tests.
+trait EmuNet {
+    fn dev_alloc(&mut self, n: usize) -> crate::emu::EBuf;
+    fn read(&mut self, b: &crate::emu::EBuf) -> Vec<f32>;
+}
+
+impl EmuNet for DeviceNet<Emu> {
     fn dev_alloc(&mut self, n: usize) -> crate::emu::EBuf {
-        crate::device::Device::alloc(&mut self.dev, n).unwrap()
+        crate::device::Device::alloc(&mut self.memory_mut().dev, n).unwrap()
     }
     fn read(&mut self, b: &crate::emu::EBuf) -> Vec<f32> {
-        let n = crate::device::Device::len(&self.dev, b);
+        let dev = &mut self.memory_mut().dev;
+        let n = crate::device::Device::len(dev, b);
         let mut v = vec![0.0; n];
-        let p = crate::device::Device::ptr(&self.dev, b);
-        crate::device::Device::download(&mut self.dev, p, &mut v).unwrap();
+        let p = crate::device::Device::ptr(dev, b);
+        crate::device::Device::download(dev, p, &mut v).unwrap();
         v
     }
 }
@@ -542,9 +549,9 @@ fn async_steps_equal_sync_steps_without_round_trips() {
         let mut last = 0.0;
         for idx in &st.batches {
             last = a.step(idx, &m, &opt, &mut sa, 0.1).unwrap();
-            let before = b.obj.dev.downloads;
+            let before = b.obj.memory().dev.downloads;
             b.step_async(idx, &m, &opt, &mut sb, 0.1).unwrap();
-            let reads = b.obj.dev.downloads - before;
+            let reads = b.obj.memory().dev.downloads - before;
             let want = match m {
                 Method::Sam { .. } => 1,
                 Method::Flood { .. } => 2, // runs synchronously: L and the finiteness flag
@@ -644,11 +651,11 @@ fn flop_counts_match_issued_products() {
     );
     for m in crosscheck_methods() {
         let mut t = trainer(&st, 4, &m, &Sgd::paper());
-        let before = t.obj.dev.gemm_macs;
+        let before = t.obj.memory().dev.gemm_macs;
         let mut s = SgdState::default();
         t.step(&st.batches[0], &m, &Sgd::paper(), &mut s, 0.1)
             .unwrap();
-        let macs = t.obj.dev.gemm_macs - before;
+        let macs = t.obj.memory().dev.gemm_macs - before;
         assert_eq!(
             2.0 * macs as f64,
             plan::step_flops(&st.s.model, 4, &m),
@@ -750,7 +757,7 @@ fn input_errors() {
 #[test]
 fn kernel_step_runs_unchanged_on_the_objective() {
     let s = shape(&[3, 4, 2], Act::Tanh, Loss::SoftmaxCe);
-    let mut g = DeviceNet::new(Emu::new(), s.model.clone(), 2, false).unwrap();
+    let mut g = device_net(Emu::new(), s.model.clone(), 2, false).unwrap();
     g.set_batch(&[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], &[1, 0])
         .unwrap();
     let p = s.model.param_count();
@@ -796,7 +803,7 @@ fn kernel_step_runs_unchanged_on_the_objective() {
             ..
         })
     ));
-    g.ensure_hvp().unwrap();
+    g.memory_mut().ensure_hvp().unwrap();
     let bufs = Buffers {
         theta: &mut theta,
         dir: &mut dir,

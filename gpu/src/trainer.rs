@@ -10,7 +10,7 @@ use fdgr_kernel::{Error, Loss, Method, Objective, Optim, SgdState, StepOptions};
 use crate::device::Device;
 use crate::error::GpuError;
 use crate::launchers;
-use crate::net::DeviceNet;
+use crate::memory::{device_net, DeviceNet, DeviceObjective};
 use crate::plan::{flags, ScalarPlan};
 
 struct Resident<D: Device> {
@@ -123,7 +123,7 @@ impl<D: Device> Trainer<D> {
         let theta = dev.alloc(p)?;
         let dir = dev.alloc(p)?;
         let idx = dev.alloc_u32(max_batch)?;
-        let obj = DeviceNet::new(dev, model, max_batch, method.needs_hvp())?;
+        let obj = device_net(dev, model, max_batch, method.needs_hvp())?;
         let mut t = Trainer {
             obj,
             theta,
@@ -150,18 +150,18 @@ impl<D: Device> Trainer<D> {
         let p = self.obj.param_count();
         let n = method.scratch_vectors();
         if n >= 1 && self.point.is_none() {
-            self.point = Some(self.obj.dev.alloc(p)?);
+            self.point = Some(self.dev().alloc(p)?);
         }
         if n >= 2 && self.point2.is_none() {
-            self.point2 = Some(self.obj.dev.alloc(p)?);
+            self.point2 = Some(self.dev().alloc(p)?);
         }
         for i in 0..opt.state_vectors().min(2) {
             if self.opt_state[i].is_none() {
-                self.opt_state[i] = Some(self.obj.dev.alloc(p)?);
+                self.opt_state[i] = Some(self.dev().alloc(p)?);
             }
         }
         if method.needs_hvp() {
-            self.obj.ensure_hvp()?;
+            self.obj.memory_mut().ensure_hvp()?;
         }
         Ok(())
     }
@@ -169,7 +169,7 @@ impl<D: Device> Trainer<D> {
     /// Frees the buffers and returns the device (to reuse its compiled
     /// kernels).
     pub fn into_device(self) -> D {
-        self.obj.into_device()
+        self.obj.into_memory().into_device()
     }
 
     /// Parameters P.
@@ -180,6 +180,11 @@ impl<D: Device> Trainer<D> {
     /// The objective (for running `fdgr_kernel` functions on it directly).
     pub fn objective(&mut self) -> &mut DeviceNet<D> {
         &mut self.obj
+    }
+
+    /// The device.
+    pub(crate) fn dev(&mut self) -> &mut D {
+        &mut self.obj.memory_mut().dev
     }
 
     /// The batch-norm running statistics and the batches they tracked
@@ -208,10 +213,11 @@ impl<D: Device> Trainer<D> {
                 self.obj.model().input.len()
             )));
         }
-        let crops = self.obj.dev.alloc_u32(self.obj.max_batch())?;
-        let fill = self.obj.dev.alloc(c)?;
-        let fp = self.obj.dev.ptr(&fill);
-        self.obj.dev.upload(fp, &spec.fill)?;
+        let m = self.obj.memory_mut();
+        let crops = m.dev.alloc_u32(m.max_batch())?;
+        let fill = m.dev.alloc(c)?;
+        let fp = m.dev.ptr(&fill);
+        m.dev.upload(fp, &spec.fill)?;
         self.aug = Some(AugState { spec, crops, fill });
         Ok(())
     }
@@ -230,11 +236,12 @@ impl<D: Device> Trainer<D> {
         }
         check_labels(labels, k)?;
         self.data = None;
-        let xb = self.obj.dev.alloc(x.len())?;
-        let yb = self.obj.dev.alloc_u32(n)?;
-        let (xp, yp) = (self.obj.dev.ptr(&xb), self.obj.dev.iptr(&yb));
-        self.obj.dev.upload(xp, x)?;
-        self.obj.dev.upload_u32(yp, labels)?;
+        let d = self.dev();
+        let xb = d.alloc(x.len())?;
+        let yb = d.alloc_u32(n)?;
+        let (xp, yp) = (d.ptr(&xb), d.iptr(&yb));
+        d.upload(xp, x)?;
+        d.upload_u32(yp, labels)?;
         self.data = Some(Resident { x: xb, y: yb, n });
         Ok(())
     }
@@ -269,19 +276,19 @@ impl<D: Device> Trainer<D> {
                 .into());
             }
         }
-        let tp = self.obj.dev.ptr(&self.theta);
-        self.obj.dev.upload(tp, theta)?;
+        let tp = self.obj.memory_mut().dev.ptr(&self.theta);
+        self.obj.memory_mut().dev.upload(tp, theta)?;
         for i in 0..2 {
             let part = state.and_then(|st| st.chunks_exact(p.max(1)).nth(i));
             if part.is_some() && self.opt_state[i].is_none() {
-                self.opt_state[i] = Some(self.obj.dev.alloc(p)?);
+                self.opt_state[i] = Some(self.dev().alloc(p)?);
             }
             if let Some(v) = &self.opt_state[i] {
-                let vp = self.obj.dev.ptr(v);
+                let vp = self.obj.memory_mut().dev.ptr(v);
                 match part {
-                    Some(m) => self.obj.dev.upload(vp, m)?,
+                    Some(m) => self.obj.memory_mut().dev.upload(vp, m)?,
                     // 0.0f32 is all-zero bits
-                    None => self.obj.dev.fill_u32(vp, 0, p)?,
+                    None => self.obj.memory_mut().dev.fill_u32(vp, 0, p)?,
                 }
             }
         }
@@ -300,8 +307,8 @@ impl<D: Device> Trainer<D> {
             }
             .into());
         }
-        let tp = self.obj.dev.ptr(&self.theta);
-        self.obj.dev.download(tp, theta)?;
+        let tp = self.obj.memory_mut().dev.ptr(&self.theta);
+        self.obj.memory_mut().dev.download(tp, theta)?;
         if let Some(st) = state {
             if st.len() % p.max(1) != 0 || st.len() / p.max(1) > 2 {
                 return Err(Error::ShapeMismatch {
@@ -314,8 +321,8 @@ impl<D: Device> Trainer<D> {
             for (i, m) in st.chunks_exact_mut(p.max(1)).enumerate() {
                 match &self.opt_state[i] {
                     Some(v) => {
-                        let vp = self.obj.dev.ptr(v);
-                        self.obj.dev.download(vp, m)?;
+                        let vp = self.obj.memory_mut().dev.ptr(v);
+                        self.obj.memory_mut().dev.download(vp, m)?;
                     }
                     None => m.fill(0.0),
                 }
@@ -331,7 +338,7 @@ impl<D: Device> Trainer<D> {
         indices: &[u32],
         crops: Option<&[CropDraw]>,
     ) -> Result<(), GpuError> {
-        let max = self.obj.max_batch();
+        let max = self.obj.memory().max_batch();
         let n0 = self.obj.model().input.len();
         let data = self
             .data
@@ -347,11 +354,12 @@ impl<D: Device> Trainer<D> {
                 data.n
             )));
         }
-        let d = &mut self.obj.dev;
+        let m = self.obj.memory_mut();
+        let d = &mut m.dev;
         let idx = d.iptr(&self.idx);
         d.stage_u32(idx, indices)?;
         let (x, y) = (d.ptr(&data.x), d.iptr(&data.y));
-        let (xb, yb) = (d.ptr(&self.obj.xb), d.iptr(&self.obj.yb));
+        let (xb, yb) = (d.ptr(&m.xb), d.iptr(&m.yb));
         match (crops, &self.aug) {
             (None, _) => launchers::gather_rows(d, x, y, idx, b, n0, xb, yb)?,
             (Some(c), Some(a)) => {
@@ -416,7 +424,7 @@ impl<D: Device> Trainer<D> {
     pub fn set_amortized(&mut self, on: bool) -> Result<(), GpuError> {
         if on && self.correction.is_none() {
             let p = self.param_count();
-            self.correction = Some(self.obj.dev.alloc(p)?);
+            self.correction = Some(self.dev().alloc(p)?);
         } else if !on {
             self.correction = None;
         }
@@ -430,8 +438,8 @@ impl<D: Device> Trainer<D> {
             return Ok(vec![]);
         };
         let mut v = vec![0.0f32; self.param_count()];
-        let cp = self.obj.dev.ptr(c);
-        self.obj.dev.download(cp, &mut v)?;
+        let cp = self.obj.memory_mut().dev.ptr(c);
+        self.obj.memory_mut().dev.download(cp, &mut v)?;
         Ok(v)
     }
 
@@ -450,8 +458,8 @@ impl<D: Device> Trainer<D> {
             }
             .into()),
             Some(c) => {
-                let cp = self.obj.dev.ptr(c);
-                self.obj.dev.upload(cp, v)
+                let cp = self.obj.memory_mut().dev.ptr(c);
+                self.obj.memory_mut().dev.upload(cp, v)
             }
         }
     }
@@ -496,7 +504,7 @@ impl<D: Device> Trainer<D> {
         lr: f32,
         x: &StepOptions<f32>,
     ) -> Result<f32, GpuError> {
-        self.obj.begin_step(deferred);
+        self.obj.memory_mut().begin_step(deferred);
         let bufs = Buffers {
             theta: &mut self.theta,
             dir: &mut self.dir,
@@ -513,8 +521,8 @@ impl<D: Device> Trainer<D> {
             },
         };
         let r = fdgr_kernel::step_with(&mut self.obj, method, opt, state, lr, x, bufs);
-        self.obj.end_step();
-        if let Some(e) = self.obj.take_error() {
+        self.obj.memory_mut().end_step();
+        if let Some(e) = self.obj.memory_mut().take_error() {
             return Err(e);
         }
         r.map_err(GpuError::from)
@@ -571,12 +579,13 @@ impl<D: Device> Trainer<D> {
     /// the last good step), `state.steps` is set back to the updates
     /// applied, and the result is [`GpuError::NonFinite`].
     pub fn finish(&mut self, state: &mut SgdState) -> Result<f32, GpuError> {
-        let d = &mut self.obj.dev;
-        let f = d.iptr(&self.obj.flags);
+        let m = self.obj.memory_mut();
+        let d = &mut m.dev;
+        let f = d.iptr(&m.flags);
         let mut fl = [0u32; 4];
         d.download_u32(f, &mut fl)?;
         let mut loss = [0.0f32];
-        let lp = d.ptr(&self.obj.scal).at(ScalarPlan::STEP_LOSS);
+        let lp = d.ptr(&m.scal).at(ScalarPlan::STEP_LOSS);
         d.download(lp, &mut loss)?;
         self.pending = false;
         if fl[flags::HALTED] != 0 {
@@ -602,33 +611,32 @@ impl<D: Device> Trainer<D> {
             )));
         }
         check_labels(labels, k)?;
-        let max = self.obj.max_batch();
-        let acc = self.obj.scal_ptr(ScalarPlan::EVAL_LOSS);
-        let row_loss = self.obj.scal_ptr(ScalarPlan::ROW_LOSS);
-        let correct = self.obj.flags_ptr().at(flags::CORRECT);
-        self.obj.dev.upload(acc, &[0.0])?;
-        self.obj.dev.fill_u32(correct, 0, 1)?;
-        let theta = self.obj.dev.ptr(&self.theta);
+        let max = self.obj.memory().max_batch();
+        let m = self.obj.memory_mut();
+        let acc = m.scal_ptr(ScalarPlan::EVAL_LOSS);
+        let row_loss = m.scal_ptr(ScalarPlan::ROW_LOSS);
+        let correct = m.flags_ptr().at(flags::CORRECT);
+        let (xb, yb) = (m.dev.ptr(&m.xb), m.dev.iptr(&m.yb));
+        m.dev.upload(acc, &[0.0])?;
+        m.dev.fill_u32(correct, 0, 1)?;
+        let theta = m.dev.ptr(&self.theta);
         let mut start = 0;
         while start < n {
             let b = max.min(n - start);
-            let (xb, yb) = (
-                self.obj.dev.ptr(&self.obj.xb),
-                self.obj.dev.iptr(&self.obj.yb),
-            );
-            self.obj.dev.upload(xb, &x[start * n0..(start + b) * n0])?;
-            self.obj.dev.upload_u32(yb, &labels[start..start + b])?;
+            let d = self.dev();
+            d.upload(xb, &x[start * n0..(start + b) * n0])?;
+            d.upload_u32(yb, &labels[start..start + b])?;
             self.obj.set_batch_len(b);
             let out = self.obj.forward_outputs(theta, Mode::Eval)?;
-            let d = &mut self.obj.dev;
+            let d = self.dev();
             launchers::loss(d, loss_kind, out, yb, b, k, None, row_loss, 1.0, true, acc)?;
             launchers::count_correct(d, out, yb, b, k, correct)?;
             start += b;
         }
         let mut total = [0.0f32];
         let mut c = [0u32];
-        self.obj.dev.download(acc, &mut total)?;
-        self.obj.dev.download_u32(correct, &mut c)?;
+        self.dev().download(acc, &mut total)?;
+        self.dev().download_u32(correct, &mut c)?;
         let denom = match loss_kind {
             Loss::SoftmaxCe => n as f64,
             Loss::Mse => (n * k) as f64,
@@ -638,6 +646,6 @@ impl<D: Device> Trainer<D> {
 
     /// Waits for everything queued.
     pub fn synchronize(&mut self) -> Result<(), GpuError> {
-        self.obj.dev.synchronize()
+        self.dev().synchronize()
     }
 }

@@ -136,49 +136,40 @@ impl<'a, F: Real, O: Objective<F> + ?Sized, R: AllReduce<F, O::Vec> + ?Sized>
     }
 }
 
-// VecSpace for f32 and f64 (not for every `F: Real`: a generic impl
-// would overlap the blanket impl for `SliceSpace` types as far as
-// coherence can tell).
-macro_rules! vec_space {
-    ($f:ty) => {
-        impl<O: Objective<$f> + ?Sized, R: ?Sized> VecSpace<$f> for DataParallel<'_, $f, O, R> {
-            type Vec = O::Vec;
-            fn len(&self, x: &O::Vec) -> usize {
-                self.inner.len(x)
-            }
-            fn copy(&mut self, dst: &mut O::Vec, src: &O::Vec) {
-                self.inner.copy(dst, src)
-            }
-            fn axpy(&mut self, y: &mut O::Vec, a: $f, x: &O::Vec) {
-                self.inner.axpy(y, a, x)
-            }
-            fn waxpy(&mut self, w: &mut O::Vec, x: &O::Vec, a: $f, y: &O::Vec) {
-                self.inner.waxpy(w, x, a, y)
-            }
-            fn scale(&mut self, x: &mut O::Vec, a: $f) {
-                self.inner.scale(x, a)
-            }
-            fn dot(&mut self, x: &O::Vec, y: &O::Vec) -> $f {
-                self.inner.dot(x, y)
-            }
-            fn all_finite(&mut self, x: &O::Vec) -> bool {
-                self.inner.all_finite(x)
-            }
-            fn opt_update(
-                &mut self,
-                theta: &mut O::Vec,
-                d: &O::Vec,
-                s0: Option<&mut O::Vec>,
-                s1: Option<&mut O::Vec>,
-                h: &OptElem<$f>,
-            ) {
-                self.inner.opt_update(theta, d, s0, s1, h)
-            }
-        }
-    };
+impl<F: Real, O: Objective<F> + ?Sized, R: ?Sized> VecSpace<F> for DataParallel<'_, F, O, R> {
+    type Vec = O::Vec;
+    fn len(&self, x: &O::Vec) -> usize {
+        self.inner.len(x)
+    }
+    fn copy(&mut self, dst: &mut O::Vec, src: &O::Vec) {
+        self.inner.copy(dst, src)
+    }
+    fn axpy(&mut self, y: &mut O::Vec, a: F, x: &O::Vec) {
+        self.inner.axpy(y, a, x)
+    }
+    fn waxpy(&mut self, w: &mut O::Vec, x: &O::Vec, a: F, y: &O::Vec) {
+        self.inner.waxpy(w, x, a, y)
+    }
+    fn scale(&mut self, x: &mut O::Vec, a: F) {
+        self.inner.scale(x, a)
+    }
+    fn dot(&mut self, x: &O::Vec, y: &O::Vec) -> F {
+        self.inner.dot(x, y)
+    }
+    fn all_finite(&mut self, x: &O::Vec) -> bool {
+        self.inner.all_finite(x)
+    }
+    fn opt_update(
+        &mut self,
+        theta: &mut O::Vec,
+        d: &O::Vec,
+        s0: Option<&mut O::Vec>,
+        s1: Option<&mut O::Vec>,
+        h: &OptElem<F>,
+    ) {
+        self.inner.opt_update(theta, d, s0, s1, h)
+    }
 }
-vec_space!(f32);
-vec_space!(f64);
 
 impl<F: Real, O: Objective<F> + ?Sized, R: AllReduce<F, O::Vec> + ?Sized> Objective<F>
     for DataParallel<'_, F, O, R>

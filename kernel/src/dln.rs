@@ -157,6 +157,7 @@ impl<F: Real, E: Exec<F>> SliceSpace<F> for Dln<'_, F, E> {
         &mut self.exec
     }
 }
+crate::slice_vec_space!(impl[F: Real, E: Exec<F>] for Dln<'_, F, E>);
 
 impl<F: Real, E: Exec<F>> Objective<F> for Dln<'_, F, E> {
     fn param_count(&self) -> usize {

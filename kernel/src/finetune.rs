@@ -23,7 +23,7 @@ use crate::loss::Targets;
 use crate::method::{step, Buffers, Method};
 use crate::mlp::{self, Mlp};
 use crate::model::{plan, Dims, Layer, Model, Node, Op, Src, Train};
-use crate::net::Net;
+use crate::net::{CpuNet, Net};
 use crate::objective::Serial;
 #[allow(unused_imports)]
 use crate::optim::Optimizer;
@@ -657,7 +657,7 @@ impl<F: Real, P: Optim<F>> Learner<F, P> {
 }
 
 /// A planned model's objective on a borrowed workspace (serial loops).
-type TrainedNet<'w, F> = Net<'w, F, Serial, &'w [Node], &'w mut [F]>;
+type TrainedNet<'w, F> = CpuNet<'w, F, Serial, &'w [Node], &'w mut [F]>;
 
 /// The objective of the trained part on the workspace `ws`, reading its
 /// frozen layers (if any) from `frozen` (the whole model's parameters).

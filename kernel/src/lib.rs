@@ -80,7 +80,7 @@ pub use loss::{Loss, Targets};
 pub use method::{step, step_with, Ascent, Buffers, Method, StepOptions};
 pub use mlp::{FixedMlp, Mlp};
 pub use model::{Dims, Layer, Model, Node, Op, Src};
-pub use net::{Batch, Net};
+pub use net::{Batch, CpuMem, CpuNet, Memory, Net};
 pub use objective::{Exec, Objective, Pass, Serial, SliceSpace, VecSpace};
 pub use optim::{Adam, OptElem, Optim, Optimizer, Schedule, ScheduleKind, Sgd, SgdElem, SgdState};
 pub use real::Real;

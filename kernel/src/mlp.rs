@@ -11,7 +11,7 @@
 use crate::act::Act;
 use crate::error::Error;
 use crate::model::{plan, Dims, Layer, Model, Node};
-use crate::net::Net;
+use crate::net::{CpuNet, Net};
 use crate::objective::Serial;
 use crate::real::Real;
 use crate::shape::{Shape, MAX_LAYERS};
@@ -86,14 +86,14 @@ pub const fn model(shape: &Shape) -> Result<Model<MlpNodes>, Error> {
 }
 
 /// An MLP objective on the current mini-batch: [`Net`] on an MLP's nodes.
-pub type Mlp<'b, F, E, S> = Net<'b, F, E, MlpNodes, S>;
+pub type Mlp<'b, F, E, S> = CpuNet<'b, F, E, MlpNodes, S>;
 
 /// A fixed-size MLP objective: the serial executor and a workspace of `W`
 /// scalars held inline (e.g. in a `static`). Pick
 /// `W = SHAPE.workspace_len(B, hvp)` in a `const`.
 pub type FixedMlp<'b, F, const W: usize> = Mlp<'b, F, Serial, [F; W]>;
 
-impl<'b, F: Real, const W: usize> Net<'b, F, Serial, MlpNodes, [F; W]> {
+impl<'b, F: Real, const W: usize> CpuNet<'b, F, Serial, MlpNodes, [F; W]> {
     /// A fixed-size objective for `shape`; fails unless `W` holds at least
     /// the gradient workspace of one sample.
     pub fn fixed(shape: Shape) -> Result<Self, Error> {
@@ -102,7 +102,7 @@ impl<'b, F: Real, const W: usize> Net<'b, F, Serial, MlpNodes, [F; W]> {
 }
 
 impl<'b, F: Real, E: crate::objective::Exec<F>, S: AsMut<[F]> + AsRef<[F]>>
-    Net<'b, F, E, MlpNodes, S>
+    CpuNet<'b, F, E, MlpNodes, S>
 {
     /// An MLP objective for `shape` executing with `exec`, with workspace
     /// `ws` (`shape.workspace_len(B, hvp)` scalars for batches of B).

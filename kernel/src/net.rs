@@ -1,19 +1,34 @@
-//! [`Net`]: the [`Objective`] of any planned [`Model`] on a CPU, its
-//! workspace held however the caller likes (an array in a `static` on a
-//! microcontroller, a `Vec` on a host), executing the layer maths with an
-//! [`Exec`] (serial loops, or the host's parallel ones).
+//! [`Net`]: the [`Objective`] of any planned [`Model`], written once for
+//! every backend. What differs between backends is only its [`Memory`]:
+//! where the batch, the pass buffers, the running statistics and the
+//! parameter vectors live, and which primitives ([`Ops`]) run on them.
 //!
-//! The workspace holds the pass buffers of [`Model::layout`] and, at its
+//! * [`CpuMem`]: slices, held however the caller likes (an array in a
+//!   `static` on a microcontroller, a `Vec` on a host), the layer maths
+//!   executed by an [`Exec`] (serial loops, or the host's parallel
+//!   ones). [`CpuNet`] is `Net` on it.
+//! * The GPU crate's device memory: device buffers and CUDA kernels.
+//!
+//! The objective itself, here once: the checks of θ, the batch and the
+//! workspace, which pass each call runs, and the bookkeeping of the
+//! batch-norm running statistics (only the step's unperturbed gradient
+//! computes their update, which [`Objective::commit`] applies once the
+//! step is accepted).
+//!
+//! A CPU workspace holds the pass buffers of [`Model::layout`] and, at its
 //! end, the model's non-θ state (batch-norm running mean and variance per
 //! channel; see [`Net::state`]). θ and every other parameter-sized vector
 //! belong to the caller.
 
+use core::marker::PhantomData;
+
 use crate::error::{check_len, Error};
-use crate::loss::{self, Targets};
-use crate::model::pass::{self, Ctx};
-use crate::model::{Mode, Model, Node, Op};
-use crate::objective::{Exec, Objective, Pass, SliceSpace};
+use crate::loss::{self, Loss, Targets};
+use crate::model::pass::{self, Ctx, Run};
+use crate::model::{Mode, Model, Node, Op, Sizes};
+use crate::objective::{Exec, Objective, Pass, SliceSpace, VecSpace};
 use crate::ops::{Bound, CpuOps};
+use crate::optim::OptElem;
 use crate::real::Real;
 
 /// A mini-batch: B inputs (row-major, one sample after the other) and
@@ -26,38 +41,543 @@ pub struct Batch<'a, F> {
     pub targets: Targets<'a, F>,
 }
 
-/// A model's objective on the current mini-batch (see the module docs).
+/// Where a [`Net`]'s passes run: the memory of its batch, workspace,
+/// running statistics and frozen parameters, its parameter vectors
+/// ([`VecSpace`]), and the primitives over them. A backend implements
+/// this (and [`Ops`]); the objective is [`Net`], the same for all.
+pub trait Memory<F: Real>: VecSpace<F> {
+    /// A pass's loss as the backend holds it ([`Ops::Scalar`]).
+    type Scalar: Copy;
+    /// Samples in the current batch (0: none).
+    fn batch_len(&self) -> usize;
+    /// Whether the current batch has targets (a pass with a loss needs
+    /// them).
+    fn has_targets(&self) -> bool;
+    /// Scalars of the frozen parameters given (0: none).
+    fn frozen_len(&self) -> usize;
+    /// Refuses a batch of `b` (with the R-pass buffers when `hvp`) that
+    /// the workspace does not hold.
+    fn check_room(&self, sizes: &Sizes, b: usize, hvp: bool) -> Result<(), Error>;
+    /// Runs the pass `r` over the current batch with θ, the direction `v`
+    /// (None: read from `out`, in place) and the parameter-sized output
+    /// `out`; returns its loss for the passes that compute one.
+    fn run(
+        &mut self,
+        c: &Ctx<'_>,
+        loss: Loss,
+        theta: &Self::Vec,
+        v: Option<&Self::Vec>,
+        out: Option<&mut Self::Vec>,
+        r: Run<F>,
+    ) -> Result<Option<Self::Scalar>, Error>;
+    /// An objective call that computes a loss begins (a GPU keeps the
+    /// step's first loss apart). Nothing by default.
+    fn next_loss(&mut self) {}
+    /// A loss as a value (a GPU reads it back, or leaves it on the device
+    /// while it queues a step).
+    fn loss_value(&mut self, s: Self::Scalar) -> Result<F, Error>;
+    /// Applies the running-statistics update: for each `(dst, src, c)`,
+    /// copies `c` scalars from the pass area at `src` to the state at
+    /// `dst` (see [`Model::pending_copies`]).
+    fn commit_state(
+        &mut self,
+        copies: impl Iterator<Item = (usize, usize, usize)>,
+    ) -> Result<(), Error>;
+    /// Sets `len` scalars of the state from `at` to `v`.
+    fn fill_state(&mut self, at: usize, len: usize, v: F) -> Result<(), Error>;
+    /// Whether this memory ends steps itself without waiting for their
+    /// verdict ([`Memory::queue_finish`]). No by default.
+    fn queues_steps(&self) -> bool {
+        false
+    }
+    /// Queues the end of a step (see [`Objective::finish_step`]): the
+    /// finiteness check of the step's loss and of `d`, then — only if it
+    /// passes — the optimizer's update and the running-statistics `copies`
+    /// (as [`Memory::commit_state`]). Called when
+    /// [`Memory::queues_steps`].
+    #[allow(clippy::too_many_arguments)]
+    fn queue_finish(
+        &mut self,
+        theta: &mut Self::Vec,
+        d: &mut Self::Vec,
+        s0: Option<&mut Self::Vec>,
+        s1: Option<&mut Self::Vec>,
+        h: &OptElem<F>,
+        step: u64,
+        copies: Option<impl Iterator<Item = (usize, usize, usize)>>,
+    ) -> Result<(), Error> {
+        let _ = (theta, d, s0, s1, h, step, copies);
+        Err(Error::Unsupported("queued steps"))
+    }
+}
+
+/// A model's objective on the current mini-batch, in memory `M` (see the
+/// module docs).
 #[derive(Debug)]
-pub struct Net<'b, F, E, N, W> {
+pub struct Net<F, N, M> {
     model: Model<N>,
-    exec: E,
-    ws: W,
-    batch: Option<(Batch<'b, F>, usize)>,
+    mem: M,
     /// Batch size of the last unperturbed gradient pass whose running
     /// statistics update is waiting for [`Objective::commit`].
     pending: Option<usize>,
     tracked: u64,
-    /// Whether the unperturbed pass counts its correct predictions.
-    count: bool,
-    /// Correct predictions of the current batch's first unperturbed
-    /// training pass (see [`Net::count_correct`]).
-    correct: Option<usize>,
+    _f: PhantomData<fn() -> F>,
+}
+
+/// A model's objective on a CPU: [`Net`] on [`CpuMem`].
+pub type CpuNet<'b, F, E, N, W> = Net<F, N, CpuMem<'b, F, E, W>>;
+
+impl<F: Real, N: AsRef<[Node]>, M: Memory<F>> Net<F, N, M> {
+    /// The objective of `model` in `mem`, continuing from the running
+    /// statistics `mem` holds (see [`Net::reset_state`]); the count of
+    /// batches tracked starts at 0.
+    pub fn with_memory(model: Model<N>, mem: M) -> Self {
+        Net {
+            model,
+            mem,
+            pending: None,
+            tracked: 0,
+            _f: PhantomData,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model<N> {
+        &self.model
+    }
+
+    /// The memory.
+    pub fn memory(&self) -> &M {
+        &self.mem
+    }
+
+    /// The memory, mutably.
+    pub fn memory_mut(&mut self) -> &mut M {
+        &mut self.mem
+    }
+
+    /// The memory, giving up the objective.
+    pub fn into_memory(self) -> M {
+        self.mem
+    }
+
+    /// The model and the memory, the memory mutably.
+    pub fn parts_mut(&mut self) -> (&Model<N>, &mut M) {
+        (&self.model, &mut self.mem)
+    }
+
+    /// Changes the memory's batch (or anything else of it) with `f`, which
+    /// sees the model too; a running-statistics update still pending from
+    /// the old batch is dropped.
+    pub fn change_batch<R>(&mut self, f: impl FnOnce(&Model<N>, &mut M) -> R) -> R {
+        self.pending = None;
+        f(&self.model, &mut self.mem)
+    }
+
+    /// Number of samples in the current batch (0 if none).
+    pub fn batch_len(&self) -> usize {
+        self.mem.batch_len()
+    }
+
+    /// Resets the running statistics to PyTorch's initial values (mean
+    /// 0, variance 1) and the count of batches tracked to 0.
+    pub fn reset_state(&mut self) -> Result<(), Error> {
+        self.pending = None;
+        self.tracked = 0;
+        for n in self.model.nodes() {
+            if let Op::BatchNorm = n.op {
+                let c = n.in_dims.c;
+                self.mem.fill_state(n.state_off, c, F::ZERO)?;
+                self.mem.fill_state(n.state_off + c, c, F::ONE)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Training batches the running statistics have been updated from
+    /// (PyTorch's `num_batches_tracked`).
+    pub fn batches_tracked(&self) -> u64 {
+        self.tracked
+    }
+
+    /// Sets the count of batches tracked (when restoring a checkpoint);
+    /// drops a pending running-statistics update.
+    pub fn set_batches_tracked(&mut self, n: u64) {
+        self.tracked = n;
+        self.pending = None;
+    }
+
+    /// Checks θ, the batch and the workspace for a pass (`targets`: one
+    /// with a loss); returns the batch size.
+    fn ready(&self, theta: &M::Vec, hvp: bool, mode: Mode, targets: bool) -> Result<usize, Error> {
+        let b = self.mem.batch_len();
+        if b == 0 || targets && !self.mem.has_targets() {
+            return Err(Error::NoBatch);
+        }
+        check_len("theta", self.model.param_count(), self.mem.len(theta))?;
+        let sizes = &self.model.sizes;
+        if sizes.params != sizes.all_params {
+            if self.mem.frozen_len() != sizes.all_params {
+                return Err(Error::MissingBuffer("frozen parameters"));
+            }
+            if hvp {
+                return Err(Error::Unsupported(
+                    "exact Hessian-vector product of a model with frozen parameters",
+                ));
+            }
+        }
+        self.mem.check_room(sizes, b, hvp)?;
+        self.model.check_batch(b, mode)?;
+        Ok(b)
+    }
+
+    fn check_vec(&self, what: &'static str, v: &M::Vec) -> Result<(), Error> {
+        check_len(what, self.model.param_count(), self.mem.len(v))
+    }
+
+    /// Runs `r` on a batch of `b`.
+    fn run(
+        &mut self,
+        b: usize,
+        hvp: bool,
+        theta: &M::Vec,
+        v: Option<&M::Vec>,
+        out: Option<&mut M::Vec>,
+        r: Run<F>,
+    ) -> Result<Option<M::Scalar>, Error> {
+        let ctx = Ctx {
+            nodes: self.model.nodes(),
+            lay: self.model.layout(b, hvp),
+        };
+        let s = self.mem.run(&ctx, self.model.loss, theta, v, out, r)?;
+        if let Run::LossGrad { update: true, .. } = r {
+            if self.model.sizes.batch_norms > 0 {
+                self.pending = Some(b);
+            }
+        }
+        Ok(s)
+    }
+
+    /// The loss of a pass that computed one.
+    fn value(&mut self, s: Option<M::Scalar>) -> Result<F, Error> {
+        match s {
+            Some(s) => self.mem.loss_value(s),
+            None => Err(Error::Unsupported("a loss from a pass without one")),
+        }
+    }
+}
+
+impl<F: Real, N, M: Memory<F>> VecSpace<F> for Net<F, N, M> {
+    type Vec = M::Vec;
+    fn len(&self, x: &M::Vec) -> usize {
+        self.mem.len(x)
+    }
+    fn copy(&mut self, dst: &mut M::Vec, src: &M::Vec) {
+        self.mem.copy(dst, src)
+    }
+    fn axpy(&mut self, y: &mut M::Vec, a: F, x: &M::Vec) {
+        self.mem.axpy(y, a, x)
+    }
+    fn waxpy(&mut self, w: &mut M::Vec, x: &M::Vec, a: F, y: &M::Vec) {
+        self.mem.waxpy(w, x, a, y)
+    }
+    fn scale(&mut self, x: &mut M::Vec, a: F) {
+        self.mem.scale(x, a)
+    }
+    fn dot(&mut self, x: &M::Vec, y: &M::Vec) -> F {
+        self.mem.dot(x, y)
+    }
+    fn all_finite(&mut self, x: &M::Vec) -> bool {
+        self.mem.all_finite(x)
+    }
+    fn opt_update(
+        &mut self,
+        theta: &mut M::Vec,
+        d: &M::Vec,
+        s0: Option<&mut M::Vec>,
+        s1: Option<&mut M::Vec>,
+        h: &OptElem<F>,
+    ) {
+        self.mem.opt_update(theta, d, s0, s1, h)
+    }
+}
+
+impl<F: Real, N: AsRef<[Node]>, M: Memory<F>> Objective<F> for Net<F, N, M> {
+    fn param_count(&self) -> usize {
+        self.model.param_count()
+    }
+
+    fn loss_grad(
+        &mut self,
+        theta: &M::Vec,
+        grad: &mut M::Vec,
+        alpha: F,
+        beta: F,
+        pass: Pass,
+    ) -> Result<F, Error> {
+        let b = self.ready(theta, false, Mode::Train, true)?;
+        self.check_vec("gradient", grad)?;
+        self.mem.next_loss();
+        let update = pass == Pass::Train;
+        let r = Run::LossGrad {
+            update,
+            grad: Some((alpha, beta)),
+        };
+        let s = self.run(b, false, theta, None, Some(grad), r)?;
+        self.value(s)
+    }
+
+    fn commit(&mut self) {
+        let Some(b) = self.pending.take() else {
+            return;
+        };
+        if self.mem.commit_state(self.model.pending_copies(b)).is_ok() {
+            self.tracked += 1;
+        }
+    }
+
+    /// Costs one gradient plus one R-pass that reuses the forward and
+    /// backward values (the input layer needs no R{x} products).
+    fn loss_grad_gr(&mut self, theta: &M::Vec, d: &mut M::Vec, gamma: F) -> Result<F, Error> {
+        let b = self.ready(theta, true, Mode::Train, true)?;
+        self.check_vec("direction", d)?;
+        self.mem.next_loss();
+        let r = Run::LossGrad {
+            update: true,
+            grad: Some((F::ONE, F::ZERO)),
+        };
+        let s = self.run(b, true, theta, None, Some(&mut *d), r)?;
+        let r = Run::Hvp {
+            alpha: gamma,
+            beta: F::ONE,
+        };
+        self.run(b, true, theta, None, Some(d), r)?;
+        self.value(s)
+    }
+
+    /// One gradient pass and one R-pass, as `loss_grad_gr`, with g copied
+    /// out between them.
+    fn loss_grad_gr_and_grad(
+        &mut self,
+        theta: &M::Vec,
+        d: &mut M::Vec,
+        g: &mut M::Vec,
+        gamma: F,
+    ) -> Result<F, Error> {
+        let b = self.ready(theta, true, Mode::Train, true)?;
+        self.check_vec("direction", d)?;
+        self.check_vec("gradient", g)?;
+        self.mem.next_loss();
+        let r = Run::LossGrad {
+            update: true,
+            grad: Some((F::ONE, F::ZERO)),
+        };
+        let s = self.run(b, true, theta, None, Some(&mut *d), r)?;
+        self.mem.copy(g, d);
+        let r = Run::Hvp {
+            alpha: gamma,
+            beta: F::ONE,
+        };
+        self.run(b, true, theta, None, Some(d), r)?;
+        self.value(s)
+    }
+
+    fn hvp(&mut self, theta: &M::Vec, v: &M::Vec, out: &mut M::Vec) -> Result<(), Error> {
+        let b = self.ready(theta, true, Mode::Train, true)?;
+        self.check_vec("v", v)?;
+        self.check_vec("hvp output", out)?;
+        self.mem.next_loss();
+        let r = Run::LossGrad {
+            update: false,
+            grad: None,
+        };
+        self.run(b, true, theta, None, None, r)?;
+        let r = Run::Hvp {
+            alpha: F::ONE,
+            beta: F::ZERO,
+        };
+        self.run(b, true, theta, Some(v), Some(out), r)?;
+        Ok(())
+    }
+
+    /// The kernel's check, commit and update ([`crate::objective::finish_step`]),
+    /// or — in a memory that queues steps — the same, queued without
+    /// waiting for the verdict ([`Memory::queue_finish`]).
+    fn finish_step(
+        &mut self,
+        theta: &mut M::Vec,
+        d: &mut M::Vec,
+        s0: Option<&mut M::Vec>,
+        s1: Option<&mut M::Vec>,
+        loss: F,
+        h: &OptElem<F>,
+        step: u64,
+    ) -> Result<(), Error> {
+        if !self.mem.queues_steps() {
+            return crate::objective::finish_step(self, theta, d, s0, s1, loss, h);
+        }
+        let pending = self.pending.take();
+        let copies = pending.map(|b| self.model.pending_copies(b));
+        self.mem.queue_finish(theta, d, s0, s1, h, step, copies)?;
+        if pending.is_some() {
+            // counted when queued
+            self.tracked += 1;
+        }
+        Ok(())
+    }
+
+    fn loss(&mut self, theta: &M::Vec) -> Result<F, Error> {
+        let b = self.ready(theta, false, Mode::Train, true)?;
+        self.mem.next_loss();
+        let s = self.run(b, false, theta, None, None, Run::Loss)?;
+        self.value(s)
+    }
+}
+
+/// A model's memory on a CPU: a workspace `W` (pass buffers, then the
+/// running statistics at its end), the current batch and the frozen
+/// parameters as slices, and the executor `E` of the layer maths.
+#[derive(Debug)]
+pub struct CpuMem<'b, F, E, W> {
+    exec: E,
+    ws: W,
+    /// Scalars of state at the end of `ws`.
+    state: usize,
+    batch: Option<(Batch<'b, F>, usize)>,
     /// The frozen parameters (a model that freezes some; see
     /// [`Net::set_frozen`]).
     frozen: &'b [F],
     /// The batch has inputs only ([`Net::set_inputs`]): forward passes
     /// only.
     inputs_only: bool,
+    /// Whether the unperturbed pass counts its correct predictions.
+    count: bool,
+    /// Correct predictions of the current batch's first unperturbed
+    /// training pass (see [`Net::count_correct`]).
+    correct: Option<usize>,
 }
 
-impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<'b, F, E, N, W> {
+impl<F: Real, E: Exec<F>, W: AsMut<[F]> + AsRef<[F]>> CpuMem<'_, F, E, W> {
+    /// The outputs (B × K) of the last pass, at `c`'s last node.
+    fn outputs<'s>(&'s self, c: &Ctx<'_>, x: &'s [F]) -> &'s [F] {
+        let last = c.nodes[c.nodes.len() - 1];
+        let k = last.out_dims.len();
+        let loc = c.val(&last);
+        let n = c.b() * k;
+        match loc.mem {
+            crate::ops::Mem::X => &x[..n],
+            _ => &self.ws.as_ref()[loc.off..loc.off + n],
+        }
+    }
+}
+
+impl<F: Real, E: Exec<F>, W> SliceSpace<F> for CpuMem<'_, F, E, W> {
+    type E = E;
+    fn exec(&mut self) -> &mut E {
+        &mut self.exec
+    }
+}
+crate::slice_vec_space!(impl[F: Real, E: Exec<F>, W] for CpuMem<'_, F, E, W>);
+
+impl<F: Real, E: Exec<F>, W: AsMut<[F]> + AsRef<[F]>> Memory<F> for CpuMem<'_, F, E, W> {
+    type Scalar = F;
+
+    fn batch_len(&self) -> usize {
+        self.batch.map_or(0, |(_, b)| b)
+    }
+
+    fn has_targets(&self) -> bool {
+        !self.inputs_only
+    }
+
+    fn frozen_len(&self) -> usize {
+        self.frozen.len()
+    }
+
+    fn check_room(&self, sizes: &Sizes, b: usize, hvp: bool) -> Result<(), Error> {
+        let need = crate::model::workspace_len(sizes, b, hvp);
+        let got = self.ws.as_ref().len();
+        if got < need {
+            return Err(Error::ShapeMismatch {
+                what: "workspace",
+                expected: need,
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    fn run(
+        &mut self,
+        c: &Ctx<'_>,
+        loss: Loss,
+        theta: &[F],
+        v: Option<&[F]>,
+        out: Option<&mut [F]>,
+        r: Run<F>,
+    ) -> Result<Option<F>, Error> {
+        let (batch, _) = self.batch.ok_or(Error::NoBatch)?;
+        let ws = self.ws.as_mut();
+        let total = ws.len();
+        let (pass_area, state) = ws.split_at_mut(total - self.state);
+        let mut ops = CpuOps {
+            exec: &mut self.exec,
+            mem: Bound {
+                x: batch.x,
+                theta,
+                v,
+                out,
+                ws: &mut pass_area[..c.lay.end],
+                state,
+                targets: batch.targets,
+                frozen: self.frozen,
+            },
+        };
+        let s = pass::run(c, &mut ops, loss, r);
+        if let Run::LossGrad { update: true, .. } = r {
+            if self.count && self.correct.is_none() {
+                if let Targets::Classes(y) = batch.targets {
+                    let k = c.nodes[c.nodes.len() - 1].out_dims.len();
+                    self.correct = Some(loss::correct(self.outputs(c, batch.x), k, y));
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    fn loss_value(&mut self, s: F) -> Result<F, Error> {
+        Ok(s)
+    }
+
+    fn commit_state(
+        &mut self,
+        copies: impl Iterator<Item = (usize, usize, usize)>,
+    ) -> Result<(), Error> {
+        let ws = self.ws.as_mut();
+        let total = ws.len();
+        let (area, state) = ws.split_at_mut(total - self.state);
+        for (dst, src, c) in copies {
+            state[dst..dst + c].copy_from_slice(&area[src..src + c]);
+        }
+        Ok(())
+    }
+
+    fn fill_state(&mut self, at: usize, len: usize, v: F) -> Result<(), Error> {
+        let ws = self.ws.as_mut();
+        let total = ws.len();
+        ws[total - self.state..][at..at + len].fill(v);
+        Ok(())
+    }
+}
+
+impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> CpuNet<'b, F, E, N, W> {
     /// An objective for `model` executing with `exec`, with workspace
     /// `ws` (at least `model.workspace_len(1, false)` scalars). Its state
     /// (batch-norm running statistics) is reset to PyTorch's initial
     /// values: mean 0, variance 1.
     pub fn from_model(model: Model<N>, exec: E, ws: W) -> Result<Self, Error> {
         let mut net = Net::resume(model, exec, ws)?;
-        net.reset_state();
+        net.reset_state()?;
         Ok(net)
     }
 
@@ -75,18 +595,17 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
                 got: ws.as_ref().len(),
             });
         }
-        Ok(Net {
-            model,
+        let mem = CpuMem {
             exec,
             ws,
+            state: model.sizes.state,
             batch: None,
-            pending: None,
-            tracked: 0,
-            count: false,
-            correct: None,
             frozen: &[],
             inputs_only: false,
-        })
+            count: false,
+            correct: None,
+        };
+        Ok(Net::with_memory(model, mem))
     }
 
     /// Sets the frozen parameters a model planned with frozen layers
@@ -99,28 +618,23 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
             self.model.sizes.all_params,
             frozen.len(),
         )?;
-        self.frozen = frozen;
+        self.mem.frozen = frozen;
         Ok(())
     }
 
     /// The workspace (with the state at its end), giving up the objective.
     pub fn into_workspace(self) -> W {
-        self.ws
-    }
-
-    /// The model.
-    pub fn model(&self) -> &Model<N> {
-        &self.model
+        self.mem.ws
     }
 
     /// The executor.
     pub fn exec_mut(&mut self) -> &mut E {
-        &mut self.exec
+        &mut self.mem.exec
     }
 
     /// Largest batch the workspace holds (with or without HVP buffers).
     pub fn capacity(&self, hvp: bool) -> usize {
-        let avail = self.ws.as_ref().len();
+        let avail = self.mem.ws.as_ref().len();
         let s = &self.model.sizes;
         let per = crate::model::workspace_len(s, 2, hvp) - crate::model::workspace_len(s, 1, hvp);
         let base = crate::model::workspace_len(s, 1, hvp);
@@ -137,70 +651,28 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
     /// The non-θ state: for each batch-norm layer in order, its running
     /// mean then its running variance (C each).
     pub fn state(&self) -> &[F] {
-        let ws = self.ws.as_ref();
-        &ws[ws.len() - self.model.sizes.state..]
+        let ws = self.mem.ws.as_ref();
+        &ws[ws.len() - self.mem.state..]
     }
 
     /// The non-θ state, mutably (to restore it from a checkpoint).
     pub fn state_mut(&mut self) -> &mut [F] {
-        let s = self.model.sizes.state;
-        let ws = self.ws.as_mut();
+        let s = self.mem.state;
+        let ws = self.mem.ws.as_mut();
         let n = ws.len();
         &mut ws[n - s..]
-    }
-
-    /// Resets the running statistics to mean 0, variance 1, and the count
-    /// of batches tracked to 0.
-    pub fn reset_state(&mut self) {
-        let bns: usize = self.model.nodes().len();
-        for i in 0..bns {
-            let n = self.model.nodes()[i];
-            if let Op::BatchNorm = n.op {
-                let c = n.in_dims.c;
-                let st = self.state_mut();
-                st[n.state_off..n.state_off + c].fill(F::ZERO);
-                st[n.state_off + c..n.state_off + 2 * c].fill(F::ONE);
-            }
-        }
-        self.tracked = 0;
-        self.pending = None;
-    }
-
-    /// Training batches the running statistics have been updated from
-    /// (PyTorch's `num_batches_tracked`).
-    pub fn batches_tracked(&self) -> u64 {
-        self.tracked
-    }
-
-    /// Sets the count of batches tracked (when restoring a checkpoint).
-    pub fn set_batches_tracked(&mut self, n: u64) {
-        self.tracked = n;
     }
 
     /// Sets the mini-batch every following call works on. Checks sizes and
     /// labels; the batch must fit the workspace (see [`Net::capacity`]).
     pub fn set_batch(&mut self, x: &'b [F], targets: Targets<'b, F>) -> Result<(), Error> {
-        let n0 = self.model.input.len();
-        let b = x.len() / n0;
-        if b == 0 || b * n0 != x.len() {
-            return Err(Error::ShapeMismatch {
-                what: "batch inputs",
-                expected: n0 * b.max(1),
-                got: x.len(),
-            });
-        }
+        let b = self.batch_size(x)?;
         loss::check_targets(self.model.loss, &targets, b, self.model.outputs())?;
-        if b > self.capacity(false) {
-            return Err(Error::ShapeMismatch {
-                what: "workspace",
-                expected: self.model.workspace_len(b, false),
-                got: self.ws.as_ref().len(),
-            });
-        }
-        self.batch = Some((Batch { x, targets }, b));
-        self.pending = None;
-        self.correct = None;
-        self.inputs_only = false;
+        self.change_batch(|_, m| {
+            m.batch = Some((Batch { x, targets }, b));
+            m.correct = None;
+            m.inputs_only = false;
+        });
         Ok(())
     }
 
@@ -208,6 +680,19 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
     /// only ([`Net::forward_outputs`]; a loss or gradient is then refused):
     /// e.g. the frozen layers of a fine-tuned model computing features.
     pub fn set_inputs(&mut self, x: &'b [F]) -> Result<(), Error> {
+        let b = self.batch_size(x)?;
+        self.change_batch(|_, m| {
+            let targets = Targets::Values(&[]);
+            m.batch = Some((Batch { x, targets }, b));
+            m.correct = None;
+            m.inputs_only = true;
+        });
+        Ok(())
+    }
+
+    /// The samples in `x`, checked against the input size and the
+    /// workspace.
+    fn batch_size(&self, x: &[F]) -> Result<usize, Error> {
         let n0 = self.model.input.len();
         let b = x.len() / n0;
         if b == 0 || b * n0 != x.len() {
@@ -221,20 +706,10 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
             return Err(Error::ShapeMismatch {
                 what: "workspace",
                 expected: self.model.workspace_len(b, false),
-                got: self.ws.as_ref().len(),
+                got: self.mem.ws.as_ref().len(),
             });
         }
-        self.batch = Some((
-            Batch {
-                x,
-                targets: Targets::Values(&[]),
-            },
-            b,
-        ));
-        self.pending = None;
-        self.correct = None;
-        self.inputs_only = true;
-        Ok(())
+        Ok(b)
     }
 
     /// Counts, from now on, the correct predictions (arg max = label) of
@@ -242,313 +717,33 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Net<
     /// logits at θ, whose loss the step returns. Off by default (a device
     /// does not pay for it).
     pub fn count_correct(&mut self, on: bool) {
-        self.count = on;
+        self.mem.count = on;
     }
 
     /// The correct predictions of the current batch's first unperturbed
     /// training pass, when counting ([`Net::count_correct`]) and the
     /// targets are class labels.
     pub fn train_correct(&self) -> Option<usize> {
-        self.correct
-    }
-
-    /// Number of samples in the current batch (0 if none).
-    pub fn batch_len(&self) -> usize {
-        self.batch.map_or(0, |(_, b)| b)
-    }
-
-    /// The batch for a pass with a loss (targets needed).
-    fn ready(&self, theta: &[F], hvp: bool, mode: Mode) -> Result<(Batch<'b, F>, usize), Error> {
-        if self.inputs_only {
-            return Err(Error::NoBatch);
-        }
-        self.ready_inputs(theta, hvp, mode)
-    }
-
-    /// The batch for a forward pass (inputs suffice).
-    fn ready_inputs(
-        &self,
-        theta: &[F],
-        hvp: bool,
-        mode: Mode,
-    ) -> Result<(Batch<'b, F>, usize), Error> {
-        let (batch, b) = self.batch.ok_or(Error::NoBatch)?;
-        check_len("theta", self.model.param_count(), theta.len())?;
-        let sizes = &self.model.sizes;
-        if sizes.params != sizes.all_params {
-            if self.frozen.len() != sizes.all_params {
-                return Err(Error::MissingBuffer("frozen parameters"));
-            }
-            if hvp {
-                return Err(Error::Unsupported(
-                    "exact Hessian-vector product of a model with frozen parameters",
-                ));
-            }
-        }
-        let need = crate::model::workspace_len(&self.model.sizes, b, hvp);
-        if self.ws.as_ref().len() < need {
-            return Err(Error::ShapeMismatch {
-                what: "workspace",
-                expected: need,
-                got: self.ws.as_ref().len(),
-            });
-        }
-        self.model.check_batch(b, mode)?;
-        Ok((batch, b))
-    }
-
-    /// Runs `f` with the pass's memories bound: x and θ, the direction
-    /// `v` (None: read from `out`), the output vector, the workspace
-    /// (pass area) and the state.
-    #[allow(clippy::too_many_arguments)]
-    fn with_ops<R>(
-        &mut self,
-        b: usize,
-        hvp: bool,
-        x: &[F],
-        targets: Targets<'_, F>,
-        theta: &[F],
-        v: Option<&[F]>,
-        out: Option<&mut [F]>,
-        f: impl FnOnce(&Ctx<'_>, &mut CpuOps<'_, F, E>) -> R,
-    ) -> R {
-        let lay = self.model.layout(b, hvp);
-        let nstate = self.model.sizes.state;
-        let ws = self.ws.as_mut();
-        let total = ws.len();
-        let (pass_area, rest) = ws.split_at_mut(total - nstate);
-        let pass_area = &mut pass_area[..lay.end];
-        let mut ops = CpuOps {
-            exec: &mut self.exec,
-            mem: Bound {
-                x,
-                theta,
-                v,
-                out,
-                ws: pass_area,
-                state: rest,
-                targets,
-                frozen: self.frozen,
-            },
-        };
-        let ctx = Ctx {
-            nodes: self.model.nodes(),
-            lay,
-        };
-        f(&ctx, &mut ops)
+        self.mem.correct
     }
 
     /// Runs the forward pass at θ in `mode` (batch norm with batch or
     /// running statistics; no state update) and returns the outputs
     /// (B × outputs).
     pub fn forward_outputs_mode(&mut self, theta: &[F], mode: Mode) -> Result<&[F], Error> {
-        let (batch, b) = self.ready_inputs(theta, false, mode)?;
-        self.with_ops(
-            b,
-            false,
-            batch.x,
-            batch.targets,
-            theta,
-            None,
-            None,
-            |c, o| pass::forward(c, o, mode, false),
-        );
-        let last = *self.model.last();
-        let k = last.out_dims.len();
-        let lay = self.model.layout(b, false);
+        let b = self.ready(theta, false, mode, false)?;
+        self.run(b, false, theta, None, None, Run::Forward(mode))?;
+        let (batch, _) = self.mem.batch.ok_or(Error::NoBatch)?;
         let ctx = Ctx {
             nodes: self.model.nodes(),
-            lay,
+            lay: self.model.layout(b, false),
         };
-        let loc = ctx.val(&last);
-        Ok(match loc.mem {
-            crate::ops::Mem::X => &batch.x[..b * k],
-            _ => &self.ws.as_ref()[loc.off..loc.off + b * k],
-        })
+        Ok(self.mem.outputs(&ctx, batch.x))
     }
 
     /// Evaluation outputs: the forward pass with batch norm on its
     /// running statistics (PyTorch's `model.eval()`).
     pub fn forward_outputs(&mut self, theta: &[F]) -> Result<&[F], Error> {
         self.forward_outputs_mode(theta, Mode::Eval)
-    }
-
-    /// Forward pass, loss and backward pass in training mode, writing
-    /// grad ← β·grad + α·∇L when given. Leaves values and deltas in the
-    /// workspace for an R-pass; computes the running-statistics update
-    /// when `update`.
-    #[allow(clippy::too_many_arguments)]
-    fn fwd_bwd(
-        &mut self,
-        theta: &[F],
-        grad: Option<(&mut [F], F, F)>,
-        batch: Batch<'_, F>,
-        b: usize,
-        hvp: bool,
-        update: bool,
-    ) -> F {
-        let loss_kind = self.model.loss;
-        let (out, ab) = match grad {
-            Some((g, a, be)) => (Some(g), Some((a, be))),
-            None => (None, None),
-        };
-        let loss = self.with_ops(b, hvp, batch.x, batch.targets, theta, None, out, |c, o| {
-            pass::loss_and_gradient(c, o, loss_kind, update, ab)
-        });
-        if update && self.model.sizes.batch_norms > 0 {
-            self.pending = Some(b);
-        }
-        if update && self.count && self.correct.is_none() {
-            if let Targets::Classes(y) = batch.targets {
-                let last = *self.model.last();
-                let k = last.out_dims.len();
-                let ctx = Ctx {
-                    nodes: self.model.nodes(),
-                    lay: self.model.layout(b, hvp),
-                };
-                let loc = ctx.val(&last);
-                let out = match loc.mem {
-                    crate::ops::Mem::X => &batch.x[..b * k],
-                    _ => &self.ws.as_ref()[loc.off..loc.off + b * k],
-                };
-                self.correct = Some(loss::correct(out, k, y));
-            }
-        }
-        loss
-    }
-
-    /// The R-pass after [`Net::fwd_bwd`]: out ← β·out + α·H·v (v read
-    /// from `out` itself when `v` is None).
-    #[allow(clippy::too_many_arguments)]
-    fn rpass(
-        &mut self,
-        theta: &[F],
-        v: Option<&[F]>,
-        out: &mut [F],
-        alpha: F,
-        beta: F,
-        b: usize,
-        batch: Batch<'_, F>,
-    ) {
-        let loss_kind = self.model.loss;
-        self.with_ops(
-            b,
-            true,
-            batch.x,
-            batch.targets,
-            theta,
-            v,
-            Some(out),
-            |c, o| pass::hessian_vector(c, o, loss_kind, alpha, beta),
-        );
-    }
-}
-
-impl<F: Real, E: Exec<F>, N, W> SliceSpace<F> for Net<'_, F, E, N, W> {
-    type E = E;
-    fn exec(&mut self) -> &mut E {
-        &mut self.exec
-    }
-}
-
-impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> Objective<F>
-    for Net<'b, F, E, N, W>
-{
-    fn param_count(&self) -> usize {
-        self.model.param_count()
-    }
-
-    fn loss_grad(
-        &mut self,
-        theta: &[F],
-        grad: &mut [F],
-        alpha: F,
-        beta: F,
-        pass: Pass,
-    ) -> Result<F, Error> {
-        let (batch, b) = self.ready(theta, false, Mode::Train)?;
-        check_len("gradient", self.model.param_count(), grad.len())?;
-        let update = pass == Pass::Train;
-        Ok(self.fwd_bwd(theta, Some((grad, alpha, beta)), batch, b, false, update))
-    }
-
-    fn commit(&mut self) {
-        let Some(b) = self.pending.take() else {
-            return;
-        };
-        let nstate = self.model.sizes.state;
-        let ws = self.ws.as_mut();
-        let total = ws.len();
-        let (area, state) = ws.split_at_mut(total - nstate);
-        for (dst, src, c) in self.model.pending_copies(b) {
-            state[dst..dst + c].copy_from_slice(&area[src..src + c]);
-        }
-        self.tracked += 1;
-    }
-
-    /// Costs one gradient plus one R-pass that reuses the forward and
-    /// backward values (the input layer needs no R{x} products).
-    fn loss_grad_gr(&mut self, theta: &[F], d: &mut [F], gamma: F) -> Result<F, Error> {
-        let (batch, b) = self.ready(theta, true, Mode::Train)?;
-        check_len("direction", self.model.param_count(), d.len())?;
-        let loss = self.fwd_bwd(
-            theta,
-            Some((&mut *d, F::ONE, F::ZERO)),
-            batch,
-            b,
-            true,
-            true,
-        );
-        self.rpass(theta, None, d, gamma, F::ONE, b, batch);
-        Ok(loss)
-    }
-
-    /// One gradient pass and one R-pass, as `loss_grad_gr`, with g copied
-    /// out between them.
-    fn loss_grad_gr_and_grad(
-        &mut self,
-        theta: &[F],
-        d: &mut [F],
-        g: &mut [F],
-        gamma: F,
-    ) -> Result<F, Error> {
-        let (batch, b) = self.ready(theta, true, Mode::Train)?;
-        check_len("direction", self.model.param_count(), d.len())?;
-        check_len("gradient", self.model.param_count(), g.len())?;
-        let loss = self.fwd_bwd(
-            theta,
-            Some((&mut *d, F::ONE, F::ZERO)),
-            batch,
-            b,
-            true,
-            true,
-        );
-        g.copy_from_slice(d);
-        self.rpass(theta, None, d, gamma, F::ONE, b, batch);
-        Ok(loss)
-    }
-
-    fn hvp(&mut self, theta: &[F], v: &[F], out: &mut [F]) -> Result<(), Error> {
-        let (batch, b) = self.ready(theta, true, Mode::Train)?;
-        check_len("v", self.model.param_count(), v.len())?;
-        check_len("hvp output", self.model.param_count(), out.len())?;
-        self.fwd_bwd(theta, None, batch, b, true, false);
-        self.rpass(theta, Some(v), out, F::ONE, F::ZERO, b, batch);
-        Ok(())
-    }
-
-    fn loss(&mut self, theta: &[F]) -> Result<F, Error> {
-        let (batch, b) = self.ready(theta, false, Mode::Train)?;
-        let loss_kind = self.model.loss;
-        Ok(self.with_ops(
-            b,
-            false,
-            batch.x,
-            batch.targets,
-            theta,
-            None,
-            None,
-            |c, o| pass::loss_only(c, o, loss_kind),
-        ))
     }
 }

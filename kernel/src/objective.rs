@@ -377,8 +377,8 @@ pub struct Serial;
 
 impl<F: Real> Exec<F> for Serial {}
 
-/// A CPU objective over slices: gives access to its [`Exec`], and gets
-/// [`VecSpace`] over `[F]` for free (the blanket impl below).
+/// A CPU objective over slices: gives access to its [`Exec`]; gets
+/// [`VecSpace`] over `[F]` from [`slice_vec_space!`](crate::slice_vec_space).
 pub trait SliceSpace<F: Real> {
     /// The executor.
     type E: Exec<F>;
@@ -386,37 +386,55 @@ pub trait SliceSpace<F: Real> {
     fn exec(&mut self) -> &mut Self::E;
 }
 
-impl<F: Real, T: SliceSpace<F>> VecSpace<F> for T {
-    type Vec = [F];
-    fn len(&self, x: &[F]) -> usize {
-        x.len()
-    }
-    fn copy(&mut self, dst: &mut [F], src: &[F]) {
-        dst.copy_from_slice(src)
-    }
-    fn axpy(&mut self, y: &mut [F], a: F, x: &[F]) {
-        self.exec().axpy(y, a, x)
-    }
-    fn waxpy(&mut self, w: &mut [F], x: &[F], a: F, y: &[F]) {
-        self.exec().waxpy(w, x, a, y)
-    }
-    fn scale(&mut self, x: &mut [F], a: F) {
-        self.exec().scale(x, a)
-    }
-    fn dot(&mut self, x: &[F], y: &[F]) -> F {
-        self.exec().dot(x, y)
-    }
-    fn all_finite(&mut self, x: &[F]) -> bool {
-        self.exec().all_finite(x)
-    }
-    fn opt_update(
-        &mut self,
-        theta: &mut [F],
-        d: &[F],
-        s0: Option<&mut [F]>,
-        s1: Option<&mut [F]>,
-        h: &OptElem<F>,
-    ) {
-        self.exec().opt_update(theta, d, s0, s1, h)
-    }
+/// Implements [`VecSpace`] over `[F]` for a [`SliceSpace`] type, running
+/// every vector operation on its executor:
+/// `slice_vec_space!(impl[F: Real, E: Exec<F>] for Type<F, E>);` (the type
+/// parameter of the scalar must be called `F`). A macro rather than a
+/// blanket impl, so that [`crate::Net`] can be a `VecSpace` over any
+/// memory's vectors.
+#[macro_export]
+macro_rules! slice_vec_space {
+    (impl[$($g:tt)*] for $t:ty) => {
+        impl<$($g)*> $crate::objective::VecSpace<F> for $t {
+            type Vec = [F];
+            fn len(&self, x: &[F]) -> usize {
+                x.len()
+            }
+            fn copy(&mut self, dst: &mut [F], src: &[F]) {
+                dst.copy_from_slice(src)
+            }
+            fn axpy(&mut self, y: &mut [F], a: F, x: &[F]) {
+                $crate::objective::Exec::axpy($crate::objective::SliceSpace::exec(self), y, a, x)
+            }
+            fn waxpy(&mut self, w: &mut [F], x: &[F], a: F, y: &[F]) {
+                $crate::objective::Exec::waxpy($crate::objective::SliceSpace::exec(self), w, x, a, y)
+            }
+            fn scale(&mut self, x: &mut [F], a: F) {
+                $crate::objective::Exec::scale($crate::objective::SliceSpace::exec(self), x, a)
+            }
+            fn dot(&mut self, x: &[F], y: &[F]) -> F {
+                $crate::objective::Exec::dot($crate::objective::SliceSpace::exec(self), x, y)
+            }
+            fn all_finite(&mut self, x: &[F]) -> bool {
+                $crate::objective::Exec::all_finite($crate::objective::SliceSpace::exec(self), x)
+            }
+            fn opt_update(
+                &mut self,
+                theta: &mut [F],
+                d: &[F],
+                s0: Option<&mut [F]>,
+                s1: Option<&mut [F]>,
+                h: &$crate::optim::OptElem<F>,
+            ) {
+                $crate::objective::Exec::opt_update(
+                    $crate::objective::SliceSpace::exec(self),
+                    theta,
+                    d,
+                    s0,
+                    s1,
+                    h,
+                )
+            }
+        }
+    };
 }

@@ -214,7 +214,7 @@ impl<F: Real> NetProblem<F> {
 
     /// An objective on this problem's batch (serial executor, HVP-sized
     /// workspace).
-    pub fn objective(&self) -> fdgr_kernel::Net<'_, F, Serial, Vec<fdgr_kernel::Node>, Vec<F>> {
+    pub fn objective(&self) -> fdgr_kernel::CpuNet<'_, F, Serial, Vec<fdgr_kernel::Node>, Vec<F>> {
         let ws = vec![F::ZERO; self.model.workspace_len(self.batch, true)];
         let mut n =
             fdgr_kernel::Net::from_model(self.model.clone(), Serial, ws).expect("workspace");

@@ -161,3 +161,53 @@ pub fn loss_only<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, loss: crate::loss::
     let last = c.nodes[c.nodes.len() - 1];
     o.loss_grad(loss, c.val(&last), c.b(), last.out_dims.len(), None)
 }
+
+/// One of the passes a model's objective runs ([`crate::Net`], on every
+/// backend's memory), as data: what a backend's memory executes with
+/// [`run`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Run<F> {
+    /// [`forward`] in the given mode, no running-statistics update.
+    Forward(Mode),
+    /// [`loss_and_gradient`]: `update` computes the running-statistics
+    /// update, `grad` = Some((α, β)) writes out ← β·out + α·∇L.
+    LossGrad {
+        /// Compute the running-statistics update (the step's unperturbed
+        /// gradient).
+        update: bool,
+        /// The gradient's scale and the output's (None: deltas only).
+        grad: Option<(F, F)>,
+    },
+    /// [`loss_only`].
+    Loss,
+    /// [`hessian_vector`]: out ← β·out + α·H·v.
+    Hvp {
+        /// Scale of H·v.
+        alpha: F,
+        /// Scale of the output's old value.
+        beta: F,
+    },
+}
+
+/// Runs the pass `r` with the loss `loss`; returns the loss as the backend
+/// holds it for the passes that compute one ([`Run::LossGrad`],
+/// [`Run::Loss`]).
+pub fn run<F: Real, O: Ops<F>>(
+    c: &Ctx<'_>,
+    o: &mut O,
+    loss: crate::loss::Loss,
+    r: Run<F>,
+) -> Option<O::Scalar> {
+    match r {
+        Run::Forward(mode) => {
+            forward(c, o, mode, false);
+            None
+        }
+        Run::LossGrad { update, grad } => Some(loss_and_gradient(c, o, loss, update, grad)),
+        Run::Loss => Some(loss_only(c, o, loss)),
+        Run::Hvp { alpha, beta } => {
+            hessian_vector(c, o, loss, alpha, beta);
+            None
+        }
+    }
+}

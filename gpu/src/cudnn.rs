@@ -158,6 +158,15 @@ impl CudnnConv {
     }
 
     fn make_plan(&self, kind: ConvKind, g: &ConvGeom) -> Result<Plan, GpuError> {
+        let mut p = self.descriptors(g)?;
+        // SAFETY: the descriptors are the plan's own, set by `descriptors`.
+        unsafe { self.choose_algo(kind, &mut p)? };
+        Ok(p)
+    }
+
+    /// The descriptors of `g`'s tensors, filter and convolution (the
+    /// algorithm still the default).
+    fn descriptors(&self, g: &ConvGeom) -> Result<Plan, GpuError> {
         use sys::cudnnDataType_t::CUDNN_DATA_FLOAT as F;
         use sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW as NCHW;
         let n = i32_of("batch", g.n)?;
@@ -185,7 +194,7 @@ impl CudnnConv {
         // SAFETY: descriptors are created here, set once, owned by the plan
         // (destroyed in its Drop, also when a later call fails).
         unsafe {
-            let mut p = Plan {
+            let p = Plan {
                 x: cr::create_tensor_descriptor().map_err(|e| err("descriptor", e))?,
                 y: cr::create_tensor_descriptor().map_err(|e| err("descriptor", e))?,
                 w: cr::create_filter_descriptor().map_err(|e| err("descriptor", e))?,
@@ -212,6 +221,18 @@ impl CudnnConv {
             .map_err(|e| err("convolution", e))?;
             cr::set_convolution_group_count(p.conv, groups).map_err(|e| err("groups", e))?;
             cr::set_convolution_math_type(p.conv, self.math).map_err(|e| err("math", e))?;
+            Ok(p)
+        }
+    }
+
+    /// Picks the fastest deterministic algorithm for `kind` and its
+    /// workspace size.
+    ///
+    /// # Safety
+    /// `p`'s descriptors are live and set.
+    unsafe fn choose_algo(&self, kind: ConvKind, p: &mut Plan) -> Result<(), GpuError> {
+        // SAFETY: the caller's descriptors; the out-arrays are N long.
+        unsafe {
             let h = self.handle;
             const N: usize = 16;
             let mut got = 0i32;
@@ -290,7 +311,7 @@ impl CudnnConv {
                     .map_err(|e| err("backward-filter workspace", e))?;
                 }
             }
-            Ok(p)
+            Ok(())
         }
     }
 

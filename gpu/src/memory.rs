@@ -578,20 +578,20 @@ impl<D: Device> Memory<f32> for DeviceMem<D> {
         Ok(())
     }
 
-    fn run(
+    fn run<R: Run<f32>>(
         &mut self,
         c: &Ctx<'_>,
         loss: Loss,
         theta: &D::Buf,
         v: Option<&D::Buf>,
         out: Option<&mut D::Buf>,
-        r: Run<f32>,
+        r: R,
     ) -> Result<Option<DPtr>, Error> {
         let t = self.dev.ptr(theta);
         let v = v.map(|v| self.dev.ptr(v));
         let out = out.map(|o| self.dev.ptr(o));
         let slot = self.slot();
-        let res = self.with_ops(c, t, v, out, slot, |c, o| pass::run(c, o, loss, r));
+        let res = self.with_ops(c, t, v, out, slot, |c, o| r.run(c, o, loss));
         res.map_err(|e| self.fail(e))
     }
 

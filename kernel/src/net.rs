@@ -24,7 +24,7 @@ use core::marker::PhantomData;
 
 use crate::error::{check_len, Error};
 use crate::loss::{self, Loss, Targets};
-use crate::model::pass::{self, Ctx, Run};
+use crate::model::pass::{Ctx, Forward, Hvp, LossGrad, LossOnly, Run};
 use crate::model::{Mode, Model, Node, Op, Sizes};
 use crate::objective::{Exec, Objective, Pass, SliceSpace, VecSpace};
 use crate::ops::{Bound, CpuOps};
@@ -61,14 +61,14 @@ pub trait Memory<F: Real>: VecSpace<F> {
     /// Runs the pass `r` over the current batch with θ, the direction `v`
     /// (None: read from `out`, in place) and the parameter-sized output
     /// `out`; returns its loss for the passes that compute one.
-    fn run(
+    fn run<R: Run<F>>(
         &mut self,
         c: &Ctx<'_>,
         loss: Loss,
         theta: &Self::Vec,
         v: Option<&Self::Vec>,
         out: Option<&mut Self::Vec>,
-        r: Run<F>,
+        r: R,
     ) -> Result<Option<Self::Scalar>, Error>;
     /// An objective call that computes a loss begins (a GPU keeps the
     /// step's first loss apart). Nothing by default.
@@ -236,24 +236,22 @@ impl<F: Real, N: AsRef<[Node]>, M: Memory<F>> Net<F, N, M> {
     }
 
     /// Runs `r` on a batch of `b`.
-    fn run(
+    fn run<R: Run<F>>(
         &mut self,
         b: usize,
         hvp: bool,
         theta: &M::Vec,
         v: Option<&M::Vec>,
         out: Option<&mut M::Vec>,
-        r: Run<F>,
+        r: R,
     ) -> Result<Option<M::Scalar>, Error> {
         let ctx = Ctx {
             nodes: self.model.nodes(),
             lay: self.model.layout(b, hvp),
         };
         let s = self.mem.run(&ctx, self.model.loss, theta, v, out, r)?;
-        if let Run::LossGrad { update: true, .. } = r {
-            if self.model.sizes.batch_norms > 0 {
-                self.pending = Some(b);
-            }
+        if r.updates() && self.model.sizes.batch_norms > 0 {
+            self.pending = Some(b);
         }
         Ok(s)
     }
@@ -319,7 +317,7 @@ impl<F: Real, N: AsRef<[Node]>, M: Memory<F>> Objective<F> for Net<F, N, M> {
         self.check_vec("gradient", grad)?;
         self.mem.next_loss();
         let update = pass == Pass::Train;
-        let r = Run::LossGrad {
+        let r = LossGrad {
             update,
             grad: Some((alpha, beta)),
         };
@@ -342,12 +340,12 @@ impl<F: Real, N: AsRef<[Node]>, M: Memory<F>> Objective<F> for Net<F, N, M> {
         let b = self.ready(theta, true, Mode::Train, true)?;
         self.check_vec("direction", d)?;
         self.mem.next_loss();
-        let r = Run::LossGrad {
+        let r = LossGrad {
             update: true,
             grad: Some((F::ONE, F::ZERO)),
         };
         let s = self.run(b, true, theta, None, Some(&mut *d), r)?;
-        let r = Run::Hvp {
+        let r = Hvp {
             alpha: gamma,
             beta: F::ONE,
         };
@@ -368,13 +366,13 @@ impl<F: Real, N: AsRef<[Node]>, M: Memory<F>> Objective<F> for Net<F, N, M> {
         self.check_vec("direction", d)?;
         self.check_vec("gradient", g)?;
         self.mem.next_loss();
-        let r = Run::LossGrad {
+        let r = LossGrad {
             update: true,
             grad: Some((F::ONE, F::ZERO)),
         };
         let s = self.run(b, true, theta, None, Some(&mut *d), r)?;
         self.mem.copy(g, d);
-        let r = Run::Hvp {
+        let r = Hvp {
             alpha: gamma,
             beta: F::ONE,
         };
@@ -387,12 +385,12 @@ impl<F: Real, N: AsRef<[Node]>, M: Memory<F>> Objective<F> for Net<F, N, M> {
         self.check_vec("v", v)?;
         self.check_vec("hvp output", out)?;
         self.mem.next_loss();
-        let r = Run::LossGrad {
+        let r = LossGrad {
             update: false,
             grad: None,
         };
         self.run(b, true, theta, None, None, r)?;
-        let r = Run::Hvp {
+        let r = Hvp {
             alpha: F::ONE,
             beta: F::ZERO,
         };
@@ -429,7 +427,7 @@ impl<F: Real, N: AsRef<[Node]>, M: Memory<F>> Objective<F> for Net<F, N, M> {
     fn loss(&mut self, theta: &M::Vec) -> Result<F, Error> {
         let b = self.ready(theta, false, Mode::Train, true)?;
         self.mem.next_loss();
-        let s = self.run(b, false, theta, None, None, Run::Loss)?;
+        let s = self.run(b, false, theta, None, None, LossOnly)?;
         self.value(s)
     }
 }
@@ -507,14 +505,14 @@ impl<F: Real, E: Exec<F>, W: AsMut<[F]> + AsRef<[F]>> Memory<F> for CpuMem<'_, F
         Ok(())
     }
 
-    fn run(
+    fn run<R: Run<F>>(
         &mut self,
         c: &Ctx<'_>,
         loss: Loss,
         theta: &[F],
         v: Option<&[F]>,
         out: Option<&mut [F]>,
-        r: Run<F>,
+        r: R,
     ) -> Result<Option<F>, Error> {
         let (batch, _) = self.batch.ok_or(Error::NoBatch)?;
         let ws = self.ws.as_mut();
@@ -533,13 +531,11 @@ impl<F: Real, E: Exec<F>, W: AsMut<[F]> + AsRef<[F]>> Memory<F> for CpuMem<'_, F
                 frozen: self.frozen,
             },
         };
-        let s = pass::run(c, &mut ops, loss, r);
-        if let Run::LossGrad { update: true, .. } = r {
-            if self.count && self.correct.is_none() {
-                if let Targets::Classes(y) = batch.targets {
-                    let k = c.nodes[c.nodes.len() - 1].out_dims.len();
-                    self.correct = Some(loss::correct(self.outputs(c, batch.x), k, y));
-                }
+        let s = r.run(c, &mut ops, loss);
+        if r.updates() && self.count && self.correct.is_none() {
+            if let Targets::Classes(y) = batch.targets {
+                let k = c.nodes[c.nodes.len() - 1].out_dims.len();
+                self.correct = Some(loss::correct(self.outputs(c, batch.x), k, y));
             }
         }
         Ok(s)
@@ -732,7 +728,7 @@ impl<'b, F: Real, E: Exec<F>, N: AsRef<[Node]>, W: AsMut<[F]> + AsRef<[F]>> CpuN
     /// (B × outputs).
     pub fn forward_outputs_mode(&mut self, theta: &[F], mode: Mode) -> Result<&[F], Error> {
         let b = self.ready(theta, false, mode, false)?;
-        self.run(b, false, theta, None, None, Run::Forward(mode))?;
+        self.run(b, false, theta, None, None, Forward(mode))?;
         let (batch, _) = self.mem.batch.ok_or(Error::NoBatch)?;
         let ctx = Ctx {
             nodes: self.model.nodes(),

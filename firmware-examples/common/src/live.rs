@@ -282,124 +282,154 @@ pub fn run_live<B: Board, L: Link, F: NorFlash>(
     fdgr_mark();
     let model = LinkModel::new(INPUTS, K, P);
     let mut dec: Decoder<IN_FRAME> = Decoder::new();
-    let mut out = Out {
-        link,
-        buf: [0; OUT_FRAME],
+    let mut live = Live {
+        m,
+        c,
+        st,
+        flash,
+        out: Out {
+            link,
+            buf: [0; OUT_FRAME],
+        },
+        replay: Replay::new(),
+        scores: [0.0f32; K],
     };
-    let mut replay = Replay::new();
-    let mut scores = [0.0f32; K];
-    defmt::info!("fdgr ready at step {=u64}", c.seen);
+    defmt::info!("fdgr ready at step {=u64}", live.c.seen);
     loop {
-        let b = out.link.read_byte();
+        let b = live.out.link.read_byte();
         let frame: Frame<'_> = match dec.push(b) {
             None => continue,
             Some(Err(e)) => {
                 if let Some((seq, n)) = e.nack() {
-                    out.nack(seq, n);
+                    live.out.nack(seq, n);
                 }
                 continue;
             }
             Some(Ok(f)) => f,
         };
         let seq = frame.seq;
-        if let Some(r) = replay.check(&frame) {
-            out.send(seq, &r);
+        if let Some(r) = live.replay.check(&frame) {
+            live.out.send(seq, &r);
             continue;
         }
-        let cmd = match link::parse_request(&frame, &model) {
-            Ok(cmd) => cmd,
-            Err(n) => {
-                out.nack(seq, n);
-                continue;
-            }
-        };
+        match link::parse_request(&frame, &model) {
+            Ok(cmd) => live.serve(seq, &frame, cmd),
+            Err(n) => live.out.nack(seq, n),
+        }
+    }
+}
+
+/// What the live loop keeps between frames.
+struct Live<'a, L, F> {
+    m: Buffers,
+    c: Counters,
+    st: Store,
+    flash: &'a mut F,
+    out: Out<'a, L>,
+    replay: Replay,
+    scores: [f32; K],
+}
+
+impl<L: Link, F: NorFlash> Live<'_, L, F> {
+    /// Answers one checked request (frame `seq`).
+    fn serve(&mut self, seq: u16, frame: &Frame<'_>, cmd: Command<'_>) {
         match cmd {
-            Command::Learn(s) => {
-                let Some(sample) = s.to_ring::<INPUTS>() else {
-                    // the fine-tuner learns from pixels (u8), as the
-                    // host trained on them
-                    out.nack(seq, Nack::new(Reason::Encoding, 1));
-                    continue;
-                };
-                s.x().fill(PIXEL_MAX, &mut m.x[..INPUTS]);
-                let class = match predict(&mut m, &mut scores) {
-                    Ok(k) => k,
-                    Err(_) => {
-                        out.nack(seq, Nack::new(Reason::Failed, 0));
-                        continue;
-                    }
-                };
-                fdgr_mark();
-                let r = m.step(sample);
-                fdgr_mark();
-                let loss = match r {
-                    Ok(l) => l,
-                    Err(e) => {
-                        defmt::error!("step {=u64}: {}", c.seen, e);
-                        out.nack(seq, Nack::new(Reason::Failed, 1));
-                        continue;
-                    }
-                };
-                c.seen += 1;
-                c.last_loss = loss;
-                replay.record(&frame, class, loss);
-                out.send(seq, &Reply::Ack { class, loss });
-                if c.seen % SAVE_EVERY == 0 {
-                    let _ = save(flash, &mut st, &m, &mut c);
-                }
-            }
+            Command::Learn(s) => self.learn(seq, frame, s),
             Command::Predict(q) => {
-                q.fill(PIXEL_MAX, &mut m.x[..INPUTS]);
-                match predict(&mut m, &mut scores) {
-                    Ok(class) => out.send(
+                q.fill(PIXEL_MAX, &mut self.m.x[..INPUTS]);
+                match predict(&mut self.m, &mut self.scores) {
+                    Ok(class) => self.out.send(
                         seq,
                         &Reply::Prediction {
                             class,
-                            scores: (&scores[..]).into(),
+                            scores: (&self.scores[..]).into(),
                         },
                     ),
-                    Err(_) => out.nack(seq, Nack::new(Reason::Failed, 0)),
+                    Err(_) => self.out.nack(seq, Nack::new(Reason::Failed, 0)),
                 }
             }
             Command::Status => {
-                let s = status(&c);
-                out.send(seq, &Reply::Status(s));
+                let s = status(&self.c);
+                self.out.send(seq, &Reply::Status(s));
             }
             Command::Save => {
-                if save(flash, &mut st, &m, &mut c).is_err() {
-                    out.nack(seq, Nack::new(Reason::Failed, 2));
-                    continue;
+                if self.saved(seq) {
+                    self.out.send(seq, &Reply::Status(status(&self.c)));
                 }
-                out.send(seq, &Reply::Status(status(&c)));
             }
             Command::FactoryReset => {
-                factory(&mut m, &mut c);
+                factory(&mut self.m, &mut self.c);
                 // a record of the factory state, so a reset survives a
                 // power cut like any learned state
-                if save(flash, &mut st, &m, &mut c).is_err() {
-                    out.nack(seq, Nack::new(Reason::Failed, 2));
-                    continue;
+                if self.saved(seq) {
+                    defmt::info!("factory reset");
+                    self.out.send(seq, &Reply::Status(status(&self.c)));
                 }
-                defmt::info!("factory reset");
-                out.send(seq, &Reply::Status(status(&c)));
             }
-            Command::Pull { offset, count } => {
-                let n = count.min(PULL_CHUNK);
-                let mut vals = [0.0f32; PULL_CHUNK];
-                for (j, v) in vals.iter_mut().take(n).enumerate() {
-                    let i = offset + j;
-                    *v = crate::MODELS.whole_param(&m.theta[..], &FROZEN[..], i);
-                }
-                out.send(
-                    seq,
-                    &Reply::Weights {
-                        offset: offset as u32,
-                        total: P as u32,
-                        values: (&vals[..n]).into(),
-                    },
-                );
-            }
+            Command::Pull { offset, count } => self.pull(seq, offset, count),
         }
+    }
+
+    /// Predicts the sample's class (prequential), then learns from it.
+    fn learn(&mut self, seq: u16, frame: &Frame<'_>, s: link::Sample<'_>) {
+        let Some(sample) = s.to_ring::<INPUTS>() else {
+            // the fine-tuner learns from pixels (u8), as the host trained
+            // on them
+            self.out.nack(seq, Nack::new(Reason::Encoding, 1));
+            return;
+        };
+        s.x().fill(PIXEL_MAX, &mut self.m.x[..INPUTS]);
+        let Ok(class) = predict(&mut self.m, &mut self.scores) else {
+            self.out.nack(seq, Nack::new(Reason::Failed, 0));
+            return;
+        };
+        fdgr_mark();
+        let r = self.m.step(sample);
+        fdgr_mark();
+        let loss = match r {
+            Ok(l) => l,
+            Err(e) => {
+                defmt::error!("step {=u64}: {}", self.c.seen, e);
+                self.out.nack(seq, Nack::new(Reason::Failed, 1));
+                return;
+            }
+        };
+        let c = &mut self.c;
+        c.seen += 1;
+        c.last_loss = loss;
+        self.replay.record(frame, class, loss);
+        self.out.send(seq, &Reply::Ack { class, loss });
+        if c.seen % SAVE_EVERY == 0 {
+            let _ = save(self.flash, &mut self.st, &self.m, c);
+        }
+    }
+
+    /// Saves the state; on failure NACKs request `seq` and returns false.
+    fn saved(&mut self, seq: u16) -> bool {
+        let ok = save(self.flash, &mut self.st, &self.m, &mut self.c).is_ok();
+        if !ok {
+            self.out.nack(seq, Nack::new(Reason::Failed, 2));
+        }
+        ok
+    }
+
+    /// Sends weights `offset..offset + count` (at most [`PULL_CHUNK`]) of
+    /// the whole model.
+    fn pull(&mut self, seq: u16, offset: usize, count: usize) {
+        let n = count.min(PULL_CHUNK);
+        let mut vals = [0.0f32; PULL_CHUNK];
+        for (j, v) in vals.iter_mut().take(n).enumerate() {
+            let i = offset + j;
+            *v = crate::MODELS.whole_param(&self.m.theta[..], &FROZEN[..], i);
+        }
+        self.out.send(
+            seq,
+            &Reply::Weights {
+                offset: offset as u32,
+                total: P as u32,
+                values: (&vals[..n]).into(),
+            },
+        );
     }
 }
 

@@ -163,51 +163,72 @@ pub fn loss_only<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, loss: crate::loss::
 }
 
 /// One of the passes a model's objective runs ([`crate::Net`], on every
-/// backend's memory), as data: what a backend's memory executes with
-/// [`run`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Run<F> {
-    /// [`forward`] in the given mode, no running-statistics update.
-    Forward(Mode),
-    /// [`loss_and_gradient`]: `update` computes the running-statistics
-    /// update, `grad` = Some((α, β)) writes out ← β·out + α·∇L.
-    LossGrad {
-        /// Compute the running-statistics update (the step's unperturbed
-        /// gradient).
-        update: bool,
-        /// The gradient's scale and the output's (None: deltas only).
-        grad: Option<(F, F)>,
-    },
-    /// [`loss_only`].
-    Loss,
-    /// [`hessian_vector`]: out ← β·out + α·H·v.
-    Hvp {
-        /// Scale of H·v.
-        alpha: F,
-        /// Scale of the output's old value.
-        beta: F,
-    },
+/// backend's memory): what a backend's memory executes over its [`Ops`].
+/// Each pass is its own type, so a program links only the passes it
+/// runs (a firmware that never asks for H·v carries no R-pass code).
+pub trait Run<F: Real>: Copy {
+    /// Runs the pass with the loss `loss`; returns the loss as the
+    /// backend holds it for the passes that compute one.
+    fn run<O: Ops<F>>(self, c: &Ctx<'_>, o: &mut O, loss: crate::loss::Loss) -> Option<O::Scalar>;
+    /// Whether the pass computes the running-statistics update (the
+    /// step's unperturbed gradient).
+    fn updates(&self) -> bool {
+        false
+    }
 }
 
-/// Runs the pass `r` with the loss `loss`; returns the loss as the backend
-/// holds it for the passes that compute one ([`Run::LossGrad`],
-/// [`Run::Loss`]).
-pub fn run<F: Real, O: Ops<F>>(
-    c: &Ctx<'_>,
-    o: &mut O,
-    loss: crate::loss::Loss,
-    r: Run<F>,
-) -> Option<O::Scalar> {
-    match r {
-        Run::Forward(mode) => {
-            forward(c, o, mode, false);
-            None
-        }
-        Run::LossGrad { update, grad } => Some(loss_and_gradient(c, o, loss, update, grad)),
-        Run::Loss => Some(loss_only(c, o, loss)),
-        Run::Hvp { alpha, beta } => {
-            hessian_vector(c, o, loss, alpha, beta);
-            None
-        }
+/// [`forward`] in the given mode, no running-statistics update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forward(pub Mode);
+
+impl<F: Real> Run<F> for Forward {
+    fn run<O: Ops<F>>(self, c: &Ctx<'_>, o: &mut O, _: crate::loss::Loss) -> Option<O::Scalar> {
+        forward(c, o, self.0, false);
+        None
+    }
+}
+
+/// [`loss_and_gradient`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossGrad<F> {
+    /// Compute the running-statistics update (the step's unperturbed
+    /// gradient).
+    pub update: bool,
+    /// `Some((α, β))`: out ← β·out + α·∇L; None: the deltas only.
+    pub grad: Option<(F, F)>,
+}
+
+impl<F: Real> Run<F> for LossGrad<F> {
+    fn run<O: Ops<F>>(self, c: &Ctx<'_>, o: &mut O, loss: crate::loss::Loss) -> Option<O::Scalar> {
+        Some(loss_and_gradient(c, o, loss, self.update, self.grad))
+    }
+    fn updates(&self) -> bool {
+        self.update
+    }
+}
+
+/// [`loss_only`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LossOnly;
+
+impl<F: Real> Run<F> for LossOnly {
+    fn run<O: Ops<F>>(self, c: &Ctx<'_>, o: &mut O, loss: crate::loss::Loss) -> Option<O::Scalar> {
+        Some(loss_only(c, o, loss))
+    }
+}
+
+/// [`hessian_vector`]: out ← β·out + α·H·v.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hvp<F> {
+    /// Scale of H·v.
+    pub alpha: F,
+    /// Scale of the output's old value.
+    pub beta: F,
+}
+
+impl<F: Real> Run<F> for Hvp<F> {
+    fn run<O: Ops<F>>(self, c: &Ctx<'_>, o: &mut O, loss: crate::loss::Loss) -> Option<O::Scalar> {
+        hessian_vector(c, o, loss, self.alpha, self.beta);
+        None
     }
 }

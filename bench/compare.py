@@ -11,9 +11,18 @@ reports the median of the rounds' medians. Prints the CPU model and SIMD
 level first (results depend on both: the GEMM kernels of both sides use
 AVX-512 or AVX2 as the CPU allows), then a markdown table.
 
+`--isa avx2` holds PyTorch to AVX2 on an AVX-512 machine (how to measure
+an AVX2 machine on one that has AVX-512; give it an fdgr built with
+`cargo build --release --no-default-features -p fdgr`). Both of PyTorch's
+dispatchers are capped: ATen's (`ATEN_CPU_CAPABILITY=avx2`) and oneDNN's,
+which runs its convolutions and reads only `ONEDNN_MAX_CPU_ISA`; the
+script prints the implementation oneDNN picks for a 3x3 convolution, so a
+run that is not held to AVX2 shows it.
+
     cargo build --release && python3 bench/compare.py --threads 2
     python3 bench/compare.py --configs resnet20,lenet5 --methods sgd,fgr,db
     python3 bench/compare.py --threads 2 --rounds 2 --methods sgd,fgr --json out.json
+    python3 bench/compare.py --isa avx2 --fdgr /tmp/avx2/release/fdgr --configs resnet20
 """
 import argparse
 import json
@@ -59,9 +68,46 @@ def cpu_info():
     return model, simd
 
 
-def run(cmd):
+def torch_env(isa):
+    """The environment of the PyTorch processes: `isa` "avx2" caps ATen's
+    and oneDNN's dispatch at AVX2 (setting only ATen's leaves oneDNN's
+    convolutions on AVX-512, so an ATen cap alone in the environment gets
+    oneDNN's added)."""
+    env = dict(os.environ)
+    if isa == "avx2" or env.get("ATEN_CPU_CAPABILITY", "").lower() == "avx2":
+        env["ATEN_CPU_CAPABILITY"] = "avx2"
+        env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+    return env
+
+
+PROBE = (
+    "import torch\n"
+    "c=torch.nn.Conv2d(16,16,3,padding=1)\n"
+    "with torch.no_grad(): c(torch.randn(4,16,32,32))\n"
+    "print('aten', torch.backends.cpu.get_cpu_capability())\n"
+)
+
+
+def torch_isa(env):
+    """(ATen's CPU capability, oneDNN's ISA, the implementation of a 3x3
+    convolution) in a process with environment `env`."""
+    e = dict(env, ONEDNN_VERBOSE="1")
+    p = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=e)
+    aten = dnnl = conv = "?"
+    for line in p.stdout.splitlines():
+        f = line.split(",")
+        if line.startswith("aten "):
+            aten = line[5:]
+        elif "info" in f and any(x.startswith("isa:") for x in f):
+            dnnl = next(x for x in f if x.startswith("isa:"))[4:]
+        elif "exec" in f and "convolution" in f:
+            conv = f[f.index("convolution") + 1]
+    return aten, dnnl, conv
+
+
+def run(cmd, env=None):
     """Runs `cmd`; returns ({method: JSON row}, peak RSS of the process in MiB)."""
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     out, err = p.stdout, p.stderr
     if p.returncode != 0:
         sys.exit(f"{cmd[0]} failed ({p.returncode}):\n{err}")
@@ -88,8 +134,8 @@ WRAP = (
 )
 
 
-def measured(cmd):
-    return run([sys.executable, "-c", WRAP, *cmd])
+def measured(cmd, env=None):
+    return run([sys.executable, "-c", WRAP, *cmd], env)
 
 
 def load():
@@ -131,15 +177,21 @@ def main():
     ap.add_argument("--fdgr", default=str(ROOT / "target" / "release" / "fdgr"))
     ap.add_argument("--json", metavar="FILE", default="",
                     help="also write the rows, with the CPU and SIMD level, as JSON to FILE")
+    ap.add_argument("--isa", choices=["native", "avx2"], default="native",
+                    help="avx2: hold PyTorch (ATen and oneDNN) to AVX2; pass an AVX2 build "
+                         "of fdgr with --fdgr")
     a = ap.parse_args()
     model, simd = cpu_info()
     import torch  # only for its version; the steps run in their own processes
 
+    env = torch_env(a.isa)
+    aten, dnnl, conv = torch_isa(env)
     print(f"CPU: {model}, {os.cpu_count()} logical cores; SIMD: {simd}")
-    _, base = measured([sys.executable, "-c", "import torch; torch.ones(1)"])
+    _, base = measured([sys.executable, "-c", "import torch; torch.ones(1)"], env)
     print(f"threads: {a.threads} per side; PyTorch {torch.__version__} "
-          f"(CPU capability {torch.backends.cpu.get_cpu_capability()}; a process that only "
-          f"imports torch peaks at {base or 0:.0f} MiB); load average at start: {load():.2f}")
+          f"(ATen CPU capability {aten}; oneDNN ISA {dnnl}, 3x3 convolution {conv}; a process "
+          f"that only imports torch peaks at {base or 0:.0f} MiB); fdgr: {a.fdgr}; "
+          f"load average at start: {load():.2f}")
     print()
     print("| model | batch | method | fdgr ms | PyTorch ms | PyTorch/fdgr | fdgr step/SGD "
           "| PyTorch step/SGD | fdgr RSS MiB | PyTorch RSS MiB | others' CPU % |")
@@ -163,7 +215,7 @@ def main():
             for _ in range(a.rounds):
                 f, fr = measured([a.fdgr, "bench", "--json", "--methods", m, *common])
                 t, tr = measured([sys.executable, str(ROOT / "bench" / "torch_steps.py"),
-                                  "--methods", m, *common])
+                                  "--methods", m, *common], env)
                 fs.append(f[m]["median_ms"])
                 ts.append(t[m]["median_ms"])
                 frss, trss = max(frss, fr or 0), max(trss, tr or 0)
@@ -189,7 +241,8 @@ def main():
         out = {"date": time.strftime("%Y-%m-%d"), "cpu": model, "simd": simd,
                "logical_cores": os.cpu_count(), "threads": a.threads, "rounds": a.rounds,
                "torch": torch.__version__,
-               "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "torch_cpu_capability": aten, "onednn_isa": dnnl, "onednn_conv": conv,
+               "isa": a.isa, "fdgr": a.fdgr,
                "seconds": round(time.time() - t0, 1), "rows": rows}
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

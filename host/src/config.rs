@@ -11,91 +11,103 @@ use fdgr_kernel::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Training methods by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum MethodName {
-    /// Plain SGD: d = g.
-    Sgd,
-    /// Exact GR by double backprop (Hessian-vector product): d = g + γHg.
-    Db,
-    /// Forward finite-difference GR (ascent step first; the paper's F-GR).
-    Fgr,
-    /// Backward finite-difference GR (descent step first).
-    Bgr,
-    /// Central finite-difference GR.
-    Cgr,
-    /// Sharpness-aware minimisation.
-    Sam,
-    /// Unnormalised SAM.
-    Usam,
-    /// Flooding at level b.
-    Flood,
-}
+/// A training method by name: one of the kernel's ([`Method::names`]), so
+/// that a method added to the kernel is a name here without a line of this
+/// crate. Serialized as its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MethodName(&'static str);
 
 impl MethodName {
-    /// All methods.
-    pub const ALL: [MethodName; 8] = [
-        MethodName::Sgd,
-        MethodName::Db,
-        MethodName::Fgr,
-        MethodName::Bgr,
-        MethodName::Cgr,
-        MethodName::Sam,
-        MethodName::Usam,
-        MethodName::Flood,
-    ];
+    /// F-GR, the default.
+    pub const FGR: MethodName = MethodName("fgr");
+    /// Plain SGD.
+    pub const SGD: MethodName = MethodName("sgd");
+
+    /// All methods, in the kernel's order.
+    pub fn all() -> impl Iterator<Item = MethodName> {
+        Method::<f32>::names().into_iter().map(MethodName)
+    }
 
     /// Parses a name.
     pub fn parse(s: &str) -> Result<MethodName> {
-        MethodName::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .with_context(|| {
-                format!("unknown method '{s}' (expected sgd|db|fgr|bgr|cgr|sam|usam|flood)")
-            })
+        MethodName::all().find(|m| m.0 == s).with_context(|| {
+            let names: Vec<&str> = MethodName::all().map(|m| m.0).collect();
+            format!("unknown method '{s}' (expected {})", names.join("|"))
+        })
     }
 
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            MethodName::Sgd => "sgd",
-            MethodName::Db => "db",
-            MethodName::Fgr => "fgr",
-            MethodName::Bgr => "bgr",
-            MethodName::Cgr => "cgr",
-            MethodName::Sam => "sam",
-            MethodName::Usam => "usam",
-            MethodName::Flood => "flood",
-        }
-    }
-
-    /// Whether γ is a hyper-parameter of this method.
-    pub fn uses_gamma(self) -> bool {
-        matches!(
-            self,
-            MethodName::Db | MethodName::Fgr | MethodName::Bgr | MethodName::Cgr
-        )
-    }
-
-    /// Whether ε is a hyper-parameter of this method.
-    pub fn uses_eps(self) -> bool {
-        matches!(self, MethodName::Fgr | MethodName::Bgr | MethodName::Cgr)
+        self.0
     }
 
     /// The kernel method with these hyper-parameters.
     pub fn method(self, gamma: f64, eps: f64, rho: f64, flood_level: f64) -> Method<f32> {
-        let (gamma, eps, rho, level) = (gamma as f32, eps as f32, rho as f32, flood_level as f32);
-        match self {
-            MethodName::Sgd => Method::Sgd,
-            MethodName::Db => Method::Db { gamma },
-            MethodName::Fgr => Method::Fgr { gamma, eps },
-            MethodName::Bgr => Method::Bgr { gamma, eps },
-            MethodName::Cgr => Method::Cgr { gamma, eps },
-            MethodName::Sam => Method::Sam { rho },
-            MethodName::Usam => Method::Usam { rho },
-            MethodName::Flood => Method::Flood { level },
-        }
+        let h = fdgr_kernel::Hyper {
+            gamma: gamma as f32,
+            eps: eps as f32,
+            rho: rho as f32,
+            level: flood_level as f32,
+        };
+        // every name comes from the kernel's list
+        Method::named(self.0, h).unwrap_or(Method::Sgd)
+    }
+
+    /// The kernel method with placeholder hyper-parameters, for what does
+    /// not depend on them.
+    fn kind(self) -> Method<f32> {
+        self.method(0.0, 0.0, 0.0, 0.0)
+    }
+
+    /// Whether γ is a hyper-parameter of this method.
+    pub fn uses_gamma(self) -> bool {
+        self.kind().uses_gamma()
+    }
+
+    /// Whether ε is a hyper-parameter of this method.
+    pub fn uses_eps(self) -> bool {
+        self.kind().uses_eps()
+    }
+
+    /// Whether the method has an ascent step that amortized GR can keep.
+    pub fn has_ascent(self) -> bool {
+        self.kind().has_ascent()
+    }
+}
+
+impl std::fmt::Display for MethodName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::str::FromStr for MethodName {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<MethodName> {
+        MethodName::parse(s)
+    }
+}
+
+impl Serialize for MethodName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for MethodName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        MethodName::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl clap::ValueEnum for MethodName {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ALL: std::sync::OnceLock<Vec<MethodName>> = std::sync::OnceLock::new();
+        ALL.get_or_init(|| MethodName::all().collect())
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0).help(self.kind().about()))
     }
 }
 

@@ -183,11 +183,20 @@ impl Prepared {
 
 /// The method's hyper-parameters as the firmware sets them.
 pub fn describe_method(m: &Method<f32>) -> String {
-    match m {
-        Method::Fgr { gamma, eps } => format!("fgr (γ {gamma}, ε {eps})"),
-        Method::Db { gamma } => format!("db (γ {gamma})"),
-        Method::Sam { rho } => format!("sam (ρ {rho})"),
-        m => m.name().to_string(),
+    let named = [
+        ("γ", m.gamma()),
+        ("ε", m.eps()),
+        ("ρ", m.rho()),
+        ("b", m.level()),
+    ];
+    let hyper: Vec<String> = named
+        .into_iter()
+        .filter_map(|(n, v)| v.map(|v| format!("{n} {v}")))
+        .collect();
+    if hyper.is_empty() {
+        m.name().to_string()
+    } else {
+        format!("{} ({})", m.name(), hyper.join(", "))
     }
 }
 
@@ -205,12 +214,7 @@ pub fn describe_mode(mode: Mode, trained: usize) -> String {
 /// `method` with the γ, ε, ρ given (`--gamma`, `--eps`, `--rho`), each
 /// checked (finite; γ ≥ 0, ε and ρ > 0) and refused for a method without it.
 pub fn with_hyper(method: Method<f32>, [gamma, eps, rho]: [Option<f32>; 3]) -> Result<Method<f32>> {
-    let has = match method {
-        Method::Fgr { .. } => [true, true, false],
-        Method::Db { .. } => [true, false, false],
-        Method::Sam { .. } => [false, false, true],
-        _ => [false; 3],
-    };
+    let has = [method.uses_gamma(), method.uses_eps(), method.uses_rho()];
     for (i, (name, v)) in [("gamma", gamma), ("eps", eps), ("rho", rho)]
         .into_iter()
         .enumerate()

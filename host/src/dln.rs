@@ -343,30 +343,33 @@ pub type GridResult = (Vec<DlnRow>, Vec<(f64, DlnRow)>);
 
 /// Every run of the grid, in parallel over runs, and the references.
 pub fn run_grid(p: &Problem, g: &Grid, s: &Settings) -> Result<GridResult> {
-    use crate::config::MethodName as M;
     use rayon::prelude::*;
     let mut jobs: Vec<(Method<f64>, f64)> = vec![];
     for &alpha in &g.alphas {
         for &m in &g.methods {
-            match m {
-                M::Sgd => jobs.push((Method::Sgd, alpha)),
-                M::Db => jobs.extend(g.gammas.iter().map(|&gamma| (Method::Db { gamma }, alpha))),
-                M::Fgr | M::Bgr | M::Cgr => {
+            // the kind of method; its γ and ε come from the grid
+            let kind = m.method(0.0, 1.0, 0.0, 0.0);
+            match kind {
+                Method::Sgd => jobs.push((Method::Sgd, alpha)),
+                Method::Db { .. } => {
+                    jobs.extend(g.gammas.iter().map(|&gamma| (Method::Db { gamma }, alpha)))
+                }
+                Method::Fgr { .. } | Method::Bgr { .. } | Method::Cgr { .. } => {
                     for &gamma in &g.gammas {
                         for &e in &g.epss {
-                            let job = match m {
-                                M::Fgr if e > 0.0 => Method::Fgr { gamma, eps: e },
-                                M::Bgr if e < 0.0 => Method::Bgr { gamma, eps: -e },
-                                M::Cgr if e > 0.0 => Method::Cgr { gamma, eps: e },
+                            let job = match kind {
+                                Method::Fgr { .. } if e > 0.0 => Method::Fgr { gamma, eps: e },
+                                Method::Bgr { .. } if e < 0.0 => Method::Bgr { gamma, eps: -e },
+                                Method::Cgr { .. } if e > 0.0 => Method::Cgr { gamma, eps: e },
                                 _ => continue,
                             };
                             jobs.push((job, alpha));
                         }
                     }
                 }
-                other => bail!(
+                _ => bail!(
                     "dln: method {} is not part of this experiment (use sgd, db, fgr, bgr, cgr)",
-                    other.as_str()
+                    m.as_str()
                 ),
             }
         }

@@ -154,7 +154,7 @@ fn key(m: &str, g: f64, e: f64, s: u64, a: &str) -> String {
 /// Whether the method takes an ascent (or perturbation) step that amortized
 /// GR can reuse.
 pub fn has_ascent(m: MethodName) -> bool {
-    !matches!(m, MethodName::Sgd | MethodName::Flood)
+    m.has_ascent()
 }
 
 /// (mean, sample std) of values.
@@ -374,8 +374,7 @@ pub fn report(rows: &[SweepRow], grid: &Grid, out: &Path) -> Result<()> {
 fn groups(rows: &[SweepRow]) -> Vec<Group<'_>> {
     let mut groups: Vec<Group<'_>> = vec![];
     for r in rows {
-        let mi = MethodName::ALL
-            .iter()
+        let mi = MethodName::all()
             .position(|m| m.as_str() == r.method)
             .unwrap_or(99);
         let k = (mi, r.gamma, r.eps, r.ascent.clone());

@@ -780,14 +780,10 @@ fn say(pb: &ProgressBar, verbose: bool, line: String) {
 
 /// The method's hyper-parameters in words.
 pub fn describe_method(cfg: &TrainConfig) -> String {
-    use crate::config::MethodName as M;
-    let base = match cfg.method {
-        M::Sgd => "plain gradient".into(),
-        M::Db => format!("γ={}", cfg.gamma),
-        M::Fgr | M::Bgr | M::Cgr => format!("γ={} ε={}", cfg.gamma, cfg.eps),
-        M::Sam | M::Usam => format!("ρ={}", cfg.rho),
-        M::Flood => format!("b={}", cfg.flood_level),
-    };
+    let base = cfg
+        .method
+        .method(cfg.gamma, cfg.eps, cfg.rho, cfg.flood_level)
+        .to_string();
     let mut extra = String::new();
     if cfg.gamma_warmup > 0 && cfg.method.uses_gamma() {
         extra += &format!(", γ warm-up {} epochs", cfg.gamma_warmup);

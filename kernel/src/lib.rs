@@ -77,7 +77,7 @@ pub mod vecops;
 pub use act::Act;
 pub use error::Error;
 pub use loss::{Loss, Targets};
-pub use method::{step, step_with, Ascent, Buffers, Method, StepOptions};
+pub use method::{step, step_with, Ascent, Buffers, Hyper, Method, StepOptions};
 pub use mlp::{FixedMlp, Mlp};
 pub use model::{Dims, Layer, Model, Node, Op, Src};
 pub use net::{Batch, CpuMem, CpuNet, Memory, Net};

@@ -106,6 +106,108 @@ impl<F: Real> Method<F> {
         ]
     }
 
+    /// One line about the method (what `--method`'s help shows).
+    pub const fn about(&self) -> &'static str {
+        match self {
+            Method::Sgd => "Plain SGD: d = g",
+            Method::Db { .. } => {
+                "Exact GR by double backprop (Hessian-vector product): d = g + γHg"
+            }
+            Method::Fgr { .. } => {
+                "Forward finite-difference GR (ascent step first; the paper's F-GR)"
+            }
+            Method::Bgr { .. } => "Backward finite-difference GR (descent step first)",
+            Method::Cgr { .. } => "Central finite-difference GR",
+            Method::Sam { .. } => "Sharpness-aware minimisation",
+            Method::Usam { .. } => "Unnormalised SAM",
+            Method::Flood { .. } => "Flooding at level b",
+        }
+    }
+
+    /// The method named `name` (see [`Method::name`]), its hyper-parameters
+    /// taken from `h`.
+    pub fn named(name: &str, h: Hyper<F>) -> Option<Self> {
+        Self::all(h.gamma, h.eps, h.rho, h.level)
+            .into_iter()
+            .find(|m| m.name() == name)
+    }
+
+    /// Every method's name, in the order of [`Method::all`].
+    pub fn names() -> [&'static str; 8] {
+        Self::all(F::ZERO, F::ZERO, F::ZERO, F::ZERO).map(|m| m.name())
+    }
+
+    /// γ, if it is one of the method's hyper-parameters.
+    pub const fn gamma(&self) -> Option<F> {
+        match *self {
+            Method::Db { gamma }
+            | Method::Fgr { gamma, .. }
+            | Method::Bgr { gamma, .. }
+            | Method::Cgr { gamma, .. } => Some(gamma),
+            _ => None,
+        }
+    }
+
+    /// ε, if it is one of the method's hyper-parameters.
+    pub const fn eps(&self) -> Option<F> {
+        match *self {
+            Method::Fgr { eps, .. } | Method::Bgr { eps, .. } | Method::Cgr { eps, .. } => {
+                Some(eps)
+            }
+            _ => None,
+        }
+    }
+
+    /// ρ, if it is one of the method's hyper-parameters.
+    pub const fn rho(&self) -> Option<F> {
+        match *self {
+            Method::Sam { rho } | Method::Usam { rho } => Some(rho),
+            _ => None,
+        }
+    }
+
+    /// The flood level b, if it is one of the method's hyper-parameters.
+    pub const fn level(&self) -> Option<F> {
+        match *self {
+            Method::Flood { level } => Some(level),
+            _ => None,
+        }
+    }
+
+    /// Whether γ is one of the method's hyper-parameters.
+    pub const fn uses_gamma(&self) -> bool {
+        self.gamma().is_some()
+    }
+
+    /// Whether ε is one of the method's hyper-parameters.
+    pub const fn uses_eps(&self) -> bool {
+        self.eps().is_some()
+    }
+
+    /// Whether ρ is one of the method's hyper-parameters.
+    pub const fn uses_rho(&self) -> bool {
+        self.rho().is_some()
+    }
+
+    /// Whether the method takes an ascent step that amortized GR can keep
+    /// (every method but SGD and flooding, whose direction is the
+    /// gradient's).
+    pub const fn has_ascent(&self) -> bool {
+        !matches!(self, Method::Sgd | Method::Flood { .. })
+    }
+
+    /// The method with γ replaced by `gamma` (as a γ warm-up ramps it);
+    /// unchanged when it has no γ.
+    pub const fn with_gamma(self, gamma: F) -> Self {
+        match self {
+            Method::Db { .. } => Method::Db { gamma },
+            Method::Fgr { eps, .. } => Method::Fgr { gamma, eps },
+            Method::Bgr { eps, .. } => Method::Bgr { gamma, eps },
+            Method::Cgr { eps, .. } => Method::Cgr { gamma, eps },
+            m => m,
+        }
+    }
+
     /// Checks the hyper-parameters: finite, ε > 0, ρ ≥ 0.
     pub fn validate(&self) -> Result<(), Error> {
         let fin = |x: F, what| {
@@ -162,6 +264,45 @@ impl<F: Real> Method<F> {
             Method::Cgr { .. } => 3,
             _ => 2,
         }
+    }
+}
+
+/// The hyper-parameters every method draws its own from
+/// ([`Method::named`]): γ and ε for the GR methods, ρ for SAM and USAM, b
+/// for flooding.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hyper<F> {
+    /// GR strength γ.
+    pub gamma: F,
+    /// Finite-difference step ε.
+    pub eps: F,
+    /// SAM's radius ρ.
+    pub rho: F,
+    /// Flood level b.
+    pub level: F,
+}
+
+/// The hyper-parameters in words: `plain gradient`, `γ=0.1`,
+/// `γ=0.1 ε=0.01`, `ρ=0.05`, `b=0.02`.
+impl<F: Real + core::fmt::Display> core::fmt::Display for Method<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let named = [
+            ("γ", self.gamma()),
+            ("ε", self.eps()),
+            ("ρ", self.rho()),
+            ("b", self.level()),
+        ];
+        let mut sep = "";
+        for (name, v) in named {
+            if let Some(v) = v {
+                write!(f, "{sep}{name}={v}")?;
+                sep = " ";
+            }
+        }
+        if sep.is_empty() {
+            f.write_str("plain gradient")?;
+        }
+        Ok(())
     }
 }
 

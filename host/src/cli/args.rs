@@ -91,7 +91,7 @@ impl ModelArgs {
 #[derive(Args, Clone, Debug)]
 pub struct MethodArgs {
     /// Training method
-    #[arg(long, value_enum, default_value_t = MethodName::Fgr)]
+    #[arg(long, value_enum, default_value_t = MethodName::FGR)]
     pub method: MethodName,
     /// GR strength γ (db, fgr, bgr, cgr)
     #[arg(long, default_value_t = 0.05)]

@@ -83,7 +83,7 @@ fn prepare(a: &DlnArgs) -> Result<Job> {
     if let Some(m) = grid
         .methods
         .iter()
-        .find(|m| **m != MethodName::Sgd && !m.uses_gamma())
+        .find(|m| **m != MethodName::SGD && !m.uses_gamma())
     {
         bail!(
             "dln: method {} is not part of this experiment (use sgd, db, fgr, bgr, cgr)",

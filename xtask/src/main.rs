@@ -107,8 +107,15 @@ fn test(args: &[String]) -> Result<(), String> {
         steps.extend(nvrtc::prepare()?);
     }
     steps.push(run(
-        "workspace tests (host with mpi)",
-        cargo(&["test", "--workspace", "--release", "--features", "fdgr/mpi"]),
+        "workspace tests (host with mpi; release speed, overflow checks on)",
+        cargo(&[
+            "test",
+            "--workspace",
+            "--profile",
+            "ci",
+            "--features",
+            "fdgr/mpi",
+        ]),
     )?);
     for t in THUMB {
         steps.push(run(

@@ -24,50 +24,31 @@ use std::path::PathBuf;
 #[path = "src/config.rs"]
 mod config;
 
-use fdgr_kernel::{export, Act, Layer, Loss, Op, Src};
+use fdgr_kernel::{export, Layer, Loss};
 
-fn act_name(a: Act) -> &'static str {
-    match a {
-        Act::Identity => "Identity",
-        Act::Relu => "Relu",
-        Act::Tanh => "Tanh",
-        Act::Sigmoid => "Sigmoid",
-    }
-}
-
-/// A layer as a Rust expression of `fdgr_kernel`'s types.
+/// A layer as a Rust expression of `fdgr_kernel`'s types (through the
+/// kind's flat record, [`fdgr_kernel::model::OpFields`], so that a new
+/// layer kind needs nothing here).
 fn layer_expr(l: &Layer) -> String {
     let k = "fdgr_kernel::model";
-    let op = match l.op {
-        Op::Linear { out, bias } => format!("{k}::Op::Linear {{ out: {out}, bias: {bias} }}"),
-        Op::Conv2d {
-            out,
-            k: ks,
-            stride,
-            pad,
-            groups,
-            bias,
-        } => format!(
-            "{k}::Op::Conv2d {{ out: {out}, k: {ks}, stride: {stride}, pad: {pad}, groups: {groups}, bias: {bias} }}"
-        ),
-        Op::BatchNorm => format!("{k}::Op::BatchNorm"),
-        Op::Act(a) => format!("{k}::Op::Act(fdgr_kernel::Act::{})", act_name(a)),
-        Op::MaxPool { k: ks, stride, pad } => {
-            format!("{k}::Op::MaxPool {{ k: {ks}, stride: {stride}, pad: {pad} }}")
-        }
-        Op::AvgPool { k: ks, stride, pad } => {
-            format!("{k}::Op::AvgPool {{ k: {ks}, stride: {stride}, pad: {pad} }}")
-        }
-        Op::GlobalAvgPool => format!("{k}::Op::GlobalAvgPool"),
-        Op::Flatten => format!("{k}::Op::Flatten"),
-        Op::Add { other } => format!("{k}::Op::Add {{ other: {other} }}"),
+    let f = l.op.fields();
+    let act = match f.act {
+        Some(a) => format!("Some(fdgr_kernel::Act::{a:?})"),
+        None => "None".into(),
     };
-    let src = match l.src {
-        Src::Prev => format!("{k}::Src::Prev"),
-        Src::Input => format!("{k}::Src::Input"),
-        Src::Node(i) => format!("{k}::Src::Node({i})"),
-    };
-    format!("{k}::Layer::new({op}).from({src})")
+    let op = format!(
+        "{k}::Op::of_fields({}, &{k}::OpFields {{ out: {}, k: {}, stride: {}, pad: {}, groups: {}, bias: {}, act: {act}, other: {} }})",
+        l.op.code(),
+        f.out,
+        f.k,
+        f.stride,
+        f.pad,
+        f.groups,
+        f.bias,
+        f.other
+    );
+    // `Prev`, `Input`, `Node(3)`: the variant as Rust source
+    format!("{k}::Layer::new({op}).from({k}::Src::{:?})", l.src)
 }
 
 fn main() {
@@ -145,16 +126,7 @@ fn run() -> Result<(), String> {
             )
         })?
     };
-    let needs_conv = layers.iter().any(|l| {
-        matches!(
-            l.op,
-            Op::Conv2d { .. }
-                | Op::BatchNorm
-                | Op::MaxPool { .. }
-                | Op::AvgPool { .. }
-                | Op::GlobalAvgPool
-        )
-    });
+    let needs_conv = layers.iter().any(|l| l.op.needs_conv());
     if needs_conv && std::env::var_os("CARGO_FEATURE_CONV").is_none() {
         return Err(format!(
             "{}: the model has convolution or pooling layers: build with `--features fdgr-firmware/conv`",

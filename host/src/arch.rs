@@ -48,7 +48,7 @@
 //! residual nets this way.
 
 use anyhow::{anyhow, bail, Context, Result};
-use fdgr_kernel::model::{plan, Dims, Layer, Model, Node, Op, Src};
+use fdgr_kernel::model::{plan, Dims, FieldValue, Layer, Model, Node, Op, Src};
 use fdgr_kernel::{Act, Loss, Shape};
 
 /// A planned network and the PyTorch name of each layer.
@@ -800,33 +800,16 @@ impl Arch {
             .iter()
             .zip(&self.names)
             .map(|(l, name)| {
-                let mut o = match l.op {
-                    Op::Linear { out, bias } => {
-                        serde_json::json!({"op": "linear", "out": out, "bias": bias})
-                    }
-                    Op::Conv2d {
-                        out,
-                        k,
-                        stride,
-                        pad,
-                        groups,
-                        bias,
-                    } => serde_json::json!({
-                        "op": "conv", "out": out, "k": k, "stride": stride, "pad": pad,
-                        "groups": groups, "bias": bias
-                    }),
-                    Op::BatchNorm => serde_json::json!({"op": "bn"}),
-                    Op::Act(a) => serde_json::json!({"op": "act", "act": a.name()}),
-                    Op::MaxPool { k, stride, pad } => {
-                        serde_json::json!({"op": "maxpool", "k": k, "stride": stride, "pad": pad})
-                    }
-                    Op::AvgPool { k, stride, pad } => {
-                        serde_json::json!({"op": "avgpool", "k": k, "stride": stride, "pad": pad})
-                    }
-                    Op::GlobalAvgPool => serde_json::json!({"op": "gap"}),
-                    Op::Flatten => serde_json::json!({"op": "flatten"}),
-                    Op::Add { other } => serde_json::json!({"op": "add", "other": other}),
-                };
+                let mut o = serde_json::json!({"op": l.op.name()});
+                let f = l.op.fields();
+                for &field in Op::field_names(l.op.code()) {
+                    o[field] = match f.get(field) {
+                        Some(FieldValue::Num(n)) => serde_json::json!(n),
+                        Some(FieldValue::Flag(b)) => serde_json::json!(b),
+                        Some(FieldValue::Act(a)) => serde_json::json!(a.name()),
+                        None => serde_json::Value::Null,
+                    };
+                }
                 o["src"] = match l.src {
                     Src::Prev => serde_json::Value::Null,
                     Src::Input => serde_json::json!(-1),

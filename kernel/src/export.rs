@@ -38,7 +38,7 @@
 use crate::act::Act;
 use crate::error::Error;
 use crate::loss::Loss;
-use crate::model::{Dims, Layer, Op, Src};
+use crate::model::{Dims, Layer, Op, OpFields, Src};
 use crate::shape::{Shape, MAX_LAYERS};
 
 /// File magic.
@@ -317,20 +317,6 @@ pub const fn file_len_v2(layers: usize, params: usize, state: usize) -> usize {
     HEADER_2 + LAYER_BYTES * layers + 8 + 4 * (params + state) + 4
 }
 
-fn op_code(op: &Op) -> u8 {
-    match op {
-        Op::Linear { .. } => 0,
-        Op::Conv2d { .. } => 1,
-        Op::BatchNorm => 2,
-        Op::Act(_) => 3,
-        Op::MaxPool { .. } => 4,
-        Op::AvgPool { .. } => 5,
-        Op::GlobalAvgPool => 6,
-        Op::Flatten => 7,
-        Op::Add { .. } => 8,
-    }
-}
-
 /// The 20-byte record of one layer: op code (0 linear, 1 conv, 2 batch
 /// norm, 3 activation, 4 max pool, 5 average pool, 6 global average pool,
 /// 7 flatten, 8 add), flags (bit 0: bias), activation code, source kind
@@ -339,7 +325,7 @@ fn op_code(op: &Op) -> u8 {
 /// each), reserved, groups (u32).
 pub fn encode_layer(l: &Layer, out: &mut [u8; LAYER_BYTES]) -> Result<(), ExportError> {
     out.fill(0);
-    out[0] = op_code(&l.op);
+    out[0] = l.op.code();
     let (kind, src) = match l.src {
         Src::Prev => (0u8, 0usize),
         Src::Input => (1, 0),
@@ -354,27 +340,12 @@ pub fn encode_layer(l: &Layer, out: &mut [u8; LAYER_BYTES]) -> Result<(), Export
         }
     };
     out[4..6].copy_from_slice(&(narrow(src, 0xFFFF)? as u16).to_le_bytes());
-    let (mut ko, mut kk, mut ks, mut kp, mut kg, mut bias) =
-        (0usize, 0usize, 0usize, 0usize, 0usize, false);
-    match l.op {
-        Op::Linear { out: o, bias: b } => (ko, bias) = (o, b),
-        Op::Conv2d {
-            out: o,
-            k,
-            stride,
-            pad,
-            groups,
-            bias: b,
-        } => (ko, kk, ks, kp, kg, bias) = (o, k, stride, pad, groups, b),
-        Op::Act(a) => out[2] = act_code(a),
-        Op::MaxPool { k, stride, pad } | Op::AvgPool { k, stride, pad } => {
-            (kk, ks, kp) = (k, stride, pad)
-        }
-        Op::Add { other } => {
-            out[6..8].copy_from_slice(&(narrow(other, 0xFFFF)? as u16).to_le_bytes())
-        }
-        Op::BatchNorm | Op::GlobalAvgPool | Op::Flatten => {}
+    let f = l.op.fields();
+    let (ko, kk, ks, kp, kg, bias) = (f.out, f.k, f.stride, f.pad, f.groups, f.bias);
+    if let Some(a) = f.act {
+        out[2] = act_code(a);
     }
+    out[6..8].copy_from_slice(&(narrow(f.other, 0xFFFF)? as u16).to_le_bytes());
     out[1] = bias as u8;
     out[8..12].copy_from_slice(&(narrow(ko, u32::MAX as usize)? as u32).to_le_bytes());
     out[12] = narrow(kk, 255)? as u8;
@@ -408,33 +379,17 @@ pub fn decode_layer(b: &[u8]) -> Result<Layer, ExportError> {
         1 => true,
         _ => return Err(ExportError::BadLayer),
     };
-    let op = match b[0] {
-        0 => Op::Linear { out: o, bias },
-        1 => Op::Conv2d {
-            out: o,
-            k,
-            stride: s,
-            pad: p,
-            groups: g,
-            bias,
-        },
-        2 => Op::BatchNorm,
-        3 => Op::Act(act_from(b[2]).ok_or(ExportError::BadLayer)?),
-        4 => Op::MaxPool {
-            k,
-            stride: s,
-            pad: p,
-        },
-        5 => Op::AvgPool {
-            k,
-            stride: s,
-            pad: p,
-        },
-        6 => Op::GlobalAvgPool,
-        7 => Op::Flatten,
-        8 => Op::Add { other: u16_at(6) },
-        _ => return Err(ExportError::BadLayer),
+    let f = OpFields {
+        out: o,
+        k,
+        stride: s,
+        pad: p,
+        groups: g,
+        bias,
+        act: act_from(b[2]),
+        other: u16_at(6),
     };
+    let op = Op::from_fields(b[0], &f).ok_or(ExportError::BadLayer)?;
     let canonical = Layer::new(op).from(src);
     let mut again = [0u8; LAYER_BYTES];
     encode_layer(&canonical, &mut again)?;

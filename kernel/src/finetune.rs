@@ -466,10 +466,7 @@ pub const fn models_of<const N: usize>(
                 "batch norm is not fine-tuned on a device (fold it into the convolution)",
             ));
         }
-        conv |= matches!(
-            layers[i].op,
-            Op::Conv2d { .. } | Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool
-        );
+        conv |= layers[i].op.needs_conv();
         i += 1;
     }
     let n = layers.len();

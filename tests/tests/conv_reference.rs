@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 
 use fdgr_kernel::method::{self, Buffers, Method};
-use fdgr_kernel::model::Mode;
+use fdgr_kernel::model::{FieldValue, Mode, OpFields};
 use fdgr_kernel::{step, Act, Dims, Layer, Loss, Net, Objective, Op, Serial, Sgd, SgdState, Src};
 use fdgr_kernel::{Pass, Targets};
 use fdgr_tests::build;
@@ -117,38 +117,20 @@ fn uints(v: &Value) -> Vec<usize> {
 
 /// One layer of the JSON description.
 fn parse_layer(l: &Value) -> Layer {
-    let u = |k: &str| l[k].as_u64().unwrap_or_else(|| panic!("{k} in {l}")) as usize;
-    let b = |k: &str| l[k].as_bool().unwrap_or_else(|| panic!("{k} in {l}"));
-    let op = match l["op"].as_str().expect("op") {
-        "conv" => Op::Conv2d {
-            out: u("out"),
-            k: u("k"),
-            stride: u("stride"),
-            pad: u("pad"),
-            groups: u("groups"),
-            bias: b("bias"),
-        },
-        "linear" => Op::Linear {
-            out: u("out"),
-            bias: b("bias"),
-        },
-        "bn" => Op::BatchNorm,
-        "act" => Op::Act(Act::from_name(l["act"].as_str().expect("act")).expect("activation")),
-        "maxpool" => Op::MaxPool {
-            k: u("k"),
-            stride: u("stride"),
-            pad: u("pad"),
-        },
-        "avgpool" => Op::AvgPool {
-            k: u("k"),
-            stride: u("stride"),
-            pad: u("pad"),
-        },
-        "gap" => Op::GlobalAvgPool,
-        "flatten" => Op::Flatten,
-        "add" => Op::Add { other: u("other") },
-        other => panic!("unknown op {other}"),
-    };
+    let name = l["op"].as_str().expect("op");
+    let code = Op::code_of(name).unwrap_or_else(|| panic!("unknown op {name}"));
+    let mut f = OpFields::default();
+    for &field in Op::field_names(code) {
+        let v = &l[field];
+        let value = match (v.as_u64(), v.as_bool(), v.as_str()) {
+            (Some(n), _, _) => FieldValue::Num(n as usize),
+            (_, Some(b), _) => FieldValue::Flag(b),
+            (_, _, Some(a)) => FieldValue::Act(Act::from_name(a).expect("activation")),
+            _ => panic!("{field} in {l}"),
+        };
+        assert!(f.set(field, value), "{field} in {l}");
+    }
+    let op = Op::from_fields(code, &f).expect("layer");
     let src = match &l["src"] {
         Value::Null => Src::Prev,
         Value::String(s) if s == "input" => Src::Input,

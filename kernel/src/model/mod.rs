@@ -183,6 +183,214 @@ pub enum Op {
     },
 }
 
+/// A layer kind's settings as one flat record: what every serialized form
+/// of a layer list holds (the FDGR file's layer entry, the layer list's
+/// JSON, the source a firmware build generates), so that each form is
+/// written once over it. A kind reads the fields it has
+/// ([`Op::field_names`]); the others are 0 / `false` / `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpFields {
+    /// Output features or channels.
+    pub out: usize,
+    /// Kernel or window size.
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding.
+    pub pad: usize,
+    /// Groups.
+    pub groups: usize,
+    /// With a bias.
+    pub bias: bool,
+    /// The activation.
+    pub act: Option<Act>,
+    /// The node an `Add` reads.
+    pub other: usize,
+}
+
+/// One field of an [`OpFields`] by name ([`OpFields::get`],
+/// [`OpFields::set`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldValue {
+    /// A count (`out`, `k`, `stride`, `pad`, `groups`, `other`).
+    Num(usize),
+    /// A flag (`bias`).
+    Flag(bool),
+    /// An activation (`act`).
+    Act(Act),
+}
+
+impl OpFields {
+    /// The field named `name` (one of [`Op::field_names`]'s).
+    pub fn get(&self, name: &str) -> Option<FieldValue> {
+        Some(match name {
+            "out" => FieldValue::Num(self.out),
+            "k" => FieldValue::Num(self.k),
+            "stride" => FieldValue::Num(self.stride),
+            "pad" => FieldValue::Num(self.pad),
+            "groups" => FieldValue::Num(self.groups),
+            "other" => FieldValue::Num(self.other),
+            "bias" => FieldValue::Flag(self.bias),
+            "act" => FieldValue::Act(self.act?),
+            _ => return None,
+        })
+    }
+
+    /// Sets the field named `name`; false when there is none of that name
+    /// and type.
+    pub fn set(&mut self, name: &str, v: FieldValue) -> bool {
+        match (name, v) {
+            ("out", FieldValue::Num(n)) => self.out = n,
+            ("k", FieldValue::Num(n)) => self.k = n,
+            ("stride", FieldValue::Num(n)) => self.stride = n,
+            ("pad", FieldValue::Num(n)) => self.pad = n,
+            ("groups", FieldValue::Num(n)) => self.groups = n,
+            ("other", FieldValue::Num(n)) => self.other = n,
+            ("bias", FieldValue::Flag(b)) => self.bias = b,
+            ("act", FieldValue::Act(a)) => self.act = Some(a),
+            _ => return false,
+        }
+        true
+    }
+}
+
+impl Op {
+    /// Every kind's name, its code the index (the FDGR file's op code).
+    pub const NAMES: [&'static str; 9] = [
+        "linear", "conv", "bn", "act", "maxpool", "avgpool", "gap", "flatten", "add",
+    ];
+
+    /// The kind's code: its index in [`Op::NAMES`].
+    pub const fn code(&self) -> u8 {
+        match self {
+            Op::Linear { .. } => 0,
+            Op::Conv2d { .. } => 1,
+            Op::BatchNorm => 2,
+            Op::Act(_) => 3,
+            Op::MaxPool { .. } => 4,
+            Op::AvgPool { .. } => 5,
+            Op::GlobalAvgPool => 6,
+            Op::Flatten => 7,
+            Op::Add { .. } => 8,
+        }
+    }
+
+    /// Whether the kind needs the kernel's `conv` feature (convolution,
+    /// batch norm, pooling).
+    pub const fn needs_conv(&self) -> bool {
+        matches!(
+            self,
+            Op::Conv2d { .. }
+                | Op::BatchNorm
+                | Op::MaxPool { .. }
+                | Op::AvgPool { .. }
+                | Op::GlobalAvgPool
+        )
+    }
+
+    /// The kind's name (`linear`, `conv`, `bn`, …).
+    pub const fn name(&self) -> &'static str {
+        Self::NAMES[self.code() as usize]
+    }
+
+    /// The code of the kind named `name`.
+    pub fn code_of(name: &str) -> Option<u8> {
+        Self::NAMES.iter().position(|n| *n == name).map(|i| i as u8)
+    }
+
+    /// The fields ([`OpFields`]) the kind of code `code` has, by name.
+    pub const fn field_names(code: u8) -> &'static [&'static str] {
+        match code {
+            0 => &["out", "bias"],
+            1 => &["out", "k", "stride", "pad", "groups", "bias"],
+            3 => &["act"],
+            4 | 5 => &["k", "stride", "pad"],
+            8 => &["other"],
+            _ => &[],
+        }
+    }
+
+    /// The layer's settings as a flat record.
+    pub const fn fields(&self) -> OpFields {
+        let z = OpFields {
+            out: 0,
+            k: 0,
+            stride: 0,
+            pad: 0,
+            groups: 0,
+            bias: false,
+            act: None,
+            other: 0,
+        };
+        match *self {
+            Op::Linear { out, bias } => OpFields { out, bias, ..z },
+            Op::Conv2d {
+                out,
+                k,
+                stride,
+                pad,
+                groups,
+                bias,
+            } => OpFields {
+                out,
+                k,
+                stride,
+                pad,
+                groups,
+                bias,
+                ..z
+            },
+            Op::Act(a) => OpFields { act: Some(a), ..z },
+            Op::MaxPool { k, stride, pad } | Op::AvgPool { k, stride, pad } => OpFields {
+                k,
+                stride,
+                pad,
+                ..z
+            },
+            Op::Add { other } => OpFields { other, ..z },
+            Op::BatchNorm | Op::GlobalAvgPool | Op::Flatten => z,
+        }
+    }
+
+    /// The layer of kind `code` with settings `f` (the fields it does not
+    /// have are ignored); None for an unknown code or an activation
+    /// missing.
+    pub const fn from_fields(code: u8, f: &OpFields) -> Option<Op> {
+        let (out, k, stride, pad, groups, bias) = (f.out, f.k, f.stride, f.pad, f.groups, f.bias);
+        Some(match code {
+            0 => Op::Linear { out, bias },
+            1 => Op::Conv2d {
+                out,
+                k,
+                stride,
+                pad,
+                groups,
+                bias,
+            },
+            2 => Op::BatchNorm,
+            3 => match f.act {
+                Some(a) => Op::Act(a),
+                None => return None,
+            },
+            4 => Op::MaxPool { k, stride, pad },
+            5 => Op::AvgPool { k, stride, pad },
+            6 => Op::GlobalAvgPool,
+            7 => Op::Flatten,
+            8 => Op::Add { other: f.other },
+            _ => return None,
+        })
+    }
+
+    /// [`Op::from_fields`] for generated source (a const context: an
+    /// unknown kind fails the build).
+    pub const fn of_fields(code: u8, f: &OpFields) -> Op {
+        match Op::from_fields(code, f) {
+            Some(op) => op,
+            None => panic!("unknown layer kind"),
+        }
+    }
+}
+
 /// Where a layer reads its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -704,19 +912,6 @@ const fn output_not_needed(op: &Op) -> bool {
             | Op::AvgPool { .. }
             | Op::GlobalAvgPool
             | Op::Add { .. }
-    )
-}
-
-/// Whether a layer kind is one of those that need the `conv` feature
-/// (convolution, batch norm, pooling).
-const fn conv_family(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Conv2d { .. }
-            | Op::BatchNorm
-            | Op::MaxPool { .. }
-            | Op::AvgPool { .. }
-            | Op::GlobalAvgPool
     )
 }
 

@@ -218,7 +218,7 @@ const fn operands(
         other = Ref::Node(j);
         other_active = nodes[j].active;
     }
-    if !cfg!(feature = "conv") && conv_family(&l.op) {
+    if !cfg!(feature = "conv") && l.op.needs_conv() {
         return Err(Error::BadModel(
             "convolution, batch norm and pooling need fdgr-kernel's `conv` feature",
         ));

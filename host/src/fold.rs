@@ -18,69 +18,6 @@ use crate::arch::Arch;
 use anyhow::{bail, Result};
 use fdgr_kernel::model::{Layer, Node, Op, Ref, Src, BN_EPS};
 
-/// A layer-list entry for `l`, layer `i` of the list (the grammar of
-/// `--model`, residual joins and other sources included).
-fn entry(i: usize, l: &Layer) -> String {
-    let mut e = op_entry(l);
-    match l.src {
-        Src::Prev => {}
-        Src::Input if i == 0 => {}
-        Src::Input => e.push_str("@in"),
-        Src::Node(j) if j + 1 == i => {}
-        Src::Node(j) => e.push_str(&format!("@{j}")),
-    }
-    e
-}
-
-fn op_entry(l: &Layer) -> String {
-    match l.op {
-        Op::Linear { out, bias } => format!("linear:{out}{}", if bias { "" } else { ":nobias" }),
-        Op::Conv2d {
-            out,
-            k,
-            stride,
-            pad,
-            groups,
-            bias,
-        } => {
-            let mut e = format!("conv:{out}:{k}");
-            if stride != 1 {
-                e.push_str(&format!(":s{stride}"));
-            }
-            if pad != 0 {
-                e.push_str(&format!(":p{pad}"));
-            }
-            if groups != 1 {
-                e.push_str(&format!(":g{groups}"));
-            }
-            if !bias {
-                e.push_str(":nobias");
-            }
-            e
-        }
-        Op::Act(a) => a.name().to_string(),
-        Op::MaxPool { k, stride, pad } | Op::AvgPool { k, stride, pad } => {
-            let name = if matches!(l.op, Op::MaxPool { .. }) {
-                "maxpool"
-            } else {
-                "avgpool"
-            };
-            let mut e = format!("{name}:{k}");
-            if stride != k {
-                e.push_str(&format!(":s{stride}"));
-            }
-            if pad != 0 {
-                e.push_str(&format!(":p{pad}"));
-            }
-            e
-        }
-        Op::GlobalAvgPool => "gap".into(),
-        Op::Flatten => "flatten".into(),
-        Op::BatchNorm => "bn".into(),
-        Op::Add { other } => format!("add:{other}"),
-    }
-}
-
 /// `arch` with θ and the running statistics `state`, its batch norms
 /// folded: the folded network and its θ; `None` when it has no batch norm.
 pub fn fold(arch: &Arch, theta: &[f32], state: &[f32]) -> Result<Option<(Arch, Vec<f32>)>> {
@@ -190,7 +127,7 @@ pub fn fold(arch: &Arch, theta: &[f32], state: &[f32]) -> Result<Option<(Arch, V
     let spec = layers
         .iter()
         .enumerate()
-        .map(|(i, l)| entry(i, l))
+        .map(|(i, l)| crate::arch::entry_of(i, l))
         .collect::<Vec<_>>()
         .join(",");
     let d = arch.model.input;

@@ -1,7 +1,7 @@
 //! [`Net`]: the [`Objective`] of any planned [`Model`], written once for
 //! every backend. What differs between backends is only its [`Memory`]:
 //! where the batch, the pass buffers, the running statistics and the
-//! parameter vectors live, and which primitives ([`Ops`]) run on them.
+//! parameter vectors live, and which primitives ([`Ops`](crate::ops::Ops)) run on them.
 //!
 //! * [`CpuMem`]: slices, held however the caller likes (an array in a
 //!   `static` on a microcontroller, a `Vec` on a host), the layer maths
@@ -44,9 +44,9 @@ pub struct Batch<'a, F> {
 /// Where a [`Net`]'s passes run: the memory of its batch, workspace,
 /// running statistics and frozen parameters, its parameter vectors
 /// ([`VecSpace`]), and the primitives over them. A backend implements
-/// this (and [`Ops`]); the objective is [`Net`], the same for all.
+/// this (and [`Ops`](crate::ops::Ops)); the objective is [`Net`], the same for all.
 pub trait Memory<F: Real>: VecSpace<F> {
-    /// A pass's loss as the backend holds it ([`Ops::Scalar`]).
+    /// A pass's loss as the backend holds it ([`Ops::Scalar`](crate::ops::Ops::Scalar)).
     type Scalar: Copy;
     /// Samples in the current batch (0: none).
     fn batch_len(&self) -> usize;

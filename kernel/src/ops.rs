@@ -15,12 +15,12 @@
 //! * A GPU backend maps each [`Loc`] to a device pointer and launches a
 //!   kernel (or a cuDNN / cuBLAS call) per primitive.
 
-use crate::act::Act;
+use crate::act::{self, Act};
 use crate::loss::{self, Loss, Targets};
-use crate::objective::Exec;
+use crate::optim::OptElem;
 use crate::real::Real;
 use crate::serial::norm::{self, Dp, Dx, Mode, Pending, RBack};
-use crate::serial::{BnGeom, ConvGeom, PoolGeom};
+use crate::serial::{conv, pool, BnGeom, ConvGeom, PoolGeom};
 
 /// The memories of a pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -668,3 +668,205 @@ impl<F: Real, E: Exec<F>> Ops<F> for CpuOps<'_, F, E> {
         loss::loss_hvp(loss, o, k, r, h);
     }
 }
+
+/// How dense maths is executed on CPU memory: the matrix product and the
+/// parameter-vector operations. The defaults are the serial reference loops
+/// of [`crate::vecops`]; a host backend may run the same functions on
+/// chunks in parallel or call a tuned GEMM.
+pub trait Exec<F: Real> {
+    /// C ← α·op(A)·op(B) + β·C (see [`crate::vecops::gemm`]).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &mut self,
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: F,
+        a: &[F],
+        b: &[F],
+        beta: F,
+        c: &mut [F],
+    ) {
+        crate::vecops::gemm(ta, tb, m, n, k, alpha, a, b, beta, c)
+    }
+    /// y ← y + a·x.
+    fn axpy(&mut self, y: &mut [F], a: F, x: &[F]) {
+        crate::vecops::axpy(y, a, x)
+    }
+    /// w ← x + a·y.
+    fn waxpy(&mut self, w: &mut [F], x: &[F], a: F, y: &[F]) {
+        crate::vecops::waxpy(w, x, a, y)
+    }
+    /// x ← a·x.
+    fn scale(&mut self, x: &mut [F], a: F) {
+        crate::vecops::scale(x, a)
+    }
+    /// xᵀy.
+    fn dot(&mut self, x: &[F], y: &[F]) -> F {
+        crate::vecops::dot(x, y)
+    }
+    /// True when every entry is finite.
+    fn all_finite(&mut self, x: &[F]) -> bool {
+        crate::vecops::all_finite(x)
+    }
+    /// The optimizer's update over slices.
+    fn opt_update(
+        &mut self,
+        theta: &mut [F],
+        d: &[F],
+        s0: Option<&mut [F]>,
+        s1: Option<&mut [F]>,
+        h: &OptElem<F>,
+    ) {
+        crate::optim::update_slices(theta, d, s0, s1, h)
+    }
+    /// y ← β·y + α·x (β = 0 overwrites).
+    fn axpby(&mut self, y: &mut [F], x: &[F], alpha: F, beta: F) {
+        crate::vecops::axpby(y, x, alpha, beta)
+    }
+    /// y ← a + b.
+    fn add(&mut self, y: &mut [F], a: &[F], b: &[F]) {
+        crate::vecops::add(y, a, b)
+    }
+    /// Per-channel bias and activation in place (see [`act::bias_act_chw`]).
+    fn bias_act(&mut self, z: &mut [F], bias: Option<&[F]>, c: usize, hw: usize, act: Act) {
+        act::bias_act_chw(z, bias, c, hw, act)
+    }
+    /// y ← σ(x).
+    fn act_map(&mut self, y: &mut [F], x: &[F], act: Act) {
+        act::act_map(y, x, act)
+    }
+    /// δ ← δ ⊙ σ'(a).
+    fn act_backward(&mut self, delta: &mut [F], a: &[F], act: Act) {
+        act::act_backward(delta, a, act)
+    }
+    /// R{a} ← σ'(a) ⊙ R{z}.
+    fn r_act(&mut self, ra: &mut [F], rz: &[F], a: &[F], act: Act) {
+        act::r_act(ra, rz, a, act)
+    }
+    /// R{δz} in place (see [`act::r_act_backward`]).
+    fn r_act_backward(&mut self, rd: &mut [F], rz: &[F], a: &[F], dz: &[F], act: Act) {
+        act::r_act_backward(rd, rz, a, dz, act)
+    }
+    /// Per-channel sums (see [`act::chan_sum`]).
+    fn chan_sum(&mut self, out: &mut [F], m: &[F], c: usize, hw: usize, alpha: F, beta: F) {
+        act::chan_sum(out, m, c, hw, alpha, beta)
+    }
+    /// Convolution forward (see [`crate::serial::conv::forward`]).
+    fn conv_forward(&mut self, g: &ConvGeom, x: &[F], w: &[F], y: &mut [F], alpha: F, beta: F) {
+        conv::forward(g, x, w, y, alpha, beta)
+    }
+    /// Convolution input gradient (see [`crate::serial::conv::backward_data`]).
+    fn conv_backward_data(
+        &mut self,
+        g: &ConvGeom,
+        dy: &[F],
+        w: &[F],
+        dx: &mut [F],
+        alpha: F,
+        beta: F,
+    ) {
+        conv::backward_data(g, dy, w, dx, alpha, beta)
+    }
+    /// Convolution weight gradient (see [`crate::serial::conv::backward_filter`]).
+    fn conv_backward_filter(
+        &mut self,
+        g: &ConvGeom,
+        x: &[F],
+        dy: &[F],
+        dw: &mut [F],
+        alpha: F,
+        beta: F,
+    ) {
+        conv::backward_filter(g, x, dy, dw, alpha, beta)
+    }
+    /// Batch-norm training forward (see [`crate::serial::norm::forward_train`]).
+    #[allow(clippy::too_many_arguments)]
+    fn bn_forward_train(
+        &mut self,
+        g: &BnGeom,
+        x: &[F],
+        y: &mut [F],
+        gb: &[F],
+        stats: &mut [F],
+        eps: F,
+        act: Act,
+        pending: Option<norm::Pending<'_, F>>,
+    ) {
+        norm::forward_train(g, x, y, gb, stats, eps, act, pending)
+    }
+    /// Batch-norm evaluation forward (see [`crate::serial::norm::forward_eval`]).
+    #[allow(clippy::too_many_arguments)]
+    fn bn_forward_eval(
+        &mut self,
+        g: &BnGeom,
+        x: &[F],
+        y: &mut [F],
+        gb: &[F],
+        running: &[F],
+        eps: F,
+        act: Act,
+    ) {
+        norm::forward_eval(g, x, y, gb, running, eps, act)
+    }
+    /// Batch-norm backward (see [`crate::serial::norm::backward`]).
+    #[allow(clippy::too_many_arguments)]
+    fn bn_backward(
+        &mut self,
+        g: &BnGeom,
+        x: &[F],
+        dy: &[F],
+        gb: &[F],
+        stats: &[F],
+        dx: Option<norm::Dx<'_, F>>,
+        dp: Option<norm::Dp<'_, F>>,
+    ) {
+        norm::backward(g, x, dy, gb, stats, dx, dp)
+    }
+    /// Batch-norm R-forward (see [`crate::serial::norm::r_forward`]).
+    #[allow(clippy::too_many_arguments)]
+    fn bn_r_forward(
+        &mut self,
+        g: &BnGeom,
+        x: &[F],
+        rx: Option<&[F]>,
+        gb: &[F],
+        vgb: &[F],
+        stats: &[F],
+        ry: &mut [F],
+        rstats: &mut [F],
+    ) {
+        norm::r_forward(g, x, rx, gb, vgb, stats, ry, rstats)
+    }
+    /// Batch-norm R-backward (see [`crate::serial::norm::r_backward`]).
+    fn bn_r_backward(
+        &mut self,
+        g: &BnGeom,
+        a: &norm::RBack<'_, F>,
+        rdx: Option<norm::Dx<'_, F>>,
+        rsums: &mut [F],
+    ) {
+        norm::r_backward(g, a, rdx, rsums)
+    }
+    /// Pooling forward.
+    fn pool_forward(&mut self, g: &PoolGeom, x: &[F], y: &mut [F]) {
+        pool::forward(g, x, y)
+    }
+    /// Pooling backward.
+    fn pool_backward(&mut self, g: &PoolGeom, x: &[F], dy: &[F], dx: &mut [F], acc: bool) {
+        pool::backward(g, x, dy, dx, acc)
+    }
+    /// Pooling R-forward.
+    fn pool_r_forward(&mut self, g: &PoolGeom, x: &[F], rx: &[F], ry: &mut [F]) {
+        pool::r_forward(g, x, rx, ry)
+    }
+}
+
+/// The serial reference executor: the loops of [`crate::vecops`] as they
+/// are. Deterministic and identical on every target.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Serial;
+
+impl<F: Real> Exec<F> for Serial {}

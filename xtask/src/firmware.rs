@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use fdgr_kernel::finetune::Mode;
 use fdgr_kernel::Method;
 
-use fdgr_mcu::board::Board;
+use fdgr_mcu::board::{Board, Runner};
 use fdgr_mcu::elf::{elf_info, ElfInfo};
 use fdgr_mcu::fw_config;
 use fdgr_mcu::log::{decode_defmt, parse_log};
@@ -100,11 +100,13 @@ const AIFES_CONV_RAM: u64 = 35_048;
 const CONV_FLASH_BUDGET: u64 = 128 * 1024;
 const QEMU_LIMIT: Duration = Duration::from_secs(120);
 
-const BOARDS: [(&str, &str, &str); 3] = [
-    ("stm32f4", "thumbv7em-none-eabihf", "fdgr-stm32f4"),
-    ("nrf52840", "thumbv7em-none-eabihf", "fdgr-nrf52840"),
-    ("rp2040", "thumbv6m-none-eabi", "fdgr-rp2040"),
-];
+/// The hardware boards (folder, target, binary), from `Board::ALL`.
+fn hardware_boards() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    Board::ALL
+        .into_iter()
+        .filter(|b| b.runner() == Runner::ProbeRs)
+        .map(|b| (b.name(), b.triple(), b.package()))
+}
 
 const M4F: &str = "thumbv7em-none-eabihf";
 const V6M: &str = "thumbv6m-none-eabi";
@@ -198,7 +200,7 @@ fn board_builds(fw_dir: &Path, conv_file: &Path) -> Result<(Vec<Step>, Vec<Board
     let mut steps = vec![];
     let mut board_sizes = vec![];
     let conv_s = conv_file.display().to_string();
-    for (board, triple, bin) in BOARDS {
+    for (board, triple, bin) in hardware_boards() {
         let c = fw_cargo("build", board, &[], &[]);
         steps.push(run(&format!("firmware build {board} ({triple})"), c)?);
         let elf = read(&fw_dir.join("target").join(triple).join("release").join(bin))?;
@@ -305,14 +307,9 @@ fn lints(fw_dir: &Path, plugin_version: &str) -> Result<Vec<Step>, String> {
     let mut c = Command::new(cargo_bin());
     // Packages by name: `--all` would also take in the kernel's workspace.
     c.current_dir(fw_dir).args(["fmt", "--check"]);
-    for p in [
-        "fdgr-firmware",
-        "fdgr-qemu-m4",
-        "fdgr-stm32f4",
-        "fdgr-nrf52840",
-        "fdgr-rp2040",
-    ] {
-        c.args(["-p", p]);
+    c.args(["-p", "fdgr-firmware"]);
+    for b in Board::ALL {
+        c.args(["-p", b.package()]);
     }
     steps.push(run("rustfmt firmware-examples", c)?);
     let mut c = Command::new(cargo_bin());
@@ -320,7 +317,7 @@ fn lints(fw_dir: &Path, plugin_version: &str) -> Result<Vec<Step>, String> {
         .args(["fmt", "--check", "--manifest-path"])
         .arg(fw_dir.join("qemu-icount").join("Cargo.toml"));
     steps.push(run("rustfmt firmware-examples/qemu-icount", c)?);
-    for board in ["qemu-m4", "stm32f4", "nrf52840", "rp2040"] {
+    for board in Board::ALL.map(|b| b.name()) {
         let mut c = fw_cargo("clippy", board, &[], &[]);
         c.args(["--", "-D", "warnings"]);
         steps.push(run(&format!("clippy -D warnings {board}"), c)?);

@@ -127,28 +127,37 @@ pub struct BuildArgs {
     pub json: bool,
 }
 
-/// The boards (`firmware-examples/<board>/`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BoardName {
-    /// QEMU mps2-an386 (Cortex-M4F), no hardware needed
-    #[value(name = "qemu-m4")]
-    QemuM4,
-    /// NUCLEO-F411RE (STM32F411, Cortex-M4F), through probe-rs
-    Stm32f4,
-    /// nRF52840-DK (Cortex-M4F), through probe-rs
-    Nrf52840,
-    /// Raspberry Pi Pico (RP2040, Cortex-M0+), through probe-rs
-    Rp2040,
-}
+/// A board by name: one of `fdgr_mcu::board::Board::ALL` (its folder's
+/// name), so that a board added there is a value here with its help line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoardName(Board);
 
 impl BoardName {
     fn board(self) -> Board {
-        match self {
-            BoardName::QemuM4 => Board::QemuM4,
-            BoardName::Stm32f4 => Board::Stm32f4,
-            BoardName::Nrf52840 => Board::Nrf52840,
-            BoardName::Rp2040 => Board::Rp2040,
-        }
+        self.0
+    }
+}
+
+impl ValueEnum for BoardName {
+    fn value_variants<'a>() -> &'a [Self] {
+        const ALL: [BoardName; Board::ALL.len()] = {
+            let mut v = [BoardName(Board::ALL[0]); Board::ALL.len()];
+            let mut i = 0;
+            while i < v.len() {
+                v[i] = BoardName(Board::ALL[i]);
+                i += 1;
+            }
+            v
+        };
+        &ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let how = match self.0.runner() {
+            Runner::Qemu => "no hardware needed",
+            Runner::ProbeRs => "through probe-rs",
+        };
+        let help = format!("{}, {how}", self.0.describe());
+        Some(clap::builder::PossibleValue::new(self.0.name()).help(help))
     }
 }
 
@@ -243,7 +252,9 @@ impl RunArgs {
     /// into the image.
     pub fn streams(&self) -> bool {
         self.live
-            || (self.image.board == BoardName::QemuM4 && self.samples.is_some() && !self.built_in)
+            || (self.image.board.board() == Board::QemuM4
+                && self.samples.is_some()
+                && !self.built_in)
     }
 }
 
@@ -674,7 +685,7 @@ fn power_cuts(a: &VerifyArgs, n: usize) -> Result<()> {
             "--power-cuts needs --from RUN and --board qemu-m4"
         )));
     };
-    if board != BoardName::QemuM4 {
+    if board.board() != Board::QemuM4 {
         return Err(bad_input(anyhow!(
             "--power-cuts: only qemu-m4 can be cut here (on a board, reset it through probe-rs)"
         )));

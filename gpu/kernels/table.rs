@@ -1,5 +1,5 @@
 // The kernels of gpu/kernels/*.cu, each declared once, here: its Rust name,
-// its C name, and the shape of its launch (gpu/src/launch.rs: LaunchShape),
+// its C name, and the shape of its launch (gpu/src/grid.rs: LaunchShape),
 // grouped by the file that defines it. Its parameters are declared once too,
 // in the .cu file: gpu/build.rs reads them from the C signature.
 //

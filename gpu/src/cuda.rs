@@ -22,8 +22,8 @@ use crate::cudnn::CudnnConv;
 use crate::device::{Arg, ConvOp, DPtr, Device, GemmOp};
 use crate::error::GpuError;
 use crate::gemm::col_major;
+use crate::grid::Launch;
 use crate::kernels::{self, Kernel, Module};
-use crate::launch::Launch;
 use crate::{GpuOptions, Precision};
 
 /// Pinned staging buffers for the per-step mini-batch indices: the host

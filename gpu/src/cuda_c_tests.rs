@@ -26,8 +26,8 @@ use fdgr_kernel::serial::{conv, norm, pool, BnGeom, ConvGeom, PoolGeom, PoolKind
 use fdgr_kernel::{act, loss, mlp, vecops, Act, Loss, Rng, Targets};
 
 use crate::emu::Emu;
+use crate::grid::DOT_BLOCKS;
 use crate::kernels::Kernel;
-use crate::launch::DOT_BLOCKS;
 use crate::launchers;
 
 mod convnet;
@@ -218,7 +218,7 @@ fn reorder_bound_in(u: f64, d1: usize, d2: usize, abs_sum: f64) -> f64 {
 /// Depth of reduce_sum (vecops.cu) over n values: each thread's strided
 /// sum, then block_sum's tree over REDUCE_THREADS.
 fn reduce_sum_depth(n: usize) -> usize {
-    let t = crate::launch::REDUCE_THREADS as usize;
+    let t = crate::grid::REDUCE_THREADS as usize;
     n.div_ceil(t) + t.trailing_zeros() as usize
 }
 

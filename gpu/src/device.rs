@@ -10,8 +10,8 @@
 //! tested against the CPU kernel without a GPU.
 
 use crate::error::GpuError;
+use crate::grid::Launch;
 use crate::kernels::Kernel;
-use crate::launch::Launch;
 
 /// A position in device memory: an allocation (`base`: its device address
 /// on CUDA, an id in the emulator) and an element offset (f32 or u32, both

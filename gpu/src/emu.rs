@@ -29,8 +29,8 @@ use fdgr_cuda_cpu::{self as cpu, Param, Value};
 use crate::device::{Arg, DPtr, Device, GemmOp};
 use crate::error::GpuError;
 use crate::gemm::{col_major, tests::blas_sgemm};
+use crate::grid::{Launch, LaunchShape};
 use crate::kernels::Kernel;
-use crate::launch::{Launch, LaunchShape};
 
 /// Guard words on each side of an allocation.
 const GUARD: usize = 16;

@@ -6,7 +6,7 @@
 //! C names.
 
 use crate::error::GpuError;
-use crate::launch::{Launch, LaunchShape};
+use crate::grid::{Launch, LaunchShape};
 
 /// `gpu/kernels/common.cuh`: activations, codes, reductions, prepended to
 /// every file.

@@ -10,8 +10,8 @@
 
 use crate::device::{Arg, DPtr, Device, GemmOp};
 use crate::error::GpuError;
+use crate::grid::Launch;
 use crate::kernels::Kernel;
-use crate::launch::Launch;
 use fdgr_kernel::optim::{OptElem, Rule};
 use fdgr_kernel::serial::{BnGeom, ConvGeom, PoolGeom, PoolKind};
 use fdgr_kernel::{Act, Loss};
@@ -67,8 +67,8 @@ pub mod typed {
     use super::{launch, PtrArg};
     use crate::device::{Arg, Device};
     use crate::error::GpuError;
+    use crate::grid::Launch;
     use crate::kernels::Kernel;
-    use crate::launch::Launch;
 
     include!(concat!(env!("OUT_DIR"), "/typed_launches.rs"));
 }
@@ -315,7 +315,7 @@ pub fn scale<D: Device>(d: &mut D, x: DPtr, a: f32, n: usize) -> R {
     typed::scale(d, n as u64, x, a, n as u64).map(drop)
 }
 
-/// vecops::dot into `*out`, using `partials` (launch::DOT_BLOCKS scalars).
+/// vecops::dot into `*out`, using `partials` (grid::DOT_BLOCKS scalars).
 pub fn dot<D: Device>(d: &mut D, x: DPtr, y: DPtr, n: usize, partials: DPtr, out: DPtr) -> R {
     let n = n as u64;
     // empty vectors: no partial sums, dot = 0

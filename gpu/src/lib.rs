@@ -36,7 +36,7 @@
 //! The CUDA C is the only GPU implementation of each op. The kernels are
 //! declared once, in `gpu/kernels/table.rs` (name, file, launch shape; the
 //! parameters are the `.cu` declaration), which gives [`kernels::Kernel`]
-//! and [`launch::LaunchShape`]. The tests compile the same `.cu` files with
+//! and [`grid::LaunchShape`]. The tests compile the same `.cu` files with
 //! the host C++ compiler against a header that maps the CUDA built-ins onto
 //! the CPU (`gpu/cpu-runtime`, a test-only dependency), launch them as the
 //! device path does, and compare each kernel with the `fdgr_kernel`
@@ -51,8 +51,8 @@ pub mod cudnn;
 pub mod device;
 pub mod error;
 pub mod gemm;
+pub mod grid;
 pub mod kernels;
-pub mod launch;
 pub mod launchers;
 pub mod memory;
 pub mod nccl;

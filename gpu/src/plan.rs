@@ -44,7 +44,7 @@ impl ScalarPlan {
     /// Start of the `dot_partial` partial sums.
     pub const PARTIALS: usize = 16;
     /// Start of the per-row losses.
-    pub const ROW_LOSS: usize = Self::PARTIALS + crate::launch::DOT_BLOCKS as usize;
+    pub const ROW_LOSS: usize = Self::PARTIALS + crate::grid::DOT_BLOCKS as usize;
 
     /// Scalars in the buffer.
     pub fn len(&self) -> usize {
@@ -148,7 +148,7 @@ mod tests {
         assert!(singles.iter().all(|&s| s < ScalarPlan::PARTIALS));
         assert_eq!(
             ScalarPlan::ROW_LOSS - ScalarPlan::PARTIALS,
-            crate::launch::DOT_BLOCKS as usize
+            crate::grid::DOT_BLOCKS as usize
         );
         assert_eq!(p.len(), ScalarPlan::ROW_LOSS + 128);
     }

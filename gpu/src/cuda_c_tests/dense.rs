@@ -317,7 +317,7 @@ pub(super) fn check_dot(e: &mut Emu, out: &mut Vec<Cmp>) {
         // CUDA C: each thread's strided sum over the grid, block_sum's
         // tree, then reduce_sum over the blocks' partial sums
         let grid = Kernel::DotPartial.config(n as u64).map_or(0, |l| l.grid.0) as usize;
-        let threads = grid * crate::launch::REDUCE_THREADS as usize;
+        let threads = grid * crate::grid::REDUCE_THREADS as usize;
         let blocks = n.div_ceil(vecops::DOT_BLOCK);
         let d_kernel = n.min(vecops::DOT_BLOCK) / vecops::LANES
             + 3

@@ -17,7 +17,7 @@
 //!   state of the data order, and the metrics history.
 
 use crate::arch::Arch;
-use crate::config::{dims_str, OptimizerName, TrainConfig};
+use crate::config::{dims_str, TrainConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use fdgr_kernel::{Act, Dims, Loss, Shape};
 use safetensors::{Dtype, SafeTensors};
@@ -578,11 +578,7 @@ pub fn load_model(path: &Path) -> Result<(Shape, Vec<f32>)> {
 /// state keys): SGD `momentum` (when μ > 0), Adam `exp_avg` and
 /// `exp_avg_sq`.
 pub fn opt_state_names(cfg: &TrainConfig) -> &'static [&'static str] {
-    match cfg.optimizer {
-        OptimizerName::Sgd if cfg.momentum != 0.0 => &["momentum"],
-        OptimizerName::Sgd => &[],
-        OptimizerName::Adam | OptimizerName::Adamw => &["exp_avg", "exp_avg_sq"],
-    }
+    fdgr_kernel::Optim::state_names(&cfg.optimizer())
 }
 
 /// Writes `dir/checkpoint.safetensors`: the weights, the optimizer's state

@@ -6,8 +6,7 @@ use crate::data::{DataOptions, Normalize};
 use anyhow::{bail, Context, Result};
 use fdgr_kernel::finetune::Mode;
 use fdgr_kernel::{
-    Act, Adam, Ascent, Dims, Loss, Method, Optimizer, Schedule, ScheduleKind, Sgd, Shape,
-    StepOptions,
+    Act, Ascent, Dims, Loss, Method, Optimizer, Schedule, ScheduleKind, Sgd, Shape, StepOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -121,27 +120,75 @@ pub enum ScheduleName {
     Cosine,
 }
 
-/// Base optimizers by name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerName {
-    /// SGD (momentum, Nesterov, coupled weight decay), PyTorch's.
-    #[default]
-    Sgd,
-    /// Adam (coupled weight decay), PyTorch's.
-    Adam,
-    /// AdamW (decoupled weight decay), PyTorch's.
-    Adamw,
+/// A base optimizer by name: one of the kernel's ([`Optimizer::NAMES`]).
+/// Serialized as its name; `sgd` by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OptimizerName(&'static str);
+
+impl Default for OptimizerName {
+    fn default() -> Self {
+        OptimizerName::SGD
+    }
 }
 
 impl OptimizerName {
+    /// SGD (momentum, Nesterov, coupled weight decay), PyTorch's.
+    pub const SGD: OptimizerName = OptimizerName("sgd");
+
+    /// Every optimizer, in the kernel's order.
+    pub fn all() -> impl Iterator<Item = OptimizerName> {
+        Optimizer::<f32>::NAMES.into_iter().map(OptimizerName)
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Result<OptimizerName> {
+        OptimizerName::all().find(|o| o.0 == s).with_context(|| {
+            let names: Vec<&str> = OptimizerName::all().map(|o| o.0).collect();
+            format!("unknown optimizer '{s}' (expected {})", names.join("|"))
+        })
+    }
+
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            OptimizerName::Sgd => "sgd",
-            OptimizerName::Adam => "adam",
-            OptimizerName::Adamw => "adamw",
-        }
+        self.0
+    }
+}
+
+impl std::fmt::Display for OptimizerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl Serialize for OptimizerName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for OptimizerName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        OptimizerName::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl clap::ValueEnum for OptimizerName {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ALL: std::sync::OnceLock<Vec<OptimizerName>> = std::sync::OnceLock::new();
+        ALL.get_or_init(|| OptimizerName::all().collect())
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let zero = fdgr_kernel::OptHyper {
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            beta1: 0.0,
+            beta2: 0.0,
+            eps: 0.0,
+        };
+        let help = Optimizer::<f32>::named(self.0, zero).map_or("", |o| o.about());
+        Some(clap::builder::PossibleValue::new(self.0).help(help))
     }
 }
 
@@ -403,20 +450,16 @@ impl TrainConfig {
 
     /// The optimizer.
     pub fn optimizer(&self) -> Optimizer<f32> {
-        match self.optimizer {
-            OptimizerName::Sgd => Optimizer::Sgd(Sgd {
-                momentum: self.momentum as f32,
-                nesterov: self.nesterov,
-                weight_decay: self.weight_decay as f32,
-            }),
-            OptimizerName::Adam | OptimizerName::Adamw => Optimizer::Adam(Adam {
-                beta1: self.beta1 as f32,
-                beta2: self.beta2 as f32,
-                eps: self.adam_eps as f32,
-                weight_decay: self.weight_decay as f32,
-                decoupled: self.optimizer == OptimizerName::Adamw,
-            }),
-        }
+        let h = fdgr_kernel::OptHyper {
+            momentum: self.momentum as f32,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay as f32,
+            beta1: self.beta1 as f32,
+            beta2: self.beta2 as f32,
+            eps: self.adam_eps as f32,
+        };
+        // every name comes from the kernel's list
+        Optimizer::named(self.optimizer.as_str(), h).unwrap_or(Optimizer::Sgd(Sgd::plain()))
     }
 
     /// The method at optimizer step `step` (0-based) of a run with

@@ -82,7 +82,9 @@ pub use mlp::{FixedMlp, Mlp};
 pub use model::{Dims, Layer, Model, Node, Op, Src};
 pub use net::{Batch, CpuMem, CpuNet, Memory, Net};
 pub use objective::{Exec, Objective, Pass, Serial, SliceSpace, VecSpace};
-pub use optim::{Adam, OptElem, Optim, Optimizer, Schedule, ScheduleKind, Sgd, SgdElem, SgdState};
+pub use optim::{
+    Adam, OptElem, OptHyper, Optim, Optimizer, Schedule, ScheduleKind, Sgd, SgdElem, SgdState,
+};
 pub use real::Real;
 pub use ring::{LossHistory, Sample, SampleRing};
 pub use rng::{init_mlp, init_params, Rng};

@@ -208,6 +208,10 @@ pub trait Optim<F: Real> {
     fn rule_elem(&self, lr: F, steps_done: u64) -> OptElem<F>;
     /// `sgd`, `adam` or `adamw`.
     fn name(&self) -> &'static str;
+    /// The names of its state vectors, in order ([`Optim::state_vectors`]
+    /// of them): PyTorch's state keys (`momentum`; `exp_avg`,
+    /// `exp_avg_sq`), what a checkpoint stores them under.
+    fn state_names(&self) -> &'static [&'static str];
 }
 
 impl<F: Real> Optim<F> for Sgd<F> {
@@ -222,6 +226,13 @@ impl<F: Real> Optim<F> for Sgd<F> {
     }
     fn name(&self) -> &'static str {
         "sgd"
+    }
+    fn state_names(&self) -> &'static [&'static str] {
+        if self.needs_momentum() {
+            &["momentum"]
+        } else {
+            &[]
+        }
     }
 }
 
@@ -275,6 +286,9 @@ impl<F: Real> Optim<F> for Adam<F> {
             "adam"
         }
     }
+    fn state_names(&self) -> &'static [&'static str] {
+        &["exp_avg", "exp_avg_sq"]
+    }
 }
 
 /// Any of the optimizers.
@@ -310,6 +324,97 @@ impl<F: Real> Optim<F> for Optimizer<F> {
         match self {
             Optimizer::Sgd(o) => Optim::name(o),
             Optimizer::Adam(o) => Optim::name(o),
+        }
+    }
+    fn state_names(&self) -> &'static [&'static str] {
+        match self {
+            Optimizer::Sgd(o) => o.state_names(),
+            Optimizer::Adam(o) => o.state_names(),
+        }
+    }
+}
+
+/// The hyper-parameters every optimizer draws its own from
+/// ([`Optimizer::named`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptHyper<F> {
+    /// SGD's momentum μ.
+    pub momentum: F,
+    /// SGD's Nesterov momentum.
+    pub nesterov: bool,
+    /// Weight decay λ (coupled, or decoupled for AdamW).
+    pub weight_decay: F,
+    /// Adam's β₁.
+    pub beta1: F,
+    /// Adam's β₂.
+    pub beta2: F,
+    /// Adam's ε.
+    pub eps: F,
+}
+
+impl<F: Real> Optimizer<F> {
+    /// Every optimizer's name ([`Optim::name`]).
+    pub const NAMES: [&'static str; 3] = ["sgd", "adam", "adamw"];
+
+    /// The optimizer named `name`, its hyper-parameters from `h`.
+    pub fn named(name: &str, h: OptHyper<F>) -> Option<Self> {
+        let adam = |decoupled| {
+            Optimizer::Adam(Adam {
+                beta1: h.beta1,
+                beta2: h.beta2,
+                eps: h.eps,
+                weight_decay: h.weight_decay,
+                decoupled,
+            })
+        };
+        Some(match name {
+            "sgd" => Optimizer::Sgd(Sgd {
+                momentum: h.momentum,
+                nesterov: h.nesterov,
+                weight_decay: h.weight_decay,
+            }),
+            "adam" => adam(false),
+            "adamw" => adam(true),
+            _ => return None,
+        })
+    }
+
+    /// One line about it (what `--optimizer`'s help shows).
+    pub fn about(&self) -> &'static str {
+        match self {
+            Optimizer::Sgd(_) => "SGD (momentum, Nesterov, coupled weight decay), PyTorch's",
+            Optimizer::Adam(a) if a.decoupled => "AdamW (decoupled weight decay), PyTorch's",
+            Optimizer::Adam(_) => "Adam (coupled weight decay), PyTorch's",
+        }
+    }
+
+    /// Its name for people: `SGD`, `Adam`, `AdamW`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Optimizer::Sgd(_) => "SGD",
+            Optimizer::Adam(a) if a.decoupled => "AdamW",
+            Optimizer::Adam(_) => "Adam",
+        }
+    }
+}
+
+/// The hyper-parameters in words: `momentum 0.9 (Nesterov), weight decay
+/// 0.0005`; `betas (0.9, 0.999), eps 1e-8, weight decay 0.01`.
+impl<F: Real + core::fmt::Display + core::fmt::LowerExp> core::fmt::Display for Optimizer<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Optimizer::Sgd(s) => write!(
+                f,
+                "momentum {}{}, weight decay {}",
+                s.momentum,
+                if s.nesterov { " (Nesterov)" } else { "" },
+                s.weight_decay
+            ),
+            Optimizer::Adam(a) => write!(
+                f,
+                "betas ({}, {}), eps {:e}, weight decay {}",
+                a.beta1, a.beta2, a.eps, a.weight_decay
+            ),
         }
     }
 }

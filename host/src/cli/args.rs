@@ -123,7 +123,7 @@ pub struct MethodArgs {
 pub struct OptimArgs {
     /// Base optimizer (PyTorch's rules): sgd, adam (coupled weight decay),
     /// adamw (decoupled)
-    #[arg(long, value_enum, default_value_t = OptimizerName::Sgd)]
+    #[arg(long, value_enum, default_value_t = OptimizerName::SGD)]
     pub optimizer: OptimizerName,
     /// Adam's β₁
     #[arg(long, default_value_t = 0.9)]

@@ -5,9 +5,7 @@ use anyhow::anyhow;
 use anyhow::{bail, Result};
 use clap::Args;
 use fdgr::checkpoint::{self, Loaded};
-use fdgr::config::{
-    AscentName, Augment, BackendName, OptimizerName, Precision, ScheduleName, TrainConfig,
-};
+use fdgr::config::{AscentName, Augment, BackendName, Precision, ScheduleName, TrainConfig};
 use fdgr::data::{self, Dataset};
 use fdgr::dist::{self, local, Dist};
 use fdgr::exit::{self, bad_input};
@@ -432,28 +430,8 @@ pub fn print_summary(s: &Summary, out: Option<&Path>) {
         ScheduleName::Cosine => "cosine",
         ScheduleName::Constant => "constant",
     };
-    let opt = match c.optimizer {
-        OptimizerName::Sgd => format!(
-            "SGD lr {} {sched}, momentum {}{}, weight decay {}",
-            c.lr,
-            c.momentum,
-            if c.nesterov { " (Nesterov)" } else { "" },
-            c.weight_decay
-        ),
-        o => format!(
-            "{} lr {} {sched}, betas ({}, {}), eps {:e}, weight decay {}",
-            if o == OptimizerName::Adam {
-                "Adam"
-            } else {
-                "AdamW"
-            },
-            c.lr,
-            c.beta1,
-            c.beta2,
-            c.adam_eps,
-            c.weight_decay
-        ),
-    };
+    let o = c.optimizer();
+    let opt = format!("{} lr {} {sched}, {o}", o.label(), c.lr);
     let clip = c
         .clip_norm
         .map_or(String::new(), |n| format!(", clip norm {n}"));

@@ -10,35 +10,96 @@ use fdgr_kernel::{
 };
 use serde::{Deserialize, Serialize};
 
+/// A name from a kernel list, as a type: `all`, `parse` (an error naming
+/// the list), `as_str`, `Display`, `FromStr`, serde as the name, and clap's
+/// values with each one's help line (`$help`: name → help). What
+/// [`MethodName`] and [`OptimizerName`] share, so that a method or an
+/// optimizer added to the kernel needs no line here.
+macro_rules! kernel_name {
+    ($t:ident, $what:literal, $names:expr, $help:expr) => {
+        impl $t {
+            /// Every name, in the kernel's order.
+            pub fn all() -> impl Iterator<Item = $t> {
+                $names.into_iter().map($t)
+            }
+
+            /// Parses a name.
+            pub fn parse(s: &str) -> Result<$t> {
+                $t::all().find(|m| m.0 == s).with_context(|| {
+                    let names: Vec<&str> = $t::all().map(|m| m.0).collect();
+                    format!(
+                        concat!("unknown ", $what, " '{}' (expected {})"),
+                        s,
+                        names.join("|")
+                    )
+                })
+            }
+
+            /// Lower-case name.
+            pub fn as_str(self) -> &'static str {
+                self.0
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = anyhow::Error;
+            fn from_str(s: &str) -> Result<$t> {
+                $t::parse(s)
+            }
+        }
+
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $t::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl clap::ValueEnum for $t {
+            fn value_variants<'a>() -> &'a [Self] {
+                static ALL: std::sync::OnceLock<Vec<$t>> = std::sync::OnceLock::new();
+                ALL.get_or_init(|| $t::all().collect())
+            }
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                let help: fn(&'static str) -> &'static str = $help;
+                Some(clap::builder::PossibleValue::new(self.0).help(help(self.0)))
+            }
+        }
+    };
+}
+
 /// A training method by name: one of the kernel's ([`Method::names`]), so
 /// that a method added to the kernel is a name here without a line of this
 /// crate. Serialized as its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MethodName(&'static str);
 
+kernel_name!(MethodName, "method", Method::<f32>::names(), |n| {
+    MethodName(n).kind().about()
+});
+
 impl MethodName {
     /// F-GR, the default.
     pub const FGR: MethodName = MethodName("fgr");
     /// Plain SGD.
     pub const SGD: MethodName = MethodName("sgd");
-
-    /// All methods, in the kernel's order.
-    pub fn all() -> impl Iterator<Item = MethodName> {
-        Method::<f32>::names().into_iter().map(MethodName)
-    }
-
-    /// Parses a name.
-    pub fn parse(s: &str) -> Result<MethodName> {
-        MethodName::all().find(|m| m.0 == s).with_context(|| {
-            let names: Vec<&str> = MethodName::all().map(|m| m.0).collect();
-            format!("unknown method '{s}' (expected {})", names.join("|"))
-        })
-    }
-
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        self.0
-    }
 
     /// The kernel method with these hyper-parameters.
     pub fn method(self, gamma: f64, eps: f64, rho: f64, flood_level: f64) -> Method<f32> {
@@ -74,42 +135,6 @@ impl MethodName {
     }
 }
 
-impl std::fmt::Display for MethodName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl std::str::FromStr for MethodName {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<MethodName> {
-        MethodName::parse(s)
-    }
-}
-
-impl Serialize for MethodName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for MethodName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        MethodName::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-impl clap::ValueEnum for MethodName {
-    fn value_variants<'a>() -> &'a [Self] {
-        static ALL: std::sync::OnceLock<Vec<MethodName>> = std::sync::OnceLock::new();
-        ALL.get_or_init(|| MethodName::all().collect())
-    }
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.0).help(self.kind().about()))
-    }
-}
-
 /// Learning-rate schedule by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -125,6 +150,18 @@ pub enum ScheduleName {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OptimizerName(&'static str);
 
+kernel_name!(OptimizerName, "optimizer", Optimizer::<f32>::NAMES, |n| {
+    let zero = fdgr_kernel::OptHyper {
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+        beta1: 0.0,
+        beta2: 0.0,
+        eps: 0.0,
+    };
+    Optimizer::<f32>::named(n, zero).map_or("", |o| o.about())
+});
+
 impl Default for OptimizerName {
     fn default() -> Self {
         OptimizerName::SGD
@@ -134,62 +171,6 @@ impl Default for OptimizerName {
 impl OptimizerName {
     /// SGD (momentum, Nesterov, coupled weight decay), PyTorch's.
     pub const SGD: OptimizerName = OptimizerName("sgd");
-
-    /// Every optimizer, in the kernel's order.
-    pub fn all() -> impl Iterator<Item = OptimizerName> {
-        Optimizer::<f32>::NAMES.into_iter().map(OptimizerName)
-    }
-
-    /// Parses a name.
-    pub fn parse(s: &str) -> Result<OptimizerName> {
-        OptimizerName::all().find(|o| o.0 == s).with_context(|| {
-            let names: Vec<&str> = OptimizerName::all().map(|o| o.0).collect();
-            format!("unknown optimizer '{s}' (expected {})", names.join("|"))
-        })
-    }
-
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        self.0
-    }
-}
-
-impl std::fmt::Display for OptimizerName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl Serialize for OptimizerName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for OptimizerName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        OptimizerName::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-impl clap::ValueEnum for OptimizerName {
-    fn value_variants<'a>() -> &'a [Self] {
-        static ALL: std::sync::OnceLock<Vec<OptimizerName>> = std::sync::OnceLock::new();
-        ALL.get_or_init(|| OptimizerName::all().collect())
-    }
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        let zero = fdgr_kernel::OptHyper {
-            momentum: 0.0,
-            nesterov: false,
-            weight_decay: 0.0,
-            beta1: 0.0,
-            beta2: 0.0,
-            eps: 0.0,
-        };
-        let help = Optimizer::<f32>::named(self.0, zero).map_or("", |o| o.about());
-        Some(clap::builder::PossibleValue::new(self.0).help(help))
-    }
 }
 
 fn default_beta1() -> f64 {

@@ -183,13 +183,8 @@ impl Prepared {
 
 /// The method's hyper-parameters as the firmware sets them.
 pub fn describe_method(m: &Method<f32>) -> String {
-    let named = [
-        ("γ", m.gamma()),
-        ("ε", m.eps()),
-        ("ρ", m.rho()),
-        ("b", m.level()),
-    ];
-    let hyper: Vec<String> = named
+    let hyper: Vec<String> = m
+        .hypers()
         .into_iter()
         .filter_map(|(n, v)| v.map(|v| format!("{n} {v}")))
         .collect();

@@ -174,6 +174,17 @@ impl<F: Real> Method<F> {
         }
     }
 
+    /// Its hyper-parameters by symbol (`γ`, `ε`, `ρ`, `b`), `None` for
+    /// those it does not have: what its descriptions list.
+    pub const fn hypers(&self) -> [(&'static str, Option<F>); 4] {
+        [
+            ("γ", self.gamma()),
+            ("ε", self.eps()),
+            ("ρ", self.rho()),
+            ("b", self.level()),
+        ]
+    }
+
     /// Whether γ is one of the method's hyper-parameters.
     pub const fn uses_gamma(&self) -> bool {
         self.gamma().is_some()
@@ -286,14 +297,8 @@ pub struct Hyper<F> {
 /// `γ=0.1 ε=0.01`, `ρ=0.05`, `b=0.02`.
 impl<F: Real + core::fmt::Display> core::fmt::Display for Method<F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let named = [
-            ("γ", self.gamma()),
-            ("ε", self.eps()),
-            ("ρ", self.rho()),
-            ("b", self.level()),
-        ];
         let mut sep = "";
-        for (name, v) in named {
+        for (name, v) in self.hypers() {
             if let Some(v) = v {
                 write!(f, "{sep}{name}={v}")?;
                 sep = " ";

@@ -256,6 +256,37 @@ impl<F: Real, N: AsRef<[Node]>, M: Memory<F>> Net<F, N, M> {
         Ok(s)
     }
 
+    /// d ← ∇L + γ·H·∇L in place (one gradient pass, one R-pass), g ← ∇L
+    /// copied out between them when given; returns L(θ).
+    fn gr(
+        &mut self,
+        theta: &M::Vec,
+        d: &mut M::Vec,
+        g: Option<&mut M::Vec>,
+        gamma: F,
+    ) -> Result<F, Error> {
+        let b = self.ready(theta, true, Mode::Train, true)?;
+        self.check_vec("direction", d)?;
+        if let Some(g) = &g {
+            self.check_vec("gradient", g)?;
+        }
+        self.mem.next_loss();
+        let r = LossGrad {
+            update: true,
+            grad: Some((F::ONE, F::ZERO)),
+        };
+        let s = self.run(b, true, theta, None, Some(&mut *d), r)?;
+        if let Some(g) = g {
+            self.mem.copy(g, d);
+        }
+        let r = Hvp {
+            alpha: gamma,
+            beta: F::ONE,
+        };
+        self.run(b, true, theta, None, Some(d), r)?;
+        self.value(s)
+    }
+
     /// The loss of a pass that computed one.
     fn value(&mut self, s: Option<M::Scalar>) -> Result<F, Error> {
         match s {
@@ -337,20 +368,7 @@ impl<F: Real, N: AsRef<[Node]>, M: Memory<F>> Objective<F> for Net<F, N, M> {
     /// Costs one gradient plus one R-pass that reuses the forward and
     /// backward values (the input layer needs no R{x} products).
     fn loss_grad_gr(&mut self, theta: &M::Vec, d: &mut M::Vec, gamma: F) -> Result<F, Error> {
-        let b = self.ready(theta, true, Mode::Train, true)?;
-        self.check_vec("direction", d)?;
-        self.mem.next_loss();
-        let r = LossGrad {
-            update: true,
-            grad: Some((F::ONE, F::ZERO)),
-        };
-        let s = self.run(b, true, theta, None, Some(&mut *d), r)?;
-        let r = Hvp {
-            alpha: gamma,
-            beta: F::ONE,
-        };
-        self.run(b, true, theta, None, Some(d), r)?;
-        self.value(s)
+        self.gr(theta, d, None, gamma)
     }
 
     /// One gradient pass and one R-pass, as `loss_grad_gr`, with g copied
@@ -362,22 +380,7 @@ impl<F: Real, N: AsRef<[Node]>, M: Memory<F>> Objective<F> for Net<F, N, M> {
         g: &mut M::Vec,
         gamma: F,
     ) -> Result<F, Error> {
-        let b = self.ready(theta, true, Mode::Train, true)?;
-        self.check_vec("direction", d)?;
-        self.check_vec("gradient", g)?;
-        self.mem.next_loss();
-        let r = LossGrad {
-            update: true,
-            grad: Some((F::ONE, F::ZERO)),
-        };
-        let s = self.run(b, true, theta, None, Some(&mut *d), r)?;
-        self.mem.copy(g, d);
-        let r = Hvp {
-            alpha: gamma,
-            beta: F::ONE,
-        };
-        self.run(b, true, theta, None, Some(d), r)?;
-        self.value(s)
+        self.gr(theta, d, Some(g), gamma)
     }
 
     fn hvp(&mut self, theta: &M::Vec, v: &M::Vec, out: &mut M::Vec) -> Result<(), Error> {

@@ -5,18 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A firmware example (a folder of `firmware-examples/`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Board {
-    /// QEMU `mps2-an386` (Cortex-M4F), defmt over semihosting.
-    QemuM4,
-    /// NUCLEO-F411RE (STM32F411, Cortex-M4F), defmt over RTT.
-    Stm32f4,
-    /// nRF52840-DK (Cortex-M4F), defmt over RTT.
-    Nrf52840,
-    /// Raspberry Pi Pico (RP2040, Cortex-M0+, soft float), defmt over RTT.
-    Rp2040,
-}
+/// A firmware example: a folder of `firmware-examples/` that is a member of
+/// its workspace and has a `memory.x`. The boards are read from those
+/// folders when fdgr is built (mcu/build.rs): the name is the folder's, the
+/// package and the hardware in words its `Cargo.toml`'s (`package.name`,
+/// `package.metadata.fdgr.board`), the target and runner its
+/// `.cargo/config.toml`'s.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Board(usize);
 
 /// How a board's firmware runs: its runner in `.cargo/config.toml`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,23 +24,38 @@ pub enum Runner {
     ProbeRs,
 }
 
-impl Board {
-    /// Every board, QEMU first.
-    pub const ALL: [Board; 4] = [
-        Board::QemuM4,
-        Board::Stm32f4,
-        Board::Nrf52840,
-        Board::Rp2040,
-    ];
+/// What a board's folder says about it.
+struct Info {
+    name: &'static str,
+    describe: &'static str,
+    package: &'static str,
+    triple: &'static str,
+    runner: Runner,
+    chip: Option<&'static str>,
+}
 
-    /// Its folder's name: `qemu-m4`, `stm32f4`, `nrf52840`, `rp2040`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Board::QemuM4 => "qemu-m4",
-            Board::Stm32f4 => "stm32f4",
-            Board::Nrf52840 => "nrf52840",
-            Board::Rp2040 => "rp2040",
+include!(concat!(env!("OUT_DIR"), "/boards.rs"));
+
+impl Board {
+    /// Every board, in the order of the firmware workspace's `members`
+    /// (QEMU first).
+    pub const ALL: [Board; INFO.len()] = {
+        let mut v = [Board(0); INFO.len()];
+        let mut i = 0;
+        while i < v.len() {
+            v[i] = Board(i);
+            i += 1;
         }
+        v
+    };
+
+    const fn info(self) -> &'static Info {
+        &INFO[self.0]
+    }
+
+    /// Its folder's name (`qemu-m4`, `stm32f4`, …).
+    pub const fn name(self) -> &'static str {
+        self.info().name
     }
 
     /// The board named `s` ([`Board::name`]).
@@ -52,40 +63,29 @@ impl Board {
         Board::ALL.into_iter().find(|b| b.name() == s)
     }
 
-    /// The hardware, in words.
+    /// The hardware, in words (its `Cargo.toml`'s `package.metadata.fdgr.board`).
     pub const fn describe(self) -> &'static str {
-        match self {
-            Board::QemuM4 => "QEMU mps2-an386 (Cortex-M4F)",
-            Board::Stm32f4 => "NUCLEO-F411RE (STM32F411, Cortex-M4F)",
-            Board::Nrf52840 => "nRF52840-DK (Cortex-M4F)",
-            Board::Rp2040 => "Raspberry Pi Pico (RP2040, Cortex-M0+)",
-        }
+        self.info().describe
     }
 
     /// The cargo package (and binary) of its firmware.
     pub const fn package(self) -> &'static str {
-        match self {
-            Board::QemuM4 => "fdgr-qemu-m4",
-            Board::Stm32f4 => "fdgr-stm32f4",
-            Board::Nrf52840 => "fdgr-nrf52840",
-            Board::Rp2040 => "fdgr-rp2040",
-        }
+        self.info().package
     }
 
     /// The target its `.cargo/config.toml` builds for.
     pub const fn triple(self) -> &'static str {
-        match self {
-            Board::Rp2040 => "thumbv6m-none-eabi",
-            _ => "thumbv7em-none-eabihf",
-        }
+        self.info().triple
     }
 
     /// How it runs.
     pub const fn runner(self) -> Runner {
-        match self {
-            Board::QemuM4 => Runner::Qemu,
-            _ => Runner::ProbeRs,
-        }
+        self.info().runner
+    }
+
+    /// The chip its probe-rs runner names (`None` under QEMU).
+    pub const fn chip(self) -> Option<&'static str> {
+        self.info().chip
     }
 
     /// Bytes of static RAM the firmware holds besides fdgr's buffers: a
@@ -121,6 +121,12 @@ impl Board {
         let p = self.memory_x(fw);
         let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         parse_memory_x(&text).map_err(|e| format!("{}: {e}", p.display()))
+    }
+}
+
+impl std::fmt::Debug for Board {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Board({})", self.name())
     }
 }
 
@@ -291,19 +297,50 @@ mod tests {
     fn the_boards_memory_maps() {
         let k = 1024;
         let want = [
-            (Board::QemuM4, 4 * k * k, 4 * k * k),
+            ("qemu-m4", 4 * k * k, 4 * k * k),
             // program flash: the chip's less the live image's STORE
-            (Board::Stm32f4, 256 * k, 128 * k),
-            (Board::Nrf52840, 896 * k, 256 * k),
+            ("stm32f4", 256 * k, 128 * k),
+            ("nrf52840", 896 * k, 256 * k),
             // BOOT2 (256 B) + FLASH (2 MiB − 128 KiB − 256 B)
-            (Board::Rp2040, 1920 * k, 256 * k),
+            ("rp2040", 1920 * k, 256 * k),
         ];
-        for (b, flash, ram) in want {
+        for (name, flash, ram) in want {
+            let b = Board::parse(name).unwrap();
             assert_eq!(b.memory(&fw()).unwrap(), MemoryMap { flash, ram }, "{b}");
             assert!(b.dir(&fw()).join(".cargo").join("config.toml").is_file());
             assert_eq!(Board::parse(b.name()), Some(b));
         }
         assert_eq!(Board::parse("esp32"), None);
+    }
+
+    #[test]
+    fn the_boards_from_their_folders() {
+        let got: Vec<_> = Board::ALL
+            .iter()
+            .map(|b| (b.name(), b.package(), b.triple(), b.runner(), b.chip()))
+            .collect();
+        let (m4, m0) = ("thumbv7em-none-eabihf", "thumbv6m-none-eabi");
+        let probe = Runner::ProbeRs;
+        assert_eq!(
+            got,
+            [
+                ("qemu-m4", "fdgr-qemu-m4", m4, Runner::Qemu, None),
+                ("stm32f4", "fdgr-stm32f4", m4, probe, Some("STM32F411RETx")),
+                (
+                    "nrf52840",
+                    "fdgr-nrf52840",
+                    m4,
+                    probe,
+                    Some("nRF52840_xxAA")
+                ),
+                ("rp2040", "fdgr-rp2040", m0, probe, Some("RP2040")),
+            ]
+        );
+        assert_eq!(
+            Board::ALL[3].describe(),
+            "Raspberry Pi Pico (RP2040, Cortex-M0+)"
+        );
+        assert_eq!(format!("{:?}", Board::ALL[1]), "Board(stm32f4)");
     }
 
     #[test]

@@ -108,6 +108,14 @@ fn hardware_boards() -> impl Iterator<Item = (&'static str, &'static str, &'stat
         .map(|b| (b.name(), b.triple(), b.package()))
 }
 
+/// The board QEMU runs (the first with a QEMU runner).
+fn qemu_board() -> Board {
+    Board::ALL
+        .into_iter()
+        .find(|b| b.runner() == Runner::Qemu)
+        .unwrap_or(Board::ALL[0])
+}
+
 const M4F: &str = "thumbv7em-none-eabihf";
 const V6M: &str = "thumbv6m-none-eabi";
 
@@ -652,13 +660,6 @@ fn build_plugin(qemu_major: u32) -> Result<(PathBuf, String, Vec<Step>), String>
     Ok((plugin.path, plugin.version, steps))
 }
 
-/// The chip each probe-rs board's runner names (its `.cargo/config.toml`).
-const CHIPS: [(Board, &str); 3] = [
-    (Board::Stm32f4, "STM32F411RETx"),
-    (Board::Nrf52840, "nRF52840_xxAA"),
-    (Board::Rp2040, "RP2040"),
-];
-
 /// `fdgr samples`: the first test-split digits as the device's stream.
 fn samples(path: &Path) -> Result<Step, String> {
     let _ = std::fs::remove_file(path);
@@ -843,13 +844,7 @@ fn compare(m: &Measured, losses: &[u32], theta: &[u32]) -> Result<(), String> {
 /// but for the fine-tuner, which the host bounds by `tuner_bytes_max`.
 fn check_ram_formula(m: &Measured, model: &[u8], stream: usize) -> Result<(), String> {
     let models = fw_config::plan(model, m.v.mode).map_err(|e| e.to_string())?;
-    let e = fdgr_mcu::memory::estimate(
-        &models,
-        m.v.method,
-        m.v.opt,
-        stream,
-        fdgr_mcu::board::Board::QemuM4,
-    );
+    let e = fdgr_mcu::memory::estimate(&models, m.v.method, m.v.opt, stream, qemu_board());
     let d = models.inputs();
     let slack = fw_config::tuner_bytes_max(d) - fw_config::RING * (d + 1);
     let host = e.fdgr.total as u64;

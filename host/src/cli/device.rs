@@ -252,7 +252,7 @@ impl RunArgs {
     /// into the image.
     pub fn streams(&self) -> bool {
         self.live
-            || (self.image.board.board() == Board::QemuM4
+            || (self.image.board.board().runner() == Runner::Qemu
                 && self.samples.is_some()
                 && !self.built_in)
     }
@@ -685,7 +685,7 @@ fn power_cuts(a: &VerifyArgs, n: usize) -> Result<()> {
             "--power-cuts needs --from RUN and --board qemu-m4"
         )));
     };
-    if board.board() != Board::QemuM4 {
+    if board.board().runner() != Runner::Qemu {
         return Err(bad_input(anyhow!(
             "--power-cuts: only qemu-m4 can be cut here (on a board, reset it through probe-rs)"
         )));

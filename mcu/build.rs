@@ -114,10 +114,12 @@ fn boards(fw: &Path) -> Result<Vec<Found>, String> {
         let chip = match words.as_slice() {
             [q, ..] if q.starts_with("qemu-system-arm") => None,
             ["probe-rs", "run", "--chip", chip, ..] => Some(chip.to_string()),
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "{}: runner `{runner}`: expected `qemu-system-arm …` or `probe-rs run --chip CHIP`",
                 config_file.display()
-            )),
+            ))
+            }
         };
         found.push(Found {
             name: name.to_string(),

@@ -2,7 +2,9 @@
 //!
 //! For each `.cu` file of the kernel table (`gpu/kernels/table.rs`) one
 //! translation unit is generated, as NVRTC compiles one program per file:
-//! `cuda_cpu.h` (the CUDA built-ins on a CPU), then `common.cuh`, then the
+//! `cuda_cpu.h` (the CUDA built-ins on a CPU), then `codes.cuh` (the codes
+//! shared with the kernel's enums, written here by `gpu/kernels/codes.rs`,
+//! as the NVRTC program has them), then `common.cuh`, then the
 //! unmodified `.cu` file, then one entry (`fdgr_cpu_kernel_<name>`) per
 //! kernel of the table. Each kernel is renamed to `fdgr_cpu_k_<name>` by a
 //! macro around the include, so its C name cannot clash with any other
@@ -26,6 +28,7 @@ macro_rules! kernel_table {
     };
 }
 include!("../kernels/table.rs");
+include!("../kernels/codes.rs");
 
 /// The runtime's own test kernels (selftest.cu), not part of the table.
 const SELFTEST: &[&str] = &[
@@ -100,6 +103,7 @@ fn main() {
         .std("c++20")
         .include(&here)
         .include(&kernels)
+        .include(&out)
         .flag("-ffp-contract=off")
         .flag("-fno-fast-math")
         .flag("-Wall")
@@ -107,12 +111,13 @@ fn main() {
         .flag("-Werror")
         .file(here.join("runtime.cpp"));
 
+    write(&out.join("codes.cuh"), &codes_cuh());
     let mut all = vec![];
     for (file, names) in TABLE {
         let mut text = String::new();
         unit(
             &mut text,
-            &["common.cuh", file],
+            &["codes.cuh", "common.cuh", file],
             file,
             names,
             "gpu/kernels/table.rs",
@@ -153,6 +158,7 @@ fn main() {
         "selftest.cu",
         "../kernels/common.cuh",
         "../kernels/table.rs",
+        "../kernels/codes.rs",
     ] {
         println!("cargo:rerun-if-changed={}", here.join(f).display());
     }

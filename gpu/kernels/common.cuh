@@ -28,10 +28,8 @@ typedef unsigned long long u64;
 #define ACT_TANH 2
 #define ACT_SIGMOID 3
 
-// Optimizer rules: fdgr_kernel::optim::Rule (gpu/src/ops.rs: rule_code).
-#define RULE_SGD 0
-#define RULE_ADAM 1
-#define RULE_ADAMW 2
+// Optimizer rules RULE_<NAME>: fdgr_kernel::optim::Rule, defined before
+// this file from the kernel's enum (kernels/codes.rs).
 
 // Loss codes: fdgr_kernel::Loss (gpu/src/ops.rs: loss_code).
 #define LOSS_SOFTMAX_CE 0

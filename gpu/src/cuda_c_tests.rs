@@ -21,7 +21,7 @@
 //!   |fl(Σ) − Σ| of each. Reported as a fraction of that bound, with the
 //!   relative difference.
 
-use fdgr_kernel::optim::{update_slices, Adam, OptElem, Optim, Rule};
+use fdgr_kernel::optim::{update_slices, OptElem, OptHyper, Optim, Optimizer, Rule};
 use fdgr_kernel::serial::{conv, norm, pool, BnGeom, ConvGeom, PoolGeom, PoolKind};
 use fdgr_kernel::{act, loss, mlp, vecops, Act, Loss, Rng, Targets};
 

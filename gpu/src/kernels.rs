@@ -1,8 +1,9 @@
 //! The CUDA C sources in `gpu/kernels/`, the kernels they define, and
 //! their compilation to PTX with NVRTC at run time.
 //!
-//! Each `.cu` file is one NVRTC program: [`COMMON`] (common.cuh) followed
-//! by the file. Kernels are `extern "C"` so their PTX entry names are their
+//! Each `.cu` file is one NVRTC program: the codes shared with the kernel's
+//! enums (`codes.cuh`, written from them by gpu/kernels/codes.rs), [`COMMON`]
+//! (common.cuh), then the file. Kernels are `extern "C"` so their PTX entry names are their
 //! C names.
 
 use crate::error::GpuError;
@@ -85,13 +86,16 @@ macro_rules! kernel_table {
 }
 
 include!("../kernels/table.rs");
+include!("../kernels/codes.rs");
 
 impl Module {
-    /// The NVRTC program: common.cuh, then the file (with `#line`
-    /// directives so compiler messages name the right file and line).
+    /// The NVRTC program: codes.cuh, common.cuh, then the file (with
+    /// `#line` directives so compiler messages name the right file and
+    /// line).
     pub fn program(self) -> String {
         format!(
-            "#line 1 \"common.cuh\"\n{}\n#line 1 \"{}\"\n{}",
+            "#line 1 \"codes.cuh\"\n{}#line 1 \"common.cuh\"\n{}\n#line 1 \"{}\"\n{}",
+            codes_cuh(),
             COMMON,
             self.file(),
             self.source()
@@ -224,7 +228,9 @@ mod tests {
     #[test]
     fn program_has_header_first() {
         let p = Module::Loss.program();
-        assert!(p.starts_with("#line 1 \"common.cuh\""));
+        assert!(p.starts_with("#line 1 \"codes.cuh\""));
+        assert!(p.contains("#define RULE_SGD 0\n#define RULE_ADAM 1\n#define RULE_ADAMW 2\n"));
+        assert!(p.contains("#line 1 \"common.cuh\""));
         assert!(p.contains("#line 1 \"loss.cu\""));
         assert_eq!(arch_for(9, 0), "compute_90");
     }

@@ -12,7 +12,7 @@ use crate::device::{Arg, DPtr, Device, GemmOp};
 use crate::error::GpuError;
 use crate::grid::Launch;
 use crate::kernels::Kernel;
-use fdgr_kernel::optim::{OptElem, Rule};
+use fdgr_kernel::optim::OptElem;
 use fdgr_kernel::serial::{BnGeom, ConvGeom, PoolGeom, PoolKind};
 use fdgr_kernel::{Act, Loss};
 
@@ -331,15 +331,6 @@ pub fn nonfinite<D: Device>(d: &mut D, x: DPtr, n: usize, scalar: Option<DPtr>, 
     typed::nonfinite(d, n.max(1), x, n, scalar, flag).map(drop)
 }
 
-/// The code of an optimizer rule (common.cuh: RULE_*).
-pub fn rule_code(r: Rule) -> i32 {
-    match r {
-        Rule::Sgd => 0,
-        Rule::Adam => 1,
-        Rule::AdamW => 2,
-    }
-}
-
 /// optim::update_slices over the vectors (state `s0`, `s1`); skipped when
 /// `skip` flags are set.
 #[allow(clippy::too_many_arguments)]
@@ -357,7 +348,7 @@ pub fn opt_update<D: Device>(
     let (nesterov, first) = (i32::from(h.nesterov), i32::from(h.first));
     #[rustfmt::skip]
     let r = typed::opt_update(
-        d, n, theta, dir, s0, s1, n, rule_code(h.rule), h.lr, h.momentum, nesterov,
+        d, n, theta, dir, s0, s1, n, h.rule.code(), h.lr, h.momentum, nesterov,
         h.weight_decay, first, h.beta2, h.eps, h.one_minus_beta1, h.one_minus_beta2,
         h.step_size, h.bc2_sqrt, h.decay, skip,
     );

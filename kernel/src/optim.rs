@@ -96,6 +96,26 @@ pub enum Rule {
     AdamW,
 }
 
+impl Rule {
+    /// Every rule, in the order of their codes ([`Rule::code`]).
+    pub const ALL: [Rule; 3] = [Rule::Sgd, Rule::Adam, Rule::AdamW];
+
+    /// Its name (the optimizer's that applies it: `sgd`, `adam`, `adamw`);
+    /// the GPU's CUDA C knows it as `RULE_<NAME>`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Rule::Sgd => "sgd",
+            Rule::Adam => "adam",
+            Rule::AdamW => "adamw",
+        }
+    }
+
+    /// The number a GPU kernel receives for it: its place in [`Rule::ALL`].
+    pub const fn code(self) -> i32 {
+        self as i32
+    }
+}
+
 /// The constants of one update, as the elementwise kernel sees them (one
 /// struct for every rule; a rule reads its own fields).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -5,7 +5,7 @@
 //! stored correction; clipping by global norm.
 
 use fdgr_kernel::method::{self, Ascent, Buffers, Method, StepOptions};
-use fdgr_kernel::optim::{update_slices, Adam, Optim, Optimizer, Sgd};
+use fdgr_kernel::optim::{update_slices, Adam, OptHyper, Optim, Optimizer, Sgd};
 use fdgr_kernel::{step, step_with, Act, Loss, Objective, Pass, SgdState};
 use fdgr_tests::*;
 
@@ -22,8 +22,10 @@ fn vec_of(v: &serde_json::Value) -> Vec<f64> {
         .collect()
 }
 
-/// Each PyTorch optimizer's θ after every step, from the same directions:
-/// fdgr's rule lands on the same float64 numbers.
+/// Each PyTorch optimizer's θ and state after every step, from the same
+/// directions: fdgr's rule lands on the same float64 numbers. Each case is
+/// run by the optimizer of `Optimizer::NAMES` whose label is its PyTorch
+/// class, and every optimizer must have a case.
 #[test]
 fn optimizers_follow_pytorch_float64_trace() {
     let j = json();
@@ -35,36 +37,36 @@ fn optimizers_follow_pytorch_float64_trace() {
         .map(vec_of)
         .collect();
     let n = theta0.len();
+    let mut covered = vec![];
     for c in j["cases"].as_array().unwrap() {
         let name = c["name"].as_str().unwrap();
         let h = &c["hyper"];
         let f = |k: &str| h[k].as_f64().unwrap_or(0.0);
-        let opt: Optimizer<f64> = match c["optimizer"].as_str().unwrap() {
-            "SGD" => Sgd {
-                momentum: f("momentum"),
-                nesterov: h["nesterov"].as_bool().unwrap_or(false),
-                weight_decay: f("weight_decay"),
-            }
-            .into(),
-            kind => {
-                let b = h["betas"].as_array().unwrap();
-                Adam {
-                    beta1: b[0].as_f64().unwrap(),
-                    beta2: b[1].as_f64().unwrap(),
-                    eps: f("eps"),
-                    weight_decay: f("weight_decay"),
-                    decoupled: kind == "AdamW",
-                }
-                .into()
-            }
+        let beta = |i: usize| h["betas"].get(i).and_then(|b| b.as_f64()).unwrap_or(0.0);
+        let hyper = OptHyper {
+            momentum: f("momentum"),
+            nesterov: h["nesterov"].as_bool().unwrap_or(false),
+            weight_decay: f("weight_decay"),
+            beta1: beta(0),
+            beta2: beta(1),
+            eps: f("eps"),
         };
+        let class = c["optimizer"].as_str().unwrap();
+        let opt = Optimizer::<f64>::NAMES
+            .iter()
+            .filter_map(|o| Optimizer::named(o, hyper))
+            .find(|o| o.label() == class)
+            .unwrap_or_else(|| panic!("{name}: no optimizer of fdgr is PyTorch's {class}"));
+        opt.validate().unwrap();
+        covered.push(opt.name());
         let lr = f("lr");
         let mut theta = theta0.clone();
-        let (mut s0, mut s1) = (vec![0.0; n], vec![0.0; n]);
+        let mut state = [vec![0.0; n], vec![0.0; n]];
         let mut worst = 0.0f64;
+        let k = opt.state_vectors();
         for (t, d) in ds.iter().enumerate() {
             let e = opt.rule_elem(lr, t as u64);
-            let k = opt.state_vectors();
+            let [s0, s1] = &mut state;
             update_slices(
                 &mut theta,
                 d,
@@ -76,16 +78,25 @@ fn optimizers_follow_pytorch_float64_trace() {
             let err = dist(&theta, &want) / norm(&want);
             worst = worst.max(err);
         }
-        let st = &c["state"];
-        let first = st.get("exp_avg").or(st.get("momentum_buffer"));
-        if let Some(m) = first {
-            worst = worst.max(dist(&s0, &vec_of(m)) / norm(&vec_of(m)));
+        // each state vector under its PyTorch key (SGD's momentum is
+        // torch's momentum_buffer)
+        for (s, key) in state.iter().zip(opt.state_names()) {
+            let st = &c["state"];
+            let m = st
+                .get(*key)
+                .or_else(|| st.get(format!("{key}_buffer")))
+                .unwrap_or_else(|| panic!("{name}: no state {key} in the reference"));
+            worst = worst.max(dist(s, &vec_of(m)) / norm(&vec_of(m)));
         }
-        if let Some(v) = st.get("exp_avg_sq") {
-            worst = worst.max(dist(&s1, &vec_of(v)) / norm(&vec_of(v)));
-        }
-        println!("{name:<18} worst relative error {worst:.1e}");
+        println!("{name:<18} {class:<6} worst relative error {worst:.1e}");
         assert!(worst < 1e-14, "{name}: {worst:e}");
+    }
+    for o in Optimizer::<f64>::NAMES {
+        assert!(
+            covered.contains(&o),
+            "optimizer {o} has no case in tests/data/optim_reference.json \
+             (tests/reference/optim_reference.py)"
+        );
     }
 }
 

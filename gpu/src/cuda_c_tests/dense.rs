@@ -390,50 +390,52 @@ pub(super) fn check_opt_update(e: &mut Emu, out: &mut Vec<Cmp>) {
     let d = rand(n, 47, -1.0, 1.0);
     let v0 = rand(n, 48, -1.0, 1.0);
     let sq0 = rand(n, 49, 0.0, 0.5);
-    let mut c = Cmp::ulp(
-        Kernel::OptUpdate,
-        "SGD (all options), Adam, AdamW, skip flags",
-        0.0,
-    );
+    let mut c = Cmp::ulp(Kernel::OptUpdate, "every optimizer, grid, skip flags", 0.0);
     let skips = [None, Some([0u32, 0]), Some([1, 0]), Some([0, 1])];
-    let mut cases: Vec<(OptElem<f32>, bool)> = vec![];
-    for (momentum, nesterov) in [(0.0f32, false), (0.9, false), (0.9, true)] {
-        for weight_decay in [0.0f32, 1e-4] {
-            for first in [true, false] {
-                for with_v in [false, true] {
-                    let h = OptElem {
-                        lr: 0.1,
+    // Every optimizer of Optimizer::NAMES over a grid of the hyper-parameters
+    // (each takes its own), at its first and later steps; each (constants,
+    // state vectors) once.
+    let mut cases: Vec<(OptElem<f32>, usize)> = vec![];
+    for name in Optimizer::<f32>::NAMES {
+        for (momentum, nesterov) in [(0.0f32, false), (0.9, false), (0.9, true)] {
+            for weight_decay in [0.0f32, 1e-4, 0.01] {
+                for (beta1, beta2, eps) in
+                    [(0.9f32, 0.999, 1e-8), (0.3, 0.9, 1e-6), (0.0, 0.5, 0.0)]
+                {
+                    let h = OptHyper {
                         momentum,
                         nesterov,
                         weight_decay,
-                        first,
-                        ..OptElem::none()
+                        beta1,
+                        beta2,
+                        eps,
                     };
-                    cases.push((h, with_v));
+                    let o = Optimizer::named(name, h).expect("a name of NAMES");
+                    if o.validate().is_err() {
+                        continue;
+                    }
+                    for steps in [0u64, 1, 7] {
+                        let case = (o.rule_elem(0.05, steps), o.state_vectors());
+                        if !cases.contains(&case) {
+                            cases.push(case);
+                        }
+                    }
                 }
             }
         }
     }
-    for decoupled in [false, true] {
-        for weight_decay in [0.0f32, 0.01] {
-            for (beta1, steps) in [(0.9f32, 0u64), (0.9, 7), (0.3, 2), (0.0, 1)] {
-                let a = Adam {
-                    beta1,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    weight_decay,
-                    decoupled,
-                };
-                cases.push((a.rule_elem(0.01, steps), true));
-            }
-        }
+    for r in Rule::ALL {
+        assert!(
+            cases.iter().any(|(h, _)| h.rule == r),
+            "no optimizer of Optimizer::NAMES applies rule {}",
+            r.name()
+        );
     }
-    for (h, with_state) in cases {
-        let adam = h.rule != Rule::Sgd;
+    for (h, k) in cases {
         for skip in skips {
             let (tp, dp) = (e.put(&theta), e.put(&d));
-            let p0 = with_state.then(|| e.put(&v0));
-            let p1 = (with_state && adam).then(|| e.put(&sq0));
+            let p0 = (k >= 1).then(|| e.put(&v0));
+            let p1 = (k >= 2).then(|| e.put(&sq0));
             let sp = skip.map(|s| e.put_u32(&s));
             launchers::opt_update(e, tp, dp, p0, p1, n, &h, sp).unwrap();
             let (mut wt, mut w0, mut w1) = (theta.clone(), v0.clone(), sq0.clone());
@@ -441,8 +443,8 @@ pub(super) fn check_opt_update(e: &mut Emu, out: &mut Vec<Cmp>) {
                 update_slices(
                     &mut wt,
                     &d,
-                    with_state.then_some(&mut w0[..]),
-                    (with_state && adam).then_some(&mut w1[..]),
+                    (k >= 1).then_some(&mut w0[..]),
+                    (k >= 2).then_some(&mut w1[..]),
                     &h,
                 );
             }

@@ -66,6 +66,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+import methods
+from methods import METHODS
+
 torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
@@ -82,7 +85,6 @@ HYPER = {
     "bn_eps": 1e-5,
     "bn_momentum": 0.1,
 }
-METHODS = ["sgd", "db", "fgr", "bgr", "cgr", "sam", "usam", "flood"]
 
 
 # ---------------------------------------------------------------- the nets
@@ -366,20 +368,9 @@ class Problem:
 
     def directions(self):
         th = self.theta
-        gm, eps, rho, lvl = (HYPER[k] for k in ("gamma", "eps", "rho", "flood_level"))
         loss, g = self.grad(th)
-        gp = lambda t: self.grad(t)[1]
-        r = gm / eps
-        d = {
-            "sgd": g,
-            "db": g + gm * self.gr_grad(th),
-            "fgr": (1 - r) * g + r * gp(th + eps * g),
-            "bgr": (1 + r) * g - r * gp(th - eps * g),
-            "cgr": g + gm * (gp(th + eps * g) - gp(th - eps * g)) / (2 * eps),
-            "sam": gp(th + rho * g / g.norm()),
-            "usam": gp(th + rho * g),
-            "flood": math.copysign(1.0, loss - lvl) * g if loss != lvl else 0 * g,
-        }
+        d = methods.directions(loss, g, lambda t: self.grad(t)[1], lambda: self.gr_grad(th),
+                               lambda v: v.norm(), th, HYPER)
         return loss, g, d
 
     def training_step(self):

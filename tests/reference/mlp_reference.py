@@ -15,6 +15,8 @@ import pathlib
 
 import numpy as np
 
+import methods
+
 
 class D:
     """A dual number array: value v and tangent t (derivative along v)."""
@@ -191,19 +193,10 @@ def problem(seed, dims, act, loss, bsz):
 
 def directions(prob, hp):
     th = np.array(prob["theta"])
-    g_ = lambda t: grad(t, prob)[1]
     loss, g = grad(th, prob)
-    gm, eps, rho, lvl = hp["gamma"], hp["eps"], hp["rho"], hp["flood_level"]
-    out = {"sgd": g}
-    out["db"] = g + gm * hvp(th, g, prob)
-    r = gm / eps
-    out["fgr"] = (1 - r) * g + r * g_(th + eps * g)
-    out["bgr"] = (1 + r) * g - r * g_(th - eps * g)
-    out["cgr"] = g + gm * (g_(th + eps * g) - g_(th - eps * g)) / (2 * eps)
-    out["sam"] = g_(th + rho * g / np.linalg.norm(g))
-    out["usam"] = g_(th + rho * g)
-    out["flood"] = np.sign(loss - lvl) * g
-    return loss, {k: v.tolist() for k, v in out.items()}
+    d = methods.directions(loss, g, lambda t: grad(t, prob)[1], lambda: hvp(th, g, prob),
+                           np.linalg.norm, th, hp)
+    return loss, {k: v.tolist() for k, v in d.items()}
 
 
 def sgd_run(prob, hp):

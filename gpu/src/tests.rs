@@ -567,52 +567,65 @@ fn async_steps_equal_sync_steps_without_round_trips() {
 
 /// A non-finite step in a queue: it and every later queued step are not
 /// applied, `finish` reports it and rolls the step count back, and the
-/// state is exactly the synchronous loop's when it stops at the error.
+/// state — θ, momentum, batch-norm running statistics and the count of
+/// batches they tracked — is exactly the synchronous loop's when it stops
+/// at the error.
 #[test]
 fn deferred_rejection_matches_synchronous_stop() {
-    let mut st = setup(shape(&[5, 8, 3], Act::Relu, Loss::SoftmaxCe), 12, 4, 5);
-    // sample 11 carries a NaN; only batch 2 uses it
-    st.x[11 * 5 + 2] = f32::NAN;
-    for (i, bt) in st.batches.iter_mut().enumerate() {
-        for j in bt.iter_mut() {
-            *j %= 11;
+    for s in [
+        shape(&[5, 8, 3], Act::Relu, Loss::SoftmaxCe),
+        small_resnet(),
+    ] {
+        let name = s.name.clone();
+        let mut st = setup(s, 12, 4, 5);
+        // sample 11 carries a NaN; only batch 2 uses it
+        let d = st.s.model.input.len();
+        st.x[11 * d + 2] = f32::NAN;
+        for (i, bt) in st.batches.iter_mut().enumerate() {
+            for j in bt.iter_mut() {
+                *j %= 11;
+            }
+            if i == 2 {
+                bt[1] = 11;
+            }
         }
-        if i == 2 {
-            bt[1] = 11;
+        let opt = Sgd::paper();
+        let m = Method::Fgr {
+            gamma: 0.05,
+            eps: 0.1,
+        };
+        let mut a = trainer(&st, 4, &m, &opt);
+        let mut sa = SgdState::default();
+        for (i, idx) in st.batches.iter().enumerate() {
+            let r = a.step(idx, &m, &opt, &mut sa, 0.1);
+            if i == 2 {
+                assert_eq!(r, Err(GpuError::NonFinite), "{name}");
+                break;
+            }
+            r.unwrap();
         }
-    }
-    let opt = Sgd::paper();
-    let m = Method::Fgr {
-        gamma: 0.05,
-        eps: 0.1,
-    };
-    let mut a = trainer(&st, 4, &m, &opt);
-    let mut sa = SgdState::default();
-    for (i, idx) in st.batches.iter().enumerate() {
-        let r = a.step(idx, &m, &opt, &mut sa, 0.1);
-        if i == 2 {
-            assert_eq!(r, Err(GpuError::NonFinite));
-            break;
+        assert_eq!(sa.steps, 2);
+        let mut b = trainer(&st, 4, &m, &opt);
+        let mut sb = SgdState::default();
+        for idx in &st.batches {
+            b.step_async(idx, &m, &opt, &mut sb, 0.1).unwrap();
         }
-        r.unwrap();
+        assert_eq!(sb.steps, 5);
+        assert_eq!(b.finish(&mut sb), Err(GpuError::NonFinite), "{name}");
+        assert_eq!(sb.steps, 2);
+        assert_eq!(params(&mut a), params(&mut b), "{name}");
+        let tracked = u64::from(st.s.model.sizes.batch_norms > 0) * 2;
+        assert_eq!(a.state().unwrap().1, tracked, "{name}");
+        assert_eq!(a.state().unwrap(), b.state().unwrap(), "{name}");
+        // the flags are cleared: training goes on from there, like the sync one
+        b.step_async(&st.batches[3], &m, &opt, &mut sb, 0.1)
+            .unwrap();
+        let lb = b.finish(&mut sb).unwrap();
+        let la = a.step(&st.batches[3], &m, &opt, &mut sa, 0.1).unwrap();
+        assert_eq!(la, lb, "{name}");
+        assert_eq!(params(&mut a), params(&mut b), "{name}");
+        assert_eq!(a.state().unwrap(), b.state().unwrap(), "{name}");
     }
-    assert_eq!(sa.steps, 2);
-    let mut b = trainer(&st, 4, &m, &opt);
-    let mut sb = SgdState::default();
-    for idx in &st.batches {
-        b.step_async(idx, &m, &opt, &mut sb, 0.1).unwrap();
-    }
-    assert_eq!(sb.steps, 5);
-    assert_eq!(b.finish(&mut sb), Err(GpuError::NonFinite));
-    assert_eq!(sb.steps, 2);
-    assert_eq!(params(&mut a), params(&mut b));
-    // the flags are cleared: training goes on from there, like the sync one
-    b.step_async(&st.batches[3], &m, &opt, &mut sb, 0.1)
-        .unwrap();
-    let lb = b.finish(&mut sb).unwrap();
-    let la = a.step(&st.batches[3], &m, &opt, &mut sa, 0.1).unwrap();
-    assert_eq!(la, lb);
-    assert_eq!(params(&mut a), params(&mut b));
 }
 
 /// Buffers a method needs are allocated when it is first used, whatever

@@ -74,6 +74,32 @@ pub struct Trainer<D: Device> {
     data: Option<Resident<D>>,
     aug: Option<AugState<D>>,
     pub(crate) pending: bool,
+    /// The steps queued since the last [`Trainer::finish`]: the step count
+    /// and the count of batches tracked after each, and the latter before
+    /// the first, so a rejected queue rolls the count back to the steps
+    /// really applied.
+    queued: Queued,
+}
+
+/// What [`Trainer::finish`] rolls back to after a rejected queued step.
+#[derive(Default)]
+struct Queued {
+    /// Batches tracked before the first queued step.
+    base: u64,
+    /// (`SgdState::steps`, batches tracked) after each queued step.
+    after: Vec<(u64, u64)>,
+}
+
+impl Queued {
+    /// The batches tracked once the first `applied` steps counted are the
+    /// ones applied.
+    fn tracked_at(&self, applied: u64) -> u64 {
+        self.after
+            .iter()
+            .rev()
+            .find(|(steps, _)| *steps <= applied)
+            .map_or(self.base, |(_, t)| *t)
+    }
 }
 
 fn input(msg: String) -> GpuError {
@@ -136,6 +162,7 @@ impl<D: Device> Trainer<D> {
             data: None,
             aug: None,
             pending: false,
+            queued: Queued::default(),
         };
         t.ensure(method, opt)?;
         Ok(t)
@@ -566,18 +593,24 @@ impl<D: Device> Trainer<D> {
         }
         self.ensure(method, opt)?;
         self.load_batch(indices, crops)?;
+        if self.queued.after.is_empty() {
+            self.queued.base = self.obj.batches_tracked();
+        }
         // the kernel's step (checks, direction, the count in `state`) with
         // the objective deferred
         self.kernel_step(true, method, opt, state, lr, &StepOptions::default())?;
         self.pending = true;
+        let tracked = self.obj.batches_tracked();
+        self.queued.after.push((state.steps, tracked));
         Ok(())
     }
 
     /// Waits for the queued steps and returns L(θ) of the last step (before
     /// its update). If a queued step was not finite: that step and every
-    /// later queued one were not applied (θ and the momentum are as after
-    /// the last good step), `state.steps` is set back to the updates
-    /// applied, and the result is [`GpuError::NonFinite`].
+    /// later queued one were not applied (θ, the optimizer's state and the
+    /// batch-norm running statistics are as after the last good step),
+    /// `state.steps` and the count of batches tracked are set back to the
+    /// updates applied, and the result is [`GpuError::NonFinite`].
     pub fn finish(&mut self, state: &mut SgdState) -> Result<f32, GpuError> {
         let m = self.obj.memory_mut();
         let d = &mut m.dev;
@@ -588,9 +621,13 @@ impl<D: Device> Trainer<D> {
         let lp = d.ptr(&m.scal).at(ScalarPlan::STEP_LOSS);
         d.download(lp, &mut loss)?;
         self.pending = false;
+        let queued = std::mem::take(&mut self.queued);
         if fl[flags::HALTED] != 0 {
             state.steps = fl[flags::STEP_LO] as u64 | (fl[flags::STEP_HI] as u64) << 32;
             d.fill_u32(f, 0, 4)?;
+            // the running statistics of the steps not applied were not
+            // copied on the device; nor are their batches counted
+            self.obj.set_batches_tracked(queued.tracked_at(state.steps));
             return Err(GpuError::NonFinite);
         }
         Ok(loss[0])

@@ -12,7 +12,7 @@
 //! ```
 
 use super::ctx::Ctx;
-use super::{Node, Op};
+use super::{Maths, Mode, Node, Op};
 use crate::act::Act;
 use crate::ops::{Mem, Ops};
 use crate::real::Real;
@@ -63,71 +63,76 @@ pub fn geom(n: &Node, b: usize) -> (ConvGeom, bool) {
     }
 }
 
-/// y = conv(x, W) (+ b) (then the fused activation).
-pub fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
-    let (g, bias) = geom(n, c.b());
-    let y = c.val(n);
-    o.conv(&g, c.value_of(n.input), c.theta(n, 0), y, F::ONE, F::ZERO);
-    let bl = bias.then(|| c.theta(n, g.w_len()));
-    if bl.is_some() || n.fuse.is_some() {
-        o.bias_act(y, bl, g.n, g.k_out, g.oh * g.ow, c.fused(n));
-    }
-}
+/// 2-d convolution (`Op::Conv2d`).
+pub struct Conv;
 
-/// Parameter gradients (out ← β·out + α·∇) and the input's delta.
-pub fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, grad: Option<(F, F)>) {
-    let (g, bias) = geom(n, c.b());
-    let dy = c.dlt(n);
-    if let Some((alpha, beta)) = grad {
+impl Maths for Conv {
+    /// y = conv(x, W) (+ b) (then the fused activation).
+    fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, _mode: Mode, _update: bool) {
+        let (g, bias) = geom(n, c.b());
+        let y = c.val(n);
+        o.conv(&g, c.value_of(n.input), c.theta(n, 0), y, F::ONE, F::ZERO);
+        let bl = bias.then(|| c.theta(n, g.w_len()));
+        if bl.is_some() || n.fuse.is_some() {
+            o.bias_act(y, bl, g.n, g.k_out, g.oh * g.ow, c.fused(n));
+        }
+    }
+
+    /// Parameter gradients (out ← β·out + α·∇) and the input's delta.
+    fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, grad: Option<(F, F)>) {
+        let (g, bias) = geom(n, c.b());
+        let dy = c.dlt(n);
+        if let Some((alpha, beta)) = grad {
+            let x = c.value_of(n.input);
+            if let Some(gw) = c.trained(n, Mem::Out, 0) {
+                o.conv_backward_filter(&g, x, dy, gw, alpha, beta);
+            }
+            if let Some(gb) = c.trained(n, Mem::Out, g.w_len()).filter(|_| bias) {
+                o.chan_sum(gb, dy, g.n, g.k_out, g.oh * g.ow, alpha, beta);
+            }
+        }
+        if let Some(inp) = c.active_input(n) {
+            let beta = if n.acc_in { F::ONE } else { F::ZERO };
+            let w = c.theta(n, 0);
+            o.conv_backward_data(&g, dy, w, c.dlt(inp), F::ONE, beta);
+        }
+    }
+
+    /// R{y} = conv(x, V) + conv(R{x}, W) + v_b.
+    fn r_forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
+        let (g, bias) = geom(n, c.b());
+        let ry = c.rv(n);
         let x = c.value_of(n.input);
-        if let Some(gw) = c.trained(n, Mem::Out, 0) {
-            o.conv_backward_filter(&g, x, dy, gw, alpha, beta);
+        o.conv(&g, x, c.param(n, Mem::V, 0), ry, F::ONE, F::ZERO);
+        if let Some(inp) = c.active_input(n) {
+            o.conv(&g, c.rv(inp), c.param(n, Mem::Theta, 0), ry, F::ONE, F::ONE);
         }
-        if let Some(gb) = c.trained(n, Mem::Out, g.w_len()).filter(|_| bias) {
-            o.chan_sum(gb, dy, g.n, g.k_out, g.oh * g.ow, alpha, beta);
+        if bias {
+            let vb = c.param(n, Mem::V, g.w_len());
+            o.bias_act(ry, Some(vb), g.n, g.k_out, g.oh * g.ow, Act::Identity);
         }
     }
-    if let Some(inp) = c.active_input(n) {
-        let beta = if n.acc_in { F::ONE } else { F::ZERO };
-        let w = c.theta(n, 0);
-        o.conv_backward_data(&g, dy, w, c.dlt(inp), F::ONE, beta);
-    }
-}
 
-/// R{y} = conv(x, V) + conv(R{x}, W) + v_b.
-pub fn r_forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
-    let (g, bias) = geom(n, c.b());
-    let ry = c.rv(n);
-    let x = c.value_of(n.input);
-    o.conv(&g, x, c.param(n, Mem::V, 0), ry, F::ONE, F::ZERO);
-    if let Some(inp) = c.active_input(n) {
-        o.conv(&g, c.rv(inp), c.param(n, Mem::Theta, 0), ry, F::ONE, F::ONE);
-    }
-    if bias {
-        let vb = c.param(n, Mem::V, g.w_len());
-        o.bias_act(ry, Some(vb), g.n, g.k_out, g.oh * g.ow, Act::Identity);
-    }
-}
-
-/// R{δx} and out ← β·out + α·R{∇}.
-pub fn r_backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, alpha: F, beta: F) {
-    let (g, bias) = geom(n, c.b());
-    let (dy, rdy) = (c.dlt(n), c.rd(n));
-    let x = c.value_of(n.input);
-    let inp = c.active_input(n);
-    if let Some(inp) = inp {
-        let acc = if n.acc_in { F::ONE } else { F::ZERO };
-        let (v, w) = (c.param(n, Mem::V, 0), c.param(n, Mem::Theta, 0));
-        o.conv_backward_data(&g, dy, v, c.rd(inp), F::ONE, acc);
-        o.conv_backward_data(&g, rdy, w, c.rd(inp), F::ONE, F::ONE);
-    }
-    let ow = c.param(n, Mem::Out, 0);
-    o.conv_backward_filter(&g, x, rdy, ow, alpha, beta);
-    if let Some(inp) = inp {
-        o.conv_backward_filter(&g, c.rv(inp), dy, ow, alpha, F::ONE);
-    }
-    if bias {
-        let ob = c.param(n, Mem::Out, g.w_len());
-        o.chan_sum(ob, rdy, g.n, g.k_out, g.oh * g.ow, alpha, beta);
+    /// R{δx} and out ← β·out + α·R{∇}.
+    fn r_backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, alpha: F, beta: F) {
+        let (g, bias) = geom(n, c.b());
+        let (dy, rdy) = (c.dlt(n), c.rd(n));
+        let x = c.value_of(n.input);
+        let inp = c.active_input(n);
+        if let Some(inp) = inp {
+            let acc = if n.acc_in { F::ONE } else { F::ZERO };
+            let (v, w) = (c.param(n, Mem::V, 0), c.param(n, Mem::Theta, 0));
+            o.conv_backward_data(&g, dy, v, c.rd(inp), F::ONE, acc);
+            o.conv_backward_data(&g, rdy, w, c.rd(inp), F::ONE, F::ONE);
+        }
+        let ow = c.param(n, Mem::Out, 0);
+        o.conv_backward_filter(&g, x, rdy, ow, alpha, beta);
+        if let Some(inp) = inp {
+            o.conv_backward_filter(&g, c.rv(inp), dy, ow, alpha, F::ONE);
+        }
+        if bias {
+            let ob = c.param(n, Mem::Out, g.w_len());
+            o.chan_sum(ob, rdy, g.n, g.k_out, g.oh * g.ow, alpha, beta);
+        }
     }
 }

@@ -10,7 +10,7 @@
 //! ```
 
 use super::ctx::Ctx;
-use super::{Node, Op};
+use super::{Maths, Mode, Node, Op};
 use crate::ops::{Mem, Ops};
 use crate::real::Real;
 
@@ -20,98 +20,103 @@ fn dims(n: &Node) -> (usize, usize, bool) {
     (n.in_dims.c, n.out_dims.c, bias)
 }
 
-/// z = x·Wᵀ (+ b) (then the fused activation).
-pub fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
-    let (ni, no, bias) = dims(n);
-    let b = c.b();
-    let z = c.val(n);
-    let w = c.theta(n, 0);
-    o.gemm(
-        false,
-        true,
-        b,
-        no,
-        ni,
-        F::ONE,
-        c.value_of(n.input),
-        w,
-        F::ZERO,
-        z,
-    );
-    let bl = bias.then(|| c.theta(n, no * ni));
-    if bl.is_some() || n.fuse.is_some() {
-        o.bias_act(z, bl, b, no, 1, c.fused(n));
-    }
-}
+/// The `Linear` kind ([`Op::Linear`]).
+pub struct Linear;
 
-/// Parameter gradients (out ← β·out + α·∇) and the input's delta.
-pub fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, grad: Option<(F, F)>) {
-    let (ni, no, bias) = dims(n);
-    let b = c.b();
-    let dz = c.dlt(n);
-    let x = c.value_of(n.input);
-    if let Some((alpha, beta)) = grad {
-        if let Some(gw) = c.trained(n, Mem::Out, 0) {
-            o.gemm(true, false, no, ni, b, alpha, dz, x, beta, gw);
-        }
-        if let Some(gb) = c.trained(n, Mem::Out, no * ni).filter(|_| bias) {
-            o.chan_sum(gb, dz, b, no, 1, alpha, beta);
-        }
-    }
-    if let Some(inp) = c.active_input(n) {
-        let beta = if n.acc_in { F::ONE } else { F::ZERO };
+impl Maths for Linear {
+    /// z = x·Wᵀ (+ b) (then the fused activation).
+    fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, _mode: Mode, _update: bool) {
+        let (ni, no, bias) = dims(n);
+        let b = c.b();
+        let z = c.val(n);
         let w = c.theta(n, 0);
-        o.gemm(false, false, b, ni, no, F::ONE, dz, w, beta, c.dlt(inp));
+        o.gemm(
+            false,
+            true,
+            b,
+            no,
+            ni,
+            F::ONE,
+            c.value_of(n.input),
+            w,
+            F::ZERO,
+            z,
+        );
+        let bl = bias.then(|| c.theta(n, no * ni));
+        if bl.is_some() || n.fuse.is_some() {
+            o.bias_act(z, bl, b, no, 1, c.fused(n));
+        }
     }
-}
 
-/// R{z} = x·Vᵀ + R{x}·Wᵀ + v_b.
-pub fn r_forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
-    let (ni, no, bias) = dims(n);
-    let b = c.b();
-    let rz = c.rv(n);
-    let x = c.value_of(n.input);
-    o.gemm(
-        false,
-        true,
-        b,
-        no,
-        ni,
-        F::ONE,
-        x,
-        c.param(n, Mem::V, 0),
-        F::ZERO,
-        rz,
-    );
-    if let Some(inp) = c.active_input(n) {
-        let w = c.param(n, Mem::Theta, 0);
-        o.gemm(false, true, b, no, ni, F::ONE, c.rv(inp), w, F::ONE, rz);
+    /// Parameter gradients (out ← β·out + α·∇) and the input's delta.
+    fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, grad: Option<(F, F)>) {
+        let (ni, no, bias) = dims(n);
+        let b = c.b();
+        let dz = c.dlt(n);
+        let x = c.value_of(n.input);
+        if let Some((alpha, beta)) = grad {
+            if let Some(gw) = c.trained(n, Mem::Out, 0) {
+                o.gemm(true, false, no, ni, b, alpha, dz, x, beta, gw);
+            }
+            if let Some(gb) = c.trained(n, Mem::Out, no * ni).filter(|_| bias) {
+                o.chan_sum(gb, dz, b, no, 1, alpha, beta);
+            }
+        }
+        if let Some(inp) = c.active_input(n) {
+            let beta = if n.acc_in { F::ONE } else { F::ZERO };
+            let w = c.theta(n, 0);
+            o.gemm(false, false, b, ni, no, F::ONE, dz, w, beta, c.dlt(inp));
+        }
     }
-    if bias {
-        let vb = c.param(n, Mem::V, no * ni);
-        o.bias_act(rz, Some(vb), b, no, 1, crate::act::Act::Identity);
-    }
-}
 
-/// R{δx} and out ← β·out + α·R{∇}.
-pub fn r_backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, alpha: F, beta: F) {
-    let (ni, no, bias) = dims(n);
-    let b = c.b();
-    let (dz, rdz) = (c.dlt(n), c.rd(n));
-    let x = c.value_of(n.input);
-    let inp = c.active_input(n);
-    if let Some(inp) = inp {
-        let acc = if n.acc_in { F::ONE } else { F::ZERO };
-        let (v, w) = (c.param(n, Mem::V, 0), c.param(n, Mem::Theta, 0));
-        o.gemm(false, false, b, ni, no, F::ONE, dz, v, acc, c.rd(inp));
-        o.gemm(false, false, b, ni, no, F::ONE, rdz, w, F::ONE, c.rd(inp));
+    /// R{z} = x·Vᵀ + R{x}·Wᵀ + v_b.
+    fn r_forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
+        let (ni, no, bias) = dims(n);
+        let b = c.b();
+        let rz = c.rv(n);
+        let x = c.value_of(n.input);
+        o.gemm(
+            false,
+            true,
+            b,
+            no,
+            ni,
+            F::ONE,
+            x,
+            c.param(n, Mem::V, 0),
+            F::ZERO,
+            rz,
+        );
+        if let Some(inp) = c.active_input(n) {
+            let w = c.param(n, Mem::Theta, 0);
+            o.gemm(false, true, b, no, ni, F::ONE, c.rv(inp), w, F::ONE, rz);
+        }
+        if bias {
+            let vb = c.param(n, Mem::V, no * ni);
+            o.bias_act(rz, Some(vb), b, no, 1, crate::act::Act::Identity);
+        }
     }
-    let ow = c.param(n, Mem::Out, 0);
-    o.gemm(true, false, no, ni, b, alpha, rdz, x, beta, ow);
-    if let Some(inp) = inp {
-        o.gemm(true, false, no, ni, b, alpha, dz, c.rv(inp), F::ONE, ow);
-    }
-    if bias {
-        o.chan_sum(c.param(n, Mem::Out, no * ni), rdz, b, no, 1, alpha, beta);
+
+    /// R{δx} and out ← β·out + α·R{∇}.
+    fn r_backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, alpha: F, beta: F) {
+        let (ni, no, bias) = dims(n);
+        let b = c.b();
+        let (dz, rdz) = (c.dlt(n), c.rd(n));
+        let x = c.value_of(n.input);
+        let inp = c.active_input(n);
+        if let Some(inp) = inp {
+            let acc = if n.acc_in { F::ONE } else { F::ZERO };
+            let (v, w) = (c.param(n, Mem::V, 0), c.param(n, Mem::Theta, 0));
+            o.gemm(false, false, b, ni, no, F::ONE, dz, v, acc, c.rd(inp));
+            o.gemm(false, false, b, ni, no, F::ONE, rdz, w, F::ONE, c.rd(inp));
+        }
+        let ow = c.param(n, Mem::Out, 0);
+        o.gemm(true, false, no, ni, b, alpha, rdz, x, beta, ow);
+        if let Some(inp) = inp {
+            o.gemm(true, false, no, ni, b, alpha, dz, c.rv(inp), F::ONE, ow);
+        }
+        if bias {
+            o.chan_sum(c.param(n, Mem::Out, no * ni), rdz, b, no, 1, alpha, beta);
+        }
     }
 }

@@ -11,7 +11,7 @@
 //! and leave the running statistics alone.
 
 use super::ctx::Ctx;
-use super::{Mode, Node};
+use super::{Maths, Mode, Node};
 use crate::ops::{BnBwd, BnFwd, BnRBwd, BnRFwd, Loc, Mem, Ops};
 use crate::real::Real;
 use crate::serial::BnGeom;
@@ -35,74 +35,79 @@ pub fn pending(c: &Ctx<'_>, n: &Node) -> Loc {
     c.ext(n, super::BN_PENDING)
 }
 
-/// y = act(γ·x̂ + β), with batch (`Train`) or running (`Eval`) statistics.
-pub fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, mode: Mode, update: bool) {
-    let g = geom(n, c.b());
-    let a = BnFwd {
-        x: c.value_of(n.input),
-        y: c.val(n),
-        gb: c.theta(n, 0),
-        stats: c.ext(n, 0),
-        mode,
-        running: running(n),
-        pending: (update && mode == Mode::Train).then(|| pending(c, n)),
-        act: c.fused(n),
-    };
-    o.bn_forward(&g, &a);
-}
+/// Batch normalization (`Op::BatchNorm`).
+pub struct BatchNorm;
 
-/// Parameter gradients and the input's delta (training mode).
-pub fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, grad: Option<(F, F)>) {
-    let g = geom(n, c.b());
-    let a = BnBwd {
-        x: c.value_of(n.input),
-        dy: c.dlt(n),
-        gb: c.theta(n, 0),
-        stats: c.ext(n, 0),
-        dx: c.active_input(n).map(|i| (c.dlt(i), n.acc_in)),
-        dp: grad.and_then(|(alpha, beta)| Some((c.trained(n, Mem::Out, 0)?, alpha, beta))),
-    };
-    o.bn_backward(&g, &a);
-}
+impl Maths for BatchNorm {
+    /// y = act(γ·x̂ + β), with batch (`Train`) or running (`Eval`) statistics.
+    fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, mode: Mode, update: bool) {
+        let g = geom(n, c.b());
+        let a = BnFwd {
+            x: c.value_of(n.input),
+            y: c.val(n),
+            gb: c.theta(n, 0),
+            stats: c.ext(n, 0),
+            mode,
+            running: running(n),
+            pending: (update && mode == Mode::Train).then(|| pending(c, n)),
+            act: c.fused(n),
+        };
+        o.bn_forward(&g, &a);
+    }
 
-/// R{y}, and the statistics the R-backward needs.
-pub fn r_forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
-    let g = geom(n, c.b());
-    let a = BnRFwd {
-        x: c.value_of(n.input),
-        rx: c.active_input(n).map(|i| c.rv(i)),
-        gb: c.param(n, Mem::Theta, 0),
-        vgb: c.param(n, Mem::V, 0),
-        stats: c.ext(n, 0),
-        ry: c.rv(n),
-        rstats: c.ext_hvp(n, 0),
-    };
-    o.bn_r_forward(&g, &a);
-}
+    /// Parameter gradients and the input's delta (training mode).
+    fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, grad: Option<(F, F)>) {
+        let g = geom(n, c.b());
+        let a = BnBwd {
+            x: c.value_of(n.input),
+            dy: c.dlt(n),
+            gb: c.theta(n, 0),
+            stats: c.ext(n, 0),
+            dx: c.active_input(n).map(|i| (c.dlt(i), n.acc_in)),
+            dp: grad.and_then(|(alpha, beta)| Some((c.trained(n, Mem::Out, 0)?, alpha, beta))),
+        };
+        o.bn_backward(&g, &a);
+    }
 
-/// R{δx}, then out ← β·out + α·(R{∇γ}, R{∇β}) from the node's scratch
-/// (two steps, so that V may be out itself).
-pub fn r_backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, alpha: F, beta: F) {
-    let g = geom(n, c.b());
-    let inp = c.active_input(n);
-    let a = BnRBwd {
-        x: c.value_of(n.input),
-        rx: inp.map(|i| c.rv(i)),
-        dy: c.dlt(n),
-        rdy: c.rd(n),
-        gb: c.param(n, Mem::Theta, 0),
-        vgb: c.param(n, Mem::V, 0),
-        stats: c.ext(n, 0),
-        rstats: c.ext_hvp(n, 0),
-        rdx: inp.map(|i| (c.rd(i), n.acc_in)),
-        rsums: c.ext_hvp(n, 2),
-    };
-    o.bn_r_backward(&g, &a);
-    o.axpby(
-        c.param(n, Mem::Out, 0),
-        c.ext_hvp(n, 2),
-        2 * g.c,
-        alpha,
-        beta,
-    );
+    /// R{y}, and the statistics the R-backward needs.
+    fn r_forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
+        let g = geom(n, c.b());
+        let a = BnRFwd {
+            x: c.value_of(n.input),
+            rx: c.active_input(n).map(|i| c.rv(i)),
+            gb: c.param(n, Mem::Theta, 0),
+            vgb: c.param(n, Mem::V, 0),
+            stats: c.ext(n, 0),
+            ry: c.rv(n),
+            rstats: c.ext_hvp(n, 0),
+        };
+        o.bn_r_forward(&g, &a);
+    }
+
+    /// R{δx}, then out ← β·out + α·(R{∇γ}, R{∇β}) from the node's scratch
+    /// (two steps, so that V may be out itself).
+    fn r_backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, alpha: F, beta: F) {
+        let g = geom(n, c.b());
+        let inp = c.active_input(n);
+        let a = BnRBwd {
+            x: c.value_of(n.input),
+            rx: inp.map(|i| c.rv(i)),
+            dy: c.dlt(n),
+            rdy: c.rd(n),
+            gb: c.param(n, Mem::Theta, 0),
+            vgb: c.param(n, Mem::V, 0),
+            stats: c.ext(n, 0),
+            rstats: c.ext_hvp(n, 0),
+            rdx: inp.map(|i| (c.rd(i), n.acc_in)),
+            rsums: c.ext_hvp(n, 2),
+        };
+        o.bn_r_backward(&g, &a);
+        o.axpby(
+            c.param(n, Mem::Out, 0),
+            c.ext_hvp(n, 2),
+            2 * g.c,
+            alpha,
+            beta,
+        );
+    }
 }

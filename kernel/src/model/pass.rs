@@ -1,12 +1,12 @@
 //! The passes over a planned model: forward, backward (after the loss has
 //! written the output's delta) and the two R-operator passes, each a walk
-//! over the nodes that calls the node's own maths. Nothing here touches
+//! over the nodes that calls the node's own maths (its kind's [`Maths`],
+//! picked by [`with_maths!`](super::op::with_maths)). Nothing here touches
 //! memory: every buffer is a [`Loc`](crate::ops::Loc) of the pass, resolved by the
 //! backend's [`Ops`].
 
-use super::{add, linear, Mode, Op};
-#[cfg(feature = "conv")]
-use super::{conv, norm, pool};
+use super::op::with_maths;
+use super::{Maths, Mode};
 use crate::ops::Ops;
 use crate::real::Real;
 
@@ -18,22 +18,8 @@ pub use super::ctx::Ctx;
 /// the objective's commit); in [`Mode::Eval`] it uses the running
 /// statistics.
 pub fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, mode: Mode, update: bool) {
-    let _ = (mode, update); // only batch norm reads them
     for n in c.nodes {
-        match n.op {
-            Op::Linear { .. } => linear::forward(c, n, o),
-            #[cfg(feature = "conv")]
-            Op::Conv2d { .. } => conv::forward(c, n, o),
-            #[cfg(feature = "conv")]
-            Op::BatchNorm => norm::forward(c, n, o, mode, update),
-            Op::Act(a) => super::act::forward(c, n, o, a),
-            #[cfg(feature = "conv")]
-            Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => pool::forward(c, n, o),
-            Op::Flatten => add::flatten_forward(c, n, o),
-            Op::Add { .. } => add::forward(c, n, o),
-            #[cfg(not(feature = "conv"))]
-            _ => {} // not plannable without the feature
-        }
+        with_maths!(n.op, K => K::forward(c, n, o, mode, update));
     }
 }
 
@@ -42,22 +28,8 @@ pub fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, mode: Mode, update: b
 /// out ← β·out + α·∇L for every parameter.
 pub fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, grad: Option<(F, F)>) {
     for n in c.nodes.iter().rev() {
-        if !n.active {
-            continue;
-        }
-        match n.op {
-            Op::Linear { .. } => linear::backward(c, n, o, grad),
-            #[cfg(feature = "conv")]
-            Op::Conv2d { .. } => conv::backward(c, n, o, grad),
-            #[cfg(feature = "conv")]
-            Op::BatchNorm => norm::backward(c, n, o, grad),
-            Op::Act(a) => super::act::backward(c, n, o, a),
-            #[cfg(feature = "conv")]
-            Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => pool::backward(c, n, o),
-            Op::Flatten => add::flatten_backward(c, n, o),
-            Op::Add { .. } => add::backward(c, n, o),
-            #[cfg(not(feature = "conv"))]
-            _ => {}
+        if n.active {
+            with_maths!(n.op, K => K::backward(c, n, o, grad));
         }
     }
 }
@@ -66,22 +38,8 @@ pub fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, grad: Option<(F, F)>
 /// R-value of every active node. Needs the values of [`forward`].
 pub fn r_forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O) {
     for n in c.nodes {
-        if !n.active {
-            continue;
-        }
-        match n.op {
-            Op::Linear { .. } => linear::r_forward(c, n, o),
-            #[cfg(feature = "conv")]
-            Op::Conv2d { .. } => conv::r_forward(c, n, o),
-            #[cfg(feature = "conv")]
-            Op::BatchNorm => norm::r_forward(c, n, o),
-            Op::Act(a) => super::act::r_forward(c, n, o, a),
-            #[cfg(feature = "conv")]
-            Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => pool::r_forward(c, n, o),
-            Op::Flatten => add::flatten_r_forward(c, n, o),
-            Op::Add { .. } => add::r_forward(c, n, o),
-            #[cfg(not(feature = "conv"))]
-            _ => {}
+        if n.active {
+            with_maths!(n.op, K => K::r_forward(c, n, o));
         }
     }
 }
@@ -91,24 +49,8 @@ pub fn r_forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O) {
 /// before it writes its slice of out, so V may be out itself (in place).
 pub fn r_backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, o: &mut O, alpha: F, beta: F) {
     for n in c.nodes.iter().rev() {
-        if !n.active {
-            continue;
-        }
-        match n.op {
-            Op::Linear { .. } => linear::r_backward(c, n, o, alpha, beta),
-            #[cfg(feature = "conv")]
-            Op::Conv2d { .. } => conv::r_backward(c, n, o, alpha, beta),
-            #[cfg(feature = "conv")]
-            Op::BatchNorm => norm::r_backward(c, n, o, alpha, beta),
-            Op::Act(a) => super::act::r_backward(c, n, o, a),
-            #[cfg(feature = "conv")]
-            Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => {
-                pool::r_backward(c, n, o)
-            }
-            Op::Flatten => add::flatten_r_backward(c, n, o),
-            Op::Add { .. } => add::r_backward(c, n, o),
-            #[cfg(not(feature = "conv"))]
-            _ => {}
+        if n.active {
+            with_maths!(n.op, K => K::r_backward(c, n, o, alpha, beta));
         }
     }
 }

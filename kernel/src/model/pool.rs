@@ -4,7 +4,7 @@
 //! the backward pass applied to R-deltas.
 
 use super::ctx::Ctx;
-use super::{Node, Op};
+use super::{Maths, Mode, Node, Op};
 use crate::ops::Ops;
 use crate::real::Real;
 use crate::serial::{PoolGeom, PoolKind};
@@ -32,31 +32,36 @@ pub fn geom(n: &Node, b: usize) -> PoolGeom {
     }
 }
 
-/// y = pool(x).
-pub fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
-    o.pool(&geom(n, c.b()), c.value_of(n.input), c.val(n));
-}
+/// Max, average and global average pooling (`Op::MaxPool`, `Op::AvgPool`, `Op::GlobalAvgPool`).
+pub struct Pool;
 
-/// δx (+)= poolᵀ(δy).
-pub fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
-    if let Some(inp) = c.active_input(n) {
-        let g = geom(n, c.b());
-        o.pool_backward(&g, c.value_of(n.input), c.dlt(n), c.dlt(inp), n.acc_in);
+impl Maths for Pool {
+    /// y = pool(x).
+    fn forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, _mode: Mode, _update: bool) {
+        o.pool(&geom(n, c.b()), c.value_of(n.input), c.val(n));
     }
-}
 
-/// R{y} = pool(R{x}) (at the arg-max of x).
-pub fn r_forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
-    if let Some(inp) = c.active_input(n) {
-        let g = geom(n, c.b());
-        o.pool_r(&g, c.value_of(n.input), c.rv(inp), c.rv(n));
+    /// δx (+)= poolᵀ(δy).
+    fn backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, _grad: Option<(F, F)>) {
+        if let Some(inp) = c.active_input(n) {
+            let g = geom(n, c.b());
+            o.pool_backward(&g, c.value_of(n.input), c.dlt(n), c.dlt(inp), n.acc_in);
+        }
     }
-}
 
-/// R{δx} (+)= poolᵀ(R{δy}).
-pub fn r_backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
-    if let Some(inp) = c.active_input(n) {
-        let g = geom(n, c.b());
-        o.pool_backward(&g, c.value_of(n.input), c.rd(n), c.rd(inp), n.acc_in);
+    /// R{y} = pool(R{x}) (at the arg-max of x).
+    fn r_forward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O) {
+        if let Some(inp) = c.active_input(n) {
+            let g = geom(n, c.b());
+            o.pool_r(&g, c.value_of(n.input), c.rv(inp), c.rv(n));
+        }
+    }
+
+    /// R{δx} (+)= poolᵀ(R{δy}).
+    fn r_backward<F: Real, O: Ops<F>>(c: &Ctx<'_>, n: &Node, o: &mut O, _alpha: F, _beta: F) {
+        if let Some(inp) = c.active_input(n) {
+            let g = geom(n, c.b());
+            o.pool_backward(&g, c.value_of(n.input), c.rd(n), c.rd(inp), n.acc_in);
+        }
     }
 }

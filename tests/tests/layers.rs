@@ -1,11 +1,11 @@
 //! The layer-list model against the maths, in f64: for every layer type
-//! and for a small residual net with batch norm, the loss gradient and the
+//! (each kind of `Op::NAMES` alone too) and for a small residual net with batch norm, the loss gradient and the
 //! R-operator's H·v against central differences of the whole
 //! training-mode loss, H's symmetry, the O(ε)/O(ε²) slopes of fgr/cgr,
 //! and the rules for batch norm's running statistics.
 
 use fdgr_kernel::method::{self, Buffers, Method};
-use fdgr_kernel::model::Mode;
+use fdgr_kernel::model::{out_dims, Mode, Op, OpFields};
 use fdgr_kernel::{
     step, Act, Dims, Error, Layer, Loss, Objective, Pass, Serial, Sgd, SgdState, Src,
 };
@@ -97,6 +97,55 @@ fn cases() -> Vec<(&'static str, Vec<Layer>, Dims, Loss)> {
     ]
 }
 
+/// Every kind of `Op::NAMES` on its own, built from its record with small
+/// settings (3 outputs, window 3, stride 1, padding 1, a bias, tanh, adding
+/// layer 0), between a tanh and a linear head, on a 2×5×5 input or a
+/// vector of 6 where the kind needs one: a new kind is checked here
+/// without a line of this file.
+fn each_kind() -> Vec<(String, Vec<Layer>, Dims, Loss)> {
+    let f = OpFields {
+        out: 3,
+        k: 3,
+        stride: 1,
+        pad: 1,
+        groups: 1,
+        bias: true,
+        act: Some(Act::Tanh),
+        other: 0,
+    };
+    (0..Op::NAMES.len())
+        .map(|code| {
+            let op = Op::from_fields(code as u8, &f).expect("a kind of Op::NAMES");
+            let plane = Dims::new(2, 5, 5);
+            let input = if out_dims(&op, plane).is_ok() {
+                plane
+            } else {
+                Dims::flat(6)
+            };
+            let layers = vec![
+                Layer::act(Act::Tanh),
+                Layer::new(op),
+                Layer::flatten(),
+                Layer::linear(3),
+            ];
+            (
+                format!("{} alone", Op::NAMES[code]),
+                layers,
+                input,
+                Loss::SoftmaxCe,
+            )
+        })
+        .collect()
+}
+
+/// [`cases`], then [`each_kind`].
+fn all_cases() -> Vec<(String, Vec<Layer>, Dims, Loss)> {
+    let named = cases()
+        .into_iter()
+        .map(|(n, l, d, loss)| (n.to_string(), l, d, loss));
+    named.chain(each_kind()).collect()
+}
+
 /// A two-block residual net with batch norm (identity shortcut, then a
 /// strided block with a 1×1 conv + BN shortcut), tanh so it is smooth.
 fn residual_net() -> Vec<Layer> {
@@ -127,7 +176,7 @@ fn residual_net() -> Vec<Layer> {
 
 #[test]
 fn gradients_match_central_differences() {
-    for (i, (name, layers, input, loss)) in cases().into_iter().enumerate() {
+    for (i, (name, layers, input, loss)) in all_cases().into_iter().enumerate() {
         let p = NetProblem::<f64>::new(&layers, input, loss, 4, 100 + i as u64);
         let mut o = p.objective();
         let g = grad(&mut o, &p.theta);
@@ -140,7 +189,7 @@ fn gradients_match_central_differences() {
 
 #[test]
 fn hvp_matches_central_differences() {
-    for (i, (name, layers, input, loss)) in cases().into_iter().enumerate() {
+    for (i, (name, layers, input, loss)) in all_cases().into_iter().enumerate() {
         let p = NetProblem::<f64>::new(&layers, input, loss, 4, 200 + i as u64);
         let mut o = p.objective();
         let v = p.direction(7);

@@ -20,6 +20,7 @@
 //! | `wblock:OUT[:sS]` | wide-ResNet pre-activation block (bn-relu-conv-bn-relu-conv + shortcut) |
 //! | `add:I` | adds layer I's output to its input (a residual join) |
 //! | `ENTRY@I`, `ENTRY@in` | the entry reads layer I's output (or the network input), not the previous layer's |
+//! | `KIND:FIELD=VALUE:…` | any layer kind by its record: a name of `Op::NAMES` and every one of its fields (`Op::field_names`), e.g. `maxpool:k=3:stride=2:pad=1`; counts, `true`/`false` (`bias`), an activation's name (`act`) |
 //!
 //! Layers are counted from 0 as planned (a block is 7 to 9 layers). e.g.
 //! `conv:8:3:p1,relu,maxpool:2,conv:16:3:p1,relu,maxpool:2,flatten,linear`;
@@ -28,6 +29,7 @@
 //! residual nets this way.
 
 use super::*;
+use fdgr_kernel::model::param_len;
 
 /// Splits `conv:16:3:p1` into the name and its fields.
 fn fields(tok: &str) -> (&str, Vec<&str>) {
@@ -216,6 +218,15 @@ fn entry(
         Some(Src::Input) => Ok(input),
         Some(Src::Node(j)) => dims_so_far(&b.layers[..=j], input),
     };
+    // a kind by its record: named (for its parameters' keys) if it has any
+    let by_record = |b: &mut Builder, l: Layer| -> Result<()> {
+        let named = param_len(&l.op, cur(b)?) > 0;
+        b.push(l, if named { idx } else { "" });
+        Ok(())
+    };
+    if let Some(l) = record_entry(tok, name, &rest, false)? {
+        return by_record(b, l);
+    }
     match name {
         "conv" => {
             let out = num(tok, rest.first(), "output channels")?;
@@ -315,11 +326,83 @@ fn entry(
             b.push(Layer::add(j), "");
         }
         "" => bail!("empty entry in the layer list"),
+        // a kind with no entry of its own: its record, with no fields
+        _ if Op::code_of(name).is_some() => {
+            let l = record_entry(tok, name, &rest, true)?
+                .with_context(|| format!("'{tok}': expected {name}:FIELD=VALUE:…"))?;
+            by_record(b, l)?;
+        }
         _ => bail!(
             "'{tok}': unknown layer (expected conv, dwconv, bn, relu, tanh, sigmoid, identity, maxpool, avgpool, gap, flatten, linear, add, block, wblock)"
         ),
     }
     Ok(())
+}
+
+/// `KIND:FIELD=VALUE:…`, a layer by its record ([`Op::from_fields`]):
+/// `None` when `name` is no kind, or `tok` is not in that form (no
+/// `FIELD=VALUE`) and not `always`. Every field the kind has must be given,
+/// once; nothing else.
+fn record_entry(tok: &str, name: &str, rest: &[&str], always: bool) -> Result<Option<Layer>> {
+    let Some(code) = Op::code_of(name) else {
+        return Ok(None);
+    };
+    let names = Op::field_names(code);
+    if !always && !rest.iter().any(|r| r.contains('=')) {
+        return Ok(None);
+    }
+    let mut f = OpFields::NONE;
+    let mut seen = vec![];
+    for r in rest {
+        let (k, v) = r
+            .split_once('=')
+            .with_context(|| format!("'{tok}': '{r}' is not FIELD=VALUE"))?;
+        let Some(want) = names.iter().find(|n| **n == k) else {
+            bail!(
+                "'{tok}': {name} has no field '{k}' (its fields: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+        };
+        if seen.contains(want) {
+            bail!("'{tok}': field '{k}' given twice");
+        }
+        seen.push(*want);
+        // the field's type, from the record (`act` is the one without a
+        // value in an empty record)
+        let value = match OpFields::NONE.get(k) {
+            Some(FieldValue::Flag(_)) => match v {
+                "true" => FieldValue::Flag(true),
+                "false" => FieldValue::Flag(false),
+                _ => bail!("'{tok}': {k} is true or false, not '{v}'"),
+            },
+            Some(FieldValue::Num(_)) => {
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    bail!("'{tok}': {k} '{v}' is not a count");
+                }
+                FieldValue::Num(
+                    v.parse()
+                        .map_err(|_| anyhow!("'{tok}': {k} {v} is too large"))?,
+                )
+            }
+            _ => FieldValue::Act(
+                Act::from_name(v)
+                    .with_context(|| format!("'{tok}': '{v}' is not an activation"))?,
+            ),
+        };
+        f.set(k, value);
+    }
+    if let Some(missing) = names.iter().find(|n| !seen.contains(n)) {
+        bail!(
+            "'{tok}': missing the field '{missing}' (a {name} has {})",
+            names.join(", ")
+        );
+    }
+    let op = Op::from_fields(code, &f).with_context(|| format!("'{tok}': not a {name}"))?;
+    Ok(Some(Layer::new(op)))
 }
 
 /// The layer an entry reads (`@I`, `@in`) or adds (`add:I`): `in` is the
@@ -341,7 +424,7 @@ pub(super) fn is_layer_word(s: &str) -> bool {
     matches!(
         s,
         "bn" | "relu" | "tanh" | "sigmoid" | "identity" | "gap" | "flatten" | "linear" | "fc"
-    )
+    ) || Op::code_of(s).is_some_and(|c| Op::field_names(c).is_empty())
 }
 
 /// A layer-list entry for `l`, layer `i` of the list (the grammar of
@@ -404,5 +487,100 @@ fn op_entry(l: &Layer) -> String {
         Op::Flatten => "flatten".into(),
         Op::BatchNorm => "bn".into(),
         Op::Add { other } => format!("add:{other}"),
+        // a kind without an entry of its own: its record
+        #[allow(unreachable_patterns)]
+        _ => record_of(&l.op),
+    }
+}
+
+/// `KIND:FIELD=VALUE:…` for `op` (what [`record_entry`] reads).
+fn record_of(op: &Op) -> String {
+    let f = op.fields();
+    let mut e = op.name().to_string();
+    for k in Op::field_names(op.code()) {
+        let v = match f.get(k) {
+            Some(FieldValue::Num(n)) => n.to_string(),
+            Some(FieldValue::Flag(b)) => b.to_string(),
+            Some(FieldValue::Act(a)) => a.name().to_string(),
+            None => continue,
+        };
+        e.push_str(&format!(":{k}={v}"));
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Arch> {
+        Arch::parse(s, Act::Relu, Dims::new(2, 8, 8), 10)
+    }
+
+    /// A kind by its record is the layer (and the parameter names) of its
+    /// own entry.
+    #[test]
+    fn layers_by_their_record() {
+        let a = parse("conv:8:3:p1:nobias,bn,relu,maxpool:3:s2:p1,conv:8:1,add:3,gap,linear:5")
+            .unwrap();
+        let b = parse(
+            "conv:out=8:k=3:stride=1:pad=1:groups=1:bias=false,bn,act:act=relu,\
+             maxpool:k=3:stride=2:pad=1,conv:out=8:k=1:stride=1:pad=0:groups=1:bias=true,\
+             add:other=3,gap,linear:out=5:bias=true",
+        )
+        .unwrap();
+        assert_eq!(a.layers, b.layers);
+        assert_eq!(a.names, b.names);
+        assert_eq!(b.names[4], "4");
+        assert_eq!(b.names[2], "");
+    }
+
+    /// Every kind's record, written back, reads as the same layer.
+    #[test]
+    fn every_kind_round_trips_through_its_record() {
+        let a = parse("conv:6:3:s2:p1:g2,bn,tanh,avgpool:2,maxpool:3:s1:p1,conv:6:1,add:5,flatten,linear:4:nobias")
+            .unwrap();
+        let mut seen = vec![];
+        for l in &a.layers {
+            let e = record_of(&l.op);
+            let rest: Vec<&str> = e.split(':').skip(1).collect();
+            let got = record_entry(&e, l.op.name(), &rest, true).unwrap().unwrap();
+            assert_eq!(got.op, l.op, "{e}");
+            seen.push(l.op.code());
+        }
+        let g = parse("conv:4:3,gap,linear").unwrap();
+        let gap = &g.layers[1];
+        let e = record_of(&gap.op);
+        assert_eq!(e, "gap");
+        assert_eq!(
+            record_entry(&e, "gap", &[], true).unwrap().unwrap().op,
+            gap.op
+        );
+        seen.push(gap.op.code());
+        for code in 0..Op::NAMES.len() as u8 {
+            assert!(
+                seen.contains(&code),
+                "{} not round-tripped",
+                Op::NAMES[code as usize]
+            );
+        }
+    }
+
+    #[test]
+    fn bad_records_say_why() {
+        let e = |s: &str| parse(s).unwrap_err().to_string();
+        assert!(e("maxpool:k=3:stride=2,flatten,linear").contains("missing the field 'pad'"));
+        assert!(e("maxpool:k=3:stride=2:pad=0:groups=1,flatten,linear")
+            .contains("maxpool has no field 'groups' (its fields: k, stride, pad)"));
+        assert!(e("maxpool:k=3:k=3:stride=2:pad=0,flatten,linear").contains("given twice"));
+        assert!(e("maxpool:k=x:stride=2:pad=0,flatten,linear").contains("k 'x' is not a count"));
+        assert!(e("maxpool:k=3:stride=2:pad,flatten,linear").contains("'pad' is not FIELD=VALUE"));
+        assert!(
+            e("conv:out=4:k=3:stride=1:pad=0:groups=1:bias=yes,flatten,linear")
+                .contains("bias is true or false")
+        );
+        assert!(e("act:act=swish,flatten,linear").contains("'swish' is not an activation"));
+        // a zero stride: the kernel's own check, named
+        assert!(e("maxpool:k=3:stride=0:pad=0,flatten,linear").contains("stride"));
     }
 }

@@ -28,7 +28,7 @@
 //!   entries are in [`grammar`].
 
 use anyhow::{anyhow, bail, Context, Result};
-use fdgr_kernel::model::{plan, Dims, FieldValue, Layer, Model, Node, Op, Src};
+use fdgr_kernel::model::{plan, Dims, FieldValue, Layer, Model, Node, Op, OpFields, Src};
 use fdgr_kernel::{Act, Loss, Shape};
 
 pub mod grammar;

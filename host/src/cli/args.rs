@@ -57,7 +57,8 @@ pub struct ModelArgs {
     /// (entries: conv:OUT:K[:sS][:pP][:gG][:nobias], dwconv:K[:sS][:pP],
     /// bn, relu, tanh, sigmoid, identity, maxpool:K[:sS][:pP],
     /// avgpool:K[:sS][:pP], gap, flatten, linear[:OUT][:nobias],
-    /// block:OUT[:sS] (ResNet), wblock:OUT[:sS] (wide ResNet))
+    /// block:OUT[:sS] (ResNet), wblock:OUT[:sS] (wide ResNet); any layer
+    /// kind by its record: KIND:FIELD=VALUE:..., e.g. maxpool:k=3:stride=2:pad=1)
     /// [default: FEATURES-512-512-CLASSES]
     #[arg(long, verbatim_doc_comment)]
     pub model: Option<String>,

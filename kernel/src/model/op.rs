@@ -112,6 +112,18 @@ pub enum FieldValue {
 }
 
 impl OpFields {
+    /// Every count 0, no bias, no activation.
+    pub const NONE: OpFields = OpFields {
+        out: 0,
+        k: 0,
+        stride: 0,
+        pad: 0,
+        groups: 0,
+        bias: false,
+        act: None,
+        other: 0,
+    };
+
     /// The field named `name` (one of [`Op::field_names`]'s).
     pub fn get(&self, name: &str) -> Option<FieldValue> {
         Some(match name {
@@ -203,16 +215,7 @@ impl Op {
 
     /// The layer's settings as a flat record.
     pub const fn fields(&self) -> OpFields {
-        let z = OpFields {
-            out: 0,
-            k: 0,
-            stride: 0,
-            pad: 0,
-            groups: 0,
-            bias: false,
-            act: None,
-            other: 0,
-        };
+        let z = OpFields::NONE;
         match *self {
             Op::Linear { out, bias } => OpFields { out, bias, ..z },
             Op::Conv2d {

@@ -89,10 +89,12 @@ fn boards(fw: &Path) -> Result<Vec<Found>, String> {
             .ok_or_else(|| format!("{}: members must be folder names", ws_file.display()))?;
         let dir = fw.join(name);
         let memory_x = dir.join("memory.x");
-        println!("cargo:rerun-if-changed={}", memory_x.display());
         if !memory_x.is_file() {
-            continue; // not a board (common/)
+            // not a board (common/); a path that does not exist must not
+            // be watched: cargo would rerun this script on every build
+            continue;
         }
+        println!("cargo:rerun-if-changed={}", memory_x.display());
         let cargo_file = dir.join("Cargo.toml");
         let cargo = read(&cargo_file)?;
         let config_file = dir.join(".cargo").join("config.toml");

@@ -17,7 +17,7 @@ use crate::act::Act;
 use crate::ops::Ops;
 use crate::real::Real;
 
-/// The activation of node `n` (an `Op::Act`, as [`with_maths!`](super::with_maths) picked it).
+/// The activation of node `n` (an `Op::Act`, as `with_maths!` in op.rs picked it).
 #[inline(always)]
 fn act(n: &Node) -> Act {
     match n.op {

@@ -1,7 +1,7 @@
 //! The layer kinds: what each [`Op`] is (its settings, its flat record
 //! [`OpFields`] and name, what every serialized form is written over), its
 //! shapes, parameters and multiply-adds, and which module holds its maths
-//! ([`Maths`], picked by [`with_maths!`] for the walks of
+//! ([`Maths`], picked by `with_maths!` for the walks of
 //! [`pass`](super::pass)). A new kind is registered here, and its maths
 //! written in its own module.
 
@@ -348,7 +348,7 @@ const fn checked(d: Dims) -> Result<Dims, Error> {
 
 /// Parameters of `op` with input `d` (weights first, then the bias);
 /// saturates at `usize::MAX` where the count overflows (never for a
-/// planned node: [`plan`] rejects those).
+/// planned node: [`plan`](super::plan) rejects those).
 pub const fn param_len(op: &Op, d: Dims) -> usize {
     match checked_param_len(op, d) {
         Ok(n) => n,
@@ -356,7 +356,7 @@ pub const fn param_len(op: &Op, d: Dims) -> usize {
     }
 }
 
-/// [`param_len`], or the error of a count past [`MAX_SCALARS`].
+/// [`param_len`], or the error of a count past [`MAX_SCALARS`](super::MAX_SCALARS).
 pub const fn checked_param_len(op: &Op, d: Dims) -> Result<usize, Error> {
     match *op {
         Op::Linear { out, bias } => {
@@ -429,7 +429,7 @@ pub(crate) const fn output_not_needed(op: &Op) -> bool {
 
 /// A layer kind's maths over the backend's primitives ([`Ops`]): its four
 /// passes, each for node `n` of the walk `c`. Each kind's module
-/// implements it on a unit type; [`with_maths!`] picks that type for a
+/// implements it on a unit type; the crate's `with_maths!` macro picks that type for a
 /// node's [`Op`], so the walks of [`pass`](super::pass) are written once
 /// for every kind.
 pub trait Maths {

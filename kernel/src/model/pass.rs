@@ -1,7 +1,7 @@
 //! The passes over a planned model: forward, backward (after the loss has
 //! written the output's delta) and the two R-operator passes, each a walk
 //! over the nodes that calls the node's own maths (its kind's [`Maths`],
-//! picked by [`with_maths!`](super::op::with_maths)). Nothing here touches
+//! picked by `with_maths!` in op.rs). Nothing here touches
 //! memory: every buffer is a [`Loc`](crate::ops::Loc) of the pass, resolved by the
 //! backend's [`Ops`].
 

@@ -134,6 +134,22 @@ class WideResNet(nn.Module):
 
 ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
 
+# The layer kinds `Graph` builds (fdgr's `Op::NAMES`), each with the input it
+# takes on its own: "plane" (C×H×W) or "vector". tests/reference/
+# conv_reference.py checks every kind listed here alone against fdgr, so a
+# new fdgr kind is its branch in `Graph` and its entry here.
+KINDS = {
+    "linear": "vector",
+    "conv": "plane",
+    "bn": "plane",
+    "act": "plane",
+    "maxpool": "plane",
+    "avgpool": "plane",
+    "gap": "plane",
+    "flatten": "plane",
+    "add": "plane",
+}
+
 
 class LeNet5(nn.Module):
     """LeNet-5 with fdgr's size adaptation (padding so each 5×5 conv keeps

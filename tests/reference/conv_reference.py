@@ -50,6 +50,13 @@ builds it from (`fdgr_kernel::Layer`); the script checks that description
 by running it with torch.nn.functional on the flat theta and comparing the
 outputs with the module's.
 
+Then every layer kind on its own ("KIND alone": a tanh, the kind with small
+settings, flatten, a linear head), built as a PyTorch user gets it from
+fdgr's layer list: the module `Graph` of bench/torch_models.py, for every
+kind of its `KINDS`. A new fdgr kind is checked here once it has its
+PyTorch module there; the Rust test fails until every `Op::NAMES` kind has
+its case.
+
 Writes tests/data/conv_reference.json, read by tests/tests/conv_reference.rs.
 Regenerate with:  python3 tests/reference/conv_reference.py
 The committed JSON was generated with Python 3.11.7 and torch 2.15.0 on a
@@ -60,6 +67,7 @@ import json
 import math
 import pathlib
 import platform
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +76,9 @@ from torch.func import functional_call
 
 import methods
 from methods import METHODS
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "bench"))
+import torch_models  # noqa: E402  (bench/torch_models.py: the PyTorch module of any layer list)
 
 torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)
@@ -231,6 +242,29 @@ NETS = [
     ("smooth_mse", SmoothMse, SMOOTH_MSE_LAYERS, [4, 6, 6], 5, "mse", 12),
     ("stem_maxpool", StemMaxpool, STEM_MAXPOOL_LAYERS, [2, 9, 9], 3, "ce", 13),
 ]
+
+
+# Every layer kind of bench/torch_models.py on its own, as a PyTorch user
+# gets it from fdgr's layer list (torch_models.Graph), between a tanh and a
+# linear head: "KIND alone". The same small settings go to every kind (each
+# reads its own fields).
+SAMPLE = {"out": 3, "k": 3, "stride": 1, "pad": 1, "groups": 1, "bias": True, "act": "tanh",
+          "other": 0}
+
+
+def alone(i, kind):
+    layers = [
+        {"op": "act", "act": "tanh"},
+        {"op": kind, **SAMPLE, "name": "1"},
+        {"op": "flatten"},
+        {"op": "linear", "out": 3, "bias": True, "name": "3"},
+    ]
+    dims = [2, 5, 5] if torch_models.KINDS[kind] == "plane" else [6, 1, 1]
+    return (f"{kind} alone", lambda: torch_models.Graph(layers, tuple(dims)), layers, dims, 4,
+            "ce", 20 + i)
+
+
+ALONE = [alone(i, kind) for i, kind in enumerate(torch_models.KINDS)]
 
 
 # ------------------------------------------------- the layer description
@@ -410,8 +444,9 @@ class Problem:
         th, v = self.theta, self.v
         # the layer description is the module (same outputs, same θ layout)
         ref_out = self.forward(th, self.x)
-        lay_out = run_layers(self.layers, th, self.x)
-        assert torch.allclose(ref_out, lay_out, rtol=0, atol=1e-13), self.name
+        if not self.name.endswith(" alone"):  # those modules are built from the description
+            lay_out = run_layers(self.layers, th, self.x)
+            assert torch.allclose(ref_out, lay_out, rtol=0, atol=1e-13), self.name
         n_bn = sum(1 for l in self.layers if l["op"] == "bn")
         assert n_bn == len(self.bn_modules())
 
@@ -434,7 +469,7 @@ class Problem:
         d_step = self.training_step()
         assert (d_step - dirs["fgr"]).norm() <= 1e-14 * dirs["fgr"].norm(), self.name
         state = torch.cat([torch.cat([mod.running_mean, mod.running_var])
-                           for mod in self.bn_modules()])
+                           for mod in self.bn_modules()] or [torch.zeros(0)])
         tracked = [int(mod.num_batches_tracked) for mod in self.bn_modules()]
         assert tracked == [1] * len(tracked)
         theta_after = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
@@ -464,7 +499,7 @@ class Problem:
             "directions": {k: flat(dirs[k]) for k in METHODS},
             "train_outputs": flat(train_out),
             "running_state": flat(state),
-            "batches_tracked": tracked[0],
+            "batches_tracked": tracked[0] if tracked else 0,
             "theta_after": flat(theta_after),
             "eval_outputs": flat(eval_out),
             "x_eval": flat(self.x_eval),
@@ -504,7 +539,7 @@ def dump(doc):
 
 def main():
     cases = []
-    for name, cls, layers, dims, batch, loss, seed in NETS:
+    for name, cls, layers, dims, batch, loss, seed in NETS + ALONE:
         p = Problem(name, cls, layers, dims, batch, loss, seed)
         cases.append(p.reference())
         print(f"{name}: P = {p.theta.numel()}, loss {cases[-1]['loss_value']:.6f}")

@@ -40,8 +40,7 @@
 //! data-parallel notes for how they are kept identical.
 
 use crate::error::Error;
-use crate::objective::{Objective, Pass, VecSpace};
-use crate::optim::OptElem;
+use crate::objective::{forward_vec_space, Objective, Pass, VecSpace};
 use crate::real::Real;
 
 /// Sums over the processes of a data-parallel job.
@@ -136,40 +135,7 @@ impl<'a, F: Real, O: Objective<F> + ?Sized, R: AllReduce<F, O::Vec> + ?Sized>
     }
 }
 
-impl<F: Real, O: Objective<F> + ?Sized, R: ?Sized> VecSpace<F> for DataParallel<'_, F, O, R> {
-    type Vec = O::Vec;
-    fn len(&self, x: &O::Vec) -> usize {
-        self.inner.len(x)
-    }
-    fn copy(&mut self, dst: &mut O::Vec, src: &O::Vec) {
-        self.inner.copy(dst, src)
-    }
-    fn axpy(&mut self, y: &mut O::Vec, a: F, x: &O::Vec) {
-        self.inner.axpy(y, a, x)
-    }
-    fn waxpy(&mut self, w: &mut O::Vec, x: &O::Vec, a: F, y: &O::Vec) {
-        self.inner.waxpy(w, x, a, y)
-    }
-    fn scale(&mut self, x: &mut O::Vec, a: F) {
-        self.inner.scale(x, a)
-    }
-    fn dot(&mut self, x: &O::Vec, y: &O::Vec) -> F {
-        self.inner.dot(x, y)
-    }
-    fn all_finite(&mut self, x: &O::Vec) -> bool {
-        self.inner.all_finite(x)
-    }
-    fn opt_update(
-        &mut self,
-        theta: &mut O::Vec,
-        d: &O::Vec,
-        s0: Option<&mut O::Vec>,
-        s1: Option<&mut O::Vec>,
-        h: &OptElem<F>,
-    ) {
-        self.inner.opt_update(theta, d, s0, s1, h)
-    }
-}
+forward_vec_space!(impl[F: Real, O: Objective<F> + ?Sized, R: ?Sized] for DataParallel<'_, F, O, R>, inner, O::Vec);
 
 impl<F: Real, O: Objective<F> + ?Sized, R: AllReduce<F, O::Vec> + ?Sized> Objective<F>
     for DataParallel<'_, F, O, R>

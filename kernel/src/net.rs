@@ -26,7 +26,7 @@ use crate::error::{check_len, Error};
 use crate::loss::{self, Loss, Targets};
 use crate::model::pass::{Ctx, Forward, Hvp, LossGrad, LossOnly, Run};
 use crate::model::{Mode, Model, Node, Op, Sizes};
-use crate::objective::{Exec, Objective, Pass, SliceSpace, VecSpace};
+use crate::objective::{forward_vec_space, Exec, Objective, Pass, SliceSpace, VecSpace};
 use crate::ops::{Bound, CpuOps};
 use crate::optim::OptElem;
 use crate::real::Real;
@@ -296,40 +296,7 @@ impl<F: Real, N: AsRef<[Node]>, M: Memory<F>> Net<F, N, M> {
     }
 }
 
-impl<F: Real, N, M: Memory<F>> VecSpace<F> for Net<F, N, M> {
-    type Vec = M::Vec;
-    fn len(&self, x: &M::Vec) -> usize {
-        self.mem.len(x)
-    }
-    fn copy(&mut self, dst: &mut M::Vec, src: &M::Vec) {
-        self.mem.copy(dst, src)
-    }
-    fn axpy(&mut self, y: &mut M::Vec, a: F, x: &M::Vec) {
-        self.mem.axpy(y, a, x)
-    }
-    fn waxpy(&mut self, w: &mut M::Vec, x: &M::Vec, a: F, y: &M::Vec) {
-        self.mem.waxpy(w, x, a, y)
-    }
-    fn scale(&mut self, x: &mut M::Vec, a: F) {
-        self.mem.scale(x, a)
-    }
-    fn dot(&mut self, x: &M::Vec, y: &M::Vec) -> F {
-        self.mem.dot(x, y)
-    }
-    fn all_finite(&mut self, x: &M::Vec) -> bool {
-        self.mem.all_finite(x)
-    }
-    fn opt_update(
-        &mut self,
-        theta: &mut M::Vec,
-        d: &M::Vec,
-        s0: Option<&mut M::Vec>,
-        s1: Option<&mut M::Vec>,
-        h: &OptElem<F>,
-    ) {
-        self.mem.opt_update(theta, d, s0, s1, h)
-    }
-}
+forward_vec_space!(impl[F: Real, N, M: Memory<F>] for Net<F, N, M>, mem, M::Vec);
 
 impl<F: Real, N: AsRef<[Node]>, M: Memory<F>> Objective<F> for Net<F, N, M> {
     fn param_count(&self) -> usize {

@@ -186,6 +186,50 @@ pub trait SliceSpace<F: Real> {
     fn exec(&mut self) -> &mut Self::E;
 }
 
+/// Implements [`VecSpace`] for a type that holds one in its field `$f`,
+/// every operation forwarded to it:
+/// `forward_vec_space!(impl[F: Real, M: Memory<F>] for Net<F, N, M>, mem, M::Vec);`
+/// (the scalar's type parameter must be called `F`).
+macro_rules! forward_vec_space {
+    (impl[$($g:tt)*] for $t:ty, $f:ident, $v:ty) => {
+        impl<$($g)*> $crate::objective::VecSpace<F> for $t {
+            type Vec = $v;
+            fn len(&self, x: &$v) -> usize {
+                self.$f.len(x)
+            }
+            fn copy(&mut self, dst: &mut $v, src: &$v) {
+                self.$f.copy(dst, src)
+            }
+            fn axpy(&mut self, y: &mut $v, a: F, x: &$v) {
+                self.$f.axpy(y, a, x)
+            }
+            fn waxpy(&mut self, w: &mut $v, x: &$v, a: F, y: &$v) {
+                self.$f.waxpy(w, x, a, y)
+            }
+            fn scale(&mut self, x: &mut $v, a: F) {
+                self.$f.scale(x, a)
+            }
+            fn dot(&mut self, x: &$v, y: &$v) -> F {
+                self.$f.dot(x, y)
+            }
+            fn all_finite(&mut self, x: &$v) -> bool {
+                self.$f.all_finite(x)
+            }
+            fn opt_update(
+                &mut self,
+                theta: &mut $v,
+                d: &$v,
+                s0: Option<&mut $v>,
+                s1: Option<&mut $v>,
+                h: &$crate::optim::OptElem<F>,
+            ) {
+                self.$f.opt_update(theta, d, s0, s1, h)
+            }
+        }
+    };
+}
+pub(crate) use forward_vec_space;
+
 /// Implements [`VecSpace`] over `[F]` for a [`SliceSpace`] type, running
 /// every vector operation on its executor:
 /// `slice_vec_space!(impl[F: Real, E: Exec<F>] for Type<F, E>);` (the type

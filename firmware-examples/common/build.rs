@@ -10,12 +10,14 @@
 //!   `firmware-examples/models/digits-stream.bin`);
 //! * `FDGR_PIXEL_MAX`: what pixels are divided by (default 16, the UCI
 //!   digits' 0..=16; 255 for 8-bit images);
-//! * `FDGR_METHOD`: `sgd`, `fgr` (default), `db` or `sam`;
+//! * `FDGR_METHOD`: any of the kernel's methods (`fgr` by default; `sgd`,
+//!   `db`, `bgr`, `cgr`, `sam`, `usam`, `flood`);
 //! * `FDGR_OPT`: `sgd` (default: plain SGD) or `adam`;
 //! * `FDGR_MODE`: `full` (default) or `last` (last layer only);
 //! * `FDGR_LR`: the learning rate (default: the optimizer's);
-//! * `FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`: the method's γ (`fgr`, `db`),
-//!   ε (`fgr`) and ρ (`sam`) (default: `src/config.rs`'s).
+//! * `FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`, `FDGR_FLOOD_LEVEL`: the
+//!   method's γ, ε, ρ or flood level, where it has them (default:
+//!   `src/config.rs`'s `HYPER`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -206,32 +208,24 @@ fn run() -> Result<(), String> {
         "/// The identity of the saved state: [`MODEL_ID`] and the mode (`FDGR_MODE`).\npub const STORE_ID: u64 = {:#018x};",
         fdgr_kernel::link::model_id(&model) ^ fdgr_kernel::link::model_id(mode.to_string().as_bytes()).rotate_left(1)
     );
-    // `FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`: other hyper-parameters than
-    // the configuration's
+    // `FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`, `FDGR_FLOOD_LEVEL`: other
+    // hyper-parameters than the configuration's
     let mut hyper = vec![];
-    for (var, zero_ok) in [
-        ("FDGR_GAMMA", true),
-        ("FDGR_EPS", false),
-        ("FDGR_RHO", false),
-    ] {
+    for (i, var) in config::HYPER_VARS.into_iter().enumerate() {
         let s = choice(var, "");
         hyper.push(if s.is_empty() {
-            "None".to_string()
+            format!("crate::config::HYPER.to_array()[{i}]")
         } else {
             let v: f32 = s
                 .parse()
-                .ok()
-                .filter(|v: &f32| v.is_finite() && (*v > 0.0 || (zero_ok && *v == 0.0)))
-                .ok_or_else(|| {
-                    let what = if zero_ok { "≥ 0" } else { "> 0" };
-                    format!("{var}={s}: expected a finite number {what}")
-                })?;
-            format!("Some(f32::from_bits({:#010x}))", v.to_bits())
+                .map_err(|_| format!("{var}={s}: expected a number"))?;
+            config::hyper_ok(i, v).map_err(|what| format!("{var}={s}: expected {what}"))?;
+            format!("f32::from_bits({:#010x})", v.to_bits())
         });
     }
     let _ = writeln!(
         g,
-        "/// Training method (`FDGR_METHOD`={method}; `FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`).\npub const METHOD: fdgr_kernel::Method<f32> = crate::config::with_hyper(crate::config::METHODS[{method_index}], {});",
+        "/// Training method (`FDGR_METHOD`={method}; `FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`, `FDGR_FLOOD_LEVEL`).\npub const METHOD: fdgr_kernel::Method<f32> = fdgr_kernel::Method::all({})[{method_index}];",
         hyper.join(", ")
     );
     let (ty, val, lr, nstate) = match opt_index {

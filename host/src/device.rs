@@ -28,7 +28,7 @@ use crate::data::{self, DataOptions, Normalize};
 use crate::firmware::{self, StreamSpec};
 use anyhow::{anyhow, bail, Context, Result};
 use fdgr_kernel::finetune::{Mode, Models};
-use fdgr_kernel::Method;
+use fdgr_kernel::{Hyper, Method};
 use fdgr_mcu::board::{self, Board, MemoryMap, Runner};
 use fdgr_mcu::elf::ElfInfo;
 use fdgr_mcu::fw_config;
@@ -78,12 +78,10 @@ pub struct RunOptions {
     pub build_only: bool,
     /// The learning rate, where not the optimizer's default (`FDGR_LR`).
     pub lr: Option<f32>,
-    /// The method's γ (`fgr`, `db`), where not the firmware's (`FDGR_GAMMA`).
-    pub gamma: Option<f32>,
-    /// The method's ε (`fgr`), where not the firmware's (`FDGR_EPS`).
-    pub eps: Option<f32>,
-    /// The method's ρ (`sam`), where not the firmware's (`FDGR_RHO`).
-    pub rho: Option<f32>,
+    /// The method's hyper-parameters where not the firmware's, in the
+    /// order of [`Hyper::NAMES`] (`--gamma`, `--eps`, `--rho`,
+    /// `--flood-level`; the build's `FDGR_GAMMA`, …).
+    pub hyper: [Option<f32>; 4],
     /// Measure held-out accuracy on the samples' train split (without the
     /// fine-tuning samples) instead of its test split: a validation split
     /// to tune the device's hyper-parameters on.
@@ -118,10 +116,12 @@ pub struct Prepared {
     pub stream: Vec<u8>,
     /// Steps (= samples).
     pub steps: usize,
-    /// Method, as the firmware runs it (its γ, ε, ρ included).
+    /// Method, as the firmware runs it (its hyper-parameters included).
     pub method: Method<f32>,
-    /// γ, ε, ρ where given (the build's `FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`).
-    pub hyper: [Option<f32>; 3],
+    /// Its hyper-parameters where given, in the order of [`Hyper::NAMES`]
+    /// (the build's `FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`,
+    /// `FDGR_FLOOD_LEVEL`).
+    pub hyper: [Option<f32>; 4],
     /// Trained parameters.
     pub mode: Mode,
     /// Optimizer: index in [`fw_config::OPTIMIZER_NAMES`].
@@ -206,29 +206,43 @@ pub fn describe_mode(mode: Mode, trained: usize) -> String {
     }
 }
 
-/// `method` with the γ, ε, ρ given (`--gamma`, `--eps`, `--rho`), each
-/// checked (finite; γ ≥ 0, ε and ρ > 0) and refused for a method without it.
-pub fn with_hyper(method: Method<f32>, [gamma, eps, rho]: [Option<f32>; 3]) -> Result<Method<f32>> {
-    let has = [method.uses_gamma(), method.uses_eps(), method.uses_rho()];
-    for (i, (name, v)) in [("gamma", gamma), ("eps", eps), ("rho", rho)]
-        .into_iter()
-        .enumerate()
-    {
+/// `method` with the hyper-parameters given, in the order of
+/// [`Hyper::NAMES`] (`--gamma`, `--eps`, `--rho`, `--flood-level`), each
+/// checked ([`fw_config::hyper_ok`]) and refused for a method without it.
+pub fn with_hyper(method: Method<f32>, given: [Option<f32>; 4]) -> Result<Method<f32>> {
+    let mut h = fw_config::hyper(method).to_array();
+    for (i, v) in given.into_iter().enumerate() {
         let Some(v) = v else { continue };
-        if !has[i] {
+        let flag = Hyper::<f32>::NAMES[i].replace('_', "-");
+        if method.hypers()[i].1.is_none() {
+            let with: Vec<&str> = fw_config::METHODS
+                .iter()
+                .filter(|m| m.hypers()[i].1.is_some())
+                .map(|m| m.name())
+                .collect();
             bail!(
-                "--{name}: method {} has no {name} (γ: fgr, db; ε: fgr; ρ: sam)",
-                method.name()
+                "--{flag}: method {} has no {flag} (the methods with one: {})",
+                method.name(),
+                with.join(", ")
             );
         }
-        if !v.is_finite() || v < 0.0 || (v == 0.0 && i > 0) {
-            bail!(
-                "--{name} {v}: expected a finite number {}",
-                if i == 0 { "≥ 0" } else { "> 0" }
-            );
+        if let Err(what) = fw_config::hyper_ok(i, v) {
+            bail!("--{flag} {v}: expected {what}");
         }
+        h[i] = v;
     }
-    Ok(fw_config::with_hyper(method, gamma, eps, rho))
+    Ok(method.with_hyper(Hyper::from_array(h)))
+}
+
+/// The method's hyper-parameters as the firmware runs it, as fields of a
+/// summary (`"gamma"`, `"eps"`, `"rho"`, `"flood_level"`), added to `v`.
+pub fn add_hyper_json(v: &mut serde_json::Value, m: Method<f32>) {
+    for (k, x) in Hyper::<f32>::NAMES
+        .into_iter()
+        .zip(fw_config::hyper(m).to_array())
+    {
+        v[k] = serde_json::json!(x);
+    }
 }
 
 /// The run's configuration, from its `summary.json`.
@@ -298,7 +312,7 @@ fn choices(o: &RunOptions) -> Result<(Method<f32>, Mode, usize)> {
             names.join(", ")
         )
     })?;
-    let method = with_hyper(method, [o.gamma, o.eps, o.rho])?;
+    let method = with_hyper(method, o.hyper)?;
     let mode = fw_config::parse_mode(&o.mode).ok_or_else(|| {
         anyhow!(
             "--mode {}: expected full, last (the last layer), last:K (the last K layers \
@@ -390,7 +404,7 @@ pub fn prepare(o: &RunOptions) -> Result<Prepared> {
         stream: stream.bytes,
         steps,
         method,
-        hyper: [o.gamma, o.eps, o.rho],
+        hyper: o.hyper,
         mode,
         opt,
         map,
@@ -635,10 +649,7 @@ fn build_vars(p: &Prepared, model: &Path, stream: &Path) -> Vec<(&'static str, S
     if let Some(lr) = p.lr {
         v.push(("FDGR_LR", lr.to_string()));
     }
-    for (var, h) in ["FDGR_GAMMA", "FDGR_EPS", "FDGR_RHO"]
-        .into_iter()
-        .zip(p.hyper)
-    {
+    for (var, h) in fw_config::HYPER_VARS.into_iter().zip(p.hyper) {
         if let Some(h) = h {
             v.push((var, h.to_string()));
         }

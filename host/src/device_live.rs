@@ -451,16 +451,13 @@ fn replay_matches(
 
 /// The run's one-line JSON (`--json`).
 pub fn json_line(p: &Prepared, r: &LiveRun) -> serde_json::Value {
-    json!({
+    let mut v = json!({
         "board": p.board.to_string(),
         "model": p.net.arch.spec,
         "method": p.method.name(),
         "mode": p.mode.to_string(),
         "optimizer": p.opt_name(),
         "lr": p.lr(),
-        "gamma": fw_config::hyper(p.method).0,
-        "eps": fw_config::hyper(p.method).1,
-        "rho": fw_config::hyper(p.method).2,
         "pixel_max": p.pixel_max,
         "samples": format!("{}:{}:{}", p.spec.data, p.spec.split, p.spec.count),
         "start_step": r.start_step,
@@ -483,7 +480,9 @@ pub fn json_line(p: &Prepared, r: &LiveRun) -> serde_json::Value {
         "saves": r.saves,
         "save_bytes": r.save_bytes,
         "note": r.count_note,
-    })
+    });
+    crate::device::add_hyper_json(&mut v, p.method);
+    v
 }
 
 /// Writes the run's outputs into `RUN/device-<board>/` (each file

@@ -102,8 +102,8 @@ fn refusals_before_building() {
         device(&a, None)
     };
     rejected(
-        &with("qemu-m4", &["--method", "cgr"]),
-        &["--method cgr", "sgd, fgr, db, sam"],
+        &with("qemu-m4", &["--method", "lbfgs"]),
+        &["--method lbfgs", "sgd, db, fgr, bgr, cgr, sam, usam, flood"],
     );
     rejected(
         &with("qemu-m4", &["--mode", "half"]),
@@ -150,6 +150,14 @@ fn refusals_before_building() {
         &["--gamma", "method sam has no gamma"],
     );
     rejected(&with("qemu-m4", &["--eps", "0"]), &["--eps 0", "> 0"]);
+    rejected(
+        &with("qemu-m4", &["--method", "fgr", "--flood-level", "0.1"]),
+        &["--flood-level", "method fgr has no flood-level", "flood"],
+    );
+    rejected(
+        &with("qemu-m4", &["--method", "flood", "--flood-level=-1"]),
+        &["--flood-level -1", "≥ 0"],
+    );
     // --json reports the live image's run: with --samples on qemu-m4 (or
     // --live), not with the samples built into the image.
     rejected(

@@ -185,6 +185,27 @@ impl<F: Real> Method<F> {
         ]
     }
 
+    /// Its hyper-parameters, `defaults`' for those it does not have.
+    pub const fn hyper_or(&self, defaults: Hyper<F>) -> Hyper<F> {
+        const fn or<F: Copy>(v: Option<F>, d: F) -> F {
+            match v {
+                Some(v) => v,
+                None => d,
+            }
+        }
+        Hyper {
+            gamma: or(self.gamma(), defaults.gamma),
+            eps: or(self.eps(), defaults.eps),
+            rho: or(self.rho(), defaults.rho),
+            level: or(self.level(), defaults.level),
+        }
+    }
+
+    /// The same method with `h`'s values for the hyper-parameters it has.
+    pub fn with_hyper(&self, h: Hyper<F>) -> Self {
+        Self::named(self.name(), h).unwrap_or(*self)
+    }
+
     /// Whether γ is one of the method's hyper-parameters.
     pub const fn uses_gamma(&self) -> bool {
         self.gamma().is_some()
@@ -291,6 +312,29 @@ pub struct Hyper<F> {
     pub rho: F,
     /// Flood level b.
     pub level: F,
+}
+
+impl<F: Copy> Hyper<F> {
+    /// The fields' names, in the order of [`Hyper::to_array`] and of
+    /// [`Method::hypers`]: how flags (`--flood-level`), build variables
+    /// (`FDGR_FLOOD_LEVEL`) and summaries (`"flood_level"`) spell them.
+    pub const NAMES: [&'static str; 4] = ["gamma", "eps", "rho", "flood_level"];
+
+    /// The fields in the order of [`Hyper::NAMES`].
+    pub const fn to_array(&self) -> [F; 4] {
+        [self.gamma, self.eps, self.rho, self.level]
+    }
+
+    /// The hyper-parameters from their values in the order of
+    /// [`Hyper::NAMES`].
+    pub const fn from_array([gamma, eps, rho, level]: [F; 4]) -> Self {
+        Hyper {
+            gamma,
+            eps,
+            rho,
+            level,
+        }
+    }
 }
 
 /// The hyper-parameters in words: `plain gradient`, `γ=0.1`,
@@ -716,4 +760,49 @@ pub fn step_with<F: Real, O: Objective<F> + ?Sized, P: Optim<F> + ?Sized>(
     o.finish_step(theta, dir, s0, s1, loss, &h, state.steps)?;
     state.steps += 1;
     Ok(loss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: Hyper<f64> = Hyper {
+        gamma: 0.1,
+        eps: 0.2,
+        rho: 0.3,
+        level: 0.4,
+    };
+    const D: Hyper<f64> = Hyper {
+        gamma: 1.0,
+        eps: 2.0,
+        rho: 3.0,
+        level: 4.0,
+    };
+
+    /// `hyper_or` reads a method's own values and the defaults for the
+    /// others; `with_hyper` replaces exactly the ones it has.
+    #[test]
+    fn hyper_or_and_with_hyper() {
+        assert_eq!(Hyper::from_array(H.to_array()), H);
+        for m in Method::all(H.gamma, H.eps, H.rho, H.level) {
+            let h = m.hyper_or(D).to_array();
+            for (i, (_, own)) in m.hypers().into_iter().enumerate() {
+                let want = if own.is_some() {
+                    H.to_array()[i]
+                } else {
+                    D.to_array()[i]
+                };
+                assert_eq!(h[i], want, "{} {}", m.name(), Hyper::<f64>::NAMES[i]);
+            }
+            let n = m.with_hyper(D);
+            assert_eq!(n.name(), m.name());
+            assert_eq!(
+                n.hyper_or(H),
+                Method::named(m.name(), D).unwrap().hyper_or(H)
+            );
+            for (i, (_, own)) in n.hypers().into_iter().enumerate() {
+                assert_eq!(own, m.hypers()[i].1.map(|_| D.to_array()[i]));
+            }
+        }
+    }
 }

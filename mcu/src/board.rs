@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::fw_config;
+
 /// A firmware example: a folder of `firmware-examples/` that is a member of
 /// its workspace and has a `memory.x`. The boards are read from those
 /// folders when fdgr is built (mcu/build.rs): the name is the folder's, the
@@ -269,11 +271,11 @@ pub fn cargo(
         "FDGR_FAULT",
         "FDGR_SAVE_EVERY",
         "FDGR_LR",
-        "FDGR_GAMMA",
-        "FDGR_EPS",
-        "FDGR_RHO",
         "FDGR_FLASH",
-    ] {
+    ]
+    .into_iter()
+    .chain(fw_config::HYPER_VARS)
+    {
         c.env_remove(v);
     }
     for (k, val) in vars {

@@ -45,3 +45,31 @@ pub mod fw_config;
 pub fn read(p: &std::path::Path) -> Result<Vec<u8>, String> {
     std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::fw_config;
+    use fdgr_kernel::Hyper;
+
+    /// Each hyper-parameter's build variable is `FDGR_` and its name in
+    /// capitals, so a new one of the kernel's [`Hyper`] needs its variable.
+    #[test]
+    fn hyper_vars_follow_the_kernels_names() {
+        for (var, name) in fw_config::HYPER_VARS.iter().zip(Hyper::<f32>::NAMES) {
+            assert_eq!(*var, format!("FDGR_{}", name.to_uppercase()));
+        }
+    }
+
+    /// The firmware offers every method of the kernel, each with the
+    /// configuration's hyper-parameters, and its buffers hold its points.
+    #[test]
+    fn the_firmware_offers_every_method() {
+        let names: Vec<&str> = fw_config::METHODS.iter().map(|m| m.name()).collect();
+        assert_eq!(names, fdgr_kernel::Method::<f32>::names());
+        for m in fw_config::METHODS {
+            assert_eq!(fw_config::hyper(*m), m.hyper_or(fw_config::HYPER));
+            assert_eq!(m.with_hyper(fw_config::HYPER), *m);
+            assert!(m.scratch_vectors() <= 2, "{}", m.name());
+        }
+    }
+}

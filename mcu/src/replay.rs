@@ -108,6 +108,7 @@ fn replay_with<P: fdgr_kernel::Optim<f32> + Copy>(
     let b = fw_config::BATCH;
     let mut dir = vec![0.0f32; lens.trained];
     let mut point = vec![0.0f32; lens.point];
+    let mut point2 = vec![0.0f32; lens.point2];
     let mut ws = vec![0.0f32; lens.ws];
     let mut x = vec![0.0f32; lens.x];
     let mut feats = vec![0.0f32; lens.feats];
@@ -132,7 +133,11 @@ fn replay_with<P: fdgr_kernel::Optim<f32> + Copy>(
             } else {
                 Some(&mut point[..])
             },
-            point2: None,
+            point2: if point2.is_empty() {
+                None
+            } else {
+                Some(&mut point2[..])
+            },
             state: if lens.state > 0 {
                 [Some(&mut s0[..]), Some(&mut s1[..])]
             } else {

@@ -240,11 +240,12 @@ struct Inputs<'a> {
 /// reported), the host's RAM formula against the firmware's.
 fn cross_checks(inputs: &Inputs<'_>) -> Result<(Vec<Step>, Vec<Measured>), String> {
     let mut steps = vec![];
-    let variants = [
-        ("sgd", "sgd", Mode::Full, false, M4F, false),
-        ("fgr", "sgd", Mode::Full, false, M4F, false),
-        ("db", "sgd", Mode::Full, false, M4F, false),
-        ("sam", "sgd", Mode::Full, false, M4F, false),
+    // every method the firmware offers (the kernel's every method) on the
+    // MLP, then the other dimensions with one method or a few
+    let every_method = fw_config::METHODS
+        .iter()
+        .map(|m| (m.name(), "sgd", Mode::Full, false, M4F, false));
+    let variants = every_method.chain([
         ("sgd", "adam", Mode::Full, false, M4F, false),
         ("fgr", "adam", Mode::Full, false, M4F, false),
         ("fgr", "sgd", Mode::LAST_LAYER, false, M4F, false),
@@ -261,7 +262,7 @@ fn cross_checks(inputs: &Inputs<'_>) -> Result<(Vec<Step>, Vec<Measured>), Strin
         ("fgr", "sgd", Mode::Bias, false, M4F, false),
         ("fgr", "sgd", Mode::Bias, false, M4F, true),
         ("fgr", "sgd", Mode::Last(2), false, M4F, true),
-    ];
+    ]);
     let mut results: Vec<Measured> = vec![];
     for (name, opt_name, mode, micromath, triple, conv) in variants {
         let (model_path, model) = if conv { inputs.conv } else { inputs.model };

@@ -18,7 +18,7 @@ use fdgr_kernel::export::{self, ExportError};
 use fdgr_kernel::finetune::{self, FineTuner, Learner, Mode, Models};
 use fdgr_kernel::ring::SampleRing;
 use fdgr_kernel::stream::{self, StreamError};
-use fdgr_kernel::{Adam, Layer, Method, Sgd, SgdState};
+use fdgr_kernel::{Adam, Hyper, Layer, Method, Sgd, SgdState};
 
 /// Samples per training step (the most recent ones).
 pub const BATCH: usize = 1;
@@ -39,26 +39,48 @@ pub fn pixel_max_ok(v: f32) -> bool {
 /// at batch 1 on a validation split (docs/domain-shift.md: a conv net
 /// pretrained on MNIST learning the UCI digits on the device).
 pub const LR: f32 = 0.02;
-/// GR strength γ (`fgr`, `db`).
+/// GR strength γ (`db`, `fgr`, `bgr`, `cgr`).
 pub const GAMMA: f32 = 0.01;
-/// Finite-difference step ε (`fgr`).
+/// Finite-difference step ε (`fgr`, `bgr`, `cgr`).
 pub const EPS: f32 = 0.1;
-/// SAM radius ρ.
+/// SAM's radius ρ (`sam`, `usam`).
 pub const RHO: f32 = 0.05;
+/// Flood level b (`flood`): `fdgr train`'s default, not tuned on the
+/// device.
+pub const FLOOD_LEVEL: f32 = 0.02;
 
-/// The training methods the firmware examples offer: the kernel's
-/// [`Method`]s with this configuration's hyper-parameters, chosen by their
-/// [`Method::name`] (`FDGR_METHOD`), in the order results are reported.
-/// Each needs at most one perturbed-point buffer.
-pub const METHODS: [Method<f32>; 4] = [
-    Method::Sgd,
-    Method::Fgr {
-        gamma: GAMMA,
-        eps: EPS,
-    },
-    Method::Db { gamma: GAMMA },
-    Method::Sam { rho: RHO },
-];
+/// The hyper-parameters every method takes its own from, where the build
+/// gives none (`FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`, `FDGR_FLOOD_LEVEL`;
+/// `fdgr device run --gamma --eps --rho --flood-level`).
+pub const HYPER: Hyper<f32> = Hyper {
+    gamma: GAMMA,
+    eps: EPS,
+    rho: RHO,
+    level: FLOOD_LEVEL,
+};
+
+/// The build variables of the hyper-parameters, in the order of
+/// [`Hyper::NAMES`] (`FDGR_` and the name in capitals).
+pub const HYPER_VARS: [&str; 4] = ["FDGR_GAMMA", "FDGR_EPS", "FDGR_RHO", "FDGR_FLOOD_LEVEL"];
+
+/// The training methods the firmware offers: every [`Method`] of the
+/// kernel ([`Method::all`]) with [`HYPER`], chosen by its [`Method::name`]
+/// (`FDGR_METHOD`). A method's perturbed points ([`Method::scratch_vectors`],
+/// at most two) are buffers of the image.
+pub const METHODS: &[Method<f32>] = &Method::all(GAMMA, EPS, RHO, FLOOD_LEVEL);
+
+/// Checks the value of the hyper-parameter `Hyper::NAMES[i]` a build or a
+/// flag gives: finite, γ and the flood level ≥ 0, ε and ρ > 0.
+pub fn hyper_ok(i: usize, v: f32) -> Result<(), &'static str> {
+    let zero_ok = matches!(Hyper::<f32>::NAMES.get(i), Some(&"gamma" | &"flood_level"));
+    if v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0)) {
+        Ok(())
+    } else if zero_ok {
+        Err("a finite number ≥ 0")
+    } else {
+        Err("a finite number > 0")
+    }
+}
 
 /// Adam's learning rate (constant; SGD uses [`LR`]).
 pub const ADAM_LR: f32 = 0.001;
@@ -89,48 +111,13 @@ pub fn optimizer_index(name: &str) -> Option<usize> {
     OPTIMIZER_NAMES.iter().position(|n| *n == name)
 }
 
-/// `m` with the hyper-parameters γ, ε, ρ replaced where it has them
-/// (`FDGR_GAMMA`, `FDGR_EPS`, `FDGR_RHO`; `fdgr device run --gamma --eps
-/// --rho`): γ for `fgr` and `db`, ε for `fgr`, ρ for `sam`; `None` keeps
-/// the method's value.
-pub const fn with_hyper(
-    m: Method<f32>,
-    gamma: Option<f32>,
-    eps: Option<f32>,
-    rho: Option<f32>,
-) -> Method<f32> {
-    const fn or(v: Option<f32>, d: f32) -> f32 {
-        match v {
-            Some(v) => v,
-            None => d,
-        }
-    }
-    match m {
-        Method::Fgr { gamma: g, eps: e } => Method::Fgr {
-            gamma: or(gamma, g),
-            eps: or(eps, e),
-        },
-        Method::Db { gamma: g } => Method::Db {
-            gamma: or(gamma, g),
-        },
-        Method::Sam { rho: r } => Method::Sam { rho: or(rho, r) },
-        m => m,
-    }
+/// The hyper-parameters as `m` uses them: its own where it has them,
+/// [`HYPER`]'s for the others (the firmware's log line, the summaries).
+pub const fn hyper(m: Method<f32>) -> Hyper<f32> {
+    m.hyper_or(HYPER)
 }
 
-/// γ, ε and ρ as `m` uses them: its own where it has them, this
-/// configuration's defaults for the others (the firmware's log line).
-pub const fn hyper(m: Method<f32>) -> (f32, f32, f32) {
-    match m {
-        Method::Fgr { gamma, eps } => (gamma, eps, RHO),
-        Method::Db { gamma } => (gamma, EPS, RHO),
-        Method::Sam { rho } => (GAMMA, EPS, rho),
-        _ => (GAMMA, EPS, RHO),
-    }
-}
-
-/// The index in [`METHODS`] of the method named `name` (`sgd`, `fgr`,
-/// `db`, `sam`).
+/// The index in [`METHODS`] of the method named `name`.
 pub fn method_index(name: &str) -> Option<usize> {
     METHODS.iter().position(|m| m.name() == name)
 }
@@ -191,6 +178,8 @@ pub struct BufferLens {
     pub trained: usize,
     /// The perturbed point (0 for methods without one).
     pub point: usize,
+    /// The second perturbed point (`cgr`; 0 for the others).
+    pub point2: usize,
     /// Each of the optimizer's two state vectors (0 when it keeps none).
     pub state: usize,
     /// The workspace: the trained net's gradient (or HVP) workspace, and
@@ -214,6 +203,7 @@ pub const fn buffer_lens<const N: usize>(
     BufferLens {
         trained: tp,
         point: if method.scratch_vectors() > 0 { tp } else { 0 },
+        point2: if method.scratch_vectors() > 1 { tp } else { 0 },
         state: if opt_state != 0 { tp } else { 0 },
         ws: models.workspace_len(BATCH, method.needs_hvp()),
         feats: models.features_len(BATCH),
@@ -228,7 +218,7 @@ pub struct RamBytes {
     pub theta: usize,
     /// The direction d.
     pub dir: usize,
-    /// The perturbed point.
+    /// The perturbed points.
     pub point: usize,
     /// The optimizer's two state vectors.
     pub state: usize,
@@ -248,7 +238,7 @@ pub struct RamBytes {
 pub const fn ram_bytes(b: &BufferLens, tuner: usize) -> RamBytes {
     let theta = 4 * b.trained;
     let dir = 4 * b.trained;
-    let point = 4 * b.point;
+    let point = 4 * (b.point + b.point2);
     let state = 2 * 4 * b.state;
     let ws = 4 * b.ws;
     let batch = 4 * (b.x + b.feats + BATCH);

@@ -58,10 +58,14 @@ pub const TP: usize = PLANNED.trained_params();
 /// The lengths of the static buffers ([`config::buffer_lens`], the
 /// formula the host checks a board's RAM with before it builds).
 pub const LENS: config::BufferLens = config::buffer_lens(&PLANNED, METHOD, OPT_STATE);
+/// The method's hyper-parameters, [`config::HYPER`]'s where it has none.
+pub const HYPER: fdgr_kernel::Hyper<f32> = config::hyper(METHOD);
 /// Length of the perturbed-point buffer (0 for methods without one).
 pub const NPOINT: usize = LENS.point;
-// One perturbed point is all the buffers below hold.
-const _: () = assert!(METHOD.scratch_vectors() <= 1);
+/// Length of the second perturbed-point buffer (`cgr`; 0 for the others).
+pub const NPOINT2: usize = LENS.point2;
+// Two perturbed points are all the buffers below hold.
+const _: () = assert!(METHOD.scratch_vectors() <= 2);
 // The trained length the formula gives is the one the kernel trains.
 const _: () = assert!(LENS.trained == TP);
 /// Length of each of the optimizer's state vectors (0 when it keeps none:
@@ -84,6 +88,7 @@ pub mod ram {
     pub(crate) static mut THETA: [f32; TP] = [0.0; TP];
     pub(crate) static mut DIR: [f32; TP] = [0.0; TP];
     pub(crate) static mut POINT: [f32; NPOINT] = [0.0; NPOINT];
+    pub(crate) static mut POINT2: [f32; NPOINT2] = [0.0; NPOINT2];
     pub(crate) static mut S0: [f32; NSTATE] = [0.0; NSTATE];
     pub(crate) static mut S1: [f32; NSTATE] = [0.0; NSTATE];
     pub(crate) static mut WS: [f32; NWS] = [0.0; NWS];
@@ -102,7 +107,7 @@ pub mod ram {
     pub const THETA_BYTES: usize = BYTES.theta;
     /// Bytes of the direction d.
     pub const DIR_BYTES: usize = BYTES.dir;
-    /// Bytes of the perturbed point.
+    /// Bytes of the perturbed points.
     pub const POINT_BYTES: usize = BYTES.point;
     /// Bytes of the optimizer's state vectors.
     pub const STATE_BYTES: usize = BYTES.state;
@@ -117,7 +122,7 @@ pub mod ram {
     // The statics below are exactly these sizes.
     const _: () = assert!(
         TOTAL_BYTES
-            == 4 * (2 * TP + NPOINT + 2 * NSTATE + NWS + BATCH * INPUTS + NFEATS + BATCH)
+            == 4 * (2 * TP + NPOINT + NPOINT2 + 2 * NSTATE + NWS + BATCH * INPUTS + NFEATS + BATCH)
                 + TUNER_BYTES
     );
 }
@@ -130,6 +135,7 @@ pub struct Buffers {
     pub theta: &'static mut [f32; TP],
     dir: &'static mut [f32; TP],
     point: &'static mut [f32; NPOINT],
+    point2: &'static mut [f32; NPOINT2],
     s0: &'static mut [f32; NSTATE],
     s1: &'static mut [f32; NSTATE],
     ws: &'static mut [f32; NWS],
@@ -160,6 +166,7 @@ impl Buffers {
                 theta: &mut *addr_of_mut!(ram::THETA),
                 dir: &mut *addr_of_mut!(ram::DIR),
                 point: &mut *addr_of_mut!(ram::POINT),
+                point2: &mut *addr_of_mut!(ram::POINT2),
                 s0: &mut *addr_of_mut!(ram::S0),
                 s1: &mut *addr_of_mut!(ram::S1),
                 ws: &mut *addr_of_mut!(ram::WS),
@@ -182,7 +189,11 @@ impl Buffers {
             frozen: Some(&FROZEN[..]),
             dir: &mut self.dir[..],
             point,
-            point2: None,
+            point2: if self.point2.is_empty() {
+                None
+            } else {
+                Some(&mut self.point2[..])
+            },
             state: if OPT_STATE != 0 {
                 [Some(&mut self.s0[..]), Some(&mut self.s1[..])]
             } else {
@@ -322,11 +333,12 @@ fn fine_tune<B: Board>(board: &mut B) -> Result<(), Failure> {
         BATCH
     );
     defmt::info!(
-        "hyper-parameters: lr {=f32} gamma {=f32} eps {=f32} rho {=f32} pixel_max {=f32}",
+        "hyper-parameters: lr {=f32} gamma {=f32} eps {=f32} rho {=f32} flood_level {=f32} pixel_max {=f32}",
         OPT_LR,
-        config::hyper(METHOD).0,
-        config::hyper(METHOD).1,
-        config::hyper(METHOD).2,
+        HYPER.gamma,
+        HYPER.eps,
+        HYPER.rho,
+        HYPER.level,
         PIXEL_MAX
     );
     defmt::info!(

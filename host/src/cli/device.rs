@@ -63,7 +63,9 @@ pub struct ImageArgs {
     /// The run directory (`fdgr train --out`)
     #[arg(long)]
     pub from: PathBuf,
-    /// Fine-tuning method: sgd | fgr | db | sam (γ, ε, ρ as the firmware sets them)
+    /// Fine-tuning method: any of `fdgr train --method`'s (sgd, db, fgr,
+    /// bgr, cgr, sam, usam, flood), its hyper-parameters as the firmware
+    /// sets them
     #[arg(long, default_value = "fgr")]
     pub method: String,
     /// Trained parameters: full | last (the last layer; the others stay in
@@ -101,9 +103,7 @@ impl ImageArgs {
             timeout: Duration::from_secs(300),
             live: false,
             lr: None,
-            gamma: None,
-            eps: None,
-            rho: None,
+            hyper: [None; 4],
             validation: false,
             order_seed: None,
             build_only: false,
@@ -183,18 +183,21 @@ pub struct RunArgs {
     /// Learning rate on the device [default: the optimizer's]
     #[arg(long)]
     pub lr: Option<f32>,
-    /// GR strength γ of fgr and db [default: the firmware's, 0.01]
+    /// GR strength γ of db, fgr, bgr, cgr [default: the firmware's, 0.01]
     #[arg(long)]
     pub gamma: Option<f32>,
-    /// Finite-difference step ε of fgr [default: the firmware's, 0.1]
+    /// Finite-difference step ε of fgr, bgr, cgr [default: the firmware's, 0.1]
     #[arg(long)]
     pub eps: Option<f32>,
-    /// SAM's radius ρ [default: the firmware's, 0.05]
+    /// Radius ρ of sam, usam [default: the firmware's, 0.05]
     #[arg(long)]
     pub rho: Option<f32>,
+    /// Flood level b of flood [default: the firmware's, 0.02]
+    #[arg(long)]
+    pub flood_level: Option<f32>,
     /// Held-out accuracy on the samples' train split (without the samples
     /// streamed) instead of its test split: a validation split to tune
-    /// --lr, --gamma, --eps, --rho, --method and --opt on
+    /// --lr, --gamma, --eps, --rho, --flood-level, --method and --opt on
     #[arg(long)]
     pub validation: bool,
     /// Stream the same samples in a seeded random order (the seeds of a
@@ -478,9 +481,7 @@ fn run_on_device(a: &RunArgs) -> Result<()> {
         timeout: Duration::from_secs(a.timeout),
         live: a.streams(),
         lr: a.lr,
-        gamma: a.gamma,
-        eps: a.eps,
-        rho: a.rho,
+        hyper: [a.gamma, a.eps, a.rho, a.flood_level],
         validation: a.validation,
         order_seed: a.order_seed,
         ..a.image.options()
@@ -703,9 +704,7 @@ fn power_cuts(a: &VerifyArgs, n: usize) -> Result<()> {
         timeout: Duration::from_secs(120),
         live: true,
         lr: None,
-        gamma: None,
-        eps: None,
-        rho: None,
+        hyper: [None; 4],
         validation: false,
         order_seed: None,
         build_only: false,

@@ -74,7 +74,7 @@ pub fn summary(
 ) -> serde_json::Value {
     let (first, last) = loss_means(&d.log.losses);
     let cycles: Vec<u64> = d.log.cycles.iter().map(|&c| c as u64).collect();
-    json!({
+    let mut v = json!({
         "board": p.board.name(),
         "hardware": p.board.describe(),
         "target": p.board.triple(),
@@ -85,9 +85,6 @@ pub fn summary(
         "mode": p.mode.to_string(),
         "optimizer": p.opt_name(),
         "lr": p.lr(),
-        "gamma": fw_config::hyper(p.method).0,
-        "eps": fw_config::hyper(p.method).1,
-        "rho": fw_config::hyper(p.method).2,
         "batch": fw_config::BATCH,
         "ring": fw_config::RING,
         "pixel_max": p.pixel_max,
@@ -117,7 +114,9 @@ pub fn summary(
         "verified": verified.map(|c| json!({"bit_identical": c.identical(), "losses": c.losses,
             "weights": c.weights, "losses_differing": c.bad_losses.len(),
             "weights_differing": c.bad_weights.len()})),
-    })
+    });
+    add_hyper_json(&mut v, p.method);
+    v
 }
 
 /// The files of `RUN/device-<board>/`.
@@ -217,9 +216,14 @@ pub fn verify(dir: &Path) -> Result<(Comparison, serde_json::Value)> {
     };
     let method = fw_config::method(&field("method")?)
         .ok_or_else(|| anyhow!("{}: unknown method", dir.join("summary.json").display()))?;
-    // the γ, ε, ρ the firmware was built with (where recorded)
-    let h = |k: &str| s[k].as_f64().map(|v| v as f32);
-    let method = fw_config::with_hyper(method, h("gamma"), h("eps"), h("rho"));
+    // the hyper-parameters the firmware was built with (where recorded)
+    let mut h = fw_config::hyper(method).to_array();
+    for (i, k) in Hyper::<f32>::NAMES.into_iter().enumerate() {
+        if let Some(v) = s[k].as_f64() {
+            h[i] = v as f32;
+        }
+    }
+    let method = method.with_hyper(Hyper::from_array(h));
     let mode = fw_config::parse_mode(&field("mode")?)
         .ok_or_else(|| anyhow!("{}: unknown mode", dir.join("summary.json").display()))?;
     let opt = fw_config::optimizer_index(&field("optimizer")?)

@@ -22,8 +22,9 @@
 //!   relative difference.
 
 use fdgr_kernel::optim::{update_slices, OptElem, OptHyper, Optim, Optimizer, Rule};
+use fdgr_kernel::serial::{act, vecops};
 use fdgr_kernel::serial::{conv, norm, pool, BnGeom, ConvGeom, PoolGeom, PoolKind};
-use fdgr_kernel::{act, loss, mlp, vecops, Act, Loss, Rng, Targets};
+use fdgr_kernel::{loss, mlp, Act, Loss, Rng, Targets};
 
 use crate::emu::Emu;
 use crate::grid::DOT_BLOCKS;

@@ -53,7 +53,7 @@ pub enum Arg {
 }
 
 /// A row-major product `C ← α·op(A)·op(B) + β·C` (the kernel's
-/// [`fdgr_kernel::vecops::gemm`] convention; C is m × n).
+/// [`fdgr_kernel::serial::vecops::gemm`] convention; C is m × n).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GemmOp {
     /// A is k × m (transposed) rather than m × k.

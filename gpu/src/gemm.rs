@@ -1,7 +1,7 @@
 //! The row-major products of the kernel crate on column-major cuBLAS.
 //!
 //! The kernel computes `C ← α·op(A)·op(B) + β·C` with every matrix
-//! row-major ([`fdgr_kernel::vecops::gemm`]). cuBLAS is column-major, and a
+//! row-major ([`fdgr_kernel::serial::vecops::gemm`]). cuBLAS is column-major, and a
 //! row-major r × c matrix is, in memory, the column-major c × r matrix of
 //! its transpose. So the row-major product is the column-major product
 //! `Cᵀ = op(B)ᵀ·op(A)ᵀ`: swap the operands, swap the transpose flags, swap
@@ -115,7 +115,7 @@ pub(crate) mod tests {
 
     /// Every transpose combination the MLP uses (and the fourth), at the
     /// shapes of each pass, through the mapping and the column-major
-    /// reference, equals `fdgr_kernel::vecops::gemm`.
+    /// reference, equals `fdgr_kernel::serial::vecops::gemm`.
     #[test]
     fn mapping_matches_kernel_gemm() {
         // (b, n_in, n_out) of a layer
@@ -132,7 +132,9 @@ pub(crate) mod tests {
                 for &(alpha, beta) in &[(1.0f32, 0.0f32), (0.3, 0.7), (-2.0, 1.0)] {
                     let c0 = fill(m * n, 99);
                     let mut want = c0.clone();
-                    fdgr_kernel::vecops::gemm(ta, tb, m, n, k, alpha, &a, &bm, beta, &mut want);
+                    fdgr_kernel::serial::vecops::gemm(
+                        ta, tb, m, n, k, alpha, &a, &bm, beta, &mut want,
+                    );
                     let g = col_major(ta, tb, m, n, k);
                     assert!(g.fits_i32());
                     let mut got = c0.clone();

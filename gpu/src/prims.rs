@@ -10,9 +10,9 @@
 //! Errors are sticky: the first one is kept and every later primitive of
 //! the pass is skipped ([`GpuOps::finish`] returns it).
 
-use fdgr_kernel::act::Act;
 use fdgr_kernel::model::{Mode, BN_EPS, BN_MOMENTUM};
 use fdgr_kernel::ops::{BnBwd, BnFwd, BnRBwd, BnRFwd, Loc, Mem, Ops};
+use fdgr_kernel::serial::act::Act;
 use fdgr_kernel::serial::{BnGeom, ConvGeom, PoolGeom};
 use fdgr_kernel::Loss;
 

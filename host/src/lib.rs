@@ -13,7 +13,6 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;
-pub mod cpu_layers;
 pub mod data;
 pub mod device;
 pub mod device_live;

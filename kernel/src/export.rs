@@ -35,10 +35,10 @@
 //! version-2 layer list `Linear, σ, …, Linear`); [`decode_header`],
 //! [`decode_layers`] and [`decode_weights`] read any version-2 model.
 
-use crate::act::Act;
 use crate::error::Error;
 use crate::loss::Loss;
 use crate::model::{Dims, Layer, Op, OpFields, Src};
+use crate::serial::act::Act;
 use crate::shape::{Shape, MAX_LAYERS};
 
 /// File magic.

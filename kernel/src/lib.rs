@@ -49,7 +49,6 @@
 #[cfg(test)]
 extern crate std;
 
-pub mod act;
 pub mod crc;
 pub mod dist;
 pub mod dln;
@@ -72,9 +71,7 @@ pub mod serial;
 pub mod shape;
 pub mod store;
 pub mod stream;
-pub mod vecops;
 
-pub use act::Act;
 pub use error::Error;
 pub use loss::{Loss, Targets};
 pub use method::{step, step_with, Ascent, Buffers, Hyper, Method, StepOptions};
@@ -88,4 +85,5 @@ pub use optim::{
 pub use real::Real;
 pub use ring::{LossHistory, Sample, SampleRing};
 pub use rng::{init_mlp, init_params, Rng};
+pub use serial::act::Act;
 pub use shape::{Shape, MAX_LAYERS};

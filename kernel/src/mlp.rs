@@ -8,12 +8,12 @@
 //! n₁ + … + n_L), at most 5·B·N with Hessian-vector products
 //! ([`Shape::workspace_len`] gives that bound), plus nothing else.
 
-use crate::act::Act;
 use crate::error::Error;
 use crate::model::{plan, Dims, Layer, Model, Node};
 use crate::net::{CpuNet, Net};
 use crate::objective::Serial;
 use crate::real::Real;
+use crate::serial::act::Act;
 use crate::shape::{Shape, MAX_LAYERS};
 
 /// Accuracy helper, defined with the losses.

@@ -15,10 +15,10 @@
 //! * A GPU backend maps each [`Loc`] to a device pointer and launches a
 //!   kernel (or a cuDNN / cuBLAS call) per primitive.
 
-use crate::act::{self, Act};
 use crate::loss::{self, Loss, Targets};
 use crate::optim::OptElem;
 use crate::real::Real;
+use crate::serial::act::{self, Act};
 use crate::serial::norm::{self, Dp, Dx, Mode, Pending, RBack};
 use crate::serial::{conv, pool, BnGeom, ConvGeom, PoolGeom};
 
@@ -161,7 +161,7 @@ pub trait Ops<F: Real> {
     /// written to, so that a pass never waits for the device to return
     /// it (the objective reads it back when, and if, it is wanted).
     type Scalar: Copy;
-    /// C ← α·op(A)·op(B) + β·C, row-major (see [`crate::vecops::gemm`]).
+    /// C ← α·op(A)·op(B) + β·C, row-major (see [`crate::serial::vecops::gemm`]).
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &mut self,
@@ -671,10 +671,10 @@ impl<F: Real, E: Exec<F>> Ops<F> for CpuOps<'_, F, E> {
 
 /// How dense maths is executed on CPU memory: the matrix product and the
 /// parameter-vector operations. The defaults are the serial reference loops
-/// of [`crate::vecops`]; a host backend may run the same functions on
+/// of [`crate::serial::vecops`]; a host backend may run the same functions on
 /// chunks in parallel or call a tuned GEMM.
 pub trait Exec<F: Real> {
-    /// C ← α·op(A)·op(B) + β·C (see [`crate::vecops::gemm`]).
+    /// C ← α·op(A)·op(B) + β·C (see [`crate::serial::vecops::gemm`]).
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &mut self,
@@ -689,27 +689,27 @@ pub trait Exec<F: Real> {
         beta: F,
         c: &mut [F],
     ) {
-        crate::vecops::gemm(ta, tb, m, n, k, alpha, a, b, beta, c)
+        crate::serial::vecops::gemm(ta, tb, m, n, k, alpha, a, b, beta, c)
     }
     /// y ← y + a·x.
     fn axpy(&mut self, y: &mut [F], a: F, x: &[F]) {
-        crate::vecops::axpy(y, a, x)
+        crate::serial::vecops::axpy(y, a, x)
     }
     /// w ← x + a·y.
     fn waxpy(&mut self, w: &mut [F], x: &[F], a: F, y: &[F]) {
-        crate::vecops::waxpy(w, x, a, y)
+        crate::serial::vecops::waxpy(w, x, a, y)
     }
     /// x ← a·x.
     fn scale(&mut self, x: &mut [F], a: F) {
-        crate::vecops::scale(x, a)
+        crate::serial::vecops::scale(x, a)
     }
     /// xᵀy.
     fn dot(&mut self, x: &[F], y: &[F]) -> F {
-        crate::vecops::dot(x, y)
+        crate::serial::vecops::dot(x, y)
     }
     /// True when every entry is finite.
     fn all_finite(&mut self, x: &[F]) -> bool {
-        crate::vecops::all_finite(x)
+        crate::serial::vecops::all_finite(x)
     }
     /// The optimizer's update over slices.
     fn opt_update(
@@ -724,11 +724,11 @@ pub trait Exec<F: Real> {
     }
     /// y ← β·y + α·x (β = 0 overwrites).
     fn axpby(&mut self, y: &mut [F], x: &[F], alpha: F, beta: F) {
-        crate::vecops::axpby(y, x, alpha, beta)
+        crate::serial::vecops::axpby(y, x, alpha, beta)
     }
     /// y ← a + b.
     fn add(&mut self, y: &mut [F], a: &[F], b: &[F]) {
-        crate::vecops::add(y, a, b)
+        crate::serial::vecops::add(y, a, b)
     }
     /// Per-channel bias and activation in place (see [`act::bias_act_chw`]).
     fn bias_act(&mut self, z: &mut [F], bias: Option<&[F]>, c: usize, hw: usize, act: Act) {
@@ -864,7 +864,7 @@ pub trait Exec<F: Real> {
     }
 }
 
-/// The serial reference executor: the loops of [`crate::vecops`] as they
+/// The serial reference executor: the loops of [`crate::serial::vecops`] as they
 /// are. Deterministic and identical on every target.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Serial;

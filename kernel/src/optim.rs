@@ -578,11 +578,11 @@ pub fn sgd_slices<F: Real>(theta: &mut [F], d: &[F], momentum: Option<&mut [F]>,
 /// θ ← θ − η·d: [`sgd_elem`] without weight decay and momentum, bit for
 /// bit, 32 elements per iteration (a core without vector instructions
 /// spends less on the loop itself; one at a time without
-/// [`crate::vecops::WIDE`]). Out of line, so that the other rules' loops
+/// [`crate::serial::vecops::WIDE`]). Out of line, so that the other rules' loops
 /// are optimized as they were.
 #[inline(never)]
 fn plain_sgd<F: Real>(theta: &mut [F], d: &[F], lr: F) {
-    if !crate::vecops::WIDE {
+    if !crate::serial::vecops::WIDE {
         for (t, g) in theta.iter_mut().zip(d) {
             *t -= lr * *g;
         }

@@ -8,9 +8,9 @@
 //! `W₁ (n₁ × n₀, row-major, PyTorch's [out, in]), b₁ (n₁), W₂, b₂, …`.
 //! This is the order of a PyTorch `nn.Sequential` of `Linear` layers.
 
-use crate::act::Act;
 use crate::error::Error;
 use crate::loss::Loss;
+use crate::serial::act::Act;
 
 /// Largest number of dense layers an MLP may have.
 pub const MAX_LAYERS: usize = 4;

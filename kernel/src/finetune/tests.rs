@@ -1,9 +1,9 @@
 //! Tests of fine-tuning: the modes, their splits and what each trains.
 
 use super::*;
-use crate::act::Act;
 use crate::loss::Loss;
 use crate::rng::{init_mlp, Rng};
+use crate::serial::act::Act;
 
 const S: Shape = Shape::new(&[4, 6, 3], Act::Tanh, Loss::SoftmaxCe);
 const P: usize = S.param_count();

@@ -1,5 +1,5 @@
 //! Activation layers. Derivatives are written in terms of the output
-//! a = σ(z) (see [`crate::act`]), so an activation may overwrite its
+//! a = σ(z) (see [`crate::serial::act`]), so an activation may overwrite its
 //! producer's output: it then runs in place (fused into a linear,
 //! convolution or batch-norm forward), and its delta and R-delta share
 //! the producer's buffers.
@@ -13,9 +13,9 @@
 
 use super::ctx::Ctx;
 use super::{Maths, Mode, Node, Op};
-use crate::act::Act;
 use crate::ops::Ops;
 use crate::real::Real;
+use crate::serial::act::Act;
 
 /// The activation of node `n` (an `Op::Act`, as `with_maths!` in op.rs picked it).
 #[inline(always)]

@@ -13,9 +13,9 @@
 
 use super::ctx::Ctx;
 use super::{Maths, Mode, Node, Op};
-use crate::act::Act;
 use crate::ops::{Mem, Ops};
 use crate::real::Real;
+use crate::serial::act::Act;
 use crate::serial::ConvGeom;
 
 /// The geometry of node `n` on a batch of `b`, and whether it has a bias.

@@ -3,8 +3,8 @@
 //! ([`super::pass`]) and each layer's maths read it.
 
 use super::{Layout, Node, Ref, Slot, Train};
-use crate::act::Act;
 use crate::ops::{Loc, Mem};
+use crate::serial::act::Act;
 
 /// The nodes of a model and the workspace layout of the current pass:
 /// where every node's buffers are.

@@ -93,7 +93,7 @@ impl Maths for Linear {
         }
         if bias {
             let vb = c.param(n, Mem::V, no * ni);
-            o.bias_act(rz, Some(vb), b, no, 1, crate::act::Act::Identity);
+            o.bias_act(rz, Some(vb), b, no, 1, crate::serial::act::Act::Identity);
         }
     }
 

@@ -51,9 +51,9 @@ pub mod pool;
 
 pub use planned::*;
 
-use crate::act::Act;
 use crate::error::Error;
 use crate::loss::Loss;
+use crate::serial::act::Act;
 
 /// The shape of one sample: channels × height × width (a vector of n
 /// features is n × 1 × 1).

@@ -7,10 +7,10 @@
 
 use super::ctx::Ctx;
 use super::{cadd, cmul, out_len, Dims, Mode, Node, TOO_LARGE};
-use crate::act::Act;
 use crate::error::Error;
 use crate::ops::Ops;
 use crate::real::Real;
+use crate::serial::act::Act;
 
 /// What a layer computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

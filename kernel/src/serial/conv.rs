@@ -3,7 +3,7 @@
 //! executor is checked against, and what a microcontroller runs.
 
 use crate::real::Real;
-use crate::vecops::scale_or_zero;
+use crate::serial::vecops::scale_or_zero;
 
 /// The geometry of one convolution on a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -22,8 +22,8 @@
 //! too (the mean-subtraction terms above); the tests check every formula
 //! against central differences of the whole training-mode loss.
 
-use crate::act::Act;
 use crate::real::Real;
+use crate::serial::act::Act;
 
 /// How a batch-norm layer normalizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,10 +7,13 @@
 //! Results are deterministic for a given thread count: each output element
 //! of a product is computed by one thread in a fixed order.
 
-use crate::cpu_layers as cl;
-use fdgr_kernel::act::Act;
+pub mod layers;
+
+use fdgr_kernel::serial::act::Act;
+use fdgr_kernel::serial::vecops;
 use fdgr_kernel::serial::{norm, BnGeom, ConvGeom, PoolGeom};
-use fdgr_kernel::{vecops, Exec, OptElem};
+use fdgr_kernel::{Exec, OptElem};
+use layers as cl;
 use rayon::prelude::*;
 
 /// Elements per parallel chunk of a vector operation.
@@ -27,7 +30,7 @@ pub struct Par {
     pub threads: usize,
 }
 
-pub use crate::cpu_layers::fast_gemm;
+pub use layers::fast_gemm;
 
 macro_rules! par_exec {
     ($t:ty) => {

@@ -158,7 +158,7 @@ pub fn chan_sum<F: Real>(out: &mut [F], m: &[F], c: usize, hw: usize, alpha: F, 
     if hw == 1 || cfg!(not(feature = "conv")) {
         return col_sum(&mut out[..c], m, alpha, beta);
     }
-    crate::vecops::scale_or_zero(&mut out[..c], beta);
+    crate::serial::vecops::scale_or_zero(&mut out[..c], beta);
     for (i, plane) in m.chunks_exact(hw).enumerate() {
         let mut s = plane[0];
         for v in &plane[1..] {
@@ -212,7 +212,7 @@ pub fn r_act_backward<F: Real>(rd: &mut [F], rz: &[F], a: &[F], dz: &[F], act: A
 pub fn col_sum<F: Real>(out: &mut [F], m: &[F], alpha: F, beta: F) {
     let mut rows = m.chunks_exact(out.len());
     if beta != F::ZERO {
-        crate::vecops::scale(out, beta);
+        crate::serial::vecops::scale(out, beta);
     } else if let Some(first) = rows.next() {
         // 0 + α·v in one pass, as zeroing then adding gives it (−0 + 0
         // is +0, so the 0 + stays)
@@ -273,7 +273,7 @@ mod tests {
             });
             let mut want = start;
             let want = &mut want[..cols];
-            crate::vecops::scale_or_zero(want, beta);
+            crate::serial::vecops::scale_or_zero(want, beta);
             for row in m.chunks_exact(cols) {
                 for (o, v) in want.iter_mut().zip(row) {
                     *o += alpha * *v;

@@ -14,7 +14,7 @@
 //! im2col instead. See [`conv_forward`].
 //!
 //! The arithmetic of every element is the kernel's (`fdgr_kernel::serial`,
-//! `fdgr_kernel::act`, `fdgr_kernel::vecops`), except for the order of
+//! `fdgr_kernel::serial::act`, `fdgr_kernel::serial::vecops`), except for the order of
 //! long sums: convolution sums in a GEMM's order, and batch-norm
 //! statistics and bias gradients in interleaved partial sums
 //! (`norm::LANES`), so they match the serial loops to rounding; pooling is
@@ -26,11 +26,12 @@
 //! convolution sums per-chunk partials in chunk order. Scratch buffers
 //! come from a pool, so a step allocates nothing once they have grown.
 
-use fdgr_kernel::act::{self, Act};
+use fdgr_kernel::serial::act::{self, Act};
 use fdgr_kernel::serial::conv::{self, col2im_add, im2col_ld, ConvGeom};
 use fdgr_kernel::serial::norm::{self, BnGeom, Dp, Dx, Pending, RBack, RSums};
 use fdgr_kernel::serial::pool::{self, PoolGeom};
-use fdgr_kernel::{vecops, Real};
+use fdgr_kernel::serial::vecops;
+use fdgr_kernel::Real;
 use rayon::prelude::*;
 use std::sync::Mutex;
 

@@ -123,29 +123,22 @@ pub fn synthetic_data(n: usize, n0: usize, k: usize, seed: u64) -> (Vec<f32>, Ve
 }
 
 /// The tensors of θ, in order: each layer's weight and bias (batch norm:
-/// γ and β), as ranges of θ.
+/// γ and β; [`fdgr_kernel::model::Op::tensors`]), as ranges of θ — the
+/// trained part of each (a layer that trains its bias alone has its bias).
 pub fn tensors(model: &Model<Vec<Node>>) -> Vec<std::ops::Range<usize>> {
     let mut v = vec![];
     for n in model.nodes() {
-        let o = n.param_off;
-        if n.param_len == 0 {
-            continue;
-        }
-        if n.param_len < n.all_len {
-            // a layer that trains its bias alone (`Train::Bias`)
-            v.push(o..o + n.param_len);
-            continue;
-        }
-        // the weight, then the rest (bias; batch norm's β)
-        let w = match n.op {
-            Op::Linear { out, .. } => out * n.in_dims.c,
-            Op::Conv2d { bias, out, .. } => n.param_len - if bias { out } else { 0 },
-            Op::BatchNorm => n.in_dims.c,
-            _ => 0,
-        };
-        v.push(o..o + w);
-        if n.param_len > w {
-            v.push(o + w..o + n.param_len);
+        // the trained parameters are the last `param_len` of the layer's
+        let frozen = n.all_len.saturating_sub(n.param_len);
+        let mut end = 0;
+        for t in n.op.tensors(n.in_dims).as_slice() {
+            let start = end;
+            end += t.numel();
+            let lo = start.saturating_sub(frozen).min(n.param_len);
+            let hi = end.saturating_sub(frozen).min(n.param_len);
+            if lo < hi {
+                v.push(n.param_off + lo..n.param_off + hi);
+            }
         }
     }
     v

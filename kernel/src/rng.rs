@@ -2,7 +2,7 @@
 //! of state, so it is trivially checkpointed, and the same stream on every
 //! target. Used for initialisation, shuffling and synthetic problems.
 
-use crate::model::{Node, Op};
+use crate::model::{Init, Node};
 use crate::real::Real;
 use crate::shape::Shape;
 
@@ -70,28 +70,36 @@ pub fn init_mlp<F: Real>(shape: &Shape, theta: &mut [F], rng: &mut Rng) {
     }
 }
 
-/// PyTorch's default initialisation of a planned model's parameters:
+/// PyTorch's default initialisation of a planned model's parameters, as
+/// each layer's tensors say ([`Op::tensors`](crate::model::Op::tensors)):
 /// `Linear` and `Conv2d` weights and biases uniform in ±1/√(fan_in)
 /// (fan_in = inputs, or (C/groups)·k² for a convolution: what
 /// `kaiming_uniform_(a=√5)` gives), batch-norm γ = 1 and β = 0. Draws in
-/// θ order, so an MLP gets exactly [`init_mlp`]'s values.
+/// θ order, so an MLP gets exactly [`init_mlp`]'s values. A layer that
+/// trains part of its parameters (its last ones, as its bias) has that
+/// part initialised.
 pub fn init_params<F: Real>(nodes: &[Node], theta: &mut [F], rng: &mut Rng) {
     for n in nodes {
         let p = &mut theta[n.param_off..n.param_off + n.param_len];
-        let fan_in = match n.op {
-            Op::Linear { .. } => n.in_dims.c,
-            Op::Conv2d { k, groups, .. } => (n.in_dims.c / groups) * k * k,
-            Op::BatchNorm => {
-                let (g, b) = p.split_at_mut(n.in_dims.c);
-                g.fill(F::ONE);
-                b.fill(F::ZERO);
-                continue;
+        // the trained parameters are the last `param_len` of the layer's
+        let frozen = n.all_len.saturating_sub(n.param_len);
+        let mut end = 0;
+        for t in n.op.tensors(n.in_dims).as_slice() {
+            let start = end;
+            end += t.numel();
+            let lo = start.saturating_sub(frozen).min(p.len());
+            let hi = end.saturating_sub(frozen).min(p.len());
+            let part = &mut p[lo..hi];
+            match t.init {
+                Init::Uniform { fan_in } => {
+                    let bound = 1.0 / libm::sqrt(fan_in as f64);
+                    for x in part.iter_mut() {
+                        *x = F::from_f64((2.0 * rng.uniform() - 1.0) * bound);
+                    }
+                }
+                Init::Ones => part.fill(F::ONE),
+                Init::Zeros => part.fill(F::ZERO),
             }
-            _ => continue,
-        };
-        let bound = 1.0 / libm::sqrt(fan_in as f64);
-        for t in p.iter_mut() {
-            *t = F::from_f64((2.0 * rng.uniform() - 1.0) * bound);
         }
     }
 }

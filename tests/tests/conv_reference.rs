@@ -165,48 +165,37 @@ impl Worst {
     }
 }
 
-/// The kernel node's parameter shapes, in PyTorch's layout, must be the
-/// module's `named_parameters()` shapes in order (so θ is laid out alike).
+/// The kernel node's parameter tensors ([`Op::tensors`]: PyTorch's layout
+/// and names) must be the module's `named_parameters()` in order (so θ is
+/// laid out alike).
 fn check_param_shapes(name: &str, model: &fdgr_kernel::Model<Vec<fdgr_kernel::Node>>, c: &Value) {
-    let mut ours: Vec<Vec<usize>> = vec![];
+    let mut ours: Vec<(&str, Vec<usize>)> = vec![];
     for n in model.nodes() {
-        let cin = n.in_dims.c;
-        match n.op {
-            Op::Conv2d {
-                out,
-                k,
-                groups,
-                bias,
-                ..
-            } => {
-                ours.push(vec![out, cin / groups, k, k]);
-                if bias {
-                    ours.push(vec![out]);
-                }
-            }
-            Op::Linear { out, bias } => {
-                ours.push(vec![out, cin]);
-                if bias {
-                    ours.push(vec![out]);
-                }
-            }
-            Op::BatchNorm => {
-                ours.push(vec![cin]);
-                ours.push(vec![cin]);
-            }
-            _ => assert_eq!(n.param_len, 0),
-        }
+        // each kind's tensors (its module's) fill exactly its parameters
+        let tensors = n.op.tensors(n.in_dims);
+        let numel: usize = tensors.as_slice().iter().map(|t| t.numel()).sum();
+        assert_eq!(numel, n.param_len, "{name}: {:?}'s tensors", n.op);
+        ours.extend(
+            tensors
+                .as_slice()
+                .iter()
+                .map(|t| (t.name, t.shape().to_vec())),
+        );
     }
-    let theirs: Vec<Vec<usize>> = c["param_shapes"]
-        .as_array()
-        .expect("param_shapes")
-        .iter()
-        .map(|p| uints(&p[1]))
-        .collect();
+    let named = c["param_shapes"].as_array().expect("param_shapes");
+    let theirs: Vec<Vec<usize>> = named.iter().map(|p| uints(&p[1])).collect();
     assert_eq!(
-        ours, theirs,
+        ours.iter().map(|o| o.1.clone()).collect::<Vec<_>>(),
+        theirs,
         "{name}: parameter shapes differ from PyTorch's"
     );
+    for ((tensor, _), p) in ours.iter().zip(named) {
+        let full = p[0].as_str().expect("parameter name");
+        assert!(
+            full.ends_with(&format!(".{tensor}")),
+            "{name}: {full} is not a `{tensor}`"
+        );
+    }
     assert_eq!(
         model.param_count(),
         theirs

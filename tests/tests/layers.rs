@@ -454,3 +454,52 @@ fn layer_list_mlp_is_the_mlp() {
         assert_eq!(da, db_, "{}", m.name());
     }
 }
+
+/// Initialisation follows PyTorch's defaults, drawn in θ order (written
+/// here independently of the layers' tensors): Linear and Conv2d weights
+/// and biases uniform in ±1/√fan_in (fan_in = inputs, or (C/groups)·k²),
+/// batch norm γ = 1 and β = 0.
+#[test]
+fn initialisation_follows_pytorch_defaults() {
+    let layers = [
+        Layer::conv(3, 3).pad(1).groups(3),
+        Layer::batch_norm(),
+        Layer::act(Act::Tanh),
+        Layer::conv(4, 3).stride(2).no_bias(),
+        Layer::act(Act::Tanh),
+        Layer::flatten(),
+        Layer::linear(5),
+        Layer::batch_norm(),
+        Layer::act(Act::Tanh),
+        Layer::linear(3).no_bias(),
+    ];
+    let model = build(&layers, Dims::new(3, 6, 6), Loss::SoftmaxCe);
+    let mut theta = vec![0.0f64; model.param_count()];
+    fdgr_kernel::init_params(model.nodes(), &mut theta, &mut fdgr_kernel::Rng::new(11));
+    let mut r = fdgr_kernel::Rng::new(11);
+    let mut want = vec![];
+    for n in model.nodes() {
+        let c = n.in_dims.c;
+        let fan_in = match n.op {
+            Op::Linear { .. } => c,
+            Op::Conv2d { k, groups, .. } => c / groups * k * k,
+            Op::BatchNorm => {
+                want.extend(std::iter::repeat_n(1.0, c));
+                want.extend(std::iter::repeat_n(0.0, c));
+                continue;
+            }
+            _ => continue,
+        };
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        for _ in 0..n.param_len {
+            want.push((2.0 * r.uniform() - 1.0) * bound);
+        }
+    }
+    assert_eq!(theta.len(), want.len());
+    for (i, (a, b)) in theta.iter().zip(&want).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-15 * b.abs().max(1.0),
+            "θ[{i}]: {a} vs {b}"
+        );
+    }
+}

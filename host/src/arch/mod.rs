@@ -401,45 +401,20 @@ impl Arch {
         self.model.sizes.state > 0
     }
 
-    /// The parameters, in θ order, with their PyTorch names and shapes.
+    /// The parameters, in θ order, with their PyTorch names and shapes
+    /// (each layer's [`Op::tensors`]).
     pub fn params(&self) -> Vec<TensorInfo> {
         let mut v = vec![];
         for (n, name) in self.model.nodes().iter().zip(&self.names) {
-            let mut add = |suffix: &str, shape: Vec<usize>, offset: usize| {
-                let len = shape.iter().product();
+            let mut offset = n.param_off;
+            for t in n.op.tensors(n.in_dims).as_slice() {
                 v.push(TensorInfo {
-                    name: format!("{name}.{suffix}"),
-                    shape,
+                    name: format!("{name}.{}", t.name),
+                    shape: t.shape().to_vec(),
                     offset,
-                    len,
+                    len: t.numel(),
                 });
-            };
-            match n.op {
-                Op::Linear { out, bias } => {
-                    add("weight", vec![out, n.in_dims.c], n.param_off);
-                    if bias {
-                        add("bias", vec![out], n.param_off + out * n.in_dims.c);
-                    }
-                }
-                Op::Conv2d {
-                    out,
-                    k,
-                    groups,
-                    bias,
-                    ..
-                } => {
-                    let cg = n.in_dims.c / groups;
-                    add("weight", vec![out, cg, k, k], n.param_off);
-                    if bias {
-                        add("bias", vec![out], n.param_off + out * cg * k * k);
-                    }
-                }
-                Op::BatchNorm => {
-                    let c = n.in_dims.c;
-                    add("weight", vec![c], n.param_off);
-                    add("bias", vec![c], n.param_off + c);
-                }
-                _ => {}
+                offset += t.numel();
             }
         }
         v

@@ -12,11 +12,88 @@
 //! ```
 
 use super::ctx::Ctx;
-use super::{Maths, Mode, Node, Op};
+use super::{cadd, cmul, out_len, Dims, Init, Maths, Mode, Node, Op, Tensor, Tensors};
+use crate::error::Error;
 use crate::ops::{Mem, Ops};
 use crate::real::Real;
 use crate::serial::act::Act;
 use crate::serial::ConvGeom;
+
+/// The output shape of `Conv2d { out, k, stride, pad, groups, .. }` on `d`.
+pub const fn out_dims(
+    out: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+    d: Dims,
+) -> Result<Dims, Error> {
+    if groups == 0 || out == 0 || d.c == 0 || d.c % groups != 0 || out % groups != 0 {
+        return Err(Error::BadModel(
+            "conv: channels in and out must be non-zero multiples of groups",
+        ));
+    }
+    match (out_len(d.h, k, stride, pad), out_len(d.w, k, stride, pad)) {
+        (Some(h), Some(w)) => Dims::new(out, h, w).checked(),
+        _ => Err(Error::BadModel(
+            "conv: kernel larger than the padded input, zero stride, or sizes that overflow",
+        )),
+    }
+}
+
+/// Its parameters on `d`: the out × (in/groups) × k × k weight, then
+/// `out` biases.
+pub const fn checked_param_len(
+    out: usize,
+    k: usize,
+    groups: usize,
+    bias: bool,
+    d: Dims,
+) -> Result<usize, Error> {
+    if groups == 0 {
+        return Err(Error::BadModel("conv: groups must be positive"));
+    }
+    let kk = tri!(cmul(k, k));
+    let w = tri!(cmul(tri!(cmul(out, d.c / groups)), kk));
+    cadd(w, if bias { out } else { 0 })
+}
+
+/// Its multiply-adds per sample, from `d` to `o`.
+pub const fn macs(k: usize, groups: usize, d: Dims, o: Dims) -> Option<usize> {
+    let groups = if groups > 0 { groups } else { 1 };
+    match o.c.checked_mul(o.h) {
+        Some(v) => match v.checked_mul(o.w) {
+            Some(v) => match v.checked_mul(d.c / groups) {
+                Some(v) => match v.checked_mul(k) {
+                    Some(v) => v.checked_mul(k),
+                    None => None,
+                },
+                None => None,
+            },
+            None => None,
+        },
+        None => None,
+    }
+}
+
+/// Its parameter tensors on `d`, as `nn.Conv2d` names them.
+pub const fn tensors(out: usize, k: usize, groups: usize, bias: bool, d: Dims) -> Tensors {
+    let cg = match d.c.checked_div(groups) {
+        Some(cg) => cg,
+        None => 0,
+    };
+    let init = Init::Uniform {
+        fan_in: cg.saturating_mul(k).saturating_mul(k),
+    };
+    Tensors::of(
+        Tensor::new("weight", [out, cg, k, k], 4, init),
+        if bias {
+            Some(Tensor::vector("bias", out, init))
+        } else {
+            None
+        },
+    )
+}
 
 /// The geometry of node `n` on a batch of `b`, and whether it has a bias.
 pub fn geom(n: &Node, b: usize) -> (ConvGeom, bool) {

@@ -3,9 +3,18 @@
 //! passes on R-values.
 
 use super::ctx::Ctx;
-use super::{Maths, Mode, Node};
+use super::{Dims, Maths, Mode, Node, TOO_LARGE};
+use crate::error::Error;
 use crate::ops::Ops;
 use crate::real::Real;
+
+/// The output shape on `d`: its C × H × W values as one vector.
+pub const fn out_dims(d: Dims) -> Result<Dims, Error> {
+    match d.checked_len() {
+        Some(n) => Ok(Dims::flat(n)),
+        None => Err(TOO_LARGE),
+    }
+}
 
 /// Whether node `n` (a `Flatten`) is a view of its input rather than a copy.
 fn is_view(c: &Ctx<'_>, n: &Node) -> bool {

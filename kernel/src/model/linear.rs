@@ -10,9 +10,45 @@
 //! ```
 
 use super::ctx::Ctx;
-use super::{Maths, Mode, Node, Op};
+use super::{cadd, cmul, Dims, Init, Maths, Mode, Node, Op, Tensor, Tensors};
+use crate::error::Error;
 use crate::ops::{Mem, Ops};
 use crate::real::Real;
+
+/// The output shape of `Linear { out, .. }` on `d`: `out` features of a
+/// non-empty vector input.
+pub const fn out_dims(out: usize, d: Dims) -> Result<Dims, Error> {
+    if !d.is_flat() || out == 0 || d.c == 0 {
+        return Err(Error::BadModel(
+            "linear needs a non-empty vector input (flatten first)",
+        ));
+    }
+    Ok(Dims::flat(out))
+}
+
+/// Its parameters on `d`: the out × in weight, then `out` biases.
+pub const fn checked_param_len(out: usize, bias: bool, d: Dims) -> Result<usize, Error> {
+    let w = tri!(cmul(out, d.c));
+    cadd(w, if bias { out } else { 0 })
+}
+
+/// Its multiply-adds per sample on `d`.
+pub const fn macs(out: usize, d: Dims) -> Option<usize> {
+    out.checked_mul(d.c)
+}
+
+/// Its parameter tensors on `d`, as `nn.Linear` names them.
+pub const fn tensors(out: usize, bias: bool, d: Dims) -> Tensors {
+    let init = Init::Uniform { fan_in: d.c };
+    Tensors::of(
+        Tensor::new("weight", [out, d.c, 1, 1], 2, init),
+        if bias {
+            Some(Tensor::vector("bias", out, init))
+        } else {
+            None
+        },
+    )
+}
 
 #[inline]
 fn dims(n: &Node) -> (usize, usize, bool) {

@@ -35,19 +35,9 @@
 //! deltas use the same layout; the R-derivatives of values have their
 //! own, without in-place sharing. See [`Layout`].
 
-pub mod act;
-pub mod add;
-#[cfg(feature = "conv")]
-pub mod conv;
 pub mod ctx;
-pub mod flatten;
-pub mod linear;
-#[cfg(feature = "conv")]
-pub mod norm;
 pub mod pass;
 mod planned;
-#[cfg(feature = "conv")]
-pub mod pool;
 
 pub use planned::*;
 
@@ -94,6 +84,15 @@ impl Dims {
                 _ => None,
             },
             None => None,
+        }
+    }
+
+    /// The shape itself when its length is addressable (see
+    /// [`Dims::checked_len`]).
+    pub const fn checked(self) -> Result<Dims, Error> {
+        match self.checked_len() {
+            Some(_) => Ok(self),
+            None => Err(TOO_LARGE),
         }
     }
 
@@ -475,6 +474,97 @@ const fn cmul(a: usize, b: usize) -> Result<usize, Error> {
     }
 }
 
+/// How a parameter tensor starts: PyTorch's default initialisation of
+/// its module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// Uniform in ±1/√fan_in (`nn.Linear`, `nn.Conv2d`: what
+    /// `kaiming_uniform_(a=√5)` gives for a weight, and their biases).
+    Uniform {
+        /// The fan-in.
+        fan_in: usize,
+    },
+    /// All ones (batch norm's γ).
+    Ones,
+    /// All zeros (batch norm's β).
+    Zeros,
+}
+
+/// One parameter tensor of a layer, as PyTorch names and shapes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tensor {
+    /// Its name in the layer's module (`weight`, `bias`).
+    pub name: &'static str,
+    /// Its shape: the first `rank` entries.
+    dims: [usize; 4],
+    /// Its rank.
+    rank: usize,
+    /// How it starts.
+    pub init: Init,
+}
+
+impl Tensor {
+    /// A tensor of shape `dims[..rank]`.
+    pub const fn new(name: &'static str, dims: [usize; 4], rank: usize, init: Init) -> Self {
+        Tensor {
+            name,
+            dims,
+            rank,
+            init,
+        }
+    }
+
+    /// A vector of `n` values.
+    pub const fn vector(name: &'static str, n: usize, init: Init) -> Self {
+        Tensor::new(name, [n, 1, 1, 1], 1, init)
+    }
+
+    /// Its shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.dims[..self.rank.min(4)]
+    }
+
+    /// Its number of values.
+    pub fn numel(&self) -> usize {
+        self.shape().iter().product()
+    }
+}
+
+/// A layer's parameter tensors in θ order (the weight, then the bias),
+/// at most two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tensors {
+    list: [Tensor; 2],
+    len: usize,
+}
+
+impl Tensors {
+    /// No parameters.
+    pub const NONE: Tensors = Tensors {
+        list: [Tensor::vector("", 0, Init::Zeros); 2],
+        len: 0,
+    };
+
+    /// `first`, then `second` where given.
+    pub const fn of(first: Tensor, second: Option<Tensor>) -> Self {
+        match second {
+            Some(s) => Tensors {
+                list: [first, s],
+                len: 2,
+            },
+            None => Tensors {
+                list: [first, first],
+                len: 1,
+            },
+        }
+    }
+
+    /// The tensors, in θ order.
+    pub fn as_slice(&self) -> &[Tensor] {
+        &self.list[..self.len.min(2)]
+    }
+}
+
 /// `?` for `const fn`s.
 macro_rules! tri {
     ($e:expr) => {
@@ -504,6 +594,16 @@ const fn out_len(n: usize, k: usize, s: usize, p: usize) -> Option<usize> {
     }
     Some((padded - k) / s + 1)
 }
+
+// The layer kinds' modules (their facts and maths), after the `tri!`
+// macro they use.
+pub mod act;
+pub mod add;
+pub mod conv;
+pub mod flatten;
+pub mod linear;
+pub mod norm;
+pub mod pool;
 
 /// The layer kinds ([`Op`]), after the `tri!` macro they use.
 mod op;

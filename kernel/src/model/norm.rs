@@ -11,10 +11,25 @@
 //! and leave the running statistics alone.
 
 use super::ctx::Ctx;
-use super::{Maths, Mode, Node};
+use super::{cmul, Dims, Init, Maths, Mode, Node, Tensor, Tensors};
+use crate::error::Error;
 use crate::ops::{BnBwd, BnFwd, BnRBwd, BnRFwd, Loc, Mem, Ops};
 use crate::real::Real;
 use crate::serial::BnGeom;
+
+/// Its parameters on `d`: γ and β, one each per channel.
+pub const fn checked_param_len(d: Dims) -> Result<usize, Error> {
+    cmul(2, d.c)
+}
+
+/// Its parameter tensors on `d`, as `nn.BatchNorm2d` names them: γ = 1,
+/// β = 0.
+pub const fn tensors(d: Dims) -> Tensors {
+    Tensors::of(
+        Tensor::vector("weight", d.c, Init::Ones),
+        Some(Tensor::vector("bias", d.c, Init::Zeros)),
+    )
+}
 
 /// The geometry of node `n` on a batch of `b`.
 pub fn geom(n: &Node, b: usize) -> BnGeom {

@@ -1,12 +1,14 @@
 //! The layer kinds: what each [`Op`] is (its settings, its flat record
-//! [`OpFields`] and name, what every serialized form is written over), its
-//! shapes, parameters and multiply-adds, and which module holds its maths
-//! ([`Maths`], picked by `with_maths!` for the walks of
-//! [`pass`](super::pass)). A new kind is registered here, and its maths
-//! written in its own module.
+//! [`OpFields`] and name, what every serialized form is written over), and
+//! which module holds its facts and its maths: its output shape, parameter
+//! count, multiply-adds and parameter tensors ([`out_dims`],
+//! [`checked_param_len`], [`macs`], [`Op::tensors`], each dispatched here to
+//! the kind's module) and its passes ([`Maths`], picked by `with_maths!` for
+//! the walks of [`pass`](super::pass)). A new kind is registered here, and
+//! its facts and maths written in its own module.
 
 use super::ctx::Ctx;
-use super::{cadd, cmul, out_len, Dims, Mode, Node, TOO_LARGE};
+use super::{conv, flatten, linear, norm, pool, Dims, Mode, Node, Tensors};
 use crate::error::Error;
 use crate::ops::Ops;
 use crate::real::Real;
@@ -285,17 +287,11 @@ impl Op {
     }
 }
 
-/// The output shape of `op` on `d`, or why it does not apply.
+/// The output shape of `op` on `d`, or why it does not apply (each kind's
+/// module says).
 pub const fn out_dims(op: &Op, d: Dims) -> Result<Dims, Error> {
     match *op {
-        Op::Linear { out, .. } => {
-            if !d.is_flat() || out == 0 || d.c == 0 {
-                return Err(Error::BadModel(
-                    "linear needs a non-empty vector input (flatten first)",
-                ));
-            }
-            Ok(Dims::flat(out))
-        }
+        Op::Linear { out, .. } => linear::out_dims(out, d),
         Op::Conv2d {
             out,
             k,
@@ -303,46 +299,14 @@ pub const fn out_dims(op: &Op, d: Dims) -> Result<Dims, Error> {
             pad,
             groups,
             ..
-        } => {
-            if groups == 0 || out == 0 || d.c == 0 || d.c % groups != 0 || out % groups != 0 {
-                return Err(Error::BadModel(
-                    "conv: channels in and out must be non-zero multiples of groups",
-                ));
-            }
-            match (out_len(d.h, k, stride, pad), out_len(d.w, k, stride, pad)) {
-                (Some(h), Some(w)) => checked(Dims::new(out, h, w)),
-                _ => Err(Error::BadModel(
-                    "conv: kernel larger than the padded input, zero stride, or sizes that overflow",
-                )),
-            }
-        }
+        } => conv::out_dims(out, k, stride, pad, groups, d),
         Op::MaxPool { k, stride, pad } | Op::AvgPool { k, stride, pad } => {
-            if pad > k / 2 {
-                return Err(Error::BadModel(
-                    "pool: padding must be at most half the window",
-                ));
-            }
-            match (out_len(d.h, k, stride, pad), out_len(d.w, k, stride, pad)) {
-                (Some(h), Some(w)) => checked(Dims::new(d.c, h, w)),
-                _ => Err(Error::BadModel(
-                    "pool: window larger than the padded input, zero stride, or sizes that overflow",
-                )),
-            }
+            pool::out_dims(k, stride, pad, d)
         }
-        Op::GlobalAvgPool => Ok(Dims::flat(d.c)),
-        Op::Flatten => match d.checked_len() {
-            Some(n) => Ok(Dims::flat(n)),
-            None => Err(TOO_LARGE),
-        },
-        Op::BatchNorm | Op::Act(_) | Op::Add { .. } => checked(d),
-    }
-}
-
-/// `d` when its length is addressable (see [`Dims::checked_len`]).
-const fn checked(d: Dims) -> Result<Dims, Error> {
-    match d.checked_len() {
-        Some(_) => Ok(d),
-        None => Err(TOO_LARGE),
+        Op::GlobalAvgPool => pool::global_out_dims(d),
+        Op::Flatten => flatten::out_dims(d),
+        // the same shape as the input
+        Op::BatchNorm | Op::Act(_) | Op::Add { .. } => d.checked(),
     }
 }
 
@@ -356,59 +320,55 @@ pub const fn param_len(op: &Op, d: Dims) -> usize {
     }
 }
 
-/// [`param_len`], or the error of a count past [`MAX_SCALARS`](super::MAX_SCALARS).
+/// [`param_len`], or the error of a count past [`MAX_SCALARS`](super::MAX_SCALARS)
+/// (each kind's module counts).
 pub const fn checked_param_len(op: &Op, d: Dims) -> Result<usize, Error> {
     match *op {
-        Op::Linear { out, bias } => {
-            let w = tri!(cmul(out, d.c));
-            cadd(w, if bias { out } else { 0 })
-        }
+        Op::Linear { out, bias } => linear::checked_param_len(out, bias, d),
         Op::Conv2d {
             out,
             k,
             groups,
             bias,
             ..
-        } => {
-            if groups == 0 {
-                return Err(Error::BadModel("conv: groups must be positive"));
-            }
-            let kk = tri!(cmul(k, k));
-            let w = tri!(cmul(tri!(cmul(out, d.c / groups)), kk));
-            cadd(w, if bias { out } else { 0 })
-        }
-        Op::BatchNorm => cmul(2, d.c),
+        } => conv::checked_param_len(out, k, groups, bias, d),
+        Op::BatchNorm => norm::checked_param_len(d),
         _ => Ok(0),
     }
 }
 
-/// Multiply-adds of `op` per sample; saturates at `usize::MAX` where the
-/// count overflows.
+/// Multiply-adds of `op` per sample, from `d` to `o` (each kind's module
+/// counts); saturates at `usize::MAX` where the count overflows.
 pub const fn macs(op: &Op, d: Dims, o: Dims) -> usize {
-    let groups = match *op {
-        Op::Conv2d { groups, .. } if groups > 0 => groups,
-        _ => 1,
-    };
     let r = match *op {
-        Op::Linear { out, .. } => out.checked_mul(d.c),
-        Op::Conv2d { k, .. } => match o.c.checked_mul(o.h) {
-            Some(v) => match v.checked_mul(o.w) {
-                Some(v) => match v.checked_mul(d.c / groups) {
-                    Some(v) => match v.checked_mul(k) {
-                        Some(v) => v.checked_mul(k),
-                        None => None,
-                    },
-                    None => None,
-                },
-                None => None,
-            },
-            None => None,
-        },
+        Op::Linear { out, .. } => linear::macs(out, d),
+        Op::Conv2d { k, groups, .. } => conv::macs(k, groups, d, o),
         _ => Some(0),
     };
     match r {
         Some(v) => v,
         None => usize::MAX,
+    }
+}
+
+impl Op {
+    /// Its parameter tensors on input `d`, in θ order, as its PyTorch
+    /// module names and shapes them, with their initialisation (each
+    /// kind's module says): what checkpoints name, initialisation draws
+    /// and the checks split θ by.
+    pub const fn tensors(&self, d: Dims) -> Tensors {
+        match *self {
+            Op::Linear { out, bias } => linear::tensors(out, bias, d),
+            Op::Conv2d {
+                out,
+                k,
+                groups,
+                bias,
+                ..
+            } => conv::tensors(out, k, groups, bias, d),
+            Op::BatchNorm => norm::tensors(d),
+            _ => Tensors::NONE,
+        }
     }
 }
 

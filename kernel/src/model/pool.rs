@@ -4,10 +4,31 @@
 //! the backward pass applied to R-deltas.
 
 use super::ctx::Ctx;
-use super::{Maths, Mode, Node, Op};
+use super::{out_len, Dims, Maths, Mode, Node, Op};
+use crate::error::Error;
 use crate::ops::Ops;
 use crate::real::Real;
 use crate::serial::{PoolGeom, PoolKind};
+
+/// The output shape of `MaxPool` / `AvgPool { k, stride, pad }` on `d`.
+pub const fn out_dims(k: usize, stride: usize, pad: usize, d: Dims) -> Result<Dims, Error> {
+    if pad > k / 2 {
+        return Err(Error::BadModel(
+            "pool: padding must be at most half the window",
+        ));
+    }
+    match (out_len(d.h, k, stride, pad), out_len(d.w, k, stride, pad)) {
+        (Some(h), Some(w)) => Dims::new(d.c, h, w).checked(),
+        _ => Err(Error::BadModel(
+            "pool: window larger than the padded input, zero stride, or sizes that overflow",
+        )),
+    }
+}
+
+/// The output shape of `GlobalAvgPool` on `d`: one value per channel.
+pub const fn global_out_dims(d: Dims) -> Result<Dims, Error> {
+    Ok(Dims::flat(d.c))
+}
 
 /// The geometry of node `n` on a batch of `b`.
 pub fn geom(n: &Node, b: usize) -> PoolGeom {

@@ -128,17 +128,8 @@ pub fn synthetic_data(n: usize, n0: usize, k: usize, seed: u64) -> (Vec<f32>, Ve
 pub fn tensors(model: &Model<Vec<Node>>) -> Vec<std::ops::Range<usize>> {
     let mut v = vec![];
     for n in model.nodes() {
-        // the trained parameters are the last `param_len` of the layer's
-        let frozen = n.all_len.saturating_sub(n.param_len);
-        let mut end = 0;
-        for t in n.op.tensors(n.in_dims).as_slice() {
-            let start = end;
-            end += t.numel();
-            let lo = start.saturating_sub(frozen).min(n.param_len);
-            let hi = end.saturating_sub(frozen).min(n.param_len);
-            if lo < hi {
-                v.push(n.param_off + lo..n.param_off + hi);
-            }
+        for (_, r) in n.trained_tensors() {
+            v.push(n.param_off + r.start..n.param_off + r.end);
         }
     }
     v

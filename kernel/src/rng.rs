@@ -81,15 +81,8 @@ pub fn init_mlp<F: Real>(shape: &Shape, theta: &mut [F], rng: &mut Rng) {
 pub fn init_params<F: Real>(nodes: &[Node], theta: &mut [F], rng: &mut Rng) {
     for n in nodes {
         let p = &mut theta[n.param_off..n.param_off + n.param_len];
-        // the trained parameters are the last `param_len` of the layer's
-        let frozen = n.all_len.saturating_sub(n.param_len);
-        let mut end = 0;
-        for t in n.op.tensors(n.in_dims).as_slice() {
-            let start = end;
-            end += t.numel();
-            let lo = start.saturating_sub(frozen).min(p.len());
-            let hi = end.saturating_sub(frozen).min(p.len());
-            let part = &mut p[lo..hi];
+        for (t, r) in n.trained_tensors() {
+            let part = &mut p[r];
             match t.init {
                 Init::Uniform { fan_in } => {
                     let bound = 1.0 / libm::sqrt(fan_in as f64);

@@ -503,3 +503,37 @@ fn initialisation_follows_pytorch_defaults() {
         );
     }
 }
+
+/// A layer's trained tensors: all of them when it trains everything, its
+/// bias alone (whole, at the start of its trained part) in `bias` mode.
+#[test]
+fn trained_tensors_follow_the_mode() {
+    use fdgr_kernel::finetune::{models_of, Mode as Train};
+    let layers = [
+        Layer::conv(4, 3).pad(1),
+        Layer::act(Act::Tanh),
+        Layer::flatten(),
+        Layer::linear(3),
+    ];
+    let input = Dims::new(2, 4, 4);
+    let names = |mode| -> Vec<(&'static str, usize, usize)> {
+        let m = models_of::<16>(&layers, input, Loss::SoftmaxCe, mode).expect("plans");
+        m.tail
+            .nodes()
+            .iter()
+            .flat_map(|n| n.trained_tensors().map(|(t, r)| (t.name, r.start, r.end)))
+            .collect()
+    };
+    let full = names(Train::Full);
+    assert_eq!(
+        full,
+        [
+            ("weight", 0, 72),
+            ("bias", 72, 76),
+            ("weight", 0, 192),
+            ("bias", 192, 195),
+        ]
+    );
+    let bias = names(Train::Bias);
+    assert_eq!(bias, [("bias", 0, 4), ("bias", 0, 3)]);
+}

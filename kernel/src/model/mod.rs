@@ -409,6 +409,26 @@ pub struct Node {
 }
 
 impl Node {
+    /// Its parameter tensors ([`Op::tensors`]) that it trains, each with
+    /// the part of it in θ, as a range from [`Node::param_off`]: the trained
+    /// parameters are the last [`Node::param_len`] of the layer's, so a
+    /// layer that trains its bias alone yields its bias whole and its
+    /// weight not at all.
+    pub fn trained_tensors(&self) -> impl Iterator<Item = (Tensor, core::ops::Range<usize>)> {
+        let frozen = self.all_len.saturating_sub(self.param_len);
+        let len = self.param_len;
+        let tensors = self.op.tensors(self.in_dims);
+        let mut end = 0;
+        (0..tensors.as_slice().len()).filter_map(move |i| {
+            let t = tensors.as_slice()[i];
+            let start = end;
+            end += t.numel();
+            let lo = start.saturating_sub(frozen).min(len);
+            let hi = end.saturating_sub(frozen).min(len);
+            (lo < hi).then_some((t, lo..hi))
+        })
+    }
+
     /// A placeholder, overwritten by [`plan`].
     pub const EMPTY: Node = Node {
         op: Op::Flatten,
